@@ -1,0 +1,159 @@
+//! `esprit config …`: validate a service configuration and show what it means per method.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+use service_config::{ApiKeyRequirement, Method, OnMissing, ServiceConfig};
+
+#[derive(Args)]
+pub struct ConfigArgs {
+    #[command(subcommand)]
+    command: ConfigCommand,
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Load and validate a service config; print every method with the checks that apply to it.
+    /// On an invalid config, print one line per problem to stderr and exit 1.
+    Check(CheckArgs),
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    /// The service configuration: `google.api.Service` YAML, or the expanded JSON form.
+    #[arg(long, value_name = "FILE")]
+    service_config: PathBuf,
+    /// The API's descriptor: a FileDescriptorSet (`.pb`) or `.proto` files. Repeatable. Optional
+    /// with the JSON form, which embeds it.
+    #[arg(long, value_name = "FILE")]
+    descriptor: Vec<PathBuf>,
+}
+
+pub fn run(args: ConfigArgs) -> anyhow::Result<ExitCode> {
+    match args.command {
+        ConfigCommand::Check(check) => Ok(run_check(&check)),
+    }
+}
+
+fn run_check(args: &CheckArgs) -> ExitCode {
+    match service_config::load(&args.service_config, &args.descriptor) {
+        Ok(config) => {
+            print!("{}", render(&config));
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            // One line per problem, each starting with the field path.
+            for line in errors.to_string().lines() {
+                eprintln!("{line}");
+            }
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// The report `config check` prints for a valid config.
+fn render(config: &ServiceConfig) -> String {
+    let mut out = String::new();
+    // Writing to a String cannot fail.
+    let _ = writeln!(out, "service:   {}", config.name());
+    if let Some(title) = config.title() {
+        let _ = writeln!(out, "title:     {title}");
+    }
+    let _ = writeln!(out, "config id: {}", config.id());
+    let apis: Vec<&str> = config.apis().iter().map(|a| a.name.as_str()).collect();
+    let _ = writeln!(out, "apis:      {}", apis.join(", "));
+    for provider in config.providers() {
+        let keys = match &provider.jwks_uri {
+            Some(uri) => uri.to_string(),
+            None => "OpenID discovery".to_owned(),
+        };
+        let _ = writeln!(
+            out,
+            "provider:  {} issuer={} keys={}",
+            provider.id, provider.issuer, keys
+        );
+    }
+    let _ = writeln!(out, "methods:   {}", config.methods().len());
+    let _ = writeln!(out);
+
+    let header = [
+        "SELECTOR",
+        "GRPC PATH",
+        "API KEY",
+        "ALLOW WITHOUT CREDENTIAL",
+        "JWT (provider, accepted audiences, token locations)",
+    ];
+    let rows: Vec<[String; 5]> = config.methods().iter().map(|m| row(config, m)).collect();
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.len());
+        }
+    }
+    let mut write_row = |cells: [&str; 5]| {
+        let mut line = String::new();
+        for (i, (cell, width)) in cells.iter().zip(widths).enumerate() {
+            if i + 1 == cells.len() {
+                line.push_str(cell);
+            } else {
+                let _ = write!(line, "{cell:<width$}  ");
+            }
+        }
+        let _ = writeln!(out, "{}", line.trim_end());
+    };
+    write_row(header);
+    for row in &rows {
+        write_row(row.each_ref().map(String::as_str));
+    }
+    out
+}
+
+fn row(config: &ServiceConfig, method: &Method) -> [String; 5] {
+    let api_key = match method.api_key {
+        ApiKeyRequirement::Required => {
+            let locations: Vec<String> = method
+                .api_key_locations
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            format!("required ({})", locations.join(", "))
+        }
+        ApiKeyRequirement::NotRequired => "not required".to_owned(),
+    };
+    let (allow, jwt) = match &method.auth {
+        None => ("-".to_owned(), "none".to_owned()),
+        Some(auth) => {
+            let allow = match auth.on_missing {
+                OnMissing::Allow => "yes",
+                OnMissing::Reject => "no",
+            };
+            let requirements: Vec<String> = auth
+                .requirements
+                .iter()
+                .map(|r| {
+                    let audiences: Vec<&str> = r.audiences.iter().map(|a| a.as_str()).collect();
+                    let locations: Vec<String> = config
+                        .provider(&r.provider_id)
+                        .map(|p| p.jwt_locations.iter().map(ToString::to_string).collect())
+                        .unwrap_or_default();
+                    format!(
+                        "{} [aud: {}] [in: {}]",
+                        r.provider_id,
+                        audiences.join(", "),
+                        locations.join(", ")
+                    )
+                })
+                .collect();
+            (allow.to_owned(), requirements.join(" OR "))
+        }
+    };
+    [
+        method.selector.to_string(),
+        method.grpc_path.clone(),
+        api_key,
+        allow,
+        jwt,
+    ]
+}

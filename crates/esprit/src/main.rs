@@ -1,0 +1,41 @@
+//! `esprit`: the user binary. Subcommands dispatch to one module each; the work lives in the
+//! library crates, this crate only parses flags, sets up logging and the runtime, and reports
+//! errors with context.
+
+mod config_cmd;
+mod duration;
+mod logging;
+mod proxy_cmd;
+mod signals;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "esprit", version, about = "An authenticating gRPC proxy compatible with Google's ESP service configs")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Inspect and validate service configurations.
+    Config(config_cmd::ConfigArgs),
+    /// Run the proxy in front of a gRPC backend.
+    Proxy(proxy_cmd::ProxyArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Config(args) => config_cmd::run(args),
+        Command::Proxy(args) => proxy_cmd::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("esprit: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

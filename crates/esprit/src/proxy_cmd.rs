@@ -1,0 +1,99 @@
+//! `esprit proxy …`: load the service config, build the runtime, serve until SIGTERM/SIGINT.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+
+use crate::duration::parse_duration;
+
+#[derive(Args)]
+pub struct ProxyArgs {
+    /// The service configuration: `google.api.Service` YAML, or the expanded JSON form.
+    #[arg(long, value_name = "FILE")]
+    service_config: PathBuf,
+    /// The API's descriptor: a FileDescriptorSet (`.pb`) or `.proto` files. Repeatable. Optional
+    /// with the JSON form, which embeds it.
+    #[arg(long, value_name = "FILE")]
+    descriptor: Vec<PathBuf>,
+    /// Where calls go: `grpc://HOST:PORT` (h2c) or `grpcs://HOST:PORT` (TLS).
+    #[arg(long, value_name = "URL")]
+    backend: proxy::BackendUrl,
+    /// CA bundle (PEM) trusted for a `grpcs://` backend, instead of the system roots.
+    #[arg(long, value_name = "FILE")]
+    backend_ca: Option<PathBuf>,
+    /// Give up connecting to the backend after this long and answer UNAVAILABLE.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    backend_connect_timeout: Duration,
+    /// Address to listen on (h2c and HTTP/1.1, or TLS with --tls-cert/--tls-key).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9000")]
+    listen: SocketAddr,
+    /// Serve TLS with this certificate chain (PEM). Requires --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM, PKCS#8, PKCS#1 or SEC1) for --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// An HTTP path the proxy answers itself: 200 while serving, 503 while draining.
+    #[arg(long, value_name = "PATH")]
+    healthz: Option<String>,
+    /// After SIGTERM/SIGINT, how long in-flight calls may continue before the proxy exits.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    drain_timeout: Duration,
+    /// Threads of the async runtime. Default: the number of cores.
+    #[arg(long, value_name = "N")]
+    worker_threads: Option<usize>,
+    /// HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS per client connection.
+    #[arg(long, value_name = "N", default_value_t = proxy::Http2Limits::default().max_concurrent_streams)]
+    http2_max_concurrent_streams: u32,
+    /// Log format: one JSON object per line, or text.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+pub fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
+    crate::logging::init(args.log_format);
+    let config = service_config::load(&args.service_config, &args.descriptor).with_context(|| {
+        format!("loading service config from {}", args.service_config.display())
+    })?;
+    let routes = proxy::RouteTable::from_config(&config);
+    tracing::info!(service = config.name(), config_id = %config.id(), methods = routes.len(), "service config loaded");
+
+    let mut settings = proxy::ProxySettings::new(args.listen, args.backend);
+    settings.backend_ca = args.backend_ca;
+    settings.backend_connect_timeout = args.backend_connect_timeout;
+    settings.tls = match (args.tls_cert, args.tls_key) {
+        (Some(cert), Some(key)) => Some(proxy::TlsFiles { cert, key }),
+        _ => None,
+    };
+    settings.healthz = args.healthz;
+    settings.drain_timeout = args.drain_timeout;
+    settings.http2.max_concurrent_streams = args.http2_max_concurrent_streams;
+
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = args.worker_threads {
+        anyhow::ensure!(n > 0, "--worker-threads must be at least 1");
+        runtime.worker_threads(n);
+    }
+    let runtime = runtime.enable_all().build().context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let proxy = proxy::Proxy::bind(routes, settings)
+            .await
+            .context("starting the proxy")?;
+        tracing::info!(listen = %proxy.local_addr(), "listening");
+        let drained = proxy.serve(crate::signals::terminated()).await;
+        if !drained {
+            tracing::warn!("exiting with calls still in flight after the drain timeout");
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}

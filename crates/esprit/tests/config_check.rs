@@ -1,0 +1,160 @@
+//! `esprit config check` run as a process on the service-config fixtures.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn fixture(name: &str) -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../service-config/tests/fixtures")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+fn check(config: &str, descriptors: &[&str]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_esprit"));
+    command.args(["config", "check", "--service-config", &fixture(config)]);
+    for descriptor in descriptors {
+        command.args(["--descriptor", &fixture(descriptor)]);
+    }
+    command.output().expect("run esprit")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8(bytes.to_vec()).expect("utf-8 output")
+}
+
+const METHODS: [&str; 8] = [
+    "ListShelves",
+    "CreateShelf",
+    "GetShelf",
+    "DeleteShelf",
+    "ListBooks",
+    "CreateBook",
+    "GetBook",
+    "DeleteBook",
+];
+
+/// The table row of `method`, split on runs of two or more spaces.
+fn row<'a>(stdout: &'a str, method: &str) -> Vec<&'a str> {
+    let selector = format!("endpoints.examples.bookstore.Bookstore.{method} ");
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with(&selector))
+        .unwrap_or_else(|| panic!("no row for {method}:\n{stdout}"));
+    line.split("  ")
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .collect()
+}
+
+#[test]
+fn valid_configs_print_every_method() {
+    let locations = "[in: header Authorization prefix \"Bearer \", header X-Goog-Iap-Jwt-Assertion, query access_token]";
+    let jwt = format!(
+        "google_service_account [aud: bookstore.endpoints.my-project.cloud.goog] {locations}"
+    );
+    let keys = "required (query key, query api_key, header x-api-key)";
+    // (config, descriptors, JWT cell, ALLOW WITHOUT CREDENTIAL cell)
+    let cases: Vec<(&str, Vec<&str>, &str, &str)> = vec![
+        ("api_config_auth.yaml", vec!["bookstore.proto"], &jwt, "no"),
+        ("api_config_auth.yaml", vec!["bookstore.pb"], &jwt, "no"),
+        ("service.json", vec![], &jwt, "no"),
+        ("api_config.yaml", vec!["bookstore.pb"], "none", "-"),
+    ];
+    for (config, descriptors, want_jwt, want_allow) in cases {
+        let output = check(config, &descriptors);
+        let stdout = text(&output.stdout);
+        let stderr = text(&output.stderr);
+        assert!(output.status.success(), "{config}: {stderr}");
+        assert_eq!(stderr, "", "{config}");
+        assert!(
+            stdout.starts_with("service:   bookstore.endpoints.my-project.cloud.goog\n"),
+            "{config}:\n{stdout}"
+        );
+        let id = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("config id: "))
+            .unwrap_or_else(|| panic!("{config}: no config id:\n{stdout}"));
+        assert_eq!(id.len(), 16, "{config}: {id}");
+        assert!(id.chars().all(|c| c.is_ascii_hexdigit()), "{id}");
+        assert!(stdout.contains("methods:   8\n"), "{config}:\n{stdout}");
+        for method in METHODS {
+            let cells = row(&stdout, method);
+            let want_key = if method == "ListShelves" {
+                "not required"
+            } else {
+                keys
+            };
+            assert_eq!(
+                cells,
+                vec![
+                    format!("endpoints.examples.bookstore.Bookstore.{method}").as_str(),
+                    format!("/endpoints.examples.bookstore.Bookstore/{method}").as_str(),
+                    want_key,
+                    want_allow,
+                    want_jwt,
+                ],
+                "{config}: {method}"
+            );
+        }
+    }
+    let auth = text(&check("api_config_auth.yaml", &["bookstore.pb"]).stdout);
+    assert!(auth.contains(
+        "provider:  google_service_account issuer=bookstore-client@my-project.iam.gserviceaccount.com \
+         keys=https://www.googleapis.com/robot/v1/metadata/x509/bookstore-client@my-project.iam.gserviceaccount.com\n"
+    ), "{auth}");
+}
+
+#[test]
+fn invalid_configs_print_one_line_per_problem_and_exit_1() {
+    let syntax = format!("{}: invalid YAML: ", fixture("bad/syntax.yaml"));
+    // (config, descriptors, the start of each stderr line)
+    let cases: Vec<(&str, Vec<&str>, Vec<&str>)> = vec![
+        (
+            "bad/many_problems.yaml",
+            vec!["bookstore.pb"],
+            vec![
+                "name: required field is missing",
+                "apis[0].name: service \"endpoints.examples.bookstore.Library\" is not defined",
+                "authentication.providers[0].issuer: required field is missing",
+                "authentication.providers[0].jwks_uri: malformed URL \"ftp://keys.example.com/jwks\"",
+                "authentication.providers[1].id: duplicate provider id \"a\"",
+                "authentication.providers[1].jwt_locations[0]: cookie locations are not supported",
+                "authentication.rules[0].selector: invalid selector \"foo.*.bar\"",
+                "authentication.rules[0].requirements[0].provider_id: unknown provider id \"b\"",
+                "usage.rules[0].selector: required field is missing",
+                "system_parameters.rules[0].parameters[0]: set http_header or url_query_parameter",
+            ],
+        ),
+        (
+            "bad/malformed_jwks_uri.yaml",
+            vec!["bookstore.proto"],
+            vec!["authentication.providers[1].jwks_uri: malformed URL \"ht!tp:/x\""],
+        ),
+        (
+            "api_config.yaml",
+            vec![],
+            vec!["descriptor: no API descriptor"],
+        ),
+        (
+            "bad/syntax.yaml",
+            vec!["bookstore.pb"],
+            vec![syntax.as_str()],
+        ),
+    ];
+    for (config, descriptors, want) in cases {
+        let output = check(config, &descriptors);
+        let stderr = text(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{config}: {stderr}");
+        assert_eq!(text(&output.stdout), "", "{config}");
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert_eq!(lines.len(), want.len(), "{config}:\n{stderr}");
+        for (line, prefix) in lines.iter().zip(&want) {
+            assert!(
+                line.starts_with(prefix),
+                "{config}: {line:?} should start with {prefix:?}"
+            );
+        }
+    }
+}

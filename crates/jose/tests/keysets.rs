@@ -1,0 +1,184 @@
+//! Key-set formats, skipped keys and their reasons.
+
+mod common;
+
+use common::*;
+use jose::{Algorithm, JoseError, Jwt, KeySet, KeySource, Kid, SkipReason, verify};
+use serde_json::{Value, json};
+
+fn parse(v: &Value) -> Result<KeySet, JoseError> {
+    KeySet::parse(v.to_string().as_bytes(), KeySource::Remote)
+}
+
+fn verifies(token: &str, keys: &KeySet) -> bool {
+    verify(Jwt::parse(token).unwrap().jws(), keys).is_ok()
+}
+
+#[test]
+fn malformed_key_sets_have_the_contract_messages() {
+    let cases: Vec<(&str, &[u8], &str)> = vec![
+        ("not json", b"hello", "Jwks is an invalid JSON"),
+        ("json list", b"[1]", "Jwks is an invalid JSON"),
+        ("empty object", b"{}", "Jwks does not have [keys] field"),
+        ("object of numbers", br#"{"a":1}"#, "Jwks does not have [keys] field"),
+        ("keys not a list", br#"{"keys":{}}"#, "[keys] in Jwks is not an array"),
+        ("keys empty", br#"{"keys":[]}"#, "Jwks doesn't have any valid public key"),
+        ("bad pem", b"-----BEGIN PUBLIC KEY-----\n!!!\n-----END PUBLIC KEY-----\n", "PEM pubkey parse fails"),
+    ];
+    for (desc, bytes, want) in cases {
+        let err = KeySet::parse(bytes, KeySource::Remote).unwrap_err();
+        assert_eq!(err.to_string(), want, "{desc}");
+    }
+}
+
+#[test]
+fn unusable_keys_are_skipped_with_reasons() {
+    let weak = jose::PublicKey::from_pem(RSA1024_SPKI).unwrap().to_jwk(Some("weak"), None);
+    let good = jwk(&rsa(), "good", None);
+    let ec = jwk(&p256(), "ec", None);
+    let mut ec_bad_point = ec.clone();
+    ec_bad_point["y"] = ec["x"].clone();
+    let mut ec_wrong_alg = ec.clone();
+    ec_wrong_alg["alg"] = "ES384".into();
+    let mut enc = good.clone();
+    enc["use"] = "enc".into();
+    enc["kid"] = "enc".into();
+    let mut ops = good.clone();
+    ops["key_ops"] = json!(["encrypt"]);
+    let mut e_one = good.clone();
+    e_one["e"] = "AQ".into();
+    let set = parse(&json!({"keys": [
+        good,
+        weak,
+        {"kid": "nokty", "n": "AQAB"},
+        {"kty": "RSA", "kid": "non", "e": "AQAB"},
+        {"kty": "oct", "kid": "h", "k": "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0"},
+        {"kty": "EC", "crv": "P-192", "x": "AA", "y": "AA"},
+        {"kty": "OKP", "crv": "Ed448", "x": "AA"},
+        {"kty": "DSA"},
+        ec_bad_point,
+        ec_wrong_alg,
+        enc,
+        ops,
+        e_one,
+        {"kty": "RSA", "alg": "RS1", "n": "AQAB", "e": "AQAB"},
+        "not an object",
+    ]}))
+    .unwrap();
+    assert_eq!(set.keys().len(), 1);
+    assert_eq!(set.keys()[0].kid(), Some(&Kid::from("good")));
+    let reasons: Vec<(usize, SkipReason)> =
+        set.skipped().iter().map(|s| (s.index, s.reason.clone())).collect();
+    assert_eq!(
+        reasons,
+        vec![
+            (1, SkipReason::RsaKeySize(1024)),
+            (2, SkipReason::MissingKty),
+            (3, SkipReason::BadEncoding("RSA [n]")),
+            (4, SkipReason::HmacFromRemote),
+            (5, SkipReason::UnsupportedCurve("P-192".into())),
+            (6, SkipReason::UnsupportedCurve("Ed448".into())),
+            (7, SkipReason::UnsupportedKty("DSA".into())),
+            (8, SkipReason::BadEncoding("EC point")),
+            (9, SkipReason::AlgKeyMismatch("ES384".into())),
+            (10, SkipReason::NotForSignature),
+            (11, SkipReason::NotForSignature),
+            (12, SkipReason::RsaBadExponent),
+            (13, SkipReason::UnsupportedAlg("RS1".into())),
+            (14, SkipReason::BadEncoding("key object")),
+        ]
+    );
+    assert_eq!(set.skipped()[1].kid, None);
+    assert_eq!(set.skipped()[9].kid, Some(Kid::from("enc")));
+    assert_eq!(set.skipped()[0].reason.to_string(), "RSA key of 1024 bits (2048 to 8192 are accepted)");
+}
+
+#[test]
+fn a_set_of_only_weak_keys_is_an_error_that_lists_them() {
+    let weak = jose::PublicKey::from_pem(RSA1024_SPKI).unwrap().to_jwk(Some("weak"), None);
+    match parse(&json!({"keys": [weak]})) {
+        Err(JoseError::NoUsableKeys { skipped }) => {
+            assert_eq!(skipped.len(), 1);
+            assert_eq!(skipped[0].reason, SkipReason::RsaKeySize(1024));
+        }
+        other => panic!("{other:?}"),
+    }
+    // And a token signed by the weak key never verifies, even next to a good key.
+    let weak_signer = jose::Signer::from_pkcs8_pem(RSA1024_PKCS8).unwrap();
+    let token = weak_signer.sign_jwt(None, Algorithm::RS256, &claims()).unwrap();
+    let keys = KeySet::parse(format!("{RSA1024_SPKI}{RSA_SPKI}").as_bytes(), KeySource::Remote).unwrap();
+    assert_eq!(keys.keys().len(), 1);
+    assert!(!verifies(&token, &keys));
+}
+
+#[test]
+fn pem_public_keys_in_every_form() {
+    let token_rsa = rsa().sign_jwt(Some("any"), Algorithm::RS256, &claims()).unwrap();
+    let token_ec = p256().sign_jwt(Some("any"), Algorithm::ES256, &claims()).unwrap();
+    let token_ed = ed25519().sign_jwt(None, Algorithm::EdDSA, &claims()).unwrap();
+    for (desc, pem, token) in [
+        ("SPKI RSA", RSA_SPKI, &token_rsa),
+        ("PKCS#1 RSA", RSA_PKCS1_PUBLIC, &token_rsa),
+        ("SPKI P-256", P256_SPKI, &token_ec),
+        ("SPKI Ed25519", ED25519_SPKI, &token_ed),
+    ] {
+        let keys = KeySet::parse(pem.as_bytes(), KeySource::Remote).unwrap();
+        assert_eq!(keys.keys()[0].kid(), None, "{desc}");
+        // A kid-less PEM key serves tokens with any kid (as jwt_verify_lib).
+        assert!(verifies(token, &keys), "{desc}");
+    }
+    // Several blocks, one of them not a public key.
+    let mixed = format!("{RSA_SPKI}\n{P256_PKCS8}\n{P256_SPKI}");
+    let keys = KeySet::parse(mixed.as_bytes(), KeySource::Remote).unwrap();
+    assert_eq!(keys.keys().len(), 2);
+    assert_eq!(keys.skipped()[0].reason, SkipReason::UnsupportedKty("PEM PRIVATE KEY".into()));
+    assert!(verifies(&token_rsa, &keys) && verifies(&token_ec, &keys));
+}
+
+fn self_signed_pem(private_pkcs8_pem: &str) -> String {
+    let key = rcgen::KeyPair::from_pem(private_pkcs8_pem).unwrap();
+    let params = rcgen::CertificateParams::new(vec!["robot.example".to_string()]).unwrap();
+    params.self_signed(&key).unwrap().pem()
+}
+
+#[test]
+fn google_x509_certificate_map() {
+    let (rsa, p256) = (rsa(), p256());
+    let map = json!({
+        "rsa-kid": self_signed_pem(RSA_PKCS8),
+        "ec-kid": self_signed_pem(P256_PKCS8),
+        "broken": "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+    });
+    let keys = parse(&map).unwrap();
+    assert_eq!(keys.keys().len(), 2);
+    assert_eq!(keys.skipped().len(), 1);
+    assert_eq!(keys.skipped()[0].kid, Some(Kid::from("broken")));
+    let rs = rsa.sign_jwt(Some("rsa-kid"), Algorithm::RS256, &claims()).unwrap();
+    let es = p256.sign_jwt(Some("ec-kid"), Algorithm::ES256, &claims()).unwrap();
+    let wrong_kid = rsa.sign_jwt(Some("ec-kid"), Algorithm::RS256, &claims()).unwrap();
+    assert!(verifies(&rs, &keys) && verifies(&es, &keys));
+    assert!(!verifies(&wrong_kid, &keys));
+    // A single certificate as a PEM document works too.
+    let single = KeySet::parse(self_signed_pem(RSA_PKCS8).as_bytes(), KeySource::Remote).unwrap();
+    assert!(verifies(&rs, &single));
+}
+
+#[test]
+fn roca_weak_modulus_is_refused() {
+    // Wycheproof's ROCA key (json_web_key_test.json, "jws_rsa_roca_key"): 2049 bits, e = 65537.
+    let file: Value =
+        serde_json::from_str(include_str!("fixtures/wycheproof/json_web_key_test.json")).unwrap();
+    let group = file["testGroups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["comment"] == "jws_rsa_roca_key")
+        .unwrap();
+    let err = parse(&group["private"]).unwrap_err();
+    match err {
+        JoseError::NoUsableKeys { skipped } => assert_eq!(skipped[0].reason, SkipReason::RsaRoca),
+        other => panic!("{other:?}"),
+    }
+    // Our own keys do not have the fingerprint.
+    parse(&json!({"keys": [jwk(&rsa(), "k", None)]})).unwrap();
+}

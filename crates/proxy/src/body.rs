@@ -1,0 +1,239 @@
+//! The response body the proxy sends: the backend's frames passed through (with the caller's
+//! deadline enforced and the gRPC status observed for the access log), or a body of its own.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::HeaderMap;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use tokio::time::Sleep;
+use tonic::Code;
+
+/// One access-log line per call, written when the response body is finished or dropped (the
+/// client went away). Carries no header values: tokens and keys never reach the log.
+#[derive(Debug)]
+pub(crate) struct CallLog {
+    selector: Option<Arc<str>>,
+    path: Option<Box<str>>,
+    peer: std::net::SocketAddr,
+    start: Instant,
+    status: Option<Code>,
+    http_status: u16,
+}
+
+impl CallLog {
+    pub(crate) fn new(peer: std::net::SocketAddr, start: Instant) -> Self {
+        Self {
+            selector: None,
+            path: None,
+            peer,
+            start,
+            status: None,
+            http_status: 200,
+        }
+    }
+
+    pub(crate) fn set_selector(&mut self, selector: Arc<str>) {
+        self.selector = Some(selector);
+    }
+
+    /// For paths that are not methods, so operators can see what was asked for.
+    pub(crate) fn set_path(&mut self, path: &str) {
+        // Bounded: a path is client input.
+        let end = path.char_indices().nth(256).map_or(path.len(), |(i, _)| i);
+        self.path = Some(Box::from(&path[..end]));
+    }
+
+    pub(crate) fn set_status(&mut self, code: Code) {
+        self.status = Some(code);
+    }
+
+    pub(crate) fn set_http_status(&mut self, status: http::StatusCode) {
+        self.http_status = status.as_u16();
+    }
+
+    fn observe(&mut self, headers: &HeaderMap) {
+        if let Some(code) = grpc_status(headers) {
+            self.status = Some(code);
+        }
+    }
+}
+
+fn grpc_status(headers: &HeaderMap) -> Option<Code> {
+    let value = headers.get("grpc-status")?.to_str().ok()?;
+    value.parse::<i32>().ok().map(Code::from_i32)
+}
+
+impl Drop for CallLog {
+    fn drop(&mut self) {
+        let duration_us = self.start.elapsed().as_micros() as u64;
+        let selector = self.selector.as_deref().unwrap_or("-");
+        let path = self.path.as_deref().unwrap_or("");
+        match self.status {
+            Some(code) => tracing::info!(
+                target: "esprit::access",
+                selector,
+                path,
+                peer = %self.peer,
+                grpc_status = code_name(code),
+                http_status = self.http_status,
+                duration_us,
+                "call"
+            ),
+            None => tracing::info!(
+                target: "esprit::access",
+                selector,
+                path,
+                peer = %self.peer,
+                grpc_status = "CANCELLED",
+                http_status = self.http_status,
+                duration_us,
+                "call ended before a status"
+            ),
+        }
+    }
+}
+
+/// Upper-case gRPC code names, as in the gRPC spec and in ESP's logs.
+pub fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+enum Kind {
+    Backend {
+        inner: Incoming,
+        deadline: Option<Pin<Box<Sleep>>>,
+    },
+    Full(Option<Bytes>),
+    Done,
+}
+
+pub(crate) struct ProxyBody {
+    kind: Kind,
+    log: CallLog,
+}
+
+impl ProxyBody {
+    pub(crate) fn empty(log: CallLog) -> Self {
+        Self { kind: Kind::Done, log }
+    }
+
+    pub(crate) fn full(bytes: Bytes, log: CallLog) -> Self {
+        Self {
+            kind: Kind::Full(Some(bytes)),
+            log,
+        }
+    }
+
+    /// Passes the backend's body through. `headers` are the response headers (a trailers-only
+    /// answer has its status there); `deadline` ends the call with `DEADLINE_EXCEEDED` trailers.
+    pub(crate) fn backend(
+        inner: Incoming,
+        headers: &HeaderMap,
+        deadline: Option<Pin<Box<Sleep>>>,
+        mut log: CallLog,
+    ) -> Self {
+        log.observe(headers);
+        Self {
+            kind: Kind::Backend { inner, deadline },
+            log,
+        }
+    }
+
+    /// Ends the stream with a status of our own in the trailers.
+    fn finish_with(&mut self, status: tonic::Status) -> Poll<Option<Result<Frame<Bytes>, std::convert::Infallible>>> {
+        self.kind = Kind::Done;
+        self.log.set_status(status.code());
+        let mut trailers = HeaderMap::new();
+        match status.add_header(&mut trailers) {
+            Ok(()) => Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
+            Err(_) => Poll::Ready(None),
+        }
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    // Errors of the backend's stream become gRPC trailers, so the caller always gets a status.
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        match &mut this.kind {
+            Kind::Done => Poll::Ready(None),
+            Kind::Full(bytes) => {
+                let frame = bytes.take().map(|b| Ok(Frame::data(b)));
+                this.kind = Kind::Done;
+                Poll::Ready(frame)
+            }
+            Kind::Backend { inner, deadline } => {
+                if let Some(sleep) = deadline
+                    && sleep.as_mut().poll(cx).is_ready()
+                {
+                    // Dropping `inner` resets the backend's stream: it stops working for nobody.
+                    return this.finish_with(tonic::Status::deadline_exceeded("Deadline Exceeded"));
+                }
+                match ready!(Pin::new(inner).poll_frame(cx)) {
+                    Some(Ok(frame)) => {
+                        if let Some(trailers) = frame.trailers_ref() {
+                            this.log.observe(trailers);
+                        }
+                        Poll::Ready(Some(Ok(frame)))
+                    }
+                    Some(Err(err)) => {
+                        tracing::debug!(error = %err, "backend response stream failed");
+                        this.finish_with(tonic::Status::unavailable(
+                            "upstream disconnect/reset after headers",
+                        ))
+                    }
+                    None => {
+                        this.kind = Kind::Done;
+                        Poll::Ready(None)
+                    }
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Done => true,
+            Kind::Full(b) => b.is_none(),
+            Kind::Backend { .. } => false,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Done => SizeHint::with_exact(0),
+            Kind::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
+            Kind::Full(None) => SizeHint::with_exact(0),
+            Kind::Backend { inner, .. } => inner.size_hint(),
+        }
+    }
+}

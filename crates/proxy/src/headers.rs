@@ -1,0 +1,111 @@
+//! Header hygiene between client and backend.
+
+use http::HeaderMap;
+use http::header::HeaderName;
+
+/// Headers the proxy vouches for towards the backend. A client must never be able to send them:
+/// every request has all copies removed before anything else looks at it, whatever the method,
+/// whatever the case, and with `_` in place of `-` (some servers treat the two alike).
+pub const VOUCHED: &[&str] = &["x-endpoint-api-userinfo", "x-endpoint-api-consumer-project"];
+
+/// Connection-specific headers (RFC 9110 §7.6.1, RFC 9113 §8.2.2) that must not cross a proxy.
+/// `te: trailers` is the one `te` value HTTP/2 allows and gRPC needs, so it is kept.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "upgrade",
+];
+
+fn is_vouched(name: &HeaderName) -> bool {
+    let name = name.as_str();
+    VOUCHED.iter().any(|v| {
+        v.len() == name.len()
+            && v
+                .bytes()
+                .zip(name.bytes())
+                // HeaderName is already lowercase; only `_` vs `-` remains to fold.
+                .all(|(a, b)| a == b || (a == b'-' && b == b'_'))
+    })
+}
+
+/// Removes vouched and hop-by-hop headers from a client's request.
+pub fn sanitize_request(headers: &mut HeaderMap) {
+    let forged: Vec<HeaderName> = headers.keys().filter(|n| is_vouched(n)).cloned().collect();
+    for name in forged {
+        headers.remove(&name);
+    }
+    remove_hop_by_hop(headers);
+    if headers
+        .get(http::header::TE)
+        .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"trailers"))
+    {
+        headers.remove(http::header::TE);
+    }
+}
+
+/// Removes hop-by-hop headers from a backend's response.
+pub fn sanitize_response(headers: &mut HeaderMap) {
+    remove_hop_by_hop(headers);
+    headers.remove(http::header::TE);
+}
+
+fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    for name in HOP_BY_HOP {
+        headers.remove(*name);
+    }
+}
+
+/// Whether the request is a gRPC call (`content-type: application/grpc` or `application/grpc+…`).
+pub fn is_grpc(headers: &HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| {
+            ct == "application/grpc"
+                || ct.starts_with("application/grpc+")
+                || ct.starts_with("application/grpc;")
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_every_spelling_of_vouched_headers() {
+        let mut h = HeaderMap::new();
+        for name in [
+            "x-endpoint-api-userinfo",
+            "X-Endpoint-API-UserInfo",
+            "x_endpoint_api_userinfo",
+            "X_ENDPOINT_API_USERINFO",
+            "x-endpoint_api-userinfo",
+            "x-endpoint-api-consumer-project",
+            "x_endpoint_api_consumer_project",
+        ] {
+            h.append(HeaderName::from_bytes(name.as_bytes()).unwrap(), "forged".parse().unwrap());
+        }
+        h.insert("x-endpoint-api-userinfo-extra", "kept".parse().unwrap());
+        h.insert("connection", "close".parse().unwrap());
+        h.insert("te", "trailers".parse().unwrap());
+        sanitize_request(&mut h);
+        let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, vec!["x-endpoint-api-userinfo-extra", "te"]);
+    }
+
+    #[test]
+    fn grpc_content_types() {
+        let mut h = HeaderMap::new();
+        for (ct, want) in [
+            ("application/grpc", true),
+            ("application/grpc+proto", true),
+            ("application/grpc-web", false),
+            ("application/json", false),
+        ] {
+            h.insert(http::header::CONTENT_TYPE, ct.parse().unwrap());
+            assert_eq!(is_grpc(&h), want, "{ct}");
+        }
+    }
+}

@@ -1,0 +1,51 @@
+//! The I/O shell of esprit: accepts HTTP/2 (h2c or TLS) and HTTP/1.1 connections, decides per call
+//! whether the request belongs to the configured API, and forwards gRPC calls to one backend with
+//! their metadata, trailers, status and deadline intact.
+//!
+//! What it deliberately does not do: parse or re-encode protobuf messages (bodies are streamed
+//! frame by frame, never buffered), or make authentication decisions itself (those are pure
+//! functions in other crates; this crate gathers their inputs — clock, key caches — and applies
+//! their verdicts).
+
+mod backend;
+mod body;
+mod handler;
+mod headers;
+mod reject;
+mod routes;
+mod server;
+mod settings;
+
+pub use reject::Rejection;
+pub use routes::{Route, RouteTable};
+pub use server::Proxy;
+pub use settings::{BackendUrl, Http2Limits, ProxySettings, SettingsError, TlsFiles};
+
+/// Failures while starting the proxy. Failures of single calls are never errors of this kind:
+/// they become responses (see [`Rejection`]).
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("binding the listener on {addr}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("reading {what} from {path}")]
+    ReadFile {
+        what: &'static str,
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{what} in {path}: {problem}")]
+    BadPem {
+        what: &'static str,
+        path: std::path::PathBuf,
+        problem: String,
+    },
+    #[error("configuring TLS")]
+    Tls(#[source] rustls::Error),
+    #[error("loading the system's root certificates found none")]
+    NoRootCertificates,
+}

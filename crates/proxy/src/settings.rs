@@ -1,0 +1,151 @@
+//! What the proxy is told on its command line, as typed values.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything [`crate::Proxy`] needs besides the service configuration.
+#[derive(Debug, Clone)]
+pub struct ProxySettings {
+    pub listen: SocketAddr,
+    pub backend: BackendUrl,
+    /// CA bundle (PEM) trusted for a `grpcs://` backend; `None` means the system roots.
+    pub backend_ca: Option<PathBuf>,
+    /// How long to wait for a TCP (and TLS) connection to the backend before answering
+    /// `UNAVAILABLE`.
+    pub backend_connect_timeout: Duration,
+    /// Serve TLS on the listener with this certificate chain and key.
+    pub tls: Option<TlsFiles>,
+    /// HTTP path answered by the proxy itself with 200 while serving (503 while draining).
+    pub healthz: Option<String>,
+    /// How long in-flight calls may run after SIGTERM before the proxy exits anyway.
+    pub drain_timeout: Duration,
+    pub http2: Http2Limits,
+}
+
+impl ProxySettings {
+    /// Settings with esprit's defaults for everything but the two addresses.
+    pub fn new(listen: SocketAddr, backend: BackendUrl) -> Self {
+        Self {
+            listen,
+            backend,
+            backend_ca: None,
+            backend_connect_timeout: Duration::from_secs(5),
+            tls: None,
+            healthz: None,
+            drain_timeout: Duration::from_secs(10),
+            http2: Http2Limits::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// HTTP/2 limits, set explicitly on the listener (hyper's and tonic's defaults leave some
+/// unbounded). Documented in README.md.
+#[derive(Debug, Clone, Copy)]
+pub struct Http2Limits {
+    /// SETTINGS_MAX_CONCURRENT_STREAMS advertised to each client connection.
+    pub max_concurrent_streams: u32,
+    /// SETTINGS_MAX_HEADER_LIST_SIZE: large enough that a 64 KiB token plus ordinary metadata
+    /// reaches the verifier and gets a clear "too large" answer rather than a stream reset.
+    pub max_header_list_size: u32,
+    /// Streams a client may open and reset before we read them (CVE-2023-44487, "rapid reset").
+    pub max_pending_accept_reset_streams: usize,
+    /// Streams we may reset because of client protocol errors before closing the connection.
+    pub max_local_error_reset_streams: usize,
+    pub initial_stream_window_size: u32,
+    pub initial_connection_window_size: u32,
+    /// Ping idle connections this often; close them when a ping gets no answer in `keep_alive_timeout`.
+    pub keep_alive_interval: Duration,
+    pub keep_alive_timeout: Duration,
+}
+
+impl Default for Http2Limits {
+    fn default() -> Self {
+        Self {
+            max_concurrent_streams: 1024,
+            max_header_list_size: 128 * 1024,
+            max_pending_accept_reset_streams: 50,
+            max_local_error_reset_streams: 1024,
+            initial_stream_window_size: 1024 * 1024,
+            initial_connection_window_size: 4 * 1024 * 1024,
+            keep_alive_interval: Duration::from_secs(60),
+            keep_alive_timeout: Duration::from_secs(20),
+        }
+    }
+}
+
+/// Where calls go: `grpc://host:port` (h2c) or `grpcs://host:port` (HTTP/2 over TLS).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendUrl {
+    pub tls: bool,
+    /// `host:port` as given.
+    pub authority: http::uri::Authority,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SettingsError {
+    #[error("backend {0:?}: expected grpc://HOST:PORT or grpcs://HOST:PORT")]
+    BackendScheme(String),
+    #[error("backend {0:?}: expected HOST:PORT after the scheme, with no path")]
+    BackendAuthority(String),
+}
+
+impl std::str::FromStr for BackendUrl {
+    type Err = SettingsError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (tls, rest) = if let Some(rest) = s.strip_prefix("grpc://") {
+            (false, rest)
+        } else if let Some(rest) = s.strip_prefix("grpcs://") {
+            (true, rest)
+        } else if let Some(rest) = s.strip_prefix("http://") {
+            // ESPv2 spells h2c backends `grpc://`, Envoy users often `http://`; both mean h2c.
+            (false, rest)
+        } else if let Some(rest) = s.strip_prefix("https://") {
+            (true, rest)
+        } else {
+            return Err(SettingsError::BackendScheme(s.to_owned()));
+        };
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        let authority: http::uri::Authority = rest
+            .parse()
+            .map_err(|_| SettingsError::BackendAuthority(s.to_owned()))?;
+        if authority.port_u16().is_none() || authority.host().is_empty() || rest.contains('@') {
+            return Err(SettingsError::BackendAuthority(s.to_owned()));
+        }
+        Ok(Self { tls, authority })
+    }
+}
+
+impl BackendUrl {
+    pub fn scheme(&self) -> http::uri::Scheme {
+        if self.tls {
+            http::uri::Scheme::HTTPS
+        } else {
+            http::uri::Scheme::HTTP
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_urls() {
+        let ok: BackendUrl = "grpc://127.0.0.1:8000".parse().unwrap();
+        assert!(!ok.tls);
+        assert_eq!(ok.authority.as_str(), "127.0.0.1:8000");
+        let tls: BackendUrl = "grpcs://backend.example.com:443".parse().unwrap();
+        assert!(tls.tls);
+        for bad in ["127.0.0.1:8000", "ftp://x:1", "grpc://host", "grpc://host:1/path", "grpc://u@h:1"] {
+            assert!(bad.parse::<BackendUrl>().is_err(), "{bad} should be rejected");
+        }
+    }
+}

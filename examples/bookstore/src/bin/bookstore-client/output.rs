@@ -1,0 +1,95 @@
+//! How the client prints results: one line per resource, or proto3 JSON.
+
+use bookstore::pb::{Book, ListBooksResponse, ListShelvesResponse, Shelf};
+use prost::Message;
+use prost_reflect::{DescriptorPool, DynamicMessage, SerializeOptions};
+use tonic::Code;
+
+/// What a successful call returned.
+#[derive(Debug)]
+pub enum Outcome {
+    Shelves(ListShelvesResponse),
+    Shelf(Shelf),
+    Books(ListBooksResponse),
+    Book(Book),
+    ShelfDeleted { shelf: i64 },
+    BookDeleted { shelf: i64, book: i64 },
+}
+
+pub fn render(outcome: &Outcome, json: bool) -> anyhow::Result<String> {
+    if json {
+        render_json(outcome)
+    } else {
+        Ok(render_text(outcome))
+    }
+}
+
+fn shelf_line(shelf: &Shelf) -> String {
+    format!("shelf {}: {}", shelf.id, shelf.theme)
+}
+
+fn book_line(book: &Book) -> String {
+    format!("book {}: {} by {}", book.id, book.title, book.author)
+}
+
+fn render_text(outcome: &Outcome) -> String {
+    match outcome {
+        Outcome::Shelves(list) if list.shelves.is_empty() => "no shelves".to_owned(),
+        Outcome::Shelves(list) => lines(list.shelves.iter().map(shelf_line)),
+        Outcome::Shelf(shelf) => shelf_line(shelf),
+        Outcome::Books(list) if list.books.is_empty() => "no books".to_owned(),
+        Outcome::Books(list) => lines(list.books.iter().map(book_line)),
+        Outcome::Book(book) => book_line(book),
+        Outcome::ShelfDeleted { shelf } => format!("deleted shelf {shelf}"),
+        Outcome::BookDeleted { shelf, book } => format!("deleted book {book} from shelf {shelf}"),
+    }
+}
+
+fn lines(items: impl Iterator<Item = String>) -> String {
+    items.collect::<Vec<_>>().join("\n")
+}
+
+/// Proto3 JSON of the response message (int64 as strings, defaults included).
+fn render_json(outcome: &Outcome) -> anyhow::Result<String> {
+    let (name, bytes) = match outcome {
+        Outcome::Shelves(m) => ("ListShelvesResponse", m.encode_to_vec()),
+        Outcome::Shelf(m) => ("Shelf", m.encode_to_vec()),
+        Outcome::Books(m) => ("ListBooksResponse", m.encode_to_vec()),
+        Outcome::Book(m) => ("Book", m.encode_to_vec()),
+        Outcome::ShelfDeleted { .. } | Outcome::BookDeleted { .. } => return Ok("{}".to_owned()),
+    };
+    let pool = DescriptorPool::decode(bookstore::FILE_DESCRIPTOR_SET)?;
+    let full_name = format!("endpoints.examples.bookstore.{name}");
+    let descriptor = pool
+        .get_message_by_name(&full_name)
+        .ok_or_else(|| anyhow::anyhow!("{full_name} is not in the descriptor set"))?;
+    let message = DynamicMessage::decode(descriptor, bytes.as_slice())?;
+    let options = SerializeOptions::new().skip_default_fields(false);
+    // Straight to text, so fields keep their proto order.
+    let mut out = Vec::new();
+    message.serialize_with_options(&mut serde_json::Serializer::new(&mut out), &options)?;
+    Ok(String::from_utf8(out)?)
+}
+
+/// The canonical upper-case name of a gRPC status code.
+pub fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
