@@ -9,7 +9,7 @@
 //! deliberately has no authentication, TLS, health or reflection service, and no logging on
 //! the request path, to stay cheap as a benchmark backend.
 
-pub mod reflect;
+pub mod headers;
 pub mod service;
 
 use std::future::Future;
@@ -22,7 +22,7 @@ use tokio::task::JoinHandle;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 
-pub use reflect::{EchoMetadataLayer, TRAILER_BIN_VALUE};
+pub use headers::{EchoMetadataLayer, TRAILER_BIN_VALUE};
 pub use service::EchoService;
 
 /// Generated messages, client (`echo_client`) and server (`echo_server`).

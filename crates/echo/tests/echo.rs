@@ -1,5 +1,7 @@
 //! The echo server in-process on `127.0.0.1:0`, called with tonic's client.
 
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;

@@ -22,14 +22,14 @@ enum Command {
     /// Inspect and validate service configurations.
     Config(config_cmd::ConfigArgs),
     /// Run the proxy in front of a gRPC backend.
-    Proxy(proxy_cmd::ProxyArgs),
+    Proxy(Box<proxy_cmd::ProxyArgs>),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Config(args) => config_cmd::run(args),
-        Command::Proxy(args) => proxy_cmd::run(args),
+        Command::Proxy(args) => proxy_cmd::run(*args),
     };
     match result {
         Ok(code) => code,

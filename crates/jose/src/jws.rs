@@ -94,7 +94,7 @@ impl Jws {
 
     /// The bytes the signature covers: `header.payload` as in the token.
     pub fn signing_input(&self) -> &[u8] {
-        self.token[..self.second_dot].as_bytes()
+        &self.token.as_bytes()[..self.second_dot]
     }
 
     /// The decoded signature bytes.

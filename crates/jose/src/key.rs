@@ -14,10 +14,21 @@ use crate::{Algorithm, JoseError, Kid, SkipReason, base64url, roca, spki};
 #[derive(Clone, PartialEq, Eq)]
 pub(crate) enum Material {
     /// Big-endian modulus and exponent without leading zeros.
-    Rsa { n: Vec<u8>, e: Vec<u8> },
-    Ec { curve: Curve, x: Vec<u8>, y: Vec<u8> },
-    Ed25519 { x: Vec<u8> },
-    Hmac { k: Vec<u8> },
+    Rsa {
+        n: Vec<u8>,
+        e: Vec<u8>,
+    },
+    Ec {
+        curve: Curve,
+        x: Vec<u8>,
+        y: Vec<u8>,
+    },
+    Ed25519 {
+        x: Vec<u8>,
+    },
+    Hmac {
+        k: Vec<u8>,
+    },
 }
 
 fn strip_leading_zeros(b: &[u8]) -> Vec<u8> {
@@ -54,7 +65,8 @@ impl Material {
 #[derive(Clone)]
 enum Verifier {
     Public(ParsedPublicKey),
-    Hmac(hmac::Key),
+    // Boxed: aws-lc-rs's HMAC key holds its context inline and is large.
+    Hmac(Box<hmac::Key>),
 }
 
 /// A key of a [`crate::KeySet`], checked and ready to verify. It verifies only with the
@@ -115,7 +127,7 @@ impl Key {
                 algs.iter()
                     .filter_map(|&a| {
                         a.hmac()
-                            .map(|(h, _)| (a, Verifier::Hmac(hmac::Key::new(h, k))))
+                            .map(|(h, _)| (a, Verifier::Hmac(Box::new(hmac::Key::new(h, k)))))
                     })
                     .collect()
             }
@@ -250,9 +262,8 @@ pub(crate) fn key_from_jwk(
             let crv = jwk.get("crv").and_then(Value::as_str).unwrap_or_default();
             match Curve::from_name(crv) {
                 None => Err(SkipReason::UnsupportedCurve(crv.to_owned())),
-                Some(curve) => member("x", "EC [x]").and_then(|x| {
-                    member("y", "EC [y]").map(|y| Material::Ec { curve, x, y })
-                }),
+                Some(curve) => member("x", "EC [x]")
+                    .and_then(|x| member("y", "EC [y]").map(|y| Material::Ec { curve, x, y })),
             }
         }
         Some("OKP") => match jwk.get("crv").and_then(Value::as_str).unwrap_or_default() {

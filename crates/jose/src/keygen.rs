@@ -76,8 +76,10 @@ pub fn generate_es256() -> Result<GeneratedKey, JoseError> {
     let pair = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING)
         .map_err(crypto("generating P-256"))?;
     let pkcs8 = pair.to_pkcs8v1().map_err(crypto("encoding P-256"))?;
-    let spki: PublicKeyX509Der<'static> =
-        pair.public_key().as_der().map_err(crypto("encoding P-256"))?;
+    let spki: PublicKeyX509Der<'static> = pair
+        .public_key()
+        .as_der()
+        .map_err(crypto("encoding P-256"))?;
     GeneratedKey::new(Algorithm::ES256, pkcs8.as_ref(), spki.as_ref())
 }
 
@@ -85,7 +87,9 @@ pub fn generate_es256() -> Result<GeneratedKey, JoseError> {
 pub fn generate_ed25519() -> Result<GeneratedKey, JoseError> {
     let pair = Ed25519KeyPair::generate().map_err(crypto("generating Ed25519"))?;
     let pkcs8 = pair.to_pkcs8v1().map_err(crypto("encoding Ed25519"))?;
-    let spki: PublicKeyX509Der<'static> =
-        pair.public_key().as_der().map_err(crypto("encoding Ed25519"))?;
+    let spki: PublicKeyX509Der<'static> = pair
+        .public_key()
+        .as_der()
+        .map_err(crypto("encoding Ed25519"))?;
     GeneratedKey::new(Algorithm::EdDSA, pkcs8.as_ref(), spki.as_ref())
 }

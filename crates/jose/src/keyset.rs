@@ -103,8 +103,7 @@ impl KeySet {
 
     fn add_pem(&mut self, text: &[u8]) -> Result<(), JoseError> {
         for (index, block) in spki::pem_blocks(text)?.iter().enumerate() {
-            match spki::material_from_pem(block)
-                .and_then(|m| Key::new(None, &m, None, self.source))
+            match spki::material_from_pem(block).and_then(|m| Key::new(None, &m, None, self.source))
             {
                 Ok(key) => self.keys.push(key),
                 Err(reason) => self.skipped.push(SkippedKey {
@@ -167,4 +166,17 @@ pub fn verify<'k>(jws: &Jws, keys: &'k KeySet) -> Result<&'k Key, JoseError> {
     candidates
         .find(|key| key.verify(alg, jws.signing_input(), jws.signature()))
         .ok_or(JoseError::VerificationFailed)
+}
+
+#[cfg(test)]
+mod tests {
+    /// The proxy shares key sets and tokens across tasks behind `Arc`.
+    #[test]
+    fn shared_types_are_send_and_sync() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<super::KeySet>();
+        assert_send_sync::<crate::Jwt>();
+        assert_send_sync::<crate::Signer>();
+        assert_send_sync::<crate::JoseError>();
+    }
 }

@@ -43,7 +43,11 @@ mod tests {
     fn subgroup_masks_match_the_published_detector() {
         // The published detector stores each subgroup as a bit mask; its first entries are
         // 6, 30, 126 for p = 3, 5, 7.
-        let mask = |p: u32| (0..p).filter(|&r| in_subgroup_of_65537(r, p)).fold(0u64, |m, r| m | 1 << r);
+        let mask = |p: u32| {
+            (0..p)
+                .filter(|&r| in_subgroup_of_65537(r, p))
+                .fold(0u64, |m, r| m | 1 << r)
+        };
         assert_eq!(mask(3), 6);
         assert_eq!(mask(5), 30);
         assert_eq!(mask(7), 126);

@@ -3,12 +3,12 @@
 use std::fmt;
 
 use aws_lc_rs::encoding::{AsDer, PublicKeyX509Der};
+use aws_lc_rs::hmac;
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{
     ECDSA_P256_SHA256_FIXED_SIGNING, ECDSA_P384_SHA384_FIXED_SIGNING,
     ECDSA_P521_SHA512_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair as _, RsaKeyPair,
 };
-use aws_lc_rs::hmac;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -95,7 +95,9 @@ impl ServiceAccountKey {
             ));
         }
         if key.private_key.trim().is_empty() {
-            return Err(JoseError::ServiceAccountKeyInvalid("[private_key] is empty"));
+            return Err(JoseError::ServiceAccountKeyInvalid(
+                "[private_key] is empty",
+            ));
         }
         Ok(key)
     }

@@ -41,7 +41,7 @@ pub(crate) fn material_from_pem(block: &Pem) -> Result<Material, SkipReason> {
 /// The public key of a DER X.509 certificate.
 pub(crate) fn material_from_certificate(der: &[u8]) -> Result<Material, SkipReason> {
     match x509_parser::parse_x509_certificate(der) {
-        Ok((rest, cert)) if rest.is_empty() => spki_to_material(cert.public_key()),
+        Ok(([], cert)) => spki_to_material(cert.public_key()),
         _ => Err(SkipReason::BadEncoding("X.509 certificate")),
     }
 }
@@ -49,14 +49,14 @@ pub(crate) fn material_from_certificate(der: &[u8]) -> Result<Material, SkipReas
 /// The public key of a DER SubjectPublicKeyInfo.
 pub(crate) fn material_from_spki(der: &[u8]) -> Result<Material, SkipReason> {
     match SubjectPublicKeyInfo::from_der(der) {
-        Ok((rest, spki)) if rest.is_empty() => spki_to_material(&spki),
+        Ok(([], spki)) => spki_to_material(&spki),
         _ => Err(SkipReason::BadEncoding("SubjectPublicKeyInfo")),
     }
 }
 
 fn material_from_pkcs1(der: &[u8]) -> Result<Material, SkipReason> {
     match RSAPublicKey::from_der(der) {
-        Ok((rest, key)) if rest.is_empty() => Ok(Material::rsa(key.modulus, key.exponent)),
+        Ok(([], key)) => Ok(Material::rsa(key.modulus, key.exponent)),
         _ => Err(SkipReason::BadEncoding("RSAPublicKey")),
     }
 }

@@ -32,10 +32,10 @@ pub fn check_time(
     exp: ExpRequirement,
 ) -> Result<(), JoseError> {
     let skew = skew.as_secs();
-    if let Some(nbf) = claims.nbf {
-        if now.0.saturating_add(skew) < nbf.0 {
-            return Err(JoseError::NotYetValid);
-        }
+    if let Some(nbf) = claims.nbf
+        && now.0.saturating_add(skew) < nbf.0
+    {
+        return Err(JoseError::NotYetValid);
     }
     match claims.exp {
         Some(e) if now.0 > e.0.saturating_add(skew) => Err(JoseError::Expired),

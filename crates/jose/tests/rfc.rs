@@ -1,5 +1,7 @@
 //! Interop vectors from the RFCs: signatures we did not make.
 
+#![allow(clippy::unwrap_used)] // tests: a panic is a failure report
+
 mod common;
 
 use jose::{Algorithm, Jws, Jwt, KeySet, KeySource, verify};
@@ -7,8 +9,7 @@ use serde_json::json;
 
 /// RFC 7515 A.1-A.3 share this payload:
 /// `{"iss":"joe",\r\n "exp":1300819380,\r\n "http://example.com/is_root":true}`
-const PAYLOAD: &str =
-    "eyJpc3MiOiJqb2UiLA0KICJleHAiOjEzMDA4MTkzODAsDQogImh0dHA6Ly9leGFtcGxlLmNvbS9pc19yb290Ijp0cnVlfQ";
+const PAYLOAD: &str = "eyJpc3MiOiJqb2UiLA0KICJleHAiOjEzMDA4MTkzODAsDQogImh0dHA6Ly9leGFtcGxlLmNvbS9pc19yb290Ijp0cnVlfQ";
 
 fn set(jwk: serde_json::Value, source: KeySource) -> KeySet {
     KeySet::parse(json!({ "keys": [jwk] }).to_string().as_bytes(), source).unwrap()
@@ -34,8 +35,18 @@ fn rfc7515_a1_hs256_with_a_local_oct_key() {
     );
     let jwk = json!({"kty": "oct",
         "k": "AyM1SysPpbyDfgZld3umj1qzKObwVMkoqQ-EstJQLr_T-1qS0gZH75aKtMN3Yj0iPS4hcgUuTwjAzZr1Z9CAow"});
-    assert_verifies(&token, &set(jwk.clone(), KeySource::Local), Algorithm::HS256);
-    assert!(KeySet::parse(json!({ "keys": [jwk] }).to_string().as_bytes(), KeySource::Remote).is_err());
+    assert_verifies(
+        &token,
+        &set(jwk.clone(), KeySource::Local),
+        Algorithm::HS256,
+    );
+    assert!(
+        KeySet::parse(
+            json!({ "keys": [jwk] }).to_string().as_bytes(),
+            KeySource::Remote
+        )
+        .is_err()
+    );
 }
 
 #[test]
@@ -46,7 +57,10 @@ fn rfc7515_a2_rs256() {
          cC4hiUPoj9Eetdgtv3hF80EGrhuB__dzERat0XF9g2VtQgr9PJbu3XOiZj5RZmh7AAuHIm4Bh-0Qc_lF5YKt_O8W2Fp5jujGbds9uJdbF9CUAr7t1dnZcAcQjbKBYNX4BAynRFdiuB--f_nZLgrnbyTyWzO75vRK5h6xBArLIARNPvkSjtQBMHlb1L07Qe7K0GarZRmB_eSN9383LcOLn6_dO--xi12jzDwusC-eOkHWEsqtFZESc6BfI7noOPqvhJ1phCnvWh6IeYI2w9QOYEUipUTI8np6LbgGY9Fs98rqVt5AXLIhWkWywlVmtVrBp0igcN_IoypGlUPQGe77Rw"
     );
     let n = "ofgWCuLjybRlzo0tZWJjNiuSfb4p4fAkd_wWJcyQoTbji9k0l8W26mPddxHmfHQp-Vaw-4qPCJrcS2mJPMEzP1Pt0Bm4d4QlL-yRT-SFd2lZS-pCgNMsD1W_YpRPEwOWvG6b32690r2jZ47soMZo9wGzjb_7OMg0LOL-bSf63kpaSHSXndS5z5rexMdbBYUsLA9e-KXBdQOS-UTo7WTBEMa2R2CapHg665xsmtdVMTBQY4uDZlxvb3qCo5ZwKh9kG4LT6_I5IhlJH7aGhyxXFvUK-DWNmoudF8NAco9_h9iaGNj8q2ethFkMLs91kzk2PAcDTW9gb54h4FRWyuXpoQ";
-    let keys = set(json!({"kty": "RSA", "n": n, "e": "AQAB"}), KeySource::Remote);
+    let keys = set(
+        json!({"kty": "RSA", "n": n, "e": "AQAB"}),
+        KeySource::Remote,
+    );
     assert_verifies(&token, &keys, Algorithm::RS256);
 }
 
@@ -78,5 +92,8 @@ fn rfc8037_a4_ed25519() {
     let jws = Jws::parse(token).unwrap();
     assert_eq!(jws.payload(), b"Example of Ed25519 signing");
     verify(&jws, &keys).unwrap();
-    assert!(Jwt::parse(token).is_err(), "the payload is not a claims set");
+    assert!(
+        Jwt::parse(token).is_err(),
+        "the payload is not a claims set"
+    );
 }

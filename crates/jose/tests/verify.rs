@@ -1,9 +1,11 @@
 //! Signature verification: key selection, the algorithm from the key, tampering.
 
+#![allow(clippy::unwrap_used)] // tests: a panic is a failure report
+
 mod common;
 
 use common::*;
-use jose::{Algorithm, JoseError, Jwt, Kid, KeySet, KeySource, Signer, verify};
+use jose::{Algorithm, JoseError, Jwt, KeySet, KeySource, Kid, Signer, verify};
 use serde_json::json;
 
 fn check(token: &str, keys: &KeySet) -> Result<Option<Kid>, JoseError> {
@@ -15,7 +17,11 @@ fn check(token: &str, keys: &KeySet) -> Result<Option<Kid>, JoseError> {
 fn each_algorithm_verifies_with_its_key() {
     let (rsa, p256, ed) = (rsa(), p256(), ed25519());
     let keys = jwks(
-        &[jwk(&rsa, "rsa", None), jwk(&p256, "ec", None), jwk(&ed, "ed", None)],
+        &[
+            jwk(&rsa, "rsa", None),
+            jwk(&p256, "ec", None),
+            jwk(&ed, "ed", None),
+        ],
         KeySource::Remote,
     );
     let cases = [
@@ -53,17 +59,79 @@ fn key_selection_table() {
         want: Result<Option<&'static str>, &'static str>,
     }
     let cases = vec![
-        Case { desc: "kid matches", token: rs(Some("a")), keys: remote(&[jwk(&rsa, "a", None)]), want: Ok(Some("a")) },
-        Case { desc: "unknown kid", token: rs(Some("zzz")), keys: remote(&[jwk(&rsa, "a", None)]), want: Err(not_found) },
-        Case { desc: "kid picks the right one of two", token: rs(Some("b")), keys: remote(&[jwk(&other_rsa, "a", None), jwk(&rsa, "b", None)]), want: Ok(Some("b")) },
-        Case { desc: "kid names the wrong key", token: rs(Some("a")), keys: remote(&[jwk(&other_rsa, "a", None), jwk(&rsa, "b", None)]), want: Err(fails) },
-        Case { desc: "no kid: every compatible key is tried", token: rs(None), keys: remote(&[jwk(&other_rsa, "a", None), jwk(&rsa, "b", None)]), want: Ok(Some("b")) },
-        Case { desc: "duplicate kids: all tried", token: rs(Some("a")), keys: remote(&[jwk(&other_rsa, "a", None), jwk(&rsa, "a", None)]), want: Ok(Some("a")) },
-        Case { desc: "RS256 token, only an EC key", token: rs(Some("a")), keys: remote(&[jwk(&p256, "a", None)]), want: Err(not_found) },
-        Case { desc: "PS256 token, key declares RS256", token: rsa.sign_jwt(Some("a"), Algorithm::PS256, &claims()).unwrap(), keys: remote(&[jwk(&rsa, "a", Some(Algorithm::RS256))]), want: Err(not_found) },
-        Case { desc: "RS256 token, key declares RS256", token: rs(Some("a")), keys: remote(&[jwk(&rsa, "a", Some(Algorithm::RS256))]), want: Ok(Some("a")) },
-        Case { desc: "ES384 token against a P-256 key", token: tamper_alg(&p256.sign_jwt(Some("a"), Algorithm::ES256, &claims()).unwrap(), "ES384"), keys: remote(&[jwk(&p256, "a", None)]), want: Err(not_found) },
-        Case { desc: "wrong key with the right kid", token: rs(Some("a")), keys: remote(&[jwk(&other_rsa, "a", None)]), want: Err(fails) },
+        Case {
+            desc: "kid matches",
+            token: rs(Some("a")),
+            keys: remote(&[jwk(&rsa, "a", None)]),
+            want: Ok(Some("a")),
+        },
+        Case {
+            desc: "unknown kid",
+            token: rs(Some("zzz")),
+            keys: remote(&[jwk(&rsa, "a", None)]),
+            want: Err(not_found),
+        },
+        Case {
+            desc: "kid picks the right one of two",
+            token: rs(Some("b")),
+            keys: remote(&[jwk(&other_rsa, "a", None), jwk(&rsa, "b", None)]),
+            want: Ok(Some("b")),
+        },
+        Case {
+            desc: "kid names the wrong key",
+            token: rs(Some("a")),
+            keys: remote(&[jwk(&other_rsa, "a", None), jwk(&rsa, "b", None)]),
+            want: Err(fails),
+        },
+        Case {
+            desc: "no kid: every compatible key is tried",
+            token: rs(None),
+            keys: remote(&[jwk(&other_rsa, "a", None), jwk(&rsa, "b", None)]),
+            want: Ok(Some("b")),
+        },
+        Case {
+            desc: "duplicate kids: all tried",
+            token: rs(Some("a")),
+            keys: remote(&[jwk(&other_rsa, "a", None), jwk(&rsa, "a", None)]),
+            want: Ok(Some("a")),
+        },
+        Case {
+            desc: "RS256 token, only an EC key",
+            token: rs(Some("a")),
+            keys: remote(&[jwk(&p256, "a", None)]),
+            want: Err(not_found),
+        },
+        Case {
+            desc: "PS256 token, key declares RS256",
+            token: rsa
+                .sign_jwt(Some("a"), Algorithm::PS256, &claims())
+                .unwrap(),
+            keys: remote(&[jwk(&rsa, "a", Some(Algorithm::RS256))]),
+            want: Err(not_found),
+        },
+        Case {
+            desc: "RS256 token, key declares RS256",
+            token: rs(Some("a")),
+            keys: remote(&[jwk(&rsa, "a", Some(Algorithm::RS256))]),
+            want: Ok(Some("a")),
+        },
+        Case {
+            desc: "ES384 token against a P-256 key",
+            token: tamper_alg(
+                &p256
+                    .sign_jwt(Some("a"), Algorithm::ES256, &claims())
+                    .unwrap(),
+                "ES384",
+            ),
+            keys: remote(&[jwk(&p256, "a", None)]),
+            want: Err(not_found),
+        },
+        Case {
+            desc: "wrong key with the right kid",
+            token: rs(Some("a")),
+            keys: remote(&[jwk(&other_rsa, "a", None)]),
+            want: Err(fails),
+        },
     ];
     for c in cases {
         let got = check(&c.token, &c.keys).map_err(|e| e.to_string());
@@ -75,7 +143,9 @@ fn key_selection_table() {
 #[test]
 fn unknown_kid_is_a_distinct_variant_carrying_the_kid() {
     let rsa = rsa();
-    let token = rsa.sign_jwt(Some("new-key"), Algorithm::RS256, &claims()).unwrap();
+    let token = rsa
+        .sign_jwt(Some("new-key"), Algorithm::RS256, &claims())
+        .unwrap();
     let keys = jwks(&[jwk(&rsa, "old-key", None)], KeySource::Remote);
     match check(&token, &keys) {
         Err(JoseError::KeyNotFound { kid }) => assert_eq!(kid, Some(Kid::from("new-key"))),
@@ -89,7 +159,7 @@ fn hmac_only_with_local_keys() {
     let hs = Signer::hmac(&secret);
     let token = hs.sign_jwt(Some("h"), Algorithm::HS256, &claims()).unwrap();
     let oct = json!({"kty": "oct", "kid": "h", "k": b64(&secret)});
-    let local = jwks(&[oct.clone()], KeySource::Local);
+    let local = jwks(std::slice::from_ref(&oct), KeySource::Local);
     assert_eq!(check(&token, &local).unwrap(), Some(Kid::from("h")));
 
     // The same oct key fetched from a jwks_uri is never used.
@@ -128,8 +198,16 @@ fn keys_in_the_header_are_never_used() {
         "x5u": "https://attacker.example/cert.pem",
         "x5c": ["MIIB"],
     });
-    let token = mint_raw(&attacker_signer, Algorithm::ES256, &header.to_string(), &claims().to_string());
-    assert_eq!(check(&token, &ours).unwrap_err().to_string(), "Jwt verification fails");
+    let token = mint_raw(
+        &attacker_signer,
+        Algorithm::ES256,
+        &header.to_string(),
+        &claims().to_string(),
+    );
+    assert_eq!(
+        check(&token, &ours).unwrap_err().to_string(),
+        "Jwt verification fails"
+    );
 }
 
 fn tamper_alg(token: &str, alg: &str) -> String {
@@ -142,7 +220,9 @@ fn tamper_alg(token: &str, alg: &str) -> String {
 fn unpem(pem: &str) -> Vec<u8> {
     use base64::Engine as _;
     let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
-    base64::engine::general_purpose::STANDARD.decode(body).unwrap()
+    base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .unwrap()
 }
 
 /// Flips every bit of the signature, and truncates it at every length: all rejected.
@@ -155,11 +235,17 @@ fn assert_tamper_proof(signer: &Signer, alg: Algorithm) {
         let mut bad = sig.clone();
         bad[bit / 8] ^= 1 << (bit % 8);
         let err = check(&with_signature(&token, &bad), &keys).unwrap_err();
-        assert!(matches!(err, JoseError::VerificationFailed), "{alg} bit {bit}: {err:?}");
+        assert!(
+            matches!(err, JoseError::VerificationFailed),
+            "{alg} bit {bit}: {err:?}"
+        );
     }
     for len in 0..sig.len() {
         let err = check(&with_signature(&token, &sig[..len]), &keys).unwrap_err();
-        assert!(matches!(err, JoseError::VerificationFailed), "{alg} len {len}: {err:?}");
+        assert!(
+            matches!(err, JoseError::VerificationFailed),
+            "{alg} len {len}: {err:?}"
+        );
     }
     // Truncating the encoded token at every character never yields an accepted token.
     for cut in 0..token.len() {
@@ -190,12 +276,25 @@ fn tampered_eddsa_signatures_are_rejected() {
 fn tampered_payload_and_header_are_rejected() {
     let rsa = rsa();
     let keys = jwks(&[jwk(&rsa, "k", None)], KeySource::Remote);
-    let token = rsa.sign_jwt(Some("k"), Algorithm::RS256, &claims()).unwrap();
+    let token = rsa
+        .sign_jwt(Some("k"), Algorithm::RS256, &claims())
+        .unwrap();
     let parts: Vec<&str> = token.split('.').collect();
     let mut forged = claims();
     forged["sub"] = "admin".into();
-    let forged = format!("{}.{}.{}", parts[0], b64(forged.to_string().as_bytes()), parts[2]);
-    assert_eq!(check(&forged, &keys).unwrap_err().to_string(), "Jwt verification fails");
+    let forged = format!(
+        "{}.{}.{}",
+        parts[0],
+        b64(forged.to_string().as_bytes()),
+        parts[2]
+    );
+    assert_eq!(
+        check(&forged, &keys).unwrap_err().to_string(),
+        "Jwt verification fails"
+    );
     let downgraded = tamper_alg(&token, "PS256");
-    assert_eq!(check(&downgraded, &keys).unwrap_err().to_string(), "Jwt verification fails");
+    assert_eq!(
+        check(&downgraded, &keys).unwrap_err().to_string(),
+        "Jwt verification fails"
+    );
 }

@@ -1,5 +1,7 @@
 //! Project Wycheproof JWS and JWK vectors (see fixtures/wycheproof/README.md).
 
+#![allow(clippy::unwrap_used)] // tests: a panic is a failure report
+
 use jose::{Jws, KeySet, KeySource, verify};
 use serde_json::{Value, json};
 
@@ -45,7 +47,10 @@ fn json_web_signature_vectors() {
                 let mut key = key.clone();
                 key.as_object_mut().unwrap().remove("alg");
                 assert!(!accepts(&case["jws"], &keys, KeySource::Local), "tcId {id}");
-                assert!(accepts(&case["jws"], &json!({ "keys": [key] }), KeySource::Local), "tcId {id}");
+                assert!(
+                    accepts(&case["jws"], &json!({ "keys": [key] }), KeySource::Local),
+                    "tcId {id}"
+                );
                 checked += 1;
                 continue;
             }

@@ -25,14 +25,14 @@ pub(crate) fn client(settings: &ProxySettings) -> Result<BackendClient, ProxyErr
         // h2c: the TLS configuration is never used.
         rustls::RootCertStore::empty()
     };
-    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+    // ALPN (h2) is set by the connector builder below.
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::aws_lc_rs::default_provider(),
     ))
     .with_safe_default_protocol_versions()
     .map_err(ProxyError::Tls)?
     .with_root_certificates(roots)
     .with_no_client_auth();
-    tls.alpn_protocols = vec![b"h2".to_vec()];
 
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)

@@ -1,5 +1,7 @@
 //! The `bookstore-client` binary against servers running in this process.
 
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
 use std::sync::{Arc, Mutex};
 
 use bookstore::pb::bookstore_server::BookstoreServer;

@@ -1,6 +1,8 @@
 //! Python's grpcio against the Bookstore: `tests/python/bookstore_interop.py` run on a server in
 //! this process. Python and grpcio are required: when they are missing this test fails.
 
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 

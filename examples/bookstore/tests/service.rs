@@ -1,5 +1,7 @@
 //! The Bookstore served in-process on `127.0.0.1:0`, called with tonic's client.
 
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
 use std::sync::Arc;
 
 use bookstore::pb::bookstore_client::BookstoreClient;

@@ -42,11 +42,7 @@ pub fn claims() -> Value {
 
 /// A JWK for `signer`'s public key with `kid` (and `alg` when given).
 pub fn jwk(signer: &Signer, kid: &str, alg: Option<Algorithm>) -> Value {
-    signer
-        .public_key()
-        .unwrap()
-        .unwrap()
-        .to_jwk(Some(kid), alg)
+    signer.public_key().unwrap().unwrap().to_jwk(Some(kid), alg)
 }
 
 /// A key set of the given JWKs.

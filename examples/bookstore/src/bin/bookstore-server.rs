@@ -3,7 +3,8 @@
 //! Listens on `--host` (default `0.0.0.0`, all interfaces, like the ESP samples; use
 //! `--host 127.0.0.1` to stay local) and `--port` (else `$PORT`, else 8000). Data lives in the
 //! SQLite file `--db` (default `bookstore.db` in the current directory; `:memory:` keeps nothing),
-//! seeded on first use. Stops gracefully on SIGINT or SIGTERM.
+//! seeded on first use. Logs go to stderr (`RUST_LOG` filters, default `info`). Stops
+//! gracefully on SIGINT or SIGTERM.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -30,6 +31,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
