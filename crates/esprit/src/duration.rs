@@ -10,7 +10,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             .map(Duration::from_secs)
             .map_err(|e| format!("{text:?}: {e}"));
     }
-    humantime::parse_duration(text).map_err(|e| format!("{text:?}: {e} (examples: 300, 300s, 5m, 1h)"))
+    humantime::parse_duration(text)
+        .map_err(|e| format!("{text:?}: {e} (examples: 300, 300s, 5m, 1h)"))
 }
 
 #[cfg(test)]

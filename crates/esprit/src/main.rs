@@ -11,7 +11,11 @@ mod signals;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "esprit", version, about = "An authenticating gRPC proxy compatible with Google's ESP service configs")]
+#[command(
+    name = "esprit",
+    version,
+    about = "An authenticating gRPC proxy compatible with Google's ESP service configs"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -62,9 +62,13 @@ pub enum LogFormat {
 
 pub fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
     crate::logging::init(args.log_format);
-    let config = service_config::load(&args.service_config, &args.descriptor).with_context(|| {
-        format!("loading service config from {}", args.service_config.display())
-    })?;
+    let config =
+        service_config::load(&args.service_config, &args.descriptor).with_context(|| {
+            format!(
+                "loading service config from {}",
+                args.service_config.display()
+            )
+        })?;
     let routes = proxy::RouteTable::from_config(&config);
     tracing::info!(service = config.name(), config_id = %config.id(), methods = routes.len(), "service config loaded");
 
@@ -84,7 +88,10 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
         anyhow::ensure!(n > 0, "--worker-threads must be at least 1");
         runtime.worker_threads(n);
     }
-    let runtime = runtime.enable_all().build().context("starting the async runtime")?;
+    let runtime = runtime
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
     runtime.block_on(async move {
         let proxy = proxy::Proxy::bind(routes, settings)
             .await

@@ -8,8 +8,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use crate::settings::ProxySettings;
 use crate::ProxyError;
+use crate::settings::ProxySettings;
 
 pub(crate) type BackendClient = Client<HttpsConnector<HttpConnector>, Incoming>;
 

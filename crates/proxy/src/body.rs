@@ -137,7 +137,10 @@ pub(crate) struct ProxyBody {
 
 impl ProxyBody {
     pub(crate) fn empty(log: CallLog) -> Self {
-        Self { kind: Kind::Done, log }
+        Self {
+            kind: Kind::Done,
+            log,
+        }
     }
 
     pub(crate) fn full(bytes: Bytes, log: CallLog) -> Self {
@@ -163,7 +166,10 @@ impl ProxyBody {
     }
 
     /// Ends the stream with a status of our own in the trailers.
-    fn finish_with(&mut self, status: tonic::Status) -> Poll<Option<Result<Frame<Bytes>, std::convert::Infallible>>> {
+    fn finish_with(
+        &mut self,
+        status: tonic::Status,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::convert::Infallible>>> {
         self.kind = Kind::Done;
         self.log.set_status(status.code());
         let mut trailers = HeaderMap::new();
@@ -224,7 +230,10 @@ impl Body for ProxyBody {
         match &self.kind {
             Kind::Done => true,
             Kind::Full(b) => b.is_none(),
-            Kind::Backend { .. } => false,
+            // A trailers-only answer (status in the headers, stream already ended) must reach the
+            // client as one HEADERS frame with END_STREAM: grpcio reads a status in headers
+            // followed by an empty DATA frame as a missing status (UNKNOWN).
+            Kind::Backend { inner, .. } => inner.is_end_stream(),
         }
     }
 

@@ -106,7 +106,11 @@ fn health_response(state: &State, mut log: CallLog) -> Response<ProxyBody> {
         (StatusCode::OK, "{\"status\":\"SERVING\"}")
     };
     log.set_http_status(status);
-    log.set_status(if status.is_success() { tonic::Code::Ok } else { tonic::Code::Unavailable });
+    log.set_status(if status.is_success() {
+        tonic::Code::Ok
+    } else {
+        tonic::Code::Unavailable
+    });
     let mut response = Response::new(ProxyBody::full(Bytes::from_static(text.as_bytes()), log));
     *response.status_mut() = status;
     response.headers_mut().insert(

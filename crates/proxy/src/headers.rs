@@ -22,8 +22,7 @@ fn is_vouched(name: &HeaderName) -> bool {
     let name = name.as_str();
     VOUCHED.iter().any(|v| {
         v.len() == name.len()
-            && v
-                .bytes()
+            && v.bytes()
                 .zip(name.bytes())
                 // HeaderName is already lowercase; only `_` vs `-` remains to fold.
                 .all(|(a, b)| a == b || (a == b'-' && b == b'_'))
@@ -85,7 +84,10 @@ mod tests {
             "x-endpoint-api-consumer-project",
             "x_endpoint_api_consumer_project",
         ] {
-            h.append(HeaderName::from_bytes(name.as_bytes()).unwrap(), "forged".parse().unwrap());
+            h.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                "forged".parse().unwrap(),
+            );
         }
         h.insert("x-endpoint-api-userinfo-extra", "kept".parse().unwrap());
         h.insert("connection", "close".parse().unwrap());

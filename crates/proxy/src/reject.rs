@@ -14,7 +14,9 @@ pub enum Rejection {
     #[error("The current request is not defined by this API.")]
     UndefinedMethod,
     /// A method of the API called without gRPC framing (HTTP/1.1, or not `application/grpc`).
-    #[error("This method is served over gRPC only: call it over HTTP/2 with content-type application/grpc.")]
+    #[error(
+        "This method is served over gRPC only: call it over HTTP/2 with content-type application/grpc."
+    )]
     NotGrpc,
     /// The backend could not be reached, or reset the call before answering.
     #[error("upstream connect error or disconnect/reset before headers. reset reason: {0}")]
@@ -86,10 +88,30 @@ mod tests {
     #[test]
     fn wire_mapping_table() {
         let table = [
-            (Rejection::UndefinedMethod, Code::Unimplemented, 404, "The current request is not defined by this API."),
-            (Rejection::NotGrpc, Code::InvalidArgument, 415, "This method is served over gRPC only: call it over HTTP/2 with content-type application/grpc."),
-            (Rejection::BackendUnavailable("connection failure"), Code::Unavailable, 503, "upstream connect error or disconnect/reset before headers. reset reason: connection failure"),
-            (Rejection::DeadlineExceeded, Code::DeadlineExceeded, 504, "Deadline Exceeded"),
+            (
+                Rejection::UndefinedMethod,
+                Code::Unimplemented,
+                404,
+                "The current request is not defined by this API.",
+            ),
+            (
+                Rejection::NotGrpc,
+                Code::InvalidArgument,
+                415,
+                "This method is served over gRPC only: call it over HTTP/2 with content-type application/grpc.",
+            ),
+            (
+                Rejection::BackendUnavailable("connection failure"),
+                Code::Unavailable,
+                503,
+                "upstream connect error or disconnect/reset before headers. reset reason: connection failure",
+            ),
+            (
+                Rejection::DeadlineExceeded,
+                Code::DeadlineExceeded,
+                504,
+                "Deadline Exceeded",
+            ),
         ];
         for (rejection, code, http, message) in table {
             assert_eq!(rejection.code(), code, "{rejection:?}");

@@ -16,10 +16,10 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
+use crate::ProxyError;
 use crate::handler::{self, State};
 use crate::routes::RouteTable;
 use crate::settings::ProxySettings;
-use crate::ProxyError;
 
 /// A bound, not yet serving, proxy. Binding first lets callers (and tests) learn the address
 /// of a `:0` listener before calls arrive.
@@ -38,9 +38,13 @@ impl Proxy {
             None => None,
         };
         let backend = crate::backend::client(&settings)?;
-        let listener = TcpListener::bind(settings.listen)
-            .await
-            .map_err(|source| ProxyError::Bind { addr: settings.listen, source })?;
+        let listener =
+            TcpListener::bind(settings.listen)
+                .await
+                .map_err(|source| ProxyError::Bind {
+                    addr: settings.listen,
+                    source,
+                })?;
         let state = Arc::new(State {
             routes,
             backend,
@@ -67,7 +71,13 @@ impl Proxy {
     /// Serves until `shutdown` resolves, then stops accepting, lets in-flight calls finish for up
     /// to the drain timeout, and returns. Returns `true` if every call finished in time.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) -> bool {
-        let Proxy { listener, state, tls, builder, drain_timeout } = self;
+        let Proxy {
+            listener,
+            state,
+            tls,
+            builder,
+            drain_timeout,
+        } = self;
         let builder = Arc::new(builder);
         let graceful = GracefulShutdown::new();
         tokio::pin!(shutdown);
@@ -91,7 +101,9 @@ impl Proxy {
             let watcher = graceful.watcher();
             match &tls {
                 None => {
-                    let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+                    let conn = builder
+                        .serve_connection(TokioIo::new(stream), service)
+                        .into_owned();
                     tokio::spawn(async move {
                         if let Err(err) = watcher.watch(conn).await {
                             tracing::debug!(error = %err, %peer, "connection ended with an error");
@@ -101,7 +113,8 @@ impl Proxy {
                 Some(acceptor) => {
                     let acceptor = acceptor.clone();
                     tokio::spawn(async move {
-                        let handshake = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream));
+                        let handshake =
+                            tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream));
                         let stream = match handshake.await {
                             Ok(Ok(stream)) => stream,
                             Ok(Err(err)) => {
@@ -113,7 +126,9 @@ impl Proxy {
                                 return;
                             }
                         };
-                        let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+                        let conn = builder
+                            .serve_connection(TokioIo::new(stream), service)
+                            .into_owned();
                         if let Err(err) = watcher.watch(conn).await {
                             tracing::debug!(error = %err, %peer, "connection ended with an error");
                         }
@@ -170,7 +185,11 @@ pub(crate) fn read_certs(
     })?;
     let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| ProxyError::BadPem { what, path: path.to_owned(), problem: e.to_string() })?;
+        .map_err(|e| ProxyError::BadPem {
+            what,
+            path: path.to_owned(),
+            problem: e.to_string(),
+        })?;
     if certs.is_empty() {
         return Err(ProxyError::BadPem {
             what,

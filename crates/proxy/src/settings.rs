@@ -144,8 +144,17 @@ mod tests {
         assert_eq!(ok.authority.as_str(), "127.0.0.1:8000");
         let tls: BackendUrl = "grpcs://backend.example.com:443".parse().unwrap();
         assert!(tls.tls);
-        for bad in ["127.0.0.1:8000", "ftp://x:1", "grpc://host", "grpc://host:1/path", "grpc://u@h:1"] {
-            assert!(bad.parse::<BackendUrl>().is_err(), "{bad} should be rejected");
+        for bad in [
+            "127.0.0.1:8000",
+            "ftp://x:1",
+            "grpc://host",
+            "grpc://host:1/path",
+            "grpc://u@h:1",
+        ] {
+            assert!(
+                bad.parse::<BackendUrl>().is_err(),
+                "{bad} should be rejected"
+            );
         }
     }
 }

@@ -1,6 +1,6 @@
 //! The proxy forwards gRPC faithfully: the four call kinds, metadata both ways (ASCII and
 //! `-bin`), trailers, status codes and messages, large messages.
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed unwrap is a failed test
 
 mod common;
 
@@ -11,7 +11,10 @@ use tonic::metadata::{BinaryMetadataValue, MetadataValue};
 use tonic::{Code, Request};
 
 fn echo_request(payload: &[u8]) -> EchoRequest {
-    EchoRequest { payload: payload.to_vec().into(), ..Default::default() }
+    EchoRequest {
+        payload: payload.to_vec().into(),
+        ..Default::default()
+    }
 }
 
 #[tokio::test]
@@ -19,26 +22,42 @@ async fn unary_round_trips_metadata_and_trailers() {
     let (_backend, proxy) = echo_stack().await;
     let mut client = echo_client(proxy.url()).await;
     let mut request = Request::new(echo_request(b"hello"));
-    request.metadata_mut().insert("x-custom", MetadataValue::from_static("value-1"));
     request
         .metadata_mut()
-        .insert_bin("x-blob-bin", BinaryMetadataValue::from_bytes(&[0, 159, 255, 10]));
+        .insert("x-custom", MetadataValue::from_static("value-1"));
+    request.metadata_mut().insert_bin(
+        "x-blob-bin",
+        BinaryMetadataValue::from_bytes(&[0, 159, 255, 10]),
+    );
     let response = client.unary(request).await.unwrap();
     let (metadata, message, _) = response.into_parts();
 
     assert_eq!(&message.payload[..], b"hello");
     // What the backend received.
-    assert_eq!(message.metadata.get("x-custom").map(String::as_str), Some("value-1"));
+    assert_eq!(
+        message.metadata.get("x-custom").map(String::as_str),
+        Some("value-1")
+    );
     // Response headers the backend set, echoed back through the proxy, binary intact.
     assert_eq!(metadata.get("echo-x-custom").unwrap(), "value-1");
     assert_eq!(
-        metadata.get_bin("echo-x-blob-bin").unwrap().to_bytes().unwrap().as_ref(),
+        metadata
+            .get_bin("echo-x-blob-bin")
+            .unwrap()
+            .to_bytes()
+            .unwrap()
+            .as_ref(),
         &[0, 159, 255, 10]
     );
     // Trailers (tonic merges them into the unary response's metadata).
     assert_eq!(metadata.get("echo-trailer").unwrap(), "done");
     assert_eq!(
-        metadata.get_bin("echo-trailer-bin").unwrap().to_bytes().unwrap().as_ref(),
+        metadata
+            .get_bin("echo-trailer-bin")
+            .unwrap()
+            .to_bytes()
+            .unwrap()
+            .as_ref(),
         echo::TRAILER_BIN_VALUE
     );
 }
@@ -47,7 +66,11 @@ async fn unary_round_trips_metadata_and_trailers() {
 async fn server_streaming_delivers_every_message_and_trailers() {
     let (_backend, proxy) = echo_stack().await;
     let mut client = echo_client(proxy.url()).await;
-    let request = EchoRequest { payload: b"s".to_vec().into(), count: 25, ..Default::default() };
+    let request = EchoRequest {
+        payload: b"s".to_vec().into(),
+        count: 25,
+        ..Default::default()
+    };
     let mut stream = client.server_stream(request).await.unwrap().into_inner();
     let mut indexes = Vec::new();
     while let Some(message) = stream.message().await.unwrap() {
@@ -65,11 +88,16 @@ async fn client_streaming_collects_every_message() {
     let mut client = echo_client(proxy.url()).await;
     let requests = tokio_stream::iter(["a", "b", "c", "d"].map(|p| echo_request(p.as_bytes())));
     let mut request = Request::new(requests);
-    request.metadata_mut().insert("x-stream", MetadataValue::from_static("client"));
+    request
+        .metadata_mut()
+        .insert("x-stream", MetadataValue::from_static("client"));
     let response = client.client_stream(request).await.unwrap().into_inner();
     assert_eq!(&response.payload[..], b"abcd");
     assert_eq!(response.index, 4);
-    assert_eq!(response.metadata.get("x-stream").map(String::as_str), Some("client"));
+    assert_eq!(
+        response.metadata.get("x-stream").map(String::as_str),
+        Some("client")
+    );
 }
 
 #[tokio::test]
@@ -99,9 +127,16 @@ async fn sixteen_mib_message_both_ways() {
     let (_backend, proxy) = echo_stack().await;
     let mut client = echo_client(proxy.url()).await;
     let payload: Vec<u8> = (0..16 * 1024 * 1024).map(|i| (i % 251) as u8).collect();
-    let response = client.unary(echo_request(&payload)).await.unwrap().into_inner();
+    let response = client
+        .unary(echo_request(&payload))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(response.payload.len(), payload.len());
-    assert!(response.payload[..] == payload[..], "payload corrupted in transit");
+    assert!(
+        response.payload[..] == payload[..],
+        "payload corrupted in transit"
+    );
 }
 
 #[tokio::test]
@@ -111,7 +146,10 @@ async fn backend_status_codes_and_messages_pass_through() {
     let table = [
         (Code::NotFound, "shelf 7 not found"),
         (Code::PermissionDenied, "no, not you"),
-        (Code::ResourceExhausted, "ünïcödé and 100% percent-encoded: ok?"),
+        (
+            Code::ResourceExhausted,
+            "ünïcödé and 100% percent-encoded: ok?",
+        ),
         (Code::Internal, "line one\nline two"),
     ];
     for (code, message) in table {
@@ -141,7 +179,11 @@ async fn concurrent_calls_on_one_connection() {
         let mut client = client.clone();
         tokio::spawn(async move {
             let payload = i.to_be_bytes().to_vec();
-            let reply = client.unary(echo_request(&payload)).await.unwrap().into_inner();
+            let reply = client
+                .unary(echo_request(&payload))
+                .await
+                .unwrap()
+                .into_inner();
             assert_eq!(&reply.payload[..], &payload[..]);
         })
     });

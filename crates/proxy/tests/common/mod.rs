@@ -53,7 +53,9 @@ pub struct RunningProxy {
 
 impl RunningProxy {
     pub async fn start(config: &ServiceConfig, settings: ProxySettings) -> Self {
-        let proxy = Proxy::bind(RouteTable::from_config(config), settings).await.unwrap();
+        let proxy = Proxy::bind(RouteTable::from_config(config), settings)
+            .await
+            .unwrap();
         let addr = proxy.local_addr();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(proxy.serve(async {
@@ -86,8 +88,14 @@ pub async fn echo_stack() -> (echo::RunningServer, RunningProxy) {
     (backend, proxy)
 }
 
-pub async fn echo_client(url: String) -> echo::pb::echo_client::EchoClient<tonic::transport::Channel> {
-    let channel = tonic::transport::Endpoint::from_shared(url).unwrap().connect().await.unwrap();
+pub async fn echo_client(
+    url: String,
+) -> echo::pb::echo_client::EchoClient<tonic::transport::Channel> {
+    let channel = tonic::transport::Endpoint::from_shared(url)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
     echo::pb::echo_client::EchoClient::new(channel)
         .max_decoding_message_size(64 * 1024 * 1024)
         .max_encoding_message_size(64 * 1024 * 1024)
@@ -116,8 +124,14 @@ pub struct RawResponse {
 impl RawResponse {
     /// `grpc-status` from the trailers, or from the headers of a trailers-only response.
     pub fn grpc_status(&self) -> Option<i32> {
-        let from = |h: &http::HeaderMap| h.get("grpc-status").map(|v| v.to_str().unwrap().parse().unwrap());
-        self.trailers.as_ref().and_then(from).or_else(|| from(&self.headers))
+        let from = |h: &http::HeaderMap| {
+            h.get("grpc-status")
+                .map(|v| v.to_str().unwrap().parse().unwrap())
+        };
+        self.trailers
+            .as_ref()
+            .and_then(from)
+            .or_else(|| from(&self.headers))
     }
 }
 
@@ -126,10 +140,12 @@ impl RawResponse {
 pub async fn raw_grpc_call(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> RawResponse {
     use http_body_util::BodyExt;
     let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(stream))
-            .await
-            .unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
     tokio::spawn(conn);
     let mut request = http::Request::post(format!("http://{addr}{path}"))
         .header("content-type", "application/grpc")
@@ -139,9 +155,16 @@ pub async fn raw_grpc_call(addr: SocketAddr, path: &str, headers: &[(&str, &str)
     }
     // An empty protobuf message: flag 0, length 0.
     let body = http_body_util::Full::new(bytes::Bytes::from_static(&[0, 0, 0, 0, 0]));
-    let response = sender.send_request(request.body(body).unwrap()).await.unwrap();
+    let response = sender
+        .send_request(request.body(body).unwrap())
+        .await
+        .unwrap();
     let status = response.status().as_u16();
     let (parts, body) = response.into_parts();
     let collected = body.collect().await.unwrap();
-    RawResponse { status, headers: parts.headers, trailers: collected.trailers().cloned() }
+    RawResponse {
+        status,
+        headers: parts.headers,
+        trailers: collected.trailers().cloned(),
+    }
 }

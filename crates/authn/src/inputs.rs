@@ -1,0 +1,117 @@
+//! What the caller passes in: key sets, the verified-token cache, the time.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use jose::{Jwt, KeySet, UnixTime};
+use service_config::ProviderId;
+
+use std::sync::Arc;
+
+/// ESP's default clock skew for `exp` and `nbf`.
+pub const DEFAULT_SKEW: Duration = Duration::from_secs(60);
+
+/// The state of one provider's key set, as the caller's fetcher knows it.
+#[derive(Clone, Copy, Debug)]
+pub enum KeyState<'a> {
+    /// A key set to verify with.
+    Ready(&'a KeySet),
+    /// Never obtained, or stale beyond the allowed maximum. Tokens of this provider fail
+    /// closed with "Jwks remote fetch is failed".
+    NotFetched,
+}
+
+/// The key sets of the providers, looked up per request. The proxy implements it over its
+/// fetcher (background refresh, last good set kept); tests and the CLI use the `HashMap` impl.
+pub trait KeySets {
+    /// The key set of `provider`.
+    fn get(&self, provider: &ProviderId) -> KeyState<'_>;
+}
+
+impl KeySets for HashMap<ProviderId, KeySet> {
+    fn get(&self, provider: &ProviderId) -> KeyState<'_> {
+        match HashMap::get(self, provider) {
+            Some(set) => KeyState::Ready(set),
+            None => KeyState::NotFetched,
+        }
+    }
+}
+
+/// A token whose signature was verified with the keys of `provider`.
+///
+/// Only its signature is vouched for: issuer, time and audience are checked again on every
+/// request, because they depend on the method and on `now`.
+#[derive(Debug)]
+pub struct VerifiedToken {
+    provider: ProviderId,
+    jwt: Jwt,
+}
+
+impl VerifiedToken {
+    pub(crate) fn new(provider: ProviderId, jwt: Jwt) -> VerifiedToken {
+        VerifiedToken { provider, jwt }
+    }
+
+    /// The provider whose key set verified the signature.
+    pub fn provider(&self) -> &ProviderId {
+        &self.provider
+    }
+
+    /// The parsed token.
+    pub fn jwt(&self) -> &Jwt {
+        &self.jwt
+    }
+}
+
+/// A cache of tokens whose signature verified, so a repeated token skips the signature check.
+///
+/// **Implementations must key entries by the full token string** (not a hash prefix, not the
+/// payload, not `sub`): a hit is taken as proof that exactly these bytes carry a valid
+/// signature, so two different tokens must never share an entry. What a hit skips is only the
+/// key lookup and the signature verification, and only when the cached entry was verified
+/// with the same provider as the requirement being checked; parsing is skipped too because the
+/// bytes are identical. Issuer, `exp`/`nbf` and audience are rechecked on every call, and the
+/// provider's key set must still be [`KeyState::Ready`].
+///
+/// A hit outlives key rotation (as in Envoy); bound the entries' lifetime (ESPv2 keeps 1000
+/// entries) and clear the cache when a new config is loaded.
+pub trait VerifiedTokens {
+    /// The entry for exactly `token`, if any.
+    fn get(&self, token: &str) -> Option<Arc<VerifiedToken>>;
+    /// Records that `token` verified. Called only after every check passed.
+    fn put(&self, token: &str, verified: Arc<VerifiedToken>);
+}
+
+/// No cache: every token's signature is verified.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoCache;
+
+impl VerifiedTokens for NoCache {
+    fn get(&self, _token: &str) -> Option<Arc<VerifiedToken>> {
+        None
+    }
+
+    fn put(&self, _token: &str, _verified: Arc<VerifiedToken>) {}
+}
+
+/// Everything `authenticate` needs besides the policy and the request.
+#[derive(Clone, Copy)]
+pub struct AuthInputs<'a> {
+    /// The providers' key sets.
+    pub keys: &'a dyn KeySets,
+    /// Verified tokens; [`NoCache`] for none.
+    pub cache: &'a dyn VerifiedTokens,
+    /// The time to check `exp` and `nbf` against (the caller reads the clock).
+    pub now: UnixTime,
+    /// Clock skew allowed either way; [`DEFAULT_SKEW`] is ESP's.
+    pub skew: Duration,
+}
+
+impl std::fmt::Debug for AuthInputs<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthInputs")
+            .field("now", &self.now)
+            .field("skew", &self.skew)
+            .finish_non_exhaustive()
+    }
+}

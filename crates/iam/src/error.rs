@@ -1,0 +1,100 @@
+//! The crate's one error type.
+
+use std::path::PathBuf;
+
+/// Everything that can fail in `iam`. The messages are shown to users of `esprit iam` as they
+/// are (after "esprit: "), so each names the value at fault and, where there is one, the rule.
+#[derive(Debug, thiserror::Error)]
+pub enum IamError {
+    /// An account id (the part of the email before `@`) breaks Google's rules.
+    #[error(
+        "invalid service account id {id:?}: {reason} (6-30 characters: lowercase letters, digits \
+         and hyphens, starting with a letter, not ending with a hyphen)"
+    )]
+    InvalidAccountId {
+        /// The id as given.
+        id: String,
+        /// Which rule it breaks.
+        reason: &'static str,
+    },
+    /// A project id breaks Google's rules.
+    #[error(
+        "invalid project id {id:?}: {reason} (6-30 characters: lowercase letters, digits and \
+         hyphens, starting with a letter, not ending with a hyphen)"
+    )]
+    InvalidProjectId {
+        /// The id as given.
+        id: String,
+        /// Which rule it breaks.
+        reason: &'static str,
+    },
+    /// The key server's base URL is not an `http://` or `https://` URL.
+    #[error("invalid key server base URL {0:?}: must start with http:// or https://")]
+    InvalidBaseUrl(String),
+    /// A key algorithm other than RS256 or ES256 was asked for.
+    #[error("unsupported key algorithm {0:?}: use RS256 or ES256")]
+    UnsupportedAlgorithm(String),
+    /// `accounts create` for an email that is already in the store.
+    #[error("service account {0} already exists")]
+    AccountExists(String),
+    /// No account with this email in the store.
+    #[error("service account {0} does not exist")]
+    UnknownAccount(String),
+    /// The account has no key with this id (never had one, or it was deleted).
+    #[error("service account {email} has no key {key_id}")]
+    UnknownKey {
+        /// The account.
+        email: String,
+        /// The key id asked for.
+        key_id: String,
+    },
+    /// `keys create --out` names a file that exists: key files are never overwritten.
+    #[error("{0} already exists; refusing to overwrite a key file (choose another --out)")]
+    KeyFileExists(PathBuf),
+    /// The key file could not be created or written.
+    #[error("cannot write key file {path}")]
+    KeyFileWrite {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The store file could not be opened or prepared.
+    #[error("cannot open the IAM store {path}")]
+    StoreOpen {
+        /// The store file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// The store was written by a newer esprit (its schema version is unknown here).
+    #[error(
+        "the IAM store has schema version {found}, newer than this esprit supports ({supported})"
+    )]
+    StoreTooNew {
+        /// `PRAGMA user_version` of the file.
+        found: i64,
+        /// The newest version this build knows.
+        supported: i64,
+    },
+    /// A query on the store failed.
+    #[error("IAM store query failed")]
+    Store(#[from] rusqlite::Error),
+    /// A row of the store holds a value this build cannot read (edited by hand?).
+    #[error("IAM store is corrupt: {0}")]
+    StoreCorrupt(String),
+    /// Generating or encoding a key failed.
+    #[error("key operation failed")]
+    Key(#[from] jose::JoseError),
+    /// Making the self-signed certificate failed.
+    #[error("cannot make the key's X.509 certificate")]
+    Certificate(#[from] rcgen::Error),
+    /// The system's random generator failed.
+    #[error("random generator failed")]
+    Random,
+}
+
+/// `Result` with [`IamError`].
+pub type Result<T, E = IamError> = std::result::Result<T, E>;

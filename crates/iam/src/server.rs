@@ -1,0 +1,282 @@
+//! The key server: Google's public-key endpoints for service accounts, over HTTP/1.1 and h2c.
+//!
+//! - `GET /robot/v1/metadata/x509/{email}`: JSON map of key id to PEM certificate.
+//! - `GET /service_accounts/v1/jwk/{email}`: JWKS.
+//!
+//! Both are read from the store on every request (one SQLite connection in WAL mode, so a key
+//! created or disabled by another process shows at the next request), carry
+//! `Cache-Control: public, max-age=300` ([`CACHE_MAX_AGE_SECS`], the same 300 s ESPv2 caches key
+//! sets for), and answer 404 with a JSON error body for an unknown account. Errors carry
+//! `Cache-Control: no-store` so that an account created later is not hidden by a cached 404.
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use serde_json::json;
+use tokio::net::TcpListener;
+
+use crate::ids::decode_path_segment;
+use crate::render;
+use crate::store::Store;
+use crate::{IamError, Result};
+
+/// `max-age` of the key documents, seconds. A verifier may keep a key this long after it was
+/// disabled or deleted; ESPv2 caches key sets for the same 300 s.
+pub const CACHE_MAX_AGE_SECS: u64 = 300;
+
+/// The `Cache-Control` of the key documents, spelled from [`CACHE_MAX_AGE_SECS`].
+const CACHE_CONTROL_OK: &str = "public, max-age=300";
+const _: () = assert!(CACHE_MAX_AGE_SECS == 300, "update CACHE_CONTROL_OK");
+
+/// How long open connections may finish after shutdown is asked for.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+const X509_PREFIX: &str = "/robot/v1/metadata/x509/";
+const JWK_PREFIX: &str = "/service_accounts/v1/jwk/";
+const SERVICES_PREFIX: &str = "/v1/services/";
+
+/// What a request asks for.
+#[derive(Debug, PartialEq, Eq)]
+enum Route {
+    /// The X.509 map of an account (email decoded).
+    X509(String),
+    /// The JWKS of an account (email decoded).
+    Jwks(String),
+    /// `POST /v1/services/{service}:check`: reserved for API-key checks (not built yet).
+    ServiceCheck(String),
+    /// A known path with the wrong method; the value is the `Allow` header.
+    MethodNotAllowed(&'static str),
+    /// Anything else.
+    NotFound,
+}
+
+/// The email in the one path segment after `prefix`, percent-decoded.
+fn email_after<'a>(path: &'a str, prefix: &str) -> Option<&'a str> {
+    let segment = path.strip_prefix(prefix)?;
+    (!segment.is_empty() && !segment.contains('/')).then_some(segment)
+}
+
+fn route(method: &Method, path: &str) -> Route {
+    let key_doc = |segment: &str, make: fn(String) -> Route| {
+        if method != Method::GET {
+            return Route::MethodNotAllowed("GET");
+        }
+        decode_path_segment(segment).map_or(Route::NotFound, make)
+    };
+    if let Some(segment) = email_after(path, X509_PREFIX) {
+        return key_doc(segment, Route::X509);
+    }
+    if let Some(segment) = email_after(path, JWK_PREFIX) {
+        return key_doc(segment, Route::Jwks);
+    }
+    if let Some(service) = email_after(path, SERVICES_PREFIX).and_then(|s| s.strip_suffix(":check"))
+    {
+        if method != Method::POST {
+            return Route::MethodNotAllowed("POST");
+        }
+        return decode_path_segment(service).map_or(Route::NotFound, Route::ServiceCheck);
+    }
+    Route::NotFound
+}
+
+type Body = Full<Bytes>;
+
+fn json_response(status: StatusCode, body: String, cache: &'static str) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=UTF-8"),
+    );
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static(cache));
+    response
+}
+
+/// Google's error body: `{"error": {"code", "message", "status"}}`.
+fn error_response(status: StatusCode, message: &str) -> Response<Body> {
+    let status_name = match status {
+        StatusCode::NOT_FOUND => "NOT_FOUND",
+        StatusCode::METHOD_NOT_ALLOWED => "METHOD_NOT_ALLOWED",
+        StatusCode::NOT_IMPLEMENTED => "UNIMPLEMENTED",
+        _ => "INTERNAL",
+    };
+    let body = json!({"error": {
+        "code": status.as_u16(), "message": message, "status": status_name,
+    }});
+    json_response(status, body.to_string(), "no-store")
+}
+
+fn key_document(store: &Store, route: &Route) -> Result<Option<String>> {
+    let (email, render_x509) = match route {
+        Route::X509(email) => (email, true),
+        Route::Jwks(email) => (email, false),
+        _ => return Ok(None),
+    };
+    let keys = store.published_keys(email)?;
+    if render_x509 {
+        Ok(Some(render::x509_map(&keys)))
+    } else {
+        render::jwks(&keys).map(Some)
+    }
+}
+
+async fn handle(store: Arc<Mutex<Store>>, request: Request<Incoming>) -> Response<Body> {
+    let route = route(request.method(), request.uri().path());
+    match route {
+        Route::NotFound => return error_response(StatusCode::NOT_FOUND, "Not found"),
+        Route::MethodNotAllowed(allow) => {
+            let mut response =
+                error_response(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed");
+            response
+                .headers_mut()
+                .insert(ALLOW, HeaderValue::from_static(allow));
+            return response;
+        }
+        Route::ServiceCheck(service) => {
+            // Room for the API-key check endpoint (a later issue).
+            tracing::debug!(%service, "services check asked for; not implemented");
+            return error_response(
+                StatusCode::NOT_IMPLEMENTED,
+                "API key checks are not implemented by this key server",
+            );
+        }
+        Route::X509(_) | Route::Jwks(_) => {}
+    }
+    let looked_up = tokio::task::spawn_blocking(move || {
+        // A panic while holding the lock leaves the connection usable: recover the guard.
+        let store = store.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        key_document(&store, &route)
+    })
+    .await;
+    match looked_up {
+        Ok(Ok(Some(body))) => json_response(StatusCode::OK, body, CACHE_CONTROL_OK),
+        Ok(Err(IamError::UnknownAccount(email))) => error_response(
+            StatusCode::NOT_FOUND,
+            &format!("Service account {email} not found"),
+        ),
+        Ok(Ok(None)) => error_response(StatusCode::NOT_FOUND, "Not found"),
+        Ok(Err(err)) => {
+            tracing::error!(error = %err, source = ?std::error::Error::source(&err), "key server store lookup failed");
+            error_response(StatusCode::INTERNAL_SERVER_ERROR, "Internal error")
+        }
+        Err(err) => {
+            tracing::error!(error = %err, "key server lookup task failed");
+            error_response(StatusCode::INTERNAL_SERVER_ERROR, "Internal error")
+        }
+    }
+}
+
+/// Serves the key endpoints on `listener` from the store at `store_path` until `shutdown`
+/// resolves, then lets open connections finish (up to 5 s). Opens (and migrates) the store
+/// first: an unusable store is an error before any request is accepted.
+pub async fn serve<F>(listener: TcpListener, store_path: &Path, shutdown: F) -> Result<()>
+where
+    F: Future<Output = ()>,
+{
+    let store = Arc::new(Mutex::new(Store::open(store_path)?));
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(10));
+    builder.http2().max_concurrent_streams(100);
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _peer)) => {
+                    let store = store.clone();
+                    let service = hyper::service::service_fn(move |request| {
+                        let store = store.clone();
+                        async move { Ok::<_, std::convert::Infallible>(handle(store, request).await) }
+                    });
+                    let connection = builder
+                        .serve_connection(TokioIo::new(stream), service)
+                        .into_owned();
+                    let connection = graceful.watch(connection);
+                    tokio::spawn(async move {
+                        if let Err(err) = connection.await {
+                            tracing::debug!(error = %err, "key server connection ended with an error");
+                        }
+                    });
+                }
+                Err(err) => {
+                    // Out of file descriptors and the like: wait a little rather than spin.
+                    tracing::warn!(error = %err, "key server accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            () = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("key server connections still open after the drain timeout");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes() {
+        let email = "a-b-c-d@my-project.iam.gserviceaccount.com";
+        let table: &[(Method, &str, Route)] = &[
+            (
+                Method::GET,
+                "/robot/v1/metadata/x509/a-b-c-d%40my-project.iam.gserviceaccount.com",
+                Route::X509(email.into()),
+            ),
+            (
+                Method::GET,
+                "/robot/v1/metadata/x509/a-b-c-d@my-project.iam.gserviceaccount.com",
+                Route::X509(email.into()),
+            ),
+            (
+                Method::GET,
+                "/service_accounts/v1/jwk/a-b-c-d%40my-project.iam.gserviceaccount.com",
+                Route::Jwks(email.into()),
+            ),
+            (
+                Method::POST,
+                "/service_accounts/v1/jwk/x",
+                Route::MethodNotAllowed("GET"),
+            ),
+            (
+                Method::POST,
+                "/v1/services/bookstore.example.com:check",
+                Route::ServiceCheck("bookstore.example.com".into()),
+            ),
+            (
+                Method::GET,
+                "/v1/services/bookstore.example.com:check",
+                Route::MethodNotAllowed("POST"),
+            ),
+            (Method::GET, "/robot/v1/metadata/x509/", Route::NotFound),
+            (Method::GET, "/robot/v1/metadata/x509/a/b", Route::NotFound),
+            (Method::GET, "/robot/v1/metadata/x509/%ff", Route::NotFound),
+            (Method::GET, "/", Route::NotFound),
+            (Method::GET, "/v1/services/x", Route::NotFound),
+        ];
+        for (method, path, want) in table {
+            assert_eq!(&route(method, path), want, "{method} {path}");
+        }
+    }
+}

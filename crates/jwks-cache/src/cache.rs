@@ -1,0 +1,299 @@
+//! The per-provider key-set cache: background refresh, stale bound, single-flight refetch.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use jose::KeySet;
+use service_config::{AuthProvider, ProviderId};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::{FetchError, Fetcher, KeyState, Refetch, Settings};
+
+/// The shortest wait between two background fetches of one provider, whatever the settings
+/// say, so a zero duration cannot make a refresh task spin.
+const MIN_WAIT: Duration = Duration::from_millis(50);
+
+/// Key sets of every configured provider, kept fresh in the background.
+///
+/// Cheap to clone (an `Arc`). Dropping the last clone stops the refresh tasks.
+#[derive(Clone)]
+pub struct JwksCache {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    settings: Settings,
+    fetcher: Fetcher,
+    slots: HashMap<ProviderId, Arc<Slot>>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let tasks = self.tasks.get_mut().unwrap_or_else(PoisonError::into_inner);
+        for task in tasks.drain(..) {
+            task.abort();
+        }
+    }
+}
+
+/// One provider's state.
+struct Slot {
+    provider: AuthProvider,
+    /// What the hot path reads: a lock-free snapshot, replaced whole after each fetch.
+    snapshot: ArcSwap<Snapshot>,
+    /// Completed fetch attempts; a refetch that sees it change while waiting for the lock
+    /// knows another fetch finished meanwhile and shares its result.
+    attempts: AtomicU64,
+    /// Held for the whole of a fetch: at most one fetch per provider is in flight.
+    book: tokio::sync::Mutex<Book>,
+}
+
+struct Book {
+    last_refetch: Option<Instant>,
+    backoff: Duration,
+}
+
+#[derive(Default)]
+struct Snapshot {
+    /// The last good set, kept when later fetches fail.
+    keys: Option<Arc<KeySet>>,
+    /// When `keys` was fetched.
+    fetched_at: Option<Instant>,
+    /// The error of the last attempt, `None` when it succeeded.
+    last_error: Option<String>,
+}
+
+impl JwksCache {
+    /// A cache for `providers`, nothing fetched yet: call [`JwksCache::start`]. Fails only
+    /// when the HTTP client cannot be built (unreadable or empty `extra_ca`).
+    pub fn new(providers: &[AuthProvider], settings: Settings) -> Result<JwksCache, FetchError> {
+        let fetcher = Fetcher::new(&settings)?;
+        let slots = providers
+            .iter()
+            .map(|provider| {
+                let slot = Slot {
+                    provider: provider.clone(),
+                    snapshot: ArcSwap::from_pointee(Snapshot::default()),
+                    attempts: AtomicU64::new(0),
+                    book: tokio::sync::Mutex::new(Book {
+                        last_refetch: None,
+                        backoff: settings.retry_initial,
+                    }),
+                };
+                (provider.id.clone(), Arc::new(slot))
+            })
+            .collect();
+        Ok(JwksCache {
+            inner: Arc::new(Inner {
+                settings,
+                fetcher,
+                slots,
+                tasks: Mutex::new(Vec::new()),
+            }),
+        })
+    }
+
+    /// Spawns one refresh task per provider on the current tokio runtime and returns at once:
+    /// the first fetches happen in the background. Calling it again does nothing.
+    ///
+    /// Each task fetches immediately, then again when 80% of `cache_duration` has passed
+    /// since the last good fetch (a refetch counts), and after a failure retries with a
+    /// backoff from `retry_initial` doubling up to `retry_max`.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime (as `tokio::spawn`).
+    pub fn start(&self) {
+        let mut tasks = self
+            .inner
+            .tasks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if !tasks.is_empty() {
+            return;
+        }
+        for slot in self.inner.slots.values() {
+            let slot = Arc::clone(slot);
+            let fetcher = self.inner.fetcher.clone();
+            let settings = self.inner.settings.clone();
+            tasks.push(tokio::spawn(refresh_loop(slot, fetcher, settings)));
+        }
+    }
+
+    /// Stops the refresh tasks. Key sets already fetched stay readable until they pass
+    /// `max_stale`.
+    pub fn stop(&self) {
+        let mut tasks = self
+            .inner
+            .tasks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for task in tasks.drain(..) {
+            task.abort();
+        }
+    }
+
+    /// The settings in force.
+    pub fn settings(&self) -> &Settings {
+        &self.inner.settings
+    }
+
+    /// The key set to verify `id`'s tokens with. Non-blocking and lock-free (an atomic load
+    /// and a clock read): call it on every request.
+    ///
+    /// `Ready` while the last good set is younger than `cache_duration + max_stale`; after
+    /// that, and before the first good fetch, `NotFetched` (fail closed). A provider that is
+    /// not configured is `NotFetched` too, with an error saying so.
+    pub fn state(&self, id: &ProviderId) -> KeyState {
+        let Some(slot) = self.inner.slots.get(id) else {
+            return KeyState::NotFetched {
+                last_error: Some(format!("provider {id} is not configured")),
+            };
+        };
+        let snapshot = slot.snapshot.load();
+        match (&snapshot.keys, snapshot.fetched_at) {
+            (Some(keys), Some(at)) => {
+                let age = Instant::now().saturating_duration_since(at);
+                if age <= self.inner.settings.usable_for() {
+                    KeyState::Ready(Arc::clone(keys))
+                } else {
+                    KeyState::NotFetched {
+                        last_error: Some(format!(
+                            "last good key set is {}s old, past cache_duration + max_stale; last error: {}",
+                            age.as_secs(),
+                            snapshot.last_error.as_deref().unwrap_or("none")
+                        )),
+                    }
+                }
+            }
+            _ => KeyState::NotFetched {
+                last_error: snapshot.last_error.clone(),
+            },
+        }
+    }
+
+    /// Refetches `id`'s key set now, for a token whose `kid` is not in the current set; returns
+    /// when the fetch is over, so the caller can read [`JwksCache::state`] again and retry
+    /// verification on the same request.
+    ///
+    /// Single flight: callers arriving while a fetch (refetch or background) is in flight wait
+    /// for it and share its result ([`Refetch::Joined`]). At most one refetch per
+    /// `refetch_interval` per provider ([`Refetch::RateLimited`]); background refreshes do not
+    /// count against it. A failed or unusable fetch keeps the last good set. The fetch runs in
+    /// its own task, so a caller that gives up does not cancel it for the others.
+    pub async fn refetch(&self, id: &ProviderId) -> Refetch {
+        let Some(slot) = self.inner.slots.get(id) else {
+            return Refetch::UnknownProvider;
+        };
+        let slot = Arc::clone(slot);
+        let seen = slot.attempts.load(Ordering::SeqCst);
+        let fetcher = self.inner.fetcher.clone();
+        let settings = self.inner.settings.clone();
+        let task = tokio::spawn(async move {
+            let mut book = slot.book.lock().await;
+            if slot.attempts.load(Ordering::SeqCst) != seen {
+                return Refetch::Joined;
+            }
+            let now = Instant::now();
+            if book
+                .last_refetch
+                .is_some_and(|last| now < last + settings.refetch_interval)
+            {
+                tracing::debug!(provider = %slot.provider.id, "refetch rate-limited");
+                return Refetch::RateLimited;
+            }
+            book.last_refetch = Some(now);
+            match slot.fetch_locked(&fetcher, &settings, &mut book, "refetch").await {
+                Ok(()) => Refetch::Fetched,
+                Err(error) => Refetch::Failed { error },
+            }
+        });
+        task.await.unwrap_or_else(|join| Refetch::Failed {
+            error: format!("refetch task ended: {join}"),
+        })
+    }
+}
+
+impl Slot {
+    /// Fetches and publishes the result; the caller holds `book` (the single flight).
+    async fn fetch_locked(
+        &self,
+        fetcher: &Fetcher,
+        settings: &Settings,
+        book: &mut Book,
+        trigger: &'static str,
+    ) -> Result<(), String> {
+        let result = fetcher.fetch(&self.provider).await;
+        let old = self.snapshot.load_full();
+        let outcome = match result {
+            Ok(keys) => {
+                book.backoff = settings.retry_initial;
+                self.snapshot.store(Arc::new(Snapshot {
+                    keys: Some(Arc::new(keys)),
+                    fetched_at: Some(Instant::now()),
+                    last_error: None,
+                }));
+                Ok(())
+            }
+            Err(error) => {
+                let text = error.chain();
+                // The last good set stays (until `max_stale`): an outage or a bad publish
+                // upstream must not turn into rejecting every token at once.
+                let stale_for = old
+                    .fetched_at
+                    .map(|at| Instant::now().saturating_duration_since(at).as_secs());
+                tracing::warn!(
+                    provider = %self.provider.id,
+                    trigger,
+                    error = %text,
+                    kind = error.variant_name(),
+                    keeping_last_good_set = old.keys.is_some(),
+                    last_good_age_s = stale_for,
+                    "key set fetch failed"
+                );
+                self.snapshot.store(Arc::new(Snapshot {
+                    keys: old.keys.clone(),
+                    fetched_at: old.fetched_at,
+                    last_error: Some(text.clone()),
+                }));
+                Err(text)
+            }
+        };
+        self.attempts.fetch_add(1, Ordering::SeqCst);
+        outcome
+    }
+}
+
+/// A provider's background task: fetch, sleep until the refresh point or the retry, repeat.
+async fn refresh_loop(slot: Arc<Slot>, fetcher: Fetcher, settings: Settings) {
+    let refresh_after = settings.refresh_after();
+    loop {
+        let wait = {
+            let mut book = slot.book.lock().await;
+            let snapshot = slot.snapshot.load_full();
+            let now = Instant::now();
+            match snapshot.fetched_at {
+                // A refetch refreshed the set while we slept: move the refresh point.
+                Some(at) if snapshot.last_error.is_none() && now < at + refresh_after => {
+                    at + refresh_after - now
+                }
+                _ => match slot
+                    .fetch_locked(&fetcher, &settings, &mut book, "background")
+                    .await
+                {
+                    Ok(()) => refresh_after,
+                    Err(_) => {
+                        let wait = book.backoff;
+                        book.backoff = (book.backoff * 2).min(settings.retry_max);
+                        wait
+                    }
+                },
+            }
+        };
+        tokio::time::sleep(wait.max(MIN_WAIT)).await;
+    }
+}
