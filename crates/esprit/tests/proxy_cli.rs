@@ -17,6 +17,10 @@ config_version: 3
 name: echo.example.com
 apis:
 - name: esprit.echo.v1.Echo
+usage:
+  rules:
+  - selector: \"*\"
+    allow_unregistered_calls: true
 ";
 
 struct ProxyProcess {
@@ -159,4 +163,27 @@ fn an_invalid_config_refuses_to_start_with_the_field_path() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("apis[0].name"), "{stderr}");
+}
+
+#[test]
+fn a_config_needing_checks_the_proxy_cannot_make_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    // No usage rules: as in ESP, every method then needs an API key.
+    let config = dir.path().join("keys.yaml");
+    std::fs::write(&config, CONFIG.split("usage:").next().unwrap()).unwrap();
+    let descriptor = dir.path().join("echo.pb");
+    std::fs::write(&descriptor, echo::FILE_DESCRIPTOR_SET).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_esprit"))
+        .args(["proxy", "--backend", "grpc://127.0.0.1:1", "--listen", "127.0.0.1:0"])
+        .arg("--service-config")
+        .arg(&config)
+        .arg("--descriptor")
+        .arg(&descriptor)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("require an API key"), "{stderr}");
+    assert!(stderr.contains("esprit.echo.v1.Echo.Unary"), "{stderr}");
+    assert!(stderr.contains("esprit.echo.v1.Echo.Bidi"), "{stderr}");
 }

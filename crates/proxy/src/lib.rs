@@ -17,7 +17,7 @@ mod server;
 mod settings;
 
 pub use reject::Rejection;
-pub use routes::{Route, RouteTable};
+pub use routes::{Route, RouteTable, Unenforceable};
 pub use server::Proxy;
 pub use settings::{BackendUrl, Http2Limits, ProxySettings, SettingsError, TlsFiles};
 

@@ -4,6 +4,22 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use service_config::ApiKeyRequirement;
+
+/// A configuration that asks for checks the proxy was not set up to perform.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum Unenforceable {
+    /// ESP: a method without `usage.rules[].allow_unregistered_calls: true` needs an API key.
+    #[error(
+        "these methods require an API key (no usage rule with allow_unregistered_calls: true), \
+         and API-key checking is not available: {}",
+        .0.join(", ")
+    )]
+    ApiKeys(Vec<String>),
+    #[error("these methods require JWT authentication, which this build cannot enforce yet: {}", .0.join(", "))]
+    Jwt(Vec<String>),
+}
+
 /// One method of the API as the proxy needs it on the hot path.
 #[derive(Debug)]
 pub struct Route {
@@ -18,14 +34,33 @@ pub struct RouteTable {
 }
 
 impl RouteTable {
-    /// One route per method of the configured API.
-    pub fn from_config(config: &service_config::ServiceConfig) -> Self {
-        Self::new(config.methods().iter().map(|m| {
+    /// One route per method of the configured API. Fails closed: a config asking for a check
+    /// this proxy cannot perform is refused, never served without the check.
+    pub fn from_config(config: &service_config::ServiceConfig) -> Result<Self, Unenforceable> {
+        let needs_key: Vec<String> = config
+            .methods()
+            .iter()
+            .filter(|m| m.api_key == ApiKeyRequirement::Required)
+            .map(|m| m.selector.as_str().to_owned())
+            .collect();
+        if !needs_key.is_empty() {
+            return Err(Unenforceable::ApiKeys(needs_key));
+        }
+        let needs_jwt: Vec<String> = config
+            .methods()
+            .iter()
+            .filter(|m| m.auth.is_some())
+            .map(|m| m.selector.as_str().to_owned())
+            .collect();
+        if !needs_jwt.is_empty() {
+            return Err(Unenforceable::Jwt(needs_jwt));
+        }
+        Ok(Self::new(config.methods().iter().map(|m| {
             let route = Route {
                 selector: Arc::from(m.selector.as_str()),
             };
             (m.grpc_path.clone(), route)
-        }))
+        })))
     }
 
     /// `(gRPC path, route)` pairs, one per method of the API.

@@ -15,6 +15,10 @@ config_version: 3
 name: echo.example.com
 apis:
 - name: esprit.echo.v1.Echo
+usage:
+  rules:
+  - selector: \"*\"
+    allow_unregistered_calls: true
 ";
 
 pub const BOOKSTORE_CONFIG: &str = "\
@@ -53,7 +57,7 @@ pub struct RunningProxy {
 
 impl RunningProxy {
     pub async fn start(config: &ServiceConfig, settings: ProxySettings) -> Self {
-        let proxy = Proxy::bind(RouteTable::from_config(config), settings)
+        let proxy = Proxy::bind(RouteTable::from_config(config).unwrap(), settings)
             .await
             .unwrap();
         let addr = proxy.local_addr();

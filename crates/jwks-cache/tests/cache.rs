@@ -1,0 +1,309 @@
+//! The cache over real sockets and real time: background fetch, refresh, stale bound,
+//! refetch single-flight and rate limit.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{init_logs, kids, provider, wait_for};
+use jose::{Algorithm, JoseError};
+use jwks_cache::test_server::{self, KeyServer, Reply};
+use jwks_cache::{JwksCache, KeyState, Refetch, Settings};
+use service_config::ProviderId;
+
+fn fast() -> Settings {
+    Settings {
+        cache_duration: Duration::from_secs(300),
+        max_stale: Duration::from_secs(300),
+        refetch_interval: Duration::from_secs(30),
+        fetch_timeout: Duration::from_secs(2),
+        retry_initial: Duration::from_millis(50),
+        retry_max: Duration::from_millis(200),
+        ..Settings::default()
+    }
+}
+
+fn id(s: &str) -> ProviderId {
+    ProviderId::new(s)
+}
+
+#[tokio::test]
+async fn initial_fetch_happens_in_the_background() {
+    init_logs();
+    let a = jose::generate_es256().unwrap();
+    let server = KeyServer::start().await.unwrap();
+    server.set(
+        "/jwks",
+        Reply::slow(Duration::from_millis(400), Reply::json(test_server::jwks(&[("a", &a)]))),
+    );
+    let cache = JwksCache::new(&[provider("p", "iss", Some(server.url("/jwks")))], fast()).unwrap();
+    let started = Instant::now();
+    cache.start();
+    assert!(started.elapsed() < Duration::from_millis(100), "start() must not wait");
+    assert!(matches!(cache.state(&id("p")), KeyState::NotFetched { last_error: None }));
+    assert!(wait_for(Duration::from_secs(5), || kids(&cache.state(&id("p"))).is_some()).await);
+    assert_eq!(kids(&cache.state(&id("p"))).unwrap(), ["a"]);
+    assert_eq!(server.hits("/jwks"), 1);
+}
+
+#[tokio::test]
+async fn refreshes_after_the_cache_duration() {
+    let a = jose::generate_es256().unwrap();
+    let b = jose::generate_es256().unwrap();
+    let server = KeyServer::start().await.unwrap();
+    server.set("/jwks", Reply::json(test_server::jwks(&[("a", &a)])));
+    let settings = Settings {
+        cache_duration: Duration::from_millis(1000),
+        ..fast()
+    };
+    let cache = JwksCache::new(&[provider("p", "iss", Some(server.url("/jwks")))], settings).unwrap();
+    cache.start();
+    assert!(wait_for(Duration::from_secs(5), || kids(&cache.state(&id("p"))).is_some()).await);
+    let first = Instant::now();
+    server.set("/jwks", Reply::json(test_server::jwks(&[("b", &b)])));
+    assert!(
+        wait_for(Duration::from_secs(5), || kids(&cache.state(&id("p"))) == Some(vec!["b".into()])).await,
+        "the rotated set must arrive by a background refresh"
+    );
+    let took = first.elapsed();
+    // Refresh at 80% of 1 s after the first fetch; allow for scheduling.
+    assert!(took >= Duration::from_millis(500), "refreshed too early: {took:?}");
+    assert!(took < Duration::from_millis(1500), "refreshed too late: {took:?}");
+    assert_eq!(server.hits("/jwks"), 2);
+}
+
+#[tokio::test]
+async fn keeps_the_stale_set_then_fails_closed_then_recovers() {
+    let a = jose::generate_es256().unwrap();
+    let server = KeyServer::start().await.unwrap();
+    server.set("/jwks", Reply::json(test_server::jwks(&[("a", &a)])));
+    let settings = Settings {
+        cache_duration: Duration::from_millis(600),
+        max_stale: Duration::from_millis(900),
+        ..fast()
+    };
+    let cache = JwksCache::new(&[provider("p", "iss", Some(server.url("/jwks")))], settings).unwrap();
+    cache.start();
+    assert!(wait_for(Duration::from_secs(5), || kids(&cache.state(&id("p"))).is_some()).await);
+    let fetched = Instant::now();
+    server.stop().await;
+
+    // Past the cache duration, refreshes failing: the last good set is still served.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(kids(&cache.state(&id("p"))).unwrap(), ["a"]);
+
+    // Past cache_duration + max_stale (1.5 s after the fetch): fail closed.
+    assert!(
+        wait_for(Duration::from_secs(3), || kids(&cache.state(&id("p"))).is_none()).await,
+        "the stale set must expire"
+    );
+    assert!(fetched.elapsed() >= Duration::from_millis(1400), "{:?}", fetched.elapsed());
+    match cache.state(&id("p")) {
+        KeyState::NotFetched { last_error: Some(e) } => {
+            assert!(e.contains("max_stale"), "{e}");
+            assert!(e.contains("failed"), "{e}");
+        }
+        other => panic!("want NotFetched with an error, got {other:?}"),
+    }
+
+    // The server comes back: retries (bounded backoff) pick the set up again.
+    server.restart().await.unwrap();
+    assert!(wait_for(Duration::from_secs(3), || kids(&cache.state(&id("p"))).is_some()).await);
+}
+
+#[tokio::test]
+async fn a_set_with_no_usable_key_never_replaces_a_good_one() {
+    let a = jose::generate_es256().unwrap();
+    let server = KeyServer::start().await.unwrap();
+    server.set("/jwks", Reply::json(test_server::jwks(&[("a", &a)])));
+    let settings = Settings {
+        cache_duration: Duration::from_millis(500),
+        refetch_interval: Duration::from_millis(1),
+        ..fast()
+    };
+    let cache = JwksCache::new(&[provider("p", "iss", Some(server.url("/jwks")))], settings).unwrap();
+    cache.start();
+    assert!(wait_for(Duration::from_secs(5), || kids(&cache.state(&id("p"))).is_some()).await);
+
+    let bad_sets = [
+        // An HMAC key from a remote source is skipped, leaving nothing usable.
+        test_server::hmac_jwks("h", &[1u8; 32]),
+        r#"{"keys": []}"#.to_owned(),
+        "garbage".to_owned(),
+    ];
+    for bad in bad_sets {
+        server.set("/jwks", Reply::json(bad.clone()));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        match cache.refetch(&id("p")).await {
+            Refetch::Failed { .. } => {}
+            other => panic!("{bad}: want Failed, got {other:?}"),
+        }
+        assert_eq!(kids(&cache.state(&id("p"))).unwrap(), ["a"], "{bad}");
+    }
+    // Background refreshes of the bad set do not replace it either.
+    let hits = server.hits("/jwks");
+    assert!(wait_for(Duration::from_secs(3), || server.hits("/jwks") >= hits + 2).await);
+    assert_eq!(kids(&cache.state(&id("p"))).unwrap(), ["a"]);
+}
+
+#[tokio::test]
+async fn concurrent_refetches_share_one_request() {
+    let a = jose::generate_es256().unwrap();
+    let b = jose::generate_es256().unwrap();
+    let server = KeyServer::start().await.unwrap();
+    server.set("/jwks", Reply::json(test_server::jwks(&[("a", &a)])));
+    let cache = JwksCache::new(&[provider("p", "iss", Some(server.url("/jwks")))], fast()).unwrap();
+    cache.start();
+    assert!(wait_for(Duration::from_secs(5), || kids(&cache.state(&id("p"))).is_some()).await);
+    assert_eq!(server.hits("/jwks"), 1);
+
+    server.set(
+        "/jwks",
+        Reply::slow(
+            Duration::from_millis(300),
+            Reply::json(test_server::jwks(&[("a", &a), ("b", &b)])),
+        ),
+    );
+    let calls: Vec<_> = (0..20)
+        .map(|_| {
+            let cache = cache.clone();
+            tokio::spawn(async move { cache.refetch(&ProviderId::new("p")).await })
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for call in calls {
+        outcomes.push(call.await.unwrap());
+    }
+    assert_eq!(server.hits("/jwks"), 2, "20 concurrent refetches, one request");
+    let fetched = outcomes.iter().filter(|o| **o == Refetch::Fetched).count();
+    assert_eq!(fetched, 1, "{outcomes:?}");
+    // Every caller returns after the fetch, sees the new set (none is rate-limited: they
+    // were all waiting for the one fetch).
+    assert!(
+        outcomes.iter().all(|o| matches!(o, Refetch::Fetched | Refetch::Joined)),
+        "{outcomes:?}"
+    );
+    assert_eq!(kids(&cache.state(&id("p"))).unwrap(), ["a", "b"]);
+}
+
+#[tokio::test]
+async fn refetch_is_rate_limited() {
+    let a = jose::generate_es256().unwrap();
+    let server = KeyServer::start().await.unwrap();
+    server.set("/jwks", Reply::json(test_server::jwks(&[("a", &a)])));
+    let settings = Settings {
+        refetch_interval: Duration::from_millis(700),
+        ..fast()
+    };
+    let cache = JwksCache::new(&[provider("p", "iss", Some(server.url("/jwks")))], settings).unwrap();
+    cache.start();
+    assert!(wait_for(Duration::from_secs(5), || kids(&cache.state(&id("p"))).is_some()).await);
+
+    assert_eq!(cache.refetch(&id("p")).await, Refetch::Fetched);
+    assert_eq!(server.hits("/jwks"), 2);
+    for _ in 0..5 {
+        assert_eq!(cache.refetch(&id("p")).await, Refetch::RateLimited);
+    }
+    assert_eq!(server.hits("/jwks"), 2, "rate-limited refetches send nothing");
+    tokio::time::sleep(Duration::from_millis(750)).await;
+    assert_eq!(cache.refetch(&id("p")).await, Refetch::Fetched);
+    assert_eq!(server.hits("/jwks"), 3);
+}
+
+#[tokio::test]
+async fn a_freshly_rotated_key_verifies_on_the_first_call() {
+    let old = jose::generate_rsa_2048().unwrap();
+    let new = jose::generate_rsa_2048().unwrap();
+    let server = KeyServer::start().await.unwrap();
+    server.set("/jwks", Reply::json(test_server::jwks(&[("old", &old)])));
+    let cache = JwksCache::new(&[provider("p", "iss", Some(server.url("/jwks")))], fast()).unwrap();
+    cache.start();
+    assert!(wait_for(Duration::from_secs(5), || kids(&cache.state(&id("p"))).is_some()).await);
+
+    // The provider rotates, and a token signed with the new key arrives at once.
+    server.set("/jwks", Reply::json(test_server::jwks(&[("old", &old), ("new", &new)])));
+    let token = new
+        .signer()
+        .unwrap()
+        .sign_jwt(Some("new"), Algorithm::RS256, &serde_json::json!({"iss": "iss"}))
+        .unwrap();
+    let jws = jose::Jws::parse(&token).unwrap();
+
+    // What the proxy does on one request: verify, refetch on an unknown kid, verify again.
+    let KeyState::Ready(keys) = cache.state(&id("p")) else {
+        panic!("not ready")
+    };
+    let err = jose::verify(&jws, &keys).unwrap_err();
+    assert!(matches!(err, JoseError::KeyNotFound { .. }), "{err:?}");
+    assert_eq!(cache.refetch(&id("p")).await, Refetch::Fetched);
+    let KeyState::Ready(keys) = cache.state(&id("p")) else {
+        panic!("not ready")
+    };
+    let key = jose::verify(&jws, &keys).unwrap();
+    assert_eq!(key.kid().unwrap().as_str(), "new");
+}
+
+#[tokio::test]
+async fn a_refetch_during_the_initial_fetch_joins_it() {
+    let a = jose::generate_es256().unwrap();
+    let server = KeyServer::start().await.unwrap();
+    server.set(
+        "/jwks",
+        Reply::slow(Duration::from_millis(400), Reply::json(test_server::jwks(&[("a", &a)]))),
+    );
+    let cache = JwksCache::new(&[provider("p", "iss", Some(server.url("/jwks")))], fast()).unwrap();
+    cache.start();
+    // Let the background task take the fetch first.
+    assert!(wait_for(Duration::from_secs(2), || server.hits("/jwks") == 1).await);
+    assert_eq!(cache.refetch(&id("p")).await, Refetch::Joined);
+    assert_eq!(kids(&cache.state(&id("p"))).unwrap(), ["a"]);
+    assert_eq!(server.hits("/jwks"), 1);
+}
+
+#[tokio::test]
+async fn providers_are_independent_and_unknown_ones_fail_closed() {
+    let a = jose::generate_es256().unwrap();
+    let server = KeyServer::start().await.unwrap();
+    server.set("/good", Reply::json(test_server::jwks(&[("a", &a)])));
+    server.set("/bad", Reply::status(500));
+    let cache = JwksCache::new(
+        &[
+            provider("good", "iss1", Some(server.url("/good"))),
+            provider("bad", "iss2", Some(server.url("/bad"))),
+        ],
+        fast(),
+    )
+    .unwrap();
+    cache.start();
+    assert!(wait_for(Duration::from_secs(5), || kids(&cache.state(&id("good"))).is_some()).await);
+    assert!(
+        wait_for(Duration::from_secs(5), || matches!(
+            cache.state(&id("bad")),
+            KeyState::NotFetched { last_error: Some(_) }
+        ))
+        .await
+    );
+    // Failed fetches are retried with backoff.
+    assert!(wait_for(Duration::from_secs(3), || server.hits("/bad") >= 3).await);
+    assert!(matches!(
+        cache.state(&id("nope")),
+        KeyState::NotFetched { last_error: Some(_) }
+    ));
+    assert_eq!(cache.refetch(&id("nope")).await, Refetch::UnknownProvider);
+}
+
+#[tokio::test]
+async fn dropping_the_cache_stops_its_tasks() {
+    let a = jose::generate_es256().unwrap();
+    let server = KeyServer::start().await.unwrap();
+    server.set("/jwks", Reply::status(500));
+    let cache = JwksCache::new(&[provider("p", "iss", Some(server.url("/jwks")))], fast()).unwrap();
+    cache.start();
+    assert!(wait_for(Duration::from_secs(3), || server.hits("/jwks") >= 2).await);
+    drop(cache);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let hits = server.hits("/jwks");
+    server.set("/jwks", Reply::json(test_server::jwks(&[("a", &a)])));
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(server.hits("/jwks"), hits);
+}
