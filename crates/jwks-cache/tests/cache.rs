@@ -68,7 +68,7 @@ async fn refreshes_after_the_cache_duration() {
     let took = first.elapsed();
     // Refresh at 80% of 1 s after the first fetch; allow for scheduling.
     assert!(took >= Duration::from_millis(500), "refreshed too early: {took:?}");
-    assert!(took < Duration::from_millis(1500), "refreshed too late: {took:?}");
+    assert!(took < Duration::from_millis(2000), "refreshed too late: {took:?}");
     assert_eq!(server.hits("/jwks"), 2);
 }
 
@@ -79,7 +79,7 @@ async fn keeps_the_stale_set_then_fails_closed_then_recovers() {
     server.set("/jwks", Reply::json(test_server::jwks(&[("a", &a)])));
     let settings = Settings {
         cache_duration: Duration::from_millis(600),
-        max_stale: Duration::from_millis(900),
+        max_stale: Duration::from_millis(1400),
         ..fast()
     };
     let cache = JwksCache::new(&[provider("p", "iss", Some(server.url("/jwks")))], settings).unwrap();
@@ -92,12 +92,12 @@ async fn keeps_the_stale_set_then_fails_closed_then_recovers() {
     tokio::time::sleep(Duration::from_millis(1000)).await;
     assert_eq!(kids(&cache.state(&id("p"))).unwrap(), ["a"]);
 
-    // Past cache_duration + max_stale (1.5 s after the fetch): fail closed.
+    // Past cache_duration + max_stale (2 s after the fetch): fail closed.
     assert!(
         wait_for(Duration::from_secs(3), || kids(&cache.state(&id("p"))).is_none()).await,
         "the stale set must expire"
     );
-    assert!(fetched.elapsed() >= Duration::from_millis(1400), "{:?}", fetched.elapsed());
+    assert!(fetched.elapsed() >= Duration::from_millis(1900), "{:?}", fetched.elapsed());
     match cache.state(&id("p")) {
         KeyState::NotFetched { last_error: Some(e) } => {
             assert!(e.contains("max_stale"), "{e}");

@@ -331,6 +331,7 @@ async fn https_with_a_private_ca() {
         .await
         .unwrap_err();
     assert!(matches!(err, FetchError::Transport { .. }), "{err:?}");
+    assert!(err.chain().contains("UnknownIssuer"), "{}", err.chain());
 
     let dir = tempfile::tempdir().unwrap();
     let ca = dir.path().join("ca.pem");
