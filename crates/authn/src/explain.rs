@@ -72,7 +72,11 @@ pub fn explain(
         checks: Vec::new(),
     };
     if !policy.requires_jwt() {
-        trace.skip_after(None, None, "the method's rule has no requirements: no JWT check");
+        trace.skip_after(
+            None,
+            None,
+            "the method's rule has no requirements: no JWT check",
+        );
         return Explanation {
             header,
             claims,
@@ -135,7 +139,10 @@ impl ExplainTrace<'_> {
     /// Marks every stage after `after` (all stages when `None`) as skipped.
     fn skip_after(&mut self, after: Option<Stage>, requirement: Option<usize>, why: &str) {
         let provider = self.provider(requirement);
-        for stage in Stage::ALL.into_iter().filter(|s| after.is_none_or(|a| *s > a)) {
+        for stage in Stage::ALL
+            .into_iter()
+            .filter(|s| after.is_none_or(|a| *s > a))
+        {
             self.checks.push(CheckReport {
                 stage,
                 provider: provider.clone(),
@@ -151,7 +158,10 @@ impl ExplainTrace<'_> {
             .map(|r| r.configured_audiences.iter().map(|a| a.as_str()).collect())
             .unwrap_or_default();
         let aud = self.jwt.as_ref().map(|j| j.claims().aud.as_slice());
-        format!("aud {:?}; accepted (ignoring http(s):// and one trailing /): {accepted:?}", aud.unwrap_or_default())
+        format!(
+            "aud {:?}; accepted (ignoring http(s):// and one trailing /): {accepted:?}",
+            aud.unwrap_or_default()
+        )
     }
 
     fn times(&self) -> String {
@@ -160,7 +170,11 @@ impl ExplainTrace<'_> {
         };
         let claims = jwt.claims();
         let show = |t: Option<UnixTime>| match t {
-            Some(t) => format!("{} ({:+} s from now)", t.0, t.0 as i128 - self.now.0 as i128),
+            Some(t) => format!(
+                "{} ({:+} s from now)",
+                t.0,
+                t.0 as i128 - self.now.0 as i128
+            ),
             None => "absent".to_owned(),
         };
         format!(

@@ -6,6 +6,9 @@ use jose::JoseError;
 use crate::AuthError;
 use crate::policy::{HeaderKey, Prefix, TokenSource};
 
+/// What to do with each token found; an `Err` given to it is a token that is not even text.
+pub(crate) type OnToken<'f> = dyn FnMut(Result<&str, AuthError>) -> Result<(), AuthError> + 'f;
+
 /// Calls `found` with every token at `source`, in order, stopping at the first error.
 ///
 /// A header value that does not start with the location's prefix is not a token for this
@@ -16,7 +19,7 @@ pub(crate) fn for_each_token(
     source: &TokenSource,
     headers: &HeaderMap,
     uri: &Uri,
-    found: &mut dyn FnMut(Result<&str, AuthError>) -> Result<(), AuthError>,
+    found: &mut OnToken<'_>,
 ) -> Result<(), AuthError> {
     match source {
         TokenSource::Header { name, prefix } => match name {
@@ -51,7 +54,7 @@ pub(crate) fn for_each_token(
 fn header_token(
     value: &HeaderValue,
     prefix: &Prefix,
-    found: &mut dyn FnMut(Result<&str, AuthError>) -> Result<(), AuthError>,
+    found: &mut OnToken<'_>,
 ) -> Result<(), AuthError> {
     let Some(rest) = strip_prefix(value.as_bytes(), prefix) else {
         return Ok(());

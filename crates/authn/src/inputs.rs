@@ -1,37 +1,39 @@
 //! What the caller passes in: key sets, the verified-token cache, the time.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use jose::{Jwt, KeySet, UnixTime};
 use service_config::ProviderId;
 
-use std::sync::Arc;
-
 /// ESP's default clock skew for `exp` and `nbf`.
 pub const DEFAULT_SKEW: Duration = Duration::from_secs(60);
 
-/// The state of one provider's key set, as the caller's fetcher knows it.
-#[derive(Clone, Copy, Debug)]
-pub enum KeyState<'a> {
+/// The state of one provider's key set, as the caller's fetcher knows it. Owned (an `Arc`
+/// clone is one atomic increment) so that a fetcher that swaps sets atomically (jwks-cache's
+/// `JwksCache::state`) can hand out its current set without a borrow.
+#[derive(Clone, Debug)]
+pub enum KeyState {
     /// A key set to verify with.
-    Ready(&'a KeySet),
+    Ready(Arc<KeySet>),
     /// Never obtained, or stale beyond the allowed maximum. Tokens of this provider fail
     /// closed with "Jwks remote fetch is failed".
     NotFetched,
 }
 
 /// The key sets of the providers, looked up per request. The proxy implements it over its
-/// fetcher (background refresh, last good set kept); tests and the CLI use the `HashMap` impl.
+/// fetcher (background refresh, last good set kept); tests and the CLI use the `HashMap` impl,
+/// in which a provider without an entry is [`KeyState::NotFetched`].
 pub trait KeySets {
     /// The key set of `provider`.
-    fn get(&self, provider: &ProviderId) -> KeyState<'_>;
+    fn get(&self, provider: &ProviderId) -> KeyState;
 }
 
-impl KeySets for HashMap<ProviderId, KeySet> {
-    fn get(&self, provider: &ProviderId) -> KeyState<'_> {
+impl KeySets for HashMap<ProviderId, Arc<KeySet>> {
+    fn get(&self, provider: &ProviderId) -> KeyState {
         match HashMap::get(self, provider) {
-            Some(set) => KeyState::Ready(set),
+            Some(set) => KeyState::Ready(Arc::clone(set)),
             None => KeyState::NotFetched,
         }
     }

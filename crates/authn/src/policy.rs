@@ -35,7 +35,9 @@ impl AuthPolicy {
 
     /// Every method's policy, by gRPC path.
     pub fn methods(&self) -> impl Iterator<Item = (&str, &Arc<MethodPolicy>)> {
-        self.methods.iter().map(|(path, policy)| (path.as_str(), policy))
+        self.methods
+            .iter()
+            .map(|(path, policy)| (path.as_str(), policy))
     }
 }
 
@@ -86,7 +88,10 @@ impl MethodPolicy {
                     .collect(),
                 configured_audiences: requirement.audiences.clone(),
             });
-            for location in provider.map(|p| p.jwt_locations.as_slice()).unwrap_or_default() {
+            for location in provider
+                .map(|p| p.jwt_locations.as_slice())
+                .unwrap_or_default()
+            {
                 let source = TokenSource::new(location);
                 match locations.iter_mut().find(|l| l.source == source) {
                     Some(existing) => {
@@ -244,7 +249,10 @@ mod tests {
             ("https://bookstore.example.com", "bookstore.example.com"),
             ("http://bookstore.example.com/", "bookstore.example.com"),
             ("https://bookstore.example.com//", "bookstore.example.com/"),
-            ("HTTPS://bookstore.example.com", "HTTPS://bookstore.example.com"),
+            (
+                "HTTPS://bookstore.example.com",
+                "HTTPS://bookstore.example.com",
+            ),
             ("https://https://x", "https://x"),
             ("/", ""),
             ("", ""),

@@ -1,8 +1,10 @@
 //! The decision table: one request per row, asserting the gRPC code AND the message.
+#![allow(clippy::unwrap_used)] // tests: a panic is a failure report
 
 mod common;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use authn::{AuthInputs, DEFAULT_SKEW, NoCache, Verdict, authenticate, explain};
@@ -109,7 +111,7 @@ fn request(case: &Case) -> (HeaderMap, Uri) {
     (headers, uri.parse().unwrap())
 }
 
-fn sets(keys: &Keys) -> HashMap<ProviderId, KeySet> {
+fn sets(keys: &Keys) -> HashMap<ProviderId, Arc<KeySet>> {
     let mut sets = key_sets();
     if let Keys::Without(id) = keys {
         sets.remove(&ProviderId::new(*id));
@@ -127,18 +129,26 @@ fn cases() -> Vec<Case> {
     let header = r#"{"alg":"RS256","kid":"rsa-1"}"#;
     vec![
         // Missing tokens.
-        case("valid bearer token", "ListShelves").bearer(&good).ok("a"),
-        case("no token, Reject", "ListShelves").err(UNAUTHENTICATED, "Jwt is missing"),
-        case("no token, Allow", "CreateShelf").anonymous(),
-        case("valid token under Allow still yields the principal", "CreateShelf")
+        case("valid bearer token", "ListShelves")
             .bearer(&good)
             .ok("a"),
+        case("no token, Reject", "ListShelves").err(UNAUTHENTICATED, "Jwt is missing"),
+        case("no token, Allow", "CreateShelf").anonymous(),
+        case(
+            "valid token under Allow still yields the principal",
+            "CreateShelf",
+        )
+        .bearer(&good)
+        .ok("a"),
         case("invalid token under Allow is rejected", "CreateShelf")
             .bearer(&tampered(&good))
             .err(UNAUTHENTICATED, "Jwt verification fails"),
-        case("rule without requirements ignores even garbage", "DeleteBook")
-            .bearer("garbage")
-            .anonymous(),
+        case(
+            "rule without requirements ignores even garbage",
+            "DeleteBook",
+        )
+        .bearer("garbage")
+        .anonymous(),
         case("other auth scheme is no JWT", "ListShelves")
             .header("Authorization", "Basic dXNlcjpwYXNz")
             .err(UNAUTHENTICATED, "Jwt is missing"),
@@ -157,7 +167,10 @@ fn cases() -> Vec<Case> {
         ),
         case("header not base64url", "ListShelves")
             .bearer(&format!("!!!.{}.c2ln", b64(b"{}")))
-            .err(UNAUTHENTICATED, "Jwt header is an invalid Base64url encoded"),
+            .err(
+                UNAUTHENTICATED,
+                "Jwt header is an invalid Base64url encoded",
+            ),
         case("header not JSON", "ListShelves")
             .bearer(&raw_token("not json", "{}"))
             .err(UNAUTHENTICATED, "Jwt header is an invalid JSON"),
@@ -186,10 +199,14 @@ fn cases() -> Vec<Case> {
         ),
         // Issuer.
         case("unknown issuer", "ListShelves")
-            .bearer(&token(&claims_with(json!({"iss": "https://evil.example.com"}))))
+            .bearer(&token(&claims_with(
+                json!({"iss": "https://evil.example.com"}),
+            )))
             .err(UNAUTHENTICATED, "Jwt issuer is not configured"),
         case("issuer differs by a trailing slash", "ListShelves")
-            .bearer(&token(&claims_with(json!({"iss": "https://a.example.com/"}))))
+            .bearer(&token(&claims_with(
+                json!({"iss": "https://a.example.com/"}),
+            )))
             .err(UNAUTHENTICATED, "Jwt issuer is not configured"),
         case("no issuer", "ListShelves")
             .bearer(&token(&claims_with(json!({"iss": null}))))
@@ -218,7 +235,9 @@ fn cases() -> Vec<Case> {
             .bearer(&token(&claims_with(json!({"exp": null, "iss": ISS_OPT}))))
             .ok("opt"),
         case("exp present and expired, optional provider", "DeleteShelf")
-            .bearer(&token(&claims_with(json!({"exp": NOW.0 - 61, "iss": ISS_OPT}))))
+            .bearer(&token(&claims_with(
+                json!({"exp": NOW.0 - 61, "iss": ISS_OPT}),
+            )))
             .err(UNAUTHENTICATED, "Jwt is expired"),
         case("exp a string", "ListShelves")
             .bearer(&token(&claims_with(json!({"exp": "1700003600"}))))
@@ -226,9 +245,12 @@ fn cases() -> Vec<Case> {
         case("exp a float", "ListShelves")
             .bearer(&token(&claims_with(json!({"exp": 1_700_003_600.5}))))
             .err(UNAUTHENTICATED, "Jwt payload [exp] field is not an integer"),
-        case("exp a string, optional provider: still malformed", "DeleteShelf")
-            .bearer(&token(&claims_with(json!({"exp": "soon", "iss": ISS_OPT}))))
-            .err(UNAUTHENTICATED, "Jwt payload [exp] field is not an integer"),
+        case(
+            "exp a string, optional provider: still malformed",
+            "DeleteShelf",
+        )
+        .bearer(&token(&claims_with(json!({"exp": "soon", "iss": ISS_OPT}))))
+        .err(UNAUTHENTICATED, "Jwt payload [exp] field is not an integer"),
         // Audience.
         case("audience mismatch", "ListShelves")
             .bearer(&token(&claims_with(json!({"aud": "other.example.com"}))))
@@ -237,16 +259,24 @@ fn cases() -> Vec<Case> {
             .bearer(&token(&claims_with(json!({"aud": null}))))
             .err(PERMISSION_DENIED, "Audiences in Jwt are not allowed"),
         case("aud with https scheme", "ListShelves")
-            .bearer(&token(&claims_with(json!({"aud": "https://bookstore.example.com"}))))
+            .bearer(&token(&claims_with(
+                json!({"aud": "https://bookstore.example.com"}),
+            )))
             .ok("a"),
         case("aud with https scheme and trailing slash", "ListShelves")
-            .bearer(&token(&claims_with(json!({"aud": "https://bookstore.example.com/"}))))
+            .bearer(&token(&claims_with(
+                json!({"aud": "https://bookstore.example.com/"}),
+            )))
             .ok("a"),
         case("aud with http scheme and trailing slash", "ListShelves")
-            .bearer(&token(&claims_with(json!({"aud": "http://bookstore.example.com/"}))))
+            .bearer(&token(&claims_with(
+                json!({"aud": "http://bookstore.example.com/"}),
+            )))
             .ok("a"),
         case("aud with two trailing slashes", "ListShelves")
-            .bearer(&token(&claims_with(json!({"aud": "https://bookstore.example.com//"}))))
+            .bearer(&token(&claims_with(
+                json!({"aud": "https://bookstore.example.com//"}),
+            )))
             .err(PERMISSION_DENIED, "Audiences in Jwt are not allowed"),
         case("aud list with a match", "ListShelves")
             .bearer(&token(&claims_with(
@@ -263,7 +293,9 @@ fn cases() -> Vec<Case> {
             .bearer(&token(&claims_with(json!({"aud": "override.example.com"}))))
             .ok("a"),
         // Any-of requirements.
-        case("any-of: first provider", "GetShelf").bearer(&good).ok("a"),
+        case("any-of: first provider", "GetShelf")
+            .bearer(&good)
+            .ok("a"),
         case("any-of: second provider", "GetShelf")
             .bearer(&token_by(b_key(), Some("b-1"), &b_claims))
             .ok("b"),
@@ -274,11 +306,36 @@ fn cases() -> Vec<Case> {
                 &claims_with(json!({"iss": ISS_B, "aud": "b1.example.com"})),
             ))
             .ok("b"),
-        case("any-of: second provider, service name is not its audience", "GetShelf")
-            .bearer(&token_by(b_key(), Some("b-1"), &claims_with(json!({"iss": ISS_B}))))
-            .err(PERMISSION_DENIED, "Audiences in Jwt are not allowed"),
+        case(
+            "any-of: second provider, service name is not its audience",
+            "GetShelf",
+        )
+        .bearer(&token_by(
+            b_key(),
+            Some("b-1"),
+            &claims_with(json!({"iss": ISS_B})),
+        ))
+        .err(PERMISSION_DENIED, "Audiences in Jwt are not allowed"),
         case("any-of: issuer b signed with a's key", "GetShelf")
             .bearer(&token(&b_claims))
+            .err(
+                UNAUTHENTICATED,
+                "Jwks doesn't have key to match kid or alg from Jwt",
+            ),
+        case(
+            "any-of, same issuer: the second provider's keys",
+            "GetShelf",
+        )
+        .bearer(&token_by(b_key(), Some("b-1"), &claims()))
+        .ok("a2"),
+        case(
+            "any-of, same issuer: the furthest failure is reported",
+            "GetShelf",
+        )
+        .bearer(&token_by(stranger(), Some("b-1"), &claims()))
+        .err(UNAUTHENTICATED, "Jwt verification fails"),
+        case("any-of, same issuer: kid in neither set", "GetShelf")
+            .bearer(&token_by(stranger(), Some("zzz"), &claims()))
             .err(
                 UNAUTHENTICATED,
                 "Jwks doesn't have key to match kid or alg from Jwt",
@@ -310,9 +367,12 @@ fn cases() -> Vec<Case> {
                 token(&claims_with(json!({"iss": ISS_SECOND, "exp": NOW.0 - 61}))),
             )
             .err(UNAUTHENTICATED, "Jwt is expired"),
-        case("token at a location its provider does not list", "CreateBook")
-            .header("X-Second", good.clone())
-            .err(UNAUTHENTICATED, "Jwt issuer is not configured"),
+        case(
+            "token at a location its provider does not list",
+            "CreateBook",
+        )
+        .header("X-Second", good.clone())
+        .err(UNAUTHENTICATED, "Jwt issuer is not configured"),
         case("IAP header (a default location)", "ListShelves")
             .header("X-Goog-Iap-Jwt-Assertion", good.clone())
             .ok("a"),
@@ -403,16 +463,17 @@ fn decision_table() {
         let (headers, uri) = request(&case);
         let got = authenticate(method(case.method), &headers, &uri, &inputs);
         let got = match got {
-            Ok(Verdict::Allowed { principal }) => Want::Allowed(
-                principal.map(|p| match p.provider().as_str() {
+            Ok(Verdict::Allowed { principal }) => {
+                Want::Allowed(principal.map(|p| match p.provider().as_str() {
                     "a" => "a",
                     "b" => "b",
                     "opt" => "opt",
                     "custom" => "custom",
                     "second" => "second",
+                    "a2" => "a2",
                     other => panic!("{other}"),
-                }),
-            ),
+                }))
+            }
             Err(e) => Want::Rejected(e.code().as_u16(), e.to_string()),
         };
         if format!("{got:?}") != format!("{:?}", case.want) {
@@ -430,9 +491,13 @@ fn decision_table() {
                 Want::Rejected(code, message) => format!("{code} {message}"),
             };
             // Where a token was found is the one thing `explain` cannot know.
-            let location_dependent = matches!(&case.want, Want::Rejected(_, m) if m == "Jwt is missing");
+            let location_dependent =
+                matches!(&case.want, Want::Rejected(_, m) if m == "Jwt is missing");
             if explained != want && !location_dependent {
-                failures.push(format!("{} (explain): got {explained}, want {want}", case.desc));
+                failures.push(format!(
+                    "{} (explain): got {explained}, want {want}",
+                    case.desc
+                ));
             }
         }
     }
@@ -469,7 +534,7 @@ fn principal_carries_the_payload_segment() {
 fn refetch_hint_names_the_provider_for_key_failures_only() {
     let keys = key_sets();
     let without_a = sets(&Keys::Without("a"));
-    let run = |keys: &HashMap<ProviderId, KeySet>, token: &str| {
+    let run = |keys: &HashMap<ProviderId, Arc<KeySet>>, token: &str| {
         let inputs = AuthInputs {
             keys,
             cache: &NoCache,

@@ -4,9 +4,11 @@
 
 mod config_cmd;
 mod duration;
+mod iam_cmd;
 mod logging;
 mod proxy_cmd;
 mod signals;
+mod token_cmd;
 
 use clap::{Parser, Subcommand};
 
@@ -27,6 +29,10 @@ enum Command {
     Config(config_cmd::ConfigArgs),
     /// Run the proxy in front of a gRPC backend.
     Proxy(Box<proxy_cmd::ProxyArgs>),
+    /// Service accounts, their keys, and the key server that publishes the public keys.
+    Iam(Box<iam_cmd::IamArgs>),
+    /// Mint a JWT with a service-account key file.
+    Token(Box<token_cmd::TokenArgs>),
 }
 
 fn main() -> std::process::ExitCode {
@@ -34,6 +40,8 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Config(args) => config_cmd::run(args),
         Command::Proxy(args) => proxy_cmd::run(*args),
+        Command::Iam(args) => iam_cmd::run(*args),
+        Command::Token(args) => token_cmd::run(*args),
     };
     match result {
         Ok(code) => code,

@@ -49,6 +49,29 @@ pub struct ProxyArgs {
     /// HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS per client connection.
     #[arg(long, value_name = "N", default_value_t = proxy::Http2Limits::default().max_concurrent_streams)]
     http2_max_concurrent_streams: u32,
+    /// Tolerance on a token's `exp` and `nbf`.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    clock_skew: Duration,
+    /// How long a fetched key set is fresh; it is refreshed in the background before then.
+    #[arg(long, value_name = "DURATION", default_value = "300s", value_parser = parse_duration)]
+    jwks_cache_duration: Duration,
+    /// How long past its freshness the last good key set is still used while refreshes fail;
+    /// after that the provider's tokens are rejected (fail closed).
+    #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = parse_duration)]
+    jwks_max_stale: Duration,
+    /// At most one refetch per provider in this interval when a token names an unknown `kid`.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    jwks_refetch_interval: Duration,
+    /// Bound on one key-set fetch (connect, headers and body).
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    jwks_fetch_timeout: Duration,
+    /// Extra CA certificates (PEM) trusted for `https` key servers, on top of the system roots.
+    #[arg(long, value_name = "FILE")]
+    jwks_ca: Option<PathBuf>,
+    /// Verified tokens remembered (a repeated token skips its signature check; time, issuer and
+    /// audience are checked on every call).
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    jwt_cache_size: u64,
     /// Log format: one JSON object per line, or text.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -69,9 +92,8 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
                 args.service_config.display()
             )
         })?;
-    let routes = proxy::RouteTable::from_config(&config).with_context(|| {
-        format!("refusing to serve {}", args.service_config.display())
-    })?;
+    let routes = proxy::RouteTable::from_config(&config)
+        .with_context(|| format!("refusing to serve {}", args.service_config.display()))?;
     tracing::info!(service = config.name(), config_id = %config.id(), methods = routes.len(), "service config loaded");
 
     let mut settings = proxy::ProxySettings::new(args.listen, args.backend);
@@ -84,6 +106,13 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
     settings.healthz = args.healthz;
     settings.drain_timeout = args.drain_timeout;
     settings.http2.max_concurrent_streams = args.http2_max_concurrent_streams;
+    settings.auth.clock_skew = args.clock_skew;
+    settings.auth.jwt_cache_size = args.jwt_cache_size;
+    settings.auth.jwks.cache_duration = args.jwks_cache_duration;
+    settings.auth.jwks.max_stale = args.jwks_max_stale;
+    settings.auth.jwks.refetch_interval = args.jwks_refetch_interval;
+    settings.auth.jwks.fetch_timeout = args.jwks_fetch_timeout;
+    settings.auth.jwks.extra_ca = args.jwks_ca;
 
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = args.worker_threads {
@@ -95,9 +124,9 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async move {
-        let proxy = proxy::Proxy::bind(routes, settings)
+        let proxy = proxy::Proxy::bind(&config, settings)
             .await
-            .context("starting the proxy")?;
+            .with_context(|| format!("starting the proxy for {}", args.service_config.display()))?;
         tracing::info!(listen = %proxy.local_addr(), "listening");
         let drained = proxy.serve(crate::signals::terminated()).await;
         if !drained {

@@ -146,7 +146,13 @@ mod tests {
             let got = validate_account_id(id);
             match (want, got) {
                 (None, Ok(())) => {}
-                (Some(reason), Err(IamError::InvalidAccountId { id: got_id, reason: r })) => {
+                (
+                    Some(reason),
+                    Err(IamError::InvalidAccountId {
+                        id: got_id,
+                        reason: r,
+                    }),
+                ) => {
                     assert_eq!(&r, reason, "{id:?}");
                     assert_eq!(&got_id, id);
                 }

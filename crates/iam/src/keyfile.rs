@@ -44,8 +44,8 @@ fn self_signed_certificate(private_pkcs8_pem: &str, email: &str, now: u64) -> Re
     params.distinguished_name = name;
     let now = i64::try_from(now).unwrap_or(i64::MAX);
     // Out of range only for times past year 9999; the epoch is then as good as any.
-    params.not_before = time::OffsetDateTime::from_unix_timestamp(now)
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    params.not_before =
+        time::OffsetDateTime::from_unix_timestamp(now).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
     params.not_after = not_after();
     let mut serial = [0u8; 16];
     aws_lc_rs::rand::fill(&mut serial).map_err(|_| IamError::Random)?;
@@ -67,7 +67,8 @@ pub fn new_key(
         KeyAlgorithm::Es256 => jose::generate_es256()?,
     };
     let key_id = new_key_id()?;
-    let certificate_pem = self_signed_certificate(&generated.private_pkcs8_pem, &account.email, now)?;
+    let certificate_pem =
+        self_signed_certificate(&generated.private_pkcs8_pem, &account.email, now)?;
     let mut key_file = ServiceAccountKey::new_google(
         &account.project_id,
         &account.email,
@@ -194,8 +195,8 @@ mod tests {
             assert!(!new.stored.public_key_pem.contains("PRIVATE"));
             assert!(!new.stored.certificate_pem.contains("PRIVATE"));
 
-            let (_, pem) = x509_parser::pem::parse_x509_pem(new.stored.certificate_pem.as_bytes())
-                .unwrap();
+            let (_, pem) =
+                x509_parser::pem::parse_x509_pem(new.stored.certificate_pem.as_bytes()).unwrap();
             let cert = pem.parse_x509().unwrap();
             assert_eq!(cert.validity().not_before.timestamp(), 1_700_000_000);
             assert!(cert.validity().not_after.timestamp() > 253_000_000_000);
@@ -208,14 +209,11 @@ mod tests {
     fn key_file_slots_are_0600_and_never_overwrite() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("key.json");
-        let new = new_key(
-            &account(),
-            KeyAlgorithm::Es256,
-            &KeyServerUrl::default(),
-            1,
-        )
-        .unwrap();
-        KeyFileSlot::create(&path).unwrap().write(&new.key_file).unwrap();
+        let new = new_key(&account(), KeyAlgorithm::Es256, &KeyServerUrl::default(), 1).unwrap();
+        KeyFileSlot::create(&path)
+            .unwrap()
+            .write(&new.key_file)
+            .unwrap();
         let read = std::fs::read_to_string(&path).unwrap();
         assert_eq!(ServiceAccountKey::from_json(&read).unwrap(), new.key_file);
         #[cfg(unix)]

@@ -49,11 +49,17 @@ mod tests {
             created: 0,
         };
         let base = KeyServerUrl::default();
-        let mut rsa = new_key(&account, KeyAlgorithm::Rs256, &base, 10).unwrap().stored;
+        let mut rsa = new_key(&account, KeyAlgorithm::Rs256, &base, 10)
+            .unwrap()
+            .stored;
         rsa.key_id = "a".repeat(40);
-        let mut ec = new_key(&account, KeyAlgorithm::Es256, &base, 10).unwrap().stored;
+        let mut ec = new_key(&account, KeyAlgorithm::Es256, &base, 10)
+            .unwrap()
+            .stored;
         ec.key_id = "b".repeat(40);
-        let mut off = new_key(&account, KeyAlgorithm::Es256, &base, 10).unwrap().stored;
+        let mut off = new_key(&account, KeyAlgorithm::Es256, &base, 10)
+            .unwrap()
+            .stored;
         off.key_id = "c".repeat(40);
         off.state = KeyState::Disabled;
         vec![rsa, ec, off]
@@ -94,8 +100,8 @@ mod tests {
         assert_eq!(ec["kid"], "b".repeat(40));
         assert_eq!(ec["x"].as_str().unwrap().len(), 43);
         assert_eq!(ec["y"].as_str().unwrap().len(), 43);
-        let set = jose::KeySet::parse(jwks(&keys).unwrap().as_bytes(), jose::KeySource::Remote)
-            .unwrap();
+        let set =
+            jose::KeySet::parse(jwks(&keys).unwrap().as_bytes(), jose::KeySource::Remote).unwrap();
         assert_eq!(set.keys().len(), 2);
         let empty: Value = serde_json::from_str(&jwks(&[]).unwrap()).unwrap();
         assert_eq!(empty, json!({"keys": []}));

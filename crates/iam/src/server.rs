@@ -136,8 +136,7 @@ async fn handle(store: Arc<Mutex<Store>>, request: Request<Incoming>) -> Respons
     match route {
         Route::NotFound => return error_response(StatusCode::NOT_FOUND, "Not found"),
         Route::MethodNotAllowed(allow) => {
-            let mut response =
-                error_response(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed");
+            let mut response = error_response(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed");
             response
                 .headers_mut()
                 .insert(ALLOW, HeaderValue::from_static(allow));
@@ -155,7 +154,9 @@ async fn handle(store: Arc<Mutex<Store>>, request: Request<Incoming>) -> Respons
     }
     let looked_up = tokio::task::spawn_blocking(move || {
         // A panic while holding the lock leaves the connection usable: recover the guard.
-        let store = store.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let store = store
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         key_document(&store, &route)
     })
     .await;

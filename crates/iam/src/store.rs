@@ -157,7 +157,12 @@ impl Store {
     }
 
     /// Creates `ACCOUNT_ID@PROJECT_ID.iam.gserviceaccount.com` with a new 21-digit unique id.
-    pub fn create_account(&mut self, account_id: &str, project_id: &str, now: u64) -> Result<Account> {
+    pub fn create_account(
+        &mut self,
+        account_id: &str,
+        project_id: &str,
+        now: u64,
+    ) -> Result<Account> {
         let account = Account {
             email: account_email(account_id, project_id)?,
             account_id: account_id.to_owned(),

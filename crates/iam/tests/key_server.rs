@@ -129,7 +129,13 @@ async fn serves_both_documents_and_follows_the_store() {
     let (dir, path, mut cli, email) = setup();
     let base = KeyServerUrl::default();
     let rsa = cli
-        .create_key(&email, KeyAlgorithm::Rs256, &base, &dir.path().join("rsa.json"), NOW)
+        .create_key(
+            &email,
+            KeyAlgorithm::Rs256,
+            &base,
+            &dir.path().join("rsa.json"),
+            NOW,
+        )
         .unwrap();
     let server = Server::start(&path).await;
 
@@ -167,7 +173,13 @@ async fn serves_both_documents_and_follows_the_store() {
 
     // A key created by another connection while serving appears at the next request.
     let ec = cli
-        .create_key(&email, KeyAlgorithm::Es256, &base, &dir.path().join("ec.json"), NOW)
+        .create_key(
+            &email,
+            KeyAlgorithm::Es256,
+            &base,
+            &dir.path().join("ec.json"),
+            NOW,
+        )
         .unwrap();
     let mut both = vec![rsa.key_id.clone(), ec.key_id.clone()];
     both.sort();
@@ -228,11 +240,17 @@ async fn unknown_accounts_and_paths_are_json_404s() {
         );
     }
     // An account created while serving is found at once (the 404 was not cached).
-    cli.create_account("nobody-here", "my-project", NOW).unwrap();
+    cli.create_account("nobody-here", "my-project", NOW)
+        .unwrap();
     let reply = call(server.addr, Method::GET, &jwk_path(nobody)).await;
     assert_eq!(reply.status, StatusCode::OK);
 
-    for p in ["/", "/robot/v1/metadata/x509/", "/service_accounts/v1/jwk/a/b", "/favicon.ico"] {
+    for p in [
+        "/",
+        "/robot/v1/metadata/x509/",
+        "/service_accounts/v1/jwk/a/b",
+        "/favicon.ico",
+    ] {
         let reply = call(server.addr, Method::GET, p).await;
         assert_eq!(reply.status, StatusCode::NOT_FOUND, "{p}");
         assert_eq!(reply.body["error"]["code"], 404);

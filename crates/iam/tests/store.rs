@@ -17,9 +17,16 @@ fn accounts_are_created_listed_and_unique() {
     let (_dir, path) = temp_store();
     let mut store = Store::open(&path).unwrap();
     assert!(store.accounts().unwrap().is_empty());
-    let b = store.create_account("bookstore-client", "my-project", NOW).unwrap();
-    let a = store.create_account("another-client", "my-project", NOW + 1).unwrap();
-    assert_eq!(b.email, "bookstore-client@my-project.iam.gserviceaccount.com");
+    let b = store
+        .create_account("bookstore-client", "my-project", NOW)
+        .unwrap();
+    let a = store
+        .create_account("another-client", "my-project", NOW + 1)
+        .unwrap();
+    assert_eq!(
+        b.email,
+        "bookstore-client@my-project.iam.gserviceaccount.com"
+    );
     assert_eq!(b.account_id, "bookstore-client");
     assert_eq!(b.project_id, "my-project");
     assert_eq!(b.created, NOW);
@@ -39,7 +46,9 @@ fn accounts_are_created_listed_and_unique() {
         "service account bookstore-client@my-project.iam.gserviceaccount.com already exists"
     );
     // The same name in another project is another account.
-    store.create_account("bookstore-client", "other-project", NOW).unwrap();
+    store
+        .create_account("bookstore-client", "other-project", NOW)
+        .unwrap();
     assert_eq!(store.accounts().unwrap().len(), 3);
 
     assert!(matches!(
@@ -58,27 +67,41 @@ fn accounts_are_created_listed_and_unique() {
 fn keys_are_created_disabled_enabled_and_deleted() {
     let (dir, path) = temp_store();
     let mut store = Store::open(&path).unwrap();
-    let email = store.create_account("signer-one", "my-project", NOW).unwrap().email;
+    let email = store
+        .create_account("signer-one", "my-project", NOW)
+        .unwrap()
+        .email;
     let base = KeyServerUrl::default();
     let out1 = dir.path().join("k1.json");
     let out2 = dir.path().join("k2.json");
-    let k1 = store.create_key(&email, KeyAlgorithm::Rs256, &base, &out1, NOW).unwrap();
-    let k2 = store.create_key(&email, KeyAlgorithm::Es256, &base, &out2, NOW + 5).unwrap();
+    let k1 = store
+        .create_key(&email, KeyAlgorithm::Rs256, &base, &out1, NOW)
+        .unwrap();
+    let k2 = store
+        .create_key(&email, KeyAlgorithm::Es256, &base, &out2, NOW + 5)
+        .unwrap();
     assert_eq!(store.keys(&email).unwrap(), vec![k1.clone(), k2.clone()]);
     assert_eq!(k1.state, KeyState::Enabled);
 
     // The file holds the private key; the store does not.
-    let file = jose::ServiceAccountKey::from_json(&std::fs::read_to_string(&out1).unwrap()).unwrap();
+    let file =
+        jose::ServiceAccountKey::from_json(&std::fs::read_to_string(&out1).unwrap()).unwrap();
     assert_eq!(file.private_key_id, k1.key_id);
     let db = std::fs::read(&path).unwrap();
     let needle = b"PRIVATE KEY";
     assert!(!db.windows(needle.len()).any(|w| w == needle));
 
-    store.set_key_state(&email, &k1.key_id, KeyState::Disabled).unwrap();
-    store.set_key_state(&email, &k1.key_id, KeyState::Disabled).unwrap(); // idempotent
+    store
+        .set_key_state(&email, &k1.key_id, KeyState::Disabled)
+        .unwrap();
+    store
+        .set_key_state(&email, &k1.key_id, KeyState::Disabled)
+        .unwrap(); // idempotent
     assert_eq!(store.keys(&email).unwrap()[0].state, KeyState::Disabled);
     assert_eq!(store.published_keys(&email).unwrap(), vec![k2.clone()]);
-    store.set_key_state(&email, &k1.key_id, KeyState::Enabled).unwrap();
+    store
+        .set_key_state(&email, &k1.key_id, KeyState::Enabled)
+        .unwrap();
     assert_eq!(store.published_keys(&email).unwrap().len(), 2);
 
     store.delete_key(&email, &k2.key_id).unwrap();
@@ -93,19 +116,31 @@ fn keys_are_created_disabled_enabled_and_deleted() {
         Err(IamError::UnknownKey { .. })
     ));
     // A key id of another account is unknown for this one.
-    let other = store.create_account("signer-two", "my-project", NOW).unwrap().email;
+    let other = store
+        .create_account("signer-two", "my-project", NOW)
+        .unwrap()
+        .email;
     assert!(matches!(
         store.delete_key(&other, &k1.key_id),
         Err(IamError::UnknownKey { .. })
     ));
     let nobody = "nobody-here@my-project.iam.gserviceaccount.com";
-    assert!(matches!(store.keys(nobody), Err(IamError::UnknownAccount(_))));
+    assert!(matches!(
+        store.keys(nobody),
+        Err(IamError::UnknownAccount(_))
+    ));
     assert!(matches!(
         store.delete_key(nobody, &k1.key_id),
         Err(IamError::UnknownAccount(_))
     ));
     assert!(matches!(
-        store.create_key(nobody, KeyAlgorithm::Rs256, &base, &dir.path().join("n.json"), NOW),
+        store.create_key(
+            nobody,
+            KeyAlgorithm::Rs256,
+            &base,
+            &dir.path().join("n.json"),
+            NOW
+        ),
         Err(IamError::UnknownAccount(_))
     ));
     assert!(!dir.path().join("n.json").exists());
@@ -115,7 +150,10 @@ fn keys_are_created_disabled_enabled_and_deleted() {
 fn create_key_fails_before_recording_when_out_is_unusable() {
     let (dir, path) = temp_store();
     let mut store = Store::open(&path).unwrap();
-    let email = store.create_account("signer-one", "my-project", NOW).unwrap().email;
+    let email = store
+        .create_account("signer-one", "my-project", NOW)
+        .unwrap()
+        .email;
     let base = KeyServerUrl::default();
     let existing = dir.path().join("exists.json");
     std::fs::write(&existing, "keep me").unwrap();
@@ -125,7 +163,13 @@ fn create_key_fails_before_recording_when_out_is_unusable() {
     assert!(matches!(err, IamError::KeyFileExists(_)), "{err:?}");
     assert_eq!(std::fs::read_to_string(&existing).unwrap(), "keep me");
     let err = store
-        .create_key(&email, KeyAlgorithm::Rs256, &base, &dir.path().join("no/such/dir.json"), NOW)
+        .create_key(
+            &email,
+            KeyAlgorithm::Rs256,
+            &base,
+            &dir.path().join("no/such/dir.json"),
+            NOW,
+        )
         .unwrap_err();
     assert!(matches!(err, IamError::KeyFileWrite { .. }), "{err:?}");
     assert!(store.keys(&email).unwrap().is_empty());
@@ -136,13 +180,24 @@ fn data_survives_reopening_and_is_seen_by_a_second_connection() {
     let (dir, path) = temp_store();
     let mut writer = Store::open(&path).unwrap();
     let reader = Store::open(&path).unwrap();
-    let email = writer.create_account("signer-one", "my-project", NOW).unwrap().email;
+    let email = writer
+        .create_account("signer-one", "my-project", NOW)
+        .unwrap()
+        .email;
     assert_eq!(reader.accounts().unwrap().len(), 1);
     let key = writer
-        .create_key(&email, KeyAlgorithm::Es256, &KeyServerUrl::default(), &dir.path().join("k.json"), NOW)
+        .create_key(
+            &email,
+            KeyAlgorithm::Es256,
+            &KeyServerUrl::default(),
+            &dir.path().join("k.json"),
+            NOW,
+        )
         .unwrap();
     assert_eq!(reader.published_keys(&email).unwrap(), vec![key.clone()]);
-    writer.set_key_state(&email, &key.key_id, KeyState::Disabled).unwrap();
+    writer
+        .set_key_state(&email, &key.key_id, KeyState::Disabled)
+        .unwrap();
     assert!(reader.published_keys(&email).unwrap().is_empty());
     drop((writer, reader));
     let reopened = Store::open(&path).unwrap();
@@ -155,14 +210,18 @@ fn migrations_set_the_version_and_refuse_newer_files() {
     // A plain SQLite file (version 0, with a table of someone else's) is migrated.
     {
         let conn = rusqlite::Connection::open(&path).unwrap();
-        conn.execute_batch("CREATE TABLE unrelated (x INTEGER)").unwrap();
+        conn.execute_batch("CREATE TABLE unrelated (x INTEGER)")
+            .unwrap();
     }
     let store = Store::open(&path).unwrap();
     assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
     assert_eq!(SCHEMA_VERSION, 1);
     drop(store);
     // Opening again runs nothing and keeps the version.
-    assert_eq!(Store::open(&path).unwrap().schema_version().unwrap(), SCHEMA_VERSION);
+    assert_eq!(
+        Store::open(&path).unwrap().schema_version().unwrap(),
+        SCHEMA_VERSION
+    );
 
     // A file from a newer esprit is refused rather than misread.
     let (_dir2, newer) = temp_store();

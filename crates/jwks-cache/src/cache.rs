@@ -207,7 +207,10 @@ impl JwksCache {
                 return Refetch::RateLimited;
             }
             book.last_refetch = Some(now);
-            match slot.fetch_locked(&fetcher, &settings, &mut book, "refetch").await {
+            match slot
+                .fetch_locked(&fetcher, &settings, &mut book, "refetch")
+                .await
+            {
                 Ok(()) => Refetch::Fetched,
                 Err(error) => Refetch::Failed { error },
             }

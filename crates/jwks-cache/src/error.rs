@@ -26,7 +26,9 @@ pub enum FetchError {
         status: u16,
     },
     /// The server answered with a redirect; redirects are never followed.
-    #[error("GET {url} answered a redirect (HTTP {status}) to {location:?}; redirects are not followed")]
+    #[error(
+        "GET {url} answered a redirect (HTTP {status}) to {location:?}; redirects are not followed"
+    )]
     RedirectRefused {
         /// The URL fetched.
         url: String,

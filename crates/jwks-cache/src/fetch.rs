@@ -38,9 +38,8 @@ impl Fetcher {
                 path: path.clone(),
                 source,
             })?;
-            let certs = Certificate::from_pem_bundle(&pem).map_err(|_| FetchError::CaInvalid {
-                path: path.clone(),
-            })?;
+            let certs = Certificate::from_pem_bundle(&pem)
+                .map_err(|_| FetchError::CaInvalid { path: path.clone() })?;
             if certs.is_empty() {
                 return Err(FetchError::CaInvalid { path: path.clone() });
             }
@@ -213,7 +212,10 @@ impl Fetcher {
         let mut response = self
             .client
             .get(parsed)
-            .header(ACCEPT, "application/json, application/jwk-set+json, */*;q=0.5")
+            .header(
+                ACCEPT,
+                "application/json, application/jwk-set+json, */*;q=0.5",
+            )
             .send()
             .await
             .map_err(transport)?;
@@ -277,6 +279,9 @@ fn scheme(url: &str) -> Option<String> {
 
 /// Fetches `provider`'s key set once, without a cache: what `esprit token inspect` uses.
 /// The same code path (client settings, discovery, size cap, parsing) as [`crate::JwksCache`].
-pub async fn fetch_once(provider: &AuthProvider, settings: &Settings) -> Result<KeySet, FetchError> {
+pub async fn fetch_once(
+    provider: &AuthProvider,
+    settings: &Settings,
+) -> Result<KeySet, FetchError> {
     Fetcher::new(settings)?.fetch(provider).await
 }

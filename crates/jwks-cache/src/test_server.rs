@@ -164,21 +164,28 @@ impl KeyServer {
             let mut connections = JoinSet::new();
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
+                    // Out of file descriptors or similar: do not spin.
+                    tokio::time::sleep(Duration::from_millis(10)).await;
                     continue;
                 };
                 let shared = Arc::clone(&shared);
                 let tls = tls.clone();
                 connections.spawn(async move {
                     let service = service_fn(move |req| handle(Arc::clone(&shared), req));
-                    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    let builder =
+                        hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
                     match tls {
                         Some(acceptor) => {
                             if let Ok(stream) = acceptor.accept(stream).await {
-                                let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+                                let _ = builder
+                                    .serve_connection(TokioIo::new(stream), service)
+                                    .await;
                             }
                         }
                         None => {
-                            let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+                            let _ = builder
+                                .serve_connection(TokioIo::new(stream), service)
+                                .await;
                         }
                     }
                 });
@@ -240,7 +247,10 @@ impl KeyServer {
 
 impl Drop for KeyServer {
     fn drop(&mut self) {
-        let accept = self.accept.get_mut().unwrap_or_else(PoisonError::into_inner);
+        let accept = self
+            .accept
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner);
         if let Some(task) = accept.take() {
             task.abort();
         }
@@ -290,7 +300,9 @@ async fn render(mut reply: Reply) -> Response<Body> {
                     }
                 }
             });
-            response = response.status(200).header(CONTENT_TYPE, "application/json");
+            response = response
+                .status(200)
+                .header(CONTENT_TYPE, "application/json");
             body.boxed()
         }
         Reply::Slow { .. } => Full::new(Bytes::new()).boxed(),
@@ -313,7 +325,8 @@ pub struct TestPki {
 impl TestPki {
     /// Generates the CA and the server certificate (ECDSA P-256).
     pub fn generate() -> io::Result<TestPki> {
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(io::Error::other)?;
+        let mut ca_params =
+            CertificateParams::new(Vec::<String>::new()).map_err(io::Error::other)?;
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         ca_params
             .distinguished_name

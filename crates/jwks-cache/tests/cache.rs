@@ -34,14 +34,27 @@ async fn initial_fetch_happens_in_the_background() {
     let server = KeyServer::start().await.unwrap();
     server.set(
         "/jwks",
-        Reply::slow(Duration::from_millis(400), Reply::json(test_server::jwks(&[("a", &a)]))),
+        Reply::slow(
+            Duration::from_millis(400),
+            Reply::json(test_server::jwks(&[("a", &a)])),
+        ),
     );
     let cache = JwksCache::new(&[provider("p", "iss", Some(server.url("/jwks")))], fast()).unwrap();
     let started = Instant::now();
     cache.start();
-    assert!(started.elapsed() < Duration::from_millis(100), "start() must not wait");
-    assert!(matches!(cache.state(&id("p")), KeyState::NotFetched { last_error: None }));
-    assert!(wait_for(Duration::from_secs(5), || kids(&cache.state(&id("p"))).is_some()).await);
+    assert!(
+        started.elapsed() < Duration::from_millis(100),
+        "start() must not wait"
+    );
+    assert!(matches!(
+        cache.state(&id("p")),
+        KeyState::NotFetched { last_error: None }
+    ));
+    assert!(
+        wait_for(Duration::from_secs(5), || kids(&cache.state(&id("p")))
+            .is_some())
+        .await
+    );
     assert_eq!(kids(&cache.state(&id("p"))).unwrap(), ["a"]);
     assert_eq!(server.hits("/jwks"), 1);
 }
@@ -56,19 +69,32 @@ async fn refreshes_after_the_cache_duration() {
         cache_duration: Duration::from_millis(1000),
         ..fast()
     };
-    let cache = JwksCache::new(&[provider("p", "iss", Some(server.url("/jwks")))], settings).unwrap();
+    let cache =
+        JwksCache::new(&[provider("p", "iss", Some(server.url("/jwks")))], settings).unwrap();
     cache.start();
-    assert!(wait_for(Duration::from_secs(5), || kids(&cache.state(&id("p"))).is_some()).await);
+    assert!(
+        wait_for(Duration::from_secs(5), || kids(&cache.state(&id("p")))
+            .is_some())
+        .await
+    );
     let first = Instant::now();
     server.set("/jwks", Reply::json(test_server::jwks(&[("b", &b)])));
     assert!(
-        wait_for(Duration::from_secs(5), || kids(&cache.state(&id("p"))) == Some(vec!["b".into()])).await,
+        wait_for(Duration::from_secs(5), || kids(&cache.state(&id("p")))
+            == Some(vec!["b".into()]))
+        .await,
         "the rotated set must arrive by a background refresh"
     );
     let took = first.elapsed();
     // Refresh at 80% of 1 s after the first fetch; allow for scheduling.
-    assert!(took >= Duration::from_millis(500), "refreshed too early: {took:?}");
-    assert!(took < Duration::from_millis(2000), "refreshed too late: {took:?}");
+    assert!(
+        took >= Duration::from_millis(500),
+        "refreshed too early: {took:?}"
+    );
+    assert!(
+        took < Duration::from_millis(2000),
+        "refreshed too late: {took:?}"
+    );
     assert_eq!(server.hits("/jwks"), 2);
 }
 
@@ -82,9 +108,14 @@ async fn keeps_the_stale_set_then_fails_closed_then_recovers() {
         max_stale: Duration::from_millis(1400),
         ..fast()
     };
-    let cache = JwksCache::new(&[provider("p", "iss", Some(server.url("/jwks")))], settings).unwrap();
+    let cache =
+        JwksCache::new(&[provider("p", "iss", Some(server.url("/jwks")))], settings).unwrap();
     cache.start();
-    assert!(wait_for(Duration::from_secs(5), || kids(&cache.state(&id("p"))).is_some()).await);
+    assert!(
+        wait_for(Duration::from_secs(5), || kids(&cache.state(&id("p")))
+            .is_some())
+        .await
+    );
     let fetched = Instant::now();
     server.stop().await;
 
@@ -94,12 +125,20 @@ async fn keeps_the_stale_set_then_fails_closed_then_recovers() {
 
     // Past cache_duration + max_stale (2 s after the fetch): fail closed.
     assert!(
-        wait_for(Duration::from_secs(3), || kids(&cache.state(&id("p"))).is_none()).await,
+        wait_for(Duration::from_secs(3), || kids(&cache.state(&id("p")))
+            .is_none())
+        .await,
         "the stale set must expire"
     );
-    assert!(fetched.elapsed() >= Duration::from_millis(1900), "{:?}", fetched.elapsed());
+    assert!(
+        fetched.elapsed() >= Duration::from_millis(1900),
+        "{:?}",
+        fetched.elapsed()
+    );
     match cache.state(&id("p")) {
-        KeyState::NotFetched { last_error: Some(e) } => {
+        KeyState::NotFetched {
+            last_error: Some(e),
+        } => {
             assert!(e.contains("max_stale"), "{e}");
             assert!(e.contains("failed"), "{e}");
         }
@@ -108,7 +147,11 @@ async fn keeps_the_stale_set_then_fails_closed_then_recovers() {
 
     // The server comes back: retries (bounded backoff) pick the set up again.
     server.restart().await.unwrap();
-    assert!(wait_for(Duration::from_secs(3), || kids(&cache.state(&id("p"))).is_some()).await);
+    assert!(
+        wait_for(Duration::from_secs(3), || kids(&cache.state(&id("p")))
+            .is_some())
+        .await
+    );
 }
 
 #[tokio::test]
@@ -121,9 +164,14 @@ async fn a_set_with_no_usable_key_never_replaces_a_good_one() {
         refetch_interval: Duration::from_millis(1),
         ..fast()
     };
-    let cache = JwksCache::new(&[provider("p", "iss", Some(server.url("/jwks")))], settings).unwrap();
+    let cache =
+        JwksCache::new(&[provider("p", "iss", Some(server.url("/jwks")))], settings).unwrap();
     cache.start();
-    assert!(wait_for(Duration::from_secs(5), || kids(&cache.state(&id("p"))).is_some()).await);
+    assert!(
+        wait_for(Duration::from_secs(5), || kids(&cache.state(&id("p")))
+            .is_some())
+        .await
+    );
 
     let bad_sets = [
         // An HMAC key from a remote source is skipped, leaving nothing usable.
@@ -154,13 +202,17 @@ async fn concurrent_refetches_share_one_request() {
     server.set("/jwks", Reply::json(test_server::jwks(&[("a", &a)])));
     let cache = JwksCache::new(&[provider("p", "iss", Some(server.url("/jwks")))], fast()).unwrap();
     cache.start();
-    assert!(wait_for(Duration::from_secs(5), || kids(&cache.state(&id("p"))).is_some()).await);
+    assert!(
+        wait_for(Duration::from_secs(5), || kids(&cache.state(&id("p")))
+            .is_some())
+        .await
+    );
     assert_eq!(server.hits("/jwks"), 1);
 
     server.set(
         "/jwks",
         Reply::slow(
-            Duration::from_millis(300),
+            Duration::from_millis(800),
             Reply::json(test_server::jwks(&[("a", &a), ("b", &b)])),
         ),
     );
@@ -174,13 +226,19 @@ async fn concurrent_refetches_share_one_request() {
     for call in calls {
         outcomes.push(call.await.unwrap());
     }
-    assert_eq!(server.hits("/jwks"), 2, "20 concurrent refetches, one request");
+    assert_eq!(
+        server.hits("/jwks"),
+        2,
+        "20 concurrent refetches, one request"
+    );
     let fetched = outcomes.iter().filter(|o| **o == Refetch::Fetched).count();
     assert_eq!(fetched, 1, "{outcomes:?}");
     // Every caller returns after the fetch, sees the new set (none is rate-limited: they
     // were all waiting for the one fetch).
     assert!(
-        outcomes.iter().all(|o| matches!(o, Refetch::Fetched | Refetch::Joined)),
+        outcomes
+            .iter()
+            .all(|o| matches!(o, Refetch::Fetched | Refetch::Joined)),
         "{outcomes:?}"
     );
     assert_eq!(kids(&cache.state(&id("p"))).unwrap(), ["a", "b"]);
@@ -195,16 +253,25 @@ async fn refetch_is_rate_limited() {
         refetch_interval: Duration::from_millis(700),
         ..fast()
     };
-    let cache = JwksCache::new(&[provider("p", "iss", Some(server.url("/jwks")))], settings).unwrap();
+    let cache =
+        JwksCache::new(&[provider("p", "iss", Some(server.url("/jwks")))], settings).unwrap();
     cache.start();
-    assert!(wait_for(Duration::from_secs(5), || kids(&cache.state(&id("p"))).is_some()).await);
+    assert!(
+        wait_for(Duration::from_secs(5), || kids(&cache.state(&id("p")))
+            .is_some())
+        .await
+    );
 
     assert_eq!(cache.refetch(&id("p")).await, Refetch::Fetched);
     assert_eq!(server.hits("/jwks"), 2);
     for _ in 0..5 {
         assert_eq!(cache.refetch(&id("p")).await, Refetch::RateLimited);
     }
-    assert_eq!(server.hits("/jwks"), 2, "rate-limited refetches send nothing");
+    assert_eq!(
+        server.hits("/jwks"),
+        2,
+        "rate-limited refetches send nothing"
+    );
     tokio::time::sleep(Duration::from_millis(750)).await;
     assert_eq!(cache.refetch(&id("p")).await, Refetch::Fetched);
     assert_eq!(server.hits("/jwks"), 3);
@@ -218,14 +285,25 @@ async fn a_freshly_rotated_key_verifies_on_the_first_call() {
     server.set("/jwks", Reply::json(test_server::jwks(&[("old", &old)])));
     let cache = JwksCache::new(&[provider("p", "iss", Some(server.url("/jwks")))], fast()).unwrap();
     cache.start();
-    assert!(wait_for(Duration::from_secs(5), || kids(&cache.state(&id("p"))).is_some()).await);
+    assert!(
+        wait_for(Duration::from_secs(5), || kids(&cache.state(&id("p")))
+            .is_some())
+        .await
+    );
 
     // The provider rotates, and a token signed with the new key arrives at once.
-    server.set("/jwks", Reply::json(test_server::jwks(&[("old", &old), ("new", &new)])));
+    server.set(
+        "/jwks",
+        Reply::json(test_server::jwks(&[("old", &old), ("new", &new)])),
+    );
     let token = new
         .signer()
         .unwrap()
-        .sign_jwt(Some("new"), Algorithm::RS256, &serde_json::json!({"iss": "iss"}))
+        .sign_jwt(
+            Some("new"),
+            Algorithm::RS256,
+            &serde_json::json!({"iss": "iss"}),
+        )
         .unwrap();
     let jws = jose::Jws::parse(&token).unwrap();
 
@@ -249,7 +327,10 @@ async fn a_refetch_during_the_initial_fetch_joins_it() {
     let server = KeyServer::start().await.unwrap();
     server.set(
         "/jwks",
-        Reply::slow(Duration::from_millis(400), Reply::json(test_server::jwks(&[("a", &a)]))),
+        Reply::slow(
+            Duration::from_millis(400),
+            Reply::json(test_server::jwks(&[("a", &a)])),
+        ),
     );
     let cache = JwksCache::new(&[provider("p", "iss", Some(server.url("/jwks")))], fast()).unwrap();
     cache.start();
@@ -275,11 +356,17 @@ async fn providers_are_independent_and_unknown_ones_fail_closed() {
     )
     .unwrap();
     cache.start();
-    assert!(wait_for(Duration::from_secs(5), || kids(&cache.state(&id("good"))).is_some()).await);
+    assert!(
+        wait_for(Duration::from_secs(5), || kids(&cache.state(&id("good")))
+            .is_some())
+        .await
+    );
     assert!(
         wait_for(Duration::from_secs(5), || matches!(
             cache.state(&id("bad")),
-            KeyState::NotFetched { last_error: Some(_) }
+            KeyState::NotFetched {
+                last_error: Some(_)
+            }
         ))
         .await
     );
@@ -287,7 +374,9 @@ async fn providers_are_independent_and_unknown_ones_fail_closed() {
     assert!(wait_for(Duration::from_secs(3), || server.hits("/bad") >= 3).await);
     assert!(matches!(
         cache.state(&id("nope")),
-        KeyState::NotFetched { last_error: Some(_) }
+        KeyState::NotFetched {
+            last_error: Some(_)
+        }
     ));
     assert_eq!(cache.refetch(&id("nope")).await, Refetch::UnknownProvider);
 }

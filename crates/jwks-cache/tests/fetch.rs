@@ -24,19 +24,31 @@ async fn fetches_jwks_x509_map_and_pem_over_http() {
     let a = jose::generate_rsa_2048().unwrap();
     let b = jose::generate_es256().unwrap();
     let server = KeyServer::start().await.unwrap();
-    server.set("/jwks", Reply::json(test_server::jwks(&[("a", &a), ("b", &b)])));
-    server.set("/x509", Reply::json(test_server::x509_map(&[("a", &a), ("b", &b)]).unwrap()));
+    server.set(
+        "/jwks",
+        Reply::json(test_server::jwks(&[("a", &a), ("b", &b)])),
+    );
+    server.set(
+        "/x509",
+        Reply::json(test_server::x509_map(&[("a", &a), ("b", &b)]).unwrap()),
+    );
     server.set("/pem", Reply::pem(test_server::pem(&[&a, &b])));
 
-    let jwks = fetch_once(&provider("p", "iss", Some(server.url("/jwks"))), &settings())
-        .await
-        .unwrap();
+    let jwks = fetch_once(
+        &provider("p", "iss", Some(server.url("/jwks"))),
+        &settings(),
+    )
+    .await
+    .unwrap();
     assert_eq!(kids_of(&jwks), ["a", "b"]);
     assert_eq!(jwks.source(), KeySource::Remote);
 
-    let x509 = fetch_once(&provider("p", "iss", Some(server.url("/x509"))), &settings())
-        .await
-        .unwrap();
+    let x509 = fetch_once(
+        &provider("p", "iss", Some(server.url("/x509"))),
+        &settings(),
+    )
+    .await
+    .unwrap();
     let mut x509_kids = kids_of(&x509);
     x509_kids.sort();
     assert_eq!(x509_kids, ["a", "b"]);
@@ -54,25 +66,46 @@ async fn fetches_jwks_x509_map_and_pem_over_http() {
 async fn non_2xx_is_an_error() {
     let server = KeyServer::start().await.unwrap();
     server.set("/jwks", Reply::status(503));
-    let err = fetch_once(&provider("p", "iss", Some(server.url("/jwks"))), &settings())
-        .await
-        .unwrap_err();
-    assert!(matches!(err, FetchError::HttpStatus { status: 503, .. }), "{err:?}");
-    let err = fetch_once(&provider("p", "iss", Some(server.url("/unset"))), &settings())
-        .await
-        .unwrap_err();
-    assert!(matches!(err, FetchError::HttpStatus { status: 404, .. }), "{err:?}");
+    let err = fetch_once(
+        &provider("p", "iss", Some(server.url("/jwks"))),
+        &settings(),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(err, FetchError::HttpStatus { status: 503, .. }),
+        "{err:?}"
+    );
+    let err = fetch_once(
+        &provider("p", "iss", Some(server.url("/unset"))),
+        &settings(),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(err, FetchError::HttpStatus { status: 404, .. }),
+        "{err:?}"
+    );
 }
 
 #[tokio::test]
 async fn garbage_is_a_parse_error() {
     let server = KeyServer::start().await.unwrap();
     server.set("/jwks", Reply::json("<html>not a key set</html>"));
-    let err = fetch_once(&provider("p", "iss", Some(server.url("/jwks"))), &settings())
-        .await
-        .unwrap_err();
+    let err = fetch_once(
+        &provider("p", "iss", Some(server.url("/jwks"))),
+        &settings(),
+    )
+    .await
+    .unwrap_err();
     assert!(
-        matches!(err, FetchError::Parse { source: JoseError::JwksBadJson, .. }),
+        matches!(
+            err,
+            FetchError::Parse {
+                source: JoseError::JwksBadJson,
+                ..
+            }
+        ),
         "{err:?}"
     );
 }
@@ -83,17 +116,26 @@ async fn redirects_are_refused_and_not_followed() {
     let server = KeyServer::start().await.unwrap();
     server.set("/target", Reply::json(test_server::jwks(&[("a", &a)])));
     server.set("/jwks", Reply::redirect(server.url("/target")));
-    let err = fetch_once(&provider("p", "iss", Some(server.url("/jwks"))), &settings())
-        .await
-        .unwrap_err();
+    let err = fetch_once(
+        &provider("p", "iss", Some(server.url("/jwks"))),
+        &settings(),
+    )
+    .await
+    .unwrap_err();
     match &err {
-        FetchError::RedirectRefused { status, location, .. } => {
+        FetchError::RedirectRefused {
+            status, location, ..
+        } => {
             assert_eq!(*status, 302);
             assert_eq!(location.as_deref(), Some(server.url("/target").as_str()));
         }
         other => panic!("want RedirectRefused, got {other:?}"),
     }
-    assert_eq!(server.hits("/target"), 0, "the redirect must not be followed");
+    assert_eq!(
+        server.hits("/target"),
+        0,
+        "the redirect must not be followed"
+    );
 }
 
 #[tokio::test]
@@ -102,16 +144,28 @@ async fn slow_server_times_out() {
     let server = KeyServer::start().await.unwrap();
     server.set(
         "/jwks",
-        Reply::slow(Duration::from_secs(5), Reply::json(test_server::jwks(&[("a", &a)]))),
+        Reply::slow(
+            Duration::from_secs(5),
+            Reply::json(test_server::jwks(&[("a", &a)])),
+        ),
     );
     let started = Instant::now();
-    let err = fetch_once(&provider("p", "iss", Some(server.url("/jwks"))), &settings())
-        .await
-        .unwrap_err();
+    let err = fetch_once(
+        &provider("p", "iss", Some(server.url("/jwks"))),
+        &settings(),
+    )
+    .await
+    .unwrap_err();
     let took = started.elapsed();
     assert!(matches!(err, FetchError::Timeout { .. }), "{err:?}");
-    assert!(took >= Duration::from_millis(450), "gave up too early: {took:?}");
-    assert!(took < Duration::from_secs(2), "timeout not enforced: {took:?}");
+    assert!(
+        took >= Duration::from_millis(450),
+        "gave up too early: {took:?}"
+    );
+    assert!(
+        took < Duration::from_secs(2),
+        "timeout not enforced: {took:?}"
+    );
 }
 
 #[tokio::test]
@@ -124,7 +178,13 @@ async fn size_cap_by_content_length() {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, FetchError::TooLarge { limit: 1_048_576, .. }),
+        matches!(
+            err,
+            FetchError::TooLarge {
+                limit: 1_048_576,
+                ..
+            }
+        ),
         "{err:?}"
     );
 }
@@ -143,7 +203,11 @@ async fn size_cap_while_streaming_without_content_length() {
         .await
         .unwrap_err();
     assert!(matches!(err, FetchError::TooLarge { .. }), "{err:?}");
-    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]
@@ -196,7 +260,11 @@ async fn hmac_keys_only_from_local_files() {
     assert_eq!(local.source(), KeySource::Local);
     assert_eq!(kids_of(&local), ["h"]);
     let token = jose::Signer::hmac(secret)
-        .sign_jwt(Some("h"), Algorithm::HS256, &serde_json::json!({"iss": "iss"}))
+        .sign_jwt(
+            Some("h"),
+            Algorithm::HS256,
+            &serde_json::json!({"iss": "iss"}),
+        )
         .unwrap();
     let jws = jose::Jws::parse(&token).unwrap();
     jose::verify(&jws, &local).unwrap();
@@ -204,9 +272,12 @@ async fn hmac_keys_only_from_local_files() {
     // The same document served over HTTP: the HMAC key is skipped, leaving no usable key.
     let server = KeyServer::start().await.unwrap();
     server.set("/jwks", Reply::json(doc));
-    let err = fetch_once(&provider("p", "iss", Some(server.url("/jwks"))), &settings())
-        .await
-        .unwrap_err();
+    let err = fetch_once(
+        &provider("p", "iss", Some(server.url("/jwks"))),
+        &settings(),
+    )
+    .await
+    .unwrap_err();
     match err {
         FetchError::Parse {
             source: JoseError::NoUsableKeys { skipped },
@@ -235,19 +306,34 @@ async fn file_errors() {
     .unwrap_err();
     assert!(matches!(err, FetchError::TooLarge { .. }), "{err:?}");
 
-    let err = fetch_once(&provider("p", "iss", Some("ftp://example/keys".into())), &settings())
-        .await
-        .unwrap_err();
+    let err = fetch_once(
+        &provider("p", "iss", Some("ftp://example/keys".into())),
+        &settings(),
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(err, FetchError::InvalidUrl { .. }), "{err:?}");
 }
 
 #[test]
 fn discovery_url_follows_esp() {
     let cases = [
-        ("accounts.google.com", "https://accounts.google.com/.well-known/openid-configuration"),
-        ("https://accounts.google.com/", "https://accounts.google.com/.well-known/openid-configuration"),
-        ("http://127.0.0.1:8080", "http://127.0.0.1:8080/.well-known/openid-configuration"),
-        ("https://example.com/tenant/", "https://example.com/tenant/.well-known/openid-configuration"),
+        (
+            "accounts.google.com",
+            "https://accounts.google.com/.well-known/openid-configuration",
+        ),
+        (
+            "https://accounts.google.com/",
+            "https://accounts.google.com/.well-known/openid-configuration",
+        ),
+        (
+            "http://127.0.0.1:8080",
+            "http://127.0.0.1:8080/.well-known/openid-configuration",
+        ),
+        (
+            "https://example.com/tenant/",
+            "https://example.com/tenant/.well-known/openid-configuration",
+        ),
     ];
     for (issuer, want) in cases {
         assert_eq!(discovery_url(&Issuer::new(issuer)), want, "{issuer}");
@@ -290,13 +376,19 @@ async fn discovery_failures() {
     let err = fetch_once(&provider("p", &issuer, None), &settings())
         .await
         .unwrap_err();
-    assert!(matches!(err, FetchError::DiscoveryMissingJwksUri { .. }), "{err:?}");
+    assert!(
+        matches!(err, FetchError::DiscoveryMissingJwksUri { .. }),
+        "{err:?}"
+    );
 
     server.set(well_known, Reply::json("[1, 2]"));
     let err = fetch_once(&provider("p", &issuer, None), &settings())
         .await
         .unwrap_err();
-    assert!(matches!(err, FetchError::DiscoveryBadJson { .. }), "{err:?}");
+    assert!(
+        matches!(err, FetchError::DiscoveryBadJson { .. }),
+        "{err:?}"
+    );
 
     // A remote document must not make us read local files (their HMAC keys are trusted).
     server.set(
@@ -314,7 +406,10 @@ async fn discovery_failures() {
     let err = fetch_once(&provider("p", &issuer, None), &settings())
         .await
         .unwrap_err();
-    assert!(matches!(err, FetchError::HttpStatus { status: 500, .. }), "{err:?}");
+    assert!(
+        matches!(err, FetchError::HttpStatus { status: 500, .. }),
+        "{err:?}"
+    );
 }
 
 #[tokio::test]

@@ -19,6 +19,8 @@ use tonic::Code;
 pub(crate) struct CallLog {
     selector: Option<Arc<str>>,
     path: Option<Box<str>>,
+    /// Which authentication check failed, and for which provider (never the token).
+    auth_failure: Option<(&'static str, Option<Arc<str>>)>,
     peer: std::net::SocketAddr,
     start: Instant,
     status: Option<Code>,
@@ -30,6 +32,7 @@ impl CallLog {
         Self {
             selector: None,
             path: None,
+            auth_failure: None,
             peer,
             start,
             status: None,
@@ -46,6 +49,11 @@ impl CallLog {
         // Bounded: a path is client input.
         let end = path.char_indices().nth(256).map_or(path.len(), |(i, _)| i);
         self.path = Some(Box::from(&path[..end]));
+    }
+
+    pub(crate) fn set_auth_failure(&mut self, err: &authn::AuthError) {
+        let provider = err.provider().map(|p| Arc::from(p.as_str()));
+        self.auth_failure = Some((err.check_name(), provider));
     }
 
     pub(crate) fn set_status(&mut self, code: Code) {
@@ -73,11 +81,17 @@ impl Drop for CallLog {
         let duration_us = self.start.elapsed().as_micros() as u64;
         let selector = self.selector.as_deref().unwrap_or("-");
         let path = self.path.as_deref().unwrap_or("");
+        let (auth_check, auth_provider) = match &self.auth_failure {
+            Some((check, provider)) => (*check, provider.as_deref().unwrap_or("")),
+            None => ("", ""),
+        };
         match self.status {
             Some(code) => tracing::info!(
                 target: "esprit::access",
                 selector,
                 path,
+                auth_check,
+                auth_provider,
                 peer = %self.peer,
                 grpc_status = code_name(code),
                 http_status = self.http_status,

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 
+use crate::auth::Authenticator;
 use crate::backend::BackendClient;
 use crate::body::{CallLog, ProxyBody};
 use crate::headers;
@@ -17,9 +18,13 @@ use crate::reject::Rejection;
 use crate::routes::RouteTable;
 use crate::settings::BackendUrl;
 
+const USERINFO: http::HeaderName = http::HeaderName::from_static("x-endpoint-api-userinfo");
+
 /// Everything a call needs, shared by all connections.
 pub(crate) struct State {
     pub routes: RouteTable,
+    /// Present when some method checks JWTs.
+    pub auth: Option<Authenticator>,
     pub backend: BackendClient,
     pub backend_url: BackendUrl,
     pub healthz: Option<String>,
@@ -49,6 +54,35 @@ pub(crate) async fn handle(
         return Ok(Rejection::UndefinedMethod.into_response(grpc, log));
     };
     log.set_selector(route.selector.clone());
+    if let Some(policy) = &route.auth {
+        // A route with a JWT rule exists only when the authenticator does; if that ever broke,
+        // refuse rather than forward unchecked.
+        let Some(auth) = &state.auth else {
+            let rejection = Rejection::Internal("authentication is not configured");
+            return Ok(rejection.into_response(grpc, log));
+        };
+        match auth.authenticate(policy, &parts.headers, &parts.uri).await {
+            Ok(authn::Verdict::Allowed { principal }) => {
+                if let Some(principal) = principal {
+                    // ESPv2: the verified token's payload segment, base64url without padding, as
+                    // it appeared in the token. The client's copies were removed above.
+                    match HeaderValue::from_str(principal.payload_segment()) {
+                        Ok(value) => {
+                            parts.headers.insert(USERINFO, value);
+                        }
+                        Err(_) => {
+                            let rejection = Rejection::Internal("verified claims are not a header value");
+                            return Ok(rejection.into_response(grpc, log));
+                        }
+                    }
+                }
+            }
+            Err(err) => {
+                log.set_auth_failure(&err);
+                return Ok(Rejection::Auth(err).into_response(grpc, log));
+            }
+        }
+    }
     if !grpc || parts.version != Version::HTTP_2 {
         log.set_http_status(Rejection::NotGrpc.http_status());
         return Ok(Rejection::NotGrpc.into_response(false, log));

@@ -7,6 +7,7 @@
 //! functions in other crates; this crate gathers their inputs — clock, key caches — and applies
 //! their verdicts).
 
+mod auth;
 mod backend;
 mod body;
 mod handler;
@@ -16,6 +17,7 @@ mod routes;
 mod server;
 mod settings;
 
+pub use auth::AuthSettings;
 pub use reject::Rejection;
 pub use routes::{Route, RouteTable, Unenforceable};
 pub use server::Proxy;
@@ -48,4 +50,8 @@ pub enum ProxyError {
     Tls(#[source] rustls::Error),
     #[error("loading the system's root certificates found none")]
     NoRootCertificates,
+    #[error("refusing to serve this configuration")]
+    Unenforceable(#[from] routes::Unenforceable),
+    #[error("setting up key fetching")]
+    Jwks(#[from] jwks_cache::FetchError),
 }

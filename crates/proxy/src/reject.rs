@@ -8,8 +8,11 @@ use crate::body::{CallLog, ProxyBody};
 
 /// Why the proxy answered a call instead of the backend. The `Display` strings are what callers
 /// read in `grpc-message` or the JSON body's `message`: they are a contract (ESP_REFERENCE.md).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum Rejection {
+    /// A JWT check failed (ESP's jwt_verify_lib messages; see `authn::AuthError`).
+    #[error(transparent)]
+    Auth(authn::AuthError),
     /// ESP: a path that is not a method of the configured API.
     #[error("The current request is not defined by this API.")]
     UndefinedMethod,
@@ -24,12 +27,17 @@ pub enum Rejection {
     /// The caller's `grpc-timeout` passed before the backend answered.
     #[error("Deadline Exceeded")]
     DeadlineExceeded,
+    /// A state the proxy should never be in; answered rather than forwarded unchecked.
+    #[error("internal error: {0}")]
+    Internal(&'static str),
 }
 
 impl Rejection {
     /// The gRPC status code. Exhaustive on purpose: a new rejection must choose its code.
     pub fn code(&self) -> Code {
         match self {
+            Rejection::Auth(err) => Code::from_i32(i32::from(err.code().as_u16())),
+            Rejection::Internal(_) => Code::Internal,
             Rejection::UndefinedMethod => Code::Unimplemented,
             Rejection::NotGrpc => Code::InvalidArgument,
             Rejection::BackendUnavailable(_) => Code::Unavailable,
@@ -41,6 +49,10 @@ impl Rejection {
     /// gRPC callers (ESP answers 404, which gRPC clients read as `UNIMPLEMENTED`).
     pub fn http_status(&self) -> StatusCode {
         match self {
+            Rejection::Auth(err) => {
+                StatusCode::from_u16(err.http_status()).unwrap_or(StatusCode::UNAUTHORIZED)
+            }
+            Rejection::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Rejection::UndefinedMethod => StatusCode::NOT_FOUND,
             Rejection::NotGrpc => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Rejection::BackendUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -52,10 +64,30 @@ impl Rejection {
     /// HTTP caller (status code and a JSON body `{"code": <HTTP status>, "message": …}`, as ESPv2).
     pub(crate) fn into_response(self, grpc: bool, mut log: CallLog) -> Response<ProxyBody> {
         log.set_status(self.code());
+        log.set_http_status(if grpc && !matches!(self, Rejection::UndefinedMethod) {
+            StatusCode::OK
+        } else {
+            self.http_status()
+        });
         let message = self.to_string();
+        let www_authenticate = match &self {
+            Rejection::Auth(err) => Some(HeaderValue::from_static(err.www_authenticate())),
+            _ => None,
+        };
+        let mut response = self.into_bare_response(grpc, message);
+        if let Some(value) = www_authenticate {
+            response.headers_mut().insert(http::header::WWW_AUTHENTICATE, value);
+        }
+        response.map(|bytes| match bytes {
+            Some(bytes) => ProxyBody::full(bytes, log),
+            None => ProxyBody::empty(log),
+        })
+    }
+
+    fn into_bare_response(self, grpc: bool, message: String) -> Response<Option<Bytes>> {
         if grpc {
             let status = tonic::Status::new(self.code(), message);
-            let mut response = Response::new(ProxyBody::empty(log));
+            let mut response = Response::new(None);
             if matches!(self, Rejection::UndefinedMethod) {
                 *response.status_mut() = StatusCode::NOT_FOUND;
             }
@@ -70,7 +102,7 @@ impl Rejection {
         } else {
             let status = self.http_status();
             let body = serde_json::json!({ "code": status.as_u16(), "message": message });
-            let mut response = Response::new(ProxyBody::full(Bytes::from(body.to_string()), log));
+            let mut response = Response::new(Some(Bytes::from(body.to_string())));
             *response.status_mut() = status;
             response.headers_mut().insert(
                 http::header::CONTENT_TYPE,

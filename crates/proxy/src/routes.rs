@@ -16,8 +16,6 @@ pub enum Unenforceable {
         .0.join(", ")
     )]
     ApiKeys(Vec<String>),
-    #[error("these methods require JWT authentication, which this build cannot enforce yet: {}", .0.join(", "))]
-    Jwt(Vec<String>),
 }
 
 /// One method of the API as the proxy needs it on the hot path.
@@ -25,6 +23,8 @@ pub enum Unenforceable {
 pub struct Route {
     /// `package.Service.Method`, used in logs.
     pub selector: Arc<str>,
+    /// The method's JWT rule, compiled; `None` when it checks no JWT.
+    pub auth: Option<Arc<authn::MethodPolicy>>,
 }
 
 /// gRPC path (`/package.Service/Method`) → route.
@@ -46,18 +46,14 @@ impl RouteTable {
         if !needs_key.is_empty() {
             return Err(Unenforceable::ApiKeys(needs_key));
         }
-        let needs_jwt: Vec<String> = config
-            .methods()
-            .iter()
-            .filter(|m| m.auth.is_some())
-            .map(|m| m.selector.as_str().to_owned())
-            .collect();
-        if !needs_jwt.is_empty() {
-            return Err(Unenforceable::Jwt(needs_jwt));
-        }
+        let policy = authn::AuthPolicy::from_config(config);
         Ok(Self::new(config.methods().iter().map(|m| {
             let route = Route {
                 selector: Arc::from(m.selector.as_str()),
+                auth: policy
+                    .method(&m.grpc_path)
+                    .filter(|p| p.requires_jwt())
+                    .cloned(),
             };
             (m.grpc_path.clone(), route)
         })))
@@ -74,6 +70,11 @@ impl RouteTable {
 
     pub fn get(&self, path: &str) -> Option<&Arc<Route>> {
         self.by_path.get(path)
+    }
+
+    /// Whether any method checks JWTs (and so key sets must be fetched).
+    pub fn any_auth(&self) -> bool {
+        self.by_path.values().any(|r| r.auth.is_some())
     }
 
     pub fn len(&self) -> usize {

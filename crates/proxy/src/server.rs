@@ -32,7 +32,18 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    pub async fn bind(routes: RouteTable, settings: ProxySettings) -> Result<Self, ProxyError> {
+    /// Validates that every check the config asks for can be made, starts fetching key sets in
+    /// the background (the listener does not wait for them), and binds the listener.
+    pub async fn bind(
+        config: &service_config::ServiceConfig,
+        settings: ProxySettings,
+    ) -> Result<Self, ProxyError> {
+        let routes = RouteTable::from_config(config)?;
+        let auth = if routes.any_auth() {
+            Some(crate::auth::Authenticator::start(config, &settings.auth)?)
+        } else {
+            None
+        };
         let tls = match &settings.tls {
             Some(files) => Some(tls_acceptor(&files.cert, &files.key)?),
             None => None,
@@ -47,6 +58,7 @@ impl Proxy {
                 })?;
         let state = Arc::new(State {
             routes,
+            auth,
             backend,
             backend_url: settings.backend.clone(),
             healthz: settings.healthz.clone(),

@@ -21,6 +21,7 @@ pub struct ProxySettings {
     /// How long in-flight calls may run after SIGTERM before the proxy exits anyway.
     pub drain_timeout: Duration,
     pub http2: Http2Limits,
+    pub auth: crate::AuthSettings,
 }
 
 impl ProxySettings {
@@ -35,6 +36,7 @@ impl ProxySettings {
             healthz: None,
             drain_timeout: Duration::from_secs(10),
             http2: Http2Limits::default(),
+            auth: crate::AuthSettings::default(),
         }
     }
 }

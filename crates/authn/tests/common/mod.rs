@@ -1,6 +1,8 @@
 //! Shared test helpers: the fixed clock, the service config, the checked-in keys, token
 //! minting, and a HashMap-based verified-token cache.
 #![allow(dead_code)]
+// Test helpers: a failure here is a broken fixture, and should panic.
+#![allow(clippy::unwrap_used)]
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -29,7 +31,8 @@ pub const ISS_SECOND: &str = "https://second.example.com";
 /// Which rule each method has:
 /// - `ListShelves`: provider `a` (default locations, default audience = the service name);
 /// - `CreateShelf`: `a` with `allow_without_credential`;
-/// - `GetShelf`: any of `a`, `b` (`b` has audiences `https://b1.example.com/, b2`);
+/// - `GetShelf`: any of `a`, `b` (`b` has audiences `https://b1.example.com/, b2`), `a2` (same
+///   issuer as `a`, but `b`'s key set);
 /// - `DeleteShelf`: `opt` (`exp` optional);
 /// - `ListBooks`: `custom` (header `X-Custom-Token` with prefix `Token `, query `jwt`);
 /// - `CreateBook`: any of `a`, `second` (header `X-Second` only);
@@ -50,6 +53,9 @@ authentication:
     issuer: https://b.example.com
     jwks_uri: https://b.example.com/jwks
     audiences: "https://b1.example.com/, b2"
+  - id: a2
+    issuer: https://a.example.com
+    jwks_uri: https://a2.example.com/jwks
   - id: opt
     issuer: https://opt.example.com
     jwks_uri: https://opt.example.com/jwks
@@ -78,6 +84,7 @@ authentication:
     requirements:
     - provider_id: a
     - provider_id: b
+    - provider_id: a2
   - selector: endpoints.examples.bookstore.Bookstore.DeleteShelf
     requirements:
     - provider_id: opt
@@ -119,7 +126,9 @@ pub fn method(name: &str) -> &'static Arc<MethodPolicy> {
 
 pub fn rsa() -> &'static Signer {
     static KEY: OnceLock<Signer> = OnceLock::new();
-    KEY.get_or_init(|| Signer::from_pkcs8_pem(include_str!("../fixtures/rsa2048.pkcs8.pem")).unwrap())
+    KEY.get_or_init(|| {
+        Signer::from_pkcs8_pem(include_str!("../fixtures/rsa2048.pkcs8.pem")).unwrap()
+    })
 }
 
 pub fn p256() -> &'static Signer {
@@ -140,21 +149,31 @@ pub fn b_key() -> &'static Signer {
 }
 
 pub fn jwk(signer: &Signer, kid: &str) -> Value {
-    signer.public_key().unwrap().unwrap().to_jwk(Some(kid), Some(signer.default_algorithm()))
+    signer
+        .public_key()
+        .unwrap()
+        .unwrap()
+        .to_jwk(Some(kid), Some(signer.default_algorithm()))
 }
 
 pub fn jwks(keys: &[Value]) -> KeySet {
-    KeySet::parse(json!({ "keys": keys }).to_string().as_bytes(), KeySource::Remote).unwrap()
+    KeySet::parse(
+        json!({ "keys": keys }).to_string().as_bytes(),
+        KeySource::Remote,
+    )
+    .unwrap()
 }
 
-/// The key sets: `rsa-1` and `ec-1` for every provider but `b`, which has `b-1` only.
-pub fn key_sets() -> HashMap<ProviderId, KeySet> {
-    let shared = jwks(&[jwk(rsa(), "rsa-1"), jwk(p256(), "ec-1")]);
-    let mut sets: HashMap<ProviderId, KeySet> = ["a", "opt", "custom", "second"]
+/// The key sets: `rsa-1` and `ec-1` for every provider but `b` and `a2`, which have `b-1` only.
+pub fn key_sets() -> HashMap<ProviderId, Arc<KeySet>> {
+    let shared = Arc::new(jwks(&[jwk(rsa(), "rsa-1"), jwk(p256(), "ec-1")]));
+    let mut sets: HashMap<ProviderId, Arc<KeySet>> = ["a", "opt", "custom", "second"]
         .into_iter()
-        .map(|id| (ProviderId::new(id), shared.clone()))
+        .map(|id| (ProviderId::new(id), Arc::clone(&shared)))
         .collect();
-    sets.insert(ProviderId::new("b"), jwks(&[jwk(b_key(), "b-1")]));
+    let b = Arc::new(jwks(&[jwk(b_key(), "b-1")]));
+    sets.insert(ProviderId::new("b"), Arc::clone(&b));
+    sets.insert(ProviderId::new("a2"), b);
     sets
 }
 
@@ -187,12 +206,16 @@ pub fn claims_with(changes: Value) -> Value {
 
 /// An RS256 token from the RSA fixture with kid `rsa-1`.
 pub fn token(claims: &Value) -> String {
-    rsa().sign_jwt(Some("rsa-1"), Algorithm::RS256, claims).unwrap()
+    rsa()
+        .sign_jwt(Some("rsa-1"), Algorithm::RS256, claims)
+        .unwrap()
 }
 
 /// A token signed by `signer` with its usual algorithm.
 pub fn token_by(signer: &Signer, kid: Option<&str>, claims: &Value) -> String {
-    signer.sign_jwt(kid, signer.default_algorithm(), claims).unwrap()
+    signer
+        .sign_jwt(kid, signer.default_algorithm(), claims)
+        .unwrap()
 }
 
 pub fn b64(bytes: &[u8]) -> String {
@@ -220,7 +243,10 @@ pub fn with_payload(token: &str, claims: &Value) -> String {
     let mut parts = token.split('.');
     let header = parts.next().unwrap();
     let signature = parts.nth(1).unwrap();
-    format!("{header}.{}.{signature}", b64(claims.to_string().as_bytes()))
+    format!(
+        "{header}.{}.{signature}",
+        b64(claims.to_string().as_bytes())
+    )
 }
 
 /// A verified-token cache over a HashMap keyed by the full token, counting hits.
@@ -250,6 +276,9 @@ impl VerifiedTokens for MapCache {
     }
 
     fn put(&self, token: &str, verified: Arc<VerifiedToken>) {
-        self.entries.lock().unwrap().insert(token.to_owned(), verified);
+        self.entries
+            .lock()
+            .unwrap()
+            .insert(token.to_owned(), verified);
     }
 }

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 
-use proxy::{BackendUrl, Proxy, ProxySettings, RouteTable};
+use proxy::{BackendUrl, Proxy, ProxySettings};
 use service_config::{Descriptor, ServiceConfig};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -57,7 +57,7 @@ pub struct RunningProxy {
 
 impl RunningProxy {
     pub async fn start(config: &ServiceConfig, settings: ProxySettings) -> Self {
-        let proxy = Proxy::bind(RouteTable::from_config(config).unwrap(), settings)
+        let proxy = Proxy::bind(config, settings)
             .await
             .unwrap();
         let addr = proxy.local_addr();

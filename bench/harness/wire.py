@@ -1,0 +1,101 @@
+"""What every benchmark call carries: the gRPC-framed EchoRequest and the request headers.
+
+Every set-up receives exactly the same bytes, so a difference in cost is the proxy's.
+"""
+
+import base64
+import hashlib
+import json
+import struct
+
+METHOD_PATH = "/esprit.echo.v1.Echo/Unary"
+
+# EchoRequest.payload: small, like most unary calls between services.
+PAYLOAD = b"esprit-benchmark-payload-32bytes"
+
+
+def _varint(value):
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def echo_request(payload=PAYLOAD, sleep_ms=0):
+    """A protobuf-encoded esprit.echo.v1.EchoRequest (fields 1 `payload` and 3 `sleep_ms`)."""
+    msg = b"\x0a" + _varint(len(payload)) + payload
+    if sleep_ms:
+        msg += b"\x18" + _varint(sleep_ms)
+    return msg
+
+
+def grpc_frame(message):
+    """The gRPC length-prefixed message: flag 0 (uncompressed), 4-byte big-endian length."""
+    return b"\x00" + struct.pack(">I", len(message)) + message
+
+
+def _b64url(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def fixed_token():
+    """A JWT-shaped bearer token with the size of a real RS256 service-account token.
+
+    Deterministic (same bytes every run). No row of the benchmark checks it today; it is there so
+    that every set-up parses, forwards and HPACK-encodes the same header a real caller sends.
+    """
+    header = {"alg": "RS256", "kid": "esprit-bench-key-1", "typ": "JWT"}
+    claims = {
+        "iss": "bench-client@esprit-bench.iam.gserviceaccount.com",
+        "sub": "bench-client@esprit-bench.iam.gserviceaccount.com",
+        "email": "bench-client@esprit-bench.iam.gserviceaccount.com",
+        "aud": "echo.esprit.example",
+        "iat": 1795680000,
+        "exp": 1795683600,
+    }
+    signature = b"".join(
+        hashlib.sha256(b"esprit-bench-%d" % i).digest() for i in range(8)
+    )  # 256 bytes, the size of an RSA-2048 signature
+    return ".".join(
+        [
+            _b64url(json.dumps(header, separators=(",", ":")).encode()),
+            _b64url(json.dumps(claims, separators=(",", ":")).encode()),
+            _b64url(signature),
+        ]
+    )
+
+
+# An API key in ESP's default header location. Ignored by every row today (the esprit config
+# allows unregistered calls); present so the later API-key rows send the same bytes as the others.
+API_KEY = "AIzaSyBenchBenchBenchBenchBenchBench01"
+
+
+def request_headers(token):
+    """The request headers of every call, as (name, value) pairs.
+
+    `user-agent`, `accept` and `accept-encoding` are set explicitly because h2load and nghttp
+    (the tracer) have different defaults; the echo backend copies the request metadata into its
+    reply, so the two tools must send identical headers for their responses to have equal sizes.
+    """
+    return [
+        ("content-type", "application/grpc"),
+        ("te", "trailers"),
+        ("authorization", "Bearer " + token),
+        ("x-api-key", API_KEY),
+        ("user-agent", "esprit-bench/1"),
+        ("accept", "*/*"),
+        ("accept-encoding", "identity"),
+    ]
+
+
+def header_args(headers):
+    """`-H 'name: value'` arguments, understood by both h2load and nghttp."""
+    args = []
+    for name, value in headers:
+        args += ["-H", "%s: %s" % (name, value)]
+    return args

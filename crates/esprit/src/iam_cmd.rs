@@ -1,0 +1,312 @@
+//! `esprit iam …`: service accounts, their keys, and the key server (the work is in `iam`).
+//!
+//! Output for scripts: `accounts create` prints the email, `keys create` the key id, both alone
+//! on stdout; `--json` lists print a JSON array; `serve` prints its base URL once listening.
+//! Confirmations go to stderr.
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use clap::{Args, Subcommand, ValueEnum};
+use iam::{KeyAlgorithm, KeyServerUrl, KeyState, Store};
+use serde_json::json;
+
+use crate::proxy_cmd::LogFormat;
+
+#[derive(Args)]
+pub struct IamArgs {
+    /// The IAM store (SQLite; created if missing). Holds accounts and public keys only.
+    #[arg(
+        long,
+        global = true,
+        env = iam::STORE_ENV,
+        default_value = iam::DEFAULT_STORE,
+        value_name = "PATH"
+    )]
+    store: PathBuf,
+    #[command(subcommand)]
+    command: IamCommand,
+}
+
+#[derive(Subcommand)]
+enum IamCommand {
+    /// Create and list service accounts.
+    #[command(subcommand)]
+    Accounts(AccountsCommand),
+    /// Create, list, disable, enable and delete service-account keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Serve the accounts' public keys at Google's paths (X.509 map and JWKS).
+    Serve(ServeArgs),
+}
+
+#[derive(Subcommand)]
+enum AccountsCommand {
+    /// Create NAME@PROJECT.iam.gserviceaccount.com and print the email.
+    Create {
+        /// The account id: 6-30 lowercase letters, digits and hyphens, starting with a letter.
+        name: String,
+        /// The project id (same rules).
+        #[arg(long)]
+        project: String,
+    },
+    /// List the accounts.
+    List {
+        /// A JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum AlgorithmArg {
+    /// RSA 2048 (what Google makes).
+    #[value(name = "RS256")]
+    Rs256,
+    /// ECDSA P-256.
+    #[value(name = "ES256")]
+    Es256,
+}
+
+impl From<AlgorithmArg> for KeyAlgorithm {
+    fn from(arg: AlgorithmArg) -> KeyAlgorithm {
+        match arg {
+            AlgorithmArg::Rs256 => KeyAlgorithm::Rs256,
+            AlgorithmArg::Es256 => KeyAlgorithm::Es256,
+        }
+    }
+}
+
+fn parse_key_server_url(text: &str) -> Result<KeyServerUrl, String> {
+    KeyServerUrl::parse(text).map_err(|e| e.to_string())
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Create a key and write its Google JSON key file (mode 0600; never overwrites).
+    /// Prints the key id. Only the public key is kept in the store.
+    Create {
+        /// The account's email.
+        email: String,
+        /// The key file to write. Must not exist.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// The key's algorithm.
+        #[arg(long, value_enum, ignore_case = true, default_value = "RS256")]
+        algorithm: AlgorithmArg,
+        /// Where `esprit iam serve` is reachable; the key file's `client_x509_cert_url` is
+        /// {URL}/robot/v1/metadata/x509/{email}.
+        #[arg(
+            long,
+            env = "ESPRIT_IAM_BASE_URL",
+            default_value = KeyServerUrl::DEFAULT,
+            value_name = "URL",
+            value_parser = parse_key_server_url
+        )]
+        issuer_base_url: KeyServerUrl,
+    },
+    /// List an account's keys (enabled and disabled).
+    List {
+        /// The account's email.
+        email: String,
+        /// A JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop publishing a key (tokens signed with it stop verifying once caches expire).
+    Disable { email: String, key_id: String },
+    /// Publish a disabled key again.
+    Enable { email: String, key_id: String },
+    /// Delete a key for good.
+    Delete { email: String, key_id: String },
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Address to listen on (HTTP/1.1 and h2c).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8085")]
+    listen: SocketAddr,
+    /// Log format: one JSON object per line, or text.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+fn now() -> anyhow::Result<u64> {
+    Ok(SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .context("the system clock is before 1970")?
+        .as_secs())
+}
+
+fn rfc3339(secs: u64) -> String {
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs)).to_string()
+}
+
+fn open(path: &Path) -> anyhow::Result<Store> {
+    Ok(Store::open(path)?)
+}
+
+/// Rows as columns two spaces apart, the last column unpadded.
+fn print_table(header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let last = cells.len().saturating_sub(1);
+        let mut out = String::new();
+        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
+            if i == last {
+                out.push_str(cell);
+            } else {
+                out.push_str(&format!("{cell:<w$}  "));
+            }
+        }
+        println!("{}", out.trim_end());
+    };
+    line(header.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+}
+
+pub fn run(args: IamArgs) -> anyhow::Result<ExitCode> {
+    let store = args.store;
+    match args.command {
+        IamCommand::Accounts(command) => accounts(&store, command),
+        IamCommand::Keys(command) => keys(&store, command),
+        IamCommand::Serve(serve_args) => serve(&store, serve_args),
+    }
+}
+
+fn accounts(path: &Path, command: AccountsCommand) -> anyhow::Result<ExitCode> {
+    let mut store = open(path)?;
+    match command {
+        AccountsCommand::Create { name, project } => {
+            let account = store.create_account(&name, &project, now()?)?;
+            println!("{}", account.email);
+        }
+        AccountsCommand::List { json } => {
+            let accounts = store.accounts()?;
+            if json {
+                let list: Vec<_> = accounts
+                    .iter()
+                    .map(|a| {
+                        json!({
+                            "email": a.email, "account_id": a.account_id,
+                            "project_id": a.project_id, "unique_id": a.unique_id,
+                            "created": rfc3339(a.created),
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                let rows: Vec<Vec<String>> = accounts
+                    .iter()
+                    .map(|a| {
+                        vec![
+                            a.email.clone(),
+                            a.project_id.clone(),
+                            a.unique_id.clone(),
+                            rfc3339(a.created),
+                        ]
+                    })
+                    .collect();
+                print_table(&["EMAIL", "PROJECT", "UNIQUE_ID", "CREATED"], &rows);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn keys(path: &Path, command: KeysCommand) -> anyhow::Result<ExitCode> {
+    let mut store = open(path)?;
+    match command {
+        KeysCommand::Create {
+            email,
+            out,
+            algorithm,
+            issuer_base_url,
+        } => {
+            let key = store.create_key(&email, algorithm.into(), &issuer_base_url, &out, now()?)?;
+            println!("{}", key.key_id);
+            eprintln!(
+                "created {} key {} for {email}; key file {} (keep it secret: it holds the only \
+                 copy of the private key)",
+                key.algorithm,
+                key.key_id,
+                out.display()
+            );
+        }
+        KeysCommand::List { email, json } => {
+            let keys = store.keys(&email)?;
+            if json {
+                let list: Vec<_> = keys
+                    .iter()
+                    .map(|k| {
+                        json!({
+                            "key_id": k.key_id, "algorithm": k.algorithm.name(),
+                            "state": k.state.name(), "created": rfc3339(k.created),
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                let rows: Vec<Vec<String>> = keys
+                    .iter()
+                    .map(|k| {
+                        vec![
+                            k.key_id.clone(),
+                            k.algorithm.to_string(),
+                            k.state.to_string(),
+                            rfc3339(k.created),
+                        ]
+                    })
+                    .collect();
+                print_table(&["KEY_ID", "ALGORITHM", "STATE", "CREATED"], &rows);
+            }
+        }
+        KeysCommand::Disable { email, key_id } => {
+            store.set_key_state(&email, &key_id, KeyState::Disabled)?;
+            eprintln!("disabled key {key_id} of {email}");
+        }
+        KeysCommand::Enable { email, key_id } => {
+            store.set_key_state(&email, &key_id, KeyState::Enabled)?;
+            eprintln!("enabled key {key_id} of {email}");
+        }
+        KeysCommand::Delete { email, key_id } => {
+            store.delete_key(&email, &key_id)?;
+            eprintln!("deleted key {key_id} of {email}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn serve(store: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
+    crate::logging::init(args.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("listening on {}", args.listen))?;
+        let addr = listener.local_addr().context("reading the bound address")?;
+        tracing::info!(%addr, store = %store.display(), "key server listening");
+        // The URL alone on stdout, for scripts and tests that listen on port 0.
+        println!("http://{addr}");
+        std::io::stdout().flush().context("writing to stdout")?;
+        iam::serve(listener, store, crate::signals::terminated())
+            .await
+            .with_context(|| format!("serving keys from {}", store.display()))
+    })?;
+    Ok(ExitCode::SUCCESS)
+}

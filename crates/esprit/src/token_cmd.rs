@@ -1,0 +1,239 @@
+//! `esprit token`: mints a JWT with a Google service-account key file, as the ESP tutorial's
+//! Python tool does, so that a token from either passes the proxy.
+//!
+//! Header: `alg` from the key (RS256 for RSA, ES256 for P-256), `typ: "JWT"`, `kid` = the key
+//! file's `private_key_id`. Claims: `iat`, `exp` = `iat` + `--lifetime`, `aud`, `iss`, `sub`,
+//! `email`, then the `--claim` extras. `--claim` may not set a claim that has its own flag
+//! (`iat`, `exp`, `aud`, `iss`, `sub`, `email`): those are refused, so that no extra silently
+//! changes what the flags say.
+//!
+//! Subcommands (e.g. a future `esprit token inspect TOKEN`) go in [`TokenCommand`]; without
+//! one, the flags mint a token (`args_conflicts_with_subcommands`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use serde_json::{Map, Value};
+
+use crate::duration::parse_duration;
+
+/// The longest `--lifetime` accepted.
+const MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+
+/// Claims set by their own flags; `--claim` may not set them.
+const RESERVED: [(&str, &str); 6] = [
+    ("iat", "it is the time of minting"),
+    ("exp", "use --lifetime"),
+    ("aud", "use --audiences"),
+    ("iss", "use --issuer"),
+    ("sub", "use --subject"),
+    ("email", "use --email"),
+];
+
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct TokenArgs {
+    #[command(subcommand)]
+    command: Option<TokenCommand>,
+    #[command(flatten)]
+    mint: MintArgs,
+}
+
+/// Subcommands of `esprit token`. None yet: add variants here (e.g. `Inspect`).
+#[derive(Subcommand)]
+pub enum TokenCommand {}
+
+#[derive(Args)]
+pub struct MintArgs {
+    /// The service-account key file (Google's JSON, e.g. from `esprit iam keys create`).
+    #[arg(long, value_name = "FILE")]
+    key_file: PathBuf,
+    /// The `aud` claim. With commas, a JSON list of the comma-separated audiences.
+    #[arg(long, value_name = "AUD")]
+    audiences: String,
+    /// The `iss` claim. Default: the key file's `client_email`.
+    #[arg(long, value_name = "ISS")]
+    issuer: Option<String>,
+    /// The `sub` claim. Default: the key file's `client_email`.
+    #[arg(long, value_name = "SUB")]
+    subject: Option<String>,
+    /// The `email` claim. Default: the key file's `client_email`.
+    #[arg(long, value_name = "EMAIL")]
+    email: Option<String>,
+    /// `exp` - `iat`: `3600`, `3600s`, `60m`, `1h`; at most 24h.
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_lifetime)]
+    lifetime: Duration,
+    /// An extra claim, `NAME=JSON` (`tier="gold"`, `n=3`, `roles=["a","b"]`); a value that is
+    /// not JSON is a string (`tier=gold`). Repeatable. May not set iat, exp, aud, iss, sub or
+    /// email.
+    #[arg(long = "claim", value_name = "NAME=JSON", value_parser = parse_claim)]
+    claims: Vec<(String, Value)>,
+}
+
+fn parse_lifetime(text: &str) -> Result<Duration, String> {
+    let lifetime = parse_duration(text)?;
+    if lifetime < Duration::from_secs(1) {
+        return Err(format!("{text:?}: a token must live at least 1s"));
+    }
+    if lifetime > MAX_LIFETIME {
+        return Err(format!("{text:?}: at most 24h"));
+    }
+    Ok(lifetime)
+}
+
+fn parse_claim(text: &str) -> Result<(String, Value), String> {
+    let (name, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?}: expected NAME=JSON"))?;
+    if name.is_empty() {
+        return Err(format!("{text:?}: the claim name is empty"));
+    }
+    if let Some((_, hint)) = RESERVED.iter().find(|(reserved, _)| *reserved == name) {
+        return Err(format!("--claim may not set {name:?}: {hint}"));
+    }
+    let value = serde_json::from_str(value).unwrap_or_else(|_| Value::String(value.to_owned()));
+    Ok((name.to_owned(), value))
+}
+
+/// `a` → `"a"`; `a,b` → `["a","b"]` (blanks around commas trimmed, empty parts refused).
+fn audience_claim(audiences: &str) -> anyhow::Result<Value> {
+    let parts: Vec<&str> = audiences.split(',').map(str::trim).collect();
+    if parts.iter().any(|p| p.is_empty()) {
+        bail!("--audiences {audiences:?}: an audience is empty");
+    }
+    Ok(match parts.as_slice() {
+        [one] => Value::from(*one),
+        many => Value::from(many.to_vec()),
+    })
+}
+
+/// The claims of a token minted at `now` (seconds since the epoch) for `client_email`.
+fn build_claims(args: &MintArgs, client_email: &str, now: u64) -> anyhow::Result<Value> {
+    let mut claims = Map::new();
+    claims.insert("iat".into(), now.into());
+    claims.insert("exp".into(), (now + args.lifetime.as_secs()).into());
+    claims.insert("aud".into(), audience_claim(&args.audiences)?);
+    let or_email = |v: &Option<String>| v.clone().unwrap_or_else(|| client_email.to_owned());
+    claims.insert("iss".into(), or_email(&args.issuer).into());
+    claims.insert("sub".into(), or_email(&args.subject).into());
+    claims.insert("email".into(), or_email(&args.email).into());
+    for (name, value) in &args.claims {
+        if claims.insert(name.clone(), value.clone()).is_some() {
+            bail!("--claim {name:?} is given more than once");
+        }
+    }
+    Ok(Value::Object(claims))
+}
+
+pub fn run(args: TokenArgs) -> anyhow::Result<ExitCode> {
+    match args.command {
+        Some(command) => match command {},
+        None => mint(&args.mint),
+    }
+}
+
+fn mint(args: &MintArgs) -> anyhow::Result<ExitCode> {
+    let path = &args.key_file;
+    let json = std::fs::read_to_string(path)
+        .with_context(|| format!("reading key file {}", path.display()))?;
+    let key = jose::ServiceAccountKey::from_json(&json)
+        .with_context(|| format!("reading key file {}", path.display()))?;
+    let signer = jose::Signer::from_service_account(&key)
+        .with_context(|| format!("loading the private key of {}", path.display()))?;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .context("the system clock is before 1970")?
+        .as_secs();
+    let claims = build_claims(args, &key.client_email, now)?;
+    let token = signer
+        .sign_jwt(
+            Some(&key.private_key_id),
+            signer.default_algorithm(),
+            &claims,
+        )
+        .context("signing the token")?;
+    println!("{token}");
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn args(audiences: &str, claims: &[&str]) -> MintArgs {
+        MintArgs {
+            key_file: PathBuf::from("key.json"),
+            audiences: audiences.into(),
+            issuer: None,
+            subject: None,
+            email: None,
+            lifetime: Duration::from_secs(3600),
+            claims: claims.iter().map(|c| parse_claim(c).unwrap()).collect(),
+        }
+    }
+
+    const EMAIL: &str = "client-one@my-project.iam.gserviceaccount.com";
+
+    #[test]
+    fn defaults_follow_the_tutorial() {
+        let claims = build_claims(&args("bookstore.example.com", &[]), EMAIL, 1000).unwrap();
+        assert_eq!(
+            claims,
+            json!({"iat": 1000, "exp": 4600, "aud": "bookstore.example.com",
+                   "iss": EMAIL, "sub": EMAIL, "email": EMAIL})
+        );
+    }
+
+    #[test]
+    fn flags_override_and_commas_make_a_list() {
+        let mut a = args(
+            "a.example.com, b.example.com",
+            &["tier=gold", "n=3", "x={\"y\":[1]}"],
+        );
+        a.issuer = Some("issuer-x".into());
+        a.subject = Some("12345678".into());
+        a.email = Some(String::new());
+        a.lifetime = Duration::from_secs(60);
+        let claims = build_claims(&a, EMAIL, 1000).unwrap();
+        assert_eq!(
+            claims,
+            json!({"iat": 1000, "exp": 1060, "aud": ["a.example.com", "b.example.com"],
+                   "iss": "issuer-x", "sub": "12345678", "email": "",
+                   "tier": "gold", "n": 3, "x": {"y": [1]}})
+        );
+        assert!(build_claims(&args("a,,b", &[]), EMAIL, 0).is_err());
+        let err = build_claims(&args("x", &["t=1", "t=2"]), EMAIL, 0).unwrap_err();
+        assert_eq!(err.to_string(), "--claim \"t\" is given more than once");
+    }
+
+    #[test]
+    fn reserved_and_malformed_claims_are_refused() {
+        for name in ["iat", "exp", "aud", "iss", "sub", "email"] {
+            let err = parse_claim(&format!("{name}=1")).unwrap_err();
+            assert!(
+                err.starts_with(&format!("--claim may not set \"{name}\"")),
+                "{err}"
+            );
+        }
+        assert!(parse_claim("novalue").is_err());
+        assert!(parse_claim("=1").is_err());
+        assert_eq!(parse_claim("s=a=b").unwrap(), ("s".into(), json!("a=b")));
+        assert_eq!(parse_claim("b=true").unwrap(), ("b".into(), json!(true)));
+        assert_eq!(parse_claim("s=\"1\"").unwrap(), ("s".into(), json!("1")));
+    }
+
+    #[test]
+    fn lifetimes() {
+        assert_eq!(parse_lifetime("3600"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_lifetime("3600s"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_lifetime("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_lifetime("24h"), Ok(MAX_LIFETIME));
+        assert!(parse_lifetime("25h").is_err());
+        assert!(parse_lifetime("0").is_err());
+        assert!(parse_lifetime("soon").is_err());
+    }
+}
