@@ -96,7 +96,11 @@ impl Authenticator {
 
 fn now() -> jose::UnixTime {
     // A clock before 1970 is treated as 1970: every token then looks not yet valid (fail closed).
-    jose::UnixTime(SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()))
+    jose::UnixTime(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+    )
 }
 
 struct Keys<'a>(&'a JwksCache);

@@ -71,7 +71,8 @@ pub(crate) async fn handle(
                             parts.headers.insert(USERINFO, value);
                         }
                         Err(_) => {
-                            let rejection = Rejection::Internal("verified claims are not a header value");
+                            let rejection =
+                                Rejection::Internal("verified claims are not a header value");
                             return Ok(rejection.into_response(grpc, log));
                         }
                     }

@@ -76,7 +76,9 @@ impl Rejection {
         };
         let mut response = self.into_bare_response(grpc, message);
         if let Some(value) = www_authenticate {
-            response.headers_mut().insert(http::header::WWW_AUTHENTICATE, value);
+            response
+                .headers_mut()
+                .insert(http::header::WWW_AUTHENTICATE, value);
         }
         response.map(|bytes| match bytes {
             Some(bytes) => ProxyBody::full(bytes, log),

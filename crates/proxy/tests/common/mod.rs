@@ -57,9 +57,7 @@ pub struct RunningProxy {
 
 impl RunningProxy {
     pub async fn start(config: &ServiceConfig, settings: ProxySettings) -> Self {
-        let proxy = Proxy::bind(config, settings)
-            .await
-            .unwrap();
+        let proxy = Proxy::bind(config, settings).await.unwrap();
         let addr = proxy.local_addr();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(proxy.serve(async {
