@@ -1,6 +1,8 @@
 //! `esprit iam …` run as a process on temporary stores: every command, every error a user can
 //! make, the key file's fields and mode, and `iam serve` as a process.
 
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

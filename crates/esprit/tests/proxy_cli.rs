@@ -174,7 +174,13 @@ fn a_config_needing_checks_the_proxy_cannot_make_refuses_to_start() {
     let descriptor = dir.path().join("echo.pb");
     std::fs::write(&descriptor, echo::FILE_DESCRIPTOR_SET).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_esprit"))
-        .args(["proxy", "--backend", "grpc://127.0.0.1:1", "--listen", "127.0.0.1:0"])
+        .args([
+            "proxy",
+            "--backend",
+            "grpc://127.0.0.1:1",
+            "--listen",
+            "127.0.0.1:0",
+        ])
         .arg("--service-config")
         .arg(&config)
         .arg("--descriptor")

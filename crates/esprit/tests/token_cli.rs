@@ -8,6 +8,8 @@
 //! Python (the venv of `scripts/python-env.sh`, or `$ESPRIT_PY`) is required: without it these
 //! tests fail.
 
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
