@@ -232,12 +232,12 @@ impl Store {
         Ok(())
     }
 
-    /// Every key of `email` (enabled and disabled), oldest first.
+    /// Every key of `email` (enabled and disabled), oldest first (in creation order).
     pub fn keys(&self, email: &str) -> Result<Vec<StoredKey>> {
         self.account(email)?;
         let mut stmt = self.conn.prepare(
             "SELECT key_id, email, algorithm, public_key_pem, certificate_pem, created, disabled
-             FROM keys WHERE email = ?1 ORDER BY created, key_id",
+             FROM keys WHERE email = ?1 ORDER BY created, rowid",
         )?;
         let rows = stmt
             .query_map([email], key_from_row)?
