@@ -12,6 +12,7 @@ h2load counts HTTP statuses only; a failed gRPC call is usually an HTTP 200 whos
 import os
 import re
 import subprocess
+import time
 
 from .procs import HarnessError
 
@@ -78,8 +79,11 @@ _TRAFFIC = re.compile(r"traffic: .*\((\d+)\) total, .*\((\d+)\) headers .*\((\d+
 _FINISHED = re.compile(r"finished in ([\d.]+)(ms|s),")
 
 
-def run_h2load(load, url, header_args, body_path, log_path, cpus):
-    """Runs h2load pinned to `cpus`; returns its parsed summary (raises on an unreadable one)."""
+def run_h2load(load, url, header_args, body_path, log_path, cpus, sample=None):
+    """Runs h2load pinned to `cpus`; returns its parsed summary (raises on an unreadable one).
+
+    `sample`, if given, is called about every 50 ms while h2load runs (memory in flight).
+    """
     argv = (
         ["taskset", "-c", cpus, "h2load"]
         + load.args()
@@ -87,15 +91,30 @@ def run_h2load(load, url, header_args, body_path, log_path, cpus):
         + header_args
         + [url]
     )
-    timeout = (load.duration_s or 60) + 120
-    proc = subprocess.run(argv, capture_output=True, timeout=timeout)
-    text = proc.stdout.decode("utf-8", "replace")
+    deadline = time.monotonic() + (load.duration_s or 60) + 120
+    out_path, err_path = log_path + ".stdout", log_path + ".stderr"
+    with open(out_path, "wb") as out, open(err_path, "wb") as err:
+        proc = subprocess.Popen(argv, stdout=out, stderr=err)
+        while True:
+            try:
+                proc.wait(timeout=0.05)
+                break
+            except subprocess.TimeoutExpired:
+                if time.monotonic() > deadline:
+                    proc.kill()
+                    proc.wait()
+                    raise HarnessError("h2load did not finish in time")
+                if sample:
+                    sample()
+    with open(out_path, "rb") as out, open(err_path, "rb") as err:
+        text = out.read().decode("utf-8", "replace")
+        err_text = err.read().decode("utf-8", "replace")
     requests, status, traffic = _REQUESTS.search(text), _STATUS.search(text), _TRAFFIC.search(text)
     finished = _FINISHED.search(text)
     if proc.returncode != 0 or not (requests and status and traffic and finished):
         raise HarnessError(
             "h2load failed (exit %d): %s %s"
-            % (proc.returncode, text[-400:], proc.stderr.decode("utf-8", "replace")[-400:])
+            % (proc.returncode, text[-400:], err_text[-400:])
         )
     total, started, done, succeeded, failed, errored, timeouts = map(int, requests.groups())
     seconds = float(finished.group(1)) / (1000.0 if finished.group(2) == "ms" else 1.0)

@@ -40,13 +40,22 @@ pub struct InspectArgs {
 }
 
 pub fn run(args: InspectArgs) -> anyhow::Result<ExitCode> {
-    let config = service_config::load(&args.service_config, &args.descriptor)
-        .with_context(|| format!("loading service config from {}", args.service_config.display()))?;
+    let config =
+        service_config::load(&args.service_config, &args.descriptor).with_context(|| {
+            format!(
+                "loading service config from {}",
+                args.service_config.display()
+            )
+        })?;
     let method = config
         .method_by_selector(&args.method)
         .or_else(|| config.method_by_path(&args.method))
         .with_context(|| {
-            format!("{:?} is not a method of {} (try `esprit config check`)", args.method, config.name())
+            format!(
+                "{:?} is not a method of {} (try `esprit config check`)",
+                args.method,
+                config.name()
+            )
         })?;
     let policy = MethodPolicy::new(method, &config);
     let token = read_token(&args.token)?;
@@ -61,10 +70,15 @@ pub fn run(args: InspectArgs) -> anyhow::Result<ExitCode> {
     let mut keys: HashMap<service_config::ProviderId, Arc<jose::KeySet>> = HashMap::new();
     let mut fetch_notes = Vec::new();
     for id in policy.providers() {
-        let Some(provider) = config.provider(id) else { continue };
+        let Some(provider) = config.provider(id) else {
+            continue;
+        };
         let source = match &provider.jwks_uri {
             Some(uri) => uri.as_str().to_owned(),
-            None => format!("OpenID discovery at {}", jwks_cache::discovery_url(&provider.issuer)),
+            None => format!(
+                "OpenID discovery at {}",
+                jwks_cache::discovery_url(&provider.issuer)
+            ),
         };
         match runtime.block_on(jwks_cache::fetch_once(provider, &settings)) {
             Ok(set) => {
@@ -75,20 +89,34 @@ pub fn run(args: InspectArgs) -> anyhow::Result<ExitCode> {
                 ));
                 keys.insert(id.clone(), Arc::new(set));
             }
-            Err(err) => fetch_notes.push(format!("keys of {id}: fetch from {source} failed: {}", err.chain())),
+            Err(err) => fetch_notes.push(format!(
+                "keys of {id}: fetch from {source} failed: {}",
+                err.chain()
+            )),
         }
     }
 
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
     let explanation = authn::explain(&token, &policy, &keys, jose::UnixTime(now), args.clock_skew);
 
-    println!("method:  {} ({})", method.selector.as_str(), method.grpc_path);
+    println!(
+        "method:  {} ({})",
+        method.selector.as_str(),
+        method.grpc_path
+    );
     println!("now:     {now}");
     if let Some(header) = &explanation.header {
         println!("header:  {header}");
     }
     if let Some(claims) = &explanation.claims {
-        println!("claims:  {}", serde_json::to_string_pretty(claims).unwrap_or_default().replace('\n', "\n         "));
+        println!(
+            "claims:  {}",
+            serde_json::to_string_pretty(claims)
+                .unwrap_or_default()
+                .replace('\n', "\n         ")
+        );
     }
     for note in &fetch_notes {
         println!("{note}");
@@ -100,13 +128,23 @@ pub fn run(args: InspectArgs) -> anyhow::Result<ExitCode> {
             CheckStatus::Failed => "FAIL",
             CheckStatus::Skipped => "skip",
         };
-        let provider = check.provider.as_ref().map(|p| format!(" [{p}]")).unwrap_or_default();
-        println!("{mark} {:<9}{provider} {}", check.stage.name(), check.detail);
+        let provider = check
+            .provider
+            .as_ref()
+            .map(|p| format!(" [{p}]"))
+            .unwrap_or_default();
+        println!(
+            "{mark} {:<9}{provider} {}",
+            check.stage.name(),
+            check.detail
+        );
     }
     println!();
     match &explanation.result {
         Ok(Some(provider)) => {
-            println!("ACCEPTED: the proxy would forward this call (validated by provider {provider})");
+            println!(
+                "ACCEPTED: the proxy would forward this call (validated by provider {provider})"
+            );
             Ok(ExitCode::SUCCESS)
         }
         Ok(None) => {

@@ -5,6 +5,7 @@
 mod config_cmd;
 mod duration;
 mod iam_cmd;
+mod inspect_cmd;
 mod logging;
 mod proxy_cmd;
 mod signals;

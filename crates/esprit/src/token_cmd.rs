@@ -7,7 +7,7 @@
 //! (`iat`, `exp`, `aud`, `iss`, `sub`, `email`): those are refused, so that no extra silently
 //! changes what the flags say.
 //!
-//! Subcommands (e.g. a future `esprit token inspect TOKEN`) go in [`TokenCommand`]; without
+//! Subcommands (`esprit token inspect TOKEN`) go in [`TokenCommand`]; without
 //! one, the flags mint a token (`args_conflicts_with_subcommands`).
 
 use std::path::PathBuf;
@@ -39,12 +39,17 @@ pub struct TokenArgs {
     #[command(subcommand)]
     command: Option<TokenCommand>,
     #[command(flatten)]
-    mint: MintArgs,
+    // An Option so that `esprit token inspect …` does not need the minting flags; clap fills it
+    // whenever no subcommand is given (the flags are then required).
+    mint: Option<MintArgs>,
 }
 
-/// Subcommands of `esprit token`. None yet: add variants here (e.g. `Inspect`).
+/// Subcommands of `esprit token`.
 #[derive(Subcommand)]
-pub enum TokenCommand {}
+pub enum TokenCommand {
+    /// Decode a token and explain, check by check, whether the proxy would accept it for a method.
+    Inspect(Box<crate::inspect_cmd::InspectArgs>),
+}
 
 #[derive(Args)]
 pub struct MintArgs {
@@ -130,8 +135,13 @@ fn build_claims(args: &MintArgs, client_email: &str, now: u64) -> anyhow::Result
 
 pub fn run(args: TokenArgs) -> anyhow::Result<ExitCode> {
     match args.command {
-        Some(command) => match command {},
-        None => mint(&args.mint),
+        Some(TokenCommand::Inspect(args)) => crate::inspect_cmd::run(*args),
+        None => match &args.mint {
+            Some(mint_args) => mint(mint_args),
+            None => anyhow::bail!(
+                "esprit token needs --key-file and --audiences, or a subcommand (see --help)"
+            ),
+        },
     }
 }
 

@@ -1,0 +1,112 @@
+"""The machine description and the core layout (which process runs on which cores)."""
+
+import os
+import platform
+import subprocess
+
+
+class Layout:
+    """Cores for the proxy under test, the echo backend and h2load (taskset lists)."""
+
+    def __init__(self, proxy, backend, loadgen, description):
+        self.proxy = proxy
+        self.backend = backend
+        self.loadgen = loadgen
+        self.proxy_threads = len(_cpu_list(proxy))
+        self.description = description
+
+    def as_dict(self):
+        return {"proxy": self.proxy, "backend": self.backend, "loadgen": self.loadgen,
+                "proxy_threads": self.proxy_threads, "description": self.description}
+
+
+def _cpu_list(spec):
+    cpus = []
+    for part in spec.split(","):
+        if "-" in part:
+            lo, hi = part.split("-")
+            cpus += list(range(int(lo), int(hi) + 1))
+        else:
+            cpus.append(int(part))
+    return cpus
+
+
+def choose_layout():
+    """BENCH_PROXY_CPUS / BENCH_BACKEND_CPUS / BENCH_LOADGEN_CPUS override the default."""
+    n = len(os.sched_getaffinity(0))
+    if n >= 4:
+        default = ("0-%d" % (n // 2 - 1), str(n // 2), "%d-%d" % (n // 2 + 1, n - 1))
+    elif n == 3:
+        default = ("0", "1", "2")
+    elif n == 2:
+        default = ("0", "1", "1")
+    else:
+        default = ("0", "0", "0")
+    proxy = os.environ.get("BENCH_PROXY_CPUS", default[0])
+    backend = os.environ.get("BENCH_BACKEND_CPUS", default[1])
+    loadgen = os.environ.get("BENCH_LOADGEN_CPUS", default[2])
+    threads = len(_cpu_list(proxy))
+    description = (
+        "proxy on cores %s (%d worker%s: nginx `worker_processes`, nghttpx `workers`, esprit "
+        "`--worker-threads`), echo backend on %s, h2load (one thread) on %s."
+        % (proxy, threads, "" if threads == 1 else "s", backend, loadgen)
+    )
+    if n == 2 and (proxy, backend, loadgen) == default:
+        description += (
+            " With 2 cores the proxy gets a core of its own, so what is compared is the proxy "
+            "and nothing else competes with it; the price is that h2load and the backend share "
+            "the other core, which caps saturation throughput for every row alike (and for the "
+            "direct row, which then uses only one core). Putting the proxy next to the backend "
+            "or the load generator instead would make each proxy's score depend on how much "
+            "CPU it leaves them."
+        )
+    return Layout(proxy, backend, loadgen, description)
+
+
+def _first_line(argv):
+    try:
+        proc = subprocess.run(argv, capture_output=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return "%s: not found" % argv[0]
+    text = (proc.stdout + proc.stderr).decode("utf-8", "replace").strip()
+    return text.splitlines()[0] if text else "%s: no version" % argv[0]
+
+
+def describe():
+    models, mhz = [], ""
+    with open("/proc/cpuinfo") as cpuinfo:
+        for line in cpuinfo:
+            if line.startswith("model name"):
+                models.append(line.split(":", 1)[1].strip())
+            elif line.startswith("cpu MHz") and not mhz:
+                mhz = line.split(":", 1)[1].strip()
+    mem_kib = 0
+    with open("/proc/meminfo") as meminfo:
+        for line in meminfo:
+            if line.startswith("MemTotal:"):
+                mem_kib = int(line.split()[1])
+    model = models[0] if models else platform.processor()
+    return {
+        "cpu": "%d × %s (%s MHz, /proc/cpuinfo)" % (len(models), model, mhz),
+        "kernel": "%s %s %s" % (platform.system(), platform.release(), platform.machine()),
+        "memory": "%.1f GiB RAM" % (mem_kib / 1024 / 1024),
+        "tools": [
+            _first_line(["h2load", "--version"]),
+            _first_line(["nginx", "-v"]),
+            _first_line(["nghttpx", "--version"]),
+            "Python %s" % platform.python_version(),
+        ],
+    }
+
+
+def revision(repo_dir):
+    """`git describe`-like id of the tree measured (read-only git commands)."""
+    try:
+        rev = subprocess.run(["git", "-C", repo_dir, "rev-parse", "--short", "HEAD"],
+                             capture_output=True, timeout=10).stdout.decode().strip()
+        dirty = subprocess.run(["git", "-C", repo_dir, "status", "--porcelain", "--",
+                                "crates", "Cargo.toml", "Cargo.lock"],
+                               capture_output=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return (rev or "unknown") + ("+modified" if dirty else "")
