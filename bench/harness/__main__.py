@@ -27,15 +27,24 @@ class Context:
 
 
 def profiles(quick):
-    """(name, about, Load). Full runs: 10 s each; quick runs: a fraction of a second."""
-    secs = 0.5 if quick else 10
+    """(name, about, Load sized later). Full runs: about 10 s each; quick runs: about 0.3 s."""
+    secs = 0.3 if quick else 10
     return [
-        ("saturation", "as many calls as the set-up completes",
+        ("saturation", "as many calls as the set-up completes (16 connections x 10 streams)",
          h2.Load(16, 10, duration_s=secs)),
-        ("rate", "a fixed moderate rate, for latency under load",
-         h2.Load(10, 10, duration_s=secs, rps=500)),
-        ("serial", "one call at a time, the latency floor", h2.Load(1, 1, duration_s=secs)),
+        ("rate", "a fixed moderate rate, 5 000 calls/s, for latency under load",
+         h2.Load(10, 1, duration_s=secs, rps=500)),
+        ("serial", "one call at a time on one connection, the latency floor",
+         h2.Load(1, 1, duration_s=secs)),
     ]
+
+
+def calibration(load, quick):
+    """The warm-up run before a profile; its rate sizes the measured run."""
+    if load.rps:
+        return load.sized(int(load.rps * load.clients * (0.1 if quick else 1.0)))
+    per_stream, floor = (10, 300) if quick else (200, 5000)
+    return load.sized(max(load.clients * load.streams * per_stream, floor))
 
 
 def concurrency_load(quick):
@@ -57,7 +66,7 @@ class Call:
             out.write(self.body)
 
 
-def measure(ctx, setup, call, runs):
+def measure(ctx, setup, call, runs, quick):
     """One set-up through every profile. Returns its row (with `error` set on failure)."""
     row = {"name": setup.name, "label": setup.label, "peer": setup.peer, "profiles": {}}
     backend = proxy = None
@@ -72,11 +81,14 @@ def measure(ctx, setup, call, runs):
         row["backend_idle_rss_kib"] = backend.memory_kib()[0]
         log = os.path.join(ctx.workdir, setup.name + ".log")
         verified = 0
-        # Warm-up (connections, allocator, caches): verified, then discarded.
-        warm = h2.Load(16, 10, duration_s=min(1.0, runs[0][2].duration_s))
-        verified += _run(ctx, warm, url, call, size, log, proxy, backend)["calls"]
         for name, _about, load in runs:
-            m = _run(ctx, load, url, call, size, log, proxy, backend)
+            # Warm-up (connections, allocator, caches), verified then discarded; for closed-loop
+            # profiles its rate sizes the measured run to last about load.duration_s.
+            warm = _run(ctx, calibration(load, quick), url, call, size, log, proxy, backend)
+            verified += warm["calls"]
+            rate = load.rps * load.clients if load.rps else warm["calls_per_s"]
+            m = _run(ctx, load.sized(int(rate * load.duration_s)), url, call, size, log, proxy,
+                     backend)
             verified += m["calls"]
             row["profiles"][name] = m
         if proxy:
@@ -108,6 +120,7 @@ def _run(ctx, load, url, call, size, log, proxy, backend):
         raise HarnessError("h2load logged %d calls but counted %d" % (len(lat), s["total"]))
     calls = s["total"]
     return {
+        "load": load.describe(),
         "calls": calls,
         "seconds": s["seconds"],
         "calls_per_s": calls / s["seconds"],
@@ -217,7 +230,7 @@ def main():
                                      "peer": setup.peer, "disabled": setup.why_disabled})
             continue
         print("== %s" % setup.label, file=sys.stderr, flush=True)
-        row = measure(ctx, setup, call, runs)
+        row = measure(ctx, setup, call, runs, args.quick)
         result["setups"].append(row)
         if row.get("error"):
             failed = True

@@ -104,6 +104,9 @@ def render_markdown(result):
         lines += ["| set-up | calls | in flight (mean) | max VmRSS MiB while in flight | "
                   "backend max VmRSS MiB |", "|---|---:|---:|---:|---:|"]
         for c in conc["rows"]:
+            if c.get("error"):
+                lines.append("| %s | error: see below | | | |" % c["label"])
+                continue
             lines.append("| %s | %s | %s | %s | %s |" % (
                 c["label"], _num(c["calls"]), _num(c["in_flight"]),
                 _num(c["proxy_max_rss_kib"] / 1024, 1) if c["proxy_max_rss_kib"] else "—",

@@ -3,6 +3,7 @@
 //! errors with context.
 
 mod config_cmd;
+mod demo_cmd;
 mod duration;
 mod iam_cmd;
 mod inspect_cmd;
@@ -34,6 +35,9 @@ enum Command {
     Iam(Box<iam_cmd::IamArgs>),
     /// Mint a JWT with a service-account key file.
     Token(Box<token_cmd::TokenArgs>),
+    /// Run the "Authentication Between Services" tutorial locally, in one process: key server,
+    /// Bookstore and proxy on loopback ports, and calls with and without valid tokens.
+    Demo(Box<demo_cmd::DemoArgs>),
 }
 
 fn main() -> std::process::ExitCode {
@@ -43,6 +47,7 @@ fn main() -> std::process::ExitCode {
         Command::Proxy(args) => proxy_cmd::run(*args),
         Command::Iam(args) => iam_cmd::run(*args),
         Command::Token(args) => token_cmd::run(*args),
+        Command::Demo(args) => demo_cmd::run(*args),
     };
     match result {
         Ok(code) => code,

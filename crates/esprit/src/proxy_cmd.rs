@@ -72,6 +72,18 @@ pub struct ProxyArgs {
     /// audience are checked on every call).
     #[arg(long, value_name = "N", default_value_t = 10_000)]
     jwt_cache_size: u64,
+    /// The key server that checks API keys (`esprit iam serve`), e.g. `http://127.0.0.1:8085`.
+    /// Required when a method needs an API key (`usage.rules`).
+    #[arg(long, value_name = "URL")]
+    service_control_url: Option<String>,
+    /// How long a key found valid is trusted without asking again; keys found invalid are
+    /// remembered for at most 60 s of it, so a newly created key works soon.
+    #[arg(long, value_name = "DURATION", default_value = "300s", value_parser = parse_duration)]
+    api_key_cache_duration: Duration,
+    /// Let calls through when the key server cannot be reached (ESP's choice). By default
+    /// esprit answers UNAVAILABLE; keys already cached as valid keep working either way.
+    #[arg(long)]
+    service_control_fail_open: bool,
     /// Log format: one JSON object per line, or text.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -113,6 +125,12 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
     settings.auth.jwks.refetch_interval = args.jwks_refetch_interval;
     settings.auth.jwks.fetch_timeout = args.jwks_fetch_timeout;
     settings.auth.jwks.extra_ca = args.jwks_ca;
+    settings.api_keys.service_control_url = args.service_control_url;
+    settings.api_keys.cache_valid = args.api_key_cache_duration;
+    settings.api_keys.cache_invalid = args.api_key_cache_duration.min(Duration::from_secs(60));
+    if args.service_control_fail_open {
+        settings.api_keys.on_unreachable = proxy::OnUnreachable::FailOpen;
+    }
 
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = args.worker_threads {

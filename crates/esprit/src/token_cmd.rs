@@ -145,7 +145,29 @@ pub fn run(args: TokenArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
+impl MintArgs {
+    /// The flags `--key-file KEY_FILE --audiences AUDIENCES [--issuer ISSUER]`, the others at
+    /// their defaults (`sub` and `email` = the key file's `client_email`, 1 h, no extras).
+    pub(crate) fn new(key_file: PathBuf, audiences: String, issuer: Option<String>) -> MintArgs {
+        MintArgs {
+            key_file,
+            audiences,
+            issuer,
+            subject: None,
+            email: None,
+            lifetime: Duration::from_secs(3600), // = the flag's default, "1h"
+            claims: Vec::new(),
+        }
+    }
+}
+
 fn mint(args: &MintArgs) -> anyhow::Result<ExitCode> {
+    println!("{}", mint_token(args)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The token `esprit token` prints for `args` (also used by `esprit demo`).
+pub(crate) fn mint_token(args: &MintArgs) -> anyhow::Result<String> {
     let path = &args.key_file;
     let json = std::fs::read_to_string(path)
         .with_context(|| format!("reading key file {}", path.display()))?;
@@ -165,8 +187,7 @@ fn mint(args: &MintArgs) -> anyhow::Result<ExitCode> {
             &claims,
         )
         .context("signing the token")?;
-    println!("{token}");
-    Ok(ExitCode::SUCCESS)
+    Ok(token)
 }
 
 #[cfg(test)]

@@ -91,6 +91,32 @@ pub enum IamError {
     /// Making the self-signed certificate failed.
     #[error("cannot make the key's X.509 certificate")]
     Certificate(#[from] rcgen::Error),
+    /// An API key's display name breaks the rules.
+    #[error(
+        "invalid API key name {name:?}: {reason} (at most 63 characters, no control characters)"
+    )]
+    InvalidApiKeyName {
+        /// The name as given.
+        name: String,
+        /// Which rule it breaks.
+        reason: &'static str,
+    },
+    /// No API key has this id.
+    #[error("API key {0} does not exist (see `esprit iam api-keys list` for the ids)")]
+    UnknownApiKey(String),
+    /// An API key was given where its id was expected. The key is not repeated in the message:
+    /// error messages end up in terminals and logs.
+    #[error(
+        "that is an API key, not an API key id; find its id with `esprit iam api-keys list` \
+         (the key starts with {prefix}…)"
+    )]
+    ApiKeyGivenForId {
+        /// The key's shown prefix.
+        prefix: String,
+    },
+    /// A key server's check answer is not in the check protocol's format.
+    #[error("malformed API key check answer")]
+    CheckResponse(#[source] serde_json::Error),
     /// The system's random generator failed.
     #[error("random generator failed")]
     Random,

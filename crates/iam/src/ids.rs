@@ -76,7 +76,7 @@ pub fn decode_path_segment(segment: &str) -> Option<String> {
         .map(|s| s.into_owned())
 }
 
-fn random_bytes<const N: usize>() -> Result<[u8; N]> {
+pub(crate) fn random_bytes<const N: usize>() -> Result<[u8; N]> {
     let mut bytes = [0u8; N];
     aws_lc_rs::rand::fill(&mut bytes).map_err(|_| IamError::Random)?;
     Ok(bytes)

@@ -157,6 +157,15 @@ impl KeyServerUrl {
             encode_path_segment(email)
         )
     }
+
+    /// `{base}/v1/services/{service}:check`: the API-key check for `service` (POST).
+    pub fn check_url(&self, service: &str) -> String {
+        format!(
+            "{}/v1/services/{}:check",
+            self.0,
+            encode_path_segment(service)
+        )
+    }
 }
 
 impl Default for KeyServerUrl {

@@ -3,10 +3,12 @@
 //! - `GET /robot/v1/metadata/x509/{email}`: JSON map of key id to PEM certificate.
 //! - `GET /service_accounts/v1/jwk/{email}`: JWKS.
 //!
-//! Both are read from the store on every request (one SQLite connection in WAL mode, so a key
+//! - `POST /v1/services/{service}:check`: is an API key valid ([`check`] has the protocol).
+//!
+//! All are read from the store on every request (one SQLite connection in WAL mode, so a key
 //! created or disabled by another process shows at the next request), carry
 //! `Cache-Control: public, max-age=300` ([`CACHE_MAX_AGE_SECS`], the same 300 s ESPv2 caches key
-//! sets for), and answer 404 with a JSON error body for an unknown account. Errors carry
+//! sets for), and the key documents answer 404 with a JSON error body for an unknown account. Errors carry
 //! `Cache-Control: no-store` so that an account created later is not hidden by a cached 404.
 
 use std::future::Future;
@@ -24,6 +26,10 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use serde_json::json;
 use tokio::net::TcpListener;
+
+mod check;
+
+pub use check::CHECK_BODY_LIMIT;
 
 use crate::ids::decode_path_segment;
 use crate::render;
@@ -52,7 +58,7 @@ enum Route {
     X509(String),
     /// The JWKS of an account (email decoded).
     Jwks(String),
-    /// `POST /v1/services/{service}:check`: reserved for API-key checks (not built yet).
+    /// `POST /v1/services/{service}:check`: an API-key check (service name decoded).
     ServiceCheck(String),
     /// A known path with the wrong method; the value is the `Allow` header.
     MethodNotAllowed(&'static str),
@@ -79,7 +85,9 @@ fn route(method: &Method, path: &str) -> Route {
     if let Some(segment) = email_after(path, JWK_PREFIX) {
         return key_doc(segment, Route::Jwks);
     }
-    if let Some(service) = email_after(path, SERVICES_PREFIX).and_then(|s| s.strip_suffix(":check"))
+    if let Some(service) = email_after(path, SERVICES_PREFIX)
+        .and_then(|s| s.strip_suffix(":check"))
+        .filter(|s| !s.is_empty())
     {
         if method != Method::POST {
             return Route::MethodNotAllowed("POST");
@@ -106,9 +114,12 @@ fn json_response(status: StatusCode, body: String, cache: &'static str) -> Respo
 /// Google's error body: `{"error": {"code", "message", "status"}}`.
 fn error_response(status: StatusCode, message: &str) -> Response<Body> {
     let status_name = match status {
+        StatusCode::BAD_REQUEST
+        | StatusCode::PAYLOAD_TOO_LARGE
+        | StatusCode::UNSUPPORTED_MEDIA_TYPE => "INVALID_ARGUMENT",
+        StatusCode::REQUEST_TIMEOUT => "DEADLINE_EXCEEDED",
         StatusCode::NOT_FOUND => "NOT_FOUND",
         StatusCode::METHOD_NOT_ALLOWED => "METHOD_NOT_ALLOWED",
-        StatusCode::NOT_IMPLEMENTED => "UNIMPLEMENTED",
         _ => "INTERNAL",
     };
     let body = json!({"error": {
@@ -142,14 +153,7 @@ async fn handle(store: Arc<Mutex<Store>>, request: Request<Incoming>) -> Respons
                 .insert(ALLOW, HeaderValue::from_static(allow));
             return response;
         }
-        Route::ServiceCheck(service) => {
-            // Room for the API-key check endpoint (a later issue).
-            tracing::debug!(%service, "services check asked for; not implemented");
-            return error_response(
-                StatusCode::NOT_IMPLEMENTED,
-                "API key checks are not implemented by this key server",
-            );
-        }
+        Route::ServiceCheck(service) => return check::handle(store, service, request).await,
         Route::X509(_) | Route::Jwks(_) => {}
     }
     let looked_up = tokio::task::spawn_blocking(move || {
@@ -275,6 +279,13 @@ mod tests {
             (Method::GET, "/robot/v1/metadata/x509/%ff", Route::NotFound),
             (Method::GET, "/", Route::NotFound),
             (Method::GET, "/v1/services/x", Route::NotFound),
+            (Method::POST, "/v1/services/:check", Route::NotFound),
+            (Method::POST, "/v1/services/a/b:check", Route::NotFound),
+            (
+                Method::POST,
+                "/v1/services/my%20api:check",
+                Route::ServiceCheck("my api".into()),
+            ),
         ];
         for (method, path, want) in table {
             assert_eq!(&route(method, path), want, "{method} {path}");

@@ -1,9 +1,11 @@
-//! The SQLite store of accounts and public keys, shared by the CLI and the key server.
+//! The SQLite store of accounts, public keys and API-key hashes, shared by the CLI and the key server.
 //!
 //! Several processes use one file at once (`esprit iam keys create` while `esprit iam serve`
 //! runs), so the file is in WAL mode (readers never block the writer) with a busy timeout, and
 //! every write is one short transaction. The schema version is `PRAGMA user_version`; the
 //! migrations below run in order, in one immediate transaction, when a file is opened.
+
+mod api_keys;
 
 use std::path::Path;
 use std::time::Duration;
@@ -38,6 +40,18 @@ const MIGRATIONS: &[&str] = &[
         disabled        INTEGER NOT NULL DEFAULT 0
     ) STRICT;
     CREATE INDEX keys_by_email ON keys(email);",
+    // 2: API keys. Only the SHA-256 of a key is kept (UNIQUE, so lookups by hash use an index)
+    // and its first 8 characters, to recognise it; the key itself is never stored.
+    "CREATE TABLE api_keys (
+        id       TEXT PRIMARY KEY,
+        key_hash BLOB NOT NULL UNIQUE,
+        prefix   TEXT NOT NULL,
+        project  TEXT NOT NULL,
+        name     TEXT,
+        created  INTEGER NOT NULL,
+        revoked  INTEGER
+    ) STRICT;
+    CREATE INDEX api_keys_by_project ON api_keys(project, created);",
 ];
 
 /// The schema version this build writes.

@@ -21,6 +21,8 @@ pub(crate) struct CallLog {
     path: Option<Box<str>>,
     /// Which authentication check failed, and for which provider (never the token).
     auth_failure: Option<(&'static str, Option<Arc<str>>)>,
+    /// `missing`, `valid`, `invalid`, `unchecked`… (never the key).
+    api_key: &'static str,
     peer: std::net::SocketAddr,
     start: Instant,
     status: Option<Code>,
@@ -33,6 +35,7 @@ impl CallLog {
             selector: None,
             path: None,
             auth_failure: None,
+            api_key: "",
             peer,
             start,
             status: None,
@@ -54,6 +57,10 @@ impl CallLog {
     pub(crate) fn set_auth_failure(&mut self, err: &authn::AuthError) {
         let provider = err.provider().map(|p| Arc::from(p.as_str()));
         self.auth_failure = Some((err.check_name(), provider));
+    }
+
+    pub(crate) fn set_api_key_outcome(&mut self, outcome: &'static str) {
+        self.api_key = outcome;
     }
 
     pub(crate) fn set_status(&mut self, code: Code) {
@@ -92,6 +99,7 @@ impl Drop for CallLog {
                 path,
                 auth_check,
                 auth_provider,
+                api_key = self.api_key,
                 peer = %self.peer,
                 grpc_status = code_name(code),
                 http_status = self.http_status,

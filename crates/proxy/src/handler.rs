@@ -10,6 +10,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 
+use crate::api_key::{ApiKeyChecker, KeyVerdict, OnUnreachable};
 use crate::auth::Authenticator;
 use crate::backend::BackendClient;
 use crate::body::{CallLog, ProxyBody};
@@ -19,12 +20,16 @@ use crate::routes::RouteTable;
 use crate::settings::BackendUrl;
 
 const USERINFO: http::HeaderName = http::HeaderName::from_static("x-endpoint-api-userinfo");
+const CONSUMER_PROJECT: http::HeaderName =
+    http::HeaderName::from_static("x-endpoint-api-consumer-project");
 
 /// Everything a call needs, shared by all connections.
 pub(crate) struct State {
     pub routes: RouteTable,
     /// Present when some method checks JWTs.
     pub auth: Option<Authenticator>,
+    /// Present when some method needs an API key.
+    pub api_keys: Option<ApiKeyChecker>,
     pub backend: BackendClient,
     pub backend_url: BackendUrl,
     pub healthz: Option<String>,
@@ -82,6 +87,46 @@ pub(crate) async fn handle(
                 log.set_auth_failure(&err);
                 return Ok(Rejection::Auth(err).into_response(grpc, log));
             }
+        }
+    }
+    // ESPv2's filter order: JWT first, then the API key (Service Control).
+    if let Some(locations) = &route.api_key {
+        let Some(checker) = &state.api_keys else {
+            return Ok(Rejection::Internal("API-key checking is not configured").into_response(grpc, log));
+        };
+        let Some(key) = crate::api_key::find_api_key(locations, &parts.headers, &parts.uri) else {
+            log.set_api_key_outcome("missing");
+            return Ok(Rejection::ApiKeyMissing.into_response(grpc, log));
+        };
+        match checker.check(&key).await {
+            Ok(KeyVerdict::Valid { consumer_project }) => {
+                log.set_api_key_outcome("valid");
+                match HeaderValue::from_str(&consumer_project) {
+                    Ok(value) => {
+                        parts.headers.insert(CONSUMER_PROJECT, value);
+                    }
+                    Err(_) => {
+                        let rejection = Rejection::Internal("consumer project is not a header value");
+                        return Ok(rejection.into_response(grpc, log));
+                    }
+                }
+            }
+            Ok(KeyVerdict::Invalid { reason }) => {
+                tracing::debug!(%reason, "API key refused");
+                log.set_api_key_outcome("invalid");
+                return Ok(Rejection::ApiKeyInvalid.into_response(grpc, log));
+            }
+            Err(err) => match checker.on_unreachable {
+                OnUnreachable::FailClosed => {
+                    tracing::warn!(error = %err, "API key could not be checked; refusing the call");
+                    log.set_api_key_outcome("unchecked");
+                    return Ok(Rejection::ApiKeyCheckUnavailable.into_response(grpc, log));
+                }
+                OnUnreachable::FailOpen => {
+                    tracing::warn!(error = %err, "API key could not be checked; letting the call through (fail open)");
+                    log.set_api_key_outcome("unchecked-allowed");
+                }
+            },
         }
     }
     if !grpc || parts.version != Version::HTTP_2 {

@@ -7,6 +7,7 @@
 //! functions in other crates; this crate gathers their inputs — clock, key caches — and applies
 //! their verdicts).
 
+mod api_key;
 mod auth;
 mod backend;
 mod body;
@@ -17,6 +18,7 @@ mod routes;
 mod server;
 mod settings;
 
+pub use api_key::{ApiKeySettings, OnUnreachable, find_api_key};
 pub use auth::AuthSettings;
 pub use reject::Rejection;
 pub use routes::{Route, RouteTable, Unenforceable};
@@ -54,4 +56,6 @@ pub enum ProxyError {
     Unenforceable(#[from] routes::Unenforceable),
     #[error("setting up key fetching")]
     Jwks(#[from] jwks_cache::FetchError),
+    #[error("setting up API-key checks: {0}")]
+    ApiKeys(String),
 }

@@ -27,6 +27,18 @@ pub enum Rejection {
     /// The caller's `grpc-timeout` passed before the backend answered.
     #[error("Deadline Exceeded")]
     DeadlineExceeded,
+    /// ESP: the method needs an API key and none was found at its locations.
+    #[error(
+        "Method doesn't allow unregistered callers (callers without established identity). \
+         Please use API Key or other form of API consumer identity to call this API."
+    )]
+    ApiKeyMissing,
+    /// ESP: the key server does not know the key, or it was revoked.
+    #[error("API key not valid. Please pass a valid API key.")]
+    ApiKeyInvalid,
+    /// The key server could not be asked (esprit fails closed; ESP fails open).
+    #[error("API key could not be checked: the key service is unavailable.")]
+    ApiKeyCheckUnavailable,
     /// A state the proxy should never be in; answered rather than forwarded unchecked.
     #[error("internal error: {0}")]
     Internal(&'static str),
@@ -38,6 +50,9 @@ impl Rejection {
         match self {
             Rejection::Auth(err) => Code::from_i32(i32::from(err.code().as_u16())),
             Rejection::Internal(_) => Code::Internal,
+            Rejection::ApiKeyMissing => Code::Unauthenticated,
+            Rejection::ApiKeyInvalid => Code::InvalidArgument,
+            Rejection::ApiKeyCheckUnavailable => Code::Unavailable,
             Rejection::UndefinedMethod => Code::Unimplemented,
             Rejection::NotGrpc => Code::InvalidArgument,
             Rejection::BackendUnavailable(_) => Code::Unavailable,
@@ -53,6 +68,9 @@ impl Rejection {
                 StatusCode::from_u16(err.http_status()).unwrap_or(StatusCode::UNAUTHORIZED)
             }
             Rejection::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Rejection::ApiKeyMissing => StatusCode::UNAUTHORIZED,
+            Rejection::ApiKeyInvalid => StatusCode::BAD_REQUEST,
+            Rejection::ApiKeyCheckUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Rejection::UndefinedMethod => StatusCode::NOT_FOUND,
             Rejection::NotGrpc => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Rejection::BackendUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,

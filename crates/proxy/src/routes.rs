@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use service_config::ApiKeyRequirement;
+use service_config::{ApiKeyLocation, ApiKeyRequirement};
 
 /// A configuration that asks for checks the proxy was not set up to perform.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -12,7 +12,7 @@ pub enum Unenforceable {
     /// ESP: a method without `usage.rules[].allow_unregistered_calls: true` needs an API key.
     #[error(
         "these methods require an API key (no usage rule with allow_unregistered_calls: true), \
-         and API-key checking is not available: {}",
+         but no --service-control-url is given to check keys with: {}",
         .0.join(", ")
     )]
     ApiKeys(Vec<String>),
@@ -25,6 +25,9 @@ pub struct Route {
     pub selector: Arc<str>,
     /// The method's JWT rule, compiled; `None` when it checks no JWT.
     pub auth: Option<Arc<authn::MethodPolicy>>,
+    /// Where to look for the API key the method requires; `None` when it allows unregistered
+    /// calls.
+    pub api_key: Option<Arc<[ApiKeyLocation]>>,
 }
 
 /// gRPC path (`/package.Service/Method`) → route.
@@ -36,14 +39,17 @@ pub struct RouteTable {
 impl RouteTable {
     /// One route per method of the configured API. Fails closed: a config asking for a check
     /// this proxy cannot perform is refused, never served without the check.
-    pub fn from_config(config: &service_config::ServiceConfig) -> Result<Self, Unenforceable> {
+    pub fn from_config(
+        config: &service_config::ServiceConfig,
+        api_keys_checkable: bool,
+    ) -> Result<Self, Unenforceable> {
         let needs_key: Vec<String> = config
             .methods()
             .iter()
             .filter(|m| m.api_key == ApiKeyRequirement::Required)
             .map(|m| m.selector.as_str().to_owned())
             .collect();
-        if !needs_key.is_empty() {
+        if !needs_key.is_empty() && !api_keys_checkable {
             return Err(Unenforceable::ApiKeys(needs_key));
         }
         let policy = authn::AuthPolicy::from_config(config);
@@ -54,6 +60,8 @@ impl RouteTable {
                     .method(&m.grpc_path)
                     .filter(|p| p.requires_jwt())
                     .cloned(),
+                api_key: (m.api_key == ApiKeyRequirement::Required)
+                    .then(|| Arc::from(m.api_key_locations.as_slice())),
             };
             (m.grpc_path.clone(), route)
         })))
@@ -75,6 +83,11 @@ impl RouteTable {
     /// Whether any method checks JWTs (and so key sets must be fetched).
     pub fn any_auth(&self) -> bool {
         self.by_path.values().any(|r| r.auth.is_some())
+    }
+
+    /// Whether any method needs an API key.
+    pub fn any_api_key(&self) -> bool {
+        self.by_path.values().any(|r| r.api_key.is_some())
     }
 
     pub fn len(&self) -> usize {

@@ -38,7 +38,15 @@ impl Proxy {
         config: &service_config::ServiceConfig,
         settings: ProxySettings,
     ) -> Result<Self, ProxyError> {
-        let routes = RouteTable::from_config(config)?;
+        let routes =
+            RouteTable::from_config(config, settings.api_keys.service_control_url.is_some())?;
+        let api_keys = match (&settings.api_keys.service_control_url, routes.any_api_key()) {
+            (Some(url), true) => Some(
+                crate::api_key::ApiKeyChecker::new(config.name(), url, &settings.api_keys)
+                    .map_err(|e| ProxyError::ApiKeys(e.to_string()))?,
+            ),
+            _ => None,
+        };
         let auth = if routes.any_auth() {
             Some(crate::auth::Authenticator::start(config, &settings.auth)?)
         } else {
@@ -59,6 +67,7 @@ impl Proxy {
         let state = Arc::new(State {
             routes,
             auth,
+            api_keys,
             backend,
             backend_url: settings.backend.clone(),
             healthz: settings.healthz.clone(),

@@ -22,6 +22,7 @@ pub struct ProxySettings {
     pub drain_timeout: Duration,
     pub http2: Http2Limits,
     pub auth: crate::AuthSettings,
+    pub api_keys: crate::ApiKeySettings,
 }
 
 impl ProxySettings {
@@ -37,6 +38,7 @@ impl ProxySettings {
             drain_timeout: Duration::from_secs(10),
             http2: Http2Limits::default(),
             auth: crate::AuthSettings::default(),
+            api_keys: crate::ApiKeySettings::default(),
         }
     }
 }

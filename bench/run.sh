@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# The esprit benchmark: direct, nginx, nghttpx and esprit side by side on loopback.
+#
+#   bench/run.sh [--quick] [--no-install] [--bin-dir DIR] [--only NAME,...] [--keep-workdir]
+#
+# Installs what it needs when missing (Debian: nginx, nghttp2-client for h2load and nghttp,
+# nghttp2-proxy for nghttpx; needs root), builds release binaries (`cargo build --release -p esprit
+# -p echo` into $CARGO_TARGET_DIR, default $HOME/.cache/esprit-target) unless --bin-dir names a
+# directory holding `esprit` and `echo-server`, then runs bench/harness, which writes
+# bench/results/latest.md and latest.json.
+#
+# --quick: a smoke run of a few seconds (what CI runs). Exits non-zero on a missing tool, a build
+# failure, a set-up that does not start, or any failed call, in either mode.
+set -euo pipefail
+
+repo="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$repo"
+
+quick=()
+install=1
+bin_dir=""
+harness_args=()
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --quick) quick=(--quick) ;;
+        --no-install) install=0 ;;
+        --bin-dir) bin_dir="$2"; shift ;;
+        --bin-dir=*) bin_dir="${1#*=}" ;;
+        --only) harness_args+=(--only "$2"); shift ;;
+        --only=*) harness_args+=(--only "${1#*=}") ;;
+        --keep-workdir) harness_args+=(--keep-workdir) ;;
+        -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "bench/run.sh: unknown argument: $1" >&2; exit 2 ;;
+    esac
+    shift
+done
+
+# nginx and nghttpx live in /usr/sbin, which is not on every user's PATH.
+export PATH="$PATH:/usr/sbin:/sbin"
+
+# tool -> Debian package
+declare -A package=(
+    [h2load]=nghttp2-client [nghttp]=nghttp2-client [nghttpx]=nghttp2-proxy [nginx]=nginx
+    [taskset]=util-linux [python3]=python3
+)
+missing=()
+for tool in "${!package[@]}"; do
+    command -v "$tool" >/dev/null 2>&1 || missing+=("${package[$tool]}")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
+    if [ "$install" = 1 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "installing ${missing[*]}" >&2
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
+    else
+        echo "bench/run.sh: missing packages: ${missing[*]} (install them, or run as root on" \
+            "Debian/Ubuntu without --no-install)" >&2
+        exit 1
+    fi
+    for tool in "${!package[@]}"; do
+        if ! command -v "$tool" >/dev/null 2>&1; then
+            echo "bench/run.sh: $tool still missing after installing ${package[$tool]}" >&2
+            exit 1
+        fi
+    done
+fi
+
+if [ -z "$bin_dir" ]; then
+    export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/esprit-target}"
+    echo "building release binaries into $CARGO_TARGET_DIR" >&2
+    cargo build --release --locked -p esprit -p echo
+    bin_dir="$CARGO_TARGET_DIR/release"
+fi
+
+export PYTHONPATH="$repo/bench${PYTHONPATH:+:$PYTHONPATH}"
+if [ ${#quick[@]} -gt 0 ]; then
+    # The harness's own checks (that failed gRPC calls are caught), so the smoke run cannot rot.
+    ECHO_BIN="$bin_dir/echo-server" python3 -m unittest -q harness.test_harness
+fi
+exec python3 -m harness \
+    --bin-dir "$bin_dir" --command "bench/run.sh ${quick[*]}" "${quick[@]}" \
+    ${harness_args[@]+"${harness_args[@]}"}

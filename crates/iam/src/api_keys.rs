@@ -1,0 +1,376 @@
+//! API keys: making them, hashing them for the store, and the answer of a key check.
+//!
+//! A key looks like Google's: `AIza` followed by 35 base64url characters (39 in all). Only its
+//! SHA-256 and its first 8 characters (the [`key_prefix`], to recognise it in lists and logs)
+//! are kept; the key itself is shown once, when it is made.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::{Deserialize, Serialize};
+
+use crate::ids::random_bytes;
+use crate::{IamError, Result};
+
+/// Every API key starts with this, as Google's do.
+pub const API_KEY_PREFIX: &str = "AIza";
+
+/// The random characters after [`API_KEY_PREFIX`]: 35 base64url characters, 210 bits.
+const RANDOM_CHARS: usize = 35;
+
+/// The length of an API key: `AIza` and 35 characters.
+pub const API_KEY_LEN: usize = API_KEY_PREFIX.len() + RANDOM_CHARS;
+
+/// How many leading characters of a key are kept and shown (`AIza` and 4 random ones).
+pub const SHOWN_PREFIX_LEN: usize = 8;
+
+/// The longest display name of a key, in characters (Google's `displayName` limit).
+pub const MAX_NAME_CHARS: usize = 63;
+
+/// A new API key: `AIza` and 35 base64url characters from 27 bytes of aws-lc-rs's random
+/// generator (216 bits drawn, 210 kept: the 36th character is dropped so every kept character is
+/// uniform over 64 values).
+pub fn new_api_key() -> Result<String> {
+    let bytes = random_bytes::<27>()?;
+    let mut encoded = URL_SAFE_NO_PAD.encode(bytes);
+    encoded.truncate(RANDOM_CHARS);
+    Ok(format!("{API_KEY_PREFIX}{encoded}"))
+}
+
+/// The hash the store keeps in place of a key: SHA-256 of its bytes.
+///
+/// A fast, unsalted hash is right here, unlike for passwords: an API key carries 210 random
+/// bits, so no dictionary or brute-force search over the hash is possible however fast the hash
+/// is, and an unsalted hash lets the key server find a key with one index lookup on the hash
+/// (the caller sends only the key, not its id). A slow hash would only make every check slow.
+pub fn hash_api_key(key: &str) -> [u8; 32] {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, key.as_bytes());
+    let mut hash = [0u8; 32];
+    hash.copy_from_slice(digest.as_ref());
+    hash
+}
+
+/// The part of a key that may be shown and logged: its first 8 characters, and never more than
+/// a quarter of the text (so a short secret pasted by mistake is not logged whole).
+pub fn key_prefix(key: &str) -> &str {
+    let shown = SHOWN_PREFIX_LEN.min(key.chars().count() / 4);
+    let end = key.char_indices().nth(shown).map_or(key.len(), |(i, _)| i);
+    &key[..end]
+}
+
+/// Whether `text` has the shape of an API key (so it must not be echoed in an error message).
+pub fn looks_like_api_key(text: &str) -> bool {
+    text.len() == API_KEY_LEN
+        && text.starts_with(API_KEY_PREFIX)
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// A new key id: a random UUID (version 4), the shape of Google's API key `uid`.
+pub fn new_api_key_id() -> Result<String> {
+    let mut b = random_bytes::<16>()?;
+    b[6] = (b[6] & 0x0f) | 0x40; // version 4
+    b[8] = (b[8] & 0x3f) | 0x80; // RFC 4122 variant
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    Ok(format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    ))
+}
+
+/// Checks a key's display name: at most 63 characters, no control characters, not blank.
+pub fn validate_api_key_name(name: &str) -> Result<()> {
+    let reason = if name.trim().is_empty() {
+        Some("must not be empty")
+    } else if name.chars().count() > MAX_NAME_CHARS {
+        Some("must be at most 63 characters long")
+    } else if name.chars().any(char::is_control) {
+        Some("must not contain control characters")
+    } else {
+        None
+    };
+    match reason {
+        None => Ok(()),
+        Some(reason) => Err(IamError::InvalidApiKeyName {
+            name: name.to_owned(),
+            reason,
+        }),
+    }
+}
+
+/// An API key as the store keeps it: everything but the key (only its hash is stored).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiKey {
+    /// The key's id (a UUID): what `api-keys revoke` takes and what logs name.
+    pub id: String,
+    /// The consumer project the key belongs to.
+    pub project: String,
+    /// A display name, if one was given.
+    pub name: Option<String>,
+    /// The key's first 8 characters ([`key_prefix`]), to recognise it.
+    pub prefix: String,
+    /// When it was created, seconds since the Unix epoch.
+    pub created: u64,
+    /// When it was revoked, seconds since the Unix epoch; `None` while it is valid.
+    pub revoked: Option<u64>,
+}
+
+/// What [`crate::Store::revoke_api_key`] did. Revoking is idempotent: revoking a revoked key
+/// succeeds and keeps the first revocation time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Revocation {
+    /// The key was valid and is revoked now.
+    Revoked,
+    /// The key had been revoked already, at this time (seconds since the epoch).
+    AlreadyRevoked {
+        /// The first revocation.
+        at: u64,
+    },
+}
+
+/// The answer to "is this API key valid?", the body of `POST /v1/services/{service}:check`.
+///
+/// On the wire (a contract with the proxy):
+/// - `{"valid": true, "key_id": ID, "consumer_project": PROJECT}`
+/// - `{"valid": false, "reason": "unknown"}`
+/// - `{"valid": false, "reason": "revoked", "key_id": ID}`
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "CheckWire", try_from = "CheckWire")]
+pub enum ApiKeyCheck {
+    /// The key exists and is not revoked.
+    Valid {
+        /// The key's id.
+        key_id: String,
+        /// The project that owns the key (Service Control's consumer project).
+        consumer_project: String,
+    },
+    /// No key has this hash.
+    Unknown,
+    /// The key exists and was revoked.
+    Revoked {
+        /// The key's id.
+        key_id: String,
+    },
+}
+
+impl ApiKeyCheck {
+    /// Whether the key may be used.
+    pub fn is_valid(&self) -> bool {
+        matches!(self, ApiKeyCheck::Valid { .. })
+    }
+
+    /// `valid`, `unknown` or `revoked`: the result word used in logs.
+    pub fn result_name(&self) -> &'static str {
+        match self {
+            ApiKeyCheck::Valid { .. } => "valid",
+            ApiKeyCheck::Unknown => "unknown",
+            ApiKeyCheck::Revoked { .. } => "revoked",
+        }
+    }
+
+    /// The key's id, when the key exists.
+    pub fn key_id(&self) -> Option<&str> {
+        match self {
+            ApiKeyCheck::Valid { key_id, .. } | ApiKeyCheck::Revoked { key_id } => Some(key_id),
+            ApiKeyCheck::Unknown => None,
+        }
+    }
+
+    /// The wire form, as a compact JSON string.
+    pub fn to_json(&self) -> String {
+        // Serializing strings and booleans cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// Parses the wire form (what a client of the check endpoint receives).
+    pub fn from_json(bytes: &[u8]) -> Result<ApiKeyCheck> {
+        serde_json::from_slice(bytes).map_err(IamError::CheckResponse)
+    }
+}
+
+/// The flat JSON shape of [`ApiKeyCheck`].
+#[derive(Serialize, Deserialize)]
+struct CheckWire {
+    valid: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    key_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    consumer_project: Option<String>,
+}
+
+impl From<ApiKeyCheck> for CheckWire {
+    fn from(check: ApiKeyCheck) -> CheckWire {
+        let wire = |valid, reason: Option<&str>, key_id, consumer_project| CheckWire {
+            valid,
+            reason: reason.map(str::to_owned),
+            key_id,
+            consumer_project,
+        };
+        match check {
+            ApiKeyCheck::Valid {
+                key_id,
+                consumer_project,
+            } => wire(true, None, Some(key_id), Some(consumer_project)),
+            ApiKeyCheck::Unknown => wire(false, Some("unknown"), None, None),
+            ApiKeyCheck::Revoked { key_id } => wire(false, Some("revoked"), Some(key_id), None),
+        }
+    }
+}
+
+impl TryFrom<CheckWire> for ApiKeyCheck {
+    type Error = String;
+
+    fn try_from(wire: CheckWire) -> std::result::Result<ApiKeyCheck, String> {
+        match (wire.valid, wire.reason.as_deref(), wire.key_id) {
+            (true, _, Some(key_id)) => Ok(ApiKeyCheck::Valid {
+                key_id,
+                consumer_project: wire
+                    .consumer_project
+                    .ok_or("a valid answer without consumer_project")?,
+            }),
+            (true, _, None) => Err("a valid answer without key_id".into()),
+            (false, Some("unknown"), _) => Ok(ApiKeyCheck::Unknown),
+            (false, Some("revoked"), Some(key_id)) => Ok(ApiKeyCheck::Revoked { key_id }),
+            (false, Some("revoked"), None) => Err("a revoked answer without key_id".into()),
+            (false, reason, _) => Err(format!("an invalid answer with reason {reason:?}")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::collections::HashSet;
+
+    use super::*;
+
+    #[test]
+    fn keys_look_like_googles_and_are_random() {
+        let mut seen = HashSet::new();
+        let mut chars_at = vec![HashSet::new(); API_KEY_LEN];
+        for _ in 0..200 {
+            let key = new_api_key().unwrap();
+            assert_eq!(key.len(), 39, "{key}");
+            assert!(key.starts_with("AIza"), "{key}");
+            assert!(looks_like_api_key(&key), "{key}");
+            for (i, c) in key.chars().enumerate() {
+                chars_at[i].insert(c);
+            }
+            assert!(seen.insert(key));
+        }
+        // Every random position, the last included, takes many values over 200 keys (a
+        // position fed by fewer bits, or a constant, would show here).
+        for (i, set) in chars_at.iter().enumerate().skip(4) {
+            assert!(set.len() > 30, "position {i} took only {} values", set.len());
+        }
+        // The alphabet is base64url, all of it (7,000 random characters miss one of the 64
+        // with probability about 64 * e^-109).
+        let all: HashSet<char> = chars_at.iter().flatten().copied().collect();
+        assert!(all.contains(&'-') && all.contains(&'_'));
+        assert!(all.iter().all(|c| c.is_ascii_alphanumeric() || "-_".contains(*c)));
+        assert_eq!(all.len(), 64);
+    }
+
+    #[test]
+    fn prefixes_show_eight_characters_at_most_a_quarter() {
+        let key = "AIzaSyD-abcdefghijklmnopqrstuvwxyz01234";
+        assert_eq!(key.len(), 39);
+        assert_eq!(key_prefix(key), "AIzaSyD-");
+        assert_eq!(key_prefix("short-secret"), "sho");
+        assert_eq!(key_prefix("abc"), "");
+        assert_eq!(key_prefix(""), "");
+        assert_eq!(key_prefix("éééééééééééééééééééééééééééééééééééééééé"), "éééééééé");
+    }
+
+    #[test]
+    fn the_hash_is_sha256_of_the_key() {
+        // SHA-256("abc"), FIPS 180-2 appendix B.1.
+        let want = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+        let got: String = hash_api_key("abc")
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn ids_are_uuid_v4() {
+        let id = new_api_key_id().unwrap();
+        assert_eq!(id.len(), 36);
+        let parts: Vec<&str> = id.split('-').collect();
+        assert_eq!(
+            parts.iter().map(|p| p.len()).collect::<Vec<_>>(),
+            [8, 4, 4, 4, 12]
+        );
+        assert!(parts[2].starts_with('4'));
+        assert!(matches!(parts[3].as_bytes()[0], b'8' | b'9' | b'a' | b'b'));
+        assert_ne!(id, new_api_key_id().unwrap());
+        assert!(!looks_like_api_key(&id));
+    }
+
+    #[test]
+    fn names_are_checked() {
+        assert!(validate_api_key_name("Bookstore web client").is_ok());
+        assert!(validate_api_key_name(&"n".repeat(63)).is_ok());
+        for bad in ["", "  ", "a\nb", &"n".repeat(64)] {
+            assert!(
+                matches!(
+                    validate_api_key_name(bad),
+                    Err(IamError::InvalidApiKeyName { .. })
+                ),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn check_answers_round_trip_in_the_wire_format() {
+        let table = [
+            (
+                ApiKeyCheck::Valid {
+                    key_id: "k1".into(),
+                    consumer_project: "my-project".into(),
+                },
+                r#"{"valid":true,"key_id":"k1","consumer_project":"my-project"}"#,
+            ),
+            (
+                ApiKeyCheck::Unknown,
+                r#"{"valid":false,"reason":"unknown"}"#,
+            ),
+            (
+                ApiKeyCheck::Revoked {
+                    key_id: "k2".into(),
+                },
+                r#"{"valid":false,"reason":"revoked","key_id":"k2"}"#,
+            ),
+        ];
+        for (check, json) in table {
+            assert_eq!(check.to_json(), json);
+            assert_eq!(ApiKeyCheck::from_json(json.as_bytes()).unwrap(), check);
+        }
+        for bad in [
+            r#"{"valid":true}"#,
+            r#"{"valid":true,"key_id":"k"}"#,
+            r#"{"valid":false}"#,
+            r#"{"valid":false,"reason":"revoked"}"#,
+            r#"{"valid":false,"reason":"expired","key_id":"k"}"#,
+            r#"{"reason":"unknown"}"#,
+            "[]",
+        ] {
+            assert!(
+                matches!(
+                    ApiKeyCheck::from_json(bad.as_bytes()),
+                    Err(IamError::CheckResponse(_))
+                ),
+                "{bad}"
+            );
+        }
+    }
+}

@@ -1,0 +1,142 @@
+//! `POST /v1/services/{service}:check`: is this API key valid? The key server's stand-in for
+//! Google Service Control's check, answering the proxy.
+//!
+//! Request: `content-type: application/json`, body `{"api_key": KEY}` of at most
+//! [`CHECK_BODY_LIMIT`] bytes (other members are ignored). Answer: 200 with the
+//! [`ApiKeyCheck`] JSON and `Cache-Control: no-store` (the proxy decides how long to cache).
+//! Errors: 400 (not JSON, or no string `api_key`), 408 (body not received in 10 s), 413 (body
+//! too large), 415 (not `application/json`), 500 (store failure), all as Google's JSON error.
+//!
+//! Any project's key is valid for any service: `{service}` is only logged. (Google checks that
+//! the consumer project has the service enabled; esprit has no such registry.) The key is never
+//! logged: the log line has the service, the key id (when the key exists), the key's 8-character
+//! prefix and the result.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Limited};
+use hyper::body::Incoming;
+use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::{Request, Response, StatusCode};
+use serde::Deserialize;
+
+use super::{Body, error_response, json_response};
+use crate::api_keys::{ApiKeyCheck, key_prefix};
+use crate::store::Store;
+
+/// The largest check request body accepted, bytes (a key is 39).
+pub const CHECK_BODY_LIMIT: usize = 8 * 1024;
+
+/// How long the body of a check may take to arrive.
+const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Deserialize)]
+struct CheckRequest {
+    api_key: String,
+}
+
+fn is_json(request: &Request<Incoming>) -> bool {
+    request
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"))
+}
+
+fn too_large() -> Response<Body> {
+    error_response(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        &format!("Request body larger than {CHECK_BODY_LIMIT} bytes"),
+    )
+}
+
+/// The API key in the request's body, or the error answer.
+async fn read_key(request: Request<Incoming>) -> Result<String, Response<Body>> {
+    if !is_json(&request) {
+        return Err(error_response(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Content-Type must be application/json",
+        ));
+    }
+    let declared = request
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > CHECK_BODY_LIMIT as u64) {
+        return Err(too_large());
+    }
+    let body = Limited::new(request.into_body(), CHECK_BODY_LIMIT);
+    let bytes: Bytes = match tokio::time::timeout(BODY_TIMEOUT, body.collect()).await {
+        Err(_elapsed) => {
+            return Err(error_response(
+                StatusCode::REQUEST_TIMEOUT,
+                "Request body not received in time",
+            ));
+        }
+        Ok(Err(err)) if err.is::<http_body_util::LengthLimitError>() => return Err(too_large()),
+        Ok(Err(err)) => {
+            tracing::debug!(error = %err, "API key check body could not be read");
+            return Err(error_response(
+                StatusCode::BAD_REQUEST,
+                "Request body could not be read",
+            ));
+        }
+        Ok(Ok(collected)) => collected.to_bytes(),
+    };
+    // The parser's message is not passed on: it could quote the body, i.e. the key.
+    serde_json::from_slice::<CheckRequest>(&bytes)
+        .map(|r| r.api_key)
+        .map_err(|err| {
+            let what = match err.classify() {
+                serde_json::error::Category::Data => "a JSON object with a string \"api_key\"",
+                _ => "valid JSON",
+            };
+            error_response(
+                StatusCode::BAD_REQUEST,
+                &format!("Request body must be {what}: {{\"api_key\": \"...\"}}"),
+            )
+        })
+}
+
+/// Answers a check for `service` from the store.
+pub(super) async fn handle(
+    store: Arc<Mutex<Store>>,
+    service: String,
+    request: Request<Incoming>,
+) -> Response<Body> {
+    let key = match read_key(request).await {
+        Ok(key) => key,
+        Err(response) => return response,
+    };
+    let prefix = key_prefix(&key).to_owned();
+    let looked_up = tokio::task::spawn_blocking(move || {
+        let store = store
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        store.check_api_key(&key)
+    })
+    .await;
+    let check: ApiKeyCheck = match looked_up {
+        Ok(Ok(check)) => check,
+        Ok(Err(err)) => {
+            tracing::error!(error = %err, source = ?std::error::Error::source(&err), %service, "API key check failed in the store");
+            return error_response(StatusCode::INTERNAL_SERVER_ERROR, "Internal error");
+        }
+        Err(err) => {
+            tracing::error!(error = %err, %service, "API key check task failed");
+            return error_response(StatusCode::INTERNAL_SERVER_ERROR, "Internal error");
+        }
+    };
+    tracing::info!(
+        %service,
+        key_id = check.key_id().unwrap_or("-"),
+        key_prefix = %prefix,
+        result = check.result_name(),
+        "API key check"
+    );
+    json_response(StatusCode::OK, check.to_json(), "no-store")
+}
