@@ -104,9 +104,13 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
                 args.service_config.display()
             )
         })?;
-    let routes = proxy::RouteTable::from_config(&config)
-        .with_context(|| format!("refusing to serve {}", args.service_config.display()))?;
-    tracing::info!(service = config.name(), config_id = %config.id(), methods = routes.len(), "service config loaded");
+    tracing::info!(
+        service = config.name(),
+        config_id = %config.id(),
+        methods = config.methods().len(),
+        providers = config.providers().len(),
+        "service config loaded"
+    );
 
     let mut settings = proxy::ProxySettings::new(args.listen, args.backend);
     settings.backend_ca = args.backend_ca;

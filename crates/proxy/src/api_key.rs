@@ -86,9 +86,13 @@ pub fn find_api_key<'r>(
 /// What the key server said about a key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum KeyVerdict {
-    Valid { consumer_project: Arc<str> },
+    Valid {
+        consumer_project: Arc<str>,
+    },
     /// Unknown or revoked (the reason is for logs).
-    Invalid { reason: Arc<str> },
+    Invalid {
+        reason: Arc<str>,
+    },
 }
 
 /// Why a key could not be checked (never cached: the next call asks again).
@@ -127,7 +131,11 @@ impl moka::Expiry<Box<str>, KeyVerdict> for VerdictExpiry {
 const MAX_ANSWER_BYTES: usize = 16 * 1024;
 
 impl ApiKeyChecker {
-    pub(crate) fn new(service: &str, base_url: &str, settings: &ApiKeySettings) -> Result<Self, CheckFailed> {
+    pub(crate) fn new(
+        service: &str,
+        base_url: &str,
+        settings: &ApiKeySettings,
+    ) -> Result<Self, CheckFailed> {
         let client = reqwest::Client::builder()
             .no_proxy()
             // The key server is configured by URL: a redirect is an error, not a hint.
@@ -162,9 +170,7 @@ impl ApiKeyChecker {
     /// The verdict for `key`: from the cache, or one request shared by every concurrent caller
     /// asking about the same key.
     pub(crate) async fn check(&self, key: &str) -> Result<KeyVerdict, Arc<CheckFailed>> {
-        self.cache
-            .try_get_with(Box::from(key), self.ask(key))
-            .await
+        self.cache.try_get_with(Box::from(key), self.ask(key)).await
     }
 
     async fn ask(&self, key: &str) -> Result<KeyVerdict, CheckFailed> {
@@ -181,11 +187,12 @@ impl ApiKeyChecker {
         }
         let mut body = Vec::new();
         let mut response = response;
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|e| CheckFailed(format!("reading the key server's answer: {}", without_url(&e))))?
-        {
+        while let Some(chunk) = response.chunk().await.map_err(|e| {
+            CheckFailed(format!(
+                "reading the key server's answer: {}",
+                without_url(&e)
+            ))
+        })? {
             body.extend_from_slice(&chunk);
             if body.len() > MAX_ANSWER_BYTES {
                 return Err(CheckFailed("key server answer too large".into()));
@@ -198,12 +205,21 @@ impl ApiKeyChecker {
                 let project = answer
                     .get("consumer_project")
                     .and_then(serde_json::Value::as_str)
-                    .ok_or_else(|| CheckFailed("key server answer lacks consumer_project".into()))?;
-                Ok(KeyVerdict::Valid { consumer_project: Arc::from(project) })
+                    .ok_or_else(|| {
+                        CheckFailed("key server answer lacks consumer_project".into())
+                    })?;
+                Ok(KeyVerdict::Valid {
+                    consumer_project: Arc::from(project),
+                })
             }
             Some(false) => {
-                let reason = answer.get("reason").and_then(serde_json::Value::as_str).unwrap_or("invalid");
-                Ok(KeyVerdict::Invalid { reason: Arc::from(reason) })
+                let reason = answer
+                    .get("reason")
+                    .and_then(serde_json::Value::as_str)
+                    .unwrap_or("invalid");
+                Ok(KeyVerdict::Invalid {
+                    reason: Arc::from(reason),
+                })
             }
             None => Err(CheckFailed("key server answer lacks \"valid\"".into())),
         }
@@ -245,7 +261,11 @@ mod tests {
             for (k, v) in *headers {
                 map.insert(*k, v.parse().unwrap());
             }
-            assert_eq!(find_api_key(&defaults, &map, &uri).as_deref(), *want, "{uri}");
+            assert_eq!(
+                find_api_key(&defaults, &map, &uri).as_deref(),
+                *want,
+                "{uri}"
+            );
         }
     }
 
@@ -256,6 +276,9 @@ mod tests {
         let mut map = http::HeaderMap::new();
         map.insert("x-my-key", "mine".parse().unwrap());
         map.insert("x-api-key", "default".parse().unwrap());
-        assert_eq!(find_api_key(&locations, &map, &uri).as_deref(), Some("mine"));
+        assert_eq!(
+            find_api_key(&locations, &map, &uri).as_deref(),
+            Some("mine")
+        );
     }
 }

@@ -92,7 +92,9 @@ pub(crate) async fn handle(
     // ESPv2's filter order: JWT first, then the API key (Service Control).
     if let Some(locations) = &route.api_key {
         let Some(checker) = &state.api_keys else {
-            return Ok(Rejection::Internal("API-key checking is not configured").into_response(grpc, log));
+            return Ok(
+                Rejection::Internal("API-key checking is not configured").into_response(grpc, log)
+            );
         };
         let Some(key) = crate::api_key::find_api_key(locations, &parts.headers, &parts.uri) else {
             log.set_api_key_outcome("missing");
@@ -106,7 +108,8 @@ pub(crate) async fn handle(
                         parts.headers.insert(CONSUMER_PROJECT, value);
                     }
                     Err(_) => {
-                        let rejection = Rejection::Internal("consumer project is not a header value");
+                        let rejection =
+                            Rejection::Internal("consumer project is not a header value");
                         return Ok(rejection.into_response(grpc, log));
                     }
                 }

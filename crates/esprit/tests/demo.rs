@@ -1,0 +1,194 @@
+//! `esprit demo` run as a user runs it: the built binary, its transcript, its exit status, and
+//! that it leaves nothing behind; `--keep-running` serves real calls until SIGTERM.
+
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
+use std::io::{BufRead as _, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bookstore::pb::bookstore_client::BookstoreClient;
+use tonic::Request;
+
+/// Generous for a loaded 2-core machine; the demo takes about a second once built.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+fn demo(workdir: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_esprit"));
+    command
+        .arg("demo")
+        .arg("--workdir")
+        .arg(workdir)
+        .env_remove("RUST_LOG")
+        .env_remove("ESPRIT_IAM_STORE")
+        .env_remove("ESPRIT_IAM_BASE_URL");
+    command
+}
+
+fn assert_empty_dir(dir: &Path) {
+    let left: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(left.is_empty(), "the demo left {left:?} behind");
+}
+
+#[test]
+fn demo_shows_the_tutorials_outcomes_and_leaves_nothing_behind() {
+    let parent = tempfile::tempdir().unwrap();
+    // A --workdir that does not exist yet: the demo creates it and removes only its own files.
+    let workdir = parent.path().join("work");
+    let started = Instant::now();
+    let out = demo(&workdir).output().unwrap();
+    let elapsed = started.elapsed();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        out.status.success(),
+        "esprit demo failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    assert!(elapsed < PATIENCE, "the demo took {elapsed:?}");
+
+    // The commands a user would type, in the tutorial's order.
+    let commands = [
+        "$ esprit iam accounts create bookstore-client --project consumer-project",
+        "bookstore-client@consumer-project.iam.gserviceaccount.com",
+        "$ esprit iam keys create bookstore-client@consumer-project.iam.gserviceaccount.com --out ",
+        "$ esprit iam serve --listen 127.0.0.1:",
+        "$ bookstore-server --host 127.0.0.1 --port ",
+        "  - id: google_service_account",
+        "    issuer: bookstore-client@consumer-project.iam.gserviceaccount.com",
+        "/robot/v1/metadata/x509/bookstore-client@consumer-project.iam.gserviceaccount.com",
+        "$ esprit proxy --service-config ",
+        "$ JWT_TOKEN=$(esprit token --key-file ",
+        "$ esprit iam accounts create other-client --project other-project",
+        "$ bookstore-client --port ",
+    ];
+    let mut from = 0;
+    for want in commands {
+        let at = stdout[from..]
+            .find(want)
+            .unwrap_or_else(|| panic!("{want:?} missing or out of order in:\n{stdout}"));
+        from += at;
+    }
+
+    // The outcomes: the shelves with the token; the three rejections with code and message.
+    for want in [
+        "shelf 1: Fiction\nshelf 2: Fantasy\n  -> as expected: the shelves",
+        "# without a token\nerror: UNAUTHENTICATED: Jwt is missing\n  -> as expected",
+        "# other-client@other-project.iam.gserviceaccount.com\n\
+         error: UNAUTHENTICATED: Jwt issuer is not configured\n  -> as expected",
+        "posing as bookstore-client@consumer-project.iam.gserviceaccount.com\n\
+         error: UNAUTHENTICATED: Jwks doesn't have key to match kid or alg from Jwt\n  -> as expected",
+    ] {
+        assert!(stdout.contains(want), "{want:?} missing in:\n{stdout}");
+    }
+    assert_eq!(stdout.matches("  -> as expected").count(), 4, "{stdout}");
+    assert!(!stdout.contains("UNEXPECTED"), "{stdout}");
+
+    // The token is shown (it is the point of the demo); private keys never are.
+    let token = stdout
+        .lines()
+        .skip_while(|l| *l != "$ echo $JWT_TOKEN")
+        .nth(1)
+        .unwrap();
+    assert_eq!(token.split('.').count(), 3, "{token:?}");
+    for text in [&stdout, &stderr] {
+        assert!(!text.contains("PRIVATE KEY"), "{text}");
+        assert!(!text.contains("private_key"), "{text}");
+    }
+
+    assert_empty_dir(&workdir);
+}
+
+/// Reads stdout lines until the one starting with `prefix`; returns every line read.
+fn read_until(lines: &mut impl Iterator<Item = String>, prefix: &str) -> Vec<String> {
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let done = line.starts_with(prefix);
+        seen.push(line);
+        if done {
+            return seen;
+        }
+    }
+    panic!("{prefix:?} never came; output:\n{}", seen.join("\n"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_running_serves_calls_until_sigterm_then_cleans_up() {
+    let workdir = tempfile::tempdir().unwrap();
+    let mut child = demo(workdir.path())
+        .arg("--keep-running")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            if lines_tx.send(line.unwrap()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut lines = std::iter::from_fn(|| lines_rx.recv_timeout(PATIENCE).ok());
+    let shown = read_until(&mut lines, "$ curl -s http://").join("\n");
+    assert!(shown.contains("# The stack stays up until Ctrl-C"), "{shown}");
+    let proxy_port: u16 = shown
+        .lines()
+        .find_map(|l| l.strip_prefix("#   proxy       127.0.0.1:"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let token = shown
+        .lines()
+        .find_map(|l| l.strip_prefix("$ JWT_TOKEN="))
+        .unwrap()
+        .to_owned();
+    assert!(shown.contains(&format!(
+        "$ bookstore-client --port {proxy_port} --auth_token $JWT_TOKEN list-shelves"
+    )));
+    assert!(shown.contains("$ esprit token inspect $JWT_TOKEN --service-config "));
+    // The key file the printed commands use is there while the stack runs.
+    let key_file = shown
+        .lines()
+        .find_map(|l| l.strip_prefix("#   key file    "))
+        .unwrap();
+    assert!(Path::new(key_file).is_file(), "{key_file}");
+
+    // The stack answers calls made from outside the process, with and without the token.
+    let mut client = BookstoreClient::connect(format!("http://127.0.0.1:{proxy_port}"))
+        .await
+        .unwrap();
+    let mut request = Request::new(());
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().unwrap(),
+    );
+    let shelves = client.list_shelves(request).await.unwrap().into_inner();
+    assert_eq!(shelves.shelves.len(), 2);
+    let status = client.list_shelves(Request::new(())).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unauthenticated);
+    assert_eq!(status.message(), "Jwt is missing");
+    drop(client);
+
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(started.elapsed() < PATIENCE, "still running after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let rest: Vec<String> = lines.collect();
+    assert!(status.success(), "{status}; output after SIGTERM: {rest:?}");
+    assert!(rest.iter().any(|l| l == "Stopping."), "{rest:?}");
+    assert_empty_dir(workdir.path());
+}
