@@ -60,7 +60,7 @@ fn demo_shows_the_tutorials_outcomes_and_leaves_nothing_behind() {
         "$ bookstore-server --host 127.0.0.1 --port ",
         "  - id: google_service_account",
         "    issuer: bookstore-client@consumer-project.iam.gserviceaccount.com",
-        "/robot/v1/metadata/x509/bookstore-client@consumer-project.iam.gserviceaccount.com",
+        "/robot/v1/metadata/x509/bookstore-client%40consumer-project.iam.gserviceaccount.com",
         "$ esprit proxy --service-config ",
         "$ JWT_TOKEN=$(esprit token --key-file ",
         "$ esprit iam accounts create other-client --project other-project",

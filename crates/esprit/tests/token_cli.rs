@@ -24,30 +24,7 @@ use tokio::sync::oneshot;
 
 const AUD: &str = "bookstore.endpoints.my-project.cloud.goog";
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// `$ESPRIT_PY`, else the venv python that `scripts/python-env.sh` prepares and prints.
-fn python() -> PathBuf {
-    if let Some(python) = std::env::var_os("ESPRIT_PY") {
-        return PathBuf::from(python);
-    }
-    let script = repo_root().join("scripts/python-env.sh");
-    let out = std::process::Command::new("bash")
-        .arg(&script)
-        .output()
-        .unwrap_or_else(|err| panic!("running {}: {err}", script.display()));
-    assert!(
-        out.status.success(),
-        "{} failed ({}):\n{}",
-        script.display(),
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    PathBuf::from(stdout.lines().last().unwrap().trim())
-}
+use testkit::{python, repo_root};
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8(bytes.to_vec()).expect("utf-8 output")

@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use bookstore::pb::bookstore_server::BookstoreServer;
@@ -12,30 +12,7 @@ use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Status};
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// `$ESPRIT_PY`, else the venv python that `scripts/python-env.sh` prepares and prints.
-fn python() -> PathBuf {
-    if let Some(python) = std::env::var_os("ESPRIT_PY") {
-        return PathBuf::from(python);
-    }
-    let script = repo_root().join("scripts/python-env.sh");
-    let out = std::process::Command::new("bash")
-        .arg(&script)
-        .output()
-        .unwrap_or_else(|err| panic!("running {}: {err}", script.display()));
-    assert!(
-        out.status.success(),
-        "{} failed ({}):\n{}",
-        script.display(),
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    PathBuf::from(stdout.lines().last().unwrap().trim())
-}
+use testkit::{python, repo_root};
 
 /// Runs the interop script; returns (exit code, stdout, stderr).
 async fn interop(python: &Path, target: &str, args: &[&str]) -> (Option<i32>, String, String) {

@@ -20,7 +20,6 @@ use http_body_util::{BodyExt as _, Limited};
 use hyper::body::Incoming;
 use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::{Request, Response, StatusCode};
-use serde::Deserialize;
 
 use super::{Body, error_response, json_response};
 use crate::api_keys::{ApiKeyCheck, key_prefix};
@@ -31,11 +30,6 @@ pub const CHECK_BODY_LIMIT: usize = 8 * 1024;
 
 /// How long the body of a check may take to arrive.
 const BODY_TIMEOUT: Duration = Duration::from_secs(10);
-
-#[derive(Deserialize)]
-struct CheckRequest {
-    api_key: String,
-}
 
 fn is_json(request: &Request<Incoming>) -> bool {
     request
@@ -87,19 +81,26 @@ async fn read_key(request: Request<Incoming>) -> Result<String, Response<Body>> 
         }
         Ok(Ok(collected)) => collected.to_bytes(),
     };
-    // The parser's message is not passed on: it could quote the body, i.e. the key.
-    serde_json::from_slice::<CheckRequest>(&bytes)
-        .map(|r| r.api_key)
-        .map_err(|err| {
-            let what = match err.classify() {
-                serde_json::error::Category::Data => "a JSON object with a string \"api_key\"",
-                _ => "valid JSON",
-            };
-            error_response(
-                StatusCode::BAD_REQUEST,
-                &format!("Request body must be {what}: {{\"api_key\": \"...\"}}"),
-            )
-        })
+    // An object is required (serde's derived structs would also take `["KEY"]`), members other
+    // than `api_key` are ignored. The parser's message is not passed on: it could quote the body,
+    // i.e. the key.
+    let object = serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&bytes);
+    let key = match object {
+        Ok(mut object) => match object.remove("api_key") {
+            Some(serde_json::Value::String(key)) => Ok(key),
+            _ => Err("a JSON object with a string \"api_key\""),
+        },
+        Err(err) if err.classify() == serde_json::error::Category::Data => {
+            Err("a JSON object with a string \"api_key\"")
+        }
+        Err(_) => Err("valid JSON"),
+    };
+    key.map_err(|what| {
+        error_response(
+            StatusCode::BAD_REQUEST,
+            &format!("Request body must be {what}: {{\"api_key\": \"...\"}}"),
+        )
+    })
 }
 
 /// Answers a check for `service` from the store.

@@ -1,0 +1,498 @@
+//! Google's "Authentication Between Services" tutorial end to end with the real pieces: accounts
+//! and key files made by the `esprit iam` CLI, the key server (`iam::serve`), the Bookstore and
+//! the proxy in-process on `127.0.0.1:0`, tokens signed by Python's google-auth, and a tonic
+//! Bookstore client calling through the proxy. Then what happens to a key's tokens when the key
+//! is disabled, enabled, deleted or newly created.
+
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bookstore::pb::bookstore_client::BookstoreClient;
+use serde_json::json;
+use service_config::Descriptor;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tonic::{Code, Request, Status};
+
+const SERVICE: &str = "bookstore.endpoints.producer-project.cloud.goog";
+const JWKS_MISSING_KID: &str = "Jwks doesn't have key to match kid or alg from Jwt";
+/// How long a change may take to show: generous for a loaded 2-core machine.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// The tutorial's `api_config_auth.yaml`, pointed at the local key server. API keys are not
+/// checked here: every method allows unregistered calls.
+fn tutorial_config(issuer: &str, jwks_uri: &str) -> service_config::ServiceConfig {
+    let yaml = format!(
+        r#"
+type: google.api.Service
+config_version: 3
+name: {SERVICE}
+apis:
+- name: endpoints.examples.bookstore.Bookstore
+authentication:
+  providers:
+  - id: google_service_account
+    issuer: {issuer}
+    jwks_uri: {jwks_uri}
+  rules:
+  - selector: "*"
+    requirements:
+      - provider_id: google_service_account
+usage:
+  rules:
+  - selector: "*"
+    allow_unregistered_calls: true
+"#
+    );
+    let descriptor = Descriptor::from_file_descriptor_set(bookstore::FILE_DESCRIPTOR_SET).unwrap();
+    service_config::from_yaml(&yaml, descriptor).unwrap()
+}
+
+/// `esprit ARGS` (blocking on a worker thread); asserts success and returns stdout, trimmed.
+async fn esprit(args: Vec<String>) -> String {
+    tokio::task::spawn_blocking(move || {
+        let out = Command::new(env!("CARGO_BIN_EXE_esprit"))
+            .args(&args)
+            .env_remove("ESPRIT_IAM_STORE")
+            .env_remove("ESPRIT_IAM_BASE_URL")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "esprit {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    })
+    .await
+    .unwrap()
+}
+
+/// A Python script from `tests/python`; asserts success and returns its last stdout line.
+async fn python(script: &'static str, args: Vec<String>) -> String {
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = testkit::run_python(script, &args);
+        testkit::assert_success(script, &out);
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        stdout.lines().last().unwrap().trim().to_owned()
+    })
+    .await
+    .unwrap()
+}
+
+/// One service account in the IAM store, with the key server, the Bookstore and the proxy.
+struct Stack {
+    dir: tempfile::TempDir,
+    store: PathBuf,
+    key_server: String,
+    email: String,
+    proxy: SocketAddr,
+    stops: Vec<oneshot::Sender<()>>,
+    _bookstore: bookstore::RunningServer,
+}
+
+impl Stack {
+    /// Creates the consumer account and `keys` keys with the CLI, then starts the key server,
+    /// the Bookstore and a proxy with the tutorial's config and `tune`d settings.
+    async fn start(keys: usize, tune: impl FnOnce(&mut proxy::ProxySettings)) -> (Stack, Vec<Key>) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("iam.db");
+        let iam_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let key_server = format!("http://{}", iam_listener.local_addr().unwrap());
+        let email = esprit(args(&[
+            "iam",
+            "accounts",
+            "create",
+            "bookstore-client",
+            "--project",
+            "consumer-project",
+            "--store",
+            &store.to_string_lossy(),
+        ]))
+        .await;
+        assert_eq!(
+            email,
+            "bookstore-client@consumer-project.iam.gserviceaccount.com"
+        );
+        let mut stack = Stack {
+            dir,
+            store,
+            key_server,
+            email,
+            proxy: "127.0.0.1:0".parse().unwrap(),
+            stops: Vec::new(),
+            _bookstore: start_bookstore().await,
+        };
+        let mut created = Vec::new();
+        for i in 0..keys {
+            created.push(stack.create_key(&format!("key{i}.json")).await);
+        }
+
+        let (stop, stopped) = oneshot::channel::<()>();
+        let store_path = stack.store.clone();
+        tokio::spawn(async move {
+            iam::serve(iam_listener, &store_path, async {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
+        });
+        stack.stops.push(stop);
+
+        let jwks_uri = format!(
+            "{}/robot/v1/metadata/x509/{}",
+            stack.key_server, stack.email
+        );
+        let config = tutorial_config(&stack.email, &jwks_uri);
+        let backend = format!("grpc://{}", stack._bookstore.addr()).parse().unwrap();
+        let mut settings = proxy::ProxySettings::new("127.0.0.1:0".parse().unwrap(), backend);
+        tune(&mut settings);
+        let proxy = proxy::Proxy::bind(&config, settings).await.unwrap();
+        stack.proxy = proxy.local_addr();
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(proxy.serve(async {
+            let _ = stopped.await;
+        }));
+        stack.stops.push(stop);
+        (stack, created)
+    }
+
+    fn store_arg(&self) -> String {
+        self.store.to_string_lossy().into_owned()
+    }
+
+    /// `esprit iam keys create EMAIL --out FILE --issuer-base-url KEY_SERVER`.
+    async fn create_key(&self, file: &str) -> Key {
+        let path = self.dir.path().join(file);
+        let id = esprit(args(&[
+            "iam",
+            "keys",
+            "create",
+            &self.email,
+            "--out",
+            &path.to_string_lossy(),
+            "--issuer-base-url",
+            &self.key_server,
+            "--store",
+            &self.store_arg(),
+        ]))
+        .await;
+        assert_eq!(id.len(), 40, "{id}");
+        Key { id, file: path }
+    }
+
+    /// `esprit iam keys VERB EMAIL KEY_ID`.
+    async fn key_command(&self, verb: &str, key: &Key) {
+        esprit(args(&[
+            "iam",
+            "keys",
+            verb,
+            &self.email,
+            &key.id,
+            "--store",
+            &self.store_arg(),
+        ]))
+        .await;
+    }
+
+    /// ListShelves through the proxy with `token`; the number of shelves or the error.
+    async fn list_shelves(&self, token: &str) -> Result<usize, Status> {
+        let mut client = BookstoreClient::connect(format!("http://{}", self.proxy))
+            .await
+            .unwrap();
+        let mut request = Request::new(());
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        request.set_timeout(Duration::from_secs(10));
+        client
+            .list_shelves(request)
+            .await
+            .map(|r| r.into_inner().shelves.len())
+    }
+
+    /// Calls with a never-seen token of `key` (so the verified-token cache cannot answer) until
+    /// the outcome is `want`; fails after [`PATIENCE`].
+    async fn wait_until(&self, key: &Key, want: Outcome, what: &str) -> Duration {
+        let started = Instant::now();
+        loop {
+            let got = self.list_shelves(&fresh_token(key, &self.email)).await;
+            if want.matches(&got) {
+                return started.elapsed();
+            }
+            assert!(
+                started.elapsed() < PATIENCE,
+                "{what}: still {got:?} after {PATIENCE:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        for stop in self.stops.drain(..) {
+            let _ = stop.send(());
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Outcome {
+    Accepted,
+    Rejected(&'static str),
+}
+
+impl Outcome {
+    fn matches(self, got: &Result<usize, Status>) -> bool {
+        match (self, got) {
+            (Outcome::Accepted, Ok(shelves)) => *shelves == 2,
+            (Outcome::Rejected(message), Err(status)) => {
+                status.code() == Code::Unauthenticated && status.message() == message
+            }
+            _ => false,
+        }
+    }
+
+    #[track_caller]
+    fn assert(self, got: &Result<usize, Status>, what: &str) {
+        assert!(self.matches(got), "{what}: wanted {self:?}, got {got:?}");
+    }
+}
+
+/// A key made by `esprit iam keys create`: its id and key file.
+struct Key {
+    id: String,
+    file: PathBuf,
+}
+
+fn args(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| (*s).to_owned()).collect()
+}
+
+async fn start_bookstore() -> bookstore::RunningServer {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let store = bookstore::Store::open(&bookstore::DbLocation::Memory).unwrap();
+    bookstore::RunningServer::start(listener, Arc::new(store)).unwrap()
+}
+
+/// A token signed with `key`'s key file that no call has carried before (a unique `jti`), so
+/// the proxy must find the key and check the signature.
+fn fresh_token(key: &Key, issuer: &str) -> String {
+    static SERIAL: AtomicU64 = AtomicU64::new(0);
+    let json = std::fs::read_to_string(&key.file).unwrap();
+    let account = jose::ServiceAccountKey::from_json(&json).unwrap();
+    let signer = jose::Signer::from_service_account(&account).unwrap();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let claims = json!({
+        "iss": issuer, "sub": issuer, "aud": SERVICE, "iat": now, "exp": now + 3600,
+        "jti": format!("fresh-{}", SERIAL.fetch_add(1, Ordering::Relaxed)),
+    });
+    signer
+        .sign_jwt(
+            Some(&account.private_key_id),
+            signer.default_algorithm(),
+            &claims,
+        )
+        .unwrap()
+}
+
+fn path_arg(path: &Path) -> String {
+    path.to_string_lossy().into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn google_auth_reads_our_key_files_and_its_tokens_pass_the_proxy() {
+    let (stack, keys) = Stack::start(1, |_| {}).await;
+    let key = &keys[0];
+
+    // google.oauth2.service_account.Credentials.from_service_account_file reads the key file
+    // (email, project, key id checked by the script), and google.auth.jwt.encode signs with it.
+    let credentials_token = python(
+        "iam_keyfile_sign.py",
+        vec![path_arg(&key.file), SERVICE.to_owned()],
+    )
+    .await;
+    // The tutorial's generate-jwt.py: RSASigner.from_service_account_file + jwt.encode.
+    let tutorial_token = python(
+        "mint_token.py",
+        args(&[
+            "google-auth",
+            &path_arg(&key.file),
+            "--issuer",
+            &stack.email,
+            "--audience",
+            SERVICE,
+        ]),
+    )
+    .await;
+    // And `esprit token`, the same step without Python.
+    let esprit_token = esprit(args(&[
+        "token",
+        "--key-file",
+        &path_arg(&key.file),
+        "--audiences",
+        SERVICE,
+    ]))
+    .await;
+    for (what, token) in [
+        ("google-auth Credentials", &credentials_token),
+        ("google-auth RSASigner (generate-jwt.py)", &tutorial_token),
+        ("esprit token", &esprit_token),
+    ] {
+        Outcome::Accepted.assert(&stack.list_shelves(token).await, what);
+    }
+
+    // A google-auth token from another account's key file that claims to be the consumer:
+    // rejected.
+    let other_dir = tempfile::tempdir().unwrap();
+    let other_store = path_arg(&other_dir.path().join("other.db"));
+    let other_email = esprit(args(&[
+        "iam",
+        "accounts",
+        "create",
+        "other-client",
+        "--project",
+        "other-project",
+        "--store",
+        &other_store,
+    ]))
+    .await;
+    let other_file = path_arg(&other_dir.path().join("other.json"));
+    esprit(args(&[
+        "iam",
+        "keys",
+        "create",
+        &other_email,
+        "--out",
+        &other_file,
+        "--store",
+        &other_store,
+    ]))
+    .await;
+    let forged = python(
+        "mint_token.py",
+        args(&[
+            "google-auth",
+            &other_file,
+            "--issuer",
+            &stack.email,
+            "--audience",
+            SERVICE,
+        ]),
+    )
+    .await;
+    Outcome::Rejected(JWKS_MISSING_KID).assert(
+        &stack.list_shelves(&forged).await,
+        "another account's key posing as the consumer",
+    );
+}
+
+/// Disabling, enabling and deleting a key, with the key cache refreshed every 0.8 s
+/// (`cache_duration` 1 s): tokens of a withdrawn key are rejected once the proxy refetches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disabled_and_deleted_keys_stop_verifying_once_the_key_cache_refreshes() {
+    let (stack, keys) = Stack::start(2, |s| {
+        s.auth.jwks.cache_duration = Duration::from_secs(1);
+        s.auth.jwks.refetch_interval = Duration::from_secs(1);
+        s.auth.jwks.max_stale = Duration::from_secs(2);
+    })
+    .await;
+    let (k1, k2) = (&keys[0], &keys[1]);
+    // Both keys work (the first call may wait for the proxy's first key fetch).
+    stack
+        .wait_until(k1, Outcome::Accepted, "k1 at start")
+        .await;
+    let seen_k1 = fresh_token(k1, &stack.email);
+    Outcome::Accepted.assert(&stack.list_shelves(&seen_k1).await, "k1, remembered");
+    let seen_k2 = fresh_token(k2, &stack.email);
+    Outcome::Accepted.assert(&stack.list_shelves(&seen_k2).await, "k2, remembered");
+
+    stack.key_command("disable", k1).await;
+    stack
+        .wait_until(k1, Outcome::Rejected(JWKS_MISSING_KID), "k1 disabled")
+        .await;
+    Outcome::Accepted.assert(
+        &stack
+            .list_shelves(&fresh_token(k2, &stack.email))
+            .await,
+        "k2 while k1 is disabled",
+    );
+    // The window, by design (as Envoy's jwt_authn): a token whose signature was verified before
+    // its key was withdrawn stays in the verified-token cache and is accepted until it expires
+    // or is evicted, as long as the provider's key set is usable. Tokens never seen are not.
+    Outcome::Accepted.assert(
+        &stack.list_shelves(&seen_k1).await,
+        "a k1 token verified before k1 was disabled",
+    );
+
+    stack.key_command("enable", k1).await;
+    stack
+        .wait_until(k1, Outcome::Accepted, "k1 enabled again")
+        .await;
+
+    stack.key_command("delete", k1).await;
+    stack
+        .wait_until(k1, Outcome::Rejected(JWKS_MISSING_KID), "k1 deleted")
+        .await;
+    Outcome::Accepted.assert(
+        &stack
+            .list_shelves(&fresh_token(k2, &stack.email))
+            .await,
+        "k2 after k1 was deleted",
+    );
+
+    // The account's last key: the key server now answers an empty map, which is no usable key
+    // set, so the proxy keeps the last good set for `max_stale` past its freshness (here
+    // 1 s + 2 s; by default 300 s + 24 h) and then fails closed: every token of the provider is
+    // rejected, remembered ones included.
+    stack.key_command("delete", k2).await;
+    stack
+        .wait_until(k2, Outcome::Rejected("Jwks remote fetch is failed"), "k2 deleted, the last key")
+        .await;
+    Outcome::Rejected("Jwks remote fetch is failed").assert(
+        &stack.list_shelves(&seen_k2).await,
+        "a remembered k2 token once no key set is usable",
+    );
+}
+
+/// A key created after the proxy fetched the key set works on its first call: the unknown `kid`
+/// triggers one refetch. The key cache is fresh for 300 s here, so no scheduled refresh can be
+/// what finds the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_key_is_accepted_on_first_use() {
+    let refetch_interval = Duration::from_secs(1);
+    let (stack, keys) = Stack::start(1, |s| {
+        s.auth.jwks.cache_duration = Duration::from_secs(300);
+        s.auth.jwks.refetch_interval = refetch_interval;
+    })
+    .await;
+    stack
+        .wait_until(&keys[0], Outcome::Accepted, "the first key")
+        .await;
+    // Any refetch the first calls caused (keys not fetched yet) no longer rate-limits the next.
+    tokio::time::sleep(refetch_interval + Duration::from_millis(500)).await;
+
+    let new = stack.create_key("new.json").await;
+    Outcome::Accepted.assert(
+        &stack.list_shelves(&fresh_token(&new, &stack.email)).await,
+        "a key created after the proxy fetched the keys, first call",
+    );
+    // The old key still works: the refetched set has both.
+    Outcome::Accepted.assert(
+        &stack
+            .list_shelves(&fresh_token(&keys[0], &stack.email))
+            .await,
+        "the first key after the refetch",
+    );
+}
