@@ -1,8 +1,10 @@
-//! `esprit iam …`: service accounts, their keys, and the key server (the work is in `iam`).
+//! `esprit iam …`: service accounts, their keys, API keys, and the key server (the work is in
+//! `iam`).
 //!
-//! Output for scripts: `accounts create` prints the email, `keys create` the key id, both alone
-//! on stdout; `--json` lists print a JSON array; `serve` prints its base URL once listening.
-//! Confirmations go to stderr.
+//! Output for scripts: `accounts create` prints the email, `keys create` the key id,
+//! `api-keys create` the API key, each alone on stdout; `--json` lists print a JSON array;
+//! `serve` prints its base URL once listening. Confirmations go to stderr. No command but
+//! `api-keys create` ever prints an API key: lists show its first 8 characters.
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -12,14 +14,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
-use iam::{KeyAlgorithm, KeyServerUrl, KeyState, Store};
+use iam::{ApiKey, KeyAlgorithm, KeyServerUrl, KeyState, Revocation, Store};
 use serde_json::json;
 
 use crate::proxy_cmd::LogFormat;
 
 #[derive(Args)]
 pub struct IamArgs {
-    /// The IAM store (SQLite; created if missing). Holds accounts and public keys only.
+    /// The IAM store (SQLite; created if missing). Holds accounts, public keys and API-key
+    /// hashes: never a private key or an API key.
     #[arg(
         long,
         global = true,
@@ -40,7 +43,11 @@ enum IamCommand {
     /// Create, list, disable, enable and delete service-account keys.
     #[command(subcommand)]
     Keys(KeysCommand),
-    /// Serve the accounts' public keys at Google's paths (X.509 map and JWKS).
+    /// Create, list and revoke API keys (checked by `iam serve` for the proxy).
+    #[command(subcommand)]
+    ApiKeys(ApiKeysCommand),
+    /// Serve the accounts' public keys at Google's paths (X.509 map and JWKS) and answer API
+    /// key checks (POST /v1/services/{service}:check).
     Serve(ServeArgs),
 }
 
@@ -125,6 +132,44 @@ enum KeysCommand {
     Delete { email: String, key_id: String },
 }
 
+#[derive(Subcommand)]
+enum ApiKeysCommand {
+    /// Create an API key for a project and print it, alone on stdout.
+    ///
+    /// The key is shown only now: the store keeps its SHA-256, not the key.
+    Create {
+        /// The consumer project: 6-30 lowercase letters, digits and hyphens, starting with a
+        /// letter.
+        #[arg(long)]
+        project: String,
+        /// A display name (at most 63 characters).
+        #[arg(long)]
+        name: Option<String>,
+        /// Print {"key", "id", "project", "name", "created"} as JSON instead of the key alone.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List API keys, revoked ones included.
+    ///
+    /// Shows each key's first 8 characters, never the key.
+    List {
+        /// Only this project's keys.
+        #[arg(long)]
+        project: Option<String>,
+        /// A JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke an API key by id (revoking a revoked key succeeds and changes nothing).
+    ///
+    /// Checks answer "revoked" from the next request on; a proxy may keep a cached "valid"
+    /// answer a little longer.
+    Revoke {
+        /// The key's id (see `api-keys list`), not the key.
+        key_id: String,
+    },
+}
+
 #[derive(Args)]
 struct ServeArgs {
     /// Address to listen on (HTTP/1.1 and h2c).
@@ -152,10 +197,11 @@ fn open(path: &Path) -> anyhow::Result<Store> {
 
 /// Rows as columns two spaces apart, the last column unpadded.
 fn print_table(header: &[&str], rows: &[Vec<String>]) {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    // Widths in characters, as `format!` pads (a key prefix ends with the 3-byte `…`).
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.len());
+            *w = (*w).max(cell.chars().count());
         }
     }
     let line = |cells: Vec<&str>| {
@@ -181,6 +227,7 @@ pub fn run(args: IamArgs) -> anyhow::Result<ExitCode> {
     match args.command {
         IamCommand::Accounts(command) => accounts(&store, command),
         IamCommand::Keys(command) => keys(&store, command),
+        IamCommand::ApiKeys(command) => api_keys(&store, command),
         IamCommand::Serve(serve_args) => serve(&store, serve_args),
     }
 }
@@ -284,6 +331,74 @@ fn keys(path: &Path, command: KeysCommand) -> anyhow::Result<ExitCode> {
             store.delete_key(&email, &key_id)?;
             eprintln!("deleted key {key_id} of {email}");
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What `api-keys list --json` shows of a key: never the key, its prefix.
+fn api_key_json(k: &ApiKey) -> serde_json::Value {
+    json!({
+        "id": k.id, "project": k.project, "name": k.name, "prefix": k.prefix,
+        "created": rfc3339(k.created), "revoked": k.revoked.is_some(),
+    })
+}
+
+fn api_keys(path: &Path, command: ApiKeysCommand) -> anyhow::Result<ExitCode> {
+    let mut store = open(path)?;
+    match command {
+        ApiKeysCommand::Create {
+            project,
+            name,
+            json,
+        } => {
+            let (key, record) = store.create_api_key(&project, name.as_deref(), now()?)?;
+            if json {
+                let out = json!({
+                    "key": key, "id": record.id, "project": record.project,
+                    "name": record.name, "created": rfc3339(record.created),
+                });
+                println!("{}", serde_json::to_string_pretty(&out)?);
+            } else {
+                println!("{key}");
+            }
+            eprintln!(
+                "created API key {} for project {} (keep it secret: it is shown only now)",
+                record.id, record.project
+            );
+        }
+        ApiKeysCommand::List { project, json } => {
+            let keys = store.api_keys(project.as_deref())?;
+            if json {
+                let list: Vec<_> = keys.iter().map(api_key_json).collect();
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                let rows: Vec<Vec<String>> = keys
+                    .iter()
+                    .map(|k| {
+                        vec![
+                            k.id.clone(),
+                            k.project.clone(),
+                            format!("{}…", k.prefix),
+                            if k.revoked.is_some() {
+                                "REVOKED"
+                            } else {
+                                "ACTIVE"
+                            }
+                            .to_owned(),
+                            rfc3339(k.created),
+                            k.name.clone().unwrap_or_default(),
+                        ]
+                    })
+                    .collect();
+                print_table(&["ID", "PROJECT", "KEY", "STATE", "CREATED", "NAME"], &rows);
+            }
+        }
+        ApiKeysCommand::Revoke { key_id } => match store.revoke_api_key(&key_id, now()?)? {
+            Revocation::Revoked => eprintln!("revoked API key {key_id}"),
+            Revocation::AlreadyRevoked { at } => {
+                eprintln!("API key {key_id} was already revoked at {}", rfc3339(at));
+            }
+        },
     }
     Ok(ExitCode::SUCCESS)
 }

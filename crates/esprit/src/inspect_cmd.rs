@@ -60,9 +60,11 @@ pub fn run(args: InspectArgs) -> anyhow::Result<ExitCode> {
     let policy = MethodPolicy::new(method, &config);
     let token = read_token(&args.token)?;
 
-    let mut settings = jwks_cache::Settings::default();
-    settings.extra_ca = args.jwks_ca.clone();
-    settings.fetch_timeout = args.jwks_fetch_timeout;
+    let settings = jwks_cache::Settings {
+        extra_ca: args.jwks_ca.clone(),
+        fetch_timeout: args.jwks_fetch_timeout,
+        ..jwks_cache::Settings::default()
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -102,7 +102,11 @@ async fn check(addr: SocketAddr, key: &str) -> ApiKeyCheck {
     let body = json!({ "api_key": key }).to_string();
     let reply = post(addr, CHECK, Some("application/json"), body.as_bytes()).await;
     assert_eq!(reply.status, 200, "{}", reply.body);
-    assert!(reply.headers.contains("cache-control: no-store"), "{}", reply.headers);
+    assert!(
+        reply.headers.contains("cache-control: no-store"),
+        "{}",
+        reply.headers
+    );
     assert!(
         reply.headers.contains("content-type: application/json"),
         "{}",
@@ -126,7 +130,13 @@ async fn answers_valid_unknown_revoked_and_follows_the_store() {
 
     // The exact bodies of the protocol.
     let body = json!({ "api_key": key }).to_string();
-    let reply = post(server.addr, CHECK, Some("application/json"), body.as_bytes()).await;
+    let reply = post(
+        server.addr,
+        CHECK,
+        Some("application/json"),
+        body.as_bytes(),
+    )
+    .await;
     assert_eq!(
         reply.json(),
         json!({"valid": true, "key_id": record.id, "consumer_project": "my-project"})
@@ -161,7 +171,13 @@ async fn answers_valid_unknown_revoked_and_follows_the_store() {
     );
     // Revoked while serving: revoked at the next request, with its id.
     cli.revoke_api_key(&record.id, NOW + 1).unwrap();
-    let reply = post(server.addr, CHECK, Some("application/json"), body.as_bytes()).await;
+    let reply = post(
+        server.addr,
+        CHECK,
+        Some("application/json"),
+        body.as_bytes(),
+    )
+    .await;
     assert_eq!(reply.status, 200);
     assert_eq!(
         reply.json(),
@@ -174,7 +190,9 @@ async fn answers_valid_unknown_revoked_and_follows_the_store() {
         server.addr,
         CHECK,
         Some("Application/JSON; charset=utf-8"),
-        json!({"api_key": key2, "extra": [1, 2]}).to_string().as_bytes(),
+        json!({"api_key": key2, "extra": [1, 2]})
+            .to_string()
+            .as_bytes(),
     )
     .await;
     assert_eq!(reply.json()["key_id"], record2.id.as_str());
@@ -285,7 +303,9 @@ async fn answers_over_h2c_at_the_url_key_server_url_builds() {
     for _ in 0..3 {
         let request = Request::post(url.as_str())
             .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(json!({ "api_key": key }).to_string())))
+            .body(Full::new(Bytes::from(
+                json!({ "api_key": key }).to_string(),
+            )))
             .unwrap();
         let response = sender.send_request(request).await.unwrap();
         assert_eq!(response.status(), 200);

@@ -44,7 +44,9 @@ fn keys_are_created_listed_checked_and_revoked() {
     assert_eq!(record.prefix, key[..8]);
     assert_eq!(record.created, NOW);
     assert_eq!(record.revoked, None);
-    let (other_key, other) = store.create_api_key("other-project", None, NOW + 1).unwrap();
+    let (other_key, other) = store
+        .create_api_key("other-project", None, NOW + 1)
+        .unwrap();
     assert_ne!(key, other_key);
     assert_ne!(record.id, other.id);
     assert_eq!(other.name, None);
@@ -177,18 +179,30 @@ fn the_store_keeps_the_hash_never_the_key() {
         assert!(store.check_api_key(&keys[1].0).unwrap().is_valid());
         let bytes = store_bytes(dir.path());
         for (key, record) in &keys {
-            assert!(!contains(&bytes, key.as_bytes()), "key {} on disk", record.id);
+            assert!(
+                !contains(&bytes, key.as_bytes()),
+                "key {} on disk",
+                record.id
+            );
             // Positive control: the search does find what is stored.
-            assert!(contains(&bytes, &hash_api_key(key)), "hash of {}", record.id);
+            assert!(
+                contains(&bytes, &hash_api_key(key)),
+                "hash of {}",
+                record.id
+            );
             assert!(contains(&bytes, record.id.as_bytes()));
         }
     }
     // After the WAL is folded into the database on close, still no key.
     let bytes = store_bytes(dir.path());
     for (key, record) in &keys {
-        assert!(!contains(&bytes, key.as_bytes()), "key {} on disk", record.id);
+        assert!(
+            !contains(&bytes, key.as_bytes()),
+            "key {} on disk",
+            record.id
+        );
         // Not even the key without its fixed `AIza` start.
-        assert!(!contains(&bytes, key[4..].as_bytes()));
+        assert!(!contains(&bytes, &key.as_bytes()[4..]));
         assert!(contains(&bytes, &hash_api_key(key)));
     }
     // Reopened, the keys still check.
