@@ -35,6 +35,10 @@ while [ $# -gt 0 ]; do
     shift
 done
 
+# The 10 000-stream run holds about 10 100 sockets in one process (nginx: one upstream connection
+# per call in flight); raise the soft descriptor limit as far as the hard one allows.
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
 # nginx and nghttpx live in /usr/sbin, which is not on every user's PATH.
 export PATH="$PATH:/usr/sbin:/sbin"
 
@@ -79,5 +83,5 @@ if [ ${#quick[@]} -gt 0 ]; then
     ECHO_BIN="$bin_dir/echo-server" python3 -m unittest -q harness.test_harness
 fi
 exec python3 -m harness \
-    --bin-dir "$bin_dir" --command "bench/run.sh ${quick[*]}" "${quick[@]}" \
+    --bin-dir "$bin_dir" --command "bench/run.sh${quick[*]:+ ${quick[*]}}" "${quick[@]}" \
     ${harness_args[@]+"${harness_args[@]}"}

@@ -242,7 +242,7 @@ def main():
                          "%.1f" % m["proxy_cpu_us_per_call"]
                          if m["proxy_cpu_us_per_call"] is not None else "—"),
                       file=sys.stderr, flush=True)
-        if setup.name in ("direct", "esprit-open"):
+        if setup.enabled:
             crow, conc_desc, sleep_ms = concurrency(ctx, setup, args.quick)
             conc_rows.append(crow)
             if crow.get("error"):
