@@ -2,12 +2,15 @@
 # The esprit benchmark: direct, nginx, nghttpx and esprit side by side on loopback.
 #
 #   bench/run.sh [--quick] [--no-install] [--bin-dir DIR] [--only NAME,...] [--keep-workdir]
+#                [--no-criterion]
 #
 # Installs what it needs when missing (Debian: nginx, nghttp2-client for h2load and nghttp,
 # nghttp2-proxy for nghttpx; needs root), builds release binaries (`cargo build --release -p esprit
 # -p echo` into $CARGO_TARGET_DIR, default $HOME/.cache/esprit-target) unless --bin-dir names a
-# directory holding `esprit` and `echo-server`, then runs bench/harness, which writes
-# bench/results/latest.md and latest.json.
+# directory holding `esprit` and `echo-server`, runs the criterion micro-benchmark of the
+# authentication decision (`cargo bench -p authn --bench decision`; full mode only, skipped with
+# --no-criterion), then bench/harness, which writes bench/results/latest.md and latest.json.
+# The token pools are minted with the project's Python venv (scripts/python-env.sh: PyJWT).
 #
 # --quick: a smoke run of a few seconds (what CI runs). Exits non-zero on a missing tool, a build
 # failure, a set-up that does not start, or any failed call, in either mode.
@@ -19,6 +22,7 @@ cd "$repo"
 quick=()
 install=1
 bin_dir=""
+criterion=1
 harness_args=()
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -29,7 +33,8 @@ while [ $# -gt 0 ]; do
         --only) harness_args+=(--only "$2"); shift ;;
         --only=*) harness_args+=(--only "${1#*=}") ;;
         --keep-workdir) harness_args+=(--keep-workdir) ;;
-        -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --no-criterion) criterion=0 ;;
+        -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "bench/run.sh: unknown argument: $1" >&2; exit 2 ;;
     esac
     shift
@@ -75,6 +80,22 @@ if [ -z "$bin_dir" ]; then
     echo "building release binaries into $CARGO_TARGET_DIR" >&2
     cargo build --release --locked -p esprit -p echo
     bin_dir="$CARGO_TARGET_DIR/release"
+fi
+
+# The venv's python (last line of the script's stdout) mints the token pools with PyJWT.
+venv_python="$(scripts/python-env.sh | tail -n 1)"
+harness_args+=(--python "$venv_python")
+
+# The authentication decision alone, next to bare signature verification (criterion). Full mode
+# only: it takes about two minutes; --quick keeps to seconds. Pinned where the proxy runs.
+if [ ${#quick[@]} -eq 0 ] && [ "$criterion" = 1 ]; then
+    export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/esprit-target}"
+    criterion_dir="$CARGO_TARGET_DIR/criterion"
+    echo "running cargo bench -p authn --bench decision" >&2
+    cargo bench --locked -p authn --bench decision --no-run >&2
+    # Only this run's numbers are read: estimates written before now are ignored.
+    harness_args+=(--criterion-dir "$criterion_dir" --criterion-since "$(date +%s)")
+    taskset -c "${BENCH_PROXY_CPUS:-0}" cargo bench --locked -p authn --bench decision >&2
 fi
 
 export PYTHONPATH="$repo/bench${PYTHONPATH:+:$PYTHONPATH}"

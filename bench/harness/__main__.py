@@ -13,7 +13,7 @@ import sys
 import tempfile
 
 from . import load as h2
-from . import machine, report, setups, wire
+from . import creds, machine, report, setups, targets, wire
 from .procs import HarnessError
 
 
@@ -24,6 +24,9 @@ class Context:
         self.bench_dir = bench_dir
         self.repo_dir = os.path.dirname(bench_dir)
         self.layout = layout
+        self.tag = ""  # the set-up being measured: names its processes' output files
+        self.creds = None
+        self.pool_size = 0
 
 
 def profiles(quick):
@@ -55,26 +58,55 @@ def concurrency_load(quick):
 
 
 class Call:
-    """The files and headers of a call, written once into the work dir."""
+    """The files and headers of a call, written once into the work dir.
 
-    def __init__(self, workdir, sleep_ms=0):
-        self.headers = wire.request_headers(wire.fixed_token())
+    `pool`: a file of tokens (rows 6). Such calls carry no `authorization` header; each carries
+    one token of the pool in its URI's `access_token` parameter, h2load cycling through them.
+    """
+
+    def __init__(self, workdir, token, api_key, sleep_ms=0, pool=None):
+        self.pool = pool
+        self.headers = wire.request_headers(None if pool else token, api_key)
         self.header_args = wire.header_args(self.headers)
         self.body = wire.grpc_frame(wire.echo_request(sleep_ms=sleep_ms))
         self.body_path = os.path.join(workdir, "request-sleep%d.bin" % sleep_ms)
         with open(self.body_path, "wb") as out:
             out.write(self.body)
 
+    def targets(self, port, workdir, name):
+        """(URL of the traced call, what h2load is given instead of a URL)."""
+        base = "http://127.0.0.1:%d" % port
+        if not self.pool:
+            url = base + wire.METHOD_PATH
+            return url, url
+        with open(self.pool) as f:
+            tokens = f.read().split()
+        # h2load takes scheme, host and port from the first URI only.
+        uris = os.path.join(workdir, name + "-uris.txt")
+        with open(uris, "w") as out:
+            out.write(base + "".join(wire.pool_path(t) + "\n" for t in tokens))
+        return base + wire.pool_path(tokens[0]), ["-i", uris]
 
-def measure(ctx, setup, call, runs, quick):
+
+def call_for(ctx, setup, sleep_ms=0):
+    pool = ctx.creds.pool(setup.pool, ctx.pool_size) if setup.pool else None
+    return Call(ctx.workdir, ctx.creds.token, ctx.creds.api_key, sleep_ms=sleep_ms, pool=pool)
+
+
+def measure(ctx, setup, runs, quick):
     """One set-up through every profile. Returns its row (with `error` set on failure)."""
     row = {"name": setup.name, "label": setup.label, "peer": setup.peer, "profiles": {}}
     backend = proxy = None
     try:
+        ctx.tag = setup.name
+        call = call_for(ctx, setup)
+        if setup.pool:
+            row["pool"] = {"algorithm": setup.pool, "tokens": ctx.pool_size,
+                           "path_bytes": len(wire.pool_path(_first_line(call.pool)))}
         backend, backend_port = setups.start_backend(ctx)
         proxy, port = setup.start(ctx, backend_port)
-        url = "http://127.0.0.1:%d%s" % (port, wire.METHOD_PATH)
-        size = h2.trace_call(url, call.header_args, call.body_path)
+        trace_url, url = call.targets(port, ctx.workdir, setup.name)
+        size = h2.trace_call(trace_url, call.header_args, call.body_path)
         row["response_data_bytes"] = size
         if proxy:
             row["idle_rss_kib"] = proxy.memory_kib()[0]
@@ -139,14 +171,15 @@ def _run(ctx, load, url, call, size, log, proxy, backend):
 def concurrency(ctx, setup, quick):
     """Memory with many calls in flight; the backend makes each call wait `sleep_ms`."""
     load, sleep_ms = concurrency_load(quick)
-    call = Call(ctx.workdir, sleep_ms=sleep_ms)
     row = {"name": setup.name, "label": setup.label}
     backend = proxy = None
     try:
+        ctx.tag = setup.name + "-concurrency"
+        call = call_for(ctx, setup, sleep_ms=sleep_ms)
         backend, backend_port = setups.start_backend(ctx)
         proxy, port = setup.start(ctx, backend_port)
-        url = "http://127.0.0.1:%d%s" % (port, wire.METHOD_PATH)
-        size = h2.trace_call(url, call.header_args, call.body_path)
+        trace_url, url = call.targets(port, ctx.workdir, setup.name + "-concurrency")
+        size = h2.trace_call(trace_url, call.header_args, call.body_path)
         peaks = {"proxy": 0, "backend": 0}
 
         def sample():
@@ -179,6 +212,59 @@ def concurrency(ctx, setup, quick):
     return row, load.describe(), sleep_ms
 
 
+def _measure_all(ctx, result, runs, only, quick):
+    """Every selected set-up into `result`; True if any failed."""
+    failed = False
+    conc_rows, conc_desc = [], None
+    for setup in setups.all_setups():
+        if only and setup.name not in only:
+            continue
+        if not setup.enabled:
+            result["setups"].append({"name": setup.name, "label": setup.label,
+                                     "peer": setup.peer, "disabled": setup.why_disabled})
+            continue
+        print("== %s" % setup.label, file=sys.stderr, flush=True)
+        row = measure(ctx, setup, runs, quick)
+        result["setups"].append(row)
+        if row.get("error"):
+            failed = True
+            print("   ERROR: %s" % row["error"], file=sys.stderr, flush=True)
+        else:
+            for name, m in row["profiles"].items():
+                print("   %-10s %9.0f calls/s  p50 %6d µs  p99 %6d µs  proxy CPU %s µs/call"
+                      % (name, m["calls_per_s"], m["p50_us"], m["p99_us"],
+                         "%.1f" % m["proxy_cpu_us_per_call"]
+                         if m["proxy_cpu_us_per_call"] is not None else "—"),
+                      file=sys.stderr, flush=True)
+        if setup.many_streams:
+            crow, conc_desc, sleep_ms = concurrency(ctx, setup, quick)
+            conc_rows.append(crow)
+            if crow.get("error"):
+                failed = True
+                print("   ERROR (concurrency): %s" % crow["error"], file=sys.stderr, flush=True)
+            else:
+                print("   %d calls, %.0f in flight, proxy max RSS %s KiB"
+                      % (crow["calls"], crow["in_flight"], crow["proxy_max_rss_kib"]),
+                      file=sys.stderr, flush=True)
+    if conc_rows:
+        result["concurrency"] = {
+            "load": conc_desc, "sleep_ms": sleep_ms, "rows": conc_rows,
+            "left_out": [s.label for s in setups.all_setups()
+                         if s.enabled and not s.many_streams and (not only or s.name in only)],
+        }
+        for crow in conc_rows:
+            if crow.get("error"):
+                next(r for r in result["setups"] if r["name"] == crow["name"]).setdefault(
+                    "error", "concurrency run: " + crow["error"])
+
+    return failed
+
+
+def _first_line(path):
+    with open(path) as f:
+        return f.readline().strip()
+
+
 def main():
     parser = argparse.ArgumentParser(prog="bench/run.sh")
     parser.add_argument("--bin-dir", required=True, help="directory with esprit and echo-server")
@@ -187,10 +273,19 @@ def main():
     parser.add_argument("--results", help="output directory (default bench/results)")
     parser.add_argument("--keep-workdir", action="store_true")
     parser.add_argument("--command", default="bench/run.sh", help="recorded in the report")
+    parser.add_argument("--python", help="the project's venv python (scripts/python-env.sh), "
+                        "with PyJWT: mints the token pools")
+    parser.add_argument("--pool-size", type=int,
+                        help="tokens per pool (default 10 000; 1 000 with --quick)")
+    parser.add_argument("--criterion-dir", help="CARGO_TARGET_DIR/criterion of a `cargo bench "
+                        "-p authn --bench decision` run, read into the report")
+    parser.add_argument("--criterion-since", type=float, default=0,
+                        help="ignore criterion estimates older than this Unix time")
     args = parser.parse_args()
 
     bench_dir = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    results_dir = args.results or os.path.join(bench_dir, "results")
+    # A quick run never overwrites the full run's results.
+    results_dir = args.results or os.path.join(bench_dir, "results", "quick" if args.quick else "")
     bins = {name: os.path.join(args.bin_dir, name) for name in ("esprit", "echo-server")}
     for name in ("h2load", "nghttp", "nginx", "nghttpx", "taskset"):
         if not shutil.which(name):
@@ -204,61 +299,42 @@ def main():
     workdir = tempfile.mkdtemp(prefix="esprit-bench-")
     layout = machine.choose_layout()
     ctx = Context(bins, workdir, bench_dir, layout)
+    ctx.pool_size = args.pool_size or (1000 if args.quick else 10000)
     runs = profiles(args.quick)
     only = set(filter(None, args.only.split(",")))
-    call = Call(workdir)
+    quiet = machine.quietness()
+    try:
+        ctx.creds = creds.Credentials(bins["esprit"], args.python, workdir,
+                                      layout.backend).create()
+    except (HarnessError, OSError) as err:
+        print("error: making the run's credentials: %s" % err, file=sys.stderr)
+        return 1
+    call = Call(workdir, ctx.creds.token, ctx.creds.api_key)
     result = {
         "mode": "quick" if args.quick else "full",
         "command": args.command,
         "started": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "esprit_revision": machine.revision(ctx.repo_dir),
         "machine": machine.describe(),
+        "quiet_at_start": quiet,
         "layout": layout.as_dict(),
         "call": {"path": wire.METHOD_PATH, "body_bytes": len(call.body),
                  "header_names": [name for name, _ in call.headers],
-                 "authorization_bytes": len(dict(call.headers)["authorization"])},
+                 "authorization_bytes": len(dict(call.headers)["authorization"]),
+                 "api_key_bytes": len(ctx.creds.api_key),
+                 "header_bytes": sum(len(n) + len(v) for n, v in call.headers)},
         "profiles": [{"name": n, "about": a, "load": l.describe()} for n, a, l in runs],
         "setups": [],
     }
-    failed = False
-    conc_rows, conc_desc = [], None
-    for setup in setups.all_setups():
-        if only and setup.name not in only:
-            continue
-        if not setup.enabled:
-            result["setups"].append({"name": setup.name, "label": setup.label,
-                                     "peer": setup.peer, "disabled": setup.why_disabled})
-            continue
-        print("== %s" % setup.label, file=sys.stderr, flush=True)
-        row = measure(ctx, setup, call, runs, args.quick)
-        result["setups"].append(row)
-        if row.get("error"):
-            failed = True
-            print("   ERROR: %s" % row["error"], file=sys.stderr, flush=True)
-        else:
-            for name, m in row["profiles"].items():
-                print("   %-10s %9.0f calls/s  p50 %6d µs  p99 %6d µs  proxy CPU %s µs/call"
-                      % (name, m["calls_per_s"], m["p50_us"], m["p99_us"],
-                         "%.1f" % m["proxy_cpu_us_per_call"]
-                         if m["proxy_cpu_us_per_call"] is not None else "—"),
-                      file=sys.stderr, flush=True)
-        if setup.enabled:
-            crow, conc_desc, sleep_ms = concurrency(ctx, setup, args.quick)
-            conc_rows.append(crow)
-            if crow.get("error"):
-                failed = True
-                print("   ERROR (concurrency): %s" % crow["error"], file=sys.stderr, flush=True)
-            else:
-                print("   %d calls, %.0f in flight, proxy max RSS %s KiB"
-                      % (crow["calls"], crow["in_flight"], crow["proxy_max_rss_kib"]),
-                      file=sys.stderr, flush=True)
-    if conc_rows:
-        result["concurrency"] = {"load": conc_desc, "sleep_ms": sleep_ms, "rows": conc_rows}
-        for crow in conc_rows:
-            if crow.get("error"):
-                next(r for r in result["setups"] if r["name"] == crow["name"]).setdefault(
-                    "error", "concurrency run: " + crow["error"])
-
+    try:
+        failed = _measure_all(ctx, result, runs, only, args.quick)
+    finally:
+        ctx.creds.stop()
+    result["minting_s"] = ctx.creds.mint_seconds
+    if args.criterion_dir:
+        result["criterion"] = targets.read_criterion(args.criterion_dir,
+                                                      args.criterion_since)
+    result["targets"] = targets.evaluate(result)
     os.makedirs(results_dir, exist_ok=True)
     report.write_json(os.path.join(results_dir, "latest.json"), result)
     report.write_markdown(os.path.join(results_dir, "latest.md"), result)

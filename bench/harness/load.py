@@ -88,6 +88,8 @@ _FINISHED = re.compile(r"finished in ([\d.]+)(ms|s),")
 def run_h2load(load, url, header_args, body_path, log_path, cpus, sample=None):
     """Runs h2load pinned to `cpus`; returns its parsed summary (raises on an unreadable one).
 
+    `url` is the URL every call goes to, or a list of h2load arguments in its place
+    (`["-i", FILE]`: a file of URIs each client cycles through, from the first line).
     `sample`, if given, is called about every 50 ms while h2load runs (memory in flight).
     """
     argv = (
@@ -95,7 +97,7 @@ def run_h2load(load, url, header_args, body_path, log_path, cpus, sample=None):
         + load.args()
         + ["--log-file=" + log_path, "-d", body_path]
         + header_args
-        + [url]
+        + (list(url) if isinstance(url, (list, tuple)) else [url])
     )
     deadline = time.monotonic() + 10 * (load.duration_s or 10) + 120
     out_path, err_path = log_path + ".stdout", log_path + ".stderr"

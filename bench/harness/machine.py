@@ -110,3 +110,20 @@ def revision(repo_dir):
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
     return (rev or "unknown") + ("+modified" if dirty else "")
+
+
+def quietness():
+    """The 1/5/15-minute load averages and how many compilers run, when the run starts (a busy
+    machine skews every row; the README asks for a run with load < 0.5 and no rustc)."""
+    with open("/proc/loadavg") as f:
+        loads = [float(x) for x in f.read().split()[:3]]
+    busy = 0
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open("/proc/%s/comm" % entry) as comm:
+                    busy += comm.read().strip() in ("rustc", "cargo", "cc", "ld")
+            except OSError:
+                continue
+    return {"load_1m": loads[0], "load_5m": loads[1], "load_15m": loads[2],
+            "compilers_running": busy}

@@ -2,6 +2,8 @@
 
 import json
 
+from . import targets as tg
+
 
 def _num(value, digits=0):
     if value is None:
@@ -45,15 +47,41 @@ def render_markdown(result):
                                   result["machine"]["memory"]),
         "Tools: %s." % "; ".join(result["machine"]["tools"]),
         "",
+        _quiet(result.get("quiet_at_start")),
+        "",
         "Core layout: %s" % result["layout"]["description"],
         "",
-        "Every call: unary `%s`, %d-byte request body (gRPC-framed EchoRequest), headers %s. "
+        "Every call: unary `%s`, %d-byte request body (gRPC-framed EchoRequest), headers %s "
+        "(%d bytes of names and values, of which `authorization` %d: a valid RS256 token "
+        "from `esprit token`, and `x-api-key` %d: a valid key from `esprit iam api-keys "
+        "create`; the same bytes in every set-up, ignored by those that check neither). "
         "Proxy access logs off everywhere (nginx `access_log off`, nghttpx without "
         "`accesslog-file`, esprit `RUST_LOG=warn`)."
         % (result["call"]["path"], result["call"]["body_bytes"],
-           ", ".join("`%s`" % h for h in result["call"]["header_names"])),
+           ", ".join("`%s`" % h for h in result["call"]["header_names"]),
+           result["call"].get("header_bytes", 0), result["call"]["authorization_bytes"],
+           result["call"].get("api_key_bytes", 0)),
         "",
     ]
+    pools = [r for r in result["setups"] if r.get("pool")]
+    if pools:
+        p = pools[0]["pool"]
+        lines += [
+            "Rows \"new token every call\": a pool of %s distinct valid tokens per algorithm "
+            "(PyJWT, equal claims but a zero-padded `jti`), one URI per token, "
+            "`%s?access_token=<JWT>` (%d-byte `:path` for RS256), h2load `-i` cycling through "
+            "them; no `authorization` header (ESP requires every token present to be valid). "
+            "esprit runs with `--jwt-cache-size 0`: every call verifies a signature. (A pool "
+            "larger than the cache would not do it: each h2load connection walks the URI list "
+            "from its first line, so the 16 connections send token i within a millisecond of "
+            "each other and 15 would hit the cache entry the first one just added.) These calls "
+            "carry the token as a literal in `:path` on every call, where the other rows' "
+            "`authorization` header is HPACK-indexed after a connection's first call: about "
+            "%d more request-header bytes per call on the wire, which counts against esprit."
+            % (_num(p["tokens"]), result["call"]["path"], p["path_bytes"],
+               p["path_bytes"] - len(result["call"]["path"])),
+            "",
+        ]
     rows = [r for r in result["setups"] if r.get("profiles")]
     for profile in result["profiles"]:
         name = profile["name"]
@@ -111,7 +139,13 @@ def render_markdown(result):
                 c["label"], _num(c["calls"]), _num(c["in_flight"]),
                 _num(c["proxy_max_rss_kib"] / 1024, 1) if c["proxy_max_rss_kib"] else "—",
                 _num(c["backend_max_rss_kib"] / 1024, 1)))
+        if conc.get("left_out"):
+            lines += ["", "Left out: %s, which holds one upstream connection per call in flight "
+                      "(10 000 backend connections opened at once; in a trial some calls failed "
+                      "with HTTP 5xx, and a run with failed calls is not a result)."
+                      % ", ".join(conc["left_out"])]
         lines.append("")
+    lines += _targets_md(result)
     lines += ["## Verification", "",
               "Each run counts only if a traced call (`nghttp -v`, same headers and body) through "
               "the set-up ended with `grpc-status: 0`, h2load reported every call done, "
@@ -131,6 +165,68 @@ def render_markdown(result):
         lines += ["- %s: %s" % (r["label"], r["disabled"]) for r in disabled]
     lines.append("")
     return "\n".join(lines)
+
+
+def _quiet(q):
+    if not q:
+        return "Load at start: not recorded."
+    return ("Load at start (/proc/loadavg, 1/5/15 min): %.2f / %.2f / %.2f; compiler processes "
+            "running: %d." % (q["load_1m"], q["load_5m"], q["load_15m"],
+                              q["compilers_running"]))
+
+
+def _targets_md(result):
+    lines = ["## Targets", "",
+             "From this run; thresholds in `harness/targets.py`. CPU/call is the proxy's "
+             "utime+stime per call; (a), (b), (d) at saturation unless named, (c) in the rate "
+             "profile; (f) from the 10 000-calls-in-flight run.", "",
+             "| | what | measured | target | verdict |", "|---|---|---|---|---|"]
+    for t in result.get("targets", []):
+        lines.append("| %s | %s | %s | %s | **%s** |" % (
+            t["id"], t["what"], t["value"], t["target"], t["verdict"]))
+    lines.append("")
+    crit = tg.criterion_table(result.get("criterion", {}))
+    lines += ["## The decision alone (criterion)", ""]
+    if not crit:
+        lines += ["Not run (`bench/run.sh` runs `cargo bench -p authn --bench decision` in full "
+                  "mode).", ""]
+        return lines
+    lines += ["`cargo bench -p authn --bench decision`: `authenticate` (parse, claims, key "
+              "lookup, signature) on a verified-token cache miss and hit, next to aws-lc-rs "
+              "verifying the same token's signature alone (`bare_verify`). Slope or mean of "
+              "criterion's `new/estimates.json`.", "",
+              "| algorithm | miss µs | bare verify µs | miss / bare | target | hit µs | "
+              "parse µs |", "|---|---:|---:|---:|---|---:|---:|"]
+    for c in crit:
+        lines.append("| %s | %.2f | %.2f | %.3f× | ≤ %.2f× **%s** | %s | %s |" % (
+            c["algorithm"], c["miss_us"], c["bare_us"], c["miss_vs_bare"],
+            tg.MAX_MISS_VS_BARE, c["verdict"],
+            "%.3f" % c["hit_us"] if c["hit_us"] is not None else "—",
+            "%.3f" % c["parse_us"] if c["parse_us"] is not None else "—"))
+    lines.append("")
+    # What a signature costs inside the running proxy: miss row minus hit row, per call.
+    rows = {r["name"]: r for r in result["setups"] if r.get("profiles")}
+    hit = rows.get(tg.HIT)
+    bare = {c["algorithm"]: c["bare_us"] for c in crit}
+    extra = []
+    for name, alg in (("esprit-jwt-rs256-miss", "RS256"), ("esprit-jwt-es256-miss", "ES256")):
+        miss = rows.get(name)
+        if not (hit and miss and alg in bare):
+            continue
+        for profile in ("saturation", "rate", "serial"):
+            a = miss["profiles"].get(profile, {}).get("proxy_cpu_us_per_call")
+            b = hit["profiles"].get(profile, {}).get("proxy_cpu_us_per_call")
+            if a is not None and b is not None:
+                extra.append("| %s | %s | %.1f | %.1f | %.1f | %.1f |"
+                             % (alg, profile, a, b, a - b, bare[alg]))
+    if extra:
+        lines += ["In the proxy: CPU/call of the new-token row minus the one-token row (a call "
+                  "that verifies a signature against one that does not; the two rows differ "
+                  "also in where the token travels), next to the bare verification.", "",
+                  "| algorithm | profile | new token µs/call | one token µs/call | "
+                  "difference µs | bare verify µs |", "|---|---|---:|---:|---:|---:|"]
+        lines += extra + [""]
+    return lines
 
 
 def write_markdown(path, result):

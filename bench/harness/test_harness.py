@@ -6,9 +6,13 @@ The point: a run in which calls fail at the gRPC level (HTTP 200, grpc-status !=
 refused, since h2load alone would count it as a success.
 """
 
+import http.server
 import os
+import shutil
 import struct
+import subprocess
 import tempfile
+import threading
 import unittest
 
 from . import load as h2
@@ -48,6 +52,46 @@ class PureChecks(unittest.TestCase):
         self.assertEqual(body[0], 0)
         self.assertEqual(struct.unpack(">I", body[1:5])[0], len(body) - 5)
         self.assertTrue(body.endswith(b"\x18\xe8\x07"))  # field 3, varint 1000
+
+
+class _PathRecorder(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    paths = []
+
+    def do_GET(self):
+        self.paths.append(self.path)
+        self.send_response(200)
+        self.send_header("content-length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@unittest.skipUnless(shutil.which("h2load"), "h2load not installed")
+class H2loadUriOrder(unittest.TestCase):
+    """Why the token-pool rows turn esprit's token cache off (bench/README.md, rows 6): each
+    h2load connection walks the `-i` list from its first line, so with several connections every
+    token arrives several times in a row."""
+
+    def test_every_connection_starts_at_the_first_uri(self):
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _PathRecorder)
+        _PathRecorder.paths = []
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                uris = os.path.join(tmp, "uris")
+                with open(uris, "w") as out:
+                    out.write("http://127.0.0.1:%d/t0\n" % server.server_address[1])
+                    out.write("".join("/t%d\n" % i for i in range(1, 8)))
+                subprocess.run(["h2load", "--h1", "-c4", "-m1", "-n8", "-i", uris],
+                               capture_output=True, timeout=30, check=True)
+        finally:
+            server.shutdown()
+            server.server_close()
+        # 4 connections x 2 calls: each sent /t0 then /t1, never /t2 and beyond.
+        self.assertEqual(sorted(_PathRecorder.paths), ["/t0"] * 4 + ["/t1"] * 4)
 
 
 @unittest.skipUnless(os.environ.get("ECHO_BIN"), "set ECHO_BIN to an echo-server binary")

@@ -46,8 +46,8 @@ def _b64url(data):
 def fixed_token():
     """A JWT-shaped bearer token with the size of a real RS256 service-account token.
 
-    Deterministic (same bytes every run). No row of the benchmark checks it today; it is there so
-    that every set-up parses, forwards and HPACK-encodes the same header a real caller sends.
+    Deterministic, and not valid: only the harness's own tests use it. A run sends a real token
+    minted at its start (creds.py), the same in every set-up.
     """
     header = {"alg": "RS256", "kid": "esprit-bench-key-1", "typ": "JWT"}
     claims = {
@@ -70,27 +70,34 @@ def fixed_token():
     )
 
 
-# An API key in ESP's default header location. Ignored by every row today (the esprit config
-# allows unregistered calls); present so the later API-key rows send the same bytes as the others.
+# An API key shaped like esprit's (39 characters). Only the harness's tests use it: a run sends
+# a real key made at its start (creds.py), in every set-up, in ESP's default header location.
 API_KEY = "AIzaSyBenchBenchBenchBenchBenchBench01"
 
 
-def request_headers(token):
-    """The request headers of every call, as (name, value) pairs.
+def request_headers(token, api_key=API_KEY):
+    """The request headers of every call, as (name, value) pairs; no `authorization` header when
+    `token` is None (the token-pool rows carry their token in the URI instead).
 
     `user-agent`, `accept` and `accept-encoding` are set explicitly because h2load and nghttp
     (the tracer) have different defaults; the echo backend copies the request metadata into its
     reply, so the two tools must send identical headers for their responses to have equal sizes.
     """
-    return [
+    headers = [
         ("content-type", "application/grpc"),
         ("te", "trailers"),
-        ("authorization", "Bearer " + token),
-        ("x-api-key", API_KEY),
+        ("authorization", "Bearer " + token if token else None),
+        ("x-api-key", api_key),
         ("user-agent", "esprit-bench/1"),
         ("accept", "*/*"),
         ("accept-encoding", "identity"),
     ]
+    return [(name, value) for name, value in headers if value is not None]
+
+
+def pool_path(token):
+    """The `:path` of a token-pool call: the token in ESP's default query parameter."""
+    return "%s?access_token=%s" % (METHOD_PATH, token)
 
 
 def header_args(headers):

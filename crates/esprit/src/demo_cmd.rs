@@ -150,9 +150,7 @@ async fn bind_loopback() -> anyhow::Result<(TcpListener, SocketAddr)> {
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .context("binding a loopback port")?;
-    let addr = listener
-        .local_addr()
-        .context("reading the bound address")?;
+    let addr = listener.local_addr().context("reading the bound address")?;
     Ok((listener, addr))
 }
 
@@ -302,21 +300,30 @@ async fn list_shelves(
 /// Runs the demo in `dir`; returns how many calls did not behave as expected.
 async fn demo(dir: &Path, keep_running: bool) -> anyhow::Result<usize> {
     let files = Files::new(dir);
-    println!("esprit demo: Google's \"Authentication Between Services\" tutorial, on this machine.");
+    println!(
+        "esprit demo: Google's \"Authentication Between Services\" tutorial, on this machine."
+    );
     println!(
         "Work directory: {} (removed at exit). The lines after `$` are the commands that do \
          each step by hand.",
         dir.display()
     );
 
-    step("1. The consumer's service account and its JSON key file (GCP Console: Create credentials > Service account key)");
+    step(
+        "1. The consumer's service account and its JSON key file (GCP Console: Create credentials > Service account key)",
+    );
     let (iam_listener, iam_addr) = bind_loopback().await?;
-    let key_server = KeyServerUrl::parse(&format!("http://{iam_addr}"))
-        .context("the key server's URL")?;
-    command(&format!("export ESPRIT_IAM_STORE={}", files.store.display()));
+    let key_server =
+        KeyServerUrl::parse(&format!("http://{iam_addr}")).context("the key server's URL")?;
+    command(&format!(
+        "export ESPRIT_IAM_STORE={}",
+        files.store.display()
+    ));
     let consumer = create_account_with_key(&files, CONSUMER, &files.consumer_key, &key_server)?;
 
-    step("2. Publish the accounts' public keys at Google's paths (www.googleapis.com/robot/v1/metadata/x509/...)");
+    step(
+        "2. Publish the accounts' public keys at Google's paths (www.googleapis.com/robot/v1/metadata/x509/...)",
+    );
     command(&format!("esprit iam serve --listen {iam_addr}"));
     let (stop, stopped) = oneshot::channel::<()>();
     let store_path = files.store.clone();
@@ -346,7 +353,9 @@ async fn demo(dir: &Path, keep_running: bool) -> anyhow::Result<usize> {
     let bookstore = bookstore::RunningServer::start(listener, std::sync::Arc::new(store))
         .context("starting the Bookstore")?;
 
-    step("4. The service config (api_config_auth.yaml: the consumer's email as issuer, its keys as jwks_uri), and the proxy");
+    step(
+        "4. The service config (api_config_auth.yaml: the consumer's email as issuer, its keys as jwks_uri), and the proxy",
+    );
     std::fs::write(&files.config, service_config_yaml(&consumer, &jwks_uri))
         .with_context(|| format!("writing {}", files.config.display()))?;
     std::fs::write(&files.descriptor, bookstore::FILE_DESCRIPTOR_SET)

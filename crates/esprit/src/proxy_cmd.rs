@@ -28,6 +28,10 @@ pub struct ProxyArgs {
     /// Give up connecting to the backend after this long and answer UNAVAILABLE.
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
     backend_connect_timeout: Duration,
+    /// HTTP/2 connections to the backend, used in turn. One batches best; more spread many
+    /// concurrent calls past the backend's per-connection stream limit.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    backend_connections: u16,
     /// Address to listen on (h2c and HTTP/1.1, or TLS with --tls-cert/--tls-key).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9000")]
     listen: SocketAddr,
@@ -115,6 +119,7 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
     let mut settings = proxy::ProxySettings::new(args.listen, args.backend);
     settings.backend_ca = args.backend_ca;
     settings.backend_connect_timeout = args.backend_connect_timeout;
+    settings.backend_connections = usize::from(args.backend_connections);
     settings.tls = match (args.tls_cert, args.tls_key) {
         (Some(cert), Some(key)) => Some(proxy::TlsFiles { cert, key }),
         _ => None,

@@ -1,6 +1,7 @@
 //! The connection pool towards the one backend.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
@@ -13,7 +14,32 @@ use crate::settings::ProxySettings;
 
 pub(crate) type BackendClient = Client<HttpsConnector<HttpConnector>, Incoming>;
 
-pub(crate) fn client(settings: &ProxySettings) -> Result<BackendClient, ProxyError> {
+/// `backend_connections` independent clients, each multiplexing its calls over one HTTP/2
+/// connection, used in turn. More than one spreads many concurrent calls past a backend's
+/// per-connection stream limit; one batches best.
+pub(crate) struct BackendPool {
+    clients: Box<[BackendClient]>,
+    next: AtomicUsize,
+}
+
+impl BackendPool {
+    pub(crate) fn new(settings: &ProxySettings) -> Result<Self, ProxyError> {
+        let clients = (0..settings.backend_connections.max(1))
+            .map(|_| client(settings))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            clients: clients.into_boxed_slice(),
+            next: AtomicUsize::new(0),
+        })
+    }
+
+    pub(crate) fn pick(&self) -> &BackendClient {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.clients.len();
+        &self.clients[i]
+    }
+}
+
+fn client(settings: &ProxySettings) -> Result<BackendClient, ProxyError> {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);

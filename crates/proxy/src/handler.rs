@@ -12,7 +12,7 @@ use hyper::body::Incoming;
 
 use crate::api_key::{ApiKeyChecker, KeyVerdict, OnUnreachable};
 use crate::auth::Authenticator;
-use crate::backend::BackendClient;
+use crate::backend::BackendPool;
 use crate::body::{CallLog, ProxyBody};
 use crate::headers;
 use crate::reject::Rejection;
@@ -30,7 +30,7 @@ pub(crate) struct State {
     pub auth: Option<Authenticator>,
     /// Present when some method needs an API key.
     pub api_keys: Option<ApiKeyChecker>,
-    pub backend: BackendClient,
+    pub backend: BackendPool,
     pub backend_url: BackendUrl,
     pub healthz: Option<String>,
     pub draining: AtomicBool,
@@ -153,7 +153,10 @@ pub(crate) async fn handle(
         Err(_) => return Ok(Rejection::UndefinedMethod.into_response(grpc, log)),
     };
 
-    let upstream = state.backend.request(Request::from_parts(parts, body));
+    let upstream = state
+        .backend
+        .pick()
+        .request(Request::from_parts(parts, body));
     let result = match deadline {
         Some(at) => match tokio::time::timeout_at(at, upstream).await {
             Ok(result) => result,

@@ -10,13 +10,9 @@ pub const VOUCHED: &[&str] = &["x-endpoint-api-userinfo", "x-endpoint-api-consum
 
 /// Connection-specific headers (RFC 9110 §7.6.1, RFC 9113 §8.2.2) that must not cross a proxy.
 /// `te: trailers` is the one `te` value HTTP/2 allows and gRPC needs, so it is kept.
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "transfer-encoding",
-    "upgrade",
-];
+/// `connection`, `transfer-encoding` and `upgrade` are `http` constants (compared as such);
+/// these two are not.
+const OTHER_HOP_BY_HOP: [&str; 2] = ["keep-alive", "proxy-connection"];
 
 fn is_vouched(name: &HeaderName) -> bool {
     let name = name.as_str();
@@ -29,13 +25,21 @@ fn is_vouched(name: &HeaderName) -> bool {
     })
 }
 
+/// Connection-specific headers: `connection`, `keep-alive`, `proxy-connection`,
+/// `transfer-encoding`, `upgrade`.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == http::header::CONNECTION
+        || name == http::header::TRANSFER_ENCODING
+        || name == http::header::UPGRADE
+        || OTHER_HOP_BY_HOP.contains(&name.as_str())
+}
+
 /// Removes vouched and hop-by-hop headers from a client's request.
+///
+/// One pass over the names, no allocation unless something must go (rare): this runs on every
+/// call.
 pub fn sanitize_request(headers: &mut HeaderMap) {
-    let forged: Vec<HeaderName> = headers.keys().filter(|n| is_vouched(n)).cloned().collect();
-    for name in forged {
-        headers.remove(&name);
-    }
-    remove_hop_by_hop(headers);
+    remove_where(headers, |name| is_vouched(name) || is_hop_by_hop(name));
     if headers
         .get(http::header::TE)
         .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"trailers"))
@@ -46,13 +50,20 @@ pub fn sanitize_request(headers: &mut HeaderMap) {
 
 /// Removes hop-by-hop headers from a backend's response.
 pub fn sanitize_response(headers: &mut HeaderMap) {
-    remove_hop_by_hop(headers);
-    headers.remove(http::header::TE);
+    remove_where(headers, |name| {
+        is_hop_by_hop(name) || name == http::header::TE
+    });
 }
 
-fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    for name in HOP_BY_HOP {
-        headers.remove(*name);
+fn remove_where(headers: &mut HeaderMap, doomed: impl Fn(&HeaderName) -> bool) {
+    let mut found: Vec<HeaderName> = Vec::new();
+    for name in headers.keys() {
+        if doomed(name) {
+            found.push(name.clone());
+        }
+    }
+    for name in found {
+        headers.remove(&name);
     }
 }
 

@@ -56,7 +56,7 @@ impl Proxy {
             Some(files) => Some(tls_acceptor(&files.cert, &files.key)?),
             None => None,
         };
-        let backend = crate::backend::client(&settings)?;
+        let backend = crate::backend::BackendPool::new(&settings)?;
         let listener =
             TcpListener::bind(settings.listen)
                 .await

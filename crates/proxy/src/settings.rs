@@ -14,6 +14,8 @@ pub struct ProxySettings {
     /// How long to wait for a TCP (and TLS) connection to the backend before answering
     /// `UNAVAILABLE`.
     pub backend_connect_timeout: Duration,
+    /// HTTP/2 connections to the backend, used in turn (default 1).
+    pub backend_connections: usize,
     /// Serve TLS on the listener with this certificate chain and key.
     pub tls: Option<TlsFiles>,
     /// HTTP path answered by the proxy itself with 200 while serving (503 while draining).
@@ -33,6 +35,7 @@ impl ProxySettings {
             backend,
             backend_ca: None,
             backend_connect_timeout: Duration::from_secs(5),
+            backend_connections: 1,
             tls: None,
             healthz: None,
             drain_timeout: Duration::from_secs(10),

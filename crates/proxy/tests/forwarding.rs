@@ -191,3 +191,29 @@ async fn concurrent_calls_on_one_connection() {
         call.await.unwrap();
     }
 }
+
+#[tokio::test]
+async fn several_backend_connections_share_the_calls() {
+    let backend = start_echo().await;
+    let mut settings = settings(backend.addr());
+    settings.backend_connections = 3;
+    let proxy = RunningProxy::start(&echo_config(), settings).await;
+    let client = echo_client(proxy.url()).await;
+    let calls: Vec<_> = (0..60u32)
+        .map(|i| {
+            let mut client = client.clone();
+            tokio::spawn(async move {
+                let payload = i.to_be_bytes().to_vec();
+                let reply = client
+                    .unary(echo_request(&payload))
+                    .await
+                    .unwrap()
+                    .into_inner();
+                assert_eq!(&reply.payload[..], &payload[..]);
+            })
+        })
+        .collect();
+    for call in calls {
+        call.await.unwrap();
+    }
+}
