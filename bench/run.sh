@@ -2,14 +2,15 @@
 # The esprit benchmark: direct, nginx, nghttpx and esprit side by side on loopback.
 #
 #   bench/run.sh [--quick] [--no-install] [--bin-dir DIR] [--only NAME,...] [--keep-workdir]
-#                [--no-criterion]
+#                [--no-criterion] [--results DIR]
 #
 # Installs what it needs when missing (Debian: nginx, nghttp2-client for h2load and nghttp,
 # nghttp2-proxy for nghttpx; needs root), builds release binaries (`cargo build --release -p esprit
 # -p echo` into $CARGO_TARGET_DIR, default $HOME/.cache/esprit-target) unless --bin-dir names a
-# directory holding `esprit` and `echo-server`, runs the criterion micro-benchmark of the
-# authentication decision (`cargo bench -p authn --bench decision`; full mode only, skipped with
-# --no-criterion), then bench/harness, which writes bench/results/latest.md and latest.json.
+# directory holding `esprit` and `echo-server`, runs bench/harness, which writes
+# bench/results/latest.md and latest.json (--quick: bench/results/quick/), then, in full mode,
+# the criterion micro-benchmark of the authentication decision (`cargo bench -p authn --bench
+# decision`; --no-criterion skips it), whose numbers are added to the same report.
 # The token pools are minted with the project's Python venv (scripts/python-env.sh: PyJWT).
 #
 # --quick: a smoke run of a few seconds (what CI runs). Exits non-zero on a missing tool, a build
@@ -22,6 +23,7 @@ cd "$repo"
 quick=()
 install=1
 bin_dir=""
+results_dir=""
 criterion=1
 harness_args=()
 while [ $# -gt 0 ]; do
@@ -30,6 +32,7 @@ while [ $# -gt 0 ]; do
         --no-install) install=0 ;;
         --bin-dir) bin_dir="$2"; shift ;;
         --bin-dir=*) bin_dir="${1#*=}" ;;
+        --results) results_dir="$2"; shift ;;
         --only) harness_args+=(--only "$2"); shift ;;
         --only=*) harness_args+=(--only "${1#*=}") ;;
         --keep-workdir) harness_args+=(--keep-workdir) ;;
@@ -82,20 +85,25 @@ if [ -z "$bin_dir" ]; then
     bin_dir="$CARGO_TARGET_DIR/release"
 fi
 
+# Where the harness writes (a quick run never overwrites the full run's results).
+if [ -z "$results_dir" ]; then
+    results_dir="$repo/bench/results${quick[*]:+/quick}"
+fi
+harness_args+=(--results "$results_dir")
+
 # The venv's python (last line of the script's stdout) mints the token pools with PyJWT.
 venv_python="$(scripts/python-env.sh | tail -n 1)"
 harness_args+=(--python "$venv_python")
 
 # The authentication decision alone, next to bare signature verification (criterion). Full mode
-# only: it takes about two minutes; --quick keeps to seconds. Pinned where the proxy runs.
+# only: it takes about two minutes; --quick keeps to seconds. Built now, run after the h2load
+# measurements (so they start with no benchmark of ours loading the machine), pinned where the
+# proxy runs.
+run_criterion=0
 if [ ${#quick[@]} -eq 0 ] && [ "$criterion" = 1 ]; then
+    run_criterion=1
     export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/esprit-target}"
-    criterion_dir="$CARGO_TARGET_DIR/criterion"
-    echo "running cargo bench -p authn --bench decision" >&2
     cargo bench --locked -p authn --bench decision --no-run >&2
-    # Only this run's numbers are read: estimates written before now are ignored.
-    harness_args+=(--criterion-dir "$criterion_dir" --criterion-since "$(date +%s)")
-    taskset -c "${BENCH_PROXY_CPUS:-0}" cargo bench --locked -p authn --bench decision >&2
 fi
 
 export PYTHONPATH="$repo/bench${PYTHONPATH:+:$PYTHONPATH}"
@@ -103,6 +111,15 @@ if [ ${#quick[@]} -gt 0 ]; then
     # The harness's own checks (that failed gRPC calls are caught), so the smoke run cannot rot.
     ECHO_BIN="$bin_dir/echo-server" python3 -m unittest -q harness.test_harness
 fi
-exec python3 -m harness \
+python3 -m harness \
     --bin-dir "$bin_dir" --command "bench/run.sh${quick[*]:+ ${quick[*]}}" "${quick[@]}" \
     ${harness_args[@]+"${harness_args[@]}"}
+
+if [ "$run_criterion" = 1 ]; then
+    since="$(date +%s)"
+    echo "running cargo bench -p authn --bench decision" >&2
+    taskset -c "${BENCH_PROXY_CPUS:-0}" cargo bench --locked -p authn --bench decision >&2
+    # Only this run's estimates are read (criterion keeps earlier runs' files).
+    python3 -m harness.finish --results "$results_dir" \
+        --criterion-dir "$CARGO_TARGET_DIR/criterion" --criterion-since "$since"
+fi

@@ -4,10 +4,14 @@
 //! It starts the key server (`iam::serve` on a fresh store), a Bookstore backend on a fresh
 //! database and the proxy, each on a free loopback port; creates the consumer's service account
 //! and key file; writes the tutorial's `api_config_auth.yaml` with the local key server as
-//! `jwks_uri`; mints a token as `esprit token` does; and calls `ListShelves` through the proxy
-//! with a real gRPC client: with the token (accepted), without one, and with tokens signed by
-//! another account's key (rejected). Each step is printed with the shell command a user would
-//! type to do the same by hand. The exit status is 0 only if every call behaved as expected.
+//! `jwks_uri` and the tutorial's usage rules (only `ListShelves` allows unregistered calls, every
+//! other method needs an API key, checked by the same key server); mints a token as `esprit
+//! token` does; creates an API key for the consumer's project; and calls the Bookstore through
+//! the proxy with a real gRPC client: `ListShelves` with the token (accepted), without one, and
+//! with tokens signed by another account's key (rejected); then `GetShelf` with the token and no
+//! API key, an invalid one (both rejected) and the valid one (accepted). Each step is printed
+//! with the shell command a user would type to do the same by hand. The exit status is 0 only if
+//! every call behaved as expected.
 //!
 //! What it deliberately does not do: print any private key (the key files stay in the work
 //! directory, which is removed at exit), log a token through `tracing`, or leave anything
@@ -27,8 +31,12 @@ use iam::{KeyAlgorithm, KeyServerUrl};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tonic::transport::{Channel, Endpoint};
-use tonic::{Code, Request};
+use tonic::Code;
+use tonic::transport::Endpoint;
+
+use calls::{Call, Expect, Method, make_call};
+
+mod calls;
 
 #[derive(Args)]
 pub struct DemoArgs {
@@ -50,6 +58,8 @@ const CONSUMER: (&str, &str) = ("bookstore-client", "consumer-project");
 /// Another account, whose keys the provider does not trust.
 const OTHER: (&str, &str) = ("other-client", "other-project");
 const LIST_SHELVES: &str = "endpoints.examples.bookstore.Bookstore.ListShelves";
+/// Shaped like a Google API key, known to no key server.
+const INVALID_API_KEY: &str = "AIzaSyInvalidInvalidInvalidInvalidInva";
 
 pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     // Quiet by default: the transcript is the output. `RUST_LOG=info` shows the servers' logs
@@ -107,8 +117,8 @@ fn output(text: &str) {
     let _ = std::io::stdout().flush();
 }
 
-/// The tutorial's `api_config_auth.yaml`, with the consumer's local key server as `jwks_uri`.
-/// API keys are not checked yet: every method allows unregistered calls.
+/// The tutorial's `api_config_auth.yaml`, with the consumer's local key server as `jwks_uri`:
+/// every method needs a token, and every method but `ListShelves` an API key.
 fn service_config_yaml(issuer: &str, jwks_uri: &str) -> String {
     format!(
         r#"# The Bookstore tutorial's service configuration with service-to-service authentication:
@@ -133,7 +143,8 @@ authentication:
       - provider_id: google_service_account
 usage:
   rules:
-  - selector: "*"
+  # ListShelves methods can be called without an API Key.
+  - selector: {LIST_SHELVES}
     allow_unregistered_calls: true
 "#
     )
@@ -213,6 +224,24 @@ fn create_account_with_key(
     Ok(account.email)
 }
 
+/// An API key for `project`, created through the `iam` store as `esprit iam api-keys create`
+/// does; prints the equivalent command and what that command says on stderr (not the key).
+fn create_api_key(files: &Files, project: &str) -> anyhow::Result<String> {
+    let mut store = iam::Store::open(&files.store)
+        .with_context(|| format!("opening the IAM store {}", files.store.display()))?;
+    command(&format!(
+        "API_KEY=$(esprit iam api-keys create --project {project})"
+    ));
+    let (key, record) = store
+        .create_api_key(project, None, now()?)
+        .with_context(|| format!("creating an API key for {project}"))?;
+    output(&format!(
+        "created API key {} for project {} (keep it secret: it is shown only now)",
+        record.id, record.project
+    ));
+    Ok(key)
+}
+
 /// A token from `key_file` for the service, as `esprit token --key-file F --audiences SERVICE
 /// [--issuer ISS]` mints it.
 fn mint(key_file: &Path, issuer: Option<&str>) -> anyhow::Result<String> {
@@ -222,79 +251,6 @@ fn mint(key_file: &Path, issuer: Option<&str>) -> anyhow::Result<String> {
         issuer.map(str::to_owned),
     );
     crate::token_cmd::mint_token(&args)
-}
-
-/// What a call should do.
-enum Expect {
-    Shelves,
-    Rejected { code: Code, message: &'static str },
-}
-
-/// `Code::PermissionDenied` → `PERMISSION_DENIED`, as `bookstore-client` prints it.
-fn code_name(code: Code) -> String {
-    let mut name = String::new();
-    for (i, c) in format!("{code:?}").chars().enumerate() {
-        if c.is_ascii_uppercase() && i > 0 {
-            name.push('_');
-        }
-        name.push(c.to_ascii_uppercase());
-    }
-    name
-}
-
-/// Calls ListShelves through the proxy, prints what `bookstore-client` would, and whether that
-/// is what `expect` says. Returns whether it was.
-async fn list_shelves(
-    client: &mut BookstoreClient<Channel>,
-    token: Option<&str>,
-    expect: &Expect,
-) -> anyhow::Result<bool> {
-    let mut request = Request::new(());
-    if let Some(token) = token {
-        let value = format!("Bearer {token}")
-            .parse()
-            .context("the token is not a valid header value")?;
-        request.metadata_mut().insert("authorization", value);
-    }
-    let got = client.list_shelves(request).await;
-    let ok = match (&got, expect) {
-        (Ok(reply), Expect::Shelves) => {
-            for shelf in &reply.get_ref().shelves {
-                output(&format!("shelf {}: {}", shelf.id, shelf.theme));
-            }
-            !reply.get_ref().shelves.is_empty()
-        }
-        (Err(status), Expect::Rejected { code, message }) => {
-            output(&format!(
-                "error: {}: {}",
-                code_name(status.code()),
-                status.message()
-            ));
-            status.code() == *code && status.message() == *message
-        }
-        (Ok(_), Expect::Rejected { .. }) => {
-            output("(the call succeeded)");
-            false
-        }
-        (Err(status), Expect::Shelves) => {
-            output(&format!(
-                "error: {}: {}",
-                code_name(status.code()),
-                status.message()
-            ));
-            false
-        }
-    };
-    let want = match expect {
-        Expect::Shelves => "the shelves".to_owned(),
-        Expect::Rejected { code, message } => format!("{} \"{message}\"", code_name(*code)),
-    };
-    if ok {
-        output(&format!("  -> as expected: {want}"));
-    } else {
-        output(&format!("  -> UNEXPECTED: wanted {want}"));
-    }
-    Ok(ok)
 }
 
 /// Runs the demo in `dir`; returns how many calls did not behave as expected.
@@ -368,14 +324,18 @@ async fn demo(dir: &Path, keep_running: bool) -> anyhow::Result<usize> {
         .parse()
         .context("the backend URL")?;
     let listen = SocketAddr::from(([127, 0, 0, 1], 0));
-    let proxy = proxy::Proxy::bind(&config, proxy::ProxySettings::new(listen, backend))
+    let mut settings = proxy::ProxySettings::new(listen, backend);
+    // The key server checks API keys too (`POST /v1/services/{service}:check`).
+    settings.api_keys.service_control_url = Some(key_server.as_str().to_owned());
+    let proxy = proxy::Proxy::bind(&config, settings)
         .await
         .context("starting the proxy")?;
     let proxy_addr = proxy.local_addr();
     command(&format!(
-        "esprit proxy --service-config {} --descriptor {} --backend grpc://{bookstore_addr} --listen {proxy_addr}",
+        "esprit proxy --service-config {} --descriptor {} --backend grpc://{bookstore_addr} --listen {proxy_addr} --service-control-url {}",
         files.config.display(),
-        files.descriptor.display()
+        files.descriptor.display(),
+        key_server.as_str()
     ));
     let (stop, stopped) = oneshot::channel::<()>();
     let proxy_task = tokio::spawn(proxy.serve(async {
@@ -409,7 +369,12 @@ async fn demo(dir: &Path, keep_running: bool) -> anyhow::Result<usize> {
     ));
     let forged_token = mint(&files.other_key, Some(&consumer))?;
 
-    step("7. Call ListShelves through the proxy");
+    step(
+        "7. An API key for the consumer's project (GCP Console: APIs & Services > Credentials > Create credentials > API key)",
+    );
+    let api_key = create_api_key(&files, CONSUMER.1)?;
+
+    step("8. Call ListShelves through the proxy: it needs a token, not an API key");
     let channel = Endpoint::from_shared(format!("http://{proxy_addr}"))
         .context("the proxy's URL")?
         .connect_timeout(Duration::from_secs(5))
@@ -423,23 +388,30 @@ async fn demo(dir: &Path, keep_running: bool) -> anyhow::Result<usize> {
         code: Code::Unauthenticated,
         message,
     };
-    let calls: [(String, Option<&str>, Expect); 4] = [
-        (
+    let list_shelves = |line, token, expect| Call {
+        line,
+        method: Method::ListShelves,
+        token,
+        api_key: None,
+        expect,
+    };
+    let listing = [
+        list_shelves(
             format!("bookstore-client --port {port} --auth_token $JWT_TOKEN  # with the token"),
-            Some(&token),
-            Expect::Shelves,
+            Some(token.as_str()),
+            Expect::Answer,
         ),
-        (
+        list_shelves(
             format!("bookstore-client --port {port}  # without a token"),
             None,
             unauthenticated("Jwt is missing"),
         ),
-        (
+        list_shelves(
             format!("bookstore-client --port {port} --auth_token $OTHER_TOKEN  # {other}"),
             Some(&other_token),
             unauthenticated("Jwt issuer is not configured"),
         ),
-        (
+        list_shelves(
             format!(
                 "bookstore-client --port {port} --auth_token $FORGED_TOKEN  # {other}'s key, posing as {consumer}"
             ),
@@ -448,16 +420,65 @@ async fn demo(dir: &Path, keep_running: bool) -> anyhow::Result<usize> {
         ),
     ];
     let mut failures = 0;
-    for (line, token, expect) in &calls {
-        command(line);
-        if !list_shelves(&mut client, *token, expect).await? {
+    for call in &listing {
+        command(&call.line);
+        if !make_call(&mut client, call).await? {
+            failures += 1;
+        }
+    }
+
+    step(
+        "9. Call GetShelf through the proxy: it needs an API key as well (usage.rules: only ListShelves allows unregistered calls)",
+    );
+    // With the consumer's valid token each time: the token is checked first (ESPv2's filter
+    // order), so these calls show the API-key check alone.
+    let get_shelf = |args: &str, api_key, expect| Call {
+        line: format!("bookstore-client --port {port} --auth_token $JWT_TOKEN {args}"),
+        method: Method::GetShelf(1),
+        token: Some(token.as_str()),
+        api_key,
+        expect,
+    };
+    let getting = [
+        get_shelf(
+            "get-shelf 1  # without an API key",
+            None,
+            unauthenticated(
+                "Method doesn't allow unregistered callers (callers without established identity). \
+                 Please use API Key or other form of API consumer identity to call this API.",
+            ),
+        ),
+        get_shelf(
+            &format!("--api_key {INVALID_API_KEY} get-shelf 1  # a key nobody issued"),
+            Some(INVALID_API_KEY),
+            Expect::Rejected {
+                code: Code::InvalidArgument,
+                message: "API key not valid. Please pass a valid API key.",
+            },
+        ),
+        get_shelf(
+            "--api_key $API_KEY get-shelf 1",
+            Some(api_key.as_str()),
+            Expect::Answer,
+        ),
+    ];
+    for call in &getting {
+        command(&call.line);
+        if !make_call(&mut client, call).await? {
             failures += 1;
         }
     }
     drop(client);
 
     if keep_running {
-        print_try_by_hand(&files, &consumer, &token, &iam_server, bookstore_addr, port);
+        print_try_by_hand(
+            &files,
+            &consumer,
+            (&token, &api_key),
+            &iam_server,
+            bookstore_addr,
+            port,
+        );
         crate::signals::terminated().await;
         println!("\nStopping.");
     }
@@ -478,7 +499,7 @@ async fn demo(dir: &Path, keep_running: bool) -> anyhow::Result<usize> {
 fn print_try_by_hand(
     files: &Files,
     consumer: &str,
-    token: &str,
+    (token, api_key): (&str, &str),
     iam_server: &Background<iam::Result<()>>,
     bookstore_addr: SocketAddr,
     proxy_port: u16,
@@ -496,6 +517,12 @@ fn print_try_by_hand(
         format!("JWT_TOKEN={token}"),
         format!("bookstore-client --port {proxy_port} --auth_token $JWT_TOKEN list-shelves"),
         format!("bookstore-client --port {proxy_port} list-shelves"),
+        format!("API_KEY={api_key}"),
+        format!(
+            "bookstore-client --port {proxy_port} --auth_token $JWT_TOKEN --api_key $API_KEY get-shelf 1"
+        ),
+        format!("bookstore-client --port {proxy_port} --auth_token $JWT_TOKEN get-shelf 1"),
+        format!("esprit iam api-keys list --project {}", CONSUMER.1),
         format!(
             "esprit token --key-file {} --audiences {SERVICE_NAME}",
             files.consumer_key.display()
@@ -518,14 +545,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn code_names_are_grpc_names() {
-        assert_eq!(code_name(Code::Unauthenticated), "UNAUTHENTICATED");
-        assert_eq!(code_name(Code::PermissionDenied), "PERMISSION_DENIED");
-        assert_eq!(code_name(Code::Ok), "OK");
-    }
-
-    #[test]
-    fn the_config_is_valid_and_needs_a_token_everywhere() {
+    fn the_config_is_valid_and_needs_a_token_everywhere_and_a_key_but_for_list_shelves() {
         let yaml = service_config_yaml(
             "bookstore-client@consumer-project.iam.gserviceaccount.com",
             "http://127.0.0.1:1/robot/v1/metadata/x509/bookstore-client@consumer-project.iam.gserviceaccount.com",
@@ -535,12 +555,16 @@ mod tests {
                 .expect("descriptor");
         let config = service_config::from_yaml(&yaml, descriptor).expect("valid config");
         assert_eq!(config.name(), SERVICE_NAME);
-        // No method needs an API key: the demo's proxy checks tokens only.
-        assert!(
-            config
-                .methods()
-                .iter()
-                .all(|m| m.api_key != service_config::ApiKeyRequirement::Required)
-        );
+        // The tutorial's usage rules: ListShelves alone allows unregistered calls.
+        let methods = config.methods();
+        assert!(methods.len() > 1);
+        for method in methods {
+            let want = if method.selector.as_str() == LIST_SHELVES {
+                service_config::ApiKeyRequirement::NotRequired
+            } else {
+                service_config::ApiKeyRequirement::Required
+            };
+            assert_eq!(method.api_key, want, "{}", method.selector.as_str());
+        }
     }
 }

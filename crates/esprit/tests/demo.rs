@@ -8,11 +8,18 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use bookstore::pb::GetShelfRequest;
 use bookstore::pb::bookstore_client::BookstoreClient;
 use tonic::Request;
 
 /// Generous for a loaded 2-core machine; the demo takes about a second once built.
 const PATIENCE: Duration = Duration::from_secs(60);
+
+/// ESP's answers for a method that needs an API key (ESP_REFERENCE.md).
+const KEY_MISSING: &str = "Method doesn't allow unregistered callers (callers without established \
+                           identity). Please use API Key or other form of API consumer identity to \
+                           call this API.";
+const KEY_INVALID: &str = "API key not valid. Please pass a valid API key.";
 
 fn demo(workdir: &Path) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_esprit"));
@@ -61,10 +68,20 @@ fn demo_shows_the_tutorials_outcomes_and_leaves_nothing_behind() {
         "  - id: google_service_account",
         "    issuer: bookstore-client@consumer-project.iam.gserviceaccount.com",
         "/robot/v1/metadata/x509/bookstore-client%40consumer-project.iam.gserviceaccount.com",
+        // The tutorial's usage rules: ListShelves alone may be called without an API key.
+        "usage:\n  rules:\n  # ListShelves methods can be called without an API Key.\n  \
+         - selector: endpoints.examples.bookstore.Bookstore.ListShelves\n    \
+         allow_unregistered_calls: true\n",
         "$ esprit proxy --service-config ",
+        " --service-control-url http://127.0.0.1:",
         "$ JWT_TOKEN=$(esprit token --key-file ",
         "$ esprit iam accounts create other-client --project other-project",
+        "$ API_KEY=$(esprit iam api-keys create --project consumer-project)\n\
+         created API key ",
         "$ bookstore-client --port ",
+        " --auth_token $JWT_TOKEN get-shelf 1  # without an API key\n",
+        " --auth_token $JWT_TOKEN --api_key AIzaSyInvalidInvalidInvalidInvalidInva get-shelf 1",
+        " --auth_token $JWT_TOKEN --api_key $API_KEY get-shelf 1\n",
     ];
     let mut from = 0;
     for want in commands {
@@ -74,7 +91,8 @@ fn demo_shows_the_tutorials_outcomes_and_leaves_nothing_behind() {
         from += at;
     }
 
-    // The outcomes: the shelves with the token; the three rejections with code and message.
+    // The outcomes: the shelves with the token; the three rejections with code and message;
+    // GetShelf refused without an API key and with an invalid one, answered with the valid one.
     for want in [
         "shelf 1: Fiction\nshelf 2: Fantasy\n  -> as expected: the shelves",
         "# without a token\nerror: UNAUTHENTICATED: Jwt is missing\n  -> as expected",
@@ -82,10 +100,19 @@ fn demo_shows_the_tutorials_outcomes_and_leaves_nothing_behind() {
          error: UNAUTHENTICATED: Jwt issuer is not configured\n  -> as expected",
         "posing as bookstore-client@consumer-project.iam.gserviceaccount.com\n\
          error: UNAUTHENTICATED: Jwks doesn't have key to match kid or alg from Jwt\n  -> as expected",
+        &format!(
+            "get-shelf 1  # without an API key\nerror: UNAUTHENTICATED: {KEY_MISSING}\n  \
+             -> as expected: UNAUTHENTICATED \"{KEY_MISSING}\"\n"
+        ),
+        &format!(
+            "get-shelf 1  # a key nobody issued\nerror: INVALID_ARGUMENT: {KEY_INVALID}\n  \
+             -> as expected: INVALID_ARGUMENT \"{KEY_INVALID}\"\n"
+        ),
+        "--api_key $API_KEY get-shelf 1\nshelf 1: Fiction\n  -> as expected: shelf 1\n",
     ] {
         assert!(stdout.contains(want), "{want:?} missing in:\n{stdout}");
     }
-    assert_eq!(stdout.matches("  -> as expected").count(), 4, "{stdout}");
+    assert_eq!(stdout.matches("  -> as expected").count(), 7, "{stdout}");
     assert!(!stdout.contains("UNEXPECTED"), "{stdout}");
 
     // The token is shown (it is the point of the demo); private keys never are.
@@ -116,15 +143,28 @@ fn read_until(lines: &mut impl Iterator<Item = String>, prefix: &str) -> Vec<Str
     panic!("{prefix:?} never came; output:\n{}", seen.join("\n"));
 }
 
+/// Kills the child if the test fails before it exits, so no demo outlives the test.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keep_running_serves_calls_until_sigterm_then_cleans_up() {
     let workdir = tempfile::tempdir().unwrap();
-    let mut child = demo(workdir.path())
-        .arg("--keep-running")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
+    let mut child = KillOnDrop(
+        demo(workdir.path())
+            .arg("--keep-running")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = child.0.stdout.take().unwrap();
     let (lines_tx, lines_rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines() {
@@ -135,7 +175,10 @@ async fn keep_running_serves_calls_until_sigterm_then_cleans_up() {
     });
     let mut lines = std::iter::from_fn(|| lines_rx.recv_timeout(PATIENCE).ok());
     let shown = read_until(&mut lines, "$ curl -s http://").join("\n");
-    assert!(shown.contains("# The stack stays up until Ctrl-C"), "{shown}");
+    // What the demo prints for trying it by hand, after the transcript.
+    let (_, shown) = shown
+        .split_once("# The stack stays up until Ctrl-C")
+        .unwrap_or_else(|| panic!("no instructions in:\n{shown}"));
     let proxy_port: u16 = shown
         .lines()
         .find_map(|l| l.strip_prefix("#   proxy       127.0.0.1:"))
@@ -151,6 +194,14 @@ async fn keep_running_serves_calls_until_sigterm_then_cleans_up() {
         "$ bookstore-client --port {proxy_port} --auth_token $JWT_TOKEN list-shelves"
     )));
     assert!(shown.contains("$ esprit token inspect $JWT_TOKEN --service-config "));
+    let api_key = shown
+        .lines()
+        .find_map(|l| l.strip_prefix("$ API_KEY="))
+        .unwrap()
+        .to_owned();
+    assert!(shown.contains(&format!(
+        "$ bookstore-client --port {proxy_port} --auth_token $JWT_TOKEN --api_key $API_KEY get-shelf 1"
+    )));
     // The key file the printed commands use is there while the stack runs.
     let key_file = shown
         .lines()
@@ -163,25 +214,43 @@ async fn keep_running_serves_calls_until_sigterm_then_cleans_up() {
         .await
         .unwrap();
     let mut request = Request::new(());
-    request.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {token}").parse().unwrap(),
-    );
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
     let shelves = client.list_shelves(request).await.unwrap().into_inner();
     assert_eq!(shelves.shelves.len(), 2);
     let status = client.list_shelves(Request::new(())).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unauthenticated);
     assert_eq!(status.message(), "Jwt is missing");
+    // GetShelf needs the printed API key as well as the token.
+    let get_shelf = |api_key: Option<&str>| {
+        let mut request = Request::new(GetShelfRequest { shelf: 1 });
+        let metadata = request.metadata_mut();
+        metadata.insert("authorization", format!("Bearer {token}").parse().unwrap());
+        if let Some(key) = api_key {
+            metadata.insert("x-api-key", key.parse().unwrap());
+        }
+        request
+    };
+    let shelf = client
+        .get_shelf(get_shelf(Some(&api_key)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((shelf.id, shelf.theme.as_str()), (1, "Fiction"));
+    let status = client.get_shelf(get_shelf(None)).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unauthenticated);
+    assert_eq!(status.message(), KEY_MISSING);
     drop(client);
 
     let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &child.0.id().to_string()])
         .status()
         .unwrap();
     assert!(killed.success());
     let started = Instant::now();
     let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
+        if let Some(status) = child.0.try_wait().unwrap() {
             break status;
         }
         assert!(started.elapsed() < PATIENCE, "still running after SIGTERM");

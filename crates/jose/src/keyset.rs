@@ -117,6 +117,18 @@ impl KeySet {
     }
 
     /// Where the set came from.
+    /// A set with no keys: what a key server means by a well-formed empty document
+    /// (`{"keys": []}`, `{}`) — every key of the issuer withdrawn. Verifying against it always
+    /// fails with [`JoseError::KeyNotFound`]; [`KeySet::parse`] never returns it (a document
+    /// without usable keys is [`JoseError::NoUsableKeys`]), callers build it deliberately.
+    pub fn empty(source: KeySource) -> KeySet {
+        KeySet {
+            source,
+            keys: Vec::new(),
+            skipped: Vec::new(),
+        }
+    }
+
     pub fn source(&self) -> KeySource {
         self.source
     }

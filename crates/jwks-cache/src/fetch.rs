@@ -139,6 +139,19 @@ impl Fetcher {
                 });
             }
         };
+        // A well-formed document listing no keys at all (`{"keys": []}`, or `{}`: an empty X.509
+        // map) is the key server saying the issuer has none left (its last key was disabled or
+        // deleted): it replaces the cached set, so withdrawn keys stop verifying within
+        // `cache_duration`. A document whose keys are all unusable (unsupported, too weak, HMAC
+        // from a remote source), or that is not a key set, stays an error and the last good set
+        // is kept.
+        if lists_no_keys(&bytes) {
+            tracing::warn!(
+                url,
+                "the key set lists no keys: every token of this provider will be refused"
+            );
+            return Ok(KeySet::empty(source));
+        }
         KeySet::parse(&bytes, source).map_err(|source| FetchError::Parse {
             url: url.to_owned(),
             source,
@@ -284,4 +297,16 @@ pub async fn fetch_once(
     settings: &Settings,
 ) -> Result<KeySet, FetchError> {
     Fetcher::new(settings)?.fetch(provider).await
+}
+
+/// `{}` (an empty X.509 map) or `{"keys": []}` (an empty JWKS).
+fn lists_no_keys(bytes: &[u8]) -> bool {
+    match serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(bytes) {
+        Ok(map) => match map.get("keys") {
+            None => map.is_empty(),
+            Some(serde_json::Value::Array(keys)) => keys.is_empty(),
+            Some(_) => false,
+        },
+        Err(_) => false,
+    }
 }

@@ -176,7 +176,7 @@ async fn a_set_with_no_usable_key_never_replaces_a_good_one() {
     let bad_sets = [
         // An HMAC key from a remote source is skipped, leaving nothing usable.
         test_server::hmac_jwks("h", &[1u8; 32]),
-        r#"{"keys": []}"#.to_owned(),
+        r#"{"keys": [{"kty": "RSA", "n": "AQAB", "e": "AQAB"}]}"#.to_owned(),
         "garbage".to_owned(),
     ];
     for bad in bad_sets {
@@ -395,4 +395,38 @@ async fn dropping_the_cache_stops_its_tasks() {
     server.set("/jwks", Reply::json(test_server::jwks(&[("a", &a)])));
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(server.hits("/jwks"), hits);
+}
+
+#[tokio::test]
+async fn an_explicitly_empty_set_withdraws_every_key() {
+    // The key server lists no keys any more (the issuer's last key was disabled or deleted):
+    // unlike garbage or unusable keys, this replaces the cached set, so tokens stop verifying.
+    let a = jose::generate_es256().unwrap();
+    let server = KeyServer::start().await.unwrap();
+    server.set("/jwks", Reply::json(test_server::jwks(&[("a", &a)])));
+    let settings = Settings {
+        refetch_interval: Duration::from_millis(1),
+        ..fast()
+    };
+    let cache =
+        JwksCache::new(&[provider("p", "iss", Some(server.url("/jwks")))], settings).unwrap();
+    cache.start();
+    assert!(
+        wait_for(Duration::from_secs(5), || kids(&cache.state(&id("p")))
+            .is_some())
+        .await
+    );
+    for empty in [r#"{"keys": []}"#, "{}"] {
+        server.set("/jwks", Reply::json(test_server::jwks(&[("a", &a)])));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        cache.refetch(&id("p")).await;
+        assert_eq!(kids(&cache.state(&id("p"))).unwrap(), ["a"]);
+        server.set("/jwks", Reply::json(empty));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert_eq!(cache.refetch(&id("p")).await, Refetch::Fetched, "{empty}");
+        match cache.state(&id("p")) {
+            KeyState::Ready(keys) => assert!(keys.keys().is_empty(), "{empty}"),
+            other => panic!("{empty}: want an empty Ready set, got {other:?}"),
+        }
+    }
 }

@@ -46,8 +46,12 @@ impl Authenticator {
         keys.start();
         Ok(Self {
             keys,
+            // An entry lives no longer than a key set does: a token verified with a key that is
+            // then withdrawn stops being accepted once the key set would have been refreshed,
+            // as a token seen for the first time would.
             verified: moka::sync::Cache::builder()
                 .max_capacity(settings.jwt_cache_size)
+                .time_to_live(settings.jwks.cache_duration)
                 .build(),
             skew: settings.clock_skew,
         })
