@@ -245,7 +245,9 @@ mod tests {
     #[test]
     fn key_locations_in_order() {
         let defaults = ApiKeyLocation::defaults();
-        let table: &[(&str, &[(&str, &str)], Option<&str>)] = &[
+        // (URI, headers, the key found)
+        type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], Option<&'a str>);
+        let table: &[Case] = &[
             ("/m?key=q1&api_key=q2", &[("x-api-key", "h")], Some("q1")),
             ("/m?api_key=q2", &[("x-api-key", "h")], Some("q2")),
             ("/m", &[("x-api-key", "h")], Some("h")),

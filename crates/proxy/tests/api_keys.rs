@@ -142,8 +142,9 @@ async fn every_rule_combination_with_code_and_message() {
     keys.revoke(&revoked_id);
     let mut client = echo_client(proxy.url()).await;
 
-    // Unary: default locations.
-    let table: Vec<(&str, Vec<(&str, &str)>, Code, &str)> = vec![
+    // Unary: default locations. (description, metadata, code, message)
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, Code, &'a str);
+    let table: Vec<Case> = vec![
         ("no key", vec![], Code::Unauthenticated, MISSING),
         (
             "valid key in x-api-key",
