@@ -20,6 +20,7 @@ mod settings;
 
 pub use api_key::{ApiKeySettings, OnUnreachable, find_api_key};
 pub use auth::AuthSettings;
+pub use body::code_name;
 pub use reject::Rejection;
 pub use routes::{Route, RouteTable, Unenforceable};
 pub use server::Proxy;

@@ -4,6 +4,7 @@
 use anyhow::Context as _;
 use bookstore::pb::bookstore_client::BookstoreClient;
 use bookstore::pb::{GetShelfRequest, Shelf};
+use proxy::code_name;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 
@@ -37,16 +38,6 @@ pub(super) struct Call<'a> {
 }
 
 /// `Code::PermissionDenied` → `PERMISSION_DENIED`, as `bookstore-client` prints it.
-fn code_name(code: Code) -> String {
-    let mut name = String::new();
-    for (i, c) in format!("{code:?}").chars().enumerate() {
-        if c.is_ascii_uppercase() && i > 0 {
-            name.push('_');
-        }
-        name.push(c.to_ascii_uppercase());
-    }
-    name
-}
 
 /// A request carrying the token as `authorization: Bearer …` and the API key as `x-api-key`,
 /// as `bookstore-client --auth_token T --api_key K` sends them.
