@@ -100,6 +100,10 @@ harness_args+=(--python "$venv_python")
 # measurements (so they start with no benchmark of ours loading the machine), pinned where the
 # proxy runs.
 run_criterion=0
+if [ ${#quick[@]} -eq 0 ]; then
+    # The build above (and any teammate's) loads the machine: let it settle before measuring.
+    harness_args+=(--wait-quiet "${BENCH_WAIT_QUIET:-300}")
+fi
 if [ ${#quick[@]} -eq 0 ] && [ "$criterion" = 1 ]; then
     run_criterion=1
     export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/esprit-target}"

@@ -279,6 +279,9 @@ def main():
                         help="tokens per pool (default 10 000; 1 000 with --quick)")
     parser.add_argument("--criterion-dir", help="CARGO_TARGET_DIR/criterion of a `cargo bench "
                         "-p authn --bench decision` run, read into the report")
+    parser.add_argument("--wait-quiet", type=float, default=0, metavar="SECONDS",
+                        help="first wait up to this long for a 1-minute load below 0.5 and no "
+                        "compiler running")
     parser.add_argument("--criterion-since", type=float, default=0,
                         help="ignore criterion estimates older than this Unix time")
     args = parser.parse_args()
@@ -302,7 +305,9 @@ def main():
     ctx.pool_size = args.pool_size or (1000 if args.quick else 10000)
     runs = profiles(args.quick)
     only = set(filter(None, args.only.split(",")))
+    waited = machine.wait_quiet(args.wait_quiet) if args.wait_quiet else 0
     quiet = machine.quietness()
+    quiet["waited_s"] = round(waited)
     try:
         ctx.creds = creds.Credentials(bins["esprit"], args.python, workdir,
                                       layout.backend).create()

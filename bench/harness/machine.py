@@ -3,6 +3,7 @@
 import os
 import platform
 import subprocess
+import time
 
 
 class Layout:
@@ -127,3 +128,16 @@ def quietness():
                 continue
     return {"load_1m": loads[0], "load_5m": loads[1], "load_15m": loads[2],
             "compilers_running": busy}
+
+
+def wait_quiet(max_s, load_below=0.5, poll_s=10):
+    """Waits up to `max_s` for a 1-minute load average below `load_below` with no compiler
+    running (our own build just before a run raises the load for a minute or two). Returns
+    the seconds waited; the run goes ahead either way, and the report shows the load."""
+    start = time.monotonic()
+    while time.monotonic() - start < max_s:
+        q = quietness()
+        if q["load_1m"] < load_below and not q["compilers_running"]:
+            break
+        time.sleep(poll_s)
+    return time.monotonic() - start

@@ -171,8 +171,10 @@ def _quiet(q):
     if not q:
         return "Load at start: not recorded."
     return ("Load at start (/proc/loadavg, 1/5/15 min): %.2f / %.2f / %.2f; compiler processes "
-            "running: %d." % (q["load_1m"], q["load_5m"], q["load_15m"],
-                              q["compilers_running"]))
+            "running: %d%s." % (q["load_1m"], q["load_5m"], q["load_15m"],
+                                q["compilers_running"],
+                                "; after waiting %d s for a quiet machine" % q["waited_s"]
+                                if q.get("waited_s") else ""))
 
 
 def _targets_md(result):
