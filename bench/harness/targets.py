@@ -13,8 +13,10 @@ OPEN = "esprit-open"
 PEERS = ("nginx", "nghttpx")
 ALGORITHMS = ("RS256", "ES256", "EdDSA")
 
-# Thresholds. (d), (e) and the criterion ratio are the issue's numbers; for (a), (b), (c) and (f)
-# the target is "at least as good as the peer(s)", which is how this benchmark reads the issue.
+# Thresholds. (d), (e) and the criterion ratio are the issue's numbers; for (a), (b) and (c) the
+# issue compares with the peers ("at least the requests/s of nghttpx", "less proxy CPU per call
+# than nginx and nghttpx", "p99 no worse than theirs"). (f) is only to be reported: the issue sets
+# no bound on RSS under 10 000 streams, so it is shown next to nghttpx's without a verdict.
 MAX_HIT_CPU_VS_OPEN = 1.05
 MAX_IDLE_RSS_MIB = 20.0
 MAX_MISS_VS_BARE = 1.20
@@ -151,7 +153,7 @@ def evaluate(result):
             "RSS with 10 000 calls in flight: %s vs nghttpx" % (
                 "JWT cache hit" if name == HIT else "esprit without authentication"),
             "%.1f vs %.1f MiB (%.2f×)" % (mine / 1024, ref / 1024, mine / ref) if have
-            else None, "≤ nghttpx", mine <= ref if have else None))
+            else None, "reported (no bound in the issue)", None))
 
     for row in criterion_table(result.get("criterion", {})):
         out.append(_target(

@@ -14,11 +14,6 @@ mod token_cmd;
 
 use clap::{Parser, Subcommand};
 
-// mimalloc: fewer instructions per allocation than glibc's malloc on the proxy's hot path
-// (measured with callgrind, see bench/README.md).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(
     name = "esprit",
