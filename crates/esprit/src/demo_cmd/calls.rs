@@ -37,8 +37,6 @@ pub(super) struct Call<'a> {
     pub(super) expect: Expect,
 }
 
-/// `Code::PermissionDenied` → `PERMISSION_DENIED`, as `bookstore-client` prints it.
-
 /// A request carrying the token as `authorization: Bearer …` and the API key as `x-api-key`,
 /// as `bookstore-client --auth_token T --api_key K` sends them.
 fn request<T>(
