@@ -141,11 +141,18 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
         settings.api_keys.on_unreachable = proxy::OnUnreachable::FailOpen;
     }
 
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = args.worker_threads {
-        anyhow::ensure!(n > 0, "--worker-threads must be at least 1");
-        runtime.worker_threads(n);
-    }
+    let mut runtime = match args.worker_threads {
+        Some(0) => anyhow::bail!("--worker-threads must be at least 1"),
+        // One thread: tokio's single-threaded scheduler, which skips the work-stealing
+        // machinery a lone worker has no use for.
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut runtime = tokio::runtime::Builder::new_multi_thread();
+            runtime.worker_threads(n);
+            runtime
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
     let runtime = runtime
         .enable_all()
         .build()
