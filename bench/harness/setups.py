@@ -35,7 +35,10 @@ class Setup:
 def start_backend(ctx):
     proc = Proc(
         "echo-server-" + ctx.tag,
-        [ctx.bins["echo-server"], "--listen", "127.0.0.1:0"],
+        # --plain: replies carry the payload only, so a call costs the backend (and the bytes
+        # a proxy relays back) the same whatever headers the proxy adds (esprit's
+        # x-endpoint-api-userinfo, for one).
+        [ctx.bins["echo-server"], "--listen", "127.0.0.1:0", "--plain"],
         ctx.layout.backend,
         ctx.workdir,
     )

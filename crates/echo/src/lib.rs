@@ -23,7 +23,7 @@ use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 
 pub use headers::{EchoMetadataLayer, TRAILER_BIN_VALUE};
-pub use service::EchoService;
+pub use service::{EchoService, Reflect};
 
 /// Generated messages, client (`echo_client`) and server (`echo_server`).
 pub mod pb {
@@ -53,7 +53,11 @@ pub enum ServeError {
 
 /// The echo service with its message size limits, ready for a tonic router.
 pub fn echo_server() -> pb::echo_server::EchoServer<EchoService> {
-    pb::echo_server::EchoServer::new(EchoService)
+    echo_server_with(Reflect::Metadata)
+}
+
+fn echo_server_with(reflect: Reflect) -> pb::echo_server::EchoServer<EchoService> {
+    pb::echo_server::EchoServer::new(EchoService::new(reflect))
         .max_decoding_message_size(MAX_MESSAGE_SIZE)
         .max_encoding_message_size(MAX_MESSAGE_SIZE)
 }
@@ -63,10 +67,19 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
+    serve_with(listener, shutdown, Reflect::Metadata).await
+}
+
+/// [`serve`], choosing whether replies reflect what the server received.
+pub async fn serve_with(
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+    reflect: Reflect,
+) -> Result<(), ServeError> {
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     // tonic leaves concurrent streams and locally reset streams unlimited unless told; every
     // HTTP/2 limit is set on purpose. Windows are large so 32 MiB messages move quickly.
-    Server::builder()
+    let server = Server::builder()
         .max_concurrent_streams(Some(4096))
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
@@ -75,11 +88,23 @@ pub async fn serve(
         .http2_max_header_list_size(Some(256 * 1024))
         .initial_stream_window_size(Some(4 * 1024 * 1024))
         .initial_connection_window_size(Some(16 * 1024 * 1024))
-        .tcp_nodelay(true)
-        .layer(EchoMetadataLayer)
-        .add_service(echo_server())
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await?;
+        .tcp_nodelay(true);
+    match reflect {
+        Reflect::Metadata => {
+            let mut server = server.layer(EchoMetadataLayer);
+            server
+                .add_service(echo_server_with(reflect))
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await?
+        }
+        Reflect::Nothing => {
+            let mut server = server;
+            server
+                .add_service(echo_server_with(reflect))
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await?
+        }
+    }
     Ok(())
 }
 

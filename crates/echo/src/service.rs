@@ -14,8 +14,40 @@ use crate::pb::{EchoRequest, EchoResponse};
 type ResponseStream = Pin<Box<dyn Stream<Item = Result<EchoResponse, Status>> + Send + 'static>>;
 
 /// Implements the generated `Echo` trait. Stateless.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct EchoService;
+#[derive(Debug, Clone, Copy)]
+pub struct EchoService {
+    reflect: Reflect,
+}
+
+/// Whether replies say what the server received.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reflect {
+    /// The request's ASCII metadata in each reply's `metadata` field (and, with
+    /// [`crate::EchoMetadataLayer`], every request header echoed back): for tests.
+    Metadata,
+    /// Replies carry the payload only, so every call costs the same whatever its headers: for
+    /// benchmarks, where proxies add headers of their own.
+    Nothing,
+}
+
+impl Default for EchoService {
+    fn default() -> Self {
+        Self::new(Reflect::Metadata)
+    }
+}
+
+impl EchoService {
+    pub fn new(reflect: Reflect) -> Self {
+        Self { reflect }
+    }
+
+    fn metadata_of(&self, metadata: &MetadataMap) -> HashMap<String, String> {
+        match self.reflect {
+            Reflect::Metadata => ascii_metadata(metadata),
+            Reflect::Nothing => HashMap::new(),
+        }
+    }
+}
 
 /// The ASCII entries of `metadata`, one value per key (the last one wins).
 fn ascii_metadata(metadata: &MetadataMap) -> HashMap<String, String> {
@@ -50,7 +82,7 @@ async fn pause(request: &EchoRequest) {
 #[tonic::async_trait]
 impl Echo for EchoService {
     async fn unary(&self, request: Request<EchoRequest>) -> Result<Response<EchoResponse>, Status> {
-        let metadata = ascii_metadata(request.metadata());
+        let metadata = self.metadata_of(request.metadata());
         let request = request.into_inner();
         pause(&request).await;
         if let Some(status) = requested_failure(&request) {
@@ -69,7 +101,7 @@ impl Echo for EchoService {
         &self,
         request: Request<EchoRequest>,
     ) -> Result<Response<Self::ServerStreamStream>, Status> {
-        let mut metadata = Some(ascii_metadata(request.metadata()));
+        let mut metadata = Some(self.metadata_of(request.metadata()));
         let request = request.into_inner();
         let failure = requested_failure(&request);
         if request.count == 0 {
@@ -100,7 +132,7 @@ impl Echo for EchoService {
         &self,
         request: Request<Streaming<EchoRequest>>,
     ) -> Result<Response<EchoResponse>, Status> {
-        let metadata = ascii_metadata(request.metadata());
+        let metadata = self.metadata_of(request.metadata());
         let mut inbound = request.into_inner();
         let mut payload = Vec::new();
         let mut index = 0u32;
@@ -125,7 +157,7 @@ impl Echo for EchoService {
         &self,
         request: Request<Streaming<EchoRequest>>,
     ) -> Result<Response<Self::BidiStream>, Status> {
-        let metadata = ascii_metadata(request.metadata());
+        let metadata = self.metadata_of(request.metadata());
         let inbound = request.into_inner();
         // State: the inbound stream, the next index, the metadata still to send, and whether the
         // call has ended with an error.

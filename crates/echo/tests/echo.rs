@@ -338,3 +338,28 @@ async fn binary_prints_its_address_and_serves() {
         .unwrap();
     assert!(status.success(), "{status:?}");
 }
+
+#[tokio::test]
+async fn plain_replies_reflect_nothing() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(echo::serve_with(
+        listener,
+        std::future::pending(),
+        echo::Reflect::Nothing,
+    ));
+    let mut client = EchoClient::connect(format!("http://{addr}")).await.unwrap();
+    let mut request = tonic::Request::new(EchoRequest {
+        payload: bytes::Bytes::from_static(b"p"),
+        ..Default::default()
+    });
+    request
+        .metadata_mut()
+        .insert("x-big", "v".repeat(500).parse().unwrap());
+    let response = client.unary(request).await.unwrap();
+    assert!(response.metadata().get("echo-x-big").is_none());
+    assert!(response.metadata().get("echo-trailer").is_none());
+    let reply = response.into_inner();
+    assert_eq!(&reply.payload[..], b"p");
+    assert!(reply.metadata.is_empty(), "{:?}", reply.metadata);
+}

@@ -14,6 +14,11 @@ struct Args {
     /// Address to listen on; port 0 picks a free port.
     #[arg(long, default_value = "127.0.0.1:0")]
     listen: SocketAddr,
+    /// Replies carry the payload only: no request metadata in them, no `echo-` headers or
+    /// trailers. For benchmarks, so a call costs the backend the same whatever headers a proxy
+    /// adds.
+    #[arg(long)]
+    plain: bool,
 }
 
 #[tokio::main]
@@ -40,7 +45,12 @@ async fn main() -> ExitCode {
     {
         // Whoever started us stopped listening; serving is still useful.
     }
-    match echo::serve(listener, shutdown_signal()).await {
+    let reflect = if args.plain {
+        echo::Reflect::Nothing
+    } else {
+        echo::Reflect::Metadata
+    };
+    match echo::serve_with(listener, shutdown_signal(), reflect).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err}: {:?}", std::error::Error::source(&err));
