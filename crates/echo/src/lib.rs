@@ -5,7 +5,8 @@
 //! and every request header echoed back as an `echo-<name>` response header (binary `-bin`
 //! values unchanged). Successful responses end with the trailers `echo-trailer: done` and
 //! `echo-trailer-bin` ([`TRAILER_BIN_VALUE`]). A request can ask for a delay (`sleep_ms`) or a
-//! status (`fail_code`, `fail_message`). Messages up to [`MAX_MESSAGE_SIZE`] are accepted. It
+//! status (`fail_code`, `fail_message`). Messages up to [`MAX_MESSAGE_SIZE`] are accepted.
+//! [`Reflect::Nothing`] (`echo-server --plain`) turns the reflection off, for benchmarks. It
 //! deliberately has no authentication, TLS, health or reflection service, and no logging on
 //! the request path, to stay cheap as a benchmark backend.
 
