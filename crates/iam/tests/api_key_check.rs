@@ -4,8 +4,12 @@
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
+mod common;
+
+use common::Server;
+
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
@@ -14,42 +18,10 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use iam::{ApiKeyCheck, KeyServerUrl, Store};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
+use tokio::net::TcpStream;
 
 const NOW: u64 = 1_750_000_000;
 const CHECK: &str = "/v1/services/bookstore.endpoints.my-project.cloud.goog:check";
-
-struct Server {
-    addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<iam::Result<()>>,
-}
-
-impl Server {
-    async fn start(store: &Path) -> Server {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let store = store.to_owned();
-        let task = tokio::spawn(async move {
-            iam::serve(listener, &store, async {
-                let _ = stopped.await;
-            })
-            .await
-        });
-        Server {
-            addr,
-            stop: Some(stop),
-            task,
-        }
-    }
-
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        self.task.await.unwrap().unwrap();
-    }
-}
 
 /// A response read off the wire: status code, lower-cased header block, body.
 struct Raw {

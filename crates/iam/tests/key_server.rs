@@ -3,8 +3,12 @@
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
+mod common;
+
+use common::Server;
+
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Empty};
@@ -13,40 +17,8 @@ use hyper_util::rt::TokioIo;
 use iam::{KeyAlgorithm, KeyServerUrl, KeyState, Store, encode_path_segment};
 use serde_json::Value;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
 
 const NOW: u64 = 1_750_000_000;
-
-struct Server {
-    addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<iam::Result<()>>,
-}
-
-impl Server {
-    async fn start(store: &Path) -> Server {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let store = store.to_owned();
-        let task = tokio::spawn(async move {
-            iam::serve(listener, &store, async {
-                let _ = stopped.await;
-            })
-            .await
-        });
-        Server {
-            addr,
-            stop: Some(stop),
-            task,
-        }
-    }
-
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        self.task.await.unwrap().unwrap();
-    }
-}
 
 struct Reply {
     status: StatusCode,
