@@ -22,7 +22,7 @@ pub use api_key::{ApiKeySettings, OnUnreachable, find_api_key};
 pub use auth::AuthSettings;
 pub use body::code_name;
 pub use reject::Rejection;
-pub use routes::{Route, RouteTable, Unenforceable};
+pub use routes::Unenforceable;
 pub use server::Proxy;
 pub use settings::{BackendUrl, Http2Limits, ProxySettings, SettingsError, TlsFiles};
 

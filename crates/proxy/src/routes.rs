@@ -89,12 +89,4 @@ impl RouteTable {
     pub fn any_api_key(&self) -> bool {
         self.by_path.values().any(|r| r.api_key.is_some())
     }
-
-    pub fn len(&self) -> usize {
-        self.by_path.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.by_path.is_empty()
-    }
 }
