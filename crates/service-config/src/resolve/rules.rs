@@ -1,0 +1,190 @@
+//! The per-method rules (`authentication.rules`, `usage.rules`, `system_parameters.rules`):
+//! their selectors, what each rule sets, and "last match wins".
+
+use super::providers::is_http_token;
+use super::{present, split_audiences};
+use crate::error::ConfigError;
+use crate::model::{
+    ApiKeyLocation, ApiKeyRequirement, Audience, AuthProvider, MethodAuth, OnMissing, Requirement,
+};
+use crate::raw;
+use crate::selector::{RuleSelector, Selector};
+
+/// Shared checks for the `selector` of every rule kind.
+pub(super) struct RuleCheck<'a> {
+    pub selectors: &'a [Selector],
+    pub check_matches: bool,
+    pub errors: &'a mut Vec<ConfigError>,
+}
+
+impl RuleCheck<'_> {
+    /// Parses `<base>.selector`; `None` when invalid (already reported).
+    fn selector(&mut self, base: &str, selector: &Option<String>) -> Option<RuleSelector> {
+        let path = format!("{base}.selector");
+        let Some(text) = present(selector) else {
+            self.errors.push(ConfigError::MissingField { path });
+            return None;
+        };
+        let parsed = match RuleSelector::parse(text) {
+            Ok(parsed) => parsed,
+            Err(fault) => {
+                self.errors.push(ConfigError::InvalidSelector {
+                    path,
+                    selector: text.to_owned(),
+                    fault,
+                });
+                return None;
+            }
+        };
+        if self.check_matches {
+            // A pattern that matches nothing is a typo or a stale rule; either way the rule
+            // the author meant does not apply, which for authentication is a hole.
+            for pattern in parsed.patterns() {
+                if !self.selectors.iter().any(|s| pattern.matches(s)) {
+                    self.errors.push(ConfigError::SelectorMatchesNothing {
+                        path: path.clone(),
+                        pattern: pattern.to_string(),
+                    });
+                }
+            }
+        }
+        Some(parsed)
+    }
+}
+
+pub(super) fn last_match<'a, T>(rules: &'a [(RuleSelector, T)], selector: &Selector) -> Option<&'a T> {
+    rules
+        .iter()
+        .rev()
+        .find(|(rule, _)| rule.matches(selector))
+        .map(|(_, value)| value)
+}
+
+pub(super) fn build_auth_rules(
+    rules: Vec<raw::AuthRule>,
+    providers: &[AuthProvider],
+    service_name: &str,
+    check: &mut RuleCheck<'_>,
+) -> Vec<(RuleSelector, Option<MethodAuth>)> {
+    let mut out = Vec::new();
+    for (i, rule) in rules.iter().enumerate() {
+        let base = format!("authentication.rules[{i}]");
+        let selector = check.selector(&base, &rule.selector);
+        let mut requirements = Vec::new();
+        for (j, requirement) in rule.requirements.iter().flatten().enumerate() {
+            let path = format!("{base}.requirements[{j}].provider_id");
+            let Some(id) = present(&requirement.provider_id) else {
+                check.errors.push(ConfigError::MissingField { path });
+                continue;
+            };
+            let Some(provider) = providers.iter().find(|p| p.id.as_str() == id) else {
+                // Also reached when the provider exists but was invalid; its own error says why.
+                check.errors.push(ConfigError::UnknownProvider {
+                    path,
+                    id: id.to_owned(),
+                });
+                continue;
+            };
+            let mut audiences = split_audiences(&requirement.audiences);
+            if audiences.is_empty() {
+                audiences = provider.audiences.clone();
+            }
+            if audiences.is_empty() {
+                // ESPv2: no audiences anywhere => https://{service name}; the authn crate
+                // compares ignoring the scheme and a trailing slash, so the bare name is kept.
+                audiences = vec![Audience::new(service_name)];
+            }
+            requirements.push(Requirement {
+                provider_id: provider.id.clone(),
+                audiences,
+            });
+        }
+        let on_missing = if rule.allow_without_credential.unwrap_or(false) {
+            OnMissing::Allow
+        } else {
+            OnMissing::Reject
+        };
+        if let Some(selector) = selector {
+            // A rule without requirements means no JWT check for its methods.
+            let auth = (!requirements.is_empty()).then_some(MethodAuth {
+                requirements,
+                on_missing,
+            });
+            out.push((selector, auth));
+        }
+    }
+    out
+}
+
+pub(super) fn build_usage_rules(
+    rules: Vec<raw::UsageRule>,
+    check: &mut RuleCheck<'_>,
+) -> Vec<(RuleSelector, ApiKeyRequirement)> {
+    let mut out = Vec::new();
+    for (i, rule) in rules.iter().enumerate() {
+        let base = format!("usage.rules[{i}]");
+        if let Some(selector) = check.selector(&base, &rule.selector) {
+            let requirement = if rule.allow_unregistered_calls.unwrap_or(false) {
+                ApiKeyRequirement::NotRequired
+            } else {
+                ApiKeyRequirement::Required
+            };
+            out.push((selector, requirement));
+        }
+    }
+    out
+}
+
+/// Each rule yields the API key locations it sets, or `None` when it has no `api_key` parameter.
+pub(super) fn build_system_parameter_rules(
+    rules: Vec<raw::SystemParameterRule>,
+    check: &mut RuleCheck<'_>,
+) -> Vec<(RuleSelector, Option<Vec<ApiKeyLocation>>)> {
+    let mut out = Vec::new();
+    for (i, rule) in rules.iter().enumerate() {
+        let base = format!("system_parameters.rules[{i}]");
+        let selector = check.selector(&base, &rule.selector);
+        let mut queries = Vec::new();
+        let mut headers = Vec::new();
+        for (j, parameter) in rule.parameters.iter().flatten().enumerate() {
+            let path = format!("{base}.parameters[{j}]");
+            let Some(name) = present(&parameter.name) else {
+                check.errors.push(ConfigError::MissingField {
+                    path: format!("{path}.name"),
+                });
+                continue;
+            };
+            if name != "api_key" {
+                continue;
+            }
+            let header = present(&parameter.http_header);
+            let query = present(&parameter.url_query_parameter);
+            if header.is_none() && query.is_none() {
+                check.errors.push(ConfigError::InvalidValue {
+                    path,
+                    message: "set http_header or url_query_parameter".to_owned(),
+                });
+                continue;
+            }
+            if let Some(header) = header {
+                if is_http_token(header) {
+                    headers.push(ApiKeyLocation::Header(header.to_owned()));
+                } else {
+                    check.errors.push(ConfigError::InvalidValue {
+                        path: format!("{path}.http_header"),
+                        message: format!("{header:?} is not a valid HTTP header name"),
+                    });
+                }
+            }
+            if let Some(query) = query {
+                queries.push(ApiKeyLocation::Query(query.to_owned()));
+            }
+        }
+        // ESPv2 lists query parameters before headers, like the defaults.
+        queries.append(&mut headers);
+        if let Some(selector) = selector {
+            out.push((selector, (!queries.is_empty()).then_some(queries)));
+        }
+    }
+    out
+}
