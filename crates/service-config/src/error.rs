@@ -24,6 +24,22 @@ pub enum ConfigError {
     /// The text is not valid YAML/JSON, or a field has the wrong type.
     #[error("{path}: {message}")]
     Syntax { path: String, message: String },
+    /// A field esprit does not know: most likely a typo, and ignoring it could drop a rule.
+    #[error(
+        "{path}: unknown field{}",
+        .suggestion.as_ref().map(|name| format!(" (did you mean {name:?}?)")).unwrap_or_default()
+    )]
+    UnknownField {
+        path: String,
+        suggestion: Option<String>,
+    },
+    /// A section that would change who may call or how calls are treated, which esprit does
+    /// not enforce.
+    #[error(
+        "{path}: esprit does not enforce this section; remove it, or pass \
+         --allow-unenforced-config to run with it ignored"
+    )]
+    Unenforced { path: String },
     /// A required field is absent or empty.
     #[error("{path}: required field is missing")]
     MissingField { path: String },
@@ -98,6 +114,8 @@ impl ConfigError {
         match self {
             Self::Read { path, .. }
             | Self::Syntax { path, .. }
+            | Self::UnknownField { path, .. }
+            | Self::Unenforced { path }
             | Self::MissingField { path }
             | Self::InvalidValue { path, .. }
             | Self::InvalidSelector { path, .. }

@@ -10,8 +10,11 @@
 //!
 //! It deliberately does no I/O beyond reading the named files, never touches the network (no key
 //! fetching, no OpenID discovery), and does not interpret `http` rules, quotas, logging or
-//! monitoring; the descriptor pool is exposed for whoever needs more.
+//! monitoring; the descriptor pool is exposed for whoever needs more. Sections that would change
+//! who may call or how calls are treated, but that esprit does not enforce, are refused unless
+//! [`LoadOptions::allow_unenforced`] is set; unknown fields are always refused (`coverage`).
 
+mod coverage;
 mod descriptor;
 mod error;
 mod model;
@@ -38,10 +41,38 @@ use resolve::DescriptorInput;
 /// The label used in errors for config text that did not come from a named file.
 const TEXT_LABEL: &str = "service config";
 
+/// How strict a load is. The default refuses every section esprit does not enforce.
+#[derive(Debug, Clone, Copy, Default)]
+#[non_exhaustive]
+pub struct LoadOptions {
+    /// Accept sections esprit does not enforce (quota, `http` rules, CORS, …) and list them in
+    /// [`ServiceConfig::ignored_sections`] instead of refusing the config. Unknown fields are
+    /// refused either way.
+    pub allow_unenforced: bool,
+}
+
+impl LoadOptions {
+    pub fn allow_unenforced(mut self, allow: bool) -> Self {
+        self.allow_unenforced = allow;
+        self
+    }
+}
+
+/// A parsed document: the fields esprit reads, and where the others were.
+pub(crate) struct Parsed {
+    pub service: raw::Service,
+    pub unread: coverage::Findings,
+}
+
 /// Builds a config from the YAML source form and its descriptor.
 pub fn from_yaml(text: &str, descriptor: Descriptor) -> Result<ServiceConfig, ConfigErrors> {
-    let service = parse_yaml(text, TEXT_LABEL)?;
-    resolve::build(text, service, DescriptorInput::Given(descriptor))
+    let parsed = parse_yaml(text, TEXT_LABEL)?;
+    resolve::build(
+        text,
+        parsed,
+        DescriptorInput::Given(descriptor),
+        LoadOptions::default(),
+    )
 }
 
 /// Builds a config from the expanded proto-JSON form. A `descriptor` given here replaces the
@@ -50,12 +81,12 @@ pub fn from_json(
     text: &str,
     descriptor: Option<Descriptor>,
 ) -> Result<ServiceConfig, ConfigErrors> {
-    let service = parse_json(text, TEXT_LABEL)?;
+    let parsed = parse_json(text, TEXT_LABEL)?;
     let descriptor = match descriptor {
         Some(descriptor) => DescriptorInput::Given(descriptor),
-        None => embedded_descriptor(&service),
+        None => embedded_descriptor(&parsed.service),
     };
-    resolve::build(text, service, descriptor)
+    resolve::build(text, parsed, descriptor, LoadOptions::default())
 }
 
 /// Reads a config file (YAML or JSON, told apart by content: JSON starts with `{`) and the
@@ -63,6 +94,15 @@ pub fn from_json(
 pub fn load(
     config_path: &Path,
     descriptor_paths: &[PathBuf],
+) -> Result<ServiceConfig, ConfigErrors> {
+    load_with(config_path, descriptor_paths, LoadOptions::default())
+}
+
+/// [`load`] with options.
+pub fn load_with(
+    config_path: &Path,
+    descriptor_paths: &[PathBuf],
+    options: LoadOptions,
 ) -> Result<ServiceConfig, ConfigErrors> {
     let label = config_path.display().to_string();
     let text = std::fs::read_to_string(config_path).map_err(|source| ConfigError::Read {
@@ -74,13 +114,13 @@ pub fn load(
         .trim_start_matches('\u{feff}')
         .trim_start()
         .starts_with('{');
-    let service = if is_json {
+    let parsed = if is_json {
         parse_json(&text, &label)
     } else {
         parse_yaml(&text, &label)
     };
-    let service = match service {
-        Ok(service) => service,
+    let parsed = match parsed {
+        Ok(parsed) => parsed,
         Err(errors) => {
             // Report a descriptor problem too, not only the syntax error.
             let mut all: Vec<ConfigError> = given.and_then(Result::err).into_iter().collect();
@@ -91,31 +131,51 @@ pub fn load(
     let descriptor = match (given, is_json) {
         (Some(Ok(descriptor)), _) => DescriptorInput::Given(descriptor),
         (Some(Err(error)), _) => DescriptorInput::Failed(error),
-        (None, true) => embedded_descriptor(&service),
+        (None, true) => embedded_descriptor(&parsed.service),
         (None, false) => DescriptorInput::Absent,
     };
-    resolve::build(&text, service, descriptor)
+    resolve::build(&text, parsed, descriptor, options)
 }
 
-fn parse_yaml(text: &str, label: &str) -> Result<raw::Service, ConfigErrors> {
-    yaml_serde::from_str::<Option<raw::Service>>(text)
-        .map(Option::unwrap_or_default)
-        .map_err(|err| {
-            ConfigError::Syntax {
-                path: label.to_owned(),
-                message: format!("invalid YAML: {err}"),
-            }
-            .into()
-        })
+fn parse_yaml(text: &str, label: &str) -> Result<Parsed, ConfigErrors> {
+    let mut ignored = Vec::new();
+    let service: Option<raw::Service> = serde_ignored::deserialize(
+        yaml_serde::Deserializer::from_str(text),
+        |path| ignored.push(coverage::segments(&path)),
+    )
+    .map_err(|err| ConfigError::Syntax {
+        path: label.to_owned(),
+        message: format!("invalid YAML: {err}"),
+    })?;
+    // The generic form looks inside sections serde skipped whole; `None` only for YAML that
+    // has no JSON equivalent (non-string keys), where those sections are then judged whole.
+    let tree = (!ignored.is_empty())
+        .then(|| yaml_serde::from_str::<serde_json::Value>(text).ok())
+        .flatten();
+    Ok(Parsed {
+        service: service.unwrap_or_default(),
+        unread: coverage::classify(&ignored, tree.as_ref()),
+    })
 }
 
-fn parse_json(text: &str, label: &str) -> Result<raw::Service, ConfigErrors> {
-    serde_json::from_str(text).map_err(|err| {
-        ConfigError::Syntax {
-            path: label.to_owned(),
-            message: format!("invalid JSON: {err}"),
-        }
-        .into()
+fn parse_json(text: &str, label: &str) -> Result<Parsed, ConfigErrors> {
+    let syntax = |err: serde_json::Error| ConfigError::Syntax {
+        path: label.to_owned(),
+        message: format!("invalid JSON: {err}"),
+    };
+    let mut ignored = Vec::new();
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    let service: raw::Service = serde_ignored::deserialize(&mut deserializer, |path| {
+        ignored.push(coverage::segments(&path));
+    })
+    .map_err(syntax)?;
+    deserializer.end().map_err(syntax)?;
+    let tree = (!ignored.is_empty())
+        .then(|| serde_json::from_str::<serde_json::Value>(text).ok())
+        .flatten();
+    Ok(Parsed {
+        service,
+        unread: coverage::classify(&ignored, tree.as_ref()),
     })
 }
 

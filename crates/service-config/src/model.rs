@@ -227,6 +227,7 @@ pub struct ServiceConfig {
     pub(crate) descriptor: Descriptor,
     pub(crate) by_path: HashMap<String, usize>,
     pub(crate) by_selector: HashMap<String, usize>,
+    pub(crate) ignored_sections: Vec<String>,
 }
 
 impl ServiceConfig {
@@ -237,6 +238,12 @@ impl ServiceConfig {
 
     pub fn title(&self) -> Option<&str> {
         self.title.as_deref()
+    }
+
+    /// Paths of the sections esprit does not enforce and ignored because the load allowed it
+    /// ([`crate::LoadOptions::allow_unenforced`]); empty otherwise.
+    pub fn ignored_sections(&self) -> &[String] {
+        &self.ignored_sections
     }
 
     pub fn id(&self) -> &ConfigId {

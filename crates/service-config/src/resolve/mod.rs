@@ -10,8 +10,8 @@ mod rules;
 use crate::descriptor::Descriptor;
 use crate::error::{ConfigError, ConfigErrors};
 use crate::model::{ApiKeyLocation, ApiKeyRequirement, Audience, ConfigId, ServiceConfig};
-use crate::raw;
 use crate::selector::Selector;
+use crate::{LoadOptions, Parsed};
 
 use apis::build_apis;
 use providers::build_providers;
@@ -29,10 +29,24 @@ pub(crate) enum DescriptorInput {
 
 pub(crate) fn build(
     text: &str,
-    service: raw::Service,
+    parsed: Parsed,
     descriptor: DescriptorInput,
+    options: LoadOptions,
 ) -> Result<ServiceConfig, ConfigErrors> {
-    let mut errors = Vec::new();
+    let Parsed { service, unread } = parsed;
+    // Unknown fields first: a typo is often the cause of a later error (a missing field).
+    let mut errors = unread.unknown;
+    let ignored_sections = if options.allow_unenforced {
+        unread.unenforced
+    } else {
+        errors.extend(
+            unread
+                .unenforced
+                .into_iter()
+                .map(|path| ConfigError::Unenforced { path }),
+        );
+        Vec::new()
+    };
     // Without a descriptor no selector can match; reporting each one would bury the real error.
     let descriptor = match descriptor {
         DescriptorInput::Given(descriptor) => Some(descriptor),
@@ -137,6 +151,7 @@ pub(crate) fn build(
         descriptor,
         by_path,
         by_selector,
+        ignored_sections,
     })
 }
 
