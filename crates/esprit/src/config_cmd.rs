@@ -29,6 +29,11 @@ struct CheckArgs {
     /// with the JSON form, which embeds it.
     #[arg(long, value_name = "FILE")]
     descriptor: Vec<PathBuf>,
+    /// Accept sections esprit does not enforce (quota, `http` rules, CORS, backend routing, …)
+    /// and list them as ignored, as `esprit proxy --allow-unenforced-config` would run. Without
+    /// it they are reported as problems.
+    #[arg(long)]
+    allow_unenforced_config: bool,
 }
 
 pub fn run(args: ConfigArgs) -> anyhow::Result<ExitCode> {
@@ -38,7 +43,9 @@ pub fn run(args: ConfigArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn run_check(args: &CheckArgs) -> ExitCode {
-    match service_config::load(&args.service_config, &args.descriptor) {
+    let options =
+        service_config::LoadOptions::default().allow_unenforced(args.allow_unenforced_config);
+    match service_config::load_with(&args.service_config, &args.descriptor, options) {
         Ok(config) => {
             print!("{}", render(&config));
             ExitCode::SUCCESS
@@ -74,6 +81,9 @@ fn render(config: &ServiceConfig) -> String {
             "provider:  {} issuer={} keys={}",
             provider.id, provider.issuer, keys
         );
+    }
+    for section in config.ignored_sections() {
+        let _ = writeln!(out, "ignored:   {section} (not enforced by esprit)");
     }
     let _ = writeln!(out, "methods:   {}", config.methods().len());
     let _ = writeln!(out);

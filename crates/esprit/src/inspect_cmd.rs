@@ -13,7 +13,7 @@ use anyhow::Context;
 use authn::{CheckStatus, MethodPolicy};
 use clap::Args;
 
-use crate::duration::parse_duration;
+use crate::duration;
 
 #[derive(Args)]
 pub struct InspectArgs {
@@ -29,19 +29,25 @@ pub struct InspectArgs {
     #[arg(long, value_name = "SELECTOR")]
     method: String,
     /// Tolerance on `exp` and `nbf`, as the proxy's `--clock-skew`.
-    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = duration::CLOCK_SKEW.parser())]
     clock_skew: Duration,
     /// Extra CA certificates (PEM) for `https` key servers, as the proxy's `--jwks-ca`.
     #[arg(long, value_name = "FILE")]
     jwks_ca: Option<PathBuf>,
     /// Bound on each key-set fetch.
-    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = duration::JWKS_FETCH_TIMEOUT.parser())]
     jwks_fetch_timeout: Duration,
+    /// Accept service config sections esprit does not enforce, as the proxy's flag of the
+    /// same name.
+    #[arg(long)]
+    allow_unenforced_config: bool,
 }
 
 pub fn run(args: InspectArgs) -> anyhow::Result<ExitCode> {
-    let config =
-        service_config::load(&args.service_config, &args.descriptor).with_context(|| {
+    let options =
+        service_config::LoadOptions::default().allow_unenforced(args.allow_unenforced_config);
+    let config = service_config::load_with(&args.service_config, &args.descriptor, options)
+        .with_context(|| {
             format!(
                 "loading service config from {}",
                 args.service_config.display()

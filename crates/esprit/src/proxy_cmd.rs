@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 
-use crate::duration::parse_duration;
+use crate::duration;
 
 #[derive(Args)]
 pub struct ProxyArgs {
@@ -26,7 +26,7 @@ pub struct ProxyArgs {
     #[arg(long, value_name = "FILE")]
     backend_ca: Option<PathBuf>,
     /// Give up connecting to the backend after this long and answer UNAVAILABLE.
-    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = duration::BACKEND_CONNECT_TIMEOUT.parser())]
     backend_connect_timeout: Duration,
     /// HTTP/2 connections to the backend, used in turn. One batches best; more spread many
     /// concurrent calls past the backend's per-connection stream limit.
@@ -45,36 +45,41 @@ pub struct ProxyArgs {
     #[arg(long, value_name = "PATH")]
     healthz: Option<String>,
     /// After SIGTERM/SIGINT, how long in-flight calls may continue before the proxy exits.
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = duration::DRAIN_TIMEOUT.parser())]
     drain_timeout: Duration,
     /// Threads of the async runtime. Default: the number of cores.
-    #[arg(long, value_name = "N")]
-    worker_threads: Option<usize>,
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    worker_threads: Option<u16>,
     /// HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS per client connection.
-    #[arg(long, value_name = "N", default_value_t = proxy::Http2Limits::default().max_concurrent_streams)]
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = proxy::Http2Limits::default().max_concurrent_streams,
+        value_parser = clap::value_parser!(u32).range(1..=65_536)
+    )]
     http2_max_concurrent_streams: u32,
     /// Tolerance on a token's `exp` and `nbf`.
-    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = duration::CLOCK_SKEW.parser())]
     clock_skew: Duration,
     /// How long a fetched key set is fresh; it is refreshed in the background before then.
-    #[arg(long, value_name = "DURATION", default_value = "300s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "300s", value_parser = duration::JWKS_CACHE_DURATION.parser())]
     jwks_cache_duration: Duration,
     /// How long past its freshness the last good key set is still used while refreshes fail;
     /// after that the provider's tokens are rejected (fail closed).
-    #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = duration::JWKS_MAX_STALE.parser())]
     jwks_max_stale: Duration,
     /// At most one refetch per provider in this interval when a token names an unknown `kid`.
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = duration::JWKS_REFETCH_INTERVAL.parser())]
     jwks_refetch_interval: Duration,
     /// Bound on one key-set fetch (connect, headers and body).
-    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = duration::JWKS_FETCH_TIMEOUT.parser())]
     jwks_fetch_timeout: Duration,
     /// Extra CA certificates (PEM) trusted for `https` key servers, on top of the system roots.
     #[arg(long, value_name = "FILE")]
     jwks_ca: Option<PathBuf>,
     /// Verified tokens remembered (a repeated token skips its signature check; time, issuer and
     /// audience are checked on every call).
-    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
     jwt_cache_size: u64,
     /// The key server that checks API keys (`esprit iam serve`), e.g. `http://127.0.0.1:8085`.
     /// Required when a method needs an API key (`usage.rules`).
@@ -82,12 +87,16 @@ pub struct ProxyArgs {
     service_control_url: Option<String>,
     /// How long a key found valid is trusted without asking again; keys found invalid are
     /// remembered for at most 60 s of it, so a newly created key works soon.
-    #[arg(long, value_name = "DURATION", default_value = "300s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "300s", value_parser = duration::API_KEY_CACHE_DURATION.parser())]
     api_key_cache_duration: Duration,
     /// Let calls through when the key server cannot be reached (ESP's choice). By default
     /// esprit answers UNAVAILABLE; keys already cached as valid keep working either way.
     #[arg(long)]
     service_control_fail_open: bool,
+    /// Accept service config sections esprit does not enforce (quota, `http` rules, CORS,
+    /// backend routing, …), logging each one it ignores. Without it they are refused.
+    #[arg(long)]
+    allow_unenforced_config: bool,
     /// Log format: one JSON object per line, or text.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -101,13 +110,21 @@ pub enum LogFormat {
 
 pub fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
     crate::logging::init(args.log_format);
-    let config =
-        service_config::load(&args.service_config, &args.descriptor).with_context(|| {
+    let options =
+        service_config::LoadOptions::default().allow_unenforced(args.allow_unenforced_config);
+    let config = service_config::load_with(&args.service_config, &args.descriptor, options)
+        .with_context(|| {
             format!(
                 "loading service config from {}",
                 args.service_config.display()
             )
         })?;
+    for section in config.ignored_sections() {
+        tracing::warn!(
+            section = %section,
+            "service config section ignored: esprit does not enforce it (--allow-unenforced-config)"
+        );
+    }
     tracing::info!(
         service = config.name(),
         config_id = %config.id(),
@@ -142,13 +159,12 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
     }
 
     let mut runtime = match args.worker_threads {
-        Some(0) => anyhow::bail!("--worker-threads must be at least 1"),
         // One thread: tokio's single-threaded scheduler, which skips the work-stealing
         // machinery a lone worker has no use for.
         Some(1) => tokio::runtime::Builder::new_current_thread(),
         Some(n) => {
             let mut runtime = tokio::runtime::Builder::new_multi_thread();
-            runtime.worker_threads(n);
+            runtime.worker_threads(usize::from(n));
             runtime
         }
         None => tokio::runtime::Builder::new_multi_thread(),

@@ -158,3 +158,91 @@ fn invalid_configs_print_one_line_per_problem_and_exit_1() {
         }
     }
 }
+
+/// Writes `text` as a config next to nothing else and runs `config check` on it with the
+/// fixtures' descriptor.
+fn check_text(text: &str, extra: &[&str]) -> Output {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("api_config.yaml");
+    std::fs::write(&config, text).expect("write config");
+    Command::new(env!("CARGO_BIN_EXE_esprit"))
+        .args(["config", "check", "--service-config"])
+        .arg(&config)
+        .args(["--descriptor", &fixture("bookstore.pb")])
+        .args(extra)
+        .output()
+        .expect("run esprit")
+}
+
+const AUTH_HEAD: &str = "\
+type: google.api.Service
+name: bookstore.endpoints.my-project.cloud.goog
+apis:
+- name: endpoints.examples.bookstore.Bookstore
+authentication:
+  providers:
+  - id: google_service_account
+    issuer: bookstore-client@my-project.iam.gserviceaccount.com
+  rules:
+  - selector: \"*\"
+";
+
+/// A typo in an authentication rule used to drop the rule silently (every method open).
+#[test]
+fn a_misspelled_field_in_an_auth_rule_is_reported_with_its_path() {
+    let config = format!(
+        "{AUTH_HEAD}    requirement:\n    - provider_id: google_service_account\n\
+         usage:\n  rules:\n  - selector: \"*\"\n    allow_unregistered_calls: true\n"
+    );
+    let out = check_text(&config, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    assert_eq!(
+        text(&out.stderr),
+        "authentication.rules[0].requirement: unknown field (did you mean \"requirements\"?)\n"
+    );
+    // --allow-unenforced-config does not let a typo through.
+    let out = check_text(&config, &["--allow-unenforced-config"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).starts_with("authentication.rules[0].requirement: unknown field"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn unenforced_sections_are_problems_unless_allowed_then_listed() {
+    let body = format!(
+        "{AUTH_HEAD}    requirements:\n    - provider_id: google_service_account\n\
+         usage:\n  rules:\n  - selector: \"*\"\n    allow_unregistered_calls: true\n\
+         quota:\n  limits:\n  - name: reads\n    metric: read-calls\n\
+         endpoints:\n- name: bookstore.endpoints.my-project.cloud.goog\n  allow_cors: true\n"
+    );
+    let out = check_text(&body, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    let paths: Vec<&str> = stderr
+        .lines()
+        .map(|l| l.split(": ").next().unwrap_or_default())
+        .collect();
+    assert_eq!(paths, vec!["quota", "endpoints[0].allow_cors"], "{stderr}");
+    assert!(
+        stderr
+            .lines()
+            .all(|l| l.contains("esprit does not enforce this section")),
+        "{stderr}"
+    );
+
+    let out = check_text(&body, &["--allow-unenforced-config"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("ignored:   quota (not enforced by esprit)\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("ignored:   endpoints[0].allow_cors (not enforced by esprit)\n"),
+        "{stdout}"
+    );
+}

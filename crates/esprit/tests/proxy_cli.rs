@@ -27,6 +27,8 @@ struct ProxyProcess {
     child: Child,
     addr: String,
     lines: mpsc::Receiver<serde_json::Value>,
+    /// The lines logged before "listening".
+    startup: Vec<serde_json::Value>,
 }
 
 /// Starts `esprit proxy --log-format json` and learns its address from the "listening" line.
@@ -35,9 +37,19 @@ fn start_proxy(
     dir: &std::path::Path,
     extra: &[&str],
 ) -> ProxyProcess {
+    start_proxy_with_config(backend, dir, CONFIG, extra)
+}
+
+/// [`start_proxy`] with another service config.
+fn start_proxy_with_config(
+    backend: std::net::SocketAddr,
+    dir: &std::path::Path,
+    config_text: &str,
+    extra: &[&str],
+) -> ProxyProcess {
     let config = dir.join("api_config.yaml");
     let descriptor = dir.join("echo.pb");
-    std::fs::write(&config, CONFIG).unwrap();
+    std::fs::write(&config, config_text).unwrap();
     std::fs::write(&descriptor, echo::FILE_DESCRIPTOR_SET).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_esprit"))
         .args(["proxy", "--log-format", "json", "--listen", "127.0.0.1:0"])
@@ -63,6 +75,7 @@ fn start_proxy(
             }
         }
     });
+    let mut startup = Vec::new();
     let addr = loop {
         let line = lines
             .recv_timeout(Duration::from_secs(20))
@@ -70,8 +83,14 @@ fn start_proxy(
         if line["message"] == "listening" {
             break line["listen"].as_str().unwrap().to_owned();
         }
+        startup.push(line);
     };
-    ProxyProcess { child, addr, lines }
+    ProxyProcess {
+        child,
+        addr,
+        lines,
+        startup,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -192,4 +211,72 @@ fn a_config_needing_checks_the_proxy_cannot_make_refuses_to_start() {
     assert!(stderr.contains("require an API key"), "{stderr}");
     assert!(stderr.contains("esprit.echo.v1.Echo.Unary"), "{stderr}");
     assert!(stderr.contains("esprit.echo.v1.Echo.Bidi"), "{stderr}");
+}
+
+/// A quota esprit would not enforce: refused at start with its path, unless the operator
+/// accepts it with `--allow-unenforced-config`, which logs the ignored section.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unenforced_sections_refuse_to_start_unless_allowed_and_logged() {
+    let with_quota = format!(
+        "{CONFIG}quota:\n  limits:\n  - name: per-consumer\n    metric: read-calls\n    values: {{STANDARD: 10}}\n"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("quota.yaml");
+    std::fs::write(&config, &with_quota).unwrap();
+    let descriptor = dir.path().join("echo.pb");
+    std::fs::write(&descriptor, echo::FILE_DESCRIPTOR_SET).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_esprit"))
+        .args(["proxy", "--backend", "grpc://127.0.0.1:1"])
+        .args(["--listen", "127.0.0.1:0"])
+        .arg("--service-config")
+        .arg(&config)
+        .arg("--descriptor")
+        .arg(&descriptor)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("quota: esprit does not enforce this section"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--allow-unenforced-config"), "{stderr}");
+
+    let backend =
+        echo::RunningServer::start(TcpListener::bind("127.0.0.1:0").await.unwrap()).unwrap();
+    let mut proxy = start_proxy_with_config(
+        backend.addr(),
+        dir.path(),
+        &with_quota,
+        &["--allow-unenforced-config"],
+    );
+    // The proxy serves; the ignored section was logged before it listened.
+    let mut client = echo::pb::echo_client::EchoClient::connect(format!("http://{}", proxy.addr))
+        .await
+        .unwrap();
+    let reply = client
+        .unary(EchoRequest {
+            payload: Bytes::from_static(b"quota ignored"),
+            ..Default::default()
+        })
+        .await
+        .expect("the proxy serves with the quota ignored");
+    assert_eq!(&reply.into_inner().payload[..], b"quota ignored");
+    let _ = proxy.child.kill();
+    let _ = proxy.child.wait();
+    let lines = proxy.startup;
+    let ignored: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|l| l["section"].is_string())
+        .collect();
+    assert_eq!(ignored.len(), 1, "{lines:#?}");
+    assert_eq!(ignored[0]["section"], "quota");
+    assert_eq!(ignored[0]["level"], "WARN");
+    assert!(
+        ignored[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("esprit does not enforce it"),
+        "{lines:#?}"
+    );
 }
