@@ -50,7 +50,10 @@ impl Bound {
     /// Checks `value` against the bound; the error names the bound.
     pub fn check(self, text: &str, value: Duration) -> Result<Duration, String> {
         if value < self.min {
-            return Err(format!("{text:?} is too short: at least {}", Human(self.min)));
+            return Err(format!(
+                "{text:?} is too short: at least {}",
+                Human(self.min)
+            ));
         }
         if value > self.max {
             return Err(format!("{text:?} is too long: at most {}", Human(self.max)));
@@ -157,16 +160,28 @@ mod tests {
         let parse = TOKEN_LIFETIME.parser();
         assert_eq!(parse("1s"), Ok(Duration::from_secs(1)));
         assert_eq!(parse("24h"), Ok(Duration::from_secs(86_400)));
-        assert_eq!(parse("0"), Err("\"0\" is too short: at least 1s".to_owned()));
-        assert_eq!(parse("25h"), Err("\"25h\" is too long: at most 24h".to_owned()));
+        assert_eq!(
+            parse("0"),
+            Err("\"0\" is too short: at least 1s".to_owned())
+        );
+        assert_eq!(
+            parse("25h"),
+            Err("\"25h\" is too long: at most 24h".to_owned())
+        );
         let parse = JWKS_CACHE_DURATION.parser();
         assert_eq!(
             parse("40000000000s"),
             Err("\"40000000000s\" is too long: at most 7d".to_owned())
         );
-        assert_eq!(parse("8d"), Err("\"8d\" is too long: at most 7d".to_owned()));
+        assert_eq!(
+            parse("8d"),
+            Err("\"8d\" is too long: at most 7d".to_owned())
+        );
         let parse = BACKEND_CONNECT_TIMEOUT.parser();
-        assert_eq!(parse("1ms"), Err("\"1ms\" is too short: at least 10ms".to_owned()));
+        assert_eq!(
+            parse("1ms"),
+            Err("\"1ms\" is too short: at least 10ms".to_owned())
+        );
     }
 
     #[test]

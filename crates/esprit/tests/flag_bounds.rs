@@ -43,7 +43,12 @@ fn absurd_values_are_usage_errors_naming_flag_and_bound() {
         (PROXY, "--worker-threads", "0", "1..=1024"),
         (PROXY, "--worker-threads", "100000", "1..=1024"),
         (PROXY, "--http2-max-concurrent-streams", "0", "1..=65536"),
-        (PROXY, "--http2-max-concurrent-streams", "4294967296", "4294967296"),
+        (
+            PROXY,
+            "--http2-max-concurrent-streams",
+            "4294967296",
+            "4294967296",
+        ),
         (PROXY, "--backend-connections", "65", "1..=64"),
         (TOKEN, "--lifetime", "40000000000s", "at most 24h"),
         (TOKEN, "--lifetime", "0s", "at least 1s"),

@@ -265,10 +265,8 @@ async fn unenforced_sections_refuse_to_start_unless_allowed_and_logged() {
     let _ = proxy.child.kill();
     let _ = proxy.child.wait();
     let lines = proxy.startup;
-    let ignored: Vec<&serde_json::Value> = lines
-        .iter()
-        .filter(|l| l["section"].is_string())
-        .collect();
+    let ignored: Vec<&serde_json::Value> =
+        lines.iter().filter(|l| l["section"].is_string()).collect();
     assert_eq!(ignored.len(), 1, "{lines:#?}");
     assert_eq!(ignored[0]["section"], "quota");
     assert_eq!(ignored[0]["level"], "WARN");

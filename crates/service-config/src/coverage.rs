@@ -136,9 +136,7 @@ pub(crate) fn classify(ignored: &[Vec<Segment>], tree: Option<&Value>) -> Findin
 
 fn visit(path: &mut Vec<Segment>, value: Option<&Value>, findings: &mut Findings) {
     let norm = normalized(path);
-    let has_known_children = SECTIONS
-        .iter()
-        .any(|(pattern, _)| is_below(pattern, &norm));
+    let has_known_children = SECTIONS.iter().any(|(pattern, _)| is_below(pattern, &norm));
     if has_known_children {
         match value {
             Some(Value::Object(map)) => {
@@ -203,7 +201,7 @@ fn suggest(parent: &str, key: &str) -> Option<String> {
         (!rest.contains('.')).then(|| rest.trim_end_matches("[]").to_owned())
     });
     read.chain(unread)
-        .map(|name| (strsim::levenshtein(&key, &name), name))
+        .map(|name| (strsim::damerau_levenshtein(&key, &name), name))
         .filter(|(distance, name)| *distance > 0 && *distance <= 2.min(name.len() / 3).max(1))
         .min_by_key(|(distance, _)| *distance)
         .map(|(_, name)| name)
@@ -391,9 +389,15 @@ mod tests {
             suggest("authentication.providers[]", "jwksUrl").as_deref(),
             Some("jwks_uri")
         );
-        assert_eq!(suggest("", "authentification").as_deref(), Some("authentication"));
+        assert_eq!(
+            suggest("", "authentification").as_deref(),
+            Some("authentication")
+        );
         assert_eq!(suggest("", "quotas").as_deref(), Some("quota"));
-        assert_eq!(suggest("endpoints[]", "allowCors2").as_deref(), Some("allow_cors"));
+        assert_eq!(
+            suggest("endpoints[]", "allowCors2").as_deref(),
+            Some("allow_cors")
+        );
         assert_eq!(suggest("authentication.rules[]", "banana"), None);
         assert_eq!(suggest("no.such.parent", "x"), None);
     }

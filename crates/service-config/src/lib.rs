@@ -139,14 +139,14 @@ pub fn load_with(
 
 fn parse_yaml(text: &str, label: &str) -> Result<Parsed, ConfigErrors> {
     let mut ignored = Vec::new();
-    let service: Option<raw::Service> = serde_ignored::deserialize(
-        yaml_serde::Deserializer::from_str(text),
-        |path| ignored.push(coverage::segments(&path)),
-    )
-    .map_err(|err| ConfigError::Syntax {
-        path: label.to_owned(),
-        message: format!("invalid YAML: {err}"),
-    })?;
+    let service: Option<raw::Service> =
+        serde_ignored::deserialize(yaml_serde::Deserializer::from_str(text), |path| {
+            ignored.push(coverage::segments(&path))
+        })
+        .map_err(|err| ConfigError::Syntax {
+            path: label.to_owned(),
+            message: format!("invalid YAML: {err}"),
+        })?;
     // The generic form looks inside sections serde skipped whole; `None` only for YAML that
     // has no JSON equivalent (non-string keys), where those sections are then judged whole.
     let tree = (!ignored.is_empty())

@@ -309,3 +309,157 @@ fn bookstore_proto_matches_the_example_server() {
     let theirs = std::fs::read_to_string(&theirs_path).expect("examples/bookstore proto");
     assert_eq!(ours, theirs);
 }
+
+/// The sections and fields `gcloud endpoints configs describe --format=json` prints beside
+/// the ones esprit reads: descriptive, or asking for nothing. Each is accepted silently.
+#[test]
+fn descriptive_sections_and_default_values_are_accepted_silently() {
+    use serde_json::json;
+    let base = || -> serde_json::Value {
+        let text = std::fs::read_to_string(fixture("service.json")).expect("fixture");
+        serde_json::from_str(&text).expect("json")
+    };
+    // (top-level key or `a/0/b` pointer, value)
+    let cases: Vec<(&str, serde_json::Value)> = vec![
+        (
+            "documentation",
+            json!({"summary": "A bookstore", "rules": [{"selector": "*", "description": "x"}]}),
+        ),
+        (
+            "logging",
+            json!({"producerDestinations": [{"monitoredResource": "api", "logs": ["endpoints_log"]}]}),
+        ),
+        (
+            "monitoring",
+            json!({"consumerDestinations": [{"monitoredResource": "api", "metrics": ["m"]}]}),
+        ),
+        (
+            "metrics",
+            json!([{"name": "serviceruntime.googleapis.com/api/request_count", "metricKind": "DELTA"}]),
+        ),
+        (
+            "monitoredResources",
+            json!([{"type": "api", "labels": [{"key": "cloud.googleapis.com/location"}]}]),
+        ),
+        ("billing", json!({"consumerDestinations": []})),
+        (
+            "types",
+            json!([{"name": "endpoints.examples.bookstore.Shelf", "fields": [{"name": "id"}]}]),
+        ),
+        (
+            "enums",
+            json!([{"name": "google.protobuf.Syntax", "enumvalue": [{"name": "SYNTAX_PROTO2"}]}]),
+        ),
+        ("systemTypes", json!([{"name": "google.protobuf.Empty"}])),
+        (
+            "customError",
+            json!({"types": ["google.foo.v1.CustomError"]}),
+        ),
+        ("publishing", json!({"methodSettings": []})),
+        ("producerProjectId", json!("my-project")),
+        ("configVersion", json!(3)),
+        ("id", json!("2026-11-30r0")),
+        ("apis/0/options", json!([{"name": "java_package"}])),
+        ("apis/0/version", json!("v1")),
+        (
+            "authentication/providers/0/authorizationUrl",
+            json!("https://accounts.example.com/auth"),
+        ),
+        (
+            "endpoints",
+            json!([{"name": "bookstore.endpoints.my-project.cloud.goog", "target": "1.2.3.4", "aliases": []}]),
+        ),
+        (
+            "usage/producerNotificationChannel",
+            json!("projects/p/topics/t"),
+        ),
+        // esprit's key server (--service-control-url) replaces Service Control.
+        (
+            "control",
+            json!({"environment": "servicecontrol.googleapis.com"}),
+        ),
+        // The per-method deadline is read by the proxy; the selector names its methods.
+        (
+            "backend",
+            json!({"rules": [{"selector": "*", "deadline": 30.0}]}),
+        ),
+        // Unenforced sections that ask for nothing.
+        ("quota", json!({})),
+        ("http", json!({"rules": []})),
+        (
+            "endpoints",
+            json!([{"name": "b.example.com", "allowCors": false}]),
+        ),
+        ("usage/rules/0/skipServiceControl", json!(false)),
+    ];
+    for (pointer, value) in cases {
+        let mut doc = base();
+        let mut at = &mut doc;
+        let parts: Vec<&str> = pointer.split('/').collect();
+        for part in &parts[..parts.len() - 1] {
+            at = match part.parse::<usize>() {
+                Ok(index) => &mut at[index],
+                Err(_) => &mut at[*part],
+            };
+        }
+        at[parts[parts.len() - 1]] = value;
+        let text = serde_json::to_string(&doc).expect("json");
+        let config = service_config::from_json(&text, None)
+            .unwrap_or_else(|errors| panic!("{pointer}: should load:\n{errors}"));
+        assert_auth_model(&config);
+        assert!(config.ignored_sections().is_empty(), "{pointer}");
+        // The same document through the YAML parser (JSON is YAML), with a descriptor.
+        let pb = std::fs::read(fixture("bookstore.pb")).expect("fixture");
+        let descriptor = Descriptor::from_file_descriptor_set(pb).expect("descriptor");
+        service_config::from_yaml(&text, descriptor)
+            .unwrap_or_else(|errors| panic!("{pointer} (yaml): should load:\n{errors}"));
+    }
+}
+
+/// With `allow_unenforced`, the config loads as if those sections were absent, and lists each.
+#[test]
+fn unenforced_sections_are_listed_when_allowed() {
+    let yaml = std::fs::read_to_string(fixture("api_config_auth.yaml")).expect("fixture");
+    let extra = "\
+quota:
+  limits:
+  - name: reads
+    metric: read-calls
+http:
+  rules:
+  - selector: endpoints.examples.bookstore.Bookstore.ListShelves
+    get: /v1/shelves
+endpoints:
+- name: bookstore.endpoints.my-project.cloud.goog
+  allow_cors: true
+control:
+  environment: servicecontrol.googleapis.com
+";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("api_config.yaml");
+    std::fs::write(&path, format!("{yaml}{extra}")).expect("write");
+    let descriptors = [fixture("bookstore.pb")];
+
+    let refused = service_config::load(&path, &descriptors).expect_err("refused by default");
+    let paths: Vec<&str> = refused.iter().map(|e| e.path()).collect();
+    assert_eq!(
+        paths,
+        vec!["quota", "http", "endpoints[0].allow_cors"],
+        "{refused}"
+    );
+
+    let options = service_config::LoadOptions::default().allow_unenforced(true);
+    let config = service_config::load_with(&path, &descriptors, options)
+        .unwrap_or_else(|errors| panic!("allowed:\n{errors}"));
+    assert_auth_model(&config);
+    assert_eq!(
+        config.ignored_sections(),
+        ["quota", "http", "endpoints[0].allow_cors"]
+    );
+    // Loaded strictly, the unmodified fixture has nothing to ignore.
+    assert!(
+        load("api_config_auth.yaml", &["bookstore.pb"])
+            .ignored_sections()
+            .is_empty()
+    );
+}

@@ -248,3 +248,266 @@ fn yaml_type_errors_carry_the_field_path() {
     );
     assert!(text.contains("line 8"), "{text}");
 }
+
+/// The Bookstore with one provider, one auth rule, one usage rule and one API-key parameter:
+/// the sections the cases below put a field into.
+fn base() -> serde_json::Value {
+    serde_json::json!({
+        "type": "google.api.Service",
+        "name": "bookstore.endpoints.my-project.cloud.goog",
+        "apis": [{"name": "endpoints.examples.bookstore.Bookstore"}],
+        "authentication": {
+            "providers": [{"id": "sa", "issuer": "sa@example.com", "jwt_locations": [{"header": "x-jwt"}]}],
+            "rules": [{"selector": "*", "requirements": [{"provider_id": "sa"}]}]
+        },
+        "usage": {"rules": [{"selector": "*", "allow_unregistered_calls": true}]},
+        "system_parameters": {"rules": [{"selector": "*", "parameters": [{"name": "api_key", "http_header": "x-key"}]}]}
+    })
+}
+
+/// Sets `value` at the `/`-separated `pointer` (creating objects on the way).
+fn with(pointer: &str, value: serde_json::Value) -> serde_json::Value {
+    let mut doc = base();
+    let mut at = &mut doc;
+    let parts: Vec<&str> = pointer.split('/').collect();
+    for (i, part) in parts.iter().enumerate() {
+        let last = i + 1 == parts.len();
+        at = match part.parse::<usize>() {
+            Ok(index) => &mut at[index],
+            Err(_) if last => {
+                at[*part] = value;
+                return doc;
+            }
+            Err(_) => {
+                if at.get(*part).is_none() {
+                    at[*part] = serde_json::json!({});
+                }
+                &mut at[*part]
+            }
+        };
+    }
+    doc
+}
+
+fn descriptor() -> Descriptor {
+    let pb = std::fs::read(fixture("bookstore.pb")).expect("fixture");
+    Descriptor::from_file_descriptor_set(pb).expect("descriptor")
+}
+
+/// Each document rejected through both parsers (JSON is also YAML), with exactly one problem.
+fn rejected(problem: &str, doc: &serde_json::Value) -> ConfigError {
+    let text = serde_json::to_string_pretty(doc).expect("json");
+    let mut found = Vec::new();
+    for (form, result) in [
+        ("yaml", service_config::from_yaml(&text, descriptor())),
+        ("json", service_config::from_json(&text, Some(descriptor()))),
+    ] {
+        let errors = match result {
+            Ok(_) => panic!("{problem} ({form}): should be rejected"),
+            Err(errors) => errors,
+        };
+        assert_eq!(errors.len(), 1, "{problem} ({form}): {errors}");
+        found.push(errors.into_vec().remove(0));
+    }
+    assert_eq!(found[0].to_string(), found[1].to_string(), "{problem}");
+    found.remove(0)
+}
+
+/// An unknown field anywhere esprit reads is an error naming its path, with the known name it is
+/// closest to. Before, serde skipped it: `requirement:` dropped the JWT requirement of a rule.
+#[test]
+fn unknown_fields_are_errors_with_their_path_and_a_suggestion() {
+    use serde_json::json;
+    // (problem, where, value, path, suggestion)
+    let cases: Vec<(&str, &str, serde_json::Value, &str, Option<&str>)> = vec![
+        (
+            "typo in an auth rule",
+            "authentication/rules/0/requirement",
+            json!([{"provider_id": "sa"}]),
+            "authentication.rules[0].requirement",
+            Some("requirements"),
+        ),
+        (
+            "an empty misspelled field is still a typo",
+            "authentication/rules/0/requirement",
+            json!([]),
+            "authentication.rules[0].requirement",
+            Some("requirements"),
+        ),
+        (
+            "top-level section",
+            "authentification",
+            json!({"rules": []}),
+            "authentification",
+            Some("authentication"),
+        ),
+        (
+            "lowerCamel typo keeps its spelling",
+            "authentication/providers/0/jwksUrl",
+            json!("https://keys.example.com"),
+            "authentication.providers[0].jwksUrl",
+            Some("jwks_uri"),
+        ),
+        (
+            "usage rule",
+            "usage/rules/0/allow_unregistred_calls",
+            json!(false),
+            "usage.rules[0].allow_unregistred_calls",
+            Some("allow_unregistered_calls"),
+        ),
+        (
+            "allowWithoutCredentials (plural)",
+            "authentication/rules/0/allowWithoutCredentials",
+            json!(true),
+            "authentication.rules[0].allowWithoutCredentials",
+            Some("allow_without_credential"),
+        ),
+        (
+            "API key parameter",
+            "system_parameters/rules/0/parameters/0/http_headr",
+            json!("x-key"),
+            "system_parameters.rules[0].parameters[0].http_headr",
+            Some("http_header"),
+        ),
+        (
+            "token location",
+            "authentication/providers/0/jwt_locations/0/prefix",
+            json!("Bearer "),
+            "authentication.providers[0].jwt_locations[0].prefix",
+            None,
+        ),
+        (
+            "api",
+            "apis/0/nmae",
+            json!("x"),
+            "apis[0].nmae",
+            Some("name"),
+        ),
+        (
+            "endpoint",
+            "endpoints",
+            json!([{"name": "bookstore.endpoints.my-project.cloud.goog", "allow_cros": true}]),
+            "endpoints[0].allow_cros",
+            Some("allow_cors"),
+        ),
+        (
+            "requirement",
+            "authentication/rules/0/requirements/0/audience",
+            json!("a"),
+            "authentication.rules[0].requirements[0].audience",
+            Some("audiences"),
+        ),
+    ];
+    for (problem, pointer, value, path, suggestion) in cases {
+        let error = rejected(problem, &with(pointer, value));
+        assert_eq!(error.path(), path, "{problem}");
+        let want = match suggestion {
+            Some(name) => format!("{path}: unknown field (did you mean {name:?}?)"),
+            None => format!("{path}: unknown field"),
+        };
+        assert_eq!(error.to_string(), want, "{problem}");
+    }
+}
+
+/// Sections that would change who may call or how calls are treated, which esprit does not
+/// enforce, are refused by default, with their path.
+#[test]
+fn unenforced_sections_are_refused_with_their_path() {
+    use serde_json::json;
+    // (where, value, path)
+    let cases: Vec<(&str, serde_json::Value, &str)> = vec![
+        (
+            "quota",
+            json!({"limits": [{"name": "r", "metric": "m", "values": {"STANDARD": 10}}]}),
+            "quota",
+        ),
+        (
+            "http",
+            json!({"rules": [{"selector": "*", "get": "/v1/shelves"}]}),
+            "http",
+        ),
+        (
+            "control",
+            json!({"environment": "servicecontrol.googleapis.com", "methodPolicies": [{"selector": "*"}]}),
+            "control.method_policies",
+        ),
+        (
+            "endpoints",
+            json!([{"name": "b.example.com", "allowCors": true}]),
+            "endpoints[0].allow_cors",
+        ),
+        (
+            "backend",
+            json!({"rules": [{"selector": "*", "deadline": 5.0, "address": "grpc://elsewhere:1"}]}),
+            "backend.rules[0].address",
+        ),
+        (
+            "authentication/rules/0/oauth",
+            json!({"canonical_scopes": "https://www.googleapis.com/auth/x"}),
+            "authentication.rules[0].oauth",
+        ),
+        (
+            "usage/rules/0/skipServiceControl",
+            json!(true),
+            "usage.rules[0].skip_service_control",
+        ),
+        (
+            "usage/requirements",
+            json!(["serviceusage.googleapis.com/tos/cloud"]),
+            "usage.requirements",
+        ),
+        (
+            "context",
+            json!({"rules": [{"selector": "*", "requested": ["x"]}]}),
+            "context",
+        ),
+        (
+            "experimental",
+            json!({"authorization": {"provider": "x"}}),
+            "experimental",
+        ),
+        (
+            "apis/0/mixins",
+            json!([{"name": "google.longrunning.Operations"}]),
+            "apis[0].mixins",
+        ),
+    ];
+    for (pointer, value, path) in cases {
+        let error = rejected(pointer, &with(pointer, value));
+        assert_eq!(error.path(), path, "{pointer}");
+        assert!(
+            matches!(error, ConfigError::Unenforced { .. }),
+            "{pointer}: {error}"
+        );
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "{path}: esprit does not enforce this section; remove it, or pass \
+                 --allow-unenforced-config to run with it ignored"
+            )
+        );
+    }
+}
+
+#[test]
+fn typos_come_before_the_problems_they_cause() {
+    // The misspelled provider_id leaves the requirement without one.
+    let doc = with(
+        "authentication/rules/0/requirements",
+        serde_json::json!([{"providerID": "sa"}]),
+    );
+    let errors = service_config::from_yaml(&doc.to_string(), descriptor()).expect_err("typo");
+    let paths: Vec<&str> = errors.iter().map(ConfigError::path).collect();
+    assert_eq!(
+        paths,
+        vec![
+            "authentication.rules[0].requirements[0].providerID",
+            "authentication.rules[0].requirements[0].provider_id",
+        ],
+        "{errors}"
+    );
+    assert!(
+        errors.to_string().contains("did you mean \"provider_id\""),
+        "{errors}"
+    );
+}

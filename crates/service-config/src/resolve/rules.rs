@@ -52,7 +52,10 @@ impl RuleCheck<'_> {
     }
 }
 
-pub(super) fn last_match<'a, T>(rules: &'a [(RuleSelector, T)], selector: &Selector) -> Option<&'a T> {
+pub(super) fn last_match<'a, T>(
+    rules: &'a [(RuleSelector, T)],
+    selector: &Selector,
+) -> Option<&'a T> {
     rules
         .iter()
         .rev()
