@@ -85,9 +85,9 @@ impl fmt::Display for Human {
         let s = d.as_secs();
         match s {
             0 => write!(f, "0s"),
-            _ if s % 86_400 == 0 && s > 86_400 => write!(f, "{}d", s / 86_400),
-            _ if s % 3_600 == 0 => write!(f, "{}h", s / 3_600),
-            _ if s % 60 == 0 => write!(f, "{}m", s / 60),
+            _ if s.is_multiple_of(86_400) && s > 86_400 => write!(f, "{}d", s / 86_400),
+            _ if s.is_multiple_of(3_600) => write!(f, "{}h", s / 3_600),
+            _ if s.is_multiple_of(60) => write!(f, "{}m", s / 60),
             _ => write!(f, "{s}s"),
         }
     }
