@@ -1,7 +1,8 @@
 //! Serde structs that mirror the `google.api.Service` file, YAML or proto-JSON.
 //!
-//! Only the fields esprit uses are declared; unknown fields are ignored, as proto-JSON parsers
-//! do. Multi-word fields accept both the snake_case (YAML, proto field) and lowerCamel
+//! Only the fields esprit reads are declared. Every other field is reported by `serde_ignored`
+//! and judged by `coverage` (descriptive, unenforced or unknown): declaring a field here means
+//! esprit enforces it. Multi-word fields accept both the snake_case (YAML, proto field) and lowerCamel
 //! (proto-JSON) spelling. Every field is optional here: presence is checked in `build`, where
 //! the error can name the field's path.
 
