@@ -50,6 +50,7 @@ const SECTIONS: &[(&str, Treatment)] = &[
     ("producer_project_id", Descriptive),
     ("documentation", Descriptive),
     ("logging", Descriptive),
+    ("logs", Descriptive),
     ("monitoring", Descriptive),
     ("metrics", Descriptive),
     ("monitored_resources", Descriptive),
@@ -65,6 +66,7 @@ const SECTIONS: &[(&str, Treatment)] = &[
     ("apis[].version", Descriptive),
     ("apis[].source_context", Descriptive),
     ("apis[].syntax", Descriptive),
+    ("apis[].edition", Descriptive),
     ("authentication.providers[].authorization_url", Descriptive),
     ("endpoints[].name", Descriptive),
     ("endpoints[].aliases", Descriptive),
@@ -451,6 +453,56 @@ mod tests {
             unknown,
             vec!["endpoints[0].allow_cros: unknown field (did you mean \"allow_cors\"?)"]
         );
+    }
+
+    /// Every field of `google.api.Service` (google/api/service.proto) is read, descriptive or
+    /// unenforced: none of them is reported as a typo.
+    #[test]
+    fn every_field_of_google_api_service_is_known() {
+        const FIELDS: [&str; 29] = [
+            "name",
+            "title",
+            "producer_project_id",
+            "id",
+            "apis",
+            "types",
+            "enums",
+            "documentation",
+            "backend",
+            "http",
+            "quota",
+            "authentication",
+            "context",
+            "usage",
+            "endpoints",
+            "control",
+            "logs",
+            "metrics",
+            "monitored_resources",
+            "billing",
+            "logging",
+            "monitoring",
+            "system_parameters",
+            "source_info",
+            "publishing",
+            "system_types",
+            "config_version",
+            "custom_error",
+            "experimental",
+        ];
+        let read = fields_of::<raw::Service>();
+        for field in FIELDS {
+            if read.contains(&field) {
+                continue;
+            }
+            let tree = serde_json::json!({ field: true });
+            let findings = classify(&[key_path(field)], Some(&tree));
+            assert!(
+                findings.unknown.is_empty(),
+                "{field}: {:?}",
+                findings.unknown
+            );
+        }
     }
 
     #[test]
