@@ -38,7 +38,7 @@ pub const JWKS_CACHE_DURATION: Bound = bound(secs(1), secs(7 * 24 * 3600));
 /// `esprit proxy --jwks-max-stale`.
 pub const JWKS_MAX_STALE: Bound = bound(Duration::ZERO, secs(30 * 24 * 3600));
 /// `esprit proxy --jwks-refetch-interval`.
-pub const JWKS_REFETCH_INTERVAL: Bound = bound(Duration::ZERO, secs(3600));
+pub const JWKS_REFETCH_INTERVAL: Bound = bound(secs(1), secs(3600));
 /// `--jwks-fetch-timeout` (proxy and `token inspect`).
 pub const JWKS_FETCH_TIMEOUT: Bound = bound(Duration::from_millis(100), secs(300));
 /// `esprit proxy --api-key-cache-duration`.

@@ -31,6 +31,7 @@ fn absurd_values_are_usage_errors_naming_flag_and_bound() {
         (PROXY, "--jwks-cache-duration", "0", "at least 1s"),
         (PROXY, "--jwks-max-stale", "1000y", "at most 30d"),
         (PROXY, "--jwks-refetch-interval", "2h", "at most 1h"),
+        (PROXY, "--jwks-refetch-interval", "0", "at least 1s"),
         (PROXY, "--jwks-fetch-timeout", "1ms", "at least 100ms"),
         (PROXY, "--jwks-fetch-timeout", "1h", "at most 5m"),
         (PROXY, "--clock-skew", "18446744073709551615s", "at most 1h"),
