@@ -556,3 +556,19 @@ async fn concurrent_refetches_for_one_kid_share_one_fetch() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_set_with_too_many_keys_never_replaces_a_good_one() {
+    let a = jose::generate_es256().unwrap();
+    let server = KeyServer::start().await.unwrap();
+    server.set("/jwks", Reply::json(test_server::jwks(&[("a", &a)])));
+    let cache = ready_cache(&server, fast()).await;
+    let kids: Vec<String> = (0..=jose::MAX_KEYS).map(|i| format!("k{i}")).collect();
+    let many: Vec<(&str, &jose::GeneratedKey)> = kids.iter().map(|k| (k.as_str(), &a)).collect();
+    server.set("/jwks", Reply::json(test_server::jwks(&many)));
+    assert!(matches!(
+        cache.refetch(&id("p"), Some(&kid("k7"))).await,
+        Refetch::Failed { .. }
+    ));
+    assert_eq!(kids(&cache.state(&id("p"))).unwrap(), ["a"]);
+}
