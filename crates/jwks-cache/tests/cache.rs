@@ -563,8 +563,8 @@ async fn a_set_with_too_many_keys_never_replaces_a_good_one() {
     let server = KeyServer::start().await.unwrap();
     server.set("/jwks", Reply::json(test_server::jwks(&[("a", &a)])));
     let cache = ready_cache(&server, fast()).await;
-    let kids: Vec<String> = (0..=jose::MAX_KEYS).map(|i| format!("k{i}")).collect();
-    let many: Vec<(&str, &jose::GeneratedKey)> = kids.iter().map(|k| (k.as_str(), &a)).collect();
+    let names: Vec<String> = (0..=jose::MAX_KEYS).map(|i| format!("k{i}")).collect();
+    let many: Vec<(&str, &jose::GeneratedKey)> = names.iter().map(|k| (k.as_str(), &a)).collect();
     server.set("/jwks", Reply::json(test_server::jwks(&many)));
     assert!(matches!(
         cache.refetch(&id("p"), Some(&kid("k7"))).await,
