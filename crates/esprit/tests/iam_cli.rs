@@ -601,7 +601,14 @@ fn the_store_is_private_and_a_writable_store_is_reported() {
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
-    assert!(line.starts_with("http://"), "{line:?}");
+    let addr = line
+        .trim()
+        .strip_prefix("http://")
+        .unwrap_or_else(|| panic!("first line {line:?}"))
+        .to_owned();
+    // An answer means the store is open (it is opened before the first accept).
+    let (status, _, _) = http_get(&addr, "/");
+    assert_eq!(status, "HTTP/1.1 404 Not Found");
     let killed = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
