@@ -576,7 +576,11 @@ fn the_store_is_private_and_a_writable_store_is_reported() {
     drop(reader);
     let out = cli.run(&["accounts", "list"]);
     assert!(out.status.success());
-    assert!(!text(&out.stderr).contains("warning"), "{}", text(&out.stderr));
+    assert!(
+        !text(&out.stderr).contains("warning"),
+        "{}",
+        text(&out.stderr)
+    );
 
     std::fs::set_permissions(&cli.store, std::fs::Permissions::from_mode(0o666)).unwrap();
     let out = cli.run(&["accounts", "list"]);

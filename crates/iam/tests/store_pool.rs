@@ -97,7 +97,9 @@ async fn checks_do_not_serialize_behind_a_busy_connection() {
     // write transaction open: with one connection behind a mutex every check would wait.
     let _held = hold_one(&pool).await;
     let writer = rusqlite::Connection::open(&path).unwrap();
-    writer.execute_batch("BEGIN IMMEDIATE; DELETE FROM api_keys;").unwrap();
+    writer
+        .execute_batch("BEGIN IMMEDIATE; DELETE FROM api_keys;")
+        .unwrap();
 
     let started = Instant::now();
     let calls: Vec<_> = (0..40)
@@ -115,7 +117,10 @@ async fn checks_do_not_serialize_behind_a_busy_connection() {
         // The uncommitted delete is invisible: readers see the last committed state.
         assert!(response.contains("\"valid\":true"), "{response}");
     }
-    eprintln!("40 checks beside a held connection in {:?}", started.elapsed());
+    eprintln!(
+        "40 checks beside a held connection in {:?}",
+        started.elapsed()
+    );
     writer.execute_batch("ROLLBACK").unwrap();
 }
 
@@ -132,7 +137,10 @@ async fn an_exhausted_pool_answers_503_not_a_hang() {
         .await
         .expect("the check hung");
     assert_eq!(status, 503, "{response}");
-    assert!(response.to_ascii_lowercase().contains("retry-after: 1"), "{response}");
+    assert!(
+        response.to_ascii_lowercase().contains("retry-after: 1"),
+        "{response}"
+    );
     assert!(response.contains("\"UNAVAILABLE\""), "{response}");
     assert!(started.elapsed() >= wait);
     let (status, response) = tokio::time::timeout(

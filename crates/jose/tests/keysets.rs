@@ -256,7 +256,13 @@ fn key_sets_with_more_than_max_keys_are_refused() {
     };
     let pem = |n: usize| -> String { P256_SPKI.repeat(n) };
 
-    assert_eq!(parse(&json!({ "keys": jwk_list(100) })).unwrap().keys().len(), 100);
+    assert_eq!(
+        parse(&json!({ "keys": jwk_list(100) }))
+            .unwrap()
+            .keys()
+            .len(),
+        100
+    );
     assert_eq!(parse(&cert_map(100)).unwrap().keys().len(), 100);
     assert_eq!(
         KeySet::parse(pem(100).as_bytes(), KeySource::Remote)
@@ -272,10 +278,19 @@ fn key_sets_with_more_than_max_keys_are_refused() {
     ];
     for err in too_many {
         assert!(
-            matches!(err, JoseError::JwksTooManyKeys { count: 101, limit: 100 }),
+            matches!(
+                err,
+                JoseError::JwksTooManyKeys {
+                    count: 101,
+                    limit: 100
+                }
+            ),
             "{err:?}"
         );
-        assert_eq!(err.to_string(), "Jwks has 101 keys; at most 100 are accepted");
+        assert_eq!(
+            err.to_string(),
+            "Jwks has 101 keys; at most 100 are accepted"
+        );
     }
 }
 
@@ -297,9 +312,7 @@ fn a_token_without_kid_is_tried_against_a_bounded_number_of_keys() {
         keys.push(jwk(&signer, "real", None));
         jwks(&keys, KeySource::Remote)
     };
-    let no_kid = signer
-        .sign_jwt(None, Algorithm::ES256, &claims())
-        .unwrap();
+    let no_kid = signer.sign_jwt(None, Algorithm::ES256, &claims()).unwrap();
     let with_kid = signer
         .sign_jwt(Some("real"), Algorithm::ES256, &claims())
         .unwrap();

@@ -24,7 +24,9 @@ fn make_fixtures() -> (Vec<String>, KeySet) {
     let es = p256()
         .sign_jwt(Some("ec"), Algorithm::ES256, &claims())
         .unwrap();
-    let rs = rsa().sign_jwt(Some("rsa"), Algorithm::RS256, &claims()).unwrap();
+    let rs = rsa()
+        .sign_jwt(Some("rsa"), Algorithm::RS256, &claims())
+        .unwrap();
     let no_kid = p256().sign_jwt(None, Algorithm::ES256, &claims()).unwrap();
     let keys = jwks(
         &[
@@ -114,8 +116,17 @@ fn json_value() -> impl Strategy<Value = Value> {
         any::<f64>().prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::from)),
         "[ -~]{0,20}".prop_map(Value::from),
         prop_oneof![
-            Just("RSA"), Just("EC"), Just("OKP"), Just("oct"), Just("P-256"), Just("Ed25519"),
-            Just("RS256"), Just("ES256"), Just("sig"), Just("AQAB"), Just("kid")
+            Just("RSA"),
+            Just("EC"),
+            Just("OKP"),
+            Just("oct"),
+            Just("P-256"),
+            Just("Ed25519"),
+            Just("RS256"),
+            Just("ES256"),
+            Just("sig"),
+            Just("AQAB"),
+            Just("kid")
         ]
         .prop_map(Value::from),
     ];
@@ -124,10 +135,18 @@ fn json_value() -> impl Strategy<Value = Value> {
             prop::collection::vec(inner.clone(), 0..8).prop_map(Value::from),
             prop::collection::btree_map(
                 prop_oneof![
-                    Just("keys".to_owned()), Just("kty".to_owned()), Just("n".to_owned()),
-                    Just("e".to_owned()), Just("x".to_owned()), Just("y".to_owned()),
-                    Just("crv".to_owned()), Just("alg".to_owned()), Just("kid".to_owned()),
-                    Just("use".to_owned()), Just("k".to_owned()), "[a-z]{1,5}"
+                    Just("keys".to_owned()),
+                    Just("kty".to_owned()),
+                    Just("n".to_owned()),
+                    Just("e".to_owned()),
+                    Just("x".to_owned()),
+                    Just("y".to_owned()),
+                    Just("crv".to_owned()),
+                    Just("alg".to_owned()),
+                    Just("kid".to_owned()),
+                    Just("use".to_owned()),
+                    Just("k".to_owned()),
+                    "[a-z]{1,5}"
                 ],
                 inner,
                 0..8
@@ -265,7 +284,7 @@ proptest! {
             .collect();
         let result = KeySet::parse(json!({ "keys": keys }).to_string().as_bytes(), KeySource::Remote);
         match result {
-            Ok(set) => prop_assert!(count >= 1 && count <= MAX_KEYS && set.keys().len() == count),
+            Ok(set) => prop_assert!((1..=MAX_KEYS).contains(&count) && set.keys().len() == count),
             Err(JoseError::JwksTooManyKeys { count: c, limit }) => {
                 prop_assert!(count > MAX_KEYS && c == count && limit == MAX_KEYS)
             }

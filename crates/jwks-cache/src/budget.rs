@@ -129,7 +129,10 @@ mod tests {
         assert_eq!(b.decide(None, t0 + SEC), Decision::Fetch);
         assert_eq!(b.decide(None, t0 + 2 * SEC), Decision::KidRecent);
         // After the interval the same kid may be fetched for again.
-        assert_eq!(b.decide(Some(&kid("bogus")), t0 + 31 * SEC), Decision::Fetch);
+        assert_eq!(
+            b.decide(Some(&kid("bogus")), t0 + 31 * SEC),
+            Decision::Fetch
+        );
     }
 
     #[test]

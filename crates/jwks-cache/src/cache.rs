@@ -209,9 +209,12 @@ impl JwksCache {
             let mut book = slot.book.lock().await;
             let fetched_meanwhile = slot.attempts.load(Ordering::SeqCst) != seen;
             let has_kid = match &kid {
-                Some(kid) => slot.snapshot.load().keys.as_ref().is_some_and(|keys| {
-                    keys.keys().iter().any(|key| key.kid() == Some(kid))
-                }),
+                Some(kid) => slot
+                    .snapshot
+                    .load()
+                    .keys
+                    .as_ref()
+                    .is_some_and(|keys| keys.keys().iter().any(|key| key.kid() == Some(kid))),
                 // Without a kid, any fetch that finished while we waited is as good as ours.
                 None => fetched_meanwhile,
             };

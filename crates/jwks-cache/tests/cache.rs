@@ -380,7 +380,10 @@ async fn providers_are_independent_and_unknown_ones_fail_closed() {
             last_error: Some(_)
         }
     ));
-    assert_eq!(cache.refetch(&id("nope"), None).await, Refetch::UnknownProvider);
+    assert_eq!(
+        cache.refetch(&id("nope"), None).await,
+        Refetch::UnknownProvider
+    );
 }
 
 #[tokio::test]
@@ -425,7 +428,11 @@ async fn an_explicitly_empty_set_withdraws_every_key() {
         assert_eq!(kids(&cache.state(&id("p"))).unwrap(), ["a"]);
         server.set("/jwks", Reply::json(empty));
         tokio::time::sleep(Duration::from_millis(5)).await;
-        assert_eq!(cache.refetch(&id("p"), None).await, Refetch::Fetched, "{empty}");
+        assert_eq!(
+            cache.refetch(&id("p"), None).await,
+            Refetch::Fetched,
+            "{empty}"
+        );
         match cache.state(&id("p")) {
             KeyState::Ready(keys) => assert!(keys.keys().is_empty(), "{empty}"),
             other => panic!("{empty}: want an empty Ready set, got {other:?}"),
@@ -438,8 +445,8 @@ fn kid(s: &str) -> jose::Kid {
 }
 
 async fn ready_cache(server: &KeyServer, settings: Settings) -> JwksCache {
-    let cache =
-        JwksCache::new(&[provider("p", "iss", Some(server.url("/jwks")))], settings).unwrap();
+    let cache = JwksCache::new(&[provider("p", "iss", Some(server.url("/jwks")))], settings)
+        .expect("a cache");
     cache.start();
     assert!(
         wait_for(Duration::from_secs(5), || kids(&cache.state(&id("p")))
@@ -470,7 +477,10 @@ async fn a_bogus_kid_does_not_block_a_new_key() {
     );
     assert_eq!(server.hits("/jwks"), 2);
 
-    server.set("/jwks", Reply::json(test_server::jwks(&[("a", &a), ("b", &b)])));
+    server.set(
+        "/jwks",
+        Reply::json(test_server::jwks(&[("a", &a), ("b", &b)])),
+    );
     assert_eq!(
         cache.refetch(&id("p"), Some(&kid("b"))).await,
         Refetch::Fetched
@@ -511,10 +521,7 @@ async fn random_kids_fetch_at_most_the_limit() {
     let fetched = outcomes.iter().filter(|o| **o == Refetch::Fetched).count();
     assert_eq!(fetched, 3, "{outcomes:?}");
     assert_eq!(server.hits("/jwks"), 1 + 3, "initial fetch plus the bucket");
-    assert!(
-        outcomes.contains(&Refetch::BudgetExhausted),
-        "{outcomes:?}"
-    );
+    assert!(outcomes.contains(&Refetch::BudgetExhausted), "{outcomes:?}");
 }
 
 #[tokio::test]

@@ -519,9 +519,12 @@ async fn a_set_with_too_many_keys_is_refused() {
     let kids: Vec<String> = (0..=jose::MAX_KEYS).map(|i| format!("k{i}")).collect();
     let many: Vec<(&str, &jose::GeneratedKey)> = kids.iter().map(|k| (k.as_str(), &a)).collect();
     server.set("/jwks", Reply::json(test_server::jwks(&many)));
-    let err = fetch_once(&provider("p", "iss", Some(server.url("/jwks"))), &settings())
-        .await
-        .unwrap_err();
+    let err = fetch_once(
+        &provider("p", "iss", Some(server.url("/jwks"))),
+        &settings(),
+    )
+    .await
+    .unwrap_err();
     assert!(
         matches!(
             err,

@@ -352,7 +352,10 @@ async fn a_bogus_kid_does_not_block_a_new_key_and_random_kids_cannot_storm() {
         Reply::json(jwks(&[("k1", &s.key), ("k2", &new_key)])),
     );
     let reply = unary(s.proxy.url(), Some(&mint(&new_key, "k2", &claims()))).await;
-    assert!(reply.is_ok(), "a new key right after a bogus kid: {reply:?}");
+    assert!(
+        reply.is_ok(),
+        "a new key right after a bogus kid: {reply:?}"
+    );
 
     // 60 tokens with random kids, 20 at a time.
     let before = s.keys.hits("/jwks");
@@ -369,7 +372,10 @@ async fn a_bogus_kid_does_not_block_a_new_key_and_random_kids_cannot_storm() {
         }
     }
     let storm = s.keys.hits("/jwks") - before;
-    assert!(storm <= 3, "{storm} fetches for 60 random kids; the limit is 3");
+    assert!(
+        storm <= 3,
+        "{storm} fetches for 60 random kids; the limit is 3"
+    );
     // Known keys keep working throughout.
     assert!(
         unary(s.proxy.url(), Some(&mint(&new_key, "k2", &claims())))

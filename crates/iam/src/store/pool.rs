@@ -78,13 +78,12 @@ impl StorePool {
         F: FnOnce(&Store) -> Result<T> + Send + 'static,
         T: Send + 'static,
     {
-        let permit = match tokio::time::timeout(self.wait, self.permits.clone().acquire_owned())
-            .await
-        {
-            Ok(Ok(permit)) => permit,
-            // The semaphore is never closed; treat it as busy all the same.
-            Ok(Err(_)) | Err(_) => return Err(IamError::StoreBusy { waited: self.wait }),
-        };
+        let permit =
+            match tokio::time::timeout(self.wait, self.permits.clone().acquire_owned()).await {
+                Ok(Ok(permit)) => permit,
+                // The semaphore is never closed; treat it as busy all the same.
+                Ok(Err(_)) | Err(_) => return Err(IamError::StoreBusy { waited: self.wait }),
+            };
         let pool = Arc::clone(self);
         let ran = tokio::task::spawn_blocking(move || {
             let _permit = permit;
