@@ -173,6 +173,25 @@ impl AuthError {
         }
     }
 
+    /// The token's `kid` when the key set had no key for it ([`JoseError::KeyNotFound`]): what
+    /// the proxy refetches for. `None` for a token without `kid` and for every other failure.
+    pub fn unknown_kid(&self) -> Option<&jose::Kid> {
+        match self {
+            AuthError::Key {
+                error: JoseError::KeyNotFound { kid },
+                ..
+            } => kid.as_ref(),
+            AuthError::Key { .. }
+            | AuthError::KeysNotFetched { .. }
+            | AuthError::Missing
+            | AuthError::Malformed(_)
+            | AuthError::IssuerNotConfigured
+            | AuthError::Time(_)
+            | AuthError::AudienceNotAllowed
+            | AuthError::Signature { .. } => None,
+        }
+    }
+
     /// The gRPC status: `PERMISSION_DENIED` for a wrong audience, `UNAUTHENTICATED` for the
     /// rest (ESP_REFERENCE.md, "Errors callers see"). The one place errors meet the wire; no
     /// `_` arm so that a new variant must be placed.

@@ -192,7 +192,13 @@ fn rfc3339(secs: u64) -> String {
 }
 
 fn open(path: &Path) -> anyhow::Result<Store> {
-    Ok(Store::open(path)?)
+    let store = Store::open(path)?;
+    // Reported on every open (not refused): whoever may write the store may add keys the
+    // key server publishes.
+    for loose in iam::loose_files(path) {
+        eprintln!("esprit: warning: {loose}");
+    }
+    Ok(store)
 }
 
 /// Rows as columns two spaces apart, the last column unpadded.

@@ -68,9 +68,14 @@ pub struct ProxyArgs {
     /// after that the provider's tokens are rejected (fail closed).
     #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = duration::JWKS_MAX_STALE.parser())]
     jwks_max_stale: Duration,
-    /// At most one refetch per provider in this interval when a token names an unknown `kid`.
+    /// A token naming a `kid` not in the key set makes the proxy refetch the set, at most once
+    /// per `kid` per this interval (per provider); also the period of `--jwks-refetch-limit`.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = duration::JWKS_REFETCH_INTERVAL.parser())]
     jwks_refetch_interval: Duration,
+    /// At most this many unknown-`kid` refetches per provider per `--jwks-refetch-interval`,
+    /// whatever the `kid`s (a token bucket), so random `kid`s cannot cause a fetch storm.
+    #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    jwks_refetch_limit: u32,
     /// Bound on one key-set fetch (connect, headers and body).
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = duration::JWKS_FETCH_TIMEOUT.parser())]
     jwks_fetch_timeout: Duration,
@@ -149,6 +154,7 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
     settings.auth.jwks.cache_duration = args.jwks_cache_duration;
     settings.auth.jwks.max_stale = args.jwks_max_stale;
     settings.auth.jwks.refetch_interval = args.jwks_refetch_interval;
+    settings.auth.jwks.refetch_limit = args.jwks_refetch_limit;
     settings.auth.jwks.fetch_timeout = args.jwks_fetch_timeout;
     settings.auth.jwks.extra_ca = args.jwks_ca;
     settings.api_keys.service_control_url = args.service_control_url;

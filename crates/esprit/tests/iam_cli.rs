@@ -554,3 +554,74 @@ fn iam_serve_runs_as_a_process_and_stops_on_sigterm() {
     let status = child.wait().unwrap();
     assert!(status.success(), "iam serve exited with {status}");
 }
+
+/// Issue 9 item 17: the CLI creates the store and its WAL/SHM files 0600, and warns (naming
+/// the path and mode) on every open of a store others may write, `iam serve` included.
+#[cfg(unix)]
+#[test]
+fn the_store_is_private_and_a_writable_store_is_reported() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    let cli = Cli::new();
+    let email = cli.account("bookstore-client");
+    let wal = cli.path("iam.db-wal");
+    let shm = cli.path("iam.db-shm");
+    // The CLI checkpoints and removes the WAL when its last connection closes; a second open
+    // connection (here, a reader kept open) keeps them, as a running `iam serve` does.
+    let reader = iam::Store::open(&cli.store).unwrap();
+    cli.key(&email, &cli.path("k1.json"), &[]);
+    for file in [&cli.store, &wal, &shm] {
+        assert_eq!(mode(file), 0o600, "{}", file.display());
+    }
+    drop(reader);
+    let out = cli.run(&["accounts", "list"]);
+    assert!(out.status.success());
+    assert!(
+        !text(&out.stderr).contains("warning"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    std::fs::set_permissions(&cli.store, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let out = cli.run(&["accounts", "list"]);
+    assert!(out.status.success(), "reported, not refused");
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "esprit: warning: IAM store file {} has mode 0666",
+            cli.store.display()
+        )),
+        "{stderr}"
+    );
+
+    let mut child = command()
+        .args(["iam", "serve", "--listen", "127.0.0.1:0", "--store"])
+        .arg(&cli.store)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("http://")
+        .unwrap_or_else(|| panic!("first line {line:?}"))
+        .to_owned();
+    // An answer means the store is open (it is opened before the first accept).
+    let (status, _, _) = http_get(&addr, "/");
+    assert_eq!(status, "HTTP/1.1 404 Not Found");
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let out = child.wait_with_output().unwrap();
+    let logs = text(&out.stderr);
+    assert!(
+        logs.contains(&cli.store.display().to_string()) && logs.contains("0666"),
+        "{logs}"
+    );
+}

@@ -512,3 +512,41 @@ async fn a_new_key_is_accepted_on_first_use() {
         "the first key after the refetch",
     );
 }
+
+/// Issue 9 item 12, the tutorial's own sequence with the default 30 s refetch interval: a token
+/// whose `kid` the key server does not have (another account's key) is rejected, then a key is
+/// created and its first token is accepted, with no wait in between.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_key_is_accepted_on_first_use_right_after_an_unknown_kid() {
+    let (stack, keys) = Stack::start(1, |s| {
+        s.auth.jwks.cache_duration = Duration::from_secs(300);
+    })
+    .await;
+    stack
+        .wait_until(&keys[0], Outcome::Accepted, "the first key")
+        .await;
+
+    let stranger = jose::generate_rsa_2048().unwrap();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let claims = json!({
+        "iss": stack.email, "sub": stack.email, "aud": SERVICE, "iat": now, "exp": now + 3600,
+    });
+    let bogus = stranger
+        .signer()
+        .unwrap()
+        .sign_jwt(Some("0123456789abcdef"), jose::Algorithm::RS256, &claims)
+        .unwrap();
+    Outcome::Rejected(JWKS_MISSING_KID).assert(
+        &stack.list_shelves(&bogus).await,
+        "a kid the key server does not have",
+    );
+
+    let new = stack.create_key("new.json").await;
+    Outcome::Accepted.assert(
+        &stack.list_shelves(&fresh_token(&new, &stack.email)).await,
+        "a key created right after an unknown kid, first call",
+    );
+}

@@ -69,6 +69,25 @@ pub enum IamError {
         #[source]
         source: rusqlite::Error,
     },
+    /// The store file could not be created (mode 0600).
+    #[error("cannot create the IAM store {path}")]
+    StoreCreate {
+        /// The store file.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Every connection of the key server's store pool stayed busy for the whole wait; the
+    /// key server answers 503.
+    #[error("the IAM store is busy: no connection was free within {waited:?}")]
+    StoreBusy {
+        /// How long the request waited.
+        waited: std::time::Duration,
+    },
+    /// A store lookup ended without an answer (its worker panicked or was cancelled).
+    #[error("IAM store lookup did not finish: {0}")]
+    StoreWorker(String),
     /// The store was written by a newer esprit (its schema version is unknown here).
     #[error(
         "the IAM store has schema version {found}, newer than this esprit supports ({supported})"

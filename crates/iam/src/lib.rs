@@ -44,8 +44,8 @@ pub use ids::{
 };
 pub use keyfile::{KeyFileSlot, NewKey, new_key};
 pub use model::{Account, KeyAlgorithm, KeyServerUrl, KeyState, StoredKey};
-pub use server::{CACHE_MAX_AGE_SECS, CHECK_BODY_LIMIT, serve};
-pub use store::{SCHEMA_VERSION, Store};
+pub use server::{CACHE_MAX_AGE_SECS, CHECK_BODY_LIMIT, serve, serve_pool};
+pub use store::{LooseFile, PoolSettings, SCHEMA_VERSION, Store, StorePool, loose_files};
 
 /// The default store file, in the working directory.
 pub const DEFAULT_STORE: &str = "esprit-iam.db";

@@ -5,15 +5,17 @@
 //!
 //! - `POST /v1/services/{service}:check`: is an API key valid ([`check`] has the protocol).
 //!
-//! All are read from the store on every request (one SQLite connection in WAL mode, so a key
-//! created or disabled by another process shows at the next request), carry
+//! All are read from the store on every request (a bounded pool of read-only SQLite
+//! connections in WAL mode, [`StorePool`], so lookups run side by side and a key created or
+//! disabled by another process shows at the next request; 503 when no connection is free within
+//! the pool's wait), carry
 //! `Cache-Control: public, max-age=300` ([`CACHE_MAX_AGE_SECS`], the same 300 s ESPv2 caches key
 //! sets for), and the key documents answer 404 with a JSON error body for an unknown account. Errors carry
 //! `Cache-Control: no-store` so that an account created later is not hidden by a cached 404.
 
 use std::future::Future;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -33,7 +35,7 @@ pub use check::CHECK_BODY_LIMIT;
 
 use crate::ids::decode_path_segment;
 use crate::render;
-use crate::store::Store;
+use crate::store::{PoolSettings, Store, StorePool};
 use crate::{IamError, Result};
 
 /// `max-age` of the key documents, seconds. A verifier may keep a key this long after it was
@@ -111,6 +113,16 @@ fn json_response(status: StatusCode, body: String, cache: &'static str) -> Respo
     response
 }
 
+/// 503 when every store connection stayed busy: the proxy counts it as "key server
+/// unavailable", never as an answer about the key.
+fn busy_response() -> Response<Body> {
+    let mut response = error_response(StatusCode::SERVICE_UNAVAILABLE, "Store busy, retry");
+    response
+        .headers_mut()
+        .insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
+}
+
 /// Google's error body: `{"error": {"code", "message", "status"}}`.
 fn error_response(status: StatusCode, message: &str) -> Response<Body> {
     let status_name = match status {
@@ -120,6 +132,7 @@ fn error_response(status: StatusCode, message: &str) -> Response<Body> {
         StatusCode::REQUEST_TIMEOUT => "DEADLINE_EXCEEDED",
         StatusCode::NOT_FOUND => "NOT_FOUND",
         StatusCode::METHOD_NOT_ALLOWED => "METHOD_NOT_ALLOWED",
+        StatusCode::SERVICE_UNAVAILABLE => "UNAVAILABLE",
         _ => "INTERNAL",
     };
     let body = json!({"error": {
@@ -142,7 +155,7 @@ fn key_document(store: &Store, route: &Route) -> Result<Option<String>> {
     }
 }
 
-async fn handle(store: Arc<Mutex<Store>>, request: Request<Incoming>) -> Response<Body> {
+async fn handle(store: Arc<StorePool>, request: Request<Incoming>) -> Response<Body> {
     let route = route(request.method(), request.uri().path());
     match route {
         Route::NotFound => return error_response(StatusCode::NOT_FOUND, "Not found"),
@@ -156,27 +169,22 @@ async fn handle(store: Arc<Mutex<Store>>, request: Request<Incoming>) -> Respons
         Route::ServiceCheck(service) => return check::handle(store, service, request).await,
         Route::X509(_) | Route::Jwks(_) => {}
     }
-    let looked_up = tokio::task::spawn_blocking(move || {
-        // A panic while holding the lock leaves the connection usable: recover the guard.
-        let store = store
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        key_document(&store, &route)
-    })
-    .await;
+    let looked_up = store
+        .with_store(move |store| key_document(store, &route))
+        .await;
     match looked_up {
-        Ok(Ok(Some(body))) => json_response(StatusCode::OK, body, CACHE_CONTROL_OK),
-        Ok(Err(IamError::UnknownAccount(email))) => error_response(
+        Ok(Some(body)) => json_response(StatusCode::OK, body, CACHE_CONTROL_OK),
+        Err(IamError::UnknownAccount(email)) => error_response(
             StatusCode::NOT_FOUND,
             &format!("Service account {email} not found"),
         ),
-        Ok(Ok(None)) => error_response(StatusCode::NOT_FOUND, "Not found"),
-        Ok(Err(err)) => {
-            tracing::error!(error = %err, source = ?std::error::Error::source(&err), "key server store lookup failed");
-            error_response(StatusCode::INTERNAL_SERVER_ERROR, "Internal error")
+        Ok(None) => error_response(StatusCode::NOT_FOUND, "Not found"),
+        Err(IamError::StoreBusy { .. }) => {
+            tracing::warn!("key document lookup refused: every store connection is busy");
+            busy_response()
         }
         Err(err) => {
-            tracing::error!(error = %err, "key server lookup task failed");
+            tracing::error!(error = %err, source = ?std::error::Error::source(&err), "key server store lookup failed");
             error_response(StatusCode::INTERNAL_SERVER_ERROR, "Internal error")
         }
     }
@@ -184,12 +192,25 @@ async fn handle(store: Arc<Mutex<Store>>, request: Request<Incoming>) -> Respons
 
 /// Serves the key endpoints on `listener` from the store at `store_path` until `shutdown`
 /// resolves, then lets open connections finish (up to 5 s). Opens (and migrates) the store
-/// first: an unusable store is an error before any request is accepted.
+/// first: an unusable store is an error before any request is accepted. Lookups use a
+/// [`StorePool`] with [`PoolSettings::default`].
 pub async fn serve<F>(listener: TcpListener, store_path: &Path, shutdown: F) -> Result<()>
 where
     F: Future<Output = ()>,
 {
-    let store = Arc::new(Mutex::new(Store::open(store_path)?));
+    serve_pool(
+        listener,
+        StorePool::open(store_path, PoolSettings::default())?,
+        shutdown,
+    )
+    .await
+}
+
+/// [`serve`] with a store pool the caller opened (its own bounds, or shared with a test).
+pub async fn serve_pool<F>(listener: TcpListener, store: Arc<StorePool>, shutdown: F) -> Result<()>
+where
+    F: Future<Output = ()>,
+{
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()

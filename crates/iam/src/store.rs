@@ -6,9 +6,14 @@
 //! migrations below run in order, in one immediate transaction, when a file is opened.
 
 mod api_keys;
+mod files;
+mod pool;
 
 use std::path::Path;
 use std::time::Duration;
+
+pub use files::{LooseFile, loose_files};
+pub use pool::{PoolSettings, StorePool};
 
 use rusqlite::{Connection, ErrorCode, OptionalExtension as _, Row, TransactionBehavior, params};
 
@@ -57,7 +62,8 @@ const MIGRATIONS: &[&str] = &[
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
-/// An open store. Not `Sync`: the key server keeps one behind a mutex.
+/// An open store: one SQLite connection. Not `Sync`: the key server keeps several in a
+/// [`StorePool`].
 #[derive(Debug)]
 pub struct Store {
     conn: Connection,
@@ -124,22 +130,30 @@ fn stored_key(row: KeyRow) -> Result<StoredKey> {
 
 impl Store {
     /// Opens (creating if needed) the store at `path` and brings its schema up to date.
+    ///
+    /// A new store file is created mode 0600 (SQLite gives its `-wal` and `-shm` files the
+    /// same mode). An existing store, `-wal` or `-shm` file that is group- or world-writable is
+    /// logged as a warning on every open ([`loose_files`] lists them; it is not refused).
     pub fn open(path: &Path) -> Result<Store> {
-        let opened = || -> rusqlite::Result<Connection> {
-            let conn = Connection::open(path)?;
-            conn.busy_timeout(BUSY_TIMEOUT)?;
-            // journal_mode answers with the mode in force; WAL persists in the file.
-            let _mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
-            conn.pragma_update(None, "foreign_keys", true)?;
-            Ok(conn)
-        };
-        let conn = opened().map_err(|source| IamError::StoreOpen {
+        files::create_private(path).map_err(|source| IamError::StoreCreate {
             path: path.to_owned(),
             source,
         })?;
+        let conn = connect(path, Access::ReadWrite)?;
         let mut store = Store { conn };
         store.migrate()?;
+        for loose in loose_files(path) {
+            tracing::warn!(path = %loose.path.display(), mode = %format_args!("{:04o}", loose.mode), "{loose}");
+        }
         Ok(store)
+    }
+
+    /// A connection that only reads (`PRAGMA query_only`), for lookups; the schema must be
+    /// up to date already (open the store with [`Store::open`] first).
+    fn open_reader(path: &Path) -> Result<Store> {
+        Ok(Store {
+            conn: connect(path, Access::ReadOnly)?,
+        })
     }
 
     fn migrate(&mut self) -> Result<()> {
@@ -325,6 +339,30 @@ impl Store {
         }
         Ok(new.stored)
     }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Access {
+    ReadWrite,
+    ReadOnly,
+}
+
+fn connect(path: &Path, access: Access) -> Result<Connection> {
+    let opened = || -> rusqlite::Result<Connection> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        // journal_mode answers with the mode in force; WAL persists in the file.
+        let _mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+        conn.pragma_update(None, "foreign_keys", true)?;
+        if access == Access::ReadOnly {
+            conn.pragma_update(None, "query_only", true)?;
+        }
+        Ok(conn)
+    };
+    opened().map_err(|source| IamError::StoreOpen {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 fn unknown_key(email: &str, key_id: &str) -> IamError {

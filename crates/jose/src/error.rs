@@ -119,6 +119,14 @@ pub enum JoseError {
     /// `keys` is not an array.
     #[error("[keys] in Jwks is not an array")]
     JwksBadKeys,
+    /// The key set lists more than [`crate::MAX_KEYS`] keys; it is refused whole. (esprit)
+    #[error("Jwks has {count} keys; at most {limit} are accepted")]
+    JwksTooManyKeys {
+        /// How many keys (JWKS entries, certificates or PEM blocks) it lists.
+        count: usize,
+        /// The limit.
+        limit: usize,
+    },
     /// The key set parsed but not one key is usable; `skipped` says why for each.
     #[error("Jwks doesn't have any valid public key")]
     NoUsableKeys {
@@ -170,6 +178,7 @@ impl JoseError {
             JoseError::JwksBadJson => "JwksBadJson",
             JoseError::JwksNoKeys => "JwksNoKeys",
             JoseError::JwksBadKeys => "JwksBadKeys",
+            JoseError::JwksTooManyKeys { .. } => "JwksTooManyKeys",
             JoseError::NoUsableKeys { .. } => "NoUsableKeys",
             JoseError::PemBadEncoding => "PemBadEncoding",
             JoseError::ServiceAccountKeyInvalid(_) => "ServiceAccountKeyInvalid",

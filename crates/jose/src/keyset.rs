@@ -5,6 +5,17 @@ use serde_json::Value;
 use crate::key::{Key, key_from_jwk};
 use crate::{JoseError, Jws, Kid, SkipReason, SkippedKey, spki};
 
+/// The most keys (entries of `keys`, of a certificate map, or PEM blocks) a key set may list.
+/// A larger document is refused whole ([`JoseError::JwksTooManyKeys`]), as garbage is, so it
+/// never replaces a good set. Real issuers publish a handful (Google: 2-3).
+pub const MAX_KEYS: usize = 100;
+
+/// The most keys one token's signature is tried against. A token normally names its key by
+/// `kid` (one candidate); a token without `kid`, or a set of keys without kids (PEM), makes every
+/// key with a matching algorithm a candidate, and each try is a public-key operation an
+/// anonymous client could ask for. Keys past this bound, in set order, are not tried.
+pub const MAX_CANDIDATES: usize = 10;
+
 /// Where a key set came from. HMAC (`oct`) keys are used only from [`KeySource::Local`] sets:
 /// a remote key set is public, so an HMAC key in it is a key anyone may sign with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,16 +53,22 @@ impl KeySet {
             skipped: Vec::new(),
         };
         if text.starts_with(b"-----BEGIN ") {
-            set.add_pem(text)?;
+            let blocks = spki::pem_blocks(text)?;
+            check_count(blocks.len())?;
+            set.add_pem(&blocks);
         } else {
             let json: Value = serde_json::from_slice(text).map_err(|_| JoseError::JwksBadJson)?;
             let Value::Object(map) = json else {
                 return Err(JoseError::JwksBadJson);
             };
             match map.get("keys") {
-                Some(Value::Array(keys)) => set.add_jwks(keys),
+                Some(Value::Array(keys)) => {
+                    check_count(keys.len())?;
+                    set.add_jwks(keys);
+                }
                 Some(_) => return Err(JoseError::JwksBadKeys),
                 None if !map.is_empty() && map.values().all(Value::is_string) => {
+                    check_count(map.len())?;
                     set.add_certificate_map(&map);
                 }
                 None => return Err(JoseError::JwksNoKeys),
@@ -101,8 +118,8 @@ impl KeySet {
         }
     }
 
-    fn add_pem(&mut self, text: &[u8]) -> Result<(), JoseError> {
-        for (index, block) in spki::pem_blocks(text)?.iter().enumerate() {
+    fn add_pem(&mut self, blocks: &[x509_parser::pem::Pem]) {
+        for (index, block) in blocks.iter().enumerate() {
             match spki::material_from_pem(block).and_then(|m| Key::new(None, &m, None, self.source))
             {
                 Ok(key) => self.keys.push(key),
@@ -113,7 +130,6 @@ impl KeySet {
                 }),
             }
         }
-        Ok(())
     }
 
     /// Where the set came from.
@@ -144,12 +160,23 @@ impl KeySet {
     }
 }
 
+fn check_count(count: usize) -> Result<(), JoseError> {
+    if count > MAX_KEYS {
+        return Err(JoseError::JwksTooManyKeys {
+            count,
+            limit: MAX_KEYS,
+        });
+    }
+    Ok(())
+}
+
 /// Verifies the signature of `jws` with `keys` and returns the key that verified it.
 ///
 /// Key selection, as jwt_verify_lib: a key is a candidate when it supports the token's `alg`
 /// (the algorithm comes from the key: its type, curve and declared `alg` must agree) and,
 /// when both the token and the key have a kid, the kids are equal. A key without a kid (a PEM
-/// key) is a candidate for any token kid. Every candidate is tried, duplicates included.
+/// key) is a candidate for any token kid. Candidates are tried in set order, duplicates
+/// included, at most [`MAX_CANDIDATES`] of them.
 ///
 /// Errors: an HMAC `alg` against a [`KeySource::Remote`] set is
 /// [`JoseError::AlgNotSupported`]; no candidate is [`JoseError::KeyNotFound`] (the proxy may
@@ -176,6 +203,7 @@ pub fn verify<'k>(jws: &Jws, keys: &'k KeySet) -> Result<&'k Key, JoseError> {
         });
     }
     candidates
+        .take(MAX_CANDIDATES)
         .find(|key| key.verify(alg, jws.signing_input(), jws.signature()))
         .ok_or(JoseError::VerificationFailed)
 }

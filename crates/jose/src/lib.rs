@@ -37,7 +37,7 @@ pub use jws::{Header, Jws, MAX_TOKEN_BYTES};
 pub use jwt::{Claims, Jwt};
 pub use key::{Key, PublicKey};
 pub use keygen::{GeneratedKey, generate_ed25519, generate_es256, generate_rsa_2048};
-pub use keyset::{KeySet, KeySource, verify};
+pub use keyset::{KeySet, KeySource, MAX_CANDIDATES, MAX_KEYS, verify};
 pub use sign::{ServiceAccountKey, Signer};
 pub use time::{ExpRequirement, UnixTime, check_time};
 

@@ -231,3 +231,94 @@ fn roca_weak_modulus_is_refused() {
     // Our own keys do not have the fingerprint.
     parse(&json!({"keys": [jwk(&rsa(), "k", None)]})).unwrap();
 }
+
+/// Issue 9 item 15: at most `MAX_KEYS` keys per set, in each of the three formats; one more
+/// and the whole document is refused (so a cache keeps its last good set).
+#[test]
+fn key_sets_with_more_than_max_keys_are_refused() {
+    assert_eq!(jose::MAX_KEYS, 100);
+    let signer = p256();
+    let jwk_list = |n: usize| -> Vec<Value> {
+        (0..n)
+            .map(|i| jwk(&signer, &format!("k{i}"), None))
+            .collect()
+    };
+    let cert = {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        rcgen::CertificateParams::new(vec!["x".into()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap()
+            .pem()
+    };
+    let cert_map = |n: usize| -> Value {
+        Value::Object((0..n).map(|i| (format!("k{i}"), json!(cert))).collect())
+    };
+    let pem = |n: usize| -> String { P256_SPKI.repeat(n) };
+
+    assert_eq!(
+        parse(&json!({ "keys": jwk_list(100) }))
+            .unwrap()
+            .keys()
+            .len(),
+        100
+    );
+    assert_eq!(parse(&cert_map(100)).unwrap().keys().len(), 100);
+    assert_eq!(
+        KeySet::parse(pem(100).as_bytes(), KeySource::Remote)
+            .unwrap()
+            .keys()
+            .len(),
+        100
+    );
+    let too_many = [
+        parse(&json!({ "keys": jwk_list(101) })).unwrap_err(),
+        parse(&cert_map(101)).unwrap_err(),
+        KeySet::parse(pem(101).as_bytes(), KeySource::Remote).unwrap_err(),
+    ];
+    for err in too_many {
+        assert!(
+            matches!(
+                err,
+                JoseError::JwksTooManyKeys {
+                    count: 101,
+                    limit: 100
+                }
+            ),
+            "{err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "Jwks has 101 keys; at most 100 are accepted"
+        );
+    }
+}
+
+/// Issue 9 item 15: a token is tried against at most `MAX_CANDIDATES` keys: a token without
+/// `kid` whose key is listed after ten other keys of its algorithm is not verified, one listed
+/// tenth is; with its `kid` it is found wherever it is.
+#[test]
+fn a_token_without_kid_is_tried_against_a_bounded_number_of_keys() {
+    assert_eq!(jose::MAX_CANDIDATES, 10);
+    let signer = p256();
+    let decoys: Vec<Value> = (0..10)
+        .map(|i| {
+            let other = jose::generate_es256().unwrap().signer().unwrap();
+            jwk(&other, &format!("decoy{i}"), None)
+        })
+        .collect();
+    let set_with_real_at = |position: usize| {
+        let mut keys = decoys[..position].to_vec();
+        keys.push(jwk(&signer, "real", None));
+        jwks(&keys, KeySource::Remote)
+    };
+    let no_kid = signer.sign_jwt(None, Algorithm::ES256, &claims()).unwrap();
+    let with_kid = signer
+        .sign_jwt(Some("real"), Algorithm::ES256, &claims())
+        .unwrap();
+    assert!(verifies(&no_kid, &set_with_real_at(9)), "tenth candidate");
+    let eleventh = set_with_real_at(10);
+    let err = verify(Jwt::parse(&no_kid).unwrap().jws(), &eleventh).unwrap_err();
+    assert!(matches!(err, JoseError::VerificationFailed), "{err:?}");
+    assert!(verifies(&with_kid, &eleventh), "named by kid");
+}

@@ -6,11 +6,12 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use jose::KeySet;
+use jose::{KeySet, Kid};
 use service_config::{AuthProvider, ProviderId};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::budget::{Decision, RefetchBudget};
 use crate::{FetchError, Fetcher, KeyState, Refetch, Settings};
 
 /// The shortest wait between two background fetches of one provider, whatever the settings
@@ -54,7 +55,7 @@ struct Slot {
 }
 
 struct Book {
-    last_refetch: Option<Instant>,
+    budget: RefetchBudget,
     backoff: Duration,
 }
 
@@ -81,7 +82,10 @@ impl JwksCache {
                     snapshot: ArcSwap::from_pointee(Snapshot::default()),
                     attempts: AtomicU64::new(0),
                     book: tokio::sync::Mutex::new(Book {
-                        last_refetch: None,
+                        budget: RefetchBudget::new(
+                            settings.refetch_interval,
+                            settings.refetch_limit,
+                        ),
                         backoff: settings.retry_initial,
                     }),
                 };
@@ -176,37 +180,60 @@ impl JwksCache {
         }
     }
 
-    /// Refetches `id`'s key set now, for a token whose `kid` is not in the current set; returns
-    /// when the fetch is over, so the caller can read [`JwksCache::state`] again and retry
-    /// verification on the same request.
+    /// Refetches `id`'s key set now, for a token whose `kid` is not in the current set (`kid`
+    /// `None`: a token without `kid`, or no key set yet); returns when the fetch is over, so the
+    /// caller can read [`JwksCache::state`] again and retry verification on the same request.
     ///
-    /// Single flight: callers arriving while a fetch (refetch or background) is in flight wait
-    /// for it and share its result ([`Refetch::Joined`]). At most one refetch per
-    /// `refetch_interval` per provider ([`Refetch::RateLimited`]); background refreshes do not
-    /// count against it. A failed or unusable fetch keeps the last good set. The fetch runs in
-    /// its own task, so a caller that gives up does not cancel it for the others.
-    pub async fn refetch(&self, id: &ProviderId) -> Refetch {
+    /// Single flight: at most one fetch per provider is in flight; callers arriving meanwhile
+    /// wait for it, and share its result ([`Refetch::Joined`]) when it brought their `kid` or
+    /// was for their `kid`. A caller whose `kid` that fetch did not bring fetches again (a key
+    /// created after the other fetch was sent must still work on its first use).
+    ///
+    /// Bounds, per provider (background refreshes count against neither): a `kid` already
+    /// refetched for is not refetched for again within `refetch_interval`
+    /// ([`Refetch::RateLimited`]); and at most `refetch_limit` refetches run per
+    /// `refetch_interval` whatever the `kid`s (a token bucket; [`Refetch::BudgetExhausted`]), so
+    /// random `kid`s cannot make a fetch storm. A failed or unusable fetch keeps the last good
+    /// set. The fetch runs in its own task, so a caller that gives up does not cancel it for
+    /// the others.
+    pub async fn refetch(&self, id: &ProviderId, kid: Option<&Kid>) -> Refetch {
         let Some(slot) = self.inner.slots.get(id) else {
             return Refetch::UnknownProvider;
         };
         let slot = Arc::clone(slot);
+        let kid = kid.cloned();
         let seen = slot.attempts.load(Ordering::SeqCst);
         let fetcher = self.inner.fetcher.clone();
         let settings = self.inner.settings.clone();
         let task = tokio::spawn(async move {
             let mut book = slot.book.lock().await;
-            if slot.attempts.load(Ordering::SeqCst) != seen {
+            let fetched_meanwhile = slot.attempts.load(Ordering::SeqCst) != seen;
+            let has_kid = match &kid {
+                Some(kid) => slot
+                    .snapshot
+                    .load()
+                    .keys
+                    .as_ref()
+                    .is_some_and(|keys| keys.keys().iter().any(|key| key.kid() == Some(kid))),
+                // Without a kid, any fetch that finished while we waited is as good as ours.
+                None => fetched_meanwhile,
+            };
+            if has_kid {
                 return Refetch::Joined;
             }
-            let now = Instant::now();
-            if book
-                .last_refetch
-                .is_some_and(|last| now < last + settings.refetch_interval)
-            {
-                tracing::debug!(provider = %slot.provider.id, "refetch rate-limited");
-                return Refetch::RateLimited;
+            match book.budget.decide(kid.as_ref(), Instant::now()) {
+                Decision::Fetch => {}
+                // Another caller's fetch for this same kid finished while we waited.
+                Decision::KidRecent if fetched_meanwhile => return Refetch::Joined,
+                Decision::KidRecent => {
+                    tracing::debug!(provider = %slot.provider.id, kid = kid.as_ref().map(Kid::as_str), "refetch for this kid rate-limited");
+                    return Refetch::RateLimited;
+                }
+                Decision::Exhausted => {
+                    tracing::debug!(provider = %slot.provider.id, kid = kid.as_ref().map(Kid::as_str), "refetch budget of the provider exhausted");
+                    return Refetch::BudgetExhausted;
+                }
             }
-            book.last_refetch = Some(now);
             match slot
                 .fetch_locked(&fetcher, &settings, &mut book, "refetch")
                 .await

@@ -117,8 +117,14 @@ impl Fetcher {
         };
         // A remote document must not point us at local files: a file's HMAC keys would be
         // trusted as local. Only http(s) is followed.
-        match scheme(jwks_uri).as_deref() {
-            Some("http" | "https") => Ok(jwks_uri.clone()),
+        match (scheme(url).as_deref(), scheme(jwks_uri).as_deref()) {
+            // A document that came over https must not downgrade the key fetch to plain http:
+            // anyone on the path could then serve keys that sign any token.
+            (Some("https"), Some("http")) => Err(FetchError::InvalidUrl {
+                url: jwks_uri.clone(),
+                reason: "a discovery document fetched over https may not point at an http jwks_uri",
+            }),
+            (_, Some("http" | "https")) => Ok(jwks_uri.clone()),
             _ => Err(FetchError::InvalidUrl {
                 url: jwks_uri.clone(),
                 reason: "a discovered jwks_uri must be an http or https URL",

@@ -7,7 +7,8 @@
 //! map or PEM; HMAC keys only from `file://`); keeps one lock-free snapshot per provider that
 //! the proxy reads on every request ([`JwksCache::state`]); refreshes it in the background,
 //! keeps the last good set through failed refreshes up to `max_stale`, and refetches on an
-//! unknown `kid` ([`JwksCache::refetch`], single-flight and rate-limited). [`fetch_once`] is
+//! unknown `kid` ([`JwksCache::refetch`]: single-flight, once per `kid` per interval, and
+//! at most `refetch_limit` per interval per provider). [`fetch_once`] is
 //! the same fetch without a cache, for `esprit token inspect`.
 //!
 //! What it deliberately does not: verify tokens, know about issuers' claims or audiences
@@ -17,6 +18,7 @@
 //!
 //! The `testing` feature adds [`test_server`], a local key server over real sockets.
 
+mod budget;
 mod cache;
 mod error;
 mod fetch;
@@ -40,8 +42,13 @@ pub struct Settings {
     /// How long past `cache_duration` the last good set is still used while refreshes fail;
     /// after that the provider is [`KeyState::NotFetched`] (fail closed). Default 24 h.
     pub max_stale: Duration,
-    /// At most one unknown-`kid` refetch per provider per this interval. Default 30 s.
+    /// A `kid` not in the key set triggers a refetch at most once per this interval (per
+    /// provider and `kid`); also the period of the `refetch_limit` bucket. Default 30 s.
     pub refetch_interval: Duration,
+    /// At most this many unknown-`kid` refetches per provider per `refetch_interval`, whatever
+    /// the `kid`s (a token bucket: a burst of this many, then one per `interval / limit`).
+    /// Default 5; 0 counts as 1.
+    pub refetch_limit: u32,
     /// Bound on one GET (connect, headers and body). Default 5 s.
     pub fetch_timeout: Duration,
     /// Largest key set accepted, in bytes (HTTP body or file). Default 1 MiB.
@@ -61,6 +68,7 @@ impl Default for Settings {
             cache_duration: Duration::from_secs(300),
             max_stale: Duration::from_secs(24 * 60 * 60),
             refetch_interval: Duration::from_secs(30),
+            refetch_limit: 5,
             fetch_timeout: Duration::from_secs(5),
             max_body_bytes: 1024 * 1024,
             extra_ca: None,
@@ -105,8 +113,11 @@ pub enum Refetch {
     /// Another fetch (a refetch or a background refresh) finished while this call waited;
     /// its result is in the state.
     Joined,
-    /// A refetch already ran within `refetch_interval`; nothing was fetched.
+    /// A refetch for this `kid` already ran within `refetch_interval`; nothing was fetched.
     RateLimited,
+    /// The provider's `refetch_limit` refetches per `refetch_interval` are spent; nothing was
+    /// fetched.
+    BudgetExhausted,
     /// This call fetched and failed; the last good set, if any, is kept.
     Failed {
         /// The error, for logs.

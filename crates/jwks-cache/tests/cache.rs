@@ -184,7 +184,7 @@ async fn a_set_with_no_usable_key_never_replaces_a_good_one() {
     for bad in bad_sets {
         server.set("/jwks", Reply::json(bad.clone()));
         tokio::time::sleep(Duration::from_millis(5)).await;
-        match cache.refetch(&id("p")).await {
+        match cache.refetch(&id("p"), None).await {
             Refetch::Failed { .. } => {}
             other => panic!("{bad}: want Failed, got {other:?}"),
         }
@@ -221,7 +221,7 @@ async fn concurrent_refetches_share_one_request() {
     let calls: Vec<_> = (0..20)
         .map(|_| {
             let cache = cache.clone();
-            tokio::spawn(async move { cache.refetch(&ProviderId::new("p")).await })
+            tokio::spawn(async move { cache.refetch(&ProviderId::new("p"), None).await })
         })
         .collect();
     let mut outcomes = Vec::new();
@@ -264,10 +264,10 @@ async fn refetch_is_rate_limited() {
         .await
     );
 
-    assert_eq!(cache.refetch(&id("p")).await, Refetch::Fetched);
+    assert_eq!(cache.refetch(&id("p"), None).await, Refetch::Fetched);
     assert_eq!(server.hits("/jwks"), 2);
     for _ in 0..5 {
-        assert_eq!(cache.refetch(&id("p")).await, Refetch::RateLimited);
+        assert_eq!(cache.refetch(&id("p"), None).await, Refetch::RateLimited);
     }
     assert_eq!(
         server.hits("/jwks"),
@@ -275,7 +275,7 @@ async fn refetch_is_rate_limited() {
         "rate-limited refetches send nothing"
     );
     tokio::time::sleep(Duration::from_millis(750)).await;
-    assert_eq!(cache.refetch(&id("p")).await, Refetch::Fetched);
+    assert_eq!(cache.refetch(&id("p"), None).await, Refetch::Fetched);
     assert_eq!(server.hits("/jwks"), 3);
 }
 
@@ -315,7 +315,7 @@ async fn a_freshly_rotated_key_verifies_on_the_first_call() {
     };
     let err = jose::verify(&jws, &keys).unwrap_err();
     assert!(matches!(err, JoseError::KeyNotFound { .. }), "{err:?}");
-    assert_eq!(cache.refetch(&id("p")).await, Refetch::Fetched);
+    assert_eq!(cache.refetch(&id("p"), None).await, Refetch::Fetched);
     let KeyState::Ready(keys) = cache.state(&id("p")) else {
         panic!("not ready")
     };
@@ -338,7 +338,7 @@ async fn a_refetch_during_the_initial_fetch_joins_it() {
     cache.start();
     // Let the background task take the fetch first.
     assert!(wait_for(Duration::from_secs(2), || server.hits("/jwks") == 1).await);
-    assert_eq!(cache.refetch(&id("p")).await, Refetch::Joined);
+    assert_eq!(cache.refetch(&id("p"), None).await, Refetch::Joined);
     assert_eq!(kids(&cache.state(&id("p"))).unwrap(), ["a"]);
     assert_eq!(server.hits("/jwks"), 1);
 }
@@ -380,7 +380,10 @@ async fn providers_are_independent_and_unknown_ones_fail_closed() {
             last_error: Some(_)
         }
     ));
-    assert_eq!(cache.refetch(&id("nope")).await, Refetch::UnknownProvider);
+    assert_eq!(
+        cache.refetch(&id("nope"), None).await,
+        Refetch::UnknownProvider
+    );
 }
 
 #[tokio::test]
@@ -421,14 +424,158 @@ async fn an_explicitly_empty_set_withdraws_every_key() {
     for empty in [r#"{"keys": []}"#, "{}"] {
         server.set("/jwks", Reply::json(test_server::jwks(&[("a", &a)])));
         tokio::time::sleep(Duration::from_millis(5)).await;
-        cache.refetch(&id("p")).await;
+        cache.refetch(&id("p"), None).await;
         assert_eq!(kids(&cache.state(&id("p"))).unwrap(), ["a"]);
         server.set("/jwks", Reply::json(empty));
         tokio::time::sleep(Duration::from_millis(5)).await;
-        assert_eq!(cache.refetch(&id("p")).await, Refetch::Fetched, "{empty}");
+        assert_eq!(
+            cache.refetch(&id("p"), None).await,
+            Refetch::Fetched,
+            "{empty}"
+        );
         match cache.state(&id("p")) {
             KeyState::Ready(keys) => assert!(keys.keys().is_empty(), "{empty}"),
             other => panic!("{empty}: want an empty Ready set, got {other:?}"),
         }
     }
+}
+
+fn kid(s: &str) -> jose::Kid {
+    jose::Kid::from(s)
+}
+
+async fn ready_cache(server: &KeyServer, settings: Settings) -> JwksCache {
+    let cache = JwksCache::new(&[provider("p", "iss", Some(server.url("/jwks")))], settings)
+        .expect("a cache");
+    cache.start();
+    assert!(
+        wait_for(Duration::from_secs(5), || kids(&cache.state(&id("p")))
+            .is_some())
+        .await
+    );
+    cache
+}
+
+#[tokio::test]
+async fn a_bogus_kid_does_not_block_a_new_key() {
+    // The tutorial's sequence: a token with a kid nobody has (another account's key), then a
+    // key rotation and a token signed with the new key, all within one refetch interval.
+    let a = jose::generate_es256().unwrap();
+    let b = jose::generate_es256().unwrap();
+    let server = KeyServer::start().await.unwrap();
+    server.set("/jwks", Reply::json(test_server::jwks(&[("a", &a)])));
+    let cache = ready_cache(&server, fast()).await;
+
+    assert_eq!(
+        cache.refetch(&id("p"), Some(&kid("bogus"))).await,
+        Refetch::Fetched
+    );
+    assert_eq!(
+        cache.refetch(&id("p"), Some(&kid("bogus"))).await,
+        Refetch::RateLimited,
+        "the same unknown kid is not refetched for again within the interval"
+    );
+    assert_eq!(server.hits("/jwks"), 2);
+
+    server.set(
+        "/jwks",
+        Reply::json(test_server::jwks(&[("a", &a), ("b", &b)])),
+    );
+    assert_eq!(
+        cache.refetch(&id("p"), Some(&kid("b"))).await,
+        Refetch::Fetched
+    );
+    assert_eq!(kids(&cache.state(&id("p"))).unwrap(), ["a", "b"]);
+    // A kid that is now in the set costs nothing.
+    assert_eq!(
+        cache.refetch(&id("p"), Some(&kid("b"))).await,
+        Refetch::Joined
+    );
+    assert_eq!(server.hits("/jwks"), 3);
+}
+
+#[tokio::test]
+async fn random_kids_fetch_at_most_the_limit() {
+    let a = jose::generate_es256().unwrap();
+    let server = KeyServer::start().await.unwrap();
+    server.set("/jwks", Reply::json(test_server::jwks(&[("a", &a)])));
+    let settings = Settings {
+        refetch_limit: 3,
+        ..fast()
+    };
+    let cache = ready_cache(&server, settings).await;
+    let calls: Vec<_> = (0..200)
+        .map(|i| {
+            let cache = cache.clone();
+            tokio::spawn(async move {
+                cache
+                    .refetch(&ProviderId::new("p"), Some(&kid(&format!("random-{i}"))))
+                    .await
+            })
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for call in calls {
+        outcomes.push(call.await.unwrap());
+    }
+    let fetched = outcomes.iter().filter(|o| **o == Refetch::Fetched).count();
+    assert_eq!(fetched, 3, "{outcomes:?}");
+    assert_eq!(server.hits("/jwks"), 1 + 3, "initial fetch plus the bucket");
+    assert!(outcomes.contains(&Refetch::BudgetExhausted), "{outcomes:?}");
+}
+
+#[tokio::test]
+async fn concurrent_refetches_for_one_kid_share_one_fetch() {
+    let a = jose::generate_es256().unwrap();
+    let b = jose::generate_es256().unwrap();
+    let server = KeyServer::start().await.unwrap();
+    server.set("/jwks", Reply::json(test_server::jwks(&[("a", &a)])));
+    let cache = ready_cache(&server, fast()).await;
+    server.set(
+        "/jwks",
+        Reply::slow(
+            Duration::from_millis(500),
+            Reply::json(test_server::jwks(&[("a", &a), ("b", &b)])),
+        ),
+    );
+    for wanted in ["b", "never-there"] {
+        let before = server.hits("/jwks");
+        let calls: Vec<_> = (0..20)
+            .map(|_| {
+                let cache = cache.clone();
+                tokio::spawn(async move {
+                    cache
+                        .refetch(&ProviderId::new("p"), Some(&kid(wanted)))
+                        .await
+                })
+            })
+            .collect();
+        let mut outcomes = Vec::new();
+        for call in calls {
+            outcomes.push(call.await.unwrap());
+        }
+        assert!(server.hits("/jwks") <= before + 1, "{wanted}: one fetch");
+        assert!(
+            outcomes
+                .iter()
+                .all(|o| matches!(o, Refetch::Fetched | Refetch::Joined)),
+            "{wanted}: {outcomes:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_set_with_too_many_keys_never_replaces_a_good_one() {
+    let a = jose::generate_es256().unwrap();
+    let server = KeyServer::start().await.unwrap();
+    server.set("/jwks", Reply::json(test_server::jwks(&[("a", &a)])));
+    let cache = ready_cache(&server, fast()).await;
+    let names: Vec<String> = (0..=jose::MAX_KEYS).map(|i| format!("k{i}")).collect();
+    let many: Vec<(&str, &jose::GeneratedKey)> = names.iter().map(|k| (k.as_str(), &a)).collect();
+    server.set("/jwks", Reply::json(test_server::jwks(&many)));
+    assert!(matches!(
+        cache.refetch(&id("p"), Some(&kid("k7"))).await,
+        Refetch::Failed { .. }
+    ));
+    assert_eq!(kids(&cache.state(&id("p"))).unwrap(), ["a"]);
 }

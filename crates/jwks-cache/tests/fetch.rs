@@ -465,3 +465,74 @@ async fn bad_extra_ca_files() {
     .unwrap_err();
     assert!(matches!(err, FetchError::CaInvalid { .. }), "{err:?}");
 }
+
+/// Issue 9 item 15: a discovery document fetched over https that points at an http `jwks_uri`
+/// is refused with a clear error; one pointing at https is followed.
+#[tokio::test]
+async fn https_discovery_may_not_point_at_an_http_jwks_uri() {
+    let a = jose::generate_es256().unwrap();
+    let pki = TestPki::generate().unwrap();
+    let tls = KeyServer::start_tls(&pki).await.unwrap();
+    let plain = KeyServer::start().await.unwrap();
+    plain.set("/certs", Reply::json(test_server::jwks(&[("a", &a)])));
+    tls.set("/certs", Reply::json(test_server::jwks(&[("a", &a)])));
+    let well_known = "/.well-known/openid-configuration";
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, &pki.ca_pem).unwrap();
+    let with_ca = Settings {
+        extra_ca: Some(ca),
+        ..settings()
+    };
+
+    tls.set(
+        well_known,
+        Reply::json(serde_json::json!({"jwks_uri": plain.url("/certs")}).to_string()),
+    );
+    let err = fetch_once(&provider("p", &tls.url(""), None), &with_ca)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, FetchError::InvalidUrl { .. }), "{err:?}");
+    assert!(
+        err.to_string()
+            .contains("a discovery document fetched over https may not point at an http jwks_uri"),
+        "{err}"
+    );
+    assert_eq!(plain.hits("/certs"), 0, "the http URL is never fetched");
+
+    tls.set(
+        well_known,
+        Reply::json(serde_json::json!({"jwks_uri": tls.url("/certs")}).to_string()),
+    );
+    let set = fetch_once(&provider("p", &tls.url(""), None), &with_ca)
+        .await
+        .unwrap();
+    assert_eq!(kids_of(&set), ["a"]);
+}
+
+/// Issue 9 item 15: a key set listing more than `jose::MAX_KEYS` keys is a parse error (so
+/// the cache keeps its last good set, as for garbage).
+#[tokio::test]
+async fn a_set_with_too_many_keys_is_refused() {
+    let a = jose::generate_es256().unwrap();
+    let server = KeyServer::start().await.unwrap();
+    let kids: Vec<String> = (0..=jose::MAX_KEYS).map(|i| format!("k{i}")).collect();
+    let many: Vec<(&str, &jose::GeneratedKey)> = kids.iter().map(|k| (k.as_str(), &a)).collect();
+    server.set("/jwks", Reply::json(test_server::jwks(&many)));
+    let err = fetch_once(
+        &provider("p", "iss", Some(server.url("/jwks"))),
+        &settings(),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            FetchError::Parse {
+                source: JoseError::JwksTooManyKeys { .. },
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}

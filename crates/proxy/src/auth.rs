@@ -66,17 +66,17 @@ impl Authenticator {
         uri: &http::Uri,
     ) -> Result<Verdict, AuthError> {
         let first = self.decide(policy, headers, uri);
-        let provider = match &first {
+        let (provider, kid) = match &first {
             Err(err) => match err.refetch_hint() {
-                Some(provider) => provider.clone(),
+                Some(provider) => (provider.clone(), err.unknown_kid().cloned()),
                 None => return first,
             },
             Ok(_) => return first,
         };
-        match self.keys.refetch(&provider).await {
+        match self.keys.refetch(&provider, kid.as_ref()).await {
             Refetch::Fetched | Refetch::Joined => self.decide(policy, headers, uri),
             outcome => {
-                tracing::debug!(%provider, ?outcome, "key refetch brought nothing new");
+                tracing::debug!(%provider, kid = kid.as_ref().map(jose::Kid::as_str), ?outcome, "key refetch brought nothing new");
                 first
             }
         }

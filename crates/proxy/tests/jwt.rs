@@ -309,18 +309,78 @@ async fn a_rotated_key_works_on_its_first_call() {
     let reply = unary(s.proxy.url(), Some(&mint(&new_key, "k2", &claims()))).await;
     assert!(reply.is_ok(), "{reply:?}");
     assert_eq!(s.keys.hits("/jwks"), fetched + 1, "exactly one refetch");
-    // An unknown kid again within the refetch interval: no second fetch, a clear rejection.
-    let status = unary(s.proxy.url(), Some(&mint(&new_key, "k3", &claims())))
+    // A kid nobody has: one refetch, a clear rejection; the same kid again within the
+    // refetch interval: no second fetch.
+    for _ in 0..3 {
+        let status = unary(s.proxy.url(), Some(&mint(&new_key, "k3", &claims())))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            status.message(),
+            "Jwks doesn't have key to match kid or alg from Jwt"
+        );
+    }
+    assert_eq!(
+        s.keys.hits("/jwks"),
+        fetched + 2,
+        "refetches for one kid are rate-limited"
+    );
+}
+
+/// Issue 9 item 12: an unknown `kid` (a wrong account's token) right before a rotation does not
+/// block the new key's refetch, and a flood of random `kid`s makes at most
+/// `--jwks-refetch-limit` fetches.
+#[tokio::test]
+async fn a_bogus_kid_does_not_block_a_new_key_and_random_kids_cannot_storm() {
+    let s = stack_with(|p| p.auth.jwks.refetch_limit = 3).await;
+    assert!(
+        unary(s.proxy.url(), Some(&mint(&s.key, "k1", &claims())))
+            .await
+            .is_ok()
+    );
+    let bogus = jose::generate_es256().unwrap();
+    let status = unary(s.proxy.url(), Some(&mint(&bogus, "bogus", &claims())))
         .await
         .unwrap_err();
     assert_eq!(
         status.message(),
         "Jwks doesn't have key to match kid or alg from Jwt"
     );
-    assert_eq!(
-        s.keys.hits("/jwks"),
-        fetched + 1,
-        "refetches are rate-limited"
+    let new_key = jose::generate_es256().unwrap();
+    s.keys.set(
+        "/jwks",
+        Reply::json(jwks(&[("k1", &s.key), ("k2", &new_key)])),
+    );
+    let reply = unary(s.proxy.url(), Some(&mint(&new_key, "k2", &claims()))).await;
+    assert!(
+        reply.is_ok(),
+        "a new key right after a bogus kid: {reply:?}"
+    );
+
+    // 60 tokens with random kids, 20 at a time.
+    let before = s.keys.hits("/jwks");
+    for round in 0..3 {
+        let calls: Vec<_> = (0..20)
+            .map(|i| {
+                let url = s.proxy.url();
+                let token = mint(&bogus, &format!("random-{round}-{i}"), &claims());
+                tokio::spawn(async move { unary(url, Some(&token)).await })
+            })
+            .collect();
+        for call in calls {
+            assert!(call.await.unwrap().is_err());
+        }
+    }
+    let storm = s.keys.hits("/jwks") - before;
+    assert!(
+        storm <= 3,
+        "{storm} fetches for 60 random kids; the limit is 3"
+    );
+    // Known keys keep working throughout.
+    assert!(
+        unary(s.proxy.url(), Some(&mint(&new_key, "k2", &claims())))
+            .await
+            .is_ok()
     );
 }
 

@@ -5,14 +5,15 @@
 //! [`CHECK_BODY_LIMIT`] bytes (other members are ignored). Answer: 200 with the
 //! [`ApiKeyCheck`] JSON and `Cache-Control: no-store` (the proxy decides how long to cache).
 //! Errors: 400 (not JSON, or no string `api_key`), 408 (body not received in 10 s), 413 (body
-//! too large), 415 (not `application/json`), 500 (store failure), all as Google's JSON error.
+//! too large), 415 (not `application/json`), 500 (store failure), 503 (every store connection
+//! busy for the pool's wait), all as Google's JSON error.
 //!
 //! Any project's key is valid for any service: `{service}` is only logged. (Google checks that
 //! the consumer project has the service enabled; esprit has no such registry.) The key is never
 //! logged: the log line has the service, the key id (when the key exists), the key's 8-character
 //! prefix and the result.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -21,9 +22,10 @@ use hyper::body::Incoming;
 use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::{Request, Response, StatusCode};
 
-use super::{Body, error_response, json_response};
+use super::{Body, busy_response, error_response, json_response};
+use crate::IamError;
 use crate::api_keys::{ApiKeyCheck, key_prefix};
-use crate::store::Store;
+use crate::store::StorePool;
 
 /// The largest check request body accepted, bytes (a key is 39).
 pub const CHECK_BODY_LIMIT: usize = 8 * 1024;
@@ -105,7 +107,7 @@ async fn read_key(request: Request<Incoming>) -> Result<String, Response<Body>> 
 
 /// Answers a check for `service` from the store.
 pub(super) async fn handle(
-    store: Arc<Mutex<Store>>,
+    store: Arc<StorePool>,
     service: String,
     request: Request<Incoming>,
 ) -> Response<Body> {
@@ -114,21 +116,17 @@ pub(super) async fn handle(
         Err(response) => return response,
     };
     let prefix = key_prefix(&key).to_owned();
-    let looked_up = tokio::task::spawn_blocking(move || {
-        let store = store
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        store.check_api_key(&key)
-    })
-    .await;
+    let looked_up = store
+        .with_store(move |store| store.check_api_key(&key))
+        .await;
     let check: ApiKeyCheck = match looked_up {
-        Ok(Ok(check)) => check,
-        Ok(Err(err)) => {
-            tracing::error!(error = %err, source = ?std::error::Error::source(&err), %service, "API key check failed in the store");
-            return error_response(StatusCode::INTERNAL_SERVER_ERROR, "Internal error");
+        Ok(check) => check,
+        Err(IamError::StoreBusy { .. }) => {
+            tracing::warn!(%service, "API key check refused: every store connection is busy");
+            return busy_response();
         }
         Err(err) => {
-            tracing::error!(error = %err, %service, "API key check task failed");
+            tracing::error!(error = %err, source = ?std::error::Error::source(&err), %service, "API key check failed in the store");
             return error_response(StatusCode::INTERNAL_SERVER_ERROR, "Internal error");
         }
     };

@@ -1,0 +1,115 @@
+//! A bounded pool of store connections for the key server, so that lookups run side by side
+//! instead of queueing behind one connection.
+//!
+//! In WAL mode readers never block each other nor the writer (another process running
+//! `esprit iam keys create`), so each lookup takes its own read-only connection. The pool is
+//! bounded twice: at most `size` connections (each opened on first need, then kept), and a
+//! request waits at most `wait` for one before it fails with [`IamError::StoreBusy`] (the key
+//! server answers 503): a flood of checks is answered, never left hanging.
+//!
+//! The pool hands out `&Store`, so what runs on a pooled connection is the store's read API;
+//! a later store behind a trait (PostgreSQL) replaces what is pooled, not its callers.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+
+use super::Store;
+use crate::{IamError, Result};
+
+/// Bounds of a [`StorePool`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolSettings {
+    /// The most connections open at once (and lookups running at once). Default 8; 0 counts
+    /// as 1.
+    pub size: usize,
+    /// How long a lookup waits for a free connection before [`IamError::StoreBusy`]. Default
+    /// 1 s, below the proxy's 2 s check timeout, so the proxy gets an answer (503) rather than
+    /// a timeout.
+    pub wait: Duration,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        PoolSettings {
+            size: 8,
+            wait: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Read-only connections to one store file. Share it as `Arc<StorePool>`.
+#[derive(Debug)]
+pub struct StorePool {
+    path: PathBuf,
+    idle: Mutex<Vec<Store>>,
+    permits: Arc<Semaphore>,
+    wait: Duration,
+}
+
+impl StorePool {
+    /// Opens the store at `path` (creating and migrating it as [`Store::open`] does, warning
+    /// about loose file modes), then keeps up to `settings.size` read-only connections to it.
+    pub fn open(path: &Path, settings: PoolSettings) -> Result<Arc<StorePool>> {
+        // The migration needs a writer; it is closed afterwards (lookups never write).
+        drop(Store::open(path)?);
+        let first = Store::open_reader(path)?;
+        let size = settings.size.max(1);
+        Ok(Arc::new(StorePool {
+            path: path.to_owned(),
+            idle: Mutex::new(vec![first]),
+            permits: Arc::new(Semaphore::new(size)),
+            wait: settings.wait,
+        }))
+    }
+
+    /// The store file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `lookup` on a pooled connection on tokio's blocking threads and returns its
+    /// result. Waits at most the pool's `wait` for a connection ([`IamError::StoreBusy`]).
+    /// A connection whose lookup panicked is dropped, not returned to the pool.
+    pub async fn with_store<T, F>(self: &Arc<Self>, lookup: F) -> Result<T>
+    where
+        F: FnOnce(&Store) -> Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let permit =
+            match tokio::time::timeout(self.wait, self.permits.clone().acquire_owned()).await {
+                Ok(Ok(permit)) => permit,
+                // The semaphore is never closed; treat it as busy all the same.
+                Ok(Err(_)) | Err(_) => return Err(IamError::StoreBusy { waited: self.wait }),
+            };
+        let pool = Arc::clone(self);
+        let ran = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let store = match pool.take_idle() {
+                Some(store) => store,
+                None => Store::open_reader(&pool.path)?,
+            };
+            let result = lookup(&store);
+            pool.put_idle(store);
+            result
+        })
+        .await;
+        ran.unwrap_or_else(|join| Err(IamError::StoreWorker(join.to_string())))
+    }
+
+    fn take_idle(&self) -> Option<Store> {
+        self.idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop()
+    }
+
+    fn put_idle(&self, store: Store) {
+        self.idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(store);
+    }
+}
