@@ -17,6 +17,7 @@ mod reject;
 mod routes;
 mod server;
 mod settings;
+mod stream;
 
 pub use api_key::{ApiKeySettings, OnUnreachable, find_api_key};
 pub use auth::AuthSettings;
@@ -24,6 +25,7 @@ pub use body::code_name;
 pub use reject::Rejection;
 pub use routes::Unenforceable;
 pub use server::Proxy;
+pub use conn_guard::ConnectionLimits;
 pub use settings::{BackendUrl, Http2Limits, ProxySettings, SettingsError, TlsFiles};
 
 /// Failures while starting the proxy. Failures of single calls are never errors of this kind:

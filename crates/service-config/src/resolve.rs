@@ -4,6 +4,7 @@
 //! of a config at once.
 
 use std::collections::{HashMap, HashSet};
+use std::time::Duration;
 
 use crate::descriptor::Descriptor;
 use crate::error::{ConfigError, ConfigErrors};
@@ -96,9 +97,16 @@ pub(crate) fn build(
             .unwrap_or_default(),
         &mut rules,
     );
+    let backend_rules = build_backend_rules(
+        service.backend.unwrap_or_default().rules.unwrap_or_default(),
+        &mut rules,
+    );
 
     // All service configuration rules follow "last one wins" (google/api/*.proto).
     for method in &mut methods {
+        method.backend_deadline = last_match(&backend_rules, &method.selector)
+            .copied()
+            .flatten();
         method.auth = last_match(&auth_rules, &method.selector).cloned().flatten();
         method.api_key = last_match(&usage_rules, &method.selector)
             .copied()
@@ -220,6 +228,7 @@ fn build_apis(
                 auth: None,
                 api_key: ApiKeyRequirement::Required,
                 api_key_locations: ApiKeyLocation::defaults(),
+                backend_deadline: None,
                 descriptor: method,
             });
         }
@@ -482,6 +491,56 @@ fn build_usage_rules(
         }
     }
     out
+}
+
+/// The longest `backend.rules[].deadline` accepted, seconds.
+pub(crate) const MAX_BACKEND_DEADLINE_SECS: f64 = 86_400.0;
+
+/// Each rule yields its deadline; `None` when it sets none (absent or 0, as in ESPv2). A rule
+/// without a deadline still wins over earlier ones: it resets their deadline for its methods.
+fn build_backend_rules(
+    rules: Vec<raw::BackendRule>,
+    check: &mut RuleCheck<'_>,
+) -> Vec<(RuleSelector, Option<Duration>)> {
+    let mut out = Vec::new();
+    for (i, rule) in rules.iter().enumerate() {
+        let base = format!("backend.rules[{i}]");
+        let selector = check.selector(&base, &rule.selector);
+        let deadline = match backend_deadline(rule.deadline) {
+            Ok(deadline) => deadline,
+            Err(message) => {
+                check.errors.push(ConfigError::InvalidValue {
+                    path: format!("{base}.deadline"),
+                    message,
+                });
+                continue;
+            }
+        };
+        if let Some(selector) = selector {
+            out.push((selector, deadline));
+        }
+    }
+    out
+}
+
+/// `deadline` seconds → a duration rounded to the millisecond (ESPv2's rounding). ESPv2 warns
+/// about a negative deadline and uses its default; esprit refuses it.
+fn backend_deadline(seconds: Option<f64>) -> Result<Option<Duration>, String> {
+    let Some(seconds) = seconds else {
+        return Ok(None);
+    };
+    if !seconds.is_finite() || seconds < 0.0 {
+        return Err(format!(
+            "expected a number of seconds, 0 to {MAX_BACKEND_DEADLINE_SECS}, got {seconds}"
+        ));
+    }
+    if seconds > MAX_BACKEND_DEADLINE_SECS {
+        return Err(format!(
+            "{seconds} s is more than the {MAX_BACKEND_DEADLINE_SECS} s esprit accepts"
+        ));
+    }
+    let millis = (seconds * 1000.0).round() as u64;
+    Ok((millis > 0).then(|| Duration::from_millis(millis)))
 }
 
 /// Each rule yields the API key locations it sets, or `None` when it has no `api_key` parameter.
