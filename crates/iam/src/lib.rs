@@ -44,7 +44,8 @@ pub use ids::{
 };
 pub use keyfile::{KeyFileSlot, NewKey, new_key};
 pub use model::{Account, KeyAlgorithm, KeyServerUrl, KeyState, StoredKey};
-pub use server::{CACHE_MAX_AGE_SECS, CHECK_BODY_LIMIT, serve};
+pub use conn_guard::ConnectionLimits;
+pub use server::{CACHE_MAX_AGE_SECS, CHECK_BODY_LIMIT, serve, serve_with};
 pub use store::{SCHEMA_VERSION, Store};
 
 /// The default store file, in the working directory.
