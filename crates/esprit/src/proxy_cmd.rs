@@ -53,6 +53,13 @@ pub struct ProxyArgs {
     /// HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS per client connection.
     #[arg(long, value_name = "N", default_value_t = proxy::Http2Limits::default().max_concurrent_streams)]
     http2_max_concurrent_streams: u32,
+    #[command(flatten)]
+    connections: crate::conn_args::ConnectionArgs,
+    /// A call with no frame in either direction for this long ends with DEADLINE_EXCEEDED and
+    /// its backend stream is reset (Envoy's stream_idle_timeout). A streaming method's
+    /// `backend.rules[].deadline` replaces it for that method. 1s to 24h.
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = crate::conn_args::stream_idle_timeout)]
+    stream_idle_timeout: Duration,
     /// Tolerance on a token's `exp` and `nbf`.
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
     clock_skew: Duration,
@@ -127,6 +134,8 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
     settings.healthz = args.healthz;
     settings.drain_timeout = args.drain_timeout;
     settings.http2.max_concurrent_streams = args.http2_max_concurrent_streams;
+    args.connections.apply(&mut settings.connections);
+    settings.stream_idle_timeout = args.stream_idle_timeout;
     settings.auth.clock_skew = args.clock_skew;
     settings.auth.jwt_cache_size = args.jwt_cache_size;
     settings.auth.jwks.cache_duration = args.jwks_cache_duration;
