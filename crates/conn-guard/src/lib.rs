@@ -354,8 +354,8 @@ impl ConnState {
 
     fn close_stream(&self, opened_at: Instant, completed: bool) {
         let now = Instant::now();
-        let premature =
-            !completed && now.duration_since(opened_at) < self.limits.premature_reset_min_stream_lifetime;
+        let premature = !completed
+            && now.duration_since(opened_at) < self.limits.premature_reset_min_stream_lifetime;
         let tripped = {
             let mut c = self.counters();
             c.active = c.active.saturating_sub(1);
@@ -649,6 +649,20 @@ mod tests {
         assert!(admission.try_admit(b).is_some(), "a slot was freed");
         drop(b1);
         assert_eq!(admission.open(), 1, "only a2 is left");
+    }
+
+    #[test]
+    fn refusal_lines_are_rate_limited_and_count_what_they_swallowed() {
+        let log = RateLimitedLog::default();
+        assert_eq!(log.tick(), Some(1));
+        // Within the same second: swallowed.
+        for _ in 0..5 {
+            if log.tick().is_some() {
+                // The second turned over during the loop; a later line counts the rest.
+                return;
+            }
+        }
+        assert_eq!(log.suppressed.load(Ordering::Relaxed), 5);
     }
 
     #[test]

@@ -13,7 +13,10 @@ use tokio::time::timeout;
 
 const SOON: Duration = Duration::from_secs(10);
 
-async fn start(store: &std::path::Path, limits: ConnectionLimits) -> (SocketAddr, oneshot::Sender<()>) {
+async fn start(
+    store: &std::path::Path,
+    limits: ConnectionLimits,
+) -> (SocketAddr, oneshot::Sender<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
@@ -81,9 +84,17 @@ async fn silent_sockets_partial_prefaces_and_idle_h2_connections_are_closed() {
     let request = http::Request::get(format!("http://{addr}/nothing"))
         .body(())
         .unwrap();
-    let (response, _) = send.ready().await.unwrap().send_request(request, true).unwrap();
+    let (response, _) = send
+        .ready()
+        .await
+        .unwrap()
+        .send_request(request, true)
+        .unwrap();
     assert_eq!(response.await.unwrap().status(), 404);
-    assert!(timeout(SOON, &mut conn).await.is_ok(), "idle h2 connection left open");
+    assert!(
+        timeout(SOON, &mut conn).await.is_ok(),
+        "idle h2 connection left open"
+    );
 }
 
 #[tokio::test]

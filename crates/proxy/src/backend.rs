@@ -11,8 +11,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use crate::ProxyError;
 use crate::settings::ProxySettings;
 
-pub(crate) type BackendClient =
-    Client<HttpsConnector<HttpConnector>, crate::stream::RequestBody>;
+pub(crate) type BackendClient = Client<HttpsConnector<HttpConnector>, crate::stream::RequestBody>;
 
 /// `backend_connections` independent clients, each multiplexing its calls over one HTTP/2
 /// connection, used in turn. More than one spreads many concurrent calls past a backend's

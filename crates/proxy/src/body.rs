@@ -242,10 +242,8 @@ impl Body for ProxyBody {
                 }
                 if idle.poll_expired(cx) {
                     let rejection = crate::reject::Rejection::StreamIdleTimeout;
-                    return this.finish_with(tonic::Status::new(
-                        rejection.code(),
-                        rejection.to_string(),
-                    ));
+                    return this
+                        .finish_with(tonic::Status::new(rejection.code(), rejection.to_string()));
                 }
                 match ready!(Pin::new(inner).poll_frame(cx)) {
                     Some(Ok(frame)) => {

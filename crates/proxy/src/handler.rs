@@ -139,8 +139,11 @@ pub(crate) async fn handle(
         return Ok(Rejection::NotGrpc.into_response(false, log));
     }
 
-    let timeouts =
-        crate::stream::call_timeouts(route.backend_deadline, route.streaming, state.stream_idle_timeout);
+    let timeouts = crate::stream::call_timeouts(
+        route.backend_deadline,
+        route.streaming,
+        state.stream_idle_timeout,
+    );
     let client_timeout = parts
         .headers
         .get("grpc-timeout")

@@ -22,10 +22,10 @@ mod stream;
 pub use api_key::{ApiKeySettings, OnUnreachable, find_api_key};
 pub use auth::AuthSettings;
 pub use body::code_name;
+pub use conn_guard::ConnectionLimits;
 pub use reject::Rejection;
 pub use routes::Unenforceable;
 pub use server::Proxy;
-pub use conn_guard::ConnectionLimits;
 pub use settings::{BackendUrl, Http2Limits, ProxySettings, SettingsError, TlsFiles};
 
 /// Failures while starting the proxy. Failures of single calls are never errors of this kind:

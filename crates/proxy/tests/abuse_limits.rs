@@ -149,14 +149,11 @@ impl H2Client {
         &mut self,
         method: &str,
     ) -> Result<(h2::client::ResponseFuture, SendStream<Bytes>), h2::Error> {
-        let request = Request::post(format!(
-            "http://{}/esprit.echo.v1.Echo/{method}",
-            self.addr
-        ))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .body(())
-        .unwrap();
+        let request = Request::post(format!("http://{}/esprit.echo.v1.Echo/{method}", self.addr))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(())
+            .unwrap();
         let mut ready = self.send.clone().ready().await?;
         ready.send_request(request, false)
     }
@@ -187,7 +184,10 @@ async fn status_of(response: h2::client::ResponseFuture) -> (String, String) {
         let _ = body.flow_control().release_capacity(data.len());
     }
     let trailers = body.trailers().await.unwrap().unwrap_or_default();
-    (get(&trailers, "grpc-status"), get(&trailers, "grpc-message"))
+    (
+        get(&trailers, "grpc-status"),
+        get(&trailers, "grpc-message"),
+    )
 }
 
 const EMPTY_MESSAGE: &[u8] = &[0, 0, 0, 0, 0];
@@ -234,8 +234,14 @@ async fn a_silent_socket_and_a_partial_preface_are_closed_at_the_request_header_
     let mut partial = TcpStream::connect(proxy.addr).await.unwrap();
     // 16 of the 24 bytes of the HTTP/2 preface: hyper-util cannot tell the protocol yet.
     partial.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
-    assert!(peer_closes(&mut silent, SOON).await, "silent socket left open");
-    assert!(peer_closes(&mut partial, SOON).await, "partial preface left open");
+    assert!(
+        peer_closes(&mut silent, SOON).await,
+        "silent socket left open"
+    );
+    assert!(
+        peer_closes(&mut partial, SOON).await,
+        "partial preface left open"
+    );
 
     // A full HTTP/2 preface and SETTINGS but never a stream: closed too.
     let mut client = H2Client::connect(proxy.addr).await;
@@ -278,9 +284,7 @@ async fn an_idle_http2_connection_gets_goaway_but_a_busy_one_stays() {
 
 async fn connect_from(source: &str, to: SocketAddr) -> TcpStream {
     let socket = TcpSocket::new_v4().unwrap();
-    socket
-        .bind(format!("{source}:0").parse().unwrap())
-        .unwrap();
+    socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
     socket.connect(to).await.unwrap()
 }
 
@@ -308,11 +312,17 @@ async fn connections_over_the_global_or_per_peer_limit_are_closed() {
     let a2 = connect_from("127.0.0.1", proxy.addr).await;
     // A third from the same peer: over the per-peer limit.
     let mut a3 = connect_from("127.0.0.1", proxy.addr).await;
-    assert!(peer_closes(&mut a3, SOON).await, "per-peer limit not enforced");
+    assert!(
+        peer_closes(&mut a3, SOON).await,
+        "per-peer limit not enforced"
+    );
     // Another peer is still welcome, up to the global limit.
     let b1 = connect_from("127.0.0.2", proxy.addr).await;
     let mut b2 = connect_from("127.0.0.2", proxy.addr).await;
-    assert!(peer_closes(&mut b2, SOON).await, "global limit not enforced");
+    assert!(
+        peer_closes(&mut b2, SOON).await,
+        "global limit not enforced"
+    );
 
     // Admitted connections are served; once one closes, its slot is free again.
     assert!(is_served(a1).await);
@@ -373,7 +383,9 @@ async fn frames_either_way_keep_a_stream_alive() {
         }
         body.trailers().await.unwrap().unwrap()
     };
-    let trailers = timeout(SOON, read_all).await.expect("the stream never ended");
+    let trailers = timeout(SOON, read_all)
+        .await
+        .expect("the stream never ended");
     assert_eq!(messages, 12, "the backend's stream was cut while active");
     assert_eq!(trailers["grpc-status"], "4", "then idle: ended");
 
@@ -399,9 +411,7 @@ async fn frames_either_way_keep_a_stream_alive() {
 #[tokio::test]
 async fn a_backend_rule_deadline_bounds_unary_calls_and_is_the_idle_timeout_of_streams() {
     let backend = H2Backend::start(Behaviour::HeadersThenSilent).await;
-    let config = echo_config_with(
-        "backend:\n  rules:\n  - selector: \"*\"\n    deadline: 0.3\n",
-    );
+    let config = echo_config_with("backend:\n  rules:\n  - selector: \"*\"\n    deadline: 0.3\n");
     let proxy = RunningProxy::start(&config, settings(backend.addr)).await;
     let mut client = H2Client::connect(proxy.addr).await;
 
@@ -411,7 +421,10 @@ async fn a_backend_rule_deadline_bounds_unary_calls_and_is_the_idle_timeout_of_s
         .send_data(Bytes::from_static(EMPTY_MESSAGE), true)
         .unwrap();
     let (status, message) = timeout(SOON, status_of(response)).await.unwrap();
-    assert_eq!((status.as_str(), message.as_str()), ("4", "Deadline Exceeded"));
+    assert_eq!(
+        (status.as_str(), message.as_str()),
+        ("4", "Deadline Exceeded")
+    );
     eventually("backend stream reset", || backend.resets() == 1).await;
 
     // Streaming: the deadline is an idle timeout, so an active stream outlives it.
@@ -422,7 +435,10 @@ async fn a_backend_rule_deadline_bounds_unary_calls_and_is_the_idle_timeout_of_s
             .send_data(Bytes::from_static(EMPTY_MESSAGE), false)
             .unwrap();
         tokio::time::sleep(ms(100)).await;
-        assert!(!call.is_finished(), "a stream was cut by the unary deadline");
+        assert!(
+            !call.is_finished(),
+            "a stream was cut by the unary deadline"
+        );
     }
     let (status, message) = timeout(SOON, call).await.unwrap().unwrap();
     assert_eq!((status.as_str(), message.as_str()), ("4", "stream timeout"));

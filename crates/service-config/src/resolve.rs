@@ -98,7 +98,11 @@ pub(crate) fn build(
         &mut rules,
     );
     let backend_rules = build_backend_rules(
-        service.backend.unwrap_or_default().rules.unwrap_or_default(),
+        service
+            .backend
+            .unwrap_or_default()
+            .rules
+            .unwrap_or_default(),
         &mut rules,
     );
 

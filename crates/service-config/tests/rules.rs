@@ -286,7 +286,10 @@ fn backend_rule_deadlines_last_match_wins_in_milliseconds() {
          \x20 - selector: {PKG}.ListShelves\n    deadline: 0.0104\n\
          \x20 - selector: {PKG}.GetShelf\n    deadline: 0\n"
     ));
-    assert_eq!(deadline_of(&config, "GetBook"), Some(Duration::from_secs(5)));
+    assert_eq!(
+        deadline_of(&config, "GetBook"),
+        Some(Duration::from_secs(5))
+    );
     // Rounded to the millisecond, as ESPv2 does.
     assert_eq!(
         deadline_of(&config, "ListShelves"),
@@ -309,9 +312,6 @@ fn backend_rule_deadlines_out_of_range_are_refused_with_their_path() {
         let errors = service_config::from_yaml(&yaml, descriptor())
             .expect_err(&format!("deadline {bad} should be refused"));
         let text = errors.to_string();
-        assert!(
-            text.contains("backend.rules[0].deadline"),
-            "{bad}: {text}"
-        );
+        assert!(text.contains("backend.rules[0].deadline"), "{bad}: {text}");
     }
 }
