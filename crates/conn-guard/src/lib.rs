@@ -339,12 +339,18 @@ impl ConnState {
     }
 
     fn open_stream(self: &Arc<Self>) -> StreamGuard {
-        {
+        let first = {
             let mut c = self.counters();
             c.requests += 1;
             c.active += 1;
+            c.requests == 1
+        };
+        // Only changes that move the driver's next step wake it: the first request (the
+        // request-header deadline no longer applies) here; idleness and abuse in `close_stream`.
+        // A pending idle deadline that passes while streams are open is re-checked then.
+        if first {
+            self.changed.notify_one();
         }
-        self.changed.notify_one();
         StreamGuard {
             conn: self.clone(),
             opened_at: Instant::now(),
@@ -356,10 +362,11 @@ impl ConnState {
         let now = Instant::now();
         let premature = !completed
             && now.duration_since(opened_at) < self.limits.premature_reset_min_stream_lifetime;
-        let tripped = {
+        let (tripped, idle) = {
             let mut c = self.counters();
             c.active = c.active.saturating_sub(1);
-            if c.active == 0 {
+            let idle = c.active == 0;
+            if idle {
                 c.idle_since = now;
             }
             c.closed += 1;
@@ -375,7 +382,7 @@ impl ConnState {
             if trip {
                 c.abusive = true;
             }
-            trip.then_some((c.closed, c.premature))
+            (trip.then_some((c.closed, c.premature)), idle)
         };
         if let Some((closed, premature)) = tripped {
             tracing::warn!(
@@ -384,7 +391,9 @@ impl ConnState {
                 "too many streams reset by the client before their response; closing the connection"
             );
         }
-        self.changed.notify_one();
+        if idle || tripped.is_some() {
+            self.changed.notify_one();
+        }
     }
 }
 

@@ -169,6 +169,12 @@ mod tests {
                 504,
                 "Deadline Exceeded",
             ),
+            (
+                Rejection::StreamIdleTimeout,
+                Code::DeadlineExceeded,
+                408,
+                "stream timeout",
+            ),
         ];
         for (rejection, code, http, message) in table {
             assert_eq!(rejection.code(), code, "{rejection:?}");

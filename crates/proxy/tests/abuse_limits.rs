@@ -366,10 +366,10 @@ async fn a_stream_idle_both_ways_ends_with_a_status_and_resets_the_backend_strea
 
 #[tokio::test]
 async fn frames_either_way_keep_a_stream_alive() {
-    // The backend sends a message every 100 ms for 1.2 s: four idle timeouts of 300 ms.
+    // The backend sends a message every 100 ms for 1.2 s: two idle timeouts of 600 ms.
     let backend = H2Backend::start(Behaviour::Ticks(ms(100), 12)).await;
     let mut s = settings(backend.addr);
-    s.stream_idle_timeout = ms(300);
+    s.stream_idle_timeout = ms(600);
     let proxy = RunningProxy::start(&echo_config(), s).await;
     let mut client = H2Client::connect(proxy.addr).await;
     let (response, _stream) = client.open("ServerStream").await.unwrap();
@@ -392,7 +392,7 @@ async fn frames_either_way_keep_a_stream_alive() {
     // The client sends a message every 100 ms; the backend is silent.
     let backend = H2Backend::start(Behaviour::HeadersThenSilent).await;
     let mut s = settings(backend.addr);
-    s.stream_idle_timeout = ms(300);
+    s.stream_idle_timeout = ms(600);
     let proxy = RunningProxy::start(&echo_config(), s).await;
     let mut client = H2Client::connect(proxy.addr).await;
     let (response, mut stream) = client.open("ClientStream").await.unwrap();
@@ -411,7 +411,7 @@ async fn frames_either_way_keep_a_stream_alive() {
 #[tokio::test]
 async fn a_backend_rule_deadline_bounds_unary_calls_and_is_the_idle_timeout_of_streams() {
     let backend = H2Backend::start(Behaviour::HeadersThenSilent).await;
-    let config = echo_config_with("backend:\n  rules:\n  - selector: \"*\"\n    deadline: 0.3\n");
+    let config = echo_config_with("backend:\n  rules:\n  - selector: \"*\"\n    deadline: 0.6\n");
     let proxy = RunningProxy::start(&config, settings(backend.addr)).await;
     let mut client = H2Client::connect(proxy.addr).await;
 
