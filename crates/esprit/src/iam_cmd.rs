@@ -175,6 +175,8 @@ struct ServeArgs {
     /// Address to listen on (HTTP/1.1 and h2c).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8085")]
     listen: SocketAddr,
+    #[command(flatten)]
+    connections: crate::conn_args::ConnectionArgs,
     /// Log format: one JSON object per line, or text.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -425,7 +427,9 @@ fn serve(store: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
         // The URL alone on stdout, for scripts and tests that listen on port 0.
         println!("http://{addr}");
         std::io::stdout().flush().context("writing to stdout")?;
-        iam::serve(listener, store, crate::signals::terminated())
+        let mut limits = iam::ConnectionLimits::default();
+        args.connections.apply(&mut limits);
+        iam::serve_with(listener, store, limits, crate::signals::terminated())
             .await
             .with_context(|| format!("serving keys from {}", store.display()))
     })?;

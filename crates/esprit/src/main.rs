@@ -3,6 +3,7 @@
 //! errors with context.
 
 mod config_cmd;
+mod conn_args;
 mod demo_cmd;
 mod duration;
 mod iam_cmd;

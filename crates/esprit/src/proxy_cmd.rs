@@ -58,6 +58,13 @@ pub struct ProxyArgs {
         value_parser = clap::value_parser!(u32).range(1..=65_536)
     )]
     http2_max_concurrent_streams: u32,
+    #[command(flatten)]
+    connections: crate::conn_args::ConnectionArgs,
+    /// A call with no frame in either direction for this long ends with DEADLINE_EXCEEDED and
+    /// its backend stream is reset (Envoy's stream_idle_timeout). A streaming method's
+    /// `backend.rules[].deadline` replaces it for that method. 1s to 24h.
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = crate::conn_args::stream_idle_timeout)]
+    stream_idle_timeout: Duration,
     /// Tolerance on a token's `exp` and `nbf`.
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = duration::CLOCK_SKEW.parser())]
     clock_skew: Duration,
@@ -149,6 +156,8 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
     settings.healthz = args.healthz;
     settings.drain_timeout = args.drain_timeout;
     settings.http2.max_concurrent_streams = args.http2_max_concurrent_streams;
+    args.connections.apply(&mut settings.connections);
+    settings.stream_idle_timeout = args.stream_idle_timeout;
     settings.auth.clock_skew = args.clock_skew;
     settings.auth.jwt_cache_size = args.jwt_cache_size;
     settings.auth.jwks.cache_duration = args.jwks_cache_duration;

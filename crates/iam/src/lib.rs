@@ -37,6 +37,7 @@ mod server;
 mod store;
 
 pub use api_keys::{ApiKey, ApiKeyCheck, Revocation};
+pub use conn_guard::ConnectionLimits;
 pub use error::{IamError, Result};
 pub use ids::{
     EMAIL_DOMAIN, account_email, decode_path_segment, encode_path_segment, validate_account_id,
@@ -44,7 +45,7 @@ pub use ids::{
 };
 pub use keyfile::{KeyFileSlot, NewKey, new_key};
 pub use model::{Account, KeyAlgorithm, KeyServerUrl, KeyState, StoredKey};
-pub use server::{CACHE_MAX_AGE_SECS, CHECK_BODY_LIMIT, serve, serve_pool};
+pub use server::{CACHE_MAX_AGE_SECS, CHECK_BODY_LIMIT, serve, serve_pool, serve_with};
 pub use store::{LooseFile, PoolSettings, SCHEMA_VERSION, Store, StorePool, loose_files};
 
 /// The default store file, in the working directory.

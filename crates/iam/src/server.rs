@@ -25,7 +25,6 @@ use hyper::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use serde_json::json;
 use tokio::net::TcpListener;
 
@@ -193,21 +192,43 @@ async fn handle(store: Arc<StorePool>, request: Request<Incoming>) -> Response<B
 /// Serves the key endpoints on `listener` from the store at `store_path` until `shutdown`
 /// resolves, then lets open connections finish (up to 5 s). Opens (and migrates) the store
 /// first: an unusable store is an error before any request is accepted. Lookups use a
-/// [`StorePool`] with [`PoolSettings::default`].
+/// [`StorePool`] with [`PoolSettings::default`]; connections are bounded by the default
+/// [`conn_guard::ConnectionLimits`]. [`serve_with`] and [`serve_pool`] take others.
 pub async fn serve<F>(listener: TcpListener, store_path: &Path, shutdown: F) -> Result<()>
 where
     F: Future<Output = ()>,
 {
-    serve_pool(
+    serve_with(
         listener,
-        StorePool::open(store_path, PoolSettings::default())?,
+        store_path,
+        conn_guard::ConnectionLimits::default(),
         shutdown,
     )
     .await
 }
 
-/// [`serve`] with a store pool the caller opened (its own bounds, or shared with a test).
-pub async fn serve_pool<F>(listener: TcpListener, store: Arc<StorePool>, shutdown: F) -> Result<()>
+/// [`serve`] with the given connection limits (count per server and per peer, deadline for
+/// the first request, idle timeout, premature resets).
+pub async fn serve_with<F>(
+    listener: TcpListener,
+    store_path: &Path,
+    limits: conn_guard::ConnectionLimits,
+    shutdown: F,
+) -> Result<()>
+where
+    F: Future<Output = ()>,
+{
+    let store = StorePool::open(store_path, PoolSettings::default())?;
+    serve_pool(listener, store, limits, shutdown).await
+}
+
+/// [`serve_with`] with a store pool the caller opened (its own bounds, or shared with a test).
+pub async fn serve_pool<F>(
+    listener: TcpListener,
+    store: Arc<StorePool>,
+    limits: conn_guard::ConnectionLimits,
+    shutdown: F,
+) -> Result<()>
 where
     F: Future<Output = ()>,
 {
@@ -215,27 +236,37 @@ where
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(10));
-    builder.http2().max_concurrent_streams(100);
-    let graceful = GracefulShutdown::new();
+        .header_read_timeout(limits.request_header_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(100);
+    let builder = Arc::new(builder);
+    let admission = conn_guard::Admission::new(limits, "key server");
+    let drain = conn_guard::Drain::new();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => {
+                Ok((stream, peer)) => {
+                    // Over a connection limit: closed at once (the refusal is logged, rate-limited).
+                    let Some(permit) = admission.try_admit(peer.ip()) else {
+                        continue;
+                    };
+                    let conn_state = conn_guard::ConnState::new(limits);
                     let store = store.clone();
-                    let service = hyper::service::service_fn(move |request| {
-                        let store = store.clone();
-                        async move { Ok::<_, std::convert::Infallible>(handle(store, request).await) }
-                    });
-                    let connection = builder
-                        .serve_connection(TokioIo::new(stream), service)
-                        .into_owned();
-                    let connection = graceful.watch(connection);
+                    let service = conn_guard::track(
+                        conn_state.clone(),
+                        hyper::service::service_fn(move |request| {
+                            let store = store.clone();
+                            async move { Ok::<_, std::convert::Infallible>(handle(store, request).await) }
+                        }),
+                    );
+                    let builder = builder.clone();
+                    let watcher = drain.watcher();
                     tokio::spawn(async move {
-                        if let Err(err) = connection.await {
-                            tracing::debug!(error = %err, "key server connection ended with an error");
-                        }
+                        let connection = builder.serve_connection(TokioIo::new(stream), service);
+                        conn_guard::drive(connection, conn_state, watcher, Some(permit)).await;
                     });
                 }
                 Err(err) => {
@@ -248,7 +279,7 @@ where
         }
     }
     drop(listener);
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+    if tokio::time::timeout(DRAIN_TIMEOUT, drain.shutdown())
         .await
         .is_err()
     {

@@ -13,6 +13,8 @@ use hyper::body::Incoming;
 use tokio::time::Sleep;
 use tonic::Code;
 
+use crate::stream::{CallActivity, IdleTimer};
+
 /// One access-log line per call, written when the response body is finished or dropped (the
 /// client went away). Carries no header values: tokens and keys never reach the log.
 #[derive(Debug)]
@@ -147,6 +149,8 @@ enum Kind {
     Backend {
         inner: Incoming,
         deadline: Option<Pin<Box<Sleep>>>,
+        /// Dropped with the body: the call is over, its backend stream is reset if still open.
+        idle: IdleTimer,
     },
     Full(Option<Bytes>),
     Done,
@@ -173,16 +177,22 @@ impl ProxyBody {
     }
 
     /// Passes the backend's body through. `headers` are the response headers (a trailers-only
-    /// answer has its status there); `deadline` ends the call with `DEADLINE_EXCEEDED` trailers.
+    /// answer has its status there); `deadline` ends the call with `DEADLINE_EXCEEDED` trailers,
+    /// and so does `idle` when no frame goes either way for the stream idle timeout.
     pub(crate) fn backend(
         inner: Incoming,
         headers: &HeaderMap,
         deadline: Option<Pin<Box<Sleep>>>,
+        activity: CallActivity,
         mut log: CallLog,
     ) -> Self {
         log.observe(headers);
         Self {
-            kind: Kind::Backend { inner, deadline },
+            kind: Kind::Backend {
+                inner,
+                deadline,
+                idle: activity.into_timer(),
+            },
             log,
         }
     }
@@ -219,15 +229,25 @@ impl Body for ProxyBody {
                 this.kind = Kind::Done;
                 Poll::Ready(frame)
             }
-            Kind::Backend { inner, deadline } => {
+            Kind::Backend {
+                inner,
+                deadline,
+                idle,
+            } => {
                 if let Some(sleep) = deadline
                     && sleep.as_mut().poll(cx).is_ready()
                 {
                     // Dropping `inner` resets the backend's stream: it stops working for nobody.
                     return this.finish_with(tonic::Status::deadline_exceeded("Deadline Exceeded"));
                 }
+                if idle.poll_expired(cx) {
+                    let rejection = crate::reject::Rejection::StreamIdleTimeout;
+                    return this
+                        .finish_with(tonic::Status::new(rejection.code(), rejection.to_string()));
+                }
                 match ready!(Pin::new(inner).poll_frame(cx)) {
                     Some(Ok(frame)) => {
+                        idle.touch();
                         if let Some(trailers) = frame.trailers_ref() {
                             this.log.observe(trailers);
                         }

@@ -34,6 +34,8 @@ pub(crate) struct State {
     pub backend_url: BackendUrl,
     pub healthz: Option<String>,
     pub draining: AtomicBool,
+    /// Envoy's `stream_idle_timeout`, unless the method's backend rule says otherwise.
+    pub stream_idle_timeout: Duration,
 }
 
 pub(crate) async fn handle(
@@ -137,10 +139,16 @@ pub(crate) async fn handle(
         return Ok(Rejection::NotGrpc.into_response(false, log));
     }
 
-    let deadline = parts
+    let timeouts = crate::stream::call_timeouts(
+        route.backend_deadline,
+        route.streaming,
+        state.stream_idle_timeout,
+    );
+    let client_timeout = parts
         .headers
         .get("grpc-timeout")
-        .and_then(|v| parse_grpc_timeout(v.as_bytes()))
+        .and_then(|v| parse_grpc_timeout(v.as_bytes()));
+    let deadline = crate::stream::effective_deadline(client_timeout, timeouts.deadline)
         .map(|d| tokio::time::Instant::now() + d);
 
     let mut uri = http::uri::Parts::default();
@@ -153,16 +161,15 @@ pub(crate) async fn handle(
         Err(_) => return Ok(Rejection::UndefinedMethod.into_response(grpc, log)),
     };
 
+    let activity = crate::stream::CallActivity::new(timeouts.idle);
+    let body = activity.watch_request(body);
     let upstream = state
         .backend
         .pick()
         .request(Request::from_parts(parts, body));
-    let result = match deadline {
-        Some(at) => match tokio::time::timeout_at(at, upstream).await {
-            Ok(result) => result,
-            Err(_) => return Ok(Rejection::DeadlineExceeded.into_response(true, log)),
-        },
-        None => upstream.await,
+    let result = match activity.bound(deadline, upstream).await {
+        Ok(result) => result,
+        Err(rejection) => return Ok(rejection.into_response(true, log)),
     };
     match result {
         Ok(response) => {
@@ -170,7 +177,7 @@ pub(crate) async fn handle(
             headers::sanitize_response(&mut parts.headers);
             log.set_http_status(parts.status);
             let deadline = deadline.map(|at| Box::pin(tokio::time::sleep_until(at)));
-            let body = ProxyBody::backend(body, &parts.headers, deadline, log);
+            let body = ProxyBody::backend(body, &parts.headers, deadline, activity, log);
             Ok(Response::from_parts(parts, body))
         }
         Err(err) => {

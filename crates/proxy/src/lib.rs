@@ -17,10 +17,12 @@ mod reject;
 mod routes;
 mod server;
 mod settings;
+mod stream;
 
 pub use api_key::{ApiKeySettings, OnUnreachable, find_api_key};
 pub use auth::AuthSettings;
 pub use body::code_name;
+pub use conn_guard::ConnectionLimits;
 pub use reject::Rejection;
 pub use routes::Unenforceable;
 pub use server::Proxy;

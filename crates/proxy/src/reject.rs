@@ -27,6 +27,9 @@ pub enum Rejection {
     /// The caller's `grpc-timeout` passed before the backend answered.
     #[error("Deadline Exceeded")]
     DeadlineExceeded,
+    /// No frame either way for the stream idle timeout (Envoy's `stream_idle_timeout` text).
+    #[error("stream timeout")]
+    StreamIdleTimeout,
     /// ESP: the method needs an API key and none was found at its locations.
     #[error(
         "Method doesn't allow unregistered callers (callers without established identity). \
@@ -57,6 +60,7 @@ impl Rejection {
             Rejection::NotGrpc => Code::InvalidArgument,
             Rejection::BackendUnavailable(_) => Code::Unavailable,
             Rejection::DeadlineExceeded => Code::DeadlineExceeded,
+            Rejection::StreamIdleTimeout => Code::DeadlineExceeded,
         }
     }
 
@@ -75,6 +79,7 @@ impl Rejection {
             Rejection::NotGrpc => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Rejection::BackendUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Rejection::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+            Rejection::StreamIdleTimeout => StatusCode::REQUEST_TIMEOUT,
         }
     }
 
@@ -163,6 +168,12 @@ mod tests {
                 Code::DeadlineExceeded,
                 504,
                 "Deadline Exceeded",
+            ),
+            (
+                Rejection::StreamIdleTimeout,
+                Code::DeadlineExceeded,
+                408,
+                "stream timeout",
             ),
         ];
         for (rejection, code, http, message) in table {

@@ -28,6 +28,10 @@ pub struct Route {
     /// Where to look for the API key the method requires; `None` when it allows unregistered
     /// calls.
     pub api_key: Option<Arc<[ApiKeyLocation]>>,
+    /// The method's `backend.rules[].deadline`, and whether the method streams (either way):
+    /// see [`crate::stream::call_timeouts`].
+    pub backend_deadline: Option<std::time::Duration>,
+    pub streaming: bool,
 }
 
 /// gRPC path (`/package.Service/Method`) → route.
@@ -62,6 +66,8 @@ impl RouteTable {
                     .cloned(),
                 api_key: (m.api_key == ApiKeyRequirement::Required)
                     .then(|| Arc::from(m.api_key_locations.as_slice())),
+                backend_deadline: m.backend_deadline,
+                streaming: m.client_streaming || m.server_streaming,
             };
             (m.grpc_path.clone(), route)
         })))

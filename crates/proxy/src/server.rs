@@ -10,7 +10,6 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
@@ -29,6 +28,7 @@ pub struct Proxy {
     tls: Option<TlsAcceptor>,
     builder: auto::Builder<TokioExecutor>,
     drain_timeout: Duration,
+    admission: Arc<conn_guard::Admission>,
 }
 
 impl Proxy {
@@ -72,6 +72,7 @@ impl Proxy {
             backend_url: settings.backend.clone(),
             healthz: settings.healthz.clone(),
             draining: Default::default(),
+            stream_idle_timeout: settings.stream_idle_timeout,
         });
         Ok(Self {
             listener,
@@ -79,6 +80,7 @@ impl Proxy {
             tls,
             builder: connection_builder(&settings),
             drain_timeout: settings.drain_timeout,
+            admission: conn_guard::Admission::new(settings.connections, "proxy"),
         })
     }
 
@@ -98,9 +100,10 @@ impl Proxy {
             tls,
             builder,
             drain_timeout,
+            admission,
         } = self;
         let builder = Arc::new(builder);
-        let graceful = GracefulShutdown::new();
+        let drain = conn_guard::Drain::new();
         tokio::pin!(shutdown);
         loop {
             let (stream, peer) = tokio::select! {
@@ -115,27 +118,32 @@ impl Proxy {
                 },
                 () = &mut shutdown => break,
             };
+            // Over a connection limit: closed at once (the refusal is logged, rate-limited).
+            let Some(permit) = admission.try_admit(peer.ip()) else {
+                continue;
+            };
             let _ = stream.set_nodelay(true);
+            let conn_state = conn_guard::ConnState::new(*admission.limits());
             let state = state.clone();
-            let service = service_fn(move |req| handler::handle(state.clone(), peer, req));
+            let service = conn_guard::track(
+                conn_state.clone(),
+                service_fn(move |req| handler::handle(state.clone(), peer, req)),
+            );
             let builder = builder.clone();
-            let watcher = graceful.watcher();
-            match &tls {
-                None => {
-                    let conn = builder
-                        .serve_connection(TokioIo::new(stream), service)
-                        .into_owned();
-                    tokio::spawn(async move {
-                        if let Err(err) = watcher.watch(conn).await {
-                            tracing::debug!(error = %err, %peer, "connection ended with an error");
-                        }
-                    });
-                }
-                Some(acceptor) => {
-                    let acceptor = acceptor.clone();
-                    tokio::spawn(async move {
-                        let handshake =
-                            tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream));
+            let watcher = drain.watcher();
+            let tls = tls.clone();
+            tokio::spawn(async move {
+                match tls {
+                    None => {
+                        let conn = builder.serve_connection(TokioIo::new(stream), service);
+                        conn_guard::drive(conn, conn_state, watcher, Some(permit)).await;
+                    }
+                    Some(acceptor) => {
+                        // The handshake counts against the deadline for the first request.
+                        let handshake = tokio::time::timeout_at(
+                            conn_state.first_request_deadline(),
+                            acceptor.accept(stream),
+                        );
                         let stream = match handshake.await {
                             Ok(Ok(stream)) => stream,
                             Ok(Err(err)) => {
@@ -147,20 +155,16 @@ impl Proxy {
                                 return;
                             }
                         };
-                        let conn = builder
-                            .serve_connection(TokioIo::new(stream), service)
-                            .into_owned();
-                        if let Err(err) = watcher.watch(conn).await {
-                            tracing::debug!(error = %err, %peer, "connection ended with an error");
-                        }
-                    });
+                        let conn = builder.serve_connection(TokioIo::new(stream), service);
+                        conn_guard::drive(conn, conn_state, watcher, Some(permit)).await;
+                    }
                 }
-            }
+            });
         }
         drop(listener);
         state.draining.store(true, Ordering::Relaxed);
-        tracing::info!(connections = graceful.count(), timeout = ?drain_timeout, "draining");
-        match tokio::time::timeout(drain_timeout, graceful.shutdown()).await {
+        tracing::info!(connections = drain.count(), timeout = ?drain_timeout, "draining");
+        match tokio::time::timeout(drain_timeout, drain.shutdown()).await {
             Ok(()) => {
                 tracing::info!("drained");
                 true
@@ -179,7 +183,7 @@ fn connection_builder(settings: &ProxySettings) -> auto::Builder<TokioExecutor> 
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30))
+        .header_read_timeout(settings.connections.request_header_timeout)
         .max_buf_size(256 * 1024);
     builder
         .http2()

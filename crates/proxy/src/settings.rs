@@ -23,6 +23,11 @@ pub struct ProxySettings {
     /// How long in-flight calls may run after SIGTERM before the proxy exits anyway.
     pub drain_timeout: Duration,
     pub http2: Http2Limits,
+    /// Connection limits and timeouts of the listener (shared with the key server).
+    pub connections: conn_guard::ConnectionLimits,
+    /// A call with no frame in either direction for this long ends with `DEADLINE_EXCEEDED`
+    /// and its backend stream is reset (Envoy's `stream_idle_timeout`, default 5 min).
+    pub stream_idle_timeout: Duration,
     pub auth: crate::AuthSettings,
     pub api_keys: crate::ApiKeySettings,
 }
@@ -40,6 +45,8 @@ impl ProxySettings {
             healthz: None,
             drain_timeout: Duration::from_secs(10),
             http2: Http2Limits::default(),
+            connections: conn_guard::ConnectionLimits::default(),
+            stream_idle_timeout: Duration::from_secs(300),
             auth: crate::AuthSettings::default(),
             api_keys: crate::ApiKeySettings::default(),
         }

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::time::Duration;
 
 use prost_reflect::{DescriptorPool, MethodDescriptor};
 
@@ -211,6 +212,9 @@ pub struct Method {
     pub api_key: ApiKeyRequirement,
     /// Never empty.
     pub api_key_locations: Vec<ApiKeyLocation>,
+    /// `backend.rules[].deadline` of the last matching rule, rounded to milliseconds as ESPv2
+    /// does; `None` when no rule sets one (or it is 0).
+    pub backend_deadline: Option<Duration>,
     pub descriptor: MethodDescriptor,
 }
 

@@ -18,6 +18,7 @@ pub(crate) struct Service {
     pub apis: Option<Vec<Api>>,
     pub authentication: Option<Authentication>,
     pub usage: Option<Usage>,
+    pub backend: Option<Backend>,
     #[serde(alias = "systemParameters")]
     pub system_parameters: Option<SystemParameters>,
     #[serde(alias = "sourceInfo")]
@@ -93,6 +94,20 @@ pub(crate) struct UsageRule {
     pub selector: Option<String>,
     #[serde(alias = "allowUnregisteredCalls")]
     pub allow_unregistered_calls: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct Backend {
+    pub rules: Option<Vec<BackendRule>>,
+}
+
+/// `google.api.BackendRule`: esprit reads `selector` and `deadline` (seconds, a double).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct BackendRule {
+    pub selector: Option<String>,
+    pub deadline: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -270,3 +270,48 @@ fn json_accepts_camel_case_extension_field() {
         vec![ApiKeyLocation::Header("k".to_owned())]
     );
 }
+
+fn deadline_of(config: &ServiceConfig, method: &str) -> Option<std::time::Duration> {
+    config
+        .method_by_selector(&format!("{PKG}.{method}"))
+        .unwrap_or_else(|| panic!("{method}"))
+        .backend_deadline
+}
+
+#[test]
+fn backend_rule_deadlines_last_match_wins_in_milliseconds() {
+    use std::time::Duration;
+    let config = config(&format!(
+        "backend:\n  rules:\n  - selector: \"*\"\n    deadline: 5\n\
+         \x20 - selector: {PKG}.ListShelves\n    deadline: 0.0104\n\
+         \x20 - selector: {PKG}.GetShelf\n    deadline: 0\n"
+    ));
+    assert_eq!(
+        deadline_of(&config, "GetBook"),
+        Some(Duration::from_secs(5))
+    );
+    // Rounded to the millisecond, as ESPv2 does.
+    assert_eq!(
+        deadline_of(&config, "ListShelves"),
+        Some(Duration::from_millis(10))
+    );
+    // 0 is "not set" (proto default), and a later rule wins even so.
+    assert_eq!(deadline_of(&config, "GetShelf"), None);
+    // No backend section: no deadline.
+    let plain = self::config("");
+    assert_eq!(deadline_of(&plain, "GetBook"), None);
+}
+
+#[test]
+fn backend_rule_deadlines_out_of_range_are_refused_with_their_path() {
+    for bad in ["-1", "1e9", ".nan", ".inf"] {
+        let yaml = format!(
+            "type: google.api.Service\nname: bookstore.example.com\napis:\n- name: {PKG}\n\
+             backend:\n  rules:\n  - selector: \"*\"\n    deadline: {bad}\n"
+        );
+        let errors = service_config::from_yaml(&yaml, descriptor())
+            .expect_err(&format!("deadline {bad} should be refused"));
+        let text = errors.to_string();
+        assert!(text.contains("backend.rules[0].deadline"), "{bad}: {text}");
+    }
+}

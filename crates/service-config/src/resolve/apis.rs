@@ -59,6 +59,7 @@ pub(super) fn build_apis(
                 auth: None,
                 api_key: ApiKeyRequirement::Required,
                 api_key_locations: ApiKeyLocation::defaults(),
+                backend_deadline: None,
                 descriptor: method,
             });
         }

@@ -16,7 +16,7 @@ use crate::{LoadOptions, Parsed};
 use apis::build_apis;
 use providers::build_providers;
 use rules::{
-    RuleCheck, build_auth_rules, build_system_parameter_rules, build_usage_rules, last_match,
+    RuleCheck, build_auth_rules, build_backend_rules, build_system_parameter_rules, build_usage_rules, last_match,
 };
 
 /// What the caller knows about the descriptor.
@@ -114,9 +114,20 @@ pub(crate) fn build(
             .unwrap_or_default(),
         &mut rules,
     );
+    let backend_rules = build_backend_rules(
+        service
+            .backend
+            .unwrap_or_default()
+            .rules
+            .unwrap_or_default(),
+        &mut rules,
+    );
 
     // All service configuration rules follow "last one wins" (google/api/*.proto).
     for method in &mut methods {
+        method.backend_deadline = last_match(&backend_rules, &method.selector)
+            .copied()
+            .flatten();
         method.auth = last_match(&auth_rules, &method.selector).cloned().flatten();
         method.api_key = last_match(&usage_rules, &method.selector)
             .copied()

@@ -1,5 +1,8 @@
-//! The per-method rules (`authentication.rules`, `usage.rules`, `system_parameters.rules`):
+//! The per-method rules (`authentication.rules`, `usage.rules`, `system_parameters.rules`,
+//! `backend.rules`):
 //! their selectors, what each rule sets, and "last match wins".
+
+use std::time::Duration;
 
 use super::providers::is_http_token;
 use super::{present, split_audiences};
@@ -190,4 +193,54 @@ pub(super) fn build_system_parameter_rules(
         }
     }
     out
+}
+
+/// The longest `backend.rules[].deadline` accepted, seconds.
+pub(crate) const MAX_BACKEND_DEADLINE_SECS: f64 = 86_400.0;
+
+/// Each rule yields its deadline; `None` when it sets none (absent or 0, as in ESPv2). A rule
+/// without a deadline still wins over earlier ones: it resets their deadline for its methods.
+pub(super) fn build_backend_rules(
+    rules: Vec<raw::BackendRule>,
+    check: &mut RuleCheck<'_>,
+) -> Vec<(RuleSelector, Option<Duration>)> {
+    let mut out = Vec::new();
+    for (i, rule) in rules.iter().enumerate() {
+        let base = format!("backend.rules[{i}]");
+        let selector = check.selector(&base, &rule.selector);
+        let deadline = match backend_deadline(rule.deadline) {
+            Ok(deadline) => deadline,
+            Err(message) => {
+                check.errors.push(ConfigError::InvalidValue {
+                    path: format!("{base}.deadline"),
+                    message,
+                });
+                continue;
+            }
+        };
+        if let Some(selector) = selector {
+            out.push((selector, deadline));
+        }
+    }
+    out
+}
+
+/// `deadline` seconds → a duration rounded to the millisecond (ESPv2's rounding). ESPv2 warns
+/// about a negative deadline and uses its default; esprit refuses it.
+fn backend_deadline(seconds: Option<f64>) -> Result<Option<Duration>, String> {
+    let Some(seconds) = seconds else {
+        return Ok(None);
+    };
+    if !seconds.is_finite() || seconds < 0.0 {
+        return Err(format!(
+            "expected a number of seconds, 0 to {MAX_BACKEND_DEADLINE_SECS}, got {seconds}"
+        ));
+    }
+    if seconds > MAX_BACKEND_DEADLINE_SECS {
+        return Err(format!(
+            "{seconds} s is more than the {MAX_BACKEND_DEADLINE_SECS} s esprit accepts"
+        ));
+    }
+    let millis = (seconds * 1000.0).round() as u64;
+    Ok((millis > 0).then(|| Duration::from_millis(millis)))
 }
