@@ -374,7 +374,15 @@ fn client_text_cannot_forge_key_server_log_lines() {
     let cli = Cli::new();
     let key = cli.create(&["--project", "my-project"]);
     let mut child = command()
-        .args(["iam", "serve", "--listen", "127.0.0.1:0", "--log-format", "text", "--store"])
+        .args([
+            "iam",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "text",
+            "--store",
+        ])
         .arg(&cli.store)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -389,7 +397,10 @@ fn client_text_cannot_forge_key_server_log_lines() {
     let forged = "svc%0A2026-01-01T00:00:00Z%20INFO%20FORGED%20admin%20login";
     let (status, body) = check_for(&addr, forged, &key);
     assert_eq!(status, "HTTP/1.1 200 OK");
-    assert_eq!(body, json!({"valid": true, "consumer_project": "my-project"}));
+    assert_eq!(
+        body,
+        json!({"valid": true, "consumer_project": "my-project"})
+    );
     let (_, body) = check_for(&addr, forged, "AIzaSyNotAKeyOfThisStore0000000000000000");
     assert_eq!(body, json!({"valid": false}));
 
@@ -406,7 +417,10 @@ fn client_text_cannot_forge_key_server_log_lines() {
         .read_to_string(&mut logs)
         .unwrap();
     assert!(child.wait().unwrap().success(), "{logs}");
-    let check_lines: Vec<&str> = logs.lines().filter(|l| l.contains("API key check")).collect();
+    let check_lines: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("API key check"))
+        .collect();
     assert_eq!(check_lines.len(), 2, "{logs}");
     assert!(
         !logs.lines().any(|l| l.starts_with("2026-01-01T00:00:00Z")),

@@ -4,10 +4,10 @@
 //! SHA-256 and its first 8 characters (the [`key_prefix`], to recognise it in lists and logs)
 //! are kept; the key itself is shown once, when it is made.
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use crate::ids::random_bytes;
 use crate::{IamError, Result};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 /// Every API key starts with this, as Google's do.
 pub const API_KEY_PREFIX: &str = "AIza";

@@ -152,10 +152,7 @@ async fn answers_valid_unknown_revoked_and_follows_the_store() {
     )
     .await;
     assert_eq!(reply.status, 200);
-    assert_eq!(
-        reply.json(),
-        json!({"valid": false})
-    );
+    assert_eq!(reply.json(), json!({"valid": false}));
     assert!(matches!(
         check(server.addr, &key2).await,
         CheckResponse::Valid { .. }

@@ -215,12 +215,22 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
-    fn insert_many(settings: &AuthSettings, token_len: usize, n: u32) -> moka::sync::Cache<TokenDigest, Entry<()>> {
+    fn insert_many(
+        settings: &AuthSettings,
+        token_len: usize,
+        n: u32,
+    ) -> moka::sync::Cache<TokenDigest, Entry<()>> {
         let cache = verified_cache::<()>(settings);
         for i in 0..n {
             let token = format!("{i:0>width$}", width = token_len);
             let weight = verified_weight(token.len());
-            cache.insert(token_digest(&token), Entry { verified: (), weight });
+            cache.insert(
+                token_digest(&token),
+                Entry {
+                    verified: (),
+                    weight,
+                },
+            );
         }
         cache.run_pending_tasks();
         cache
@@ -233,7 +243,11 @@ mod tests {
             ..AuthSettings::default()
         };
         let cache = insert_many(&settings, 60 * 1024, 500);
-        assert!(cache.weighted_size() <= settings.jwt_cache_bytes, "{}", cache.weighted_size());
+        assert!(
+            cache.weighted_size() <= settings.jwt_cache_bytes,
+            "{}",
+            cache.weighted_size()
+        );
         // 60 KiB tokens weigh ~181 KiB each: about 22 fit in 4 MiB, far fewer than 500.
         assert!(cache.entry_count() <= 23, "{}", cache.entry_count());
         assert!(cache.entry_count() > 0);

@@ -89,4 +89,3 @@ fn health_response(state: &State, mut log: CallLog) -> Response<ProxyBody> {
     );
     response
 }
-

@@ -22,10 +22,10 @@ mod wire;
 
 pub use api_key::{ApiKeySettings, OnUnreachable, find_api_key};
 pub use auth::AuthSettings;
-pub use wire::{Rejection, code_name};
 pub use routes::Unenforceable;
 pub use server::Proxy;
 pub use settings::{BackendUrl, Http2Limits, ProxySettings, SettingsError, TlsFiles};
+pub use wire::{Rejection, code_name};
 
 /// Failures while starting the proxy. Failures of single calls are never errors of this kind:
 /// they become responses (see [`Rejection`]).

@@ -150,10 +150,18 @@ mod tests {
     #[test]
     fn exact_paths_only() {
         let table = table();
-        assert_eq!(&*table.route("/p.S/A", &mut log()).unwrap().selector, "p.S/A");
-        for path in ["/p.S/a", "/p.S/A/", "p.S/A", "/p.S/A?x", "//p.S/A", "/p.S", "", "/"] {
+        assert_eq!(
+            &*table.route("/p.S/A", &mut log()).unwrap().selector,
+            "p.S/A"
+        );
+        for path in [
+            "/p.S/a", "/p.S/A/", "p.S/A", "/p.S/A?x", "//p.S/A", "/p.S", "", "/",
+        ] {
             assert!(
-                matches!(table.route(path, &mut log()), Err(Rejection::UndefinedMethod)),
+                matches!(
+                    table.route(path, &mut log()),
+                    Err(Rejection::UndefinedMethod)
+                ),
                 "{path}"
             );
         }

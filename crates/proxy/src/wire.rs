@@ -112,7 +112,7 @@ impl Rejection {
     /// The response for a gRPC caller (trailers-only: status in the headers, no body) or for an
     /// HTTP caller (status code and a JSON body `{"code": <HTTP status>, "message": …}`, as ESPv2).
     pub(crate) fn into_response(self, grpc: bool, mut log: CallLog) -> Response<ProxyBody> {
-        let response = self.into_bare_response(grpc);
+        let response = self.bare_response(grpc);
         log.set_status(self.code());
         log.set_http_status(response.status());
         if let Rejection::Auth(err) = &self {
@@ -125,7 +125,7 @@ impl Rejection {
     }
 
     /// The response without its body's access log: what the table test looks at.
-    fn into_bare_response(&self, grpc: bool) -> Response<Option<Bytes>> {
+    fn bare_response(&self, grpc: bool) -> Response<Option<Bytes>> {
         let message = self.to_string();
         let mut response = if self.answer_in_grpc(grpc) {
             let status = tonic::Status::new(self.code(), message);
@@ -177,10 +177,9 @@ impl StreamEnd {
             StreamEnd::DeadlineExceeded => {
                 tonic::Status::new(Code::DeadlineExceeded, "Deadline Exceeded")
             }
-            StreamEnd::BackendReset => tonic::Status::new(
-                Code::Unavailable,
-                "upstream disconnect/reset after headers",
-            ),
+            StreamEnd::BackendReset => {
+                tonic::Status::new(Code::Unavailable, "upstream disconnect/reset after headers")
+            }
         }
     }
 }

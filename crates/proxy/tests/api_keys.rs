@@ -410,7 +410,11 @@ const OVERLOADED: &str = "API key could not be checked: too many checks are in p
 /// counts the checks it receives.
 async fn scripted_stack(
     tune: impl FnOnce(&mut proxy::ProxySettings),
-) -> (jwks_cache::test_server::KeyServer, echo::RunningServer, RunningProxy) {
+) -> (
+    jwks_cache::test_server::KeyServer,
+    echo::RunningServer,
+    RunningProxy,
+) {
     let checks = jwks_cache::test_server::KeyServer::start().await.unwrap();
     let backend = start_echo().await;
     let mut settings = settings(backend.addr());
@@ -431,12 +435,17 @@ async fn fail_open_refuses_an_overlong_key() {
     })
     .await;
     let junk = "k".repeat(9_000);
-    let status = unary(proxy.url(), &[("x-api-key", &junk)]).await.unwrap_err();
+    let status = unary(proxy.url(), &[("x-api-key", &junk)])
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
     assert_eq!(status.message(), INVALID);
     // In the query too.
     let path = format!("/esprit.echo.v1.Echo/Unary?key={junk}");
-    assert_eq!(raw_grpc_call(proxy.addr, &path, &[]).await.grpc_status(), Some(3));
+    assert_eq!(
+        raw_grpc_call(proxy.addr, &path, &[]).await.grpc_status(),
+        Some(3)
+    );
     // A real key still works through the same proxy.
     let (key, _) = keys.create("p-project");
     unary(proxy.url(), &[("x-api-key", &key)]).await.unwrap();
@@ -457,10 +466,16 @@ async fn fail_open_opens_only_when_the_key_server_is_unreachable() {
         (Reply::json("garbage"), false),
         (Reply::json("{}"), false),
         (Reply::json(r#"{"valid":true}"#), false),
-        (Reply::json(r#"{"valid":"yes","consumer_project":"p"}"#), false),
+        (
+            Reply::json(r#"{"valid":"yes","consumer_project":"p"}"#),
+            false,
+        ),
         (Reply::status(500), true),
         (Reply::status(503), true),
-        (Reply::json(r#"{"valid":true,"consumer_project":"p"}"#), true),
+        (
+            Reply::json(r#"{"valid":true,"consumer_project":"p"}"#),
+            true,
+        ),
     ];
     for (i, (reply, allowed)) in table.into_iter().enumerate() {
         let desc = format!("{reply:?}");
@@ -477,10 +492,16 @@ async fn fail_open_opens_only_when_the_key_server_is_unreachable() {
     }
     // A stopped key server: unreachable, so fail-open lets the call through.
     checks.stop().await;
-    unary(proxy.url(), &[("x-api-key", "AIzaAfterStop")]).await.unwrap();
+    unary(proxy.url(), &[("x-api-key", "AIzaAfterStop")])
+        .await
+        .unwrap();
 }
 
-async fn stack_fail_open() -> (jwks_cache::test_server::KeyServer, echo::RunningServer, RunningProxy) {
+async fn stack_fail_open() -> (
+    jwks_cache::test_server::KeyServer,
+    echo::RunningServer,
+    RunningProxy,
+) {
     scripted_stack(|s| s.api_keys.on_unreachable = proxy::OnUnreachable::FailOpen).await
 }
 
@@ -490,7 +511,10 @@ async fn stack_fail_open() -> (jwks_cache::test_server::KeyServer, echo::Running
 async fn calls_that_cannot_be_served_cause_no_key_checks() {
     use jwks_cache::test_server::Reply;
     let (checks, _backend, proxy) = scripted_stack(|_| {}).await;
-    checks.set(CHECK_PATH, Reply::json(r#"{"valid":true,"consumer_project":"p"}"#));
+    checks.set(
+        CHECK_PATH,
+        Reply::json(r#"{"valid":true,"consumer_project":"p"}"#),
+    );
     for i in 0..5 {
         let request = format!(
             "POST /esprit.echo.v1.Echo/Unary?key=AIzaQuery{i} HTTP/1.1\r\nhost: x\r\nx-api-key: AIzaHeader{i}\r\n\
@@ -500,11 +524,23 @@ async fn calls_that_cannot_be_served_cause_no_key_checks() {
         assert_eq!(status, 415);
     }
     // HTTP/2 with a content type other than gRPC.
-    let response = raw_h2_post(proxy.addr, "/esprit.echo.v1.Echo/Unary", "application/json", "AIzaJson").await;
+    let response = raw_h2_post(
+        proxy.addr,
+        "/esprit.echo.v1.Echo/Unary",
+        "application/json",
+        "AIzaJson",
+    )
+    .await;
     assert_eq!(response, 415);
-    assert_eq!(checks.hits(CHECK_PATH), 0, "a key check for a call that cannot be served");
+    assert_eq!(
+        checks.hits(CHECK_PATH),
+        0,
+        "a key check for a call that cannot be served"
+    );
     // A gRPC call with a key is checked (the counter works).
-    unary(proxy.url(), &[("x-api-key", "AIzaGrpc")]).await.unwrap();
+    unary(proxy.url(), &[("x-api-key", "AIzaGrpc")])
+        .await
+        .unwrap();
     assert_eq!(checks.hits(CHECK_PATH), 1);
 }
 
@@ -523,7 +559,12 @@ async fn raw_h2_post(addr: std::net::SocketAddr, path: &str, content_type: &str,
         .header("x-api-key", key)
         .body(http_body_util::Full::new(bytes::Bytes::from_static(b"{}")))
         .unwrap();
-    sender.send_request(request).await.unwrap().status().as_u16()
+    sender
+        .send_request(request)
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
 }
 
 /// Issue 9, item 6: at most `max_pending_checks` key-server checks are outstanding; calls past
@@ -562,7 +603,11 @@ async fn outstanding_key_checks_are_capped() {
             Ok(reply) => {
                 allowed += 1;
                 assert_eq!(
-                    reply.into_inner().metadata.get("x-endpoint-api-consumer-project").unwrap(),
+                    reply
+                        .into_inner()
+                        .metadata
+                        .get("x-endpoint-api-consumer-project")
+                        .unwrap(),
                     "p"
                 );
             }
@@ -573,7 +618,11 @@ async fn outstanding_key_checks_are_capped() {
             }
         }
     }
-    assert!(checks.hits(CHECK_PATH) <= 3, "{} checks", checks.hits(CHECK_PATH));
-    assert!(allowed <= 3 && allowed >= 1, "{allowed} allowed");
+    assert!(
+        checks.hits(CHECK_PATH) <= 3,
+        "{} checks",
+        checks.hits(CHECK_PATH)
+    );
+    assert!((1..=3).contains(&allowed), "{allowed} allowed");
     assert_eq!(allowed + refused, 12);
 }

@@ -91,8 +91,9 @@ async fn read_key(request: Request<Incoming>) -> Result<String, Response<Body>> 
     let object = serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&bytes);
     let key = match object {
         Ok(object) => {
-            match serde_json::from_value::<keycheck::CheckRequest>(serde_json::Value::Object(object))
-            {
+            match serde_json::from_value::<keycheck::CheckRequest>(serde_json::Value::Object(
+                object,
+            )) {
                 Ok(request) => Ok(request.api_key),
                 Err(_) => Err("a JSON object with a string \"api_key\""),
             }
@@ -124,7 +125,11 @@ pub(super) async fn handle(
     if key.len() > keycheck::MAX_API_KEY_BYTES {
         // Not a key: no lookup, and the same answer as an unknown key.
         tracing::info!(service = %service.escape_debug(), key_prefix = %prefix.escape_debug(), result = "too-long", "API key check");
-        return json_response(StatusCode::OK, ApiKeyCheck::Unknown.answer().to_json(), "no-store");
+        return json_response(
+            StatusCode::OK,
+            ApiKeyCheck::Unknown.answer().to_json(),
+            "no-store",
+        );
     }
     let looked_up = tokio::task::spawn_blocking(move || {
         let store = store

@@ -8,7 +8,6 @@
 //! capped at `invalid_cache_size` fixed-size entries, so they can neither grow memory nor push
 //! valid keys out.
 
-
 use http::HeaderValue;
 use tokio::sync::Semaphore;
 
@@ -34,7 +33,9 @@ pub(crate) fn digest(key: &str) -> KeyDigest {
 }
 
 /// The cache of valid answers: weighed in bytes, at most `cache_bytes`.
-pub(crate) fn valid_cache(settings: &ApiKeySettings) -> moka::future::Cache<KeyDigest, HeaderValue> {
+pub(crate) fn valid_cache(
+    settings: &ApiKeySettings,
+) -> moka::future::Cache<KeyDigest, HeaderValue> {
     let floor = settings.cache_bytes / settings.cache_size.max(1);
     let floor = u32::try_from(floor).unwrap_or(u32::MAX);
     moka::future::Cache::builder()
@@ -150,18 +151,18 @@ impl ApiKeyChecker {
             .map_err(|e| CheckError::Unreachable(without_url(&e)))?;
         let status = response.status();
         if status.is_server_error() {
-            return Err(CheckError::Unreachable(format!("key server answered HTTP {status}")));
+            return Err(CheckError::Unreachable(format!(
+                "key server answered HTTP {status}"
+            )));
         }
         if !status.is_success() {
             tracing::warn!(%status, "key server refused the check; the key counts as invalid");
             return Ok(Answer::Invalid);
         }
         let mut body = Vec::new();
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|e| CheckError::Unreachable(format!("reading the answer: {}", without_url(&e))))?
-        {
+        while let Some(chunk) = response.chunk().await.map_err(|e| {
+            CheckError::Unreachable(format!("reading the answer: {}", without_url(&e)))
+        })? {
             body.extend_from_slice(&chunk);
             if body.len() > MAX_ANSWER_BYTES {
                 tracing::warn!("key server answer too large; the key counts as invalid");
@@ -179,7 +180,9 @@ pub(crate) fn parse_answer(body: &[u8]) -> Answer {
             match HeaderValue::from_str(&consumer_project) {
                 Ok(consumer_project) => Answer::Valid { consumer_project },
                 Err(_) => {
-                    tracing::warn!("key server's consumer project is not a header value; the key counts as invalid");
+                    tracing::warn!(
+                        "key server's consumer project is not a header value; the key counts as invalid"
+                    );
                     Answer::Invalid
                 }
             }
@@ -238,14 +241,19 @@ mod tests {
             ..ApiKeySettings::default()
         };
         let cache = valid_cache(&settings);
-        let project = HeaderValue::from_str(&"p".repeat(keycheck::MAX_CONSUMER_PROJECT_BYTES)).unwrap();
+        let project =
+            HeaderValue::from_str(&"p".repeat(keycheck::MAX_CONSUMER_PROJECT_BYTES)).unwrap();
         futures::executor::block_on(async {
             for i in 0..10_000u32 {
                 cache.insert(digest(&i.to_string()), project.clone()).await;
             }
             cache.run_pending_tasks().await;
         });
-        assert!(cache.weighted_size() <= settings.cache_bytes, "{}", cache.weighted_size());
+        assert!(
+            cache.weighted_size() <= settings.cache_bytes,
+            "{}",
+            cache.weighted_size()
+        );
         assert!(cache.entry_count() > 0);
         // Each entry weighs at least its real bytes.
         assert!(cache.entry_count() <= 64 * 1024 / (u64::from(ENTRY_OVERHEAD_BYTES) + 256));
@@ -261,7 +269,9 @@ mod tests {
         let cache = valid_cache(&settings);
         futures::executor::block_on(async {
             for i in 0..5_000u32 {
-                cache.insert(digest(&i.to_string()), HeaderValue::from_static("p")).await;
+                cache
+                    .insert(digest(&i.to_string()), HeaderValue::from_static("p"))
+                    .await;
             }
             cache.run_pending_tasks().await;
         });
@@ -286,6 +296,9 @@ mod tests {
     fn digests_are_sha256() {
         // SHA-256("abc"), FIPS 180-2 appendix B.1.
         let hex: String = digest("abc").iter().map(|b| format!("{b:02x}")).collect();
-        assert_eq!(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(
+            hex,
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
     }
 }

@@ -76,7 +76,10 @@ pub(crate) fn admit(found: Option<&str>) -> Result<&str, Decision> {
 /// The checker's answer (or why there is none) and the fail-open setting → the decision.
 /// Fail-open opens only for an unreachable key server: never for an invalid key, and never for
 /// the proxy's own cap on outstanding checks (saturation must not be a way in).
-pub(crate) fn decide(answer: Result<Answer, CheckError>, on_unreachable: OnUnreachable) -> Decision {
+pub(crate) fn decide(
+    answer: Result<Answer, CheckError>,
+    on_unreachable: OnUnreachable,
+) -> Decision {
     match answer {
         Ok(Answer::Valid { consumer_project }) => Decision {
             action: Action::Forward {
@@ -122,16 +125,25 @@ mod tests {
             admit(Some(&long)),
             Err(reject(Rejection::ApiKeyInvalid, "too-long"))
         );
-        assert_eq!(admit(None), Err(reject(Rejection::ApiKeyMissing, "missing")));
+        assert_eq!(
+            admit(None),
+            Err(reject(Rejection::ApiKeyMissing, "missing"))
+        );
     }
 
     #[test]
     fn every_answer_with_both_settings() {
         use OnUnreachable::{FailClosed, FailOpen};
         let project = HeaderValue::from_static("p");
-        let valid = || Ok(Answer::Valid { consumer_project: project.clone() });
+        let valid = || {
+            Ok(Answer::Valid {
+                consumer_project: project.clone(),
+            })
+        };
         let forward = |p: Option<HeaderValue>, outcome| Decision {
-            action: Action::Forward { consumer_project: p },
+            action: Action::Forward {
+                consumer_project: p,
+            },
             outcome,
         };
         let unreachable = || Err(CheckError::Unreachable("connection refused".into()));
@@ -139,12 +151,32 @@ mod tests {
         let table: Vec<Case> = vec![
             (valid(), FailClosed, forward(Some(project.clone()), "valid")),
             (valid(), FailOpen, forward(Some(project.clone()), "valid")),
-            (Ok(Answer::Invalid), FailClosed, reject(Rejection::ApiKeyInvalid, "invalid")),
-            (Ok(Answer::Invalid), FailOpen, reject(Rejection::ApiKeyInvalid, "invalid")),
-            (unreachable(), FailClosed, reject(Rejection::ApiKeyCheckUnavailable, "unchecked")),
+            (
+                Ok(Answer::Invalid),
+                FailClosed,
+                reject(Rejection::ApiKeyInvalid, "invalid"),
+            ),
+            (
+                Ok(Answer::Invalid),
+                FailOpen,
+                reject(Rejection::ApiKeyInvalid, "invalid"),
+            ),
+            (
+                unreachable(),
+                FailClosed,
+                reject(Rejection::ApiKeyCheckUnavailable, "unchecked"),
+            ),
             (unreachable(), FailOpen, forward(None, "unchecked-allowed")),
-            (Err(CheckError::Overloaded), FailClosed, reject(Rejection::ApiKeyCheckOverloaded, "overloaded")),
-            (Err(CheckError::Overloaded), FailOpen, reject(Rejection::ApiKeyCheckOverloaded, "overloaded")),
+            (
+                Err(CheckError::Overloaded),
+                FailClosed,
+                reject(Rejection::ApiKeyCheckOverloaded, "overloaded"),
+            ),
+            (
+                Err(CheckError::Overloaded),
+                FailOpen,
+                reject(Rejection::ApiKeyCheckOverloaded, "overloaded"),
+            ),
         ];
         for (answer, setting, want) in table {
             let desc = format!("{answer:?} {setting:?}");

@@ -85,4 +85,49 @@ mod tests {
             Some("mine")
         );
     }
+
+    mod properties {
+        #![allow(clippy::unwrap_used)]
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Arbitrary query strings and header values: no panic; a key found is never empty,
+            /// and comes from a location that was asked for.
+            #[test]
+            fn arbitrary_requests(
+                query in "[ -~]{0,60}",
+                values in proptest::collection::vec(proptest::collection::vec(0x20u8..0x7f, 0..20), 0..4),
+                other in proptest::collection::vec(0x20u8..0x7f, 0..20),
+            ) {
+                let Ok(uri) = format!("/m?{query}").parse::<http::Uri>() else {
+                    return Ok(());
+                };
+                let mut headers = http::HeaderMap::new();
+                for value in &values {
+                    headers.append("x-api-key", http::HeaderValue::from_bytes(value).unwrap());
+                }
+                headers.append("x-other", http::HeaderValue::from_bytes(&other).unwrap());
+                let found = find_api_key(&ApiKeyLocation::defaults(), &headers, &uri);
+                if let Some(key) = &found {
+                    prop_assert!(!key.is_empty());
+                }
+                // Header locations only: the key is a trimmed, non-empty x-api-key value.
+                let header_only = [ApiKeyLocation::Header("x-api-key".into())];
+                match find_api_key(&header_only, &headers, &uri) {
+                    Some(key) => {
+                        prop_assert_eq!(key.trim(), &*key);
+                        prop_assert!(!key.is_empty());
+                        prop_assert!(values.iter().any(|v| std::str::from_utf8(v).unwrap().trim() == key));
+                    }
+                    None => prop_assert!(values.iter().all(|v| std::str::from_utf8(v).unwrap().trim().is_empty())),
+                }
+                // Query locations only: nothing unless the parameter is in the query.
+                let query_only = [ApiKeyLocation::Query("key".into())];
+                if !query.contains("key=") {
+                    prop_assert!(find_api_key(&query_only, &headers, &uri).is_none());
+                }
+            }
+        }
+    }
 }

@@ -46,29 +46,105 @@ fn rows() -> Vec<Row> {
         www_authenticate: www,
     };
     vec![
-        row(Rejection::Auth(authn::AuthError::Missing), Code::Unauthenticated, 401,
-            "Jwt is missing", 200, true, Some("Bearer")),
-        row(Rejection::Auth(authn::AuthError::AudienceNotAllowed), Code::PermissionDenied, 403,
-            "Audiences in Jwt are not allowed", 200, true, Some("Bearer, error=\"invalid_token\"")),
-        row(Rejection::UndefinedMethod, Code::Unimplemented, 404,
-            "The current request is not defined by this API.", 404, true, None),
-        row(Rejection::NotGrpc, Code::InvalidArgument, 415,
+        row(
+            Rejection::Auth(authn::AuthError::Missing),
+            Code::Unauthenticated,
+            401,
+            "Jwt is missing",
+            200,
+            true,
+            Some("Bearer"),
+        ),
+        row(
+            Rejection::Auth(authn::AuthError::AudienceNotAllowed),
+            Code::PermissionDenied,
+            403,
+            "Audiences in Jwt are not allowed",
+            200,
+            true,
+            Some("Bearer, error=\"invalid_token\""),
+        ),
+        row(
+            Rejection::UndefinedMethod,
+            Code::Unimplemented,
+            404,
+            "The current request is not defined by this API.",
+            404,
+            true,
+            None,
+        ),
+        row(
+            Rejection::NotGrpc,
+            Code::InvalidArgument,
+            415,
             "This method is served over gRPC only: call it over HTTP/2 with content-type application/grpc.",
-            415, false, None),
-        row(Rejection::BackendUnavailable("connection failure"), Code::Unavailable, 503,
+            415,
+            false,
+            None,
+        ),
+        row(
+            Rejection::BackendUnavailable("connection failure"),
+            Code::Unavailable,
+            503,
             "upstream connect error or disconnect/reset before headers. reset reason: connection failure",
-            200, true, None),
-        row(Rejection::DeadlineExceeded, Code::DeadlineExceeded, 504, "Deadline Exceeded", 200, true, None),
-        row(Rejection::ApiKeyMissing, Code::Unauthenticated, 401,
+            200,
+            true,
+            None,
+        ),
+        row(
+            Rejection::DeadlineExceeded,
+            Code::DeadlineExceeded,
+            504,
+            "Deadline Exceeded",
+            200,
+            true,
+            None,
+        ),
+        row(
+            Rejection::ApiKeyMissing,
+            Code::Unauthenticated,
+            401,
             "Method doesn't allow unregistered callers (callers without established identity). Please use API Key or other form of API consumer identity to call this API.",
-            200, true, None),
-        row(Rejection::ApiKeyInvalid, Code::InvalidArgument, 400,
-            "API key not valid. Please pass a valid API key.", 200, true, None),
-        row(Rejection::ApiKeyCheckUnavailable, Code::Unavailable, 503,
-            "API key could not be checked: the key service is unavailable.", 200, true, None),
-        row(Rejection::ApiKeyCheckOverloaded, Code::Unavailable, 503,
-            "API key could not be checked: too many checks are in progress.", 200, true, None),
-        row(Rejection::Internal("x"), Code::Internal, 500, "internal error: x", 200, true, None),
+            200,
+            true,
+            None,
+        ),
+        row(
+            Rejection::ApiKeyInvalid,
+            Code::InvalidArgument,
+            400,
+            "API key not valid. Please pass a valid API key.",
+            200,
+            true,
+            None,
+        ),
+        row(
+            Rejection::ApiKeyCheckUnavailable,
+            Code::Unavailable,
+            503,
+            "API key could not be checked: the key service is unavailable.",
+            200,
+            true,
+            None,
+        ),
+        row(
+            Rejection::ApiKeyCheckOverloaded,
+            Code::Unavailable,
+            503,
+            "API key could not be checked: too many checks are in progress.",
+            200,
+            true,
+            None,
+        ),
+        row(
+            Rejection::Internal("x"),
+            Code::Internal,
+            500,
+            "internal error: x",
+            200,
+            true,
+            None,
+        ),
     ]
 }
 
@@ -84,7 +160,7 @@ fn every_rejection_on_the_wire() {
         assert_eq!(r.to_string(), row.message, "{r:?}");
 
         // A gRPC caller.
-        let grpc = r.into_bare_response(true);
+        let grpc = r.bare_response(true);
         assert_eq!(grpc.status().as_u16(), row.grpc_http, "{r:?}");
         let h = grpc.headers();
         assert_eq!(
@@ -94,7 +170,11 @@ fn every_rejection_on_the_wire() {
         );
         if row.grpc_answer {
             assert_eq!(h["content-type"], "application/grpc", "{r:?}");
-            assert_eq!(h["grpc-status"], (row.code as i32).to_string().as_str(), "{r:?}");
+            assert_eq!(
+                h["grpc-status"],
+                (row.code as i32).to_string().as_str(),
+                "{r:?}"
+            );
             let status = tonic::Status::from_header_map(h).unwrap();
             assert_eq!(status.message(), row.message, "{r:?}");
             assert!(grpc.body().is_none(), "{r:?}");
@@ -104,12 +184,15 @@ fn every_rejection_on_the_wire() {
         }
 
         // An HTTP caller: the status and a JSON body.
-        let plain = r.into_bare_response(false);
+        let plain = r.bare_response(false);
         assert_eq!(plain.status().as_u16(), row.http, "{r:?}");
         assert_eq!(plain.headers()["content-type"], "application/json", "{r:?}");
         assert!(plain.headers().get("grpc-status").is_none(), "{r:?}");
         assert_eq!(
-            plain.headers().get("www-authenticate").map(|v| v.to_str().unwrap()),
+            plain
+                .headers()
+                .get("www-authenticate")
+                .map(|v| v.to_str().unwrap()),
             row.www_authenticate,
             "{r:?}"
         );
@@ -133,8 +216,16 @@ fn every_stream_ending_on_the_wire() {
         }
     }
     let table = [
-        (StreamEnd::DeadlineExceeded, Code::DeadlineExceeded, "Deadline Exceeded"),
-        (StreamEnd::BackendReset, Code::Unavailable, "upstream disconnect/reset after headers"),
+        (
+            StreamEnd::DeadlineExceeded,
+            Code::DeadlineExceeded,
+            "Deadline Exceeded",
+        ),
+        (
+            StreamEnd::BackendReset,
+            Code::Unavailable,
+            "upstream disconnect/reset after headers",
+        ),
     ];
     let mut seen = [false; 2];
     for (end, code, message) in table {
