@@ -263,6 +263,65 @@ mod tests {
         assert!(cache.entry_count() <= 100, "{}", cache.entry_count());
     }
 
+    /// The step on its own: a method whose rule allows calls without a token, keys never
+    /// fetched (nothing listens at the JWKS address).
+    async fn requirement() -> JwtRequirement {
+        let yaml = r#"
+type: google.api.Service
+config_version: 3
+name: echo.example.com
+apis:
+- name: esprit.echo.v1.Echo
+authentication:
+  providers:
+  - id: p
+    issuer: issuer@example.com
+    jwks_uri: http://127.0.0.1:9/jwks
+  rules:
+  - selector: esprit.echo.v1.Echo.Unary
+    allow_without_credential: true
+    requirements:
+    - provider_id: p
+"#;
+        let descriptor =
+            service_config::Descriptor::from_file_descriptor_set(echo::FILE_DESCRIPTOR_SET)
+                .unwrap();
+        let config = service_config::from_yaml(yaml, descriptor).unwrap();
+        let policy = authn::AuthPolicy::from_config(&config)
+            .method("/esprit.echo.v1.Echo/Unary")
+            .unwrap()
+            .clone();
+        let authenticator =
+            Arc::new(Authenticator::start(&config, &AuthSettings::default()).unwrap());
+        JwtRequirement {
+            policy,
+            authenticator,
+        }
+    }
+
+    fn parts(authorization: Option<&str>) -> http::request::Parts {
+        let mut request = http::Request::post("/esprit.echo.v1.Echo/Unary");
+        if let Some(value) = authorization {
+            request = request.header("authorization", value);
+        }
+        request.body(()).unwrap().into_parts().0
+    }
+
+    #[tokio::test]
+    async fn the_step_allows_no_token_and_refuses_a_malformed_one() {
+        let jwt = requirement().await;
+        let mut allowed = parts(None);
+        jwt.check(&mut allowed).await.unwrap();
+        assert!(allowed.headers.get("x-endpoint-api-userinfo").is_none());
+
+        let mut junk = parts(Some("Bearer junk"));
+        match jwt.check(&mut junk).await {
+            Err(Rejection::Auth(authn::AuthError::Malformed(_))) => {}
+            other => panic!("{other:?}"),
+        }
+        assert!(junk.headers.get("x-endpoint-api-userinfo").is_none());
+    }
+
     #[test]
     fn the_default_fits_ten_thousand_ordinary_tokens() {
         let settings = AuthSettings::default();

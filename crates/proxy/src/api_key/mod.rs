@@ -106,3 +106,52 @@ impl KeyRequirement {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// The step on its own, with a checker whose key server is not listening.
+    fn requirement(on_unreachable: OnUnreachable) -> KeyRequirement {
+        let settings = ApiKeySettings {
+            on_unreachable,
+            check_timeout: Duration::from_secs(5),
+            ..ApiKeySettings::default()
+        };
+        let checker = ApiKeyChecker::new("svc", "http://127.0.0.1:9", &settings).unwrap();
+        KeyRequirement {
+            locations: Arc::from(ApiKeyLocation::defaults().as_slice()),
+            checker: Arc::new(checker),
+        }
+    }
+
+    fn parts(uri: &str) -> http::request::Parts {
+        http::Request::post(uri).body(()).unwrap().into_parts().0
+    }
+
+    fn log() -> CallLog {
+        CallLog::new("127.0.0.1:1".parse().unwrap(), std::time::Instant::now())
+    }
+
+    #[tokio::test]
+    async fn the_step_refuses_without_asking_and_fails_open_without_vouching() {
+        let closed = requirement(OnUnreachable::FailClosed);
+        let open = requirement(OnUnreachable::FailOpen);
+        for step in [&closed, &open] {
+            let missing = step.check(&mut parts("/m"), &mut log()).await;
+            assert!(matches!(missing, Err(Rejection::ApiKeyMissing)));
+            let long = format!("/m?key={}", "k".repeat(keycheck::MAX_API_KEY_BYTES + 1));
+            let too_long = step.check(&mut parts(&long), &mut log()).await;
+            assert!(matches!(too_long, Err(Rejection::ApiKeyInvalid)));
+        }
+        let unreachable = closed.check(&mut parts("/m?key=AIzaK"), &mut log()).await;
+        assert!(matches!(
+            unreachable,
+            Err(Rejection::ApiKeyCheckUnavailable)
+        ));
+        let mut through = parts("/m?key=AIzaK");
+        open.check(&mut through, &mut log()).await.unwrap();
+        assert!(through.headers.get(CONSUMER_PROJECT).is_none());
+    }
+}
