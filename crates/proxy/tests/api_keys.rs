@@ -579,8 +579,10 @@ async fn outstanding_key_checks_are_capped() {
     .await;
     checks.set(
         CHECK_PATH,
+        // Long enough that all twelve calls arrive while the first checks are outstanding, even
+        // on a loaded machine.
         Reply::slow(
-            Duration::from_millis(1500),
+            Duration::from_secs(3),
             Reply::json(r#"{"valid":true,"consumer_project":"p"}"#),
         ),
     );

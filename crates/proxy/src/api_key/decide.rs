@@ -88,24 +88,15 @@ pub(crate) fn decide(
             outcome: "valid",
         },
         Ok(Answer::Invalid) => reject(Rejection::ApiKeyInvalid, "invalid"),
-        Err(CheckError::Overloaded) => {
-            tracing::warn!("API key checks at their cap; refusing the call");
-            reject(Rejection::ApiKeyCheckOverloaded, "overloaded")
-        }
-        Err(err @ CheckError::Unreachable(_)) => match on_unreachable {
-            OnUnreachable::FailClosed => {
-                tracing::warn!(error = %err, "API key could not be checked; refusing the call");
-                reject(Rejection::ApiKeyCheckUnavailable, "unchecked")
-            }
-            OnUnreachable::FailOpen => {
-                tracing::warn!(error = %err, "API key could not be checked; letting the call through (fail open)");
-                Decision {
-                    action: Action::Forward {
-                        consumer_project: None,
-                    },
-                    outcome: "unchecked-allowed",
-                }
-            }
+        Err(CheckError::Overloaded) => reject(Rejection::ApiKeyCheckOverloaded, "overloaded"),
+        Err(CheckError::Unreachable(_)) => match on_unreachable {
+            OnUnreachable::FailClosed => reject(Rejection::ApiKeyCheckUnavailable, "unchecked"),
+            OnUnreachable::FailOpen => Decision {
+                action: Action::Forward {
+                    consumer_project: None,
+                },
+                outcome: "unchecked-allowed",
+            },
         },
     }
 }

@@ -90,6 +90,10 @@ impl KeyRequirement {
         let decision = match decide::admit(found.as_deref()) {
             Ok(key) => {
                 let answer = self.checker.check(key).await;
+                if let Err(err) = &answer {
+                    let on_unreachable = self.checker.on_unreachable;
+                    tracing::warn!(error = %err, ?on_unreachable, "API key could not be checked");
+                }
                 decide::decide(answer, self.checker.on_unreachable)
             }
             Err(decision) => decision,
