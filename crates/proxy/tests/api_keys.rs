@@ -574,6 +574,7 @@ async fn outstanding_key_checks_are_capped() {
     use jwks_cache::test_server::Reply;
     let (checks, _backend, proxy) = scripted_stack(|s| {
         s.api_keys.max_pending_checks = 3;
+        s.api_keys.check_timeout = Duration::from_secs(20);
         s.api_keys.on_unreachable = proxy::OnUnreachable::FailOpen;
     })
     .await;
