@@ -67,8 +67,8 @@ impl VerifiedToken {
 
 /// A cache of tokens whose signature verified, so a repeated token skips the signature check.
 ///
-/// **Implementations must key entries by the full token string** (not a hash prefix, not the
-/// payload, not `sub`): a hit is taken as proof that exactly these bytes carry a valid
+/// **Implementations must key entries by the full token string, or by a collision-resistant
+/// digest of all of it such as SHA-256** (not a hash prefix, not the payload, not `sub`): a hit is taken as proof that exactly these bytes carry a valid
 /// signature, so two different tokens must never share an entry. What a hit skips is only the
 /// key lookup and the signature verification, and only when the cached entry was verified
 /// with the same provider as the requirement being checked; parsing is skipped too because the

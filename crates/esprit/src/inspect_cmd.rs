@@ -171,11 +171,9 @@ pub fn run(args: InspectArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// The gRPC name of an authentication failure's code (the workspace's one code-name table).
 fn grpc_code_name(code: authn::GrpcCode) -> &'static str {
-    match code {
-        authn::GrpcCode::Unauthenticated => "UNAUTHENTICATED",
-        authn::GrpcCode::PermissionDenied => "PERMISSION_DENIED",
-    }
+    proxy::code_name(tonic::Code::from_i32(i32::from(code.as_u16())))
 }
 
 fn skipped_note(set: &jose::KeySet) -> String {

@@ -109,6 +109,11 @@ pub struct ProxyArgs {
     /// backend routing, …), logging each one it ignores. Without it they are refused.
     #[arg(long)]
     allow_unenforced_config: bool,
+    /// Key-server checks outstanding at once (1 to 65536). A call that needs a check past this
+    /// cap is refused with UNAVAILABLE, never let through, even with --service-control-fail-open.
+    #[arg(long, value_name = "N", default_value_t = 256,
+          value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    service_control_max_pending_checks: u32,
     /// Log format: one JSON object per line, or text.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -169,6 +174,7 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
     settings.api_keys.service_control_url = args.service_control_url;
     settings.api_keys.cache_valid = args.api_key_cache_duration;
     settings.api_keys.cache_invalid = args.api_key_cache_duration.min(Duration::from_secs(60));
+    settings.api_keys.max_pending_checks = args.service_control_max_pending_checks as usize;
     if args.service_control_fail_open {
         settings.api_keys.on_unreachable = proxy::OnUnreachable::FailOpen;
     }

@@ -253,11 +253,16 @@ fn revoke_is_idempotent_and_errors_are_clear() {
 
 /// A check over a fresh HTTP/1.1 connection; returns (status line, body as JSON).
 fn check(addr: &str, key: &str) -> (String, Value) {
+    check_for(addr, "bookstore.endpoints.my-project.cloud.goog", key)
+}
+
+/// A check for `service` (as written in the path, percent-encoded).
+fn check_for(addr: &str, service: &str, key: &str) -> (String, Value) {
     let body = json!({ "api_key": key }).to_string();
     let mut stream = std::net::TcpStream::connect(addr).unwrap();
     write!(
         stream,
-        "POST /v1/services/bookstore.endpoints.my-project.cloud.goog:check HTTP/1.1\r\n\
+        "POST /v1/services/{service}:check HTTP/1.1\r\n\
          Host: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\n\
          Content-Length: {}\r\n\r\n{body}",
         body.len()
@@ -304,9 +309,10 @@ fn iam_serve_checks_keys_the_cli_creates_and_revokes_while_it_runs() {
     let id = list[0]["id"].as_str().unwrap().to_owned();
     let (status, body) = check(&addr, &key);
     assert_eq!(status, "HTTP/1.1 200 OK");
+    // The contract's fields only: no key id for an anonymous caller.
     assert_eq!(
         body,
-        json!({"valid": true, "key_id": id, "consumer_project": "my-project"})
+        json!({"valid": true, "consumer_project": "my-project"})
     );
 
     // Created by the CLI while serving: valid at the next request.
@@ -317,13 +323,11 @@ fn iam_serve_checks_keys_the_cli_creates_and_revokes_while_it_runs() {
     // Revoked by the CLI while serving: revoked at the next request.
     cli.ok(&["revoke", &id]);
     let (_, body) = check(&addr, &key);
-    assert_eq!(
-        body,
-        json!({"valid": false, "reason": "revoked", "key_id": id})
-    );
+    // Revoked and unknown look alike to the caller (the log tells them apart).
+    assert_eq!(body, json!({"valid": false}));
     let unknown = "AIzaSyNotAKeyOfThisStore0000000000000000";
     let (_, body) = check(&addr, unknown);
-    assert_eq!(body, json!({"valid": false, "reason": "unknown"}));
+    assert_eq!(body, json!({"valid": false}));
 
     let killed = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -360,4 +364,67 @@ fn iam_serve_checks_keys_the_cli_creates_and_revokes_while_it_runs() {
     for k in [key.as_str(), key2.as_str(), unknown] {
         assert!(!logs.contains(k), "a key in the logs: {logs}");
     }
+}
+
+/// Issue 9, item 16: a service name with an encoded line break, sent to the real binary with text
+/// logs, produces one log line, not a forged second one; the answer has only the contract's
+/// fields.
+#[test]
+fn client_text_cannot_forge_key_server_log_lines() {
+    let cli = Cli::new();
+    let key = cli.create(&["--project", "my-project"]);
+    let mut child = command()
+        .args([
+            "iam",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "text",
+            "--store",
+        ])
+        .arg(&cli.store)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line.trim().strip_prefix("http://").unwrap().to_owned();
+
+    let forged = "svc%0A2026-01-01T00:00:00Z%20INFO%20FORGED%20admin%20login";
+    let (status, body) = check_for(&addr, forged, &key);
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert_eq!(
+        body,
+        json!({"valid": true, "consumer_project": "my-project"})
+    );
+    let (_, body) = check_for(&addr, forged, "AIzaSyNotAKeyOfThisStore0000000000000000");
+    assert_eq!(body, json!({"valid": false}));
+
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let mut logs = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut logs)
+        .unwrap();
+    assert!(child.wait().unwrap().success(), "{logs}");
+    let check_lines: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("API key check"))
+        .collect();
+    assert_eq!(check_lines.len(), 2, "{logs}");
+    assert!(
+        !logs.lines().any(|l| l.starts_with("2026-01-01T00:00:00Z")),
+        "a forged log line: {logs}"
+    );
+    assert!(check_lines[0].contains("svc\\n2026"), "{logs}");
 }

@@ -4,12 +4,10 @@
 //! SHA-256 and its first 8 characters (the [`key_prefix`], to recognise it in lists and logs)
 //! are kept; the key itself is shown once, when it is made.
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use serde::{Deserialize, Serialize};
-
 use crate::ids::random_bytes;
 use crate::{IamError, Result};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 /// Every API key starts with this, as Google's do.
 pub const API_KEY_PREFIX: &str = "AIza";
@@ -132,14 +130,12 @@ pub enum Revocation {
     },
 }
 
-/// The answer to "is this API key valid?", the body of `POST /v1/services/{service}:check`.
+/// What the store says about a key: the result of [`crate::Store::check_api_key`].
 ///
-/// On the wire (a contract with the proxy):
-/// - `{"valid": true, "key_id": ID, "consumer_project": PROJECT}`
-/// - `{"valid": false, "reason": "unknown"}`
-/// - `{"valid": false, "reason": "revoked", "key_id": ID}`
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(into = "CheckWire", try_from = "CheckWire")]
+/// This is the key server's own view (with the key's id, for its log). What goes back to the
+/// caller of the check endpoint is [`ApiKeyCheck::answer`]: the `keycheck` contract, which says
+/// only valid or not, and the consumer project.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ApiKeyCheck {
     /// The key exists and is not revoked.
     Valid {
@@ -180,65 +176,16 @@ impl ApiKeyCheck {
         }
     }
 
-    /// The wire form, as a compact JSON string.
-    pub fn to_json(&self) -> String {
-        // Serializing strings and booleans cannot fail.
-        serde_json::to_string(self).unwrap_or_default()
-    }
-
-    /// Parses the wire form (what a client of the check endpoint receives).
-    pub fn from_json(bytes: &[u8]) -> Result<ApiKeyCheck> {
-        serde_json::from_slice(bytes).map_err(IamError::CheckResponse)
-    }
-}
-
-/// The flat JSON shape of [`ApiKeyCheck`].
-#[derive(Serialize, Deserialize)]
-struct CheckWire {
-    valid: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    reason: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    key_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    consumer_project: Option<String>,
-}
-
-impl From<ApiKeyCheck> for CheckWire {
-    fn from(check: ApiKeyCheck) -> CheckWire {
-        let wire = |valid, reason: Option<&str>, key_id, consumer_project| CheckWire {
-            valid,
-            reason: reason.map(str::to_owned),
-            key_id,
-            consumer_project,
-        };
-        match check {
+    /// The answer the check endpoint gives: no key id, and unknown and revoked look alike (an
+    /// anonymous caller must not learn which keys once existed).
+    pub fn answer(&self) -> keycheck::CheckResponse {
+        match self {
             ApiKeyCheck::Valid {
-                key_id,
-                consumer_project,
-            } => wire(true, None, Some(key_id), Some(consumer_project)),
-            ApiKeyCheck::Unknown => wire(false, Some("unknown"), None, None),
-            ApiKeyCheck::Revoked { key_id } => wire(false, Some("revoked"), Some(key_id), None),
-        }
-    }
-}
-
-impl TryFrom<CheckWire> for ApiKeyCheck {
-    type Error = String;
-
-    fn try_from(wire: CheckWire) -> std::result::Result<ApiKeyCheck, String> {
-        match (wire.valid, wire.reason.as_deref(), wire.key_id) {
-            (true, _, Some(key_id)) => Ok(ApiKeyCheck::Valid {
-                key_id,
-                consumer_project: wire
-                    .consumer_project
-                    .ok_or("a valid answer without consumer_project")?,
-            }),
-            (true, _, None) => Err("a valid answer without key_id".into()),
-            (false, Some("unknown"), _) => Ok(ApiKeyCheck::Unknown),
-            (false, Some("revoked"), Some(key_id)) => Ok(ApiKeyCheck::Revoked { key_id }),
-            (false, Some("revoked"), None) => Err("a revoked answer without key_id".into()),
-            (false, reason, _) => Err(format!("an invalid answer with reason {reason:?}")),
+                consumer_project, ..
+            } => keycheck::CheckResponse::Valid {
+                consumer_project: consumer_project.clone(),
+            },
+            ApiKeyCheck::Unknown | ApiKeyCheck::Revoked { .. } => keycheck::CheckResponse::Invalid,
         }
     }
 }

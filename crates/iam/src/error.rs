@@ -133,9 +133,6 @@ pub enum IamError {
         /// The key's shown prefix.
         prefix: String,
     },
-    /// A key server's check answer is not in the check protocol's format.
-    #[error("malformed API key check answer")]
-    CheckResponse(#[source] serde_json::Error),
     /// The system's random generator failed.
     #[error("random generator failed")]
     Random,

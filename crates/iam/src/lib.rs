@@ -13,8 +13,8 @@
 //! project; the store keeps its SHA-256 and 8-character prefix, never the key
 //! ([`Store::create_api_key`], [`Store::revoke_api_key`], [`Store::check_api_key`]); the key
 //! server answers `POST /v1/services/{service}:check` with body `{"api_key": KEY}` by
-//! `{"valid": true, "key_id", "consumer_project"}` or `{"valid": false, "reason": "unknown" |
-//! "revoked", "key_id"?}` ([`ApiKeyCheck`]). Any project's key is valid for any service.
+//! `{"valid": true, "consumer_project"}` or `{"valid": false}` (the `keycheck` crate's contract;
+//! [`ApiKeyCheck::answer`]). Any project's key is valid for any service.
 //!
 //! What it deliberately does not do: it never stores or serves a private key (the key file is
 //! the only copy) nor an API key (shown once at creation); it mints no tokens (that is

@@ -1,12 +1,44 @@
-//! The edge around `authn`'s pure decision: the clock, the key caches, the verified-token cache,
-//! and one refetch when a token names a key we do not have yet.
+//! The authenticate (JWT) step, and the edge around `authn`'s pure decision: the clock, the key
+//! caches, the verified-token cache, and one refetch when a token names a key we do not have yet.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use authn::{AuthError, AuthInputs, MethodPolicy, Verdict, VerifiedToken};
+use http::HeaderValue;
 use jwks_cache::{JwksCache, Refetch};
 use service_config::ProviderId;
+
+use crate::wire::Rejection;
+
+const USERINFO: http::HeaderName = http::HeaderName::from_static("x-endpoint-api-userinfo");
+
+/// What a route that checks JWTs carries: its rule, and the authenticator that holds the keys.
+pub(crate) struct JwtRequirement {
+    pub policy: Arc<MethodPolicy>,
+    pub authenticator: Arc<Authenticator>,
+}
+
+impl JwtRequirement {
+    /// The step: on success the request carries `x-endpoint-api-userinfo` when a token was
+    /// verified (client-sent copies were removed by the sanitize step).
+    pub(crate) async fn check(&self, parts: &mut http::request::Parts) -> Result<(), Rejection> {
+        let verdict = self
+            .authenticator
+            .authenticate(&self.policy, &parts.headers, &parts.uri)
+            .await
+            .map_err(Rejection::Auth)?;
+        let Verdict::Allowed { principal } = verdict;
+        if let Some(principal) = principal {
+            // ESPv2: the verified token's payload segment, base64url without padding, as it
+            // appeared in the token: always a valid header value.
+            let value = HeaderValue::from_str(principal.payload_segment())
+                .map_err(|_| Rejection::Internal("verified claims are not a header value"))?;
+            parts.headers.insert(USERINFO, value);
+        }
+        Ok(())
+    }
+}
 
 /// How tokens are checked; the defaults are ESP's, except the verified-token cache size.
 #[derive(Debug, Clone)]
@@ -15,6 +47,9 @@ pub struct AuthSettings {
     /// Verified tokens remembered, so a repeated token skips its signature (time, issuer and
     /// audience are still checked on every call). ESPv2's default is 1000; ours 10 000.
     pub jwt_cache_size: u64,
+    /// Bytes the verified tokens may occupy (weighed by [`verified_weight`]): 64 MiB by default,
+    /// so 10 000 ordinary tokens fit, and at most a few hundred of 64 KiB.
+    pub jwt_cache_bytes: u64,
     /// Tolerance on `exp` and `nbf`.
     pub clock_skew: Duration,
 }
@@ -24,6 +59,7 @@ impl Default for AuthSettings {
         Self {
             jwks: jwks_cache::Settings::default(),
             jwt_cache_size: 10_000,
+            jwt_cache_bytes: 64 * 1024 * 1024,
             clock_skew: authn::DEFAULT_SKEW,
         }
     }
@@ -32,7 +68,7 @@ impl Default for AuthSettings {
 /// Shared by every call of a proxy whose config has JWT rules.
 pub(crate) struct Authenticator {
     keys: JwksCache,
-    verified: moka::sync::Cache<Box<str>, Arc<VerifiedToken>>,
+    verified: VerifiedCache,
     skew: Duration,
 }
 
@@ -49,10 +85,7 @@ impl Authenticator {
             // An entry lives no longer than a key set does: a token verified with a key that is
             // then withdrawn stops being accepted once the key set would have been refreshed,
             // as a token seen for the first time would.
-            verified: moka::sync::Cache::builder()
-                .max_capacity(settings.jwt_cache_size)
-                .time_to_live(settings.jwks.cache_duration)
-                .build(),
+            verified: verified_cache(settings),
             skew: settings.clock_skew,
         })
     }
@@ -118,16 +151,181 @@ impl authn::KeySets for Keys<'_> {
     }
 }
 
-/// Keyed by the whole token string, as `authn::VerifiedTokens` requires: two different tokens
-/// can never share an entry.
-struct Verified<'a>(&'a moka::sync::Cache<Box<str>, Arc<VerifiedToken>>);
+/// SHA-256 of a token: the cache key. Collision resistance is what `authn::VerifiedTokens`
+/// needs (two different tokens never share an entry) without keeping the token's bytes.
+type TokenDigest = [u8; 32];
+
+/// A verified token and what it weighs.
+#[derive(Clone)]
+struct Entry<V> {
+    verified: V,
+    weight: u32,
+}
+
+type VerifiedCache = moka::sync::Cache<TokenDigest, Entry<Arc<VerifiedToken>>>;
+
+fn token_digest(token: &str) -> TokenDigest {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest.as_ref());
+    out
+}
+
+/// What a verified token of `token_len` bytes occupies: the parsed token keeps its signing
+/// input, the decoded payload and header, the signature and the parsed claims, about three
+/// bytes per token byte, plus the entry's bookkeeping.
+pub(crate) fn verified_weight(token_len: usize) -> u32 {
+    let bytes = token_len.saturating_mul(3).saturating_add(1024);
+    u32::try_from(bytes).unwrap_or(u32::MAX)
+}
+
+/// Bounded in bytes (`jwt_cache_bytes`); every entry weighs at least
+/// `jwt_cache_bytes / jwt_cache_size`, so `jwt_cache_size` bounds the count too. An entry lives
+/// no longer than a key set does.
+fn verified_cache<V: Clone + Send + Sync + 'static>(
+    settings: &AuthSettings,
+) -> moka::sync::Cache<TokenDigest, Entry<V>> {
+    let floor = settings.jwt_cache_bytes / settings.jwt_cache_size.max(1);
+    let floor = u32::try_from(floor).unwrap_or(u32::MAX);
+    moka::sync::Cache::builder()
+        .max_capacity(settings.jwt_cache_bytes)
+        .weigher(move |_: &TokenDigest, entry: &Entry<V>| entry.weight.max(floor))
+        .time_to_live(settings.jwks.cache_duration)
+        .build()
+}
+
+struct Verified<'a>(&'a VerifiedCache);
 
 impl authn::VerifiedTokens for Verified<'_> {
     fn get(&self, token: &str) -> Option<Arc<VerifiedToken>> {
-        self.0.get(token)
+        self.0.get(&token_digest(token)).map(|entry| entry.verified)
     }
 
     fn put(&self, token: &str, verified: Arc<VerifiedToken>) {
-        self.0.insert(Box::from(token), verified);
+        let entry = Entry {
+            verified,
+            weight: verified_weight(token.len()),
+        };
+        self.0.insert(token_digest(token), entry);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn insert_many(
+        settings: &AuthSettings,
+        token_len: usize,
+        n: u32,
+    ) -> moka::sync::Cache<TokenDigest, Entry<()>> {
+        let cache = verified_cache::<()>(settings);
+        for i in 0..n {
+            let token = format!("{i:0>width$}", width = token_len);
+            let weight = verified_weight(token.len());
+            cache.insert(
+                token_digest(&token),
+                Entry {
+                    verified: (),
+                    weight,
+                },
+            );
+        }
+        cache.run_pending_tasks();
+        cache
+    }
+
+    #[test]
+    fn large_tokens_stay_under_the_byte_bound() {
+        let settings = AuthSettings {
+            jwt_cache_bytes: 4 * 1024 * 1024,
+            ..AuthSettings::default()
+        };
+        let cache = insert_many(&settings, 60 * 1024, 500);
+        assert!(
+            cache.weighted_size() <= settings.jwt_cache_bytes,
+            "{}",
+            cache.weighted_size()
+        );
+        // 60 KiB tokens weigh ~181 KiB each: about 22 fit in 4 MiB, far fewer than 500.
+        assert!(cache.entry_count() <= 23, "{}", cache.entry_count());
+        assert!(cache.entry_count() > 0);
+    }
+
+    #[test]
+    fn the_entry_count_bound_still_holds_for_small_tokens() {
+        let settings = AuthSettings {
+            jwt_cache_size: 100,
+            ..AuthSettings::default()
+        };
+        let cache = insert_many(&settings, 200, 5_000);
+        assert!(cache.entry_count() <= 100, "{}", cache.entry_count());
+    }
+
+    /// The step on its own: a method whose rule allows calls without a token, keys never
+    /// fetched (nothing listens at the JWKS address).
+    async fn requirement() -> JwtRequirement {
+        let yaml = r#"
+type: google.api.Service
+config_version: 3
+name: echo.example.com
+apis:
+- name: esprit.echo.v1.Echo
+authentication:
+  providers:
+  - id: p
+    issuer: issuer@example.com
+    jwks_uri: http://127.0.0.1:9/jwks
+  rules:
+  - selector: esprit.echo.v1.Echo.Unary
+    allow_without_credential: true
+    requirements:
+    - provider_id: p
+"#;
+        let descriptor =
+            service_config::Descriptor::from_file_descriptor_set(echo::FILE_DESCRIPTOR_SET)
+                .unwrap();
+        let config = service_config::from_yaml(yaml, descriptor).unwrap();
+        let policy = authn::AuthPolicy::from_config(&config)
+            .method("/esprit.echo.v1.Echo/Unary")
+            .unwrap()
+            .clone();
+        let authenticator =
+            Arc::new(Authenticator::start(&config, &AuthSettings::default()).unwrap());
+        JwtRequirement {
+            policy,
+            authenticator,
+        }
+    }
+
+    fn parts(authorization: Option<&str>) -> http::request::Parts {
+        let mut request = http::Request::post("/esprit.echo.v1.Echo/Unary");
+        if let Some(value) = authorization {
+            request = request.header("authorization", value);
+        }
+        request.body(()).unwrap().into_parts().0
+    }
+
+    #[tokio::test]
+    async fn the_step_allows_no_token_and_refuses_a_malformed_one() {
+        let jwt = requirement().await;
+        let mut allowed = parts(None);
+        jwt.check(&mut allowed).await.unwrap();
+        assert!(allowed.headers.get("x-endpoint-api-userinfo").is_none());
+
+        let mut junk = parts(Some("Bearer junk"));
+        match jwt.check(&mut junk).await {
+            Err(Rejection::Auth(authn::AuthError::Malformed(_))) => {}
+            other => panic!("{other:?}"),
+        }
+        assert!(junk.headers.get("x-endpoint-api-userinfo").is_none());
+    }
+
+    #[test]
+    fn the_default_fits_ten_thousand_ordinary_tokens() {
+        let settings = AuthSettings::default();
+        let floor = settings.jwt_cache_bytes / settings.jwt_cache_size;
+        assert!(u64::from(verified_weight(1000)) <= floor);
     }
 }

@@ -14,6 +14,7 @@ use tokio::time::Sleep;
 use tonic::Code;
 
 use crate::stream::{CallActivity, IdleTimer};
+use crate::wire::{StreamEnd, code_name};
 
 /// One access-log line per call, written when the response body is finished or dropped (the
 /// client went away). Carries no header values: tokens and keys never reach the log.
@@ -122,29 +123,6 @@ impl Drop for CallLog {
     }
 }
 
-/// Upper-case gRPC code names, as in the gRPC spec and in ESP's logs.
-pub fn code_name(code: Code) -> &'static str {
-    match code {
-        Code::Ok => "OK",
-        Code::Cancelled => "CANCELLED",
-        Code::Unknown => "UNKNOWN",
-        Code::InvalidArgument => "INVALID_ARGUMENT",
-        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
-        Code::NotFound => "NOT_FOUND",
-        Code::AlreadyExists => "ALREADY_EXISTS",
-        Code::PermissionDenied => "PERMISSION_DENIED",
-        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
-        Code::FailedPrecondition => "FAILED_PRECONDITION",
-        Code::Aborted => "ABORTED",
-        Code::OutOfRange => "OUT_OF_RANGE",
-        Code::Unimplemented => "UNIMPLEMENTED",
-        Code::Internal => "INTERNAL",
-        Code::Unavailable => "UNAVAILABLE",
-        Code::DataLoss => "DATA_LOSS",
-        Code::Unauthenticated => "UNAUTHENTICATED",
-    }
-}
-
 enum Kind {
     Backend {
         inner: Incoming,
@@ -238,12 +216,10 @@ impl Body for ProxyBody {
                     && sleep.as_mut().poll(cx).is_ready()
                 {
                     // Dropping `inner` resets the backend's stream: it stops working for nobody.
-                    return this.finish_with(tonic::Status::deadline_exceeded("Deadline Exceeded"));
+                    return this.finish_with(StreamEnd::DeadlineExceeded.status());
                 }
                 if idle.poll_expired(cx) {
-                    let rejection = crate::reject::Rejection::StreamIdleTimeout;
-                    return this
-                        .finish_with(tonic::Status::new(rejection.code(), rejection.to_string()));
+                    return this.finish_with(StreamEnd::IdleTimeout.status());
                 }
                 match ready!(Pin::new(inner).poll_frame(cx)) {
                     Some(Ok(frame)) => {
@@ -255,9 +231,7 @@ impl Body for ProxyBody {
                     }
                     Some(Err(err)) => {
                         tracing::debug!(error = %err, "backend response stream failed");
-                        this.finish_with(tonic::Status::unavailable(
-                            "upstream disconnect/reset after headers",
-                        ))
+                        this.finish_with(StreamEnd::BackendReset.status())
                     }
                     None => {
                         this.kind = Kind::Done;

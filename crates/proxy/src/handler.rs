@@ -1,4 +1,6 @@
-//! One call: route, sanitize, forward, answer.
+//! One call, as a list of steps: sanitize → route → protocol → authenticate (JWT) → API key →
+//! forward → log. Each step is a module with one job; a new capability is a new step here, not
+//! one more branch.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -7,29 +9,19 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response, StatusCode, Version};
+use http::{HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use crate::api_key::{ApiKeyChecker, KeyVerdict, OnUnreachable};
-use crate::auth::Authenticator;
 use crate::backend::BackendPool;
 use crate::body::{CallLog, ProxyBody};
-use crate::headers;
-use crate::reject::Rejection;
-use crate::routes::RouteTable;
+use crate::routes::{Route, RouteTable};
 use crate::settings::BackendUrl;
-
-const USERINFO: http::HeaderName = http::HeaderName::from_static("x-endpoint-api-userinfo");
-const CONSUMER_PROJECT: http::HeaderName =
-    http::HeaderName::from_static("x-endpoint-api-consumer-project");
+use crate::wire::Rejection;
+use crate::{forward, headers, protocol};
 
 /// Everything a call needs, shared by all connections.
 pub(crate) struct State {
     pub routes: RouteTable,
-    /// Present when some method checks JWTs.
-    pub auth: Option<Authenticator>,
-    /// Present when some method needs an API key.
-    pub api_keys: Option<ApiKeyChecker>,
     pub backend: BackendPool,
     pub backend_url: BackendUrl,
     pub healthz: Option<String>,
@@ -43,153 +35,40 @@ pub(crate) async fn handle(
     peer: SocketAddr,
     request: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
+    // log: one access-log line, written when the response body ends (`CallLog`'s drop).
     let mut log = CallLog::new(peer, Instant::now());
     let (mut parts, body) = request.into_parts();
-    // Before anything reads the headers: forged copies of what we vouch for go.
+    // sanitize: before anything reads the headers, forged copies of what we vouch for go.
     headers::sanitize_request(&mut parts.headers);
-    let grpc = headers::is_grpc(&parts.headers);
-
-    if let Some(healthz) = &state.healthz
-        && parts.uri.path() == healthz
-    {
+    if state.healthz.as_deref() == Some(parts.uri.path()) {
         return Ok(health_response(&state, log));
     }
-
-    let Some(route) = state.routes.get(parts.uri.path()) else {
-        log.set_path(parts.uri.path());
-        log.set_http_status(Rejection::UndefinedMethod.http_status());
-        return Ok(Rejection::UndefinedMethod.into_response(grpc, log));
-    };
-    log.set_selector(route.selector.clone());
-    if let Some(policy) = &route.auth {
-        // A route with a JWT rule exists only when the authenticator does; if that ever broke,
-        // refuse rather than forward unchecked.
-        let Some(auth) = &state.auth else {
-            let rejection = Rejection::Internal("authentication is not configured");
-            return Ok(rejection.into_response(grpc, log));
-        };
-        match auth.authenticate(policy, &parts.headers, &parts.uri).await {
-            Ok(authn::Verdict::Allowed { principal }) => {
-                if let Some(principal) = principal {
-                    // ESPv2: the verified token's payload segment, base64url without padding, as
-                    // it appeared in the token. The client's copies were removed above.
-                    match HeaderValue::from_str(principal.payload_segment()) {
-                        Ok(value) => {
-                            parts.headers.insert(USERINFO, value);
-                        }
-                        Err(_) => {
-                            let rejection =
-                                Rejection::Internal("verified claims are not a header value");
-                            return Ok(rejection.into_response(grpc, log));
-                        }
-                    }
-                }
-            }
-            Err(err) => {
-                log.set_auth_failure(&err);
-                return Ok(Rejection::Auth(err).into_response(grpc, log));
-            }
+    match check(&state, &mut parts, &mut log).await {
+        Ok(route) => Ok(forward::forward(&state, &route, parts, body, log).await),
+        Err(rejection) => {
+            let grpc = headers::is_grpc(&parts.headers);
+            Ok(rejection.into_response(grpc, log))
         }
     }
-    // ESPv2's filter order: JWT first, then the API key (Service Control).
-    if let Some(locations) = &route.api_key {
-        let Some(checker) = &state.api_keys else {
-            return Ok(
-                Rejection::Internal("API-key checking is not configured").into_response(grpc, log)
-            );
-        };
-        let Some(key) = crate::api_key::find_api_key(locations, &parts.headers, &parts.uri) else {
-            log.set_api_key_outcome("missing");
-            return Ok(Rejection::ApiKeyMissing.into_response(grpc, log));
-        };
-        match checker.check(&key).await {
-            Ok(KeyVerdict::Valid { consumer_project }) => {
-                log.set_api_key_outcome("valid");
-                match HeaderValue::from_str(&consumer_project) {
-                    Ok(value) => {
-                        parts.headers.insert(CONSUMER_PROJECT, value);
-                    }
-                    Err(_) => {
-                        let rejection =
-                            Rejection::Internal("consumer project is not a header value");
-                        return Ok(rejection.into_response(grpc, log));
-                    }
-                }
-            }
-            Ok(KeyVerdict::Invalid { reason }) => {
-                tracing::debug!(%reason, "API key refused");
-                log.set_api_key_outcome("invalid");
-                return Ok(Rejection::ApiKeyInvalid.into_response(grpc, log));
-            }
-            Err(err) => match checker.on_unreachable {
-                OnUnreachable::FailClosed => {
-                    tracing::warn!(error = %err, "API key could not be checked; refusing the call");
-                    log.set_api_key_outcome("unchecked");
-                    return Ok(Rejection::ApiKeyCheckUnavailable.into_response(grpc, log));
-                }
-                OnUnreachable::FailOpen => {
-                    tracing::warn!(error = %err, "API key could not be checked; letting the call through (fail open)");
-                    log.set_api_key_outcome("unchecked-allowed");
-                }
-            },
-        }
-    }
-    if !grpc || parts.version != Version::HTTP_2 {
-        log.set_http_status(Rejection::NotGrpc.http_status());
-        return Ok(Rejection::NotGrpc.into_response(false, log));
-    }
+}
 
-    let timeouts = crate::stream::call_timeouts(
-        route.backend_deadline,
-        route.streaming,
-        state.stream_idle_timeout,
-    );
-    let client_timeout = parts
-        .headers
-        .get("grpc-timeout")
-        .and_then(|v| parse_grpc_timeout(v.as_bytes()));
-    let deadline = crate::stream::effective_deadline(client_timeout, timeouts.deadline)
-        .map(|d| tokio::time::Instant::now() + d);
-
-    let mut uri = http::uri::Parts::default();
-    uri.scheme = Some(state.backend_url.scheme());
-    uri.authority = Some(state.backend_url.authority.clone());
-    uri.path_and_query = parts.uri.path_and_query().cloned();
-    parts.uri = match http::Uri::from_parts(uri) {
-        Ok(uri) => uri,
-        // Unreachable for a path that matched a route; answered rather than assumed.
-        Err(_) => return Ok(Rejection::UndefinedMethod.into_response(grpc, log)),
-    };
-
-    let activity = crate::stream::CallActivity::new(timeouts.idle);
-    let body = activity.watch_request(body);
-    let upstream = state
-        .backend
-        .pick()
-        .request(Request::from_parts(parts, body));
-    let result = match activity.bound(deadline, upstream).await {
-        Ok(result) => result,
-        Err(rejection) => return Ok(rejection.into_response(true, log)),
-    };
-    match result {
-        Ok(response) => {
-            let (mut parts, body) = response.into_parts();
-            headers::sanitize_response(&mut parts.headers);
-            log.set_http_status(parts.status);
-            let deadline = deadline.map(|at| Box::pin(tokio::time::sleep_until(at)));
-            let body = ProxyBody::backend(body, &parts.headers, deadline, activity, log);
-            Ok(Response::from_parts(parts, body))
-        }
-        Err(err) => {
-            let reason = if err.is_connect() {
-                "connection failure"
-            } else {
-                "remote reset"
-            };
-            tracing::warn!(error = %DisplayChain(&err), backend = %state.backend_url.authority, "backend call failed");
-            Ok(Rejection::BackendUnavailable(reason).into_response(true, log))
-        }
+/// route → protocol → authenticate (JWT) → API key. Protocol comes before any credential work:
+/// a call that can never be served must not cost a signature check or a key-server request, nor
+/// tell its sender whether a credential is valid. JWT before API key: ESPv2's filter order.
+async fn check(
+    state: &State,
+    parts: &mut http::request::Parts,
+    log: &mut CallLog,
+) -> Result<Arc<Route>, Rejection> {
+    let route = state.routes.route(parts.uri.path(), log)?.clone();
+    protocol::require_grpc(parts)?;
+    if let Some(jwt) = &route.jwt {
+        jwt.check(parts).await?;
     }
+    if let Some(api_key) = &route.api_key {
+        api_key.check(parts, log).await?;
+    }
+    Ok(route)
 }
 
 fn health_response(state: &State, mut log: CallLog) -> Response<ProxyBody> {
@@ -211,64 +90,4 @@ fn health_response(state: &State, mut log: CallLog) -> Response<ProxyBody> {
         HeaderValue::from_static("application/json"),
     );
     response
-}
-
-/// `grpc-timeout` (gRPC over HTTP/2 spec): 1 to 8 ASCII digits and a unit H, M, S, m, u or n.
-/// Anything else is ignored, as gRPC servers do.
-pub(crate) fn parse_grpc_timeout(value: &[u8]) -> Option<Duration> {
-    let (&unit, digits) = value.split_last()?;
-    if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    let n: u64 = std::str::from_utf8(digits).ok()?.parse().ok()?;
-    Some(match unit {
-        b'H' => Duration::from_secs(n * 3600),
-        b'M' => Duration::from_secs(n * 60),
-        b'S' => Duration::from_secs(n),
-        b'm' => Duration::from_millis(n),
-        b'u' => Duration::from_micros(n),
-        b'n' => Duration::from_nanos(n),
-        _ => return None,
-    })
-}
-
-/// An error and its sources on one line, for logs.
-struct DisplayChain<'a>(&'a (dyn std::error::Error + 'static));
-
-impl std::fmt::Display for DisplayChain<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut source = self.0.source();
-        while let Some(err) = source {
-            write!(f, ": {err}")?;
-            source = err.source();
-        }
-        Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn grpc_timeout_values() {
-        let table: &[(&str, Option<Duration>)] = &[
-            ("1H", Some(Duration::from_secs(3600))),
-            ("2M", Some(Duration::from_secs(120))),
-            ("3S", Some(Duration::from_secs(3))),
-            ("100m", Some(Duration::from_millis(100))),
-            ("99999999u", Some(Duration::from_micros(99_999_999))),
-            ("5n", Some(Duration::from_nanos(5))),
-            ("123456789S", None),
-            ("S", None),
-            ("10", None),
-            ("10s", None),
-            ("-1S", None),
-            ("", None),
-        ];
-        for (text, want) in table {
-            assert_eq!(parse_grpc_timeout(text.as_bytes()), *want, "{text}");
-        }
-    }
 }

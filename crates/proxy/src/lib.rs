@@ -11,22 +11,23 @@ mod api_key;
 mod auth;
 mod backend;
 mod body;
+mod forward;
 mod handler;
 mod headers;
-mod reject;
+mod protocol;
 mod routes;
 mod server;
 mod settings;
 mod stream;
+mod wire;
 
 pub use api_key::{ApiKeySettings, OnUnreachable, find_api_key};
 pub use auth::AuthSettings;
-pub use body::code_name;
 pub use conn_guard::ConnectionLimits;
-pub use reject::Rejection;
 pub use routes::Unenforceable;
 pub use server::Proxy;
 pub use settings::{BackendUrl, Http2Limits, ProxySettings, SettingsError, TlsFiles};
+pub use wire::{Rejection, code_name};
 
 /// Failures while starting the proxy. Failures of single calls are never errors of this kind:
 /// they become responses (see [`Rejection`]).

@@ -1,10 +1,20 @@
-//! Which gRPC paths belong to the API, and what applies to each. Built once at start-up from the
-//! service configuration, then only read.
+//! The route step: which gRPC paths belong to the API, and what applies to each. Built once at
+//! start-up from the service configuration, then only read.
+//!
+//! A route carries everything its checks need (the JWT policy with the authenticator, the key
+//! locations with the checker), so a route that requires a check the proxy cannot make cannot
+//! be built: the table refuses the configuration instead.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use service_config::{ApiKeyLocation, ApiKeyRequirement};
+use service_config::ApiKeyRequirement;
+
+use crate::ProxyError;
+use crate::api_key::{ApiKeyChecker, ApiKeySettings, KeyRequirement};
+use crate::auth::{AuthSettings, Authenticator, JwtRequirement};
+use crate::body::CallLog;
+use crate::wire::Rejection;
 
 /// A configuration that asks for checks the proxy was not set up to perform.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -19,15 +29,14 @@ pub enum Unenforceable {
 }
 
 /// One method of the API as the proxy needs it on the hot path.
-#[derive(Debug)]
-pub struct Route {
+pub(crate) struct Route {
     /// `package.Service.Method`, used in logs.
     pub selector: Arc<str>,
-    /// The method's JWT rule, compiled; `None` when it checks no JWT.
-    pub auth: Option<Arc<authn::MethodPolicy>>,
-    /// Where to look for the API key the method requires; `None` when it allows unregistered
-    /// calls.
-    pub api_key: Option<Arc<[ApiKeyLocation]>>,
+    /// The method's JWT rule and the authenticator; `None` when it checks no JWT.
+    pub jwt: Option<JwtRequirement>,
+    /// Where to look for the API key and who checks it; `None` when the method allows
+    /// unregistered calls.
+    pub api_key: Option<KeyRequirement>,
     /// The method's `backend.rules[].deadline`, and whether the method streams (either way):
     /// see [`crate::stream::call_timeouts`].
     pub backend_deadline: Option<std::time::Duration>,
@@ -35,46 +44,70 @@ pub struct Route {
 }
 
 /// gRPC path (`/package.Service/Method`) → route.
-#[derive(Debug, Default)]
-pub struct RouteTable {
+#[derive(Default)]
+pub(crate) struct RouteTable {
     by_path: HashMap<Box<str>, Arc<Route>>,
 }
 
 impl RouteTable {
-    /// One route per method of the configured API. Fails closed: a config asking for a check
-    /// this proxy cannot perform is refused, never served without the check.
-    pub fn from_config(
+    /// One route per method of the configured API. Starts the authenticator (key-set fetching
+    /// in the background) when some method checks JWTs, and makes the key checker when some
+    /// method needs an API key. Fails closed: a config asking for a check this proxy cannot
+    /// perform is refused, never served without the check.
+    pub(crate) fn from_config(
         config: &service_config::ServiceConfig,
-        api_keys_checkable: bool,
-    ) -> Result<Self, Unenforceable> {
+        auth: &AuthSettings,
+        api_keys: &ApiKeySettings,
+    ) -> Result<Self, ProxyError> {
         let needs_key: Vec<String> = config
             .methods()
             .iter()
             .filter(|m| m.api_key == ApiKeyRequirement::Required)
             .map(|m| m.selector.as_str().to_owned())
             .collect();
-        if !needs_key.is_empty() && !api_keys_checkable {
-            return Err(Unenforceable::ApiKeys(needs_key));
-        }
+        let checker = match (&api_keys.service_control_url, needs_key.is_empty()) {
+            (_, true) => None,
+            (None, false) => return Err(Unenforceable::ApiKeys(needs_key).into()),
+            (Some(url), false) => Some(Arc::new(
+                ApiKeyChecker::new(config.name(), url, api_keys).map_err(ProxyError::ApiKeys)?,
+            )),
+        };
         let policy = authn::AuthPolicy::from_config(config);
-        Ok(Self::new(config.methods().iter().map(|m| {
+        let authenticator = if policy.methods().any(|(_, p)| p.requires_jwt()) {
+            Some(Arc::new(Authenticator::start(config, auth)?))
+        } else {
+            None
+        };
+        let routes = config.methods().iter().map(|m| {
+            let jwt = policy
+                .method(&m.grpc_path)
+                .filter(|p| p.requires_jwt())
+                .zip(authenticator.as_ref())
+                .map(|(policy, authenticator)| JwtRequirement {
+                    policy: policy.clone(),
+                    authenticator: authenticator.clone(),
+                });
+            let api_key = (m.api_key == ApiKeyRequirement::Required)
+                .then_some(checker.as_ref())
+                .flatten()
+                .map(|checker| KeyRequirement {
+                    locations: Arc::from(m.api_key_locations.as_slice()),
+                    checker: checker.clone(),
+                });
             let route = Route {
                 selector: Arc::from(m.selector.as_str()),
-                auth: policy
-                    .method(&m.grpc_path)
-                    .filter(|p| p.requires_jwt())
-                    .cloned(),
-                api_key: (m.api_key == ApiKeyRequirement::Required)
-                    .then(|| Arc::from(m.api_key_locations.as_slice())),
+                jwt,
+                api_key,
                 backend_deadline: m.backend_deadline,
                 streaming: m.client_streaming || m.server_streaming,
             };
             (m.grpc_path.clone(), route)
-        })))
+        });
+        Ok(Self::new(routes))
     }
 
     /// `(gRPC path, route)` pairs, one per method of the API.
-    pub fn new(routes: impl IntoIterator<Item = (String, Route)>) -> Self {
+    pub(crate) fn new(routes: impl IntoIterator<Item = (String, Route)>) -> Self {
         let by_path = routes
             .into_iter()
             .map(|(path, route)| (path.into_boxed_str(), Arc::new(route)))
@@ -82,17 +115,80 @@ impl RouteTable {
         Self { by_path }
     }
 
-    pub fn get(&self, path: &str) -> Option<&Arc<Route>> {
-        self.by_path.get(path)
+    /// The step: the method at `path`, or "not defined by this API" (ESP's 404).
+    pub(crate) fn route(&self, path: &str, log: &mut CallLog) -> Result<&Arc<Route>, Rejection> {
+        match self.by_path.get(path) {
+            Some(route) => {
+                log.set_selector(route.selector.clone());
+                Ok(route)
+            }
+            None => {
+                log.set_path(path);
+                Err(Rejection::UndefinedMethod)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use proptest::prelude::*;
+
+    const PATHS: [&str; 3] = ["/p.S/A", "/p.S/B", "/q.v1.T/Call"];
+
+    fn table() -> RouteTable {
+        RouteTable::new(PATHS.iter().map(|p| {
+            let route = Route {
+                selector: Arc::from(&p[1..]),
+                jwt: None,
+                api_key: None,
+                backend_deadline: None,
+                streaming: false,
+            };
+            (p.to_string(), route)
+        }))
     }
 
-    /// Whether any method checks JWTs (and so key sets must be fetched).
-    pub fn any_auth(&self) -> bool {
-        self.by_path.values().any(|r| r.auth.is_some())
+    fn log() -> CallLog {
+        CallLog::new("127.0.0.1:1".parse().unwrap(), std::time::Instant::now())
     }
 
-    /// Whether any method needs an API key.
-    pub fn any_api_key(&self) -> bool {
-        self.by_path.values().any(|r| r.api_key.is_some())
+    #[test]
+    fn exact_paths_only() {
+        let table = table();
+        assert_eq!(
+            &*table.route("/p.S/A", &mut log()).unwrap().selector,
+            "p.S/A"
+        );
+        for path in [
+            "/p.S/a", "/p.S/A/", "p.S/A", "/p.S/A?x", "//p.S/A", "/p.S", "", "/",
+        ] {
+            assert!(
+                matches!(
+                    table.route(path, &mut log()),
+                    Err(Rejection::UndefinedMethod)
+                ),
+                "{path}"
+            );
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_paths_route_only_when_configured(path in any::<String>()) {
+            let found = table().route(&path, &mut log()).is_ok();
+            prop_assert_eq!(found, PATHS.contains(&path.as_str()));
+        }
+
+        #[test]
+        fn near_miss_paths_do_not_route(i in 0usize..3, edit in "[/a-zA-Z.%0-9]{0,3}", at in 0usize..16) {
+            let path = PATHS[i];
+            let at = at.min(path.len());
+            let mutated = format!("{}{}{}", &path[..at], edit, &path[at..]);
+            let found = table().route(&mutated, &mut log()).is_ok();
+            prop_assert_eq!(found, PATHS.contains(&mutated.as_str()));
+        }
     }
 }

@@ -38,20 +38,7 @@ impl Proxy {
         config: &service_config::ServiceConfig,
         settings: ProxySettings,
     ) -> Result<Self, ProxyError> {
-        let routes =
-            RouteTable::from_config(config, settings.api_keys.service_control_url.is_some())?;
-        let api_keys = match (&settings.api_keys.service_control_url, routes.any_api_key()) {
-            (Some(url), true) => Some(
-                crate::api_key::ApiKeyChecker::new(config.name(), url, &settings.api_keys)
-                    .map_err(|e| ProxyError::ApiKeys(e.to_string()))?,
-            ),
-            _ => None,
-        };
-        let auth = if routes.any_auth() {
-            Some(crate::auth::Authenticator::start(config, &settings.auth)?)
-        } else {
-            None
-        };
+        let routes = RouteTable::from_config(config, &settings.auth, &settings.api_keys)?;
         let tls = match &settings.tls {
             Some(files) => Some(tls_acceptor(&files.cert, &files.key)?),
             None => None,
@@ -66,8 +53,6 @@ impl Proxy {
                 })?;
         let state = Arc::new(State {
             routes,
-            auth,
-            api_keys,
             backend,
             backend_url: settings.backend.clone(),
             healthz: settings.healthz.clone(),

@@ -18,7 +18,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
-use crate::reject::Rejection;
+use crate::wire::Rejection;
 
 /// The deadline and idle timeout of one call of a method.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -403,3 +403,229 @@ async fn many_calls_with_one_uncached_key_cause_one_check() {
         "concurrent calls with one key must share one check"
     );
 }
+
+const OVERLOADED: &str = "API key could not be checked: too many checks are in progress.";
+
+/// A proxy for `config` in front of a scripted key server (`jwks_cache::test_server`), which
+/// counts the checks it receives.
+async fn scripted_stack(
+    tune: impl FnOnce(&mut proxy::ProxySettings),
+) -> (
+    jwks_cache::test_server::KeyServer,
+    echo::RunningServer,
+    RunningProxy,
+) {
+    let checks = jwks_cache::test_server::KeyServer::start().await.unwrap();
+    let backend = start_echo().await;
+    let mut settings = settings(backend.addr());
+    settings.api_keys.service_control_url = Some(format!("http://{}", checks.addr()));
+    tune(&mut settings);
+    let proxy = RunningProxy::start(&config("http://127.0.0.1:9/jwks"), settings).await;
+    (checks, backend, proxy)
+}
+
+const CHECK_PATH: &str = "/v1/services/echo.example.com:check";
+
+/// Issue 9, item 1: a fail-open proxy in front of the real key server refuses a 9 000-byte junk
+/// key (the key server would answer 413, which used to count as "unreachable" and let it in).
+#[tokio::test]
+async fn fail_open_refuses_an_overlong_key() {
+    let (keys, _backend, proxy) = stack(|s| {
+        s.api_keys.on_unreachable = proxy::OnUnreachable::FailOpen;
+    })
+    .await;
+    let junk = "k".repeat(9_000);
+    let status = unary(proxy.url(), &[("x-api-key", &junk)])
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(status.message(), INVALID);
+    // In the query too.
+    let path = format!("/esprit.echo.v1.Echo/Unary?key={junk}");
+    assert_eq!(
+        raw_grpc_call(proxy.addr, &path, &[]).await.grpc_status(),
+        Some(3)
+    );
+    // A real key still works through the same proxy.
+    let (key, _) = keys.create("p-project");
+    unary(proxy.url(), &[("x-api-key", &key)]).await.unwrap();
+}
+
+/// Issue 9, item 1: fail-open opens only for an unreachable key server (5xx, connect failure);
+/// a 4xx, or an answer without a verdict, is an invalid key.
+#[tokio::test]
+async fn fail_open_opens_only_when_the_key_server_is_unreachable() {
+    use jwks_cache::test_server::Reply;
+    let (checks, _backend, proxy) = stack_fail_open().await;
+    // (reply, allowed). Each case uses its own key: invalid answers are cached.
+    let table = [
+        (Reply::status(400), false),
+        (Reply::status(403), false),
+        (Reply::status(413), false),
+        (Reply::status(429), false),
+        (Reply::json("garbage"), false),
+        (Reply::json("{}"), false),
+        (Reply::json(r#"{"valid":true}"#), false),
+        (
+            Reply::json(r#"{"valid":"yes","consumer_project":"p"}"#),
+            false,
+        ),
+        (Reply::status(500), true),
+        (Reply::status(503), true),
+        (
+            Reply::json(r#"{"valid":true,"consumer_project":"p"}"#),
+            true,
+        ),
+    ];
+    for (i, (reply, allowed)) in table.into_iter().enumerate() {
+        let desc = format!("{reply:?}");
+        checks.set(CHECK_PATH, reply);
+        let key = format!("AIzaCase{i}");
+        match unary(proxy.url(), &[("x-api-key", &key)]).await {
+            Ok(_) => assert!(allowed, "{desc}: let through"),
+            Err(status) => {
+                assert!(!allowed, "{desc}: refused with {status:?}");
+                assert_eq!(status.code(), Code::InvalidArgument, "{desc}");
+                assert_eq!(status.message(), INVALID, "{desc}");
+            }
+        }
+    }
+    // A stopped key server: unreachable, so fail-open lets the call through.
+    checks.stop().await;
+    unary(proxy.url(), &[("x-api-key", "AIzaAfterStop")])
+        .await
+        .unwrap();
+}
+
+async fn stack_fail_open() -> (
+    jwks_cache::test_server::KeyServer,
+    echo::RunningServer,
+    RunningProxy,
+) {
+    scripted_stack(|s| s.api_keys.on_unreachable = proxy::OnUnreachable::FailOpen).await
+}
+
+/// Issue 9, item 5: calls that can never be served (HTTP/1.1, or not gRPC) are answered 415
+/// before any key is checked: the key server sees no request, whatever the key.
+#[tokio::test]
+async fn calls_that_cannot_be_served_cause_no_key_checks() {
+    use jwks_cache::test_server::Reply;
+    let (checks, _backend, proxy) = scripted_stack(|_| {}).await;
+    checks.set(
+        CHECK_PATH,
+        Reply::json(r#"{"valid":true,"consumer_project":"p"}"#),
+    );
+    for i in 0..5 {
+        let request = format!(
+            "POST /esprit.echo.v1.Echo/Unary?key=AIzaQuery{i} HTTP/1.1\r\nhost: x\r\nx-api-key: AIzaHeader{i}\r\n\
+             content-type: application/grpc\r\ncontent-length: 5\r\nconnection: close\r\n\r\n\0\0\0\0\0"
+        );
+        let (status, _, _) = http1(proxy.addr, &request).await;
+        assert_eq!(status, 415);
+    }
+    // HTTP/2 with a content type other than gRPC.
+    let response = raw_h2_post(
+        proxy.addr,
+        "/esprit.echo.v1.Echo/Unary",
+        "application/json",
+        "AIzaJson",
+    )
+    .await;
+    assert_eq!(response, 415);
+    assert_eq!(
+        checks.hits(CHECK_PATH),
+        0,
+        "a key check for a call that cannot be served"
+    );
+    // A gRPC call with a key is checked (the counter works).
+    unary(proxy.url(), &[("x-api-key", "AIzaGrpc")])
+        .await
+        .unwrap();
+    assert_eq!(checks.hits(CHECK_PATH), 1);
+}
+
+/// An HTTP/2 POST with `content_type` and an `x-api-key`; returns the HTTP status.
+async fn raw_h2_post(addr: std::net::SocketAddr, path: &str, content_type: &str, key: &str) -> u16 {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let request = http::Request::post(format!("http://{addr}{path}"))
+        .header("content-type", content_type)
+        .header("x-api-key", key)
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(b"{}")))
+        .unwrap();
+    sender
+        .send_request(request)
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// Issue 9, item 6: at most `max_pending_checks` key-server checks are outstanding; calls past
+/// the cap are refused with UNAVAILABLE — even with fail-open, saturation is never a way in.
+#[tokio::test]
+async fn outstanding_key_checks_are_capped() {
+    use jwks_cache::test_server::Reply;
+    let (checks, _backend, proxy) = scripted_stack(|s| {
+        s.api_keys.max_pending_checks = 3;
+        s.api_keys.check_timeout = Duration::from_secs(20);
+        s.api_keys.on_unreachable = proxy::OnUnreachable::FailOpen;
+    })
+    .await;
+    checks.set(
+        CHECK_PATH,
+        // Long enough that all twelve calls arrive while the first checks are outstanding, even
+        // on a loaded machine.
+        Reply::slow(
+            Duration::from_secs(3),
+            Reply::json(r#"{"valid":true,"consumer_project":"p"}"#),
+        ),
+    );
+    let client = echo_client(proxy.url()).await;
+    let calls: Vec<_> = (0..12)
+        .map(|i| {
+            let mut client = client.clone();
+            tokio::spawn(async move {
+                let mut request = Request::new(EchoRequest::default());
+                request
+                    .metadata_mut()
+                    .insert("x-api-key", format!("AIzaDistinct{i}").parse().unwrap());
+                client.unary(request).await
+            })
+        })
+        .collect();
+    let (mut allowed, mut refused) = (0, 0);
+    for call in calls {
+        match call.await.unwrap() {
+            Ok(reply) => {
+                allowed += 1;
+                assert_eq!(
+                    reply
+                        .into_inner()
+                        .metadata
+                        .get("x-endpoint-api-consumer-project")
+                        .unwrap(),
+                    "p"
+                );
+            }
+            Err(status) => {
+                refused += 1;
+                assert_eq!(status.code(), Code::Unavailable);
+                assert_eq!(status.message(), OVERLOADED);
+            }
+        }
+    }
+    assert!(
+        checks.hits(CHECK_PATH) <= 3,
+        "{} checks",
+        checks.hits(CHECK_PATH)
+    );
+    assert!((1..=3).contains(&allowed), "{allowed} allowed");
+    assert_eq!(allowed + refused, 12);
+}

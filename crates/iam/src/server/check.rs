@@ -2,8 +2,10 @@
 //! Google Service Control's check, answering the proxy.
 //!
 //! Request: `content-type: application/json`, body `{"api_key": KEY}` of at most
-//! [`CHECK_BODY_LIMIT`] bytes (other members are ignored). Answer: 200 with the
-//! [`ApiKeyCheck`] JSON and `Cache-Control: no-store` (the proxy decides how long to cache).
+//! [`CHECK_BODY_LIMIT`] bytes (other members are ignored). Answer: 200 with the `keycheck`
+//! contract's JSON (`{"valid": true, "consumer_project": …}` or `{"valid": false}`: no key id,
+//! no reason) and `Cache-Control: no-store` (the proxy decides how long to cache). A key longer
+//! than `keycheck::MAX_API_KEY_BYTES` is answered invalid without a lookup.
 //! Errors: 400 (not JSON, or no string `api_key`), 408 (body not received in 10 s), 413 (body
 //! too large), 415 (not `application/json`), 500 (store failure), 503 (every store connection
 //! busy for the pool's wait), all as Google's JSON error.
@@ -11,7 +13,9 @@
 //! Any project's key is valid for any service: `{service}` is only logged. (Google checks that
 //! the consumer project has the service enabled; esprit has no such registry.) The key is never
 //! logged: the log line has the service, the key id (when the key exists), the key's 8-character
-//! prefix and the result.
+//! prefix and the result. The service and the prefix are client text: they are logged with
+//! control characters escaped (`str::escape_debug`), so a `%0A` in the path cannot forge a log
+//! line.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -88,10 +92,14 @@ async fn read_key(request: Request<Incoming>) -> Result<String, Response<Body>> 
     // i.e. the key.
     let object = serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&bytes);
     let key = match object {
-        Ok(mut object) => match object.remove("api_key") {
-            Some(serde_json::Value::String(key)) => Ok(key),
-            _ => Err("a JSON object with a string \"api_key\""),
-        },
+        Ok(object) => {
+            match serde_json::from_value::<keycheck::CheckRequest>(serde_json::Value::Object(
+                object,
+            )) {
+                Ok(request) => Ok(request.api_key),
+                Err(_) => Err("a JSON object with a string \"api_key\""),
+            }
+        }
         Err(err) if err.classify() == serde_json::error::Category::Data => {
             Err("a JSON object with a string \"api_key\"")
         }
@@ -116,26 +124,36 @@ pub(super) async fn handle(
         Err(response) => return response,
     };
     let prefix = key_prefix(&key).to_owned();
+    if key.len() > keycheck::MAX_API_KEY_BYTES {
+        // Not a key: no lookup, and the same answer as an unknown key.
+        tracing::info!(service = %service.escape_debug(), key_prefix = %prefix.escape_debug(), result = "too-long", "API key check");
+        return json_response(
+            StatusCode::OK,
+            ApiKeyCheck::Unknown.answer().to_json(),
+            "no-store",
+        );
+    }
     let looked_up = store
         .with_store(move |store| store.check_api_key(&key))
         .await;
     let check: ApiKeyCheck = match looked_up {
         Ok(check) => check,
         Err(IamError::StoreBusy { .. }) => {
-            tracing::warn!(%service, "API key check refused: every store connection is busy");
+            tracing::warn!(service = %service.escape_debug(), "API key check refused: every store connection is busy");
             return busy_response();
         }
         Err(err) => {
-            tracing::error!(error = %err, source = ?std::error::Error::source(&err), %service, "API key check failed in the store");
+            tracing::error!(error = %err, source = ?std::error::Error::source(&err), service = %service.escape_debug(), "API key check failed in the store");
             return error_response(StatusCode::INTERNAL_SERVER_ERROR, "Internal error");
         }
     };
+    // Client text (service, prefix) as escaped values: never a raw line break in the log.
     tracing::info!(
-        %service,
+        service = %service.escape_debug(),
         key_id = check.key_id().unwrap_or("-"),
-        key_prefix = %prefix,
+        key_prefix = %prefix.escape_debug(),
         result = check.result_name(),
         "API key check"
     );
-    json_response(StatusCode::OK, check.to_json(), "no-store")
+    json_response(StatusCode::OK, check.answer().to_json(), "no-store")
 }

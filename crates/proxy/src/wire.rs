@@ -1,4 +1,6 @@
-//! Answers the proxy gives itself. A rejection is always a response, never a dropped connection.
+//! The wire table: every answer the proxy gives itself ([`Rejection`]) and every ending it puts
+//! on a stream it is relaying ([`StreamEnd`]), mapped to gRPC code, HTTP status, message and
+//! headers here and nowhere else. A rejection is always a response, never a dropped connection.
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode};
@@ -7,7 +9,8 @@ use tonic::Code;
 use crate::body::{CallLog, ProxyBody};
 
 /// Why the proxy answered a call instead of the backend. The `Display` strings are what callers
-/// read in `grpc-message` or the JSON body's `message`: they are a contract (ESP_REFERENCE.md).
+/// read in `grpc-message` or the JSON body's `message`: they are a contract (ESP's strings where
+/// ESP has one; README.md lists them).
 #[derive(Debug, thiserror::Error)]
 pub enum Rejection {
     /// A JWT check failed (ESP's jwt_verify_lib messages; see `authn::AuthError`).
@@ -17,6 +20,7 @@ pub enum Rejection {
     #[error("The current request is not defined by this API.")]
     UndefinedMethod,
     /// A method of the API called without gRPC framing (HTTP/1.1, or not `application/grpc`).
+    /// Answered before any credential is looked at.
     #[error(
         "This method is served over gRPC only: call it over HTTP/2 with content-type application/grpc."
     )]
@@ -36,12 +40,17 @@ pub enum Rejection {
          Please use API Key or other form of API consumer identity to call this API."
     )]
     ApiKeyMissing,
-    /// ESP: the key server does not know the key, or it was revoked.
+    /// ESP: the key server does not know the key, or it was revoked, or it is not a key at all
+    /// (too long, or the key server refused the question).
     #[error("API key not valid. Please pass a valid API key.")]
     ApiKeyInvalid,
     /// The key server could not be asked (esprit fails closed; ESP fails open).
     #[error("API key could not be checked: the key service is unavailable.")]
     ApiKeyCheckUnavailable,
+    /// Too many key checks are outstanding. Never opened by `--service-control-fail-open`:
+    /// saturating the key server must not be a way in.
+    #[error("API key could not be checked: too many checks are in progress.")]
+    ApiKeyCheckOverloaded,
     /// A state the proxy should never be in; answered rather than forwarded unchecked.
     #[error("internal error: {0}")]
     Internal(&'static str),
@@ -56,6 +65,7 @@ impl Rejection {
             Rejection::ApiKeyMissing => Code::Unauthenticated,
             Rejection::ApiKeyInvalid => Code::InvalidArgument,
             Rejection::ApiKeyCheckUnavailable => Code::Unavailable,
+            Rejection::ApiKeyCheckOverloaded => Code::Unavailable,
             Rejection::UndefinedMethod => Code::Unimplemented,
             Rejection::NotGrpc => Code::InvalidArgument,
             Rejection::BackendUnavailable(_) => Code::Unavailable,
@@ -75,6 +85,7 @@ impl Rejection {
             Rejection::ApiKeyMissing => StatusCode::UNAUTHORIZED,
             Rejection::ApiKeyInvalid => StatusCode::BAD_REQUEST,
             Rejection::ApiKeyCheckUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Rejection::ApiKeyCheckOverloaded => StatusCode::SERVICE_UNAVAILABLE,
             Rejection::UndefinedMethod => StatusCode::NOT_FOUND,
             Rejection::NotGrpc => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Rejection::BackendUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -83,25 +94,34 @@ impl Rejection {
         }
     }
 
+    /// Whether a gRPC caller gets the HTTP status too (ESP: 404 for an undefined method), rather
+    /// than 200 with the status in `grpc-status`.
+    fn http_status_for_grpc(&self) -> bool {
+        matches!(self, Rejection::UndefinedMethod)
+    }
+
+    /// Whether the answer is gRPC (trailers-only) for a caller that sent a gRPC content type.
+    /// A call refused for its protocol is answered in plain HTTP whatever it claimed to be.
+    fn answer_in_grpc(&self, grpc: bool) -> bool {
+        grpc && !matches!(self, Rejection::NotGrpc)
+    }
+
+    /// `WWW-Authenticate` (RFC 6750) for JWT failures.
+    fn www_authenticate(&self) -> Option<HeaderValue> {
+        match self {
+            Rejection::Auth(err) => Some(HeaderValue::from_static(err.www_authenticate())),
+            _ => None,
+        }
+    }
+
     /// The response for a gRPC caller (trailers-only: status in the headers, no body) or for an
     /// HTTP caller (status code and a JSON body `{"code": <HTTP status>, "message": …}`, as ESPv2).
     pub(crate) fn into_response(self, grpc: bool, mut log: CallLog) -> Response<ProxyBody> {
+        let response = self.bare_response(grpc);
         log.set_status(self.code());
-        log.set_http_status(if grpc && !matches!(self, Rejection::UndefinedMethod) {
-            StatusCode::OK
-        } else {
-            self.http_status()
-        });
-        let message = self.to_string();
-        let www_authenticate = match &self {
-            Rejection::Auth(err) => Some(HeaderValue::from_static(err.www_authenticate())),
-            _ => None,
-        };
-        let mut response = self.into_bare_response(grpc, message);
-        if let Some(value) = www_authenticate {
-            response
-                .headers_mut()
-                .insert(http::header::WWW_AUTHENTICATE, value);
+        log.set_http_status(response.status());
+        if let Rejection::Auth(err) = &self {
+            log.set_auth_failure(err);
         }
         response.map(|bytes| match bytes {
             Some(bytes) => ProxyBody::full(bytes, log),
@@ -109,12 +129,14 @@ impl Rejection {
         })
     }
 
-    fn into_bare_response(self, grpc: bool, message: String) -> Response<Option<Bytes>> {
-        if grpc {
+    /// The response without its body's access log: what the table test looks at.
+    fn bare_response(&self, grpc: bool) -> Response<Option<Bytes>> {
+        let message = self.to_string();
+        let mut response = if self.answer_in_grpc(grpc) {
             let status = tonic::Status::new(self.code(), message);
             let mut response = Response::new(None);
-            if matches!(self, Rejection::UndefinedMethod) {
-                *response.status_mut() = StatusCode::NOT_FOUND;
+            if self.http_status_for_grpc() {
+                *response.status_mut() = self.http_status();
             }
             let headers = response.headers_mut();
             headers.insert(
@@ -134,52 +156,68 @@ impl Rejection {
                 HeaderValue::from_static("application/json"),
             );
             response
+        };
+        if let Some(value) = self.www_authenticate() {
+            response
+                .headers_mut()
+                .insert(http::header::WWW_AUTHENTICATE, value);
         }
+        response
+    }
+}
+
+/// How the proxy ends a response stream it was relaying, in the trailers (the headers went out
+/// already, so only `grpc-status` and `grpc-message` can say what happened).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StreamEnd {
+    /// The caller's `grpc-timeout` passed while the response streamed.
+    DeadlineExceeded,
+    /// The backend's stream failed after its headers (reset, connection lost).
+    BackendReset,
+    /// No frame in either direction for the stream idle timeout (Envoy's `stream_idle_timeout`).
+    IdleTimeout,
+}
+
+impl StreamEnd {
+    pub(crate) fn status(self) -> tonic::Status {
+        match self {
+            StreamEnd::DeadlineExceeded => {
+                tonic::Status::new(Code::DeadlineExceeded, "Deadline Exceeded")
+            }
+            StreamEnd::BackendReset => {
+                tonic::Status::new(Code::Unavailable, "upstream disconnect/reset after headers")
+            }
+            StreamEnd::IdleTimeout => {
+                let rejection = Rejection::StreamIdleTimeout;
+                tonic::Status::new(rejection.code(), rejection.to_string())
+            }
+        }
+    }
+}
+
+/// Upper-case gRPC code names, as in the gRPC spec and in ESP's logs. The one copy in the
+/// workspace.
+pub fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn wire_mapping_table() {
-        let table = [
-            (
-                Rejection::UndefinedMethod,
-                Code::Unimplemented,
-                404,
-                "The current request is not defined by this API.",
-            ),
-            (
-                Rejection::NotGrpc,
-                Code::InvalidArgument,
-                415,
-                "This method is served over gRPC only: call it over HTTP/2 with content-type application/grpc.",
-            ),
-            (
-                Rejection::BackendUnavailable("connection failure"),
-                Code::Unavailable,
-                503,
-                "upstream connect error or disconnect/reset before headers. reset reason: connection failure",
-            ),
-            (
-                Rejection::DeadlineExceeded,
-                Code::DeadlineExceeded,
-                504,
-                "Deadline Exceeded",
-            ),
-            (
-                Rejection::StreamIdleTimeout,
-                Code::DeadlineExceeded,
-                408,
-                "stream timeout",
-            ),
-        ];
-        for (rejection, code, http, message) in table {
-            assert_eq!(rejection.code(), code, "{rejection:?}");
-            assert_eq!(rejection.http_status().as_u16(), http, "{rejection:?}");
-            assert_eq!(rejection.to_string(), message);
-        }
-    }
-}
+mod tests;

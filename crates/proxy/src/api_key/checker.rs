@@ -1,0 +1,304 @@
+//! Asking the key server (`POST /v1/services/{service}:check`, the `keycheck` contract), behind
+//! a cache bounded in bytes and a cap on outstanding requests.
+//!
+//! Memory: entries are keyed by the key's SHA-256, so no key a client sent is kept. Valid
+//! answers are weighed in bytes (digest, consumer project, bookkeeping) against
+//! `cache_bytes`, each weighing at least `cache_bytes / cache_size` so `cache_size` bounds their
+//! number too. Invalid answers (anyone can mint invalid keys) live in a cache of their own,
+//! capped at `invalid_cache_size` fixed-size entries, so they can neither grow memory nor push
+//! valid keys out.
+
+use http::HeaderValue;
+use tokio::sync::Semaphore;
+
+use super::ApiKeySettings;
+use super::OnUnreachable;
+use super::decide::{Answer, CheckError};
+
+/// SHA-256 of a key: what the caches are keyed by.
+pub(crate) type KeyDigest = [u8; 32];
+
+/// What one cache entry costs besides its value: the digest, moka's bookkeeping (node,
+/// timer-wheel and frequency-sketch entries), measured roughly.
+pub(crate) const ENTRY_OVERHEAD_BYTES: u32 = 160;
+
+/// Largest answer read from the key server.
+const MAX_ANSWER_BYTES: usize = 16 * 1024;
+
+pub(crate) fn digest(key: &str) -> KeyDigest {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, key.as_bytes());
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest.as_ref());
+    out
+}
+
+/// The cache of valid answers: weighed in bytes, at most `cache_bytes`.
+pub(crate) fn valid_cache(
+    settings: &ApiKeySettings,
+) -> moka::future::Cache<KeyDigest, HeaderValue> {
+    let floor = settings.cache_bytes / settings.cache_size.max(1);
+    let floor = u32::try_from(floor).unwrap_or(u32::MAX);
+    moka::future::Cache::builder()
+        .max_capacity(settings.cache_bytes)
+        .weigher(move |_key: &KeyDigest, project: &HeaderValue| {
+            let real = ENTRY_OVERHEAD_BYTES
+                .saturating_add(u32::try_from(project.len()).unwrap_or(u32::MAX));
+            real.max(floor)
+        })
+        .time_to_live(settings.cache_valid)
+        .build()
+}
+
+/// The cache of invalid answers: fixed-size entries, at most `invalid_cache_size`.
+pub(crate) fn invalid_cache(settings: &ApiKeySettings) -> moka::sync::Cache<KeyDigest, ()> {
+    moka::sync::Cache::builder()
+        .max_capacity(settings.invalid_cache_size)
+        .time_to_live(settings.cache_invalid)
+        .build()
+}
+
+/// Why the shared lookup did not produce a valid key (errors are not cached by moka; invalid
+/// answers go to their own cache).
+#[derive(Debug)]
+enum Miss {
+    Invalid,
+    Failed(CheckError),
+}
+
+pub(crate) struct ApiKeyChecker {
+    client: reqwest::Client,
+    check_url: String,
+    valid: moka::future::Cache<KeyDigest, HeaderValue>,
+    invalid: moka::sync::Cache<KeyDigest, ()>,
+    outstanding: Semaphore,
+    pub on_unreachable: OnUnreachable,
+}
+
+impl ApiKeyChecker {
+    pub(crate) fn new(
+        service: &str,
+        base_url: &str,
+        settings: &ApiKeySettings,
+    ) -> Result<Self, String> {
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            // The key server is configured by URL: a redirect is an error, not a hint.
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(settings.check_timeout)
+            .timeout(settings.check_timeout)
+            .user_agent(concat!("esprit-proxy/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| format!("building the HTTP client: {e}"))?;
+        let base = base_url.trim_end_matches('/');
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            return Err(format!(
+                "--service-control-url {base_url:?}: expected an http:// or https:// URL"
+            ));
+        }
+        let service: String =
+            form_urlencoded::byte_serialize(service.as_bytes()).collect::<String>();
+        Ok(Self {
+            client,
+            check_url: format!("{base}{}", keycheck::check_path(&service)),
+            valid: valid_cache(settings),
+            invalid: invalid_cache(settings),
+            outstanding: Semaphore::new(settings.max_pending_checks.max(1)),
+            on_unreachable: settings.on_unreachable,
+        })
+    }
+
+    /// The answer for `key`: from a cache, or one request shared by every concurrent caller
+    /// asking about the same key, if fewer than the cap are outstanding.
+    pub(crate) async fn check(&self, key: &str) -> Result<Answer, CheckError> {
+        let digest = digest(key);
+        if self.invalid.contains_key(&digest) {
+            return Ok(Answer::Invalid);
+        }
+        let lookup = async {
+            let Ok(_permit) = self.outstanding.try_acquire() else {
+                return Err(Miss::Failed(CheckError::Overloaded));
+            };
+            match self.ask(key).await {
+                Ok(Answer::Valid { consumer_project }) => Ok(consumer_project),
+                Ok(Answer::Invalid) => {
+                    self.invalid.insert(digest, ());
+                    Err(Miss::Invalid)
+                }
+                Err(err) => Err(Miss::Failed(err)),
+            }
+        };
+        match self.valid.try_get_with(digest, lookup).await {
+            Ok(consumer_project) => Ok(Answer::Valid { consumer_project }),
+            Err(miss) => match &*miss {
+                Miss::Invalid => Ok(Answer::Invalid),
+                Miss::Failed(err) => Err(err.clone()),
+            },
+        }
+    }
+
+    /// One request. Unreachable (fail-open may apply) only for connect failures, timeouts and
+    /// 5xx; any other answer without a verdict means the key is not valid.
+    async fn ask(&self, key: &str) -> Result<Answer, CheckError> {
+        let request = keycheck::CheckRequest {
+            api_key: key.to_owned(),
+        };
+        let mut response = self
+            .client
+            .post(&self.check_url)
+            .json(&request)
+            .send()
+            .await
+            .map_err(|e| CheckError::Unreachable(without_url(&e)))?;
+        let status = response.status();
+        if status.is_server_error() {
+            return Err(CheckError::Unreachable(format!(
+                "key server answered HTTP {status}"
+            )));
+        }
+        if !status.is_success() {
+            tracing::warn!(%status, "key server refused the check; the key counts as invalid");
+            return Ok(Answer::Invalid);
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| {
+            CheckError::Unreachable(format!("reading the answer: {}", without_url(&e)))
+        })? {
+            body.extend_from_slice(&chunk);
+            if body.len() > MAX_ANSWER_BYTES {
+                tracing::warn!("key server answer too large; the key counts as invalid");
+                return Ok(Answer::Invalid);
+            }
+        }
+        Ok(parse_answer(&body))
+    }
+}
+
+/// The verdict in an answer body; anything without one is an invalid key.
+pub(crate) fn parse_answer(body: &[u8]) -> Answer {
+    match keycheck::CheckResponse::from_json(body) {
+        Ok(keycheck::CheckResponse::Valid { consumer_project }) => {
+            match HeaderValue::from_str(&consumer_project) {
+                Ok(consumer_project) => Answer::Valid { consumer_project },
+                Err(_) => {
+                    tracing::warn!(
+                        "key server's consumer project is not a header value; the key counts as invalid"
+                    );
+                    Answer::Invalid
+                }
+            }
+        }
+        Ok(keycheck::CheckResponse::Invalid) => Answer::Invalid,
+        Err(err) => {
+            tracing::warn!(error = %err, "key server answer has no verdict; the key counts as invalid");
+            Answer::Invalid
+        }
+    }
+}
+
+/// reqwest errors print the URL; ours carries no secret, but keep log lines short and uniform.
+fn without_url(err: &reqwest::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn answers_without_a_verdict_are_invalid() {
+        assert_eq!(
+            parse_answer(br#"{"valid":true,"consumer_project":"p"}"#),
+            Answer::Valid {
+                consumer_project: HeaderValue::from_static("p")
+            }
+        );
+        for body in [
+            &b"{}"[..],
+            b"",
+            b"<html>",
+            br#"{"valid":"yes"}"#,
+            br#"{"valid":true}"#,
+            br#"{"valid":true,"consumer_project":"a\nb"}"#,
+            br#"{"valid":false}"#,
+        ] {
+            assert_eq!(parse_answer(body), Answer::Invalid, "{body:?}");
+        }
+    }
+
+    #[test]
+    fn the_valid_cache_stays_under_its_byte_budget() {
+        let settings = ApiKeySettings {
+            cache_bytes: 64 * 1024,
+            cache_size: 1_000_000,
+            ..ApiKeySettings::default()
+        };
+        let cache = valid_cache(&settings);
+        let project =
+            HeaderValue::from_str(&"p".repeat(keycheck::MAX_CONSUMER_PROJECT_BYTES)).unwrap();
+        futures::executor::block_on(async {
+            for i in 0..10_000u32 {
+                cache.insert(digest(&i.to_string()), project.clone()).await;
+            }
+            cache.run_pending_tasks().await;
+        });
+        assert!(
+            cache.weighted_size() <= settings.cache_bytes,
+            "{}",
+            cache.weighted_size()
+        );
+        assert!(cache.entry_count() > 0);
+        // Each entry weighs at least its real bytes.
+        assert!(cache.entry_count() <= 64 * 1024 / (u64::from(ENTRY_OVERHEAD_BYTES) + 256));
+    }
+
+    #[test]
+    fn entries_are_bounded_by_count_too() {
+        let settings = ApiKeySettings {
+            cache_bytes: 1024 * 1024,
+            cache_size: 100,
+            ..ApiKeySettings::default()
+        };
+        let cache = valid_cache(&settings);
+        futures::executor::block_on(async {
+            for i in 0..5_000u32 {
+                cache
+                    .insert(digest(&i.to_string()), HeaderValue::from_static("p"))
+                    .await;
+            }
+            cache.run_pending_tasks().await;
+        });
+        assert!(cache.entry_count() <= 100, "{}", cache.entry_count());
+    }
+
+    #[test]
+    fn the_invalid_cache_is_capped_apart() {
+        let settings = ApiKeySettings {
+            invalid_cache_size: 50,
+            ..ApiKeySettings::default()
+        };
+        let cache = invalid_cache(&settings);
+        for i in 0..5_000u32 {
+            cache.insert(digest(&i.to_string()), ());
+        }
+        cache.run_pending_tasks();
+        assert!(cache.entry_count() <= 50, "{}", cache.entry_count());
+    }
+
+    #[test]
+    fn digests_are_sha256() {
+        // SHA-256("abc"), FIPS 180-2 appendix B.1.
+        let hex: String = digest("abc").iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(
+            hex,
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+}

@@ -1,0 +1,161 @@
+//! The API-key step (`usage.rules`, `system_parameters`): find the key, ask esprit's key server
+//! about it, and forward with the consumer project or refuse.
+//!
+//! Where a key is found is a pure function of the request ([`find_api_key`]); what the answer
+//! means is a pure function of the answer ([`decide`]); asking is the checker's job
+//! ([`checker::ApiKeyChecker`]: a byte-bounded cache keyed by SHA-256, one request shared by
+//! every concurrent caller of one key, and a cap on outstanding requests).
+
+mod checker;
+mod decide;
+mod find;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use service_config::ApiKeyLocation;
+
+use crate::body::CallLog;
+use crate::wire::Rejection;
+
+pub(crate) use checker::ApiKeyChecker;
+pub use find::find_api_key;
+
+const CONSUMER_PROJECT: http::HeaderName =
+    http::HeaderName::from_static("x-endpoint-api-consumer-project");
+
+/// How API keys are checked. Defaults: 300 s for valid keys (ESP caches Service Control's
+/// answers), 60 s for invalid ones (so a newly created key is not refused for long), fail closed.
+#[derive(Debug, Clone)]
+pub struct ApiKeySettings {
+    /// Base URL of the key server, e.g. `http://127.0.0.1:8085`. Required when any method needs
+    /// a key.
+    pub service_control_url: Option<String>,
+    pub cache_valid: Duration,
+    pub cache_invalid: Duration,
+    /// Valid keys remembered.
+    pub cache_size: u64,
+    /// Bytes the valid keys' cache may occupy (digest, consumer project, bookkeeping).
+    pub cache_bytes: u64,
+    /// Invalid keys remembered: capped apart from the valid ones, because any client can mint
+    /// invalid keys and must not push valid ones out or grow memory.
+    pub invalid_cache_size: u64,
+    /// Key-server checks outstanding at once; a call that would exceed it is refused
+    /// (`UNAVAILABLE`), never let through, even with fail-open.
+    pub max_pending_checks: usize,
+    /// Bound on one check request.
+    pub check_timeout: Duration,
+    /// When the key server cannot be reached: `Closed` answers `UNAVAILABLE` (esprit's default;
+    /// ESP fails open), `Open` lets the call through without a consumer project.
+    pub on_unreachable: OnUnreachable,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnUnreachable {
+    FailClosed,
+    FailOpen,
+}
+
+impl Default for ApiKeySettings {
+    fn default() -> Self {
+        Self {
+            service_control_url: None,
+            cache_valid: Duration::from_secs(300),
+            cache_invalid: Duration::from_secs(60),
+            cache_size: 100_000,
+            cache_bytes: 32 * 1024 * 1024,
+            invalid_cache_size: 10_000,
+            max_pending_checks: 256,
+            check_timeout: Duration::from_secs(2),
+            on_unreachable: OnUnreachable::FailClosed,
+        }
+    }
+}
+
+/// What a route that needs an API key carries: where to look, and who to ask.
+pub(crate) struct KeyRequirement {
+    pub locations: Arc<[ApiKeyLocation]>,
+    pub checker: Arc<ApiKeyChecker>,
+}
+
+impl KeyRequirement {
+    /// The step: on success the request carries the consumer project (when the key was
+    /// checked); client-sent copies were removed by the sanitize step.
+    pub(crate) async fn check(
+        &self,
+        parts: &mut http::request::Parts,
+        log: &mut CallLog,
+    ) -> Result<(), Rejection> {
+        let found = find_api_key(&self.locations, &parts.headers, &parts.uri);
+        let decision = match decide::admit(found.as_deref()) {
+            Ok(key) => {
+                let answer = self.checker.check(key).await;
+                if let Err(err) = &answer {
+                    let on_unreachable = self.checker.on_unreachable;
+                    tracing::warn!(error = %err, ?on_unreachable, "API key could not be checked");
+                }
+                decide::decide(answer, self.checker.on_unreachable)
+            }
+            Err(decision) => decision,
+        };
+        log.set_api_key_outcome(decision.outcome);
+        match decision.action {
+            decide::Action::Forward { consumer_project } => {
+                if let Some(project) = consumer_project {
+                    parts.headers.insert(CONSUMER_PROJECT, project);
+                }
+                Ok(())
+            }
+            decide::Action::Reject(rejection) => Err(rejection),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// The step on its own, with a checker whose key server is not listening.
+    fn requirement(on_unreachable: OnUnreachable) -> KeyRequirement {
+        let settings = ApiKeySettings {
+            on_unreachable,
+            check_timeout: Duration::from_secs(5),
+            ..ApiKeySettings::default()
+        };
+        let checker = ApiKeyChecker::new("svc", "http://127.0.0.1:9", &settings).unwrap();
+        KeyRequirement {
+            locations: Arc::from(ApiKeyLocation::defaults().as_slice()),
+            checker: Arc::new(checker),
+        }
+    }
+
+    fn parts(uri: &str) -> http::request::Parts {
+        http::Request::post(uri).body(()).unwrap().into_parts().0
+    }
+
+    fn log() -> CallLog {
+        CallLog::new("127.0.0.1:1".parse().unwrap(), std::time::Instant::now())
+    }
+
+    #[tokio::test]
+    async fn the_step_refuses_without_asking_and_fails_open_without_vouching() {
+        let closed = requirement(OnUnreachable::FailClosed);
+        let open = requirement(OnUnreachable::FailOpen);
+        for step in [&closed, &open] {
+            let missing = step.check(&mut parts("/m"), &mut log()).await;
+            assert!(matches!(missing, Err(Rejection::ApiKeyMissing)));
+            let long = format!("/m?key={}", "k".repeat(keycheck::MAX_API_KEY_BYTES + 1));
+            let too_long = step.check(&mut parts(&long), &mut log()).await;
+            assert!(matches!(too_long, Err(Rejection::ApiKeyInvalid)));
+        }
+        let unreachable = closed.check(&mut parts("/m?key=AIzaK"), &mut log()).await;
+        assert!(matches!(
+            unreachable,
+            Err(Rejection::ApiKeyCheckUnavailable)
+        ));
+        let mut through = parts("/m?key=AIzaK");
+        open.check(&mut through, &mut log()).await.unwrap();
+        assert!(through.headers.get(CONSUMER_PROJECT).is_none());
+    }
+}
