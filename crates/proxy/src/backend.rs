@@ -3,16 +3,16 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::ProxyError;
+use crate::request_body::RequestBody;
 use crate::settings::ProxySettings;
 
-pub(crate) type BackendClient = Client<HttpsConnector<HttpConnector>, Incoming>;
+pub(crate) type BackendClient = Client<HttpsConnector<HttpConnector>, RequestBody>;
 
 /// `backend_connections` independent clients, each multiplexing its calls over one HTTP/2
 /// connection, used in turn. More than one spreads many concurrent calls past a backend's

@@ -10,12 +10,14 @@ use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 
+use crate::access_log::RejectedLines;
 use crate::api_key::{ApiKeyChecker, KeyVerdict, OnUnreachable};
 use crate::auth::Authenticator;
 use crate::backend::BackendPool;
 use crate::body::{CallLog, ProxyBody};
 use crate::headers;
 use crate::reject::Rejection;
+use crate::request_body::RequestBody;
 use crate::routes::RouteTable;
 use crate::settings::BackendUrl;
 
@@ -34,6 +36,8 @@ pub(crate) struct State {
     pub backend_url: BackendUrl,
     pub healthz: Option<String>,
     pub draining: AtomicBool,
+    pub forwarding: headers::Forwarding,
+    pub rejected_lines: Arc<RejectedLines>,
 }
 
 pub(crate) async fn handle(
@@ -41,10 +45,18 @@ pub(crate) async fn handle(
     peer: SocketAddr,
     request: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
-    let mut log = CallLog::new(peer, Instant::now());
+    let mut log = CallLog::new(peer, Instant::now(), &state.rejected_lines);
     let (mut parts, body) = request.into_parts();
-    // Before anything reads the headers: forged copies of what we vouch for go.
+    // Before anything reads the headers: forged copies of what we vouch for go, and the
+    // forwarding headers are the proxy's own.
     headers::sanitize_request(&mut parts.headers);
+    let client = headers::set_forwarding(
+        &mut parts.headers,
+        parts.uri.authority(),
+        peer,
+        state.forwarding,
+    );
+    log.set_client(client);
     let grpc = headers::is_grpc(&parts.headers);
 
     if let Some(healthz) = &state.healthz
@@ -156,7 +168,7 @@ pub(crate) async fn handle(
     let upstream = state
         .backend
         .pick()
-        .request(Request::from_parts(parts, body));
+        .request(Request::from_parts(parts, RequestBody::new(body)));
     let result = match deadline {
         Some(at) => match tokio::time::timeout_at(at, upstream).await {
             Ok(result) => result,

@@ -7,6 +7,7 @@
 //! functions in other crates; this crate gathers their inputs — clock, key caches — and applies
 //! their verdicts).
 
+mod access_log;
 mod api_key;
 mod auth;
 mod backend;
@@ -14,10 +15,12 @@ mod body;
 mod handler;
 mod headers;
 mod reject;
+mod request_body;
 mod routes;
 mod server;
 mod settings;
 
+pub use access_log::AccessLogSettings;
 pub use api_key::{ApiKeySettings, OnUnreachable, find_api_key};
 pub use auth::AuthSettings;
 pub use body::code_name;

@@ -72,6 +72,11 @@ impl Proxy {
             backend_url: settings.backend.clone(),
             healthz: settings.healthz.clone(),
             draining: Default::default(),
+            forwarding: crate::headers::Forwarding {
+                trusted_hops: usize::from(settings.xff_num_trusted_hops),
+                tls: settings.tls.is_some(),
+            },
+            rejected_lines: crate::access_log::RejectedLines::new(settings.access_log),
         });
         Ok(Self {
             listener,
