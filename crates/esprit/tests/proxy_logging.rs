@@ -111,8 +111,8 @@ async fn unary(client: &mut echo::pb::echo_client::EchoClient<tonic::transport::
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stderr_nobody_reads_does_not_stall_calls() {
-    let backend = echo::RunningServer::start(TcpListener::bind("127.0.0.1:0").await.unwrap())
-        .unwrap();
+    let backend =
+        echo::RunningServer::start(TcpListener::bind("127.0.0.1:0").await.unwrap()).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let (_proxy, addr, stderr) =
         start_proxy(backend.addr(), dir.path(), &["--log-buffer-lines", "64"]);
@@ -171,7 +171,9 @@ async fn undefined_method_calls(addr: &str, n: usize) {
         let request = hyper::Request::post(format!("http://{addr}/not.an.Api/Call"))
             .header("content-type", "application/grpc")
             .header("te", "trailers")
-            .body(http_body_util::Full::new(Bytes::from_static(&[0, 0, 0, 0, 0])))
+            .body(http_body_util::Full::new(Bytes::from_static(&[
+                0, 0, 0, 0, 0,
+            ])))
             .unwrap();
         let response = sender.send_request(request).await.unwrap();
         assert_eq!(response.status(), 404);
@@ -181,8 +183,8 @@ async fn undefined_method_calls(addr: &str, n: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rejected_call_lines_are_rate_limited_and_summed_up() {
-    let backend = echo::RunningServer::start(TcpListener::bind("127.0.0.1:0").await.unwrap())
-        .unwrap();
+    let backend =
+        echo::RunningServer::start(TcpListener::bind("127.0.0.1:0").await.unwrap()).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let (_proxy, addr, stderr) = start_proxy(
         backend.addr(),

@@ -67,7 +67,10 @@ pub(crate) struct RejectedLines {
 impl RejectedLines {
     pub(crate) fn new(settings: AccessLogSettings) -> Arc<Self> {
         Arc::new(Self {
-            bucket: Mutex::new(TokenBucket::new(settings.rejected_per_second, Instant::now())),
+            bucket: Mutex::new(TokenBucket::new(
+                settings.rejected_per_second,
+                Instant::now(),
+            )),
             suppressed: AtomicU64::new(0),
             reporting: AtomicBool::new(false),
         })

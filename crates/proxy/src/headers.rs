@@ -260,7 +260,12 @@ mod tests {
             (&["10.0.0.1"], 2, "192.0.2.7", "192.0.2.7"),
             (&["6.6.6.6, unknown"], 1, "192.0.2.7", "192.0.2.7"),
             (&["unknown, 10.0.0.1"], 1, "10.0.0.1, 192.0.2.7", "10.0.0.1"),
-            (&[" , ,2001:db8::1 "], 1, "2001:db8::1, 192.0.2.7", "2001:db8::1"),
+            (
+                &[" , ,2001:db8::1 "],
+                1,
+                "2001:db8::1, 192.0.2.7",
+                "2001:db8::1",
+            ),
         ];
         for (lines, hops, want_xff, want_client) in table {
             let (h, client) = forward(lines, None, *hops);
@@ -274,9 +279,18 @@ mod tests {
 
     #[test]
     fn forwarded_proto_is_ours_unless_a_trusted_hop_set_it() {
-        assert_eq!(forward(&[], Some("https"), 0).0["x-forwarded-proto"], "http");
-        assert_eq!(forward(&[], Some("https"), 1).0["x-forwarded-proto"], "https");
-        assert_eq!(forward(&[], Some("gopher"), 1).0["x-forwarded-proto"], "http");
+        assert_eq!(
+            forward(&[], Some("https"), 0).0["x-forwarded-proto"],
+            "http"
+        );
+        assert_eq!(
+            forward(&[], Some("https"), 1).0["x-forwarded-proto"],
+            "https"
+        );
+        assert_eq!(
+            forward(&[], Some("gopher"), 1).0["x-forwarded-proto"],
+            "http"
+        );
         let mut h = HeaderMap::new();
         let tls = Forwarding {
             trusted_hops: 0,

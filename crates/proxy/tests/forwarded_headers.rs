@@ -42,7 +42,11 @@ async fn recording_backend() -> (SocketAddr, mpsc::UnboundedReceiver<Seen>) {
                 let tx = tx.clone();
                 async move {
                     let (parts, body) = req.into_parts();
-                    let trailers = body.collect().await.ok().and_then(|c| c.trailers().cloned());
+                    let trailers = body
+                        .collect()
+                        .await
+                        .ok()
+                        .and_then(|c| c.trailers().cloned());
                     let _ = tx.send(Seen {
                         uri: parts.uri,
                         headers: parts.headers,
