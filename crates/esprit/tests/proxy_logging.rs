@@ -196,7 +196,6 @@ async fn rejected_call_lines_are_rate_limited_and_summed_up() {
     const REJECTED: u64 = 300;
     let started = Instant::now();
     undefined_method_calls(&addr, REJECTED as usize).await;
-    let flood = started.elapsed();
     // Forwarded calls keep one line each.
     let mut client = echo_client(&addr).await;
     for _ in 0..20 {
@@ -222,15 +221,39 @@ async fn rejected_call_lines_are_rate_limited_and_summed_up() {
             logged += 1;
         } else if line["grpc_status"] == "OK" {
             ok += 1;
+            // The TCP peer, and the client address derived from it (no trusted hops).
+            assert!(line["peer"].as_str().unwrap().starts_with("127.0.0.1:"));
+            assert_eq!(line["client"], "127.0.0.1");
         }
     }
+    // Every line was written by now: an upper bound on the time the bucket had to refill.
+    let flood = started.elapsed();
     assert_eq!(logged + suppressed, REJECTED);
     assert!(summaries >= 1);
-    // A bucket of 5, refilled at 5 a second while the flood lasted.
+    // A bucket of 5, refilled at 5 a second since the flood began.
     let bound = 5 + (flood.as_secs_f64() * 5.0).ceil() as u64 + 1;
     assert!(
         logged <= bound,
         "{logged} rejected-call lines in {flood:?} (bound {bound})"
     );
     assert_eq!(ok, 20);
+}
+
+#[test]
+fn out_of_range_limits_are_refused() {
+    for (flag, value) in [
+        ("--xff-num-trusted-hops", "17"),
+        ("--access-log-rejected-per-second", "100001"),
+        ("--log-buffer-lines", "15"),
+        ("--log-buffer-lines", "1048577"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_esprit"))
+            .args(["proxy", "--service-config", "x.yaml"])
+            .args(["--backend", "grpc://127.0.0.1:1", flag, value])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{flag} {value} was accepted");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(flag), "{flag} {value}: {stderr}");
+    }
 }
