@@ -64,9 +64,12 @@ const INVALID_API_KEY: &str = "AIzaSyInvalidInvalidInvalidInvalidInva";
 pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     // Quiet by default: the transcript is the output. `RUST_LOG=info` shows the servers' logs
     // (which never contain tokens) on stderr.
-    if std::env::var_os("RUST_LOG").is_some() {
-        crate::logging::init(crate::proxy_cmd::LogFormat::Text);
-    }
+    let _log = std::env::var_os("RUST_LOG").map(|_| {
+        crate::logging::init(
+            crate::proxy_cmd::LogFormat::Text,
+            crate::logging::DEFAULT_BUFFER_LINES,
+        )
+    });
     let parent = args.workdir.unwrap_or_else(std::env::temp_dir);
     std::fs::create_dir_all(&parent)
         .with_context(|| format!("creating the work directory {}", parent.display()))?;

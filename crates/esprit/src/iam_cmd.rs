@@ -412,7 +412,7 @@ fn api_keys(path: &Path, command: ApiKeysCommand) -> anyhow::Result<ExitCode> {
 }
 
 fn serve(store: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
-    crate::logging::init(args.log_format);
+    let _log = crate::logging::init(args.log_format, crate::logging::DEFAULT_BUFFER_LINES);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

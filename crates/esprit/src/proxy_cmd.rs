@@ -114,6 +114,20 @@ pub struct ProxyArgs {
     #[arg(long, value_name = "N", default_value_t = 256,
           value_parser = clap::value_parser!(u32).range(1..=65_536))]
     service_control_max_pending_checks: u32,
+    /// Proxies in front of this one whose `X-Forwarded-For` entries are trusted (Envoy's
+    /// `xff_num_trusted_hops`). 0: the TCP peer is the client and every client-sent entry is
+    /// dropped.
+    #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=16))]
+    xff_num_trusted_hops: u8,
+    /// Access-log lines per second for calls the proxy rejects itself (a bucket of one second's
+    /// worth); the rest are counted in a summary line once a second. Forwarded calls always get
+    /// their line. 0 logs no rejected call individually.
+    #[arg(long, value_name = "N", default_value_t = proxy::AccessLogSettings::default().rejected_per_second, value_parser = clap::value_parser!(u32).range(0..=100_000))]
+    access_log_rejected_per_second: u32,
+    /// Log lines queued for stderr at most; when stderr is slower than that, further lines are
+    /// dropped (and counted), never waited for.
+    #[arg(long, value_name = "N", default_value_t = crate::logging::DEFAULT_BUFFER_LINES, value_parser = clap::value_parser!(u32).range(16..=1_048_576))]
+    log_buffer_lines: u32,
     /// Log format: one JSON object per line, or text.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -126,7 +140,7 @@ pub enum LogFormat {
 }
 
 pub fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
-    crate::logging::init(args.log_format);
+    let _log = crate::logging::init(args.log_format, args.log_buffer_lines);
     let options =
         service_config::LoadOptions::default().allow_unenforced(args.allow_unenforced_config);
     let config = service_config::load_with(&args.service_config, &args.descriptor, options)
@@ -175,6 +189,8 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
     settings.api_keys.cache_valid = args.api_key_cache_duration;
     settings.api_keys.cache_invalid = args.api_key_cache_duration.min(Duration::from_secs(60));
     settings.api_keys.max_pending_checks = args.service_control_max_pending_checks as usize;
+    settings.xff_num_trusted_hops = args.xff_num_trusted_hops;
+    settings.access_log.rejected_per_second = args.access_log_rejected_per_second;
     if args.service_control_fail_open {
         settings.api_keys.on_unreachable = proxy::OnUnreachable::FailOpen;
     }

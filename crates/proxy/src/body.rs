@@ -13,6 +13,7 @@ use hyper::body::Incoming;
 use tokio::time::Sleep;
 use tonic::Code;
 
+use crate::access_log::RejectedLines;
 use crate::stream::{CallActivity, IdleTimer};
 use crate::wire::{StreamEnd, code_name};
 
@@ -27,23 +28,44 @@ pub(crate) struct CallLog {
     /// `missing`, `valid`, `invalid`, `unchecked`… (never the key).
     api_key: &'static str,
     peer: std::net::SocketAddr,
+    /// The client address derived from `x-forwarded-for` and the trusted hops.
+    client: Option<std::net::IpAddr>,
     start: Instant,
     status: Option<Code>,
     http_status: u16,
+    /// Answered by the proxy itself: the line is subject to `limiter`.
+    rejected: bool,
+    limiter: Arc<RejectedLines>,
 }
 
 impl CallLog {
-    pub(crate) fn new(peer: std::net::SocketAddr, start: Instant) -> Self {
+    pub(crate) fn new(
+        peer: std::net::SocketAddr,
+        start: Instant,
+        limiter: &Arc<RejectedLines>,
+    ) -> Self {
         Self {
             selector: None,
             path: None,
             auth_failure: None,
             api_key: "",
             peer,
+            client: None,
             start,
             status: None,
             http_status: 200,
+            rejected: false,
+            limiter: Arc::clone(limiter),
         }
+    }
+
+    pub(crate) fn set_client(&mut self, client: std::net::IpAddr) {
+        self.client = Some(client);
+    }
+
+    /// The proxy answered this call itself: its line is rate-limited.
+    pub(crate) fn set_rejected(&mut self) {
+        self.rejected = true;
     }
 
     pub(crate) fn set_selector(&mut self, selector: Arc<str>) {
@@ -88,6 +110,10 @@ fn grpc_status(headers: &HeaderMap) -> Option<Code> {
 
 impl Drop for CallLog {
     fn drop(&mut self) {
+        if self.rejected && !self.limiter.admit() {
+            return;
+        }
+        let client = self.client.as_ref().map(tracing::field::display);
         let duration_us = self.start.elapsed().as_micros() as u64;
         let selector = self.selector.as_deref().unwrap_or("-");
         let path = self.path.as_deref().unwrap_or("");
@@ -104,6 +130,7 @@ impl Drop for CallLog {
                 auth_provider,
                 api_key = self.api_key,
                 peer = %self.peer,
+                client,
                 grpc_status = code_name(code),
                 http_status = self.http_status,
                 duration_us,
@@ -114,6 +141,7 @@ impl Drop for CallLog {
                 selector,
                 path,
                 peer = %self.peer,
+                client,
                 grpc_status = "CANCELLED",
                 http_status = self.http_status,
                 duration_us,

@@ -12,6 +12,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
+use crate::access_log::RejectedLines;
 use crate::backend::BackendPool;
 use crate::body::{CallLog, ProxyBody};
 use crate::routes::{Route, RouteTable};
@@ -28,6 +29,8 @@ pub(crate) struct State {
     pub draining: AtomicBool,
     /// Envoy's `stream_idle_timeout`, unless the method's backend rule says otherwise.
     pub stream_idle_timeout: Duration,
+    pub forwarding: headers::Forwarding,
+    pub rejected_lines: Arc<RejectedLines>,
 }
 
 pub(crate) async fn handle(
@@ -36,10 +39,18 @@ pub(crate) async fn handle(
     request: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     // log: one access-log line, written when the response body ends (`CallLog`'s drop).
-    let mut log = CallLog::new(peer, Instant::now());
+    let mut log = CallLog::new(peer, Instant::now(), &state.rejected_lines);
     let (mut parts, body) = request.into_parts();
-    // sanitize: before anything reads the headers, forged copies of what we vouch for go.
+    // sanitize: before anything reads the headers, forged copies of what we vouch for go, and
+    // the forwarding headers become the proxy's own.
     headers::sanitize_request(&mut parts.headers);
+    let client = headers::set_forwarding(
+        &mut parts.headers,
+        parts.uri.authority(),
+        peer,
+        state.forwarding,
+    );
+    log.set_client(client);
     if state.healthz.as_deref() == Some(parts.uri.path()) {
         return Ok(health_response(&state, log));
     }

@@ -1,7 +1,10 @@
 //! Header hygiene between client and backend.
 
-use http::HeaderMap;
+use std::net::{IpAddr, SocketAddr};
+
 use http::header::HeaderName;
+use http::uri::Authority;
+use http::{HeaderMap, HeaderValue};
 
 /// Headers the proxy vouches for towards the backend. A client must never be able to send them:
 /// every request has all copies removed before anything else looks at it, whatever the method,
@@ -34,18 +37,38 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
         || OTHER_HOP_BY_HOP.contains(&name.as_str())
 }
 
-/// Removes vouched and hop-by-hop headers from a client's request.
+/// Removes vouched and hop-by-hop headers, and `host`, from a client's request.
+///
+/// `host` goes because the backend is addressed by `:authority`, which the proxy rewrites to the
+/// backend: a client's `Host` beside it would be an attacker-chosen value (RFC 9113 §8.3.1 wants
+/// the two to agree; strict servers refuse the call). The client's authority reaches the backend
+/// as `x-forwarded-host` instead (see [`set_forwarding`]).
 ///
 /// One pass over the names, no allocation unless something must go (rare): this runs on every
 /// call.
 pub fn sanitize_request(headers: &mut HeaderMap) {
-    remove_where(headers, |name| is_vouched(name) || is_hop_by_hop(name));
+    remove_where(headers, |name| {
+        is_vouched(name) || is_hop_by_hop(name) || name == http::header::HOST
+    });
     if headers
         .get(http::header::TE)
         .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"trailers"))
     {
         headers.remove(http::header::TE);
     }
+}
+
+/// Removes from a client's request trailers what must not reach the backend from a client in any
+/// part of the request: vouched names (every spelling), hop-by-hop names, `te`, `host` and the
+/// forwarding headers the proxy writes itself. Trailers are rare; this runs only when one comes.
+pub fn sanitize_trailers(trailers: &mut HeaderMap) {
+    remove_where(trailers, |name| {
+        is_vouched(name)
+            || is_hop_by_hop(name)
+            || name == http::header::TE
+            || name == http::header::HOST
+            || FORWARDING.contains(&name.as_str())
+    });
 }
 
 /// Removes hop-by-hop headers from a backend's response.
@@ -65,6 +88,96 @@ fn remove_where(headers: &mut HeaderMap, doomed: impl Fn(&HeaderName) -> bool) {
     for name in found {
         headers.remove(&name);
     }
+}
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+/// The forwarding headers the proxy writes on every forwarded request.
+const FORWARDING: [&str; 3] = ["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"];
+
+/// How the proxy writes `x-forwarded-*` (README: "Client address and forwarding headers").
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Forwarding {
+    /// Proxies in front of this one whose `x-forwarded-for` entries are trusted (Envoy's
+    /// `xff_num_trusted_hops`). 0: the TCP peer is the client.
+    pub trusted_hops: usize,
+    /// Whether the listener serves TLS (`x-forwarded-proto: https`).
+    pub tls: bool,
+}
+
+/// Rewrites the forwarding headers of a request about to be forwarded and returns the client
+/// address the proxy derived (the TCP peer, or the address the outermost trusted proxy saw).
+///
+/// - `x-forwarded-for`: the last `trusted_hops` entries of the client's list (appended by the
+///   trusted proxies in front of us), then the peer. Everything a client could have written itself
+///   is dropped, so the first entry is always an address some trusted hop saw. If the list holds
+///   fewer than `trusted_hops` entries, or one of them is not an IP address, none are kept.
+/// - `x-forwarded-proto`: `http` or `https` as this listener serves; with trusted hops, a trusted
+///   proxy's `http`/`https` is kept (it terminated the client's connection).
+/// - `x-forwarded-host`: the `:authority` the client sent (the backend sees its own address in
+///   `:authority`); client copies are replaced. It is the client's claim, not verified.
+pub(crate) fn set_forwarding(
+    headers: &mut HeaderMap,
+    authority: Option<&Authority>,
+    peer: SocketAddr,
+    forwarding: Forwarding,
+) -> IpAddr {
+    let peer = peer.ip().to_canonical();
+    let trusted = trusted_xff_entries(headers, forwarding.trusted_hops);
+    let client = trusted.first().copied().unwrap_or(peer);
+    let mut xff = String::with_capacity(16 * (trusted.len() + 1));
+    for ip in trusted.iter().chain(std::iter::once(&peer)) {
+        if !xff.is_empty() {
+            xff.push_str(", ");
+        }
+        xff.push_str(&ip.to_string());
+    }
+    let proto = match headers.get(&X_FORWARDED_PROTO).map(HeaderValue::as_bytes) {
+        Some(b"https") if forwarding.trusted_hops > 0 => "https",
+        Some(b"http") if forwarding.trusted_hops > 0 => "http",
+        _ if forwarding.tls => "https",
+        _ => "http",
+    };
+    // IP addresses, commas and spaces: always a valid header value.
+    if let Ok(value) = HeaderValue::from_str(&xff) {
+        headers.insert(X_FORWARDED_FOR, value);
+    } else {
+        headers.remove(X_FORWARDED_FOR);
+    }
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+    match authority.and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
+        Some(value) => {
+            headers.insert(X_FORWARDED_HOST, value);
+        }
+        None => {
+            headers.remove(X_FORWARDED_HOST);
+        }
+    }
+    client
+}
+
+/// The last `hops` entries of every `x-forwarded-for` line (in order), if there are that many and
+/// all are IP addresses; otherwise none.
+fn trusted_xff_entries(headers: &HeaderMap, hops: usize) -> Vec<IpAddr> {
+    if hops == 0 {
+        return Vec::new();
+    }
+    let mut entries: Vec<&str> = Vec::new();
+    for line in headers.get_all(&X_FORWARDED_FOR) {
+        let Ok(line) = line.to_str() else {
+            return Vec::new();
+        };
+        entries.extend(line.split(',').map(str::trim).filter(|e| !e.is_empty()));
+    }
+    if entries.len() < hops {
+        return Vec::new();
+    }
+    entries[entries.len() - hops..]
+        .iter()
+        .map(|e| e.parse::<IpAddr>().map(|ip| ip.to_canonical()))
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap_or_default()
 }
 
 /// Whether the request is a gRPC call (`content-type: application/grpc` or `application/grpc+…`).
@@ -103,10 +216,111 @@ mod tests {
         h.insert("x-endpoint-api-userinfo-extra", "kept".parse().unwrap());
         h.insert("connection", "close".parse().unwrap());
         h.insert("te", "trailers".parse().unwrap());
+        h.insert("host", "attacker.example".parse().unwrap());
         sanitize_request(&mut h);
         let mut left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
         left.sort_unstable();
         assert_eq!(left, vec!["te", "x-endpoint-api-userinfo-extra"]);
+    }
+
+    fn forward(xff: &[&str], proto: Option<&str>, hops: usize) -> (HeaderMap, IpAddr) {
+        let mut h = HeaderMap::new();
+        for line in xff {
+            h.append("x-forwarded-for", line.parse().unwrap());
+        }
+        if let Some(proto) = proto {
+            h.insert("x-forwarded-proto", proto.parse().unwrap());
+        }
+        h.insert("x-forwarded-host", "forged.example".parse().unwrap());
+        let authority: Authority = "api.example.com:443".parse().unwrap();
+        let peer: SocketAddr = "[::ffff:192.0.2.7]:5555".parse().unwrap();
+        let forwarding = Forwarding {
+            trusted_hops: hops,
+            tls: false,
+        };
+        let client = set_forwarding(&mut h, Some(&authority), peer, forwarding);
+        (h, client)
+    }
+
+    #[test]
+    fn forwarding_headers_table() {
+        let peer: IpAddr = "192.0.2.7".parse().unwrap();
+        // (client XFF lines, hops, expected XFF, expected client)
+        let table: &[(&[&str], usize, &str, &str)] = &[
+            (&[], 0, "192.0.2.7", "192.0.2.7"),
+            (&["6.6.6.6"], 0, "192.0.2.7", "192.0.2.7"),
+            (&["6.6.6.6, 10.0.0.1"], 1, "10.0.0.1, 192.0.2.7", "10.0.0.1"),
+            (
+                &["6.6.6.6", "203.0.113.5, 10.0.0.1"],
+                2,
+                "203.0.113.5, 10.0.0.1, 192.0.2.7",
+                "203.0.113.5",
+            ),
+            // Fewer entries than trusted hops, or a non-address among them: none are kept.
+            (&["10.0.0.1"], 2, "192.0.2.7", "192.0.2.7"),
+            (&["6.6.6.6, unknown"], 1, "192.0.2.7", "192.0.2.7"),
+            (&["unknown, 10.0.0.1"], 1, "10.0.0.1, 192.0.2.7", "10.0.0.1"),
+            (
+                &[" , ,2001:db8::1 "],
+                1,
+                "2001:db8::1, 192.0.2.7",
+                "2001:db8::1",
+            ),
+        ];
+        for (lines, hops, want_xff, want_client) in table {
+            let (h, client) = forward(lines, None, *hops);
+            let xff: Vec<_> = h.get_all("x-forwarded-for").iter().collect();
+            assert_eq!(xff, vec![*want_xff], "{lines:?} hops={hops}");
+            assert_eq!(client.to_string(), *want_client, "{lines:?} hops={hops}");
+            assert_eq!(h["x-forwarded-host"], "api.example.com:443");
+        }
+        assert_eq!(forward(&[], None, 0).1, peer);
+    }
+
+    #[test]
+    fn forwarded_proto_is_ours_unless_a_trusted_hop_set_it() {
+        assert_eq!(
+            forward(&[], Some("https"), 0).0["x-forwarded-proto"],
+            "http"
+        );
+        assert_eq!(
+            forward(&[], Some("https"), 1).0["x-forwarded-proto"],
+            "https"
+        );
+        assert_eq!(
+            forward(&[], Some("gopher"), 1).0["x-forwarded-proto"],
+            "http"
+        );
+        let mut h = HeaderMap::new();
+        let tls = Forwarding {
+            trusted_hops: 0,
+            tls: true,
+        };
+        set_forwarding(&mut h, None, "127.0.0.1:1".parse().unwrap(), tls);
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert!(h.get("x-forwarded-host").is_none());
+    }
+
+    #[test]
+    fn trailers_lose_vouched_hop_by_hop_and_forwarding_names() {
+        let mut h = HeaderMap::new();
+        for name in [
+            "x-endpoint-api-userinfo",
+            "x_endpoint_api_consumer_project",
+            "connection",
+            "te",
+            "host",
+            "x-forwarded-for",
+        ] {
+            h.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                "forged".parse().unwrap(),
+            );
+        }
+        h.insert("x-checksum", "kept".parse().unwrap());
+        sanitize_trailers(&mut h);
+        let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, vec!["x-checksum"]);
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! functions in other crates; this crate gathers their inputs — clock, key caches — and applies
 //! their verdicts).
 
+mod access_log;
 mod api_key;
 mod auth;
 mod backend;
@@ -15,12 +16,14 @@ mod forward;
 mod handler;
 mod headers;
 mod protocol;
+mod request_body;
 mod routes;
 mod server;
 mod settings;
 mod stream;
 mod wire;
 
+pub use access_log::AccessLogSettings;
 pub use api_key::{ApiKeySettings, OnUnreachable, find_api_key};
 pub use auth::AuthSettings;
 pub use conn_guard::ConnectionLimits;

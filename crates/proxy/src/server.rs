@@ -58,6 +58,11 @@ impl Proxy {
             healthz: settings.healthz.clone(),
             draining: Default::default(),
             stream_idle_timeout: settings.stream_idle_timeout,
+            forwarding: crate::headers::Forwarding {
+                trusted_hops: usize::from(settings.xff_num_trusted_hops),
+                tls: settings.tls.is_some(),
+            },
+            rejected_lines: crate::access_log::RejectedLines::new(settings.access_log),
         });
         Ok(Self {
             listener,

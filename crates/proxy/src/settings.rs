@@ -30,6 +30,10 @@ pub struct ProxySettings {
     pub stream_idle_timeout: Duration,
     pub auth: crate::AuthSettings,
     pub api_keys: crate::ApiKeySettings,
+    /// Proxies in front of this one whose `x-forwarded-for` entries are trusted (Envoy's
+    /// `xff_num_trusted_hops`); 0 (the default) means the TCP peer is the client.
+    pub xff_num_trusted_hops: u8,
+    pub access_log: crate::AccessLogSettings,
 }
 
 impl ProxySettings {
@@ -49,6 +53,8 @@ impl ProxySettings {
             stream_idle_timeout: Duration::from_secs(300),
             auth: crate::AuthSettings::default(),
             api_keys: crate::ApiKeySettings::default(),
+            xff_num_trusted_hops: 0,
+            access_log: crate::AccessLogSettings::default(),
         }
     }
 }

@@ -18,6 +18,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
+use crate::request_body::SanitizedBody;
 use crate::wire::Rejection;
 
 /// The deadline and idle timeout of one call of a method.
@@ -103,7 +104,7 @@ impl CallActivity {
 
     pub(crate) fn watch_request(&self, inner: Incoming) -> RequestBody {
         RequestBody {
-            inner,
+            inner: SanitizedBody::new(inner),
             activity: self.0.clone(),
         }
     }
@@ -194,7 +195,8 @@ pub(crate) struct CallEnded;
 
 /// The client's request body on its way to the backend.
 pub(crate) struct RequestBody {
-    inner: Incoming,
+    /// Trailers sanitized like the headers on the way.
+    inner: SanitizedBody,
     activity: Arc<Activity>,
 }
 

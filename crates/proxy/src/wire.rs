@@ -117,6 +117,7 @@ impl Rejection {
     /// The response for a gRPC caller (trailers-only: status in the headers, no body) or for an
     /// HTTP caller (status code and a JSON body `{"code": <HTTP status>, "message": …}`, as ESPv2).
     pub(crate) fn into_response(self, grpc: bool, mut log: CallLog) -> Response<ProxyBody> {
+        log.set_rejected();
         let response = self.bare_response(grpc);
         log.set_status(self.code());
         log.set_http_status(response.status());

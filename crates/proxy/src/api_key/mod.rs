@@ -135,7 +135,11 @@ mod tests {
     }
 
     fn log() -> CallLog {
-        CallLog::new("127.0.0.1:1".parse().unwrap(), std::time::Instant::now())
+        CallLog::new(
+            "127.0.0.1:1".parse().unwrap(),
+            std::time::Instant::now(),
+            &crate::access_log::RejectedLines::new(Default::default()),
+        )
     }
 
     #[tokio::test]

@@ -1,0 +1,259 @@
+//! `esprit proxy`'s logging under pressure, with the real binary: a stderr nobody reads does not
+//! stall calls (lines are dropped and counted instead), and a flood of rejected calls writes a
+//! bounded number of access lines plus a summary of the rest.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed unwrap is a failed test
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, ChildStderr, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use echo::pb::EchoRequest;
+use tokio::net::TcpListener;
+
+const CONFIG: &str = "\
+type: google.api.Service
+config_version: 3
+name: echo.example.com
+apis:
+- name: esprit.echo.v1.Echo
+usage:
+  rules:
+  - selector: \"*\"
+    allow_unregistered_calls: true
+";
+
+/// Kills the proxy when the test ends, whatever happened.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `esprit proxy --log-format json` with stderr on a pipe, reads up to the "listening"
+/// line, and hands back the process, its address and the (unread from here on) stderr.
+fn start_proxy(
+    backend: std::net::SocketAddr,
+    dir: &std::path::Path,
+    extra: &[&str],
+) -> (Killed, String, BufReader<ChildStderr>) {
+    let config = dir.join("api_config.yaml");
+    let descriptor = dir.join("echo.pb");
+    std::fs::write(&config, CONFIG).unwrap();
+    std::fs::write(&descriptor, echo::FILE_DESCRIPTOR_SET).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_esprit"))
+        .args(["proxy", "--log-format", "json", "--listen", "127.0.0.1:0"])
+        .arg("--service-config")
+        .arg(&config)
+        .arg("--descriptor")
+        .arg(&descriptor)
+        .arg("--backend")
+        .arg(format!("grpc://{backend}"))
+        .args(extra)
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let child = Killed(child);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "proxy exited before listening"
+        );
+        let value: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if value["message"] == "listening" {
+            let addr = value["listen"].as_str().unwrap().to_owned();
+            return (child, addr, stderr);
+        }
+    }
+}
+
+/// Reads JSON lines on a thread from here on.
+fn drain(stderr: BufReader<ChildStderr>) -> mpsc::Receiver<serde_json::Value> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stderr.lines() {
+            let Ok(line) = line else { break };
+            let value: serde_json::Value = serde_json::from_str(&line)
+                .unwrap_or_else(|e| panic!("log line is not JSON ({e}): {line}"));
+            if tx.send(value).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+async fn echo_client(addr: &str) -> echo::pb::echo_client::EchoClient<tonic::transport::Channel> {
+    echo::pb::echo_client::EchoClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap()
+}
+
+async fn unary(client: &mut echo::pb::echo_client::EchoClient<tonic::transport::Channel>) {
+    let request = EchoRequest {
+        payload: Bytes::from_static(b"ping"),
+        ..Default::default()
+    };
+    let reply = tokio::time::timeout(Duration::from_secs(10), client.unary(request))
+        .await
+        .expect("a call stalled: logging blocked the proxy")
+        .unwrap();
+    assert_eq!(&reply.into_inner().payload[..], b"ping");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stderr_nobody_reads_does_not_stall_calls() {
+    let backend =
+        echo::RunningServer::start(TcpListener::bind("127.0.0.1:0").await.unwrap()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (_proxy, addr, stderr) =
+        start_proxy(backend.addr(), dir.path(), &["--log-buffer-lines", "64"]);
+
+    // About 250 bytes of access log per call: the 64 KiB pipe is full after a few hundred
+    // calls, the 64-line queue right after. Writing synchronously, the proxy stalled there.
+    let client = echo_client(&addr).await;
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let mut client = client.clone();
+            tokio::spawn(async move {
+                for _ in 0..150 {
+                    unary(&mut client).await;
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed < Duration::from_secs(60),
+        "1200 calls took {elapsed:?}"
+    );
+
+    // Once stderr is read again, the proxy says how many lines it had to drop.
+    let lines = drain(stderr);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let report = loop {
+        let line = lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("no report of dropped log lines");
+        if line["message"] == "log lines dropped: stderr was not keeping up" {
+            break line;
+        }
+    };
+    assert!(report["dropped_total"].as_u64().unwrap() > 0, "{report}");
+    // And it still serves.
+    unary(&mut client.clone()).await;
+}
+
+/// `n` gRPC-shaped calls to a path that is no method of the API, on one HTTP/2 connection.
+async fn undefined_method_calls(addr: &str, n: usize) {
+    use http_body_util::BodyExt;
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    for _ in 0..n {
+        let request = hyper::Request::post(format!("http://{addr}/not.an.Api/Call"))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(http_body_util::Full::new(Bytes::from_static(&[
+                0, 0, 0, 0, 0,
+            ])))
+            .unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        assert_eq!(response.status(), 404);
+        let _ = response.into_body().collect().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejected_call_lines_are_rate_limited_and_summed_up() {
+    let backend =
+        echo::RunningServer::start(TcpListener::bind("127.0.0.1:0").await.unwrap()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (_proxy, addr, stderr) = start_proxy(
+        backend.addr(),
+        dir.path(),
+        &["--access-log-rejected-per-second", "5"],
+    );
+    let lines = drain(stderr);
+
+    const REJECTED: u64 = 300;
+    let started = Instant::now();
+    undefined_method_calls(&addr, REJECTED as usize).await;
+    // Forwarded calls keep one line each.
+    let mut client = echo_client(&addr).await;
+    for _ in 0..20 {
+        unary(&mut client).await;
+    }
+
+    // Every rejected call is either logged or counted in a summary.
+    let (mut logged, mut suppressed, mut summaries, mut ok) = (0u64, 0u64, 0, 0);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while logged + suppressed < REJECTED || ok < 20 {
+        let line = lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .unwrap_or_else(|_| {
+                panic!("logged {logged}, suppressed {suppressed}, ok {ok}: lines missing")
+            });
+        if line["target"] != "esprit::access" {
+            continue;
+        }
+        if line["message"] == "rejected-call lines suppressed" {
+            summaries += 1;
+            suppressed += line["suppressed"].as_u64().unwrap();
+        } else if line["grpc_status"] == "UNIMPLEMENTED" {
+            logged += 1;
+        } else if line["grpc_status"] == "OK" {
+            ok += 1;
+            // The TCP peer, and the client address derived from it (no trusted hops).
+            assert!(line["peer"].as_str().unwrap().starts_with("127.0.0.1:"));
+            assert_eq!(line["client"], "127.0.0.1");
+        }
+    }
+    // Every line was written by now: an upper bound on the time the bucket had to refill.
+    let flood = started.elapsed();
+    assert_eq!(logged + suppressed, REJECTED);
+    assert!(summaries >= 1);
+    // A bucket of 5, refilled at 5 a second since the flood began.
+    let bound = 5 + (flood.as_secs_f64() * 5.0).ceil() as u64 + 1;
+    assert!(
+        logged <= bound,
+        "{logged} rejected-call lines in {flood:?} (bound {bound})"
+    );
+    assert_eq!(ok, 20);
+}
+
+#[test]
+fn out_of_range_limits_are_refused() {
+    for (flag, value) in [
+        ("--xff-num-trusted-hops", "17"),
+        ("--access-log-rejected-per-second", "100001"),
+        ("--log-buffer-lines", "15"),
+        ("--log-buffer-lines", "1048577"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_esprit"))
+            .args(["proxy", "--service-config", "x.yaml"])
+            .args(["--backend", "grpc://127.0.0.1:1", flag, value])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{flag} {value} was accepted");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(flag), "{flag} {value}: {stderr}");
+    }
+}
