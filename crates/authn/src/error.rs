@@ -69,7 +69,7 @@ impl GrpcCode {
 ///
 /// **The `Display` messages are a contract**: the proxy sends them to clients verbatim (gRPC
 /// status message, HTTP JSON body `{"code":…,"message":…}`), and they are google/jwt_verify_lib's
-/// wording as listed in ESP_REFERENCE.md ("Errors callers see"). Errors from `jose` are wrapped
+/// wording as listed in docs/esp-compatibility.md ("Errors callers see"). Errors from `jose` are wrapped
 /// with their message unchanged. Change none of them without changing the tests that pin them.
 /// Messages never contain token contents; [`AuthError::check_name`] and the provider id are
 /// what to log.
@@ -193,7 +193,7 @@ impl AuthError {
     }
 
     /// The gRPC status: `PERMISSION_DENIED` for a wrong audience, `UNAUTHENTICATED` for the
-    /// rest (ESP_REFERENCE.md, "Errors callers see"). The one place errors meet the wire; no
+    /// rest (docs/esp-compatibility.md, "Errors callers see"). The one place errors meet the wire; no
     /// `_` arm so that a new variant must be placed.
     pub fn code(&self) -> GrpcCode {
         match self {
@@ -217,7 +217,7 @@ impl AuthError {
     }
 
     /// The `WWW-Authenticate` header value: `Bearer` when no token was sent,
-    /// `Bearer, error="invalid_token"` when one was sent and refused (ESP_REFERENCE.md).
+    /// `Bearer, error="invalid_token"` when one was sent and refused (docs/esp-compatibility.md).
     pub fn www_authenticate(&self) -> &'static str {
         match self {
             AuthError::Missing => "Bearer",

@@ -15,7 +15,7 @@ use tonic::Request;
 /// Generous for a loaded 2-core machine; the demo takes about a second once built.
 const PATIENCE: Duration = Duration::from_secs(60);
 
-/// ESP's answers for a method that needs an API key (ESP_REFERENCE.md).
+/// ESP's answers for a method that needs an API key (docs/esp-compatibility.md).
 const KEY_MISSING: &str = "Method doesn't allow unregistered callers (callers without established \
                            identity). Please use API Key or other form of API consumer identity to \
                            call this API.";

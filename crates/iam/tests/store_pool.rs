@@ -24,9 +24,14 @@ async fn start(pool: Arc<StorePool>) -> (SocketAddr, oneshot::Sender<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(iam::serve_pool(listener, pool, iam::ConnectionLimits::default(), async {
-        let _ = stopped.await;
-    }));
+    tokio::spawn(iam::serve_pool(
+        listener,
+        pool,
+        iam::ConnectionLimits::default(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
     (addr, stop)
 }
 

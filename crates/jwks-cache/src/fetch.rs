@@ -279,7 +279,7 @@ impl Fetcher {
     }
 }
 
-/// ESP_REFERENCE: `<issuer>/.well-known/openid-configuration`, with `https://` prefixed when
+/// docs/esp-compatibility.md (Authentication): `<issuer>/.well-known/openid-configuration`, with `https://` prefixed when
 /// the issuer has no scheme and one trailing `/` trimmed.
 pub fn discovery_url(issuer: &Issuer) -> String {
     let issuer = issuer.as_str();

@@ -80,7 +80,7 @@ pub enum JwtLocation {
 }
 
 impl JwtLocation {
-    /// ESP_REFERENCE: the locations used when a provider lists none, in order.
+    /// docs/esp-compatibility.md: the locations used when a provider lists none, in order.
     pub fn defaults() -> Vec<Self> {
         vec![
             Self::Header {
@@ -180,7 +180,7 @@ pub enum ApiKeyLocation {
 }
 
 impl ApiKeyLocation {
-    /// ESP_REFERENCE: query `key`, query `api_key`, header `x-api-key`.
+    /// docs/esp-compatibility.md: query `key`, query `api_key`, header `x-api-key`.
     pub fn defaults() -> Vec<Self> {
         vec![
             Self::Query("key".to_owned()),

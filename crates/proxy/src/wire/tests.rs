@@ -237,7 +237,11 @@ fn every_stream_ending_on_the_wire() {
             Code::Unavailable,
             "upstream disconnect/reset after headers",
         ),
-        (StreamEnd::IdleTimeout, Code::DeadlineExceeded, "stream timeout"),
+        (
+            StreamEnd::IdleTimeout,
+            Code::DeadlineExceeded,
+            "stream timeout",
+        ),
     ];
     let mut seen = [false; 3];
     for (end, code, message) in table {

@@ -16,7 +16,8 @@ use crate::{LoadOptions, Parsed};
 use apis::build_apis;
 use providers::build_providers;
 use rules::{
-    RuleCheck, build_auth_rules, build_backend_rules, build_system_parameter_rules, build_usage_rules, last_match,
+    RuleCheck, build_auth_rules, build_backend_rules, build_system_parameter_rules,
+    build_usage_rules, last_match,
 };
 
 /// What the caller knows about the descriptor.
@@ -132,7 +133,7 @@ pub(crate) fn build(
         method.api_key = last_match(&usage_rules, &method.selector)
             .copied()
             .unwrap_or(ApiKeyRequirement::Required);
-        // ESP_REFERENCE: a matching `api_key` system parameter replaces the default locations.
+        // docs/esp-compatibility.md: a matching `api_key` system parameter replaces the default locations.
         method.api_key_locations = last_match(&key_rules, &method.selector)
             .cloned()
             .flatten()

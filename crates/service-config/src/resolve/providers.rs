@@ -85,7 +85,7 @@ fn build_jwt_locations(
 ) -> Option<Vec<JwtLocation>> {
     let locations = locations.unwrap_or_default();
     if locations.is_empty() {
-        // ESP_REFERENCE: default token locations when `jwt_locations` is empty.
+        // docs/esp-compatibility.md: default token locations when `jwt_locations` is empty.
         return Some(JwtLocation::defaults());
     }
     let mut out = Vec::new();
