@@ -6,8 +6,9 @@ Runs under the project's virtualenv python (scripts/python-env.sh), which has Py
 cryptography; the harness itself needs only the standard library. Writes one token per line.
 
 Every token has the same claims except `jti`, a zero-padded counter, so all tokens (and the
-`X-Endpoint-API-UserInfo` header esprit derives from their payload, which the echo backend copies
-into its reply) have the same length: the byte-exact success check needs equal-sized responses.
+`X-Endpoint-API-UserInfo` header esprit derives from their payload) have the same length, and
+every call costs the proxy the same bytes. (The backend runs `echo-server --plain`: its replies
+carry the payload only, so response sizes do not depend on the headers.)
 """
 
 import json

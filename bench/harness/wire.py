@@ -80,8 +80,8 @@ def request_headers(token, api_key=API_KEY):
     `token` is None (the token-pool rows carry their token in the URI instead).
 
     `user-agent`, `accept` and `accept-encoding` are set explicitly because h2load and nghttp
-    (the tracer) have different defaults; the echo backend copies the request metadata into its
-    reply, so the two tools must send identical headers for their responses to have equal sizes.
+    (the tracer) have different defaults, so that the traced call and the load carry the same
+    bytes through the proxy.
     """
     headers = [
         ("content-type", "application/grpc"),
