@@ -6,10 +6,10 @@
 #
 # Installs what it needs when missing (Debian: nginx, nghttp2-client for h2load and nghttp,
 # nghttp2-proxy for nghttpx; needs root), builds release binaries (`cargo build --release -p esprit
-# -p echo` into $CARGO_TARGET_DIR, default $HOME/.cache/esprit-target) unless --bin-dir names a
+# -p esprit-echo` into $CARGO_TARGET_DIR, default $HOME/.cache/esprit-target) unless --bin-dir names a
 # directory holding `esprit` and `echo-server`, runs bench/harness, which writes
 # bench/results/latest.md and latest.json (--quick: bench/results/quick/), then, in full mode,
-# the criterion micro-benchmark of the authentication decision (`cargo bench -p authn --bench
+# the criterion micro-benchmark of the authentication decision (`cargo bench -p esprit-authn --bench
 # decision`; --no-criterion skips it), whose numbers are added to the same report.
 # The token pools are minted with the project's Python venv (scripts/python-env.sh: PyJWT).
 #
@@ -81,7 +81,7 @@ fi
 if [ -z "$bin_dir" ]; then
     export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/esprit-target}"
     echo "building release binaries into $CARGO_TARGET_DIR" >&2
-    cargo build --release --locked -p esprit -p echo
+    cargo build --release --locked -p esprit -p esprit-echo
     bin_dir="$CARGO_TARGET_DIR/release"
 fi
 
@@ -107,7 +107,7 @@ fi
 if [ ${#quick[@]} -eq 0 ] && [ "$criterion" = 1 ]; then
     run_criterion=1
     export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/esprit-target}"
-    cargo bench --locked -p authn --bench decision --no-run >&2
+    cargo bench --locked -p esprit-authn --bench decision --no-run >&2
 fi
 
 export PYTHONPATH="$repo/bench${PYTHONPATH:+:$PYTHONPATH}"
@@ -121,8 +121,8 @@ python3 -m harness \
 
 if [ "$run_criterion" = 1 ]; then
     since="$(date +%s)"
-    echo "running cargo bench -p authn --bench decision" >&2
-    taskset -c "${BENCH_PROXY_CPUS:-0}" cargo bench --locked -p authn --bench decision >&2
+    echo "running cargo bench -p esprit-authn --bench decision" >&2
+    taskset -c "${BENCH_PROXY_CPUS:-0}" cargo bench --locked -p esprit-authn --bench decision >&2
     # Only this run's estimates are read (criterion keeps earlier runs' files).
     python3 -m harness.finish --results "$results_dir" \
         --criterion-dir "$CARGO_TARGET_DIR/criterion" --criterion-since "$since"

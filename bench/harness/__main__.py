@@ -278,7 +278,7 @@ def main():
     parser.add_argument("--pool-size", type=int,
                         help="tokens per pool (default 10 000; 1 000 with --quick)")
     parser.add_argument("--criterion-dir", help="CARGO_TARGET_DIR/criterion of a `cargo bench "
-                        "-p authn --bench decision` run, read into the report")
+                        "-p esprit-authn --bench decision` run, read into the report")
     parser.add_argument("--wait-quiet", type=float, default=0, metavar="SECONDS",
                         help="first wait up to this long for a 1-minute load below 0.5 and no "
                         "compiler running")

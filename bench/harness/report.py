@@ -190,10 +190,10 @@ def _targets_md(result):
     crit = tg.criterion_table(result.get("criterion", {}))
     lines += ["## The decision alone (criterion)", ""]
     if not crit:
-        lines += ["Not run (`bench/run.sh` runs `cargo bench -p authn --bench decision` in full "
+        lines += ["Not run (`bench/run.sh` runs `cargo bench -p esprit-authn --bench decision` in full "
                   "mode).", ""]
         return lines
-    lines += ["`cargo bench -p authn --bench decision`: `authenticate` (parse, claims, key "
+    lines += ["`cargo bench -p esprit-authn --bench decision`: `authenticate` (parse, claims, key "
               "lookup, signature) on a verified-token cache miss and hit, next to aws-lc-rs "
               "verifying the same token's signature alone (`bare_verify`). Slope or mean of "
               "criterion's `new/estimates.json`.", "",

@@ -3,7 +3,7 @@
 //! signature) per algorithm, and aws-lc-rs verifying the same token's signature alone. The ratio
 //! miss / bare is the overhead of our own code (issue 6 target: at most 1.2).
 //!
-//!     cargo bench -p authn --bench decision
+//!     cargo bench -p esprit-authn --bench decision
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;

@@ -8,7 +8,7 @@ use jose::{JoseError, Jwt, MAX_TOKEN_BYTES};
 use service_config::ProviderId;
 
 use crate::policy::{CompiledRequirement, MethodPolicy};
-use crate::{AuthError, AuthInputs, KeyState, Stage, VerifiedToken, VerifiedTokens};
+use crate::{AuthError, AuthInputs, ProviderKeys, Stage, VerifiedToken, VerifiedTokens};
 
 /// How one check ended.
 #[derive(Clone, Copy, Debug)]
@@ -182,8 +182,8 @@ fn check_requirement<T: Trace>(
 
     // Fail closed without keys, even for a cached token: the keys may have been withdrawn.
     let keys = match inputs.keys.get(&requirement.provider) {
-        KeyState::Ready(keys) => keys,
-        KeyState::NotFetched => {
+        ProviderKeys::Ready(keys) => keys,
+        ProviderKeys::NotFetched => {
             let error = AuthError::KeysNotFetched {
                 provider: requirement.provider.clone(),
             };

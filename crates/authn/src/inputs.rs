@@ -11,10 +11,10 @@ use service_config::ProviderId;
 pub const DEFAULT_SKEW: Duration = Duration::from_secs(60);
 
 /// The state of one provider's key set, as the caller's fetcher knows it. Owned (an `Arc`
-/// clone is one atomic increment) so that a fetcher that swaps sets atomically (jwks-cache's
+/// clone is one atomic increment) so that a fetcher that swaps sets atomically (keysets'
 /// `JwksCache::state`) can hand out its current set without a borrow.
 #[derive(Clone, Debug)]
-pub enum KeyState {
+pub enum ProviderKeys {
     /// A key set to verify with.
     Ready(Arc<KeySet>),
     /// Never obtained, or stale beyond the allowed maximum. Tokens of this provider fail
@@ -24,17 +24,17 @@ pub enum KeyState {
 
 /// The key sets of the providers, looked up per request. The proxy implements it over its
 /// fetcher (background refresh, last good set kept); tests and the CLI use the `HashMap` impl,
-/// in which a provider without an entry is [`KeyState::NotFetched`].
+/// in which a provider without an entry is [`ProviderKeys::NotFetched`].
 pub trait KeySets {
     /// The key set of `provider`.
-    fn get(&self, provider: &ProviderId) -> KeyState;
+    fn get(&self, provider: &ProviderId) -> ProviderKeys;
 }
 
 impl KeySets for HashMap<ProviderId, Arc<KeySet>> {
-    fn get(&self, provider: &ProviderId) -> KeyState {
+    fn get(&self, provider: &ProviderId) -> ProviderKeys {
         match HashMap::get(self, provider) {
-            Some(set) => KeyState::Ready(Arc::clone(set)),
-            None => KeyState::NotFetched,
+            Some(set) => ProviderKeys::Ready(Arc::clone(set)),
+            None => ProviderKeys::NotFetched,
         }
     }
 }
@@ -73,7 +73,7 @@ impl VerifiedToken {
 /// key lookup and the signature verification, and only when the cached entry was verified
 /// with the same provider as the requirement being checked; parsing is skipped too because the
 /// bytes are identical. Issuer, `exp`/`nbf` and audience are rechecked on every call, and the
-/// provider's key set must still be [`KeyState::Ready`].
+/// provider's key set must still be [`ProviderKeys::Ready`].
 ///
 /// A hit outlives key rotation (as in Envoy); bound the entries' lifetime (ESPv2 keeps 1000
 /// entries) and clear the cache when a new config is loaded.

@@ -32,16 +32,17 @@ use service_config::{OnMissing, ProviderId};
 pub use error::{AuthError, GrpcCode, Stage};
 pub use explain::{CheckReport, CheckStatus, Explanation, explain};
 pub use inputs::{
-    AuthInputs, DEFAULT_SKEW, KeySets, KeyState, NoCache, VerifiedToken, VerifiedTokens,
+    AuthInputs, DEFAULT_SKEW, KeySets, NoCache, ProviderKeys, VerifiedToken, VerifiedTokens,
 };
 pub use policy::{AuthPolicy, MethodPolicy};
 
-/// The decision for a request that may reach the backend.
+/// A request that may reach the backend ([`authenticate`]'s `Ok`; every rejection is an
+/// [`AuthError`]).
 #[derive(Clone, Debug)]
-pub enum Verdict {
-    /// Allowed. `principal` is `None` when the method checks no JWT, or when no token was sent
-    /// and the rule has `allow_without_credential`.
-    Allowed { principal: Option<Principal> },
+pub struct Allowed {
+    /// Who the caller is: `None` when the method checks no JWT, or when no token was sent and
+    /// the rule has `allow_without_credential`.
+    pub principal: Option<Principal>,
 }
 
 /// Who a validated token says the caller is. Cheap to clone (shares the verified token).
@@ -101,9 +102,9 @@ pub fn authenticate(
     headers: &HeaderMap,
     uri: &Uri,
     inputs: &AuthInputs<'_>,
-) -> Result<Verdict, AuthError> {
+) -> Result<Allowed, AuthError> {
     let Some(on_missing) = policy.on_missing() else {
-        return Ok(Verdict::Allowed { principal: None });
+        return Ok(Allowed { principal: None });
     };
     let mut any_token = false;
     let mut first: Option<Arc<VerifiedToken>> = None;
@@ -124,10 +125,10 @@ pub fn authenticate(
     if !any_token {
         return match on_missing {
             OnMissing::Reject => Err(AuthError::Missing),
-            OnMissing::Allow => Ok(Verdict::Allowed { principal: None }),
+            OnMissing::Allow => Ok(Allowed { principal: None }),
         };
     }
-    Ok(Verdict::Allowed {
+    Ok(Allowed {
         principal: first.map(|token| Principal { token }),
     })
 }

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use authn::{AuthInputs, DEFAULT_SKEW, NoCache, Verdict, authenticate, explain};
+use authn::{Allowed, AuthInputs, DEFAULT_SKEW, NoCache, authenticate, explain};
 use common::*;
 use http::{HeaderMap, HeaderName, HeaderValue, Uri};
 use jose::{Algorithm, KeySet, Signer, UnixTime};
@@ -463,7 +463,7 @@ fn decision_table() {
         let (headers, uri) = request(&case);
         let got = authenticate(method(case.method), &headers, &uri, &inputs);
         let got = match got {
-            Ok(Verdict::Allowed { principal }) => {
+            Ok(Allowed { principal }) => {
                 Want::Allowed(principal.map(|p| match p.provider().as_str() {
                     "a" => "a",
                     "b" => "b",
@@ -516,7 +516,7 @@ fn principal_carries_the_payload_segment() {
     let good = token(&claims());
     let case = case("", "ListShelves").bearer(&good);
     let (headers, uri) = request(&case);
-    let Ok(Verdict::Allowed {
+    let Ok(Allowed {
         principal: Some(principal),
     }) = authenticate(method("ListShelves"), &headers, &uri, &inputs)
     else {

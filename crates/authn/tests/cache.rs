@@ -7,7 +7,7 @@ mod common;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use authn::{AuthError, AuthInputs, DEFAULT_SKEW, KeySets, Verdict, authenticate};
+use authn::{Allowed, AuthError, AuthInputs, DEFAULT_SKEW, KeySets, authenticate};
 use common::*;
 use http::{HeaderMap, HeaderValue, Uri};
 use jose::{KeySet, UnixTime};
@@ -20,7 +20,7 @@ fn run(
     keys: &dyn KeySets,
     cache: &MapCache,
     now: UnixTime,
-) -> Result<Verdict, AuthError> {
+) -> Result<Allowed, AuthError> {
     let mut headers = HeaderMap::new();
     headers.insert(header.0, HeaderValue::from_str(&header.1).unwrap());
     let uri: Uri = format!("/{PKG}/{method_name}").parse().unwrap();
@@ -37,14 +37,14 @@ fn bearer(token: &str) -> (&'static str, String) {
     ("authorization", format!("Bearer {token}"))
 }
 
-fn subject(verdict: Result<Verdict, AuthError>) -> String {
+fn subject(verdict: Result<Allowed, AuthError>) -> String {
     match verdict {
-        Ok(Verdict::Allowed { principal: Some(p) }) => p.subject().unwrap_or_default().to_owned(),
+        Ok(Allowed { principal: Some(p) }) => p.subject().unwrap_or_default().to_owned(),
         other => panic!("want a principal, got {other:?}"),
     }
 }
 
-fn message(verdict: Result<Verdict, AuthError>) -> (u16, String) {
+fn message(verdict: Result<Allowed, AuthError>) -> (u16, String) {
     match verdict {
         Err(e) => (e.code().as_u16(), e.to_string()),
         Ok(v) => panic!("want a rejection, got {v:?}"),
@@ -211,7 +211,7 @@ fn a_hit_from_another_provider_is_not_trusted() {
     let keys = key_sets();
     let by_a2 = token_by(b_key(), Some("b-1"), &claims());
     let verdict = run("GetShelf", bearer(&by_a2), &keys, &cache, NOW);
-    let Ok(Verdict::Allowed {
+    let Ok(Allowed {
         principal: Some(principal),
     }) = verdict
     else {

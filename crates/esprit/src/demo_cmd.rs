@@ -18,25 +18,28 @@
 //! behind (servers stopped, work directory removed), unless `--keep-running` asks to keep the
 //! stack up until Ctrl-C / SIGTERM.
 
-use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use bookstore::pb::bookstore_client::BookstoreClient;
 use clap::Args;
-use iam::{KeyAlgorithm, KeyServerUrl};
+use iam::KeyServerUrl;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::Code;
 use tonic::transport::Endpoint;
 
-use calls::{Call, Expect, Method, make_call};
+use calls::{BookstoreMethod, Call, Expect, make_call};
+use setup::{Files, create_account_with_key, create_api_key, mint, service_config_yaml};
+use transcript::{command, output, print_try_by_hand, step};
 
 mod calls;
+mod setup;
+mod transcript;
 
 #[derive(Args)]
 pub struct DemoArgs {
@@ -96,63 +99,6 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Seconds since the epoch.
-fn now() -> anyhow::Result<u64> {
-    Ok(SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .context("the system clock is before 1970")?
-        .as_secs())
-}
-
-/// The transcript: step titles, the equivalent shell commands, and what they print.
-fn step(title: &str) {
-    println!("\n# {title}");
-}
-
-fn command(line: &str) {
-    println!("$ {line}");
-}
-
-fn output(text: &str) {
-    for line in text.lines() {
-        println!("{line}");
-    }
-    let _ = std::io::stdout().flush();
-}
-
-/// The tutorial's `api_config_auth.yaml`, with the consumer's local key server as `jwks_uri`:
-/// every method needs a token, and every method but `ListShelves` an API key.
-fn service_config_yaml(issuer: &str, jwks_uri: &str) -> String {
-    format!(
-        r#"# The Bookstore tutorial's service configuration with service-to-service authentication:
-# every method needs a token signed by the consumer's service account.
-type: google.api.Service
-config_version: 3
-name: {SERVICE_NAME}
-title: Bookstore gRPC API
-apis:
-- name: endpoints.examples.bookstore.Bookstore
-authentication:
-  providers:
-  - id: google_service_account
-    # The consumer's service account email.
-    issuer: {issuer}
-    # esprit's key server instead of https://www.googleapis.com.
-    jwks_uri: {jwks_uri}
-  rules:
-  # This auth rule applies to all methods.
-  - selector: "*"
-    requirements:
-      - provider_id: google_service_account
-usage:
-  rules:
-  # ListShelves methods can be called without an API Key.
-  - selector: {LIST_SHELVES}
-    allow_unregistered_calls: true
-"#
-    )
-}
-
 /// A server on a background task, stopped by sending on `stop`.
 struct Background<T> {
     addr: SocketAddr,
@@ -166,94 +112,6 @@ async fn bind_loopback() -> anyhow::Result<(TcpListener, SocketAddr)> {
         .context("binding a loopback port")?;
     let addr = listener.local_addr().context("reading the bound address")?;
     Ok((listener, addr))
-}
-
-/// The demo's files, all in its temporary directory.
-struct Files {
-    store: PathBuf,
-    consumer_key: PathBuf,
-    other_key: PathBuf,
-    config: PathBuf,
-    descriptor: PathBuf,
-    database: PathBuf,
-}
-
-impl Files {
-    fn new(dir: &Path) -> Files {
-        Files {
-            store: dir.join("iam.db"),
-            consumer_key: dir.join("bookstore-client.json"),
-            other_key: dir.join("other-client.json"),
-            config: dir.join("api_config_auth.yaml"),
-            descriptor: dir.join("api_descriptor.pb"),
-            database: dir.join("bookstore.db"),
-        }
-    }
-}
-
-/// One account and its key file, created through the `iam` store as the CLI does, with the
-/// equivalent commands printed. Returns the email.
-fn create_account_with_key(
-    files: &Files,
-    (name, project): (&str, &str),
-    key_file: &Path,
-    key_server: &KeyServerUrl,
-) -> anyhow::Result<String> {
-    let mut store = iam::Store::open(&files.store)
-        .with_context(|| format!("opening the IAM store {}", files.store.display()))?;
-    command(&format!(
-        "esprit iam accounts create {name} --project {project}"
-    ));
-    let account = store
-        .create_account(name, project, now()?)
-        .with_context(|| format!("creating the account {name}"))?;
-    output(&account.email);
-    command(&format!(
-        "esprit iam keys create {} --out {} --issuer-base-url {}",
-        account.email,
-        key_file.display(),
-        key_server.as_str()
-    ));
-    let key = store
-        .create_key(
-            &account.email,
-            KeyAlgorithm::Rs256,
-            key_server,
-            key_file,
-            now()?,
-        )
-        .with_context(|| format!("creating a key for {}", account.email))?;
-    output(&key.key_id);
-    Ok(account.email)
-}
-
-/// An API key for `project`, created through the `iam` store as `esprit iam api-keys create`
-/// does; prints the equivalent command and what that command says on stderr (not the key).
-fn create_api_key(files: &Files, project: &str) -> anyhow::Result<String> {
-    let mut store = iam::Store::open(&files.store)
-        .with_context(|| format!("opening the IAM store {}", files.store.display()))?;
-    command(&format!(
-        "API_KEY=$(esprit iam api-keys create --project {project})"
-    ));
-    let (key, record) = store
-        .create_api_key(project, None, now()?)
-        .with_context(|| format!("creating an API key for {project}"))?;
-    output(&format!(
-        "created API key {} for project {} (keep it secret: it is shown only now)",
-        record.id, record.project
-    ));
-    Ok(key)
-}
-
-/// A token from `key_file` for the service, as `esprit token --key-file F --audiences SERVICE
-/// [--issuer ISS]` mints it.
-fn mint(key_file: &Path, issuer: Option<&str>) -> anyhow::Result<String> {
-    let args = crate::token_cmd::MintArgs::new(
-        key_file.to_owned(),
-        SERVICE_NAME.to_owned(),
-        issuer.map(str::to_owned),
-    );
-    crate::token_cmd::mint_token(&args)
 }
 
 /// Runs the demo in `dir`; returns how many calls did not behave as expected.
@@ -393,7 +251,7 @@ async fn demo(dir: &Path, keep_running: bool) -> anyhow::Result<usize> {
     };
     let list_shelves = |line, token, expect| Call {
         line,
-        method: Method::ListShelves,
+        method: BookstoreMethod::ListShelves,
         token,
         api_key: None,
         expect,
@@ -437,7 +295,7 @@ async fn demo(dir: &Path, keep_running: bool) -> anyhow::Result<usize> {
     // order), so these calls show the API-key check alone.
     let get_shelf = |args: &str, api_key, expect| Call {
         line: format!("bookstore-client --port {port} --auth_token $JWT_TOKEN {args}"),
-        method: Method::GetShelf(1),
+        method: BookstoreMethod::GetShelf(1),
         token: Some(token.as_str()),
         api_key,
         expect,
@@ -497,77 +355,4 @@ async fn demo(dir: &Path, keep_running: bool) -> anyhow::Result<usize> {
         .context("the key server task failed")?
         .context("serving keys")?;
     Ok(failures)
-}
-
-fn print_try_by_hand(
-    files: &Files,
-    consumer: &str,
-    (token, api_key): (&str, &str),
-    iam_server: &Background<iam::Result<()>>,
-    bookstore_addr: SocketAddr,
-    proxy_port: u16,
-) {
-    let iam_addr = iam_server.addr;
-    println!(
-        "\n# The stack stays up until Ctrl-C (or SIGTERM). Try it by hand (binaries: cargo build --release -p esprit -p bookstore):"
-    );
-    println!("#   key server  http://{iam_addr}");
-    println!("#   Bookstore   127.0.0.1:{}", bookstore_addr.port());
-    println!("#   proxy       127.0.0.1:{proxy_port}");
-    println!("#   key file    {}", files.consumer_key.display());
-    for line in [
-        format!("export ESPRIT_IAM_STORE={}", files.store.display()),
-        format!("JWT_TOKEN={token}"),
-        format!("bookstore-client --port {proxy_port} --auth_token $JWT_TOKEN list-shelves"),
-        format!("bookstore-client --port {proxy_port} list-shelves"),
-        format!("API_KEY={api_key}"),
-        format!(
-            "bookstore-client --port {proxy_port} --auth_token $JWT_TOKEN --api_key $API_KEY get-shelf 1"
-        ),
-        format!("bookstore-client --port {proxy_port} --auth_token $JWT_TOKEN get-shelf 1"),
-        format!("esprit iam api-keys list --project {}", CONSUMER.1),
-        format!(
-            "esprit token --key-file {} --audiences {SERVICE_NAME}",
-            files.consumer_key.display()
-        ),
-        format!(
-            "esprit token inspect $JWT_TOKEN --service-config {} --descriptor {} --method {LIST_SHELVES}",
-            files.config.display(),
-            files.descriptor.display()
-        ),
-        format!("esprit iam keys list {consumer}"),
-        format!("curl -s http://{iam_addr}/robot/v1/metadata/x509/{consumer}"),
-    ] {
-        command(&line);
-    }
-    let _ = std::io::stdout().flush();
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_config_is_valid_and_needs_a_token_everywhere_and_a_key_but_for_list_shelves() {
-        let yaml = service_config_yaml(
-            "bookstore-client@consumer-project.iam.gserviceaccount.com",
-            "http://127.0.0.1:1/robot/v1/metadata/x509/bookstore-client@consumer-project.iam.gserviceaccount.com",
-        );
-        let descriptor =
-            service_config::Descriptor::from_file_descriptor_set(bookstore::FILE_DESCRIPTOR_SET)
-                .expect("descriptor");
-        let config = service_config::from_yaml(&yaml, descriptor).expect("valid config");
-        assert_eq!(config.name(), SERVICE_NAME);
-        // The tutorial's usage rules: ListShelves alone allows unregistered calls.
-        let methods = config.methods();
-        assert!(methods.len() > 1);
-        for method in methods {
-            let want = if method.selector.as_str() == LIST_SHELVES {
-                service_config::ApiKeyRequirement::NotRequired
-            } else {
-                service_config::ApiKeyRequirement::Required
-            };
-            assert_eq!(method.api_key, want, "{}", method.selector.as_str());
-        }
-    }
 }

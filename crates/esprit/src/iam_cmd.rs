@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
-use iam::{ApiKey, KeyAlgorithm, KeyServerUrl, KeyState, Revocation, Store};
+use iam::{ApiKey, KeyAlgorithm, KeyServerUrl, KeyStatus, Revocation, Store};
 use serde_json::json;
 
 use crate::proxy_cmd::LogFormat;
@@ -328,11 +328,11 @@ fn keys(path: &Path, command: KeysCommand) -> anyhow::Result<ExitCode> {
             }
         }
         KeysCommand::Disable { email, key_id } => {
-            store.set_key_state(&email, &key_id, KeyState::Disabled)?;
+            store.set_key_state(&email, &key_id, KeyStatus::Disabled)?;
             eprintln!("disabled key {key_id} of {email}");
         }
         KeysCommand::Enable { email, key_id } => {
-            store.set_key_state(&email, &key_id, KeyState::Enabled)?;
+            store.set_key_state(&email, &key_id, KeyStatus::Enabled)?;
             eprintln!("enabled key {key_id} of {email}");
         }
         KeysCommand::Delete { email, key_id } => {

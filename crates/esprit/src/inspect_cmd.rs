@@ -1,6 +1,6 @@
 //! `esprit token inspect`: decodes a token and explains, check by check, whether the proxy
 //! would accept it for one method, and why not. It loads the same config, fetches the method's
-//! providers' keys the way the proxy does (`jwks-cache`), and replays the proxy's own checks
+//! providers' keys the way the proxy does (`keysets`), and replays the proxy's own checks
 //! (`authn::explain`), so its verdict and the proxy's cannot disagree.
 
 use std::collections::HashMap;
@@ -66,10 +66,10 @@ pub fn run(args: InspectArgs) -> anyhow::Result<ExitCode> {
     let policy = MethodPolicy::new(method, &config);
     let token = read_token(&args.token)?;
 
-    let settings = jwks_cache::Settings {
+    let settings = keysets::JwksSettings {
         extra_ca: args.jwks_ca.clone(),
         fetch_timeout: args.jwks_fetch_timeout,
-        ..jwks_cache::Settings::default()
+        ..keysets::JwksSettings::default()
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -85,10 +85,10 @@ pub fn run(args: InspectArgs) -> anyhow::Result<ExitCode> {
             Some(uri) => uri.as_str().to_owned(),
             None => format!(
                 "OpenID discovery at {}",
-                jwks_cache::discovery_url(&provider.issuer)
+                keysets::discovery_url(&provider.issuer)
             ),
         };
-        match runtime.block_on(jwks_cache::fetch_once(provider, &settings)) {
+        match runtime.block_on(keysets::fetch_once(provider, &settings)) {
             Ok(set) => {
                 fetch_notes.push(format!(
                     "keys of {id}: {} usable from {source}{}",

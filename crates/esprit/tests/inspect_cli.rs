@@ -5,7 +5,7 @@
 use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use jwks_cache::test_server::{KeyServer, Reply, jwks};
+use keysets::test_server::{KeyServer, Reply, jwks};
 use serde_json::json;
 
 const ISSUER: &str = "client@consumer-project.iam.gserviceaccount.com";

@@ -8,7 +8,7 @@ use jose::ServiceAccountKey;
 use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair, SerialNumber};
 
 use crate::ids::new_key_id;
-use crate::model::{Account, KeyAlgorithm, KeyServerUrl, KeyState, StoredKey};
+use crate::model::{Account, KeyAlgorithm, KeyServerUrl, KeyStatus, StoredKey};
 use crate::{IamError, Result};
 
 /// A freshly made key: the file for the user (with the private key) and the public part for
@@ -84,7 +84,7 @@ pub fn new_key(
         public_key_pem: generated.public_spki_pem.clone(),
         certificate_pem,
         created: now,
-        state: KeyState::Enabled,
+        state: KeyStatus::Enabled,
     };
     Ok(NewKey { key_file, stored })
 }

@@ -44,7 +44,7 @@ pub use ids::{
     validate_project_id,
 };
 pub use keyfile::{KeyFileSlot, NewKey, new_key};
-pub use model::{Account, KeyAlgorithm, KeyServerUrl, KeyState, StoredKey};
+pub use model::{Account, KeyAlgorithm, KeyServerUrl, KeyStatus, StoredKey};
 pub use server::{CACHE_MAX_AGE_SECS, CHECK_BODY_LIMIT, serve, serve_pool, serve_with};
 pub use store::{LooseFile, PoolSettings, SCHEMA_VERSION, Store, StorePool, loose_files};
 

@@ -69,24 +69,24 @@ impl FromStr for KeyAlgorithm {
 
 /// Whether a key is published by the key server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum KeyState {
+pub enum KeyStatus {
     /// Published: tokens signed with it verify.
     Enabled,
     /// Kept, not published, until enabled again.
     Disabled,
 }
 
-impl KeyState {
+impl KeyStatus {
     /// `ENABLED` or `DISABLED`.
     pub fn name(self) -> &'static str {
         match self {
-            KeyState::Enabled => "ENABLED",
-            KeyState::Disabled => "DISABLED",
+            KeyStatus::Enabled => "ENABLED",
+            KeyStatus::Disabled => "DISABLED",
         }
     }
 }
 
-impl fmt::Display for KeyState {
+impl fmt::Display for KeyStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
     }
@@ -109,7 +109,7 @@ pub struct StoredKey {
     /// When it was created, seconds since the Unix epoch.
     pub created: u64,
     /// Enabled or disabled.
-    pub state: KeyState,
+    pub state: KeyStatus,
 }
 
 /// The base URL at which `esprit iam serve` is reachable, e.g. `http://127.0.0.1:8085`; key

@@ -4,10 +4,10 @@
 use serde_json::{Map, Value, json};
 
 use crate::Result;
-use crate::model::{KeyState, StoredKey};
+use crate::model::{KeyStatus, StoredKey};
 
 fn published(keys: &[StoredKey]) -> impl Iterator<Item = &StoredKey> {
-    keys.iter().filter(|k| k.state == KeyState::Enabled)
+    keys.iter().filter(|k| k.state == KeyStatus::Enabled)
 }
 
 /// `GET /robot/v1/metadata/x509/{email}`: a JSON object mapping key id to PEM certificate,
@@ -61,7 +61,7 @@ mod tests {
             .unwrap()
             .stored;
         off.key_id = "c".repeat(40);
-        off.state = KeyState::Disabled;
+        off.state = KeyStatus::Disabled;
         vec![rsa, ec, off]
     }
 

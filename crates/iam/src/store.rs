@@ -19,7 +19,7 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension as _, Row, TransactionBe
 
 use crate::ids::{account_email, new_client_id};
 use crate::keyfile::{KeyFileSlot, new_key};
-use crate::model::{Account, KeyAlgorithm, KeyServerUrl, KeyState, StoredKey};
+use crate::model::{Account, KeyAlgorithm, KeyServerUrl, KeyStatus, StoredKey};
 use crate::{IamError, Result};
 
 /// How long a statement waits for another process's write lock before failing.
@@ -121,9 +121,9 @@ fn stored_key(row: KeyRow) -> Result<StoredKey> {
         certificate_pem,
         created: to_u64(created),
         state: if disabled {
-            KeyState::Disabled
+            KeyStatus::Disabled
         } else {
-            KeyState::Enabled
+            KeyStatus::Enabled
         },
     })
 }
@@ -254,7 +254,7 @@ impl Store {
                 key.public_key_pem,
                 key.certificate_pem,
                 to_i64(key.created),
-                key.state == KeyState::Disabled
+                key.state == KeyStatus::Disabled
             ],
         )?;
         Ok(())
@@ -276,16 +276,16 @@ impl Store {
     /// The keys the key server publishes for `email`: the enabled ones.
     pub fn published_keys(&self, email: &str) -> Result<Vec<StoredKey>> {
         let mut keys = self.keys(email)?;
-        keys.retain(|k| k.state == KeyState::Enabled);
+        keys.retain(|k| k.state == KeyStatus::Enabled);
         Ok(keys)
     }
 
     /// Enables or disables a key (idempotent).
-    pub fn set_key_state(&mut self, email: &str, key_id: &str, state: KeyState) -> Result<()> {
+    pub fn set_key_state(&mut self, email: &str, key_id: &str, state: KeyStatus) -> Result<()> {
         self.account(email)?;
         let changed = self.conn.execute(
             "UPDATE keys SET disabled = ?3 WHERE email = ?1 AND key_id = ?2",
-            params![email, key_id, state == KeyState::Disabled],
+            params![email, key_id, state == KeyStatus::Disabled],
         )?;
         if changed == 0 {
             return Err(unknown_key(email, key_id));

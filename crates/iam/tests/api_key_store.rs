@@ -267,7 +267,7 @@ fn a_version_1_store_migrates_and_keeps_its_accounts_and_keys() {
     let keys = store.keys(&account.email).unwrap();
     assert_eq!(keys.len(), 1);
     assert_eq!(keys[0].key_id, "a".repeat(40));
-    assert_eq!(keys[0].state, iam::KeyState::Disabled);
+    assert_eq!(keys[0].state, iam::KeyStatus::Disabled);
 
     // API keys work in the migrated file, and survive reopening.
     let (key, record) = store.create_api_key("my-project", None, NOW).unwrap();

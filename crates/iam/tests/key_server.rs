@@ -14,7 +14,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt as _, Empty};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
-use iam::{KeyAlgorithm, KeyServerUrl, KeyState, Store, encode_path_segment};
+use iam::{KeyAlgorithm, KeyServerUrl, KeyStatus, Store, encode_path_segment};
 use serde_json::Value;
 use tokio::net::{TcpListener, TcpStream};
 
@@ -171,13 +171,13 @@ async fn serves_both_documents_and_follows_the_store() {
     assert_eq!(map_kids(&x509.body), both);
 
     // Disabled: gone from both documents; enabled again: back.
-    cli.set_key_state(&email, &rsa.key_id, KeyState::Disabled)
+    cli.set_key_state(&email, &rsa.key_id, KeyStatus::Disabled)
         .unwrap();
     let jwks = call(server.addr, Method::GET, &jwk_path(&email)).await;
     assert_eq!(kids(&jwks.body), vec![ec.key_id.clone()]);
     let x509 = call(server.addr, Method::GET, &x509_path(&email)).await;
     assert_eq!(map_kids(&x509.body), vec![ec.key_id.clone()]);
-    cli.set_key_state(&email, &rsa.key_id, KeyState::Enabled)
+    cli.set_key_state(&email, &rsa.key_id, KeyStatus::Enabled)
         .unwrap();
     let jwks = call(server.addr, Method::GET, &jwk_path(&email)).await;
     assert_eq!(kids(&jwks.body), both);

@@ -2,7 +2,7 @@
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
-use iam::{IamError, KeyAlgorithm, KeyServerUrl, KeyState, SCHEMA_VERSION, Store};
+use iam::{IamError, KeyAlgorithm, KeyServerUrl, KeyStatus, SCHEMA_VERSION, Store};
 
 const NOW: u64 = 1_750_000_000;
 
@@ -81,7 +81,7 @@ fn keys_are_created_disabled_enabled_and_deleted() {
         .create_key(&email, KeyAlgorithm::Es256, &base, &out2, NOW + 5)
         .unwrap();
     assert_eq!(store.keys(&email).unwrap(), vec![k1.clone(), k2.clone()]);
-    assert_eq!(k1.state, KeyState::Enabled);
+    assert_eq!(k1.state, KeyStatus::Enabled);
 
     // The file holds the private key; the store does not.
     let file =
@@ -92,15 +92,15 @@ fn keys_are_created_disabled_enabled_and_deleted() {
     assert!(!db.windows(needle.len()).any(|w| w == needle));
 
     store
-        .set_key_state(&email, &k1.key_id, KeyState::Disabled)
+        .set_key_state(&email, &k1.key_id, KeyStatus::Disabled)
         .unwrap();
     store
-        .set_key_state(&email, &k1.key_id, KeyState::Disabled)
+        .set_key_state(&email, &k1.key_id, KeyStatus::Disabled)
         .unwrap(); // idempotent
-    assert_eq!(store.keys(&email).unwrap()[0].state, KeyState::Disabled);
+    assert_eq!(store.keys(&email).unwrap()[0].state, KeyStatus::Disabled);
     assert_eq!(store.published_keys(&email).unwrap(), vec![k2.clone()]);
     store
-        .set_key_state(&email, &k1.key_id, KeyState::Enabled)
+        .set_key_state(&email, &k1.key_id, KeyStatus::Enabled)
         .unwrap();
     assert_eq!(store.published_keys(&email).unwrap().len(), 2);
 
@@ -112,7 +112,7 @@ fn keys_are_created_disabled_enabled_and_deleted() {
         "{again:?}"
     );
     assert!(matches!(
-        store.set_key_state(&email, "0000", KeyState::Disabled),
+        store.set_key_state(&email, "0000", KeyStatus::Disabled),
         Err(IamError::UnknownKey { .. })
     ));
     // A key id of another account is unknown for this one.
@@ -196,12 +196,12 @@ fn data_survives_reopening_and_is_seen_by_a_second_connection() {
         .unwrap();
     assert_eq!(reader.published_keys(&email).unwrap(), vec![key.clone()]);
     writer
-        .set_key_state(&email, &key.key_id, KeyState::Disabled)
+        .set_key_state(&email, &key.key_id, KeyStatus::Disabled)
         .unwrap();
     assert!(reader.published_keys(&email).unwrap().is_empty());
     drop((writer, reader));
     let reopened = Store::open(&path).unwrap();
-    assert_eq!(reopened.keys(&email).unwrap()[0].state, KeyState::Disabled);
+    assert_eq!(reopened.keys(&email).unwrap()[0].state, KeyStatus::Disabled);
 }
 
 #[test]

@@ -4,9 +4,9 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use authn::{AuthError, AuthInputs, MethodPolicy, Verdict, VerifiedToken};
+use authn::{Allowed, AuthError, AuthInputs, MethodPolicy, VerifiedToken};
 use http::HeaderValue;
-use jwks_cache::{JwksCache, Refetch};
+use keysets::{JwksCache, Refetch};
 use service_config::ProviderId;
 
 use crate::wire::Rejection;
@@ -28,7 +28,7 @@ impl JwtRequirement {
             .authenticate(&self.policy, &parts.headers, &parts.uri)
             .await
             .map_err(Rejection::Auth)?;
-        let Verdict::Allowed { principal } = verdict;
+        let Allowed { principal } = verdict;
         if let Some(principal) = principal {
             // ESPv2: the verified token's payload segment, base64url without padding, as it
             // appeared in the token: always a valid header value.
@@ -43,7 +43,7 @@ impl JwtRequirement {
 /// How tokens are checked; the defaults are ESP's, except the verified-token cache size.
 #[derive(Debug, Clone)]
 pub struct AuthSettings {
-    pub jwks: jwks_cache::Settings,
+    pub jwks: keysets::JwksSettings,
     /// Verified tokens remembered, so a repeated token skips its signature (time, issuer and
     /// audience are still checked on every call). ESPv2's default is 1000; ours 10 000.
     pub jwt_cache_size: u64,
@@ -57,7 +57,7 @@ pub struct AuthSettings {
 impl Default for AuthSettings {
     fn default() -> Self {
         Self {
-            jwks: jwks_cache::Settings::default(),
+            jwks: keysets::JwksSettings::default(),
             jwt_cache_size: 10_000,
             jwt_cache_bytes: 64 * 1024 * 1024,
             clock_skew: authn::DEFAULT_SKEW,
@@ -77,7 +77,7 @@ impl Authenticator {
     pub(crate) fn start(
         config: &service_config::ServiceConfig,
         settings: &AuthSettings,
-    ) -> Result<Self, jwks_cache::FetchError> {
+    ) -> Result<Self, keysets::FetchError> {
         let keys = JwksCache::new(config.providers(), settings.jwks.clone())?;
         keys.start();
         Ok(Self {
@@ -97,7 +97,7 @@ impl Authenticator {
         policy: &MethodPolicy,
         headers: &http::HeaderMap,
         uri: &http::Uri,
-    ) -> Result<Verdict, AuthError> {
+    ) -> Result<Allowed, AuthError> {
         let first = self.decide(policy, headers, uri);
         let (provider, kid) = match &first {
             Err(err) => match err.refetch_hint() {
@@ -120,7 +120,7 @@ impl Authenticator {
         policy: &MethodPolicy,
         headers: &http::HeaderMap,
         uri: &http::Uri,
-    ) -> Result<Verdict, AuthError> {
+    ) -> Result<Allowed, AuthError> {
         let inputs = AuthInputs {
             keys: &Keys(&self.keys),
             cache: &Verified(&self.verified),
@@ -143,10 +143,10 @@ fn now() -> jose::UnixTime {
 struct Keys<'a>(&'a JwksCache);
 
 impl authn::KeySets for Keys<'_> {
-    fn get(&self, provider: &ProviderId) -> authn::KeyState {
+    fn get(&self, provider: &ProviderId) -> authn::ProviderKeys {
         match self.0.state(provider) {
-            jwks_cache::KeyState::Ready(keys) => authn::KeyState::Ready(keys),
-            jwks_cache::KeyState::NotFetched { .. } => authn::KeyState::NotFetched,
+            keysets::CachedKeySet::Ready(keys) => authn::ProviderKeys::Ready(keys),
+            keysets::CachedKeySet::NotFetched { .. } => authn::ProviderKeys::NotFetched,
         }
     }
 }

@@ -62,7 +62,7 @@ pub enum ProxyError {
     #[error("refusing to serve this configuration")]
     Unenforceable(#[from] routes::Unenforceable),
     #[error("setting up key fetching")]
-    Jwks(#[from] jwks_cache::FetchError),
+    Jwks(#[from] keysets::FetchError),
     #[error("setting up API-key checks: {0}")]
     ApiKeys(String),
 }

@@ -360,7 +360,7 @@ async fn key_server_down_with_fail_open_lets_calls_through() {
 
 #[tokio::test]
 async fn many_calls_with_one_uncached_key_cause_one_check() {
-    use jwks_cache::test_server::{KeyServer, Reply};
+    use keysets::test_server::{KeyServer, Reply};
     // A key server that answers slowly and counts: every call below overlaps the first check.
     let checks = KeyServer::start().await.unwrap();
     let path = "/v1/services/echo.example.com:check";
@@ -406,16 +406,16 @@ async fn many_calls_with_one_uncached_key_cause_one_check() {
 
 const OVERLOADED: &str = "API key could not be checked: too many checks are in progress.";
 
-/// A proxy for `config` in front of a scripted key server (`jwks_cache::test_server`), which
+/// A proxy for `config` in front of a scripted key server (`keysets::test_server`), which
 /// counts the checks it receives.
 async fn scripted_stack(
     tune: impl FnOnce(&mut proxy::ProxySettings),
 ) -> (
-    jwks_cache::test_server::KeyServer,
+    keysets::test_server::KeyServer,
     echo::RunningServer,
     RunningProxy,
 ) {
-    let checks = jwks_cache::test_server::KeyServer::start().await.unwrap();
+    let checks = keysets::test_server::KeyServer::start().await.unwrap();
     let backend = start_echo().await;
     let mut settings = settings(backend.addr());
     settings.api_keys.service_control_url = Some(format!("http://{}", checks.addr()));
@@ -455,7 +455,7 @@ async fn fail_open_refuses_an_overlong_key() {
 /// a 4xx, or an answer without a verdict, is an invalid key.
 #[tokio::test]
 async fn fail_open_opens_only_when_the_key_server_is_unreachable() {
-    use jwks_cache::test_server::Reply;
+    use keysets::test_server::Reply;
     let (checks, _backend, proxy) = stack_fail_open().await;
     // (reply, allowed). Each case uses its own key: invalid answers are cached.
     let table = [
@@ -498,7 +498,7 @@ async fn fail_open_opens_only_when_the_key_server_is_unreachable() {
 }
 
 async fn stack_fail_open() -> (
-    jwks_cache::test_server::KeyServer,
+    keysets::test_server::KeyServer,
     echo::RunningServer,
     RunningProxy,
 ) {
@@ -509,7 +509,7 @@ async fn stack_fail_open() -> (
 /// before any key is checked: the key server sees no request, whatever the key.
 #[tokio::test]
 async fn calls_that_cannot_be_served_cause_no_key_checks() {
-    use jwks_cache::test_server::Reply;
+    use keysets::test_server::Reply;
     let (checks, _backend, proxy) = scripted_stack(|_| {}).await;
     checks.set(
         CHECK_PATH,
@@ -571,7 +571,7 @@ async fn raw_h2_post(addr: std::net::SocketAddr, path: &str, content_type: &str,
 /// the cap are refused with UNAVAILABLE — even with fail-open, saturation is never a way in.
 #[tokio::test]
 async fn outstanding_key_checks_are_capped() {
-    use jwks_cache::test_server::Reply;
+    use keysets::test_server::Reply;
     let (checks, _backend, proxy) = scripted_stack(|s| {
         s.api_keys.max_pending_checks = 3;
         s.api_keys.check_timeout = Duration::from_secs(20);

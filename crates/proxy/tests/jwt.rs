@@ -10,7 +10,7 @@ use bytes::Bytes;
 use common::*;
 use echo::pb::EchoRequest;
 use jose::{Algorithm, GeneratedKey};
-use jwks_cache::test_server::{KeyServer, Reply, jwks};
+use keysets::test_server::{KeyServer, Reply, jwks};
 use serde_json::json;
 use service_config::{Descriptor, ServiceConfig};
 use tonic::metadata::MetadataValue;

@@ -25,6 +25,22 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 /// The fully qualified service name.
 pub const SERVICE_NAME: &str = "endpoints.examples.bookstore.Bookstore";
 
+/// The canonical UPPER_SNAKE name of a gRPC status code (`PermissionDenied` →
+/// `PERMISSION_DENIED`), as grpcurl prints it: derived from tonic's variant name, so the sample
+/// keeps no table of its own (the proxy's `code_name` is the table; its tests check that both
+/// agree on every code).
+pub fn code_name(code: tonic::Code) -> String {
+    let camel = format!("{code:?}");
+    let mut name = String::with_capacity(camel.len() + 4);
+    for (i, c) in camel.chars().enumerate() {
+        if i > 0 && c.is_ascii_uppercase() {
+            name.push('_');
+        }
+        name.push(c.to_ascii_uppercase());
+    }
+    name
+}
+
 pub use server::{RunningServer, ServeError, serve};
 pub use service::BookstoreService;
 pub use store::{DbLocation, Store, StoreError};

@@ -8,11 +8,11 @@ use proxy::code_name;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 
-use super::output;
+use super::transcript::output;
 
 /// A Bookstore method the demo calls.
 #[derive(Clone, Copy)]
-pub(super) enum Method {
+pub(super) enum BookstoreMethod {
     ListShelves,
     GetShelf(i64),
 }
@@ -31,7 +31,7 @@ pub(super) enum Expect {
 /// credentials it sends, and what it should do.
 pub(super) struct Call<'a> {
     pub(super) line: String,
-    pub(super) method: Method,
+    pub(super) method: BookstoreMethod,
     pub(super) token: Option<&'a str>,
     pub(super) api_key: Option<&'a str>,
     pub(super) expect: Expect,
@@ -68,11 +68,11 @@ pub(super) async fn make_call(
 ) -> anyhow::Result<bool> {
     let (token, key) = (call.token, call.api_key);
     let got: Result<Vec<Shelf>, Status> = match call.method {
-        Method::ListShelves => client
+        BookstoreMethod::ListShelves => client
             .list_shelves(request((), token, key)?)
             .await
             .map(|reply| reply.into_inner().shelves),
-        Method::GetShelf(shelf) => client
+        BookstoreMethod::GetShelf(shelf) => client
             .get_shelf(request(GetShelfRequest { shelf }, token, key)?)
             .await
             .map(|reply| vec![reply.into_inner()]),
@@ -83,8 +83,10 @@ pub(super) async fn make_call(
                 output(&format!("shelf {}: {}", shelf.id, shelf.theme));
             }
             match call.method {
-                Method::ListShelves => !shelves.is_empty(),
-                Method::GetShelf(id) => matches!(shelves.as_slice(), [shelf] if shelf.id == id),
+                BookstoreMethod::ListShelves => !shelves.is_empty(),
+                BookstoreMethod::GetShelf(id) => {
+                    matches!(shelves.as_slice(), [shelf] if shelf.id == id)
+                }
             }
         }
         (Err(status), Expect::Rejected { code, message }) => {
@@ -109,8 +111,8 @@ pub(super) async fn make_call(
         }
     };
     let want = match (&call.expect, call.method) {
-        (Expect::Answer, Method::ListShelves) => "the shelves".to_owned(),
-        (Expect::Answer, Method::GetShelf(id)) => format!("shelf {id}"),
+        (Expect::Answer, BookstoreMethod::ListShelves) => "the shelves".to_owned(),
+        (Expect::Answer, BookstoreMethod::GetShelf(id)) => format!("shelf {id}"),
         (Expect::Rejected { code, message }, _) => format!("{} \"{message}\"", code_name(*code)),
     };
     if ok {

@@ -134,7 +134,11 @@ fn describe(status: &Status) -> String {
     if status.code() == Code::Cancelled && status.message() == "Timeout expired" {
         return "DEADLINE_EXCEEDED: Deadline Exceeded".to_owned();
     }
-    format!("{}: {}", output::code_name(status.code()), status.message())
+    format!(
+        "{}: {}",
+        bookstore::code_name(status.code()),
+        status.message()
+    )
 }
 
 async fn run(args: &Args) -> Result<Outcome, Failure> {

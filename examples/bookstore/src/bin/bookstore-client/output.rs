@@ -3,7 +3,6 @@
 use bookstore::pb::{Book, ListBooksResponse, ListShelvesResponse, Shelf};
 use prost::Message;
 use prost_reflect::{DescriptorPool, DynamicMessage, SerializeOptions};
-use tonic::Code;
 
 /// What a successful call returned.
 #[derive(Debug)]
@@ -69,27 +68,4 @@ fn render_json(outcome: &Outcome) -> anyhow::Result<String> {
     let mut out = Vec::new();
     message.serialize_with_options(&mut serde_json::Serializer::new(&mut out), &options)?;
     Ok(String::from_utf8(out)?)
-}
-
-/// The canonical upper-case name of a gRPC status code.
-pub fn code_name(code: Code) -> &'static str {
-    match code {
-        Code::Ok => "OK",
-        Code::Cancelled => "CANCELLED",
-        Code::Unknown => "UNKNOWN",
-        Code::InvalidArgument => "INVALID_ARGUMENT",
-        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
-        Code::NotFound => "NOT_FOUND",
-        Code::AlreadyExists => "ALREADY_EXISTS",
-        Code::PermissionDenied => "PERMISSION_DENIED",
-        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
-        Code::FailedPrecondition => "FAILED_PRECONDITION",
-        Code::Aborted => "ABORTED",
-        Code::OutOfRange => "OUT_OF_RANGE",
-        Code::Unimplemented => "UNIMPLEMENTED",
-        Code::Internal => "INTERNAL",
-        Code::Unavailable => "UNAVAILABLE",
-        Code::DataLoss => "DATA_LOSS",
-        Code::Unauthenticated => "UNAUTHENTICATED",
-    }
 }

@@ -11,8 +11,8 @@ use service_config::{AuthProvider, ProviderId};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::budget::{Decision, RefetchBudget};
-use crate::{FetchError, Fetcher, KeyState, Refetch, Settings};
+use crate::budget::{RefetchBudget, RefetchDecision};
+use crate::{CachedKeySet, FetchError, Fetcher, JwksSettings, Refetch};
 
 /// The shortest wait between two background fetches of one provider, whatever the settings
 /// say, so a zero duration cannot make a refresh task spin.
@@ -27,7 +27,7 @@ pub struct JwksCache {
 }
 
 struct Inner {
-    settings: Settings,
+    settings: JwksSettings,
     fetcher: Fetcher,
     slots: HashMap<ProviderId, Arc<Slot>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -72,7 +72,10 @@ struct Snapshot {
 impl JwksCache {
     /// A cache for `providers`, nothing fetched yet: call [`JwksCache::start`]. Fails only
     /// when the HTTP client cannot be built (unreadable or empty `extra_ca`).
-    pub fn new(providers: &[AuthProvider], settings: Settings) -> Result<JwksCache, FetchError> {
+    pub fn new(
+        providers: &[AuthProvider],
+        settings: JwksSettings,
+    ) -> Result<JwksCache, FetchError> {
         let fetcher = Fetcher::new(&settings)?;
         let slots = providers
             .iter()
@@ -142,7 +145,7 @@ impl JwksCache {
     }
 
     /// The settings in force.
-    pub fn settings(&self) -> &Settings {
+    pub fn settings(&self) -> &JwksSettings {
         &self.inner.settings
     }
 
@@ -152,9 +155,9 @@ impl JwksCache {
     /// `Ready` while the last good set is younger than `cache_duration + max_stale`; after
     /// that, and before the first good fetch, `NotFetched` (fail closed). A provider that is
     /// not configured is `NotFetched` too, with an error saying so.
-    pub fn state(&self, id: &ProviderId) -> KeyState {
+    pub fn state(&self, id: &ProviderId) -> CachedKeySet {
         let Some(slot) = self.inner.slots.get(id) else {
-            return KeyState::NotFetched {
+            return CachedKeySet::NotFetched {
                 last_error: Some(format!("provider {id} is not configured")),
             };
         };
@@ -163,9 +166,9 @@ impl JwksCache {
             (Some(keys), Some(at)) => {
                 let age = Instant::now().saturating_duration_since(at);
                 if age <= self.inner.settings.usable_for() {
-                    KeyState::Ready(Arc::clone(keys))
+                    CachedKeySet::Ready(Arc::clone(keys))
                 } else {
-                    KeyState::NotFetched {
+                    CachedKeySet::NotFetched {
                         last_error: Some(format!(
                             "last good key set is {}s old, past cache_duration + max_stale; last error: {}",
                             age.as_secs(),
@@ -174,7 +177,7 @@ impl JwksCache {
                     }
                 }
             }
-            _ => KeyState::NotFetched {
+            _ => CachedKeySet::NotFetched {
                 last_error: snapshot.last_error.clone(),
             },
         }
@@ -222,14 +225,14 @@ impl JwksCache {
                 return Refetch::Joined;
             }
             match book.budget.decide(kid.as_ref(), Instant::now()) {
-                Decision::Fetch => {}
+                RefetchDecision::Fetch => {}
                 // Another caller's fetch for this same kid finished while we waited.
-                Decision::KidRecent if fetched_meanwhile => return Refetch::Joined,
-                Decision::KidRecent => {
+                RefetchDecision::KidRecent if fetched_meanwhile => return Refetch::Joined,
+                RefetchDecision::KidRecent => {
                     tracing::debug!(provider = %slot.provider.id, kid = kid.as_ref().map(Kid::as_str), "refetch for this kid rate-limited");
                     return Refetch::RateLimited;
                 }
-                Decision::Exhausted => {
+                RefetchDecision::Exhausted => {
                     tracing::debug!(provider = %slot.provider.id, kid = kid.as_ref().map(Kid::as_str), "refetch budget of the provider exhausted");
                     return Refetch::BudgetExhausted;
                 }
@@ -253,7 +256,7 @@ impl Slot {
     async fn fetch_locked(
         &self,
         fetcher: &Fetcher,
-        settings: &Settings,
+        settings: &JwksSettings,
         book: &mut Book,
         trigger: &'static str,
     ) -> Result<(), String> {
@@ -299,7 +302,7 @@ impl Slot {
 }
 
 /// A provider's background task: fetch, sleep until the refresh point or the retry, repeat.
-async fn refresh_loop(slot: Arc<Slot>, fetcher: Fetcher, settings: Settings) {
+async fn refresh_loop(slot: Arc<Slot>, fetcher: Fetcher, settings: JwksSettings) {
     let refresh_after = settings.refresh_after();
     loop {
         let wait = {

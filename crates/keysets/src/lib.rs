@@ -1,5 +1,5 @@
-//! `jwks-cache`: fetches and caches each authentication provider's public keys, the I/O edge
-//! between `service-config`'s providers and `jose`'s key sets.
+//! `keysets` (package `esprit-keysets`): fetches and caches each authentication provider's
+//! public keys, the I/O edge between `service-config`'s providers and `jose`'s key sets.
 //!
 //! What it does: fetches a provider's key set from its `jwks_uri` (`http://`, `https://` with
 //! the system roots plus an optional private CA, or `file://`), or by OpenID discovery when the
@@ -33,14 +33,14 @@ pub use cache::JwksCache;
 pub use error::FetchError;
 pub use fetch::{Fetcher, discovery_url, fetch_once};
 
-/// How key sets are fetched and cached. [`Settings::default`] has ESP's values.
+/// How key sets are fetched and cached. [`JwksSettings::default`] has ESP's values.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Settings {
+pub struct JwksSettings {
     /// How long a fetched set is fresh: refreshed in the background at 80% of it.
     /// Default 300 s (ESPv2 `--jwks_cache_duration_in_s`).
     pub cache_duration: Duration,
     /// How long past `cache_duration` the last good set is still used while refreshes fail;
-    /// after that the provider is [`KeyState::NotFetched`] (fail closed). Default 24 h.
+    /// after that the provider is [`CachedKeySet::NotFetched`] (fail closed). Default 24 h.
     pub max_stale: Duration,
     /// A `kid` not in the key set triggers a refetch at most once per this interval (per
     /// provider and `kid`); also the period of the `refetch_limit` bucket. Default 30 s.
@@ -62,9 +62,9 @@ pub struct Settings {
     pub retry_max: Duration,
 }
 
-impl Default for Settings {
+impl Default for JwksSettings {
     fn default() -> Self {
-        Settings {
+        JwksSettings {
             cache_duration: Duration::from_secs(300),
             max_stale: Duration::from_secs(24 * 60 * 60),
             refetch_interval: Duration::from_secs(30),
@@ -78,7 +78,7 @@ impl Default for Settings {
     }
 }
 
-impl Settings {
+impl JwksSettings {
     /// When a background refresh is due after a good fetch: 80% of `cache_duration`, so the
     /// new set normally arrives before the old one expires.
     pub fn refresh_after(&self) -> Duration {
@@ -93,7 +93,7 @@ impl Settings {
 
 /// What the proxy may verify a provider's tokens with, now.
 #[derive(Clone, Debug)]
-pub enum KeyState {
+pub enum CachedKeySet {
     /// A usable key set (fresh, or stale within `max_stale`).
     Ready(Arc<jose::KeySet>),
     /// No usable set: not fetched yet, every fetch failed, or the last good set is past

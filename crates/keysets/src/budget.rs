@@ -17,7 +17,7 @@ use tokio::time::Instant;
 
 /// What [`RefetchBudget::decide`] allows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Decision {
+pub(crate) enum RefetchDecision {
     /// Fetch now; the `kid` and the spent token are recorded.
     Fetch,
     /// This `kid` was refetched for less than `refetch_interval` ago.
@@ -53,22 +53,22 @@ impl RefetchBudget {
     }
 
     /// May a refetch for `kid` run at `now`? Records it when it may.
-    pub(crate) fn decide(&mut self, kid: Option<&Kid>, now: Instant) -> Decision {
+    pub(crate) fn decide(&mut self, kid: Option<&Kid>, now: Instant) -> RefetchDecision {
         self.refill(now);
         let interval = self.interval;
         self.recent
             .retain(|_, at| now.saturating_duration_since(*at) < interval);
         let key = kid.cloned();
         if self.recent.contains_key(&key) {
-            return Decision::KidRecent;
+            return RefetchDecision::KidRecent;
         }
         if self.tokens == 0 {
-            return Decision::Exhausted;
+            return RefetchDecision::Exhausted;
         }
         self.tokens -= 1;
         self.refilled_at.get_or_insert(now);
         self.recent.insert(key, now);
-        Decision::Fetch
+        RefetchDecision::Fetch
     }
 
     /// How many `kid`s are remembered (for tests of the memory bound).
@@ -122,16 +122,22 @@ mod tests {
     fn each_new_kid_fetches_once_per_interval() {
         let t0 = Instant::now();
         let mut b = RefetchBudget::new(30 * SEC, 5);
-        assert_eq!(b.decide(Some(&kid("bogus")), t0), Decision::Fetch);
-        assert_eq!(b.decide(Some(&kid("bogus")), t0 + SEC), Decision::KidRecent);
+        assert_eq!(b.decide(Some(&kid("bogus")), t0), RefetchDecision::Fetch);
+        assert_eq!(
+            b.decide(Some(&kid("bogus")), t0 + SEC),
+            RefetchDecision::KidRecent
+        );
         // The bogus kid does not block a different, new kid.
-        assert_eq!(b.decide(Some(&kid("new")), t0 + SEC), Decision::Fetch);
-        assert_eq!(b.decide(None, t0 + SEC), Decision::Fetch);
-        assert_eq!(b.decide(None, t0 + 2 * SEC), Decision::KidRecent);
+        assert_eq!(
+            b.decide(Some(&kid("new")), t0 + SEC),
+            RefetchDecision::Fetch
+        );
+        assert_eq!(b.decide(None, t0 + SEC), RefetchDecision::Fetch);
+        assert_eq!(b.decide(None, t0 + 2 * SEC), RefetchDecision::KidRecent);
         // After the interval the same kid may be fetched for again.
         assert_eq!(
             b.decide(Some(&kid("bogus")), t0 + 31 * SEC),
-            Decision::Fetch
+            RefetchDecision::Fetch
         );
     }
 
@@ -142,20 +148,30 @@ mod tests {
         let mut fetched = 0;
         // 1000 distinct kids within one second: only the bucket's 5.
         for i in 0..1000 {
-            if b.decide(Some(&kid(&format!("k{i}"))), t0 + SEC * i / 1000) == Decision::Fetch {
+            if b.decide(Some(&kid(&format!("k{i}"))), t0 + SEC * i / 1000) == RefetchDecision::Fetch
+            {
                 fetched += 1;
             }
         }
         assert_eq!(fetched, 5);
         // One token per 6 s comes back.
-        assert_eq!(b.decide(Some(&kid("x")), t0 + 5 * SEC), Decision::Exhausted);
-        assert_eq!(b.decide(Some(&kid("x")), t0 + 6 * SEC), Decision::Fetch);
-        assert_eq!(b.decide(Some(&kid("y")), t0 + 7 * SEC), Decision::Exhausted);
+        assert_eq!(
+            b.decide(Some(&kid("x")), t0 + 5 * SEC),
+            RefetchDecision::Exhausted
+        );
+        assert_eq!(
+            b.decide(Some(&kid("x")), t0 + 6 * SEC),
+            RefetchDecision::Fetch
+        );
+        assert_eq!(
+            b.decide(Some(&kid("y")), t0 + 7 * SEC),
+            RefetchDecision::Exhausted
+        );
         // Over a long flood, at most limit per interval (plus the initial burst).
         let mut fetched = 0;
         for i in 0..6000u32 {
             let now = t0 + 10 * SEC + Duration::from_millis(50) * i; // 300 s
-            if b.decide(Some(&kid(&format!("f{i}"))), now) == Decision::Fetch {
+            if b.decide(Some(&kid(&format!("f{i}"))), now) == RefetchDecision::Fetch {
                 fetched += 1;
             }
             assert!(b.remembered() <= 10, "memory bounded by the bucket");
@@ -169,7 +185,7 @@ mod tests {
         let t0 = Instant::now();
         let mut b = RefetchBudget::new(Duration::ZERO, 1);
         for _ in 0..10 {
-            assert_eq!(b.decide(Some(&kid("a")), t0), Decision::Fetch);
+            assert_eq!(b.decide(Some(&kid("a")), t0), RefetchDecision::Fetch);
         }
     }
 }

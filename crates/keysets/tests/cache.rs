@@ -7,19 +7,19 @@ use std::time::{Duration, Instant};
 
 use common::{init_logs, kids, provider, wait_for};
 use jose::{Algorithm, JoseError};
-use jwks_cache::test_server::{self, KeyServer, Reply};
-use jwks_cache::{JwksCache, KeyState, Refetch, Settings};
+use keysets::test_server::{self, KeyServer, Reply};
+use keysets::{CachedKeySet, JwksCache, JwksSettings, Refetch};
 use service_config::ProviderId;
 
-fn fast() -> Settings {
-    Settings {
+fn fast() -> JwksSettings {
+    JwksSettings {
         cache_duration: Duration::from_secs(300),
         max_stale: Duration::from_secs(300),
         refetch_interval: Duration::from_secs(30),
         fetch_timeout: Duration::from_secs(2),
         retry_initial: Duration::from_millis(50),
         retry_max: Duration::from_millis(200),
-        ..Settings::default()
+        ..JwksSettings::default()
     }
 }
 
@@ -50,7 +50,7 @@ async fn initial_fetch_happens_in_the_background() {
     );
     assert!(matches!(
         cache.state(&id("p")),
-        KeyState::NotFetched { last_error: None }
+        CachedKeySet::NotFetched { last_error: None }
     ));
     assert!(
         wait_for(Duration::from_secs(5), || kids(&cache.state(&id("p")))
@@ -67,7 +67,7 @@ async fn refreshes_after_the_cache_duration() {
     let b = jose::generate_es256().unwrap();
     let server = KeyServer::start().await.unwrap();
     server.set("/jwks", Reply::json(test_server::jwks(&[("a", &a)])));
-    let settings = Settings {
+    let settings = JwksSettings {
         cache_duration: Duration::from_millis(1000),
         ..fast()
     };
@@ -105,7 +105,7 @@ async fn keeps_the_stale_set_then_fails_closed_then_recovers() {
     let a = jose::generate_es256().unwrap();
     let server = KeyServer::start().await.unwrap();
     server.set("/jwks", Reply::json(test_server::jwks(&[("a", &a)])));
-    let settings = Settings {
+    let settings = JwksSettings {
         cache_duration: Duration::from_millis(600),
         max_stale: Duration::from_millis(1400),
         ..fast()
@@ -138,7 +138,7 @@ async fn keeps_the_stale_set_then_fails_closed_then_recovers() {
         fetched.elapsed()
     );
     match cache.state(&id("p")) {
-        KeyState::NotFetched {
+        CachedKeySet::NotFetched {
             last_error: Some(e),
         } => {
             assert!(e.contains("max_stale"), "{e}");
@@ -161,7 +161,7 @@ async fn a_set_with_no_usable_key_never_replaces_a_good_one() {
     let a = jose::generate_es256().unwrap();
     let server = KeyServer::start().await.unwrap();
     server.set("/jwks", Reply::json(test_server::jwks(&[("a", &a)])));
-    let settings = Settings {
+    let settings = JwksSettings {
         cache_duration: Duration::from_millis(500),
         refetch_interval: Duration::from_millis(1),
         ..fast()
@@ -251,7 +251,7 @@ async fn refetch_is_rate_limited() {
     let a = jose::generate_es256().unwrap();
     let server = KeyServer::start().await.unwrap();
     server.set("/jwks", Reply::json(test_server::jwks(&[("a", &a)])));
-    let settings = Settings {
+    let settings = JwksSettings {
         refetch_interval: Duration::from_millis(700),
         ..fast()
     };
@@ -310,13 +310,13 @@ async fn a_freshly_rotated_key_verifies_on_the_first_call() {
     let jws = jose::Jws::parse(&token).unwrap();
 
     // What the proxy does on one request: verify, refetch on an unknown kid, verify again.
-    let KeyState::Ready(keys) = cache.state(&id("p")) else {
+    let CachedKeySet::Ready(keys) = cache.state(&id("p")) else {
         panic!("not ready")
     };
     let err = jose::verify(&jws, &keys).unwrap_err();
     assert!(matches!(err, JoseError::KeyNotFound { .. }), "{err:?}");
     assert_eq!(cache.refetch(&id("p"), None).await, Refetch::Fetched);
-    let KeyState::Ready(keys) = cache.state(&id("p")) else {
+    let CachedKeySet::Ready(keys) = cache.state(&id("p")) else {
         panic!("not ready")
     };
     let key = jose::verify(&jws, &keys).unwrap();
@@ -366,7 +366,7 @@ async fn providers_are_independent_and_unknown_ones_fail_closed() {
     assert!(
         wait_for(Duration::from_secs(5), || matches!(
             cache.state(&id("bad")),
-            KeyState::NotFetched {
+            CachedKeySet::NotFetched {
                 last_error: Some(_)
             }
         ))
@@ -376,7 +376,7 @@ async fn providers_are_independent_and_unknown_ones_fail_closed() {
     assert!(wait_for(Duration::from_secs(3), || server.hits("/bad") >= 3).await);
     assert!(matches!(
         cache.state(&id("nope")),
-        KeyState::NotFetched {
+        CachedKeySet::NotFetched {
             last_error: Some(_)
         }
     ));
@@ -409,7 +409,7 @@ async fn an_explicitly_empty_set_withdraws_every_key() {
     let a = jose::generate_es256().unwrap();
     let server = KeyServer::start().await.unwrap();
     server.set("/jwks", Reply::json(test_server::jwks(&[("a", &a)])));
-    let settings = Settings {
+    let settings = JwksSettings {
         refetch_interval: Duration::from_millis(1),
         ..fast()
     };
@@ -434,7 +434,7 @@ async fn an_explicitly_empty_set_withdraws_every_key() {
             "{empty}"
         );
         match cache.state(&id("p")) {
-            KeyState::Ready(keys) => assert!(keys.keys().is_empty(), "{empty}"),
+            CachedKeySet::Ready(keys) => assert!(keys.keys().is_empty(), "{empty}"),
             other => panic!("{empty}: want an empty Ready set, got {other:?}"),
         }
     }
@@ -444,7 +444,7 @@ fn kid(s: &str) -> jose::Kid {
     jose::Kid::from(s)
 }
 
-async fn ready_cache(server: &KeyServer, settings: Settings) -> JwksCache {
+async fn ready_cache(server: &KeyServer, settings: JwksSettings) -> JwksCache {
     let cache = JwksCache::new(&[provider("p", "iss", Some(server.url("/jwks")))], settings)
         .expect("a cache");
     cache.start();
@@ -499,7 +499,7 @@ async fn random_kids_fetch_at_most_the_limit() {
     let a = jose::generate_es256().unwrap();
     let server = KeyServer::start().await.unwrap();
     server.set("/jwks", Reply::json(test_server::jwks(&[("a", &a)])));
-    let settings = Settings {
+    let settings = JwksSettings {
         refetch_limit: 3,
         ..fast()
     };

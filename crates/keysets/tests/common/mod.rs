@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use jwks_cache::KeyState;
+use keysets::CachedKeySet;
 use service_config::{AuthProvider, ExpClaim, Issuer, JwksUri, JwtLocation, ProviderId};
 
 pub fn provider(id: &str, issuer: &str, jwks_uri: Option<String>) -> AuthProvider {
@@ -24,10 +24,10 @@ pub fn kids_of(set: &jose::KeySet) -> Vec<String> {
         .collect()
 }
 
-pub fn kids(state: &KeyState) -> Option<Vec<String>> {
+pub fn kids(state: &CachedKeySet) -> Option<Vec<String>> {
     match state {
-        KeyState::Ready(set) => Some(kids_of(set)),
-        KeyState::NotFetched { .. } => None,
+        CachedKeySet::Ready(set) => Some(kids_of(set)),
+        CachedKeySet::NotFetched { .. } => None,
     }
 }
 
@@ -48,6 +48,6 @@ pub async fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
 pub fn init_logs() {
     let _ = tracing_subscriber::fmt()
         .with_test_writer()
-        .with_env_filter("jwks_cache=debug")
+        .with_env_filter("keysets=debug")
         .try_init();
 }

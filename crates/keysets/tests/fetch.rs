@@ -7,14 +7,14 @@ use std::time::{Duration, Instant};
 
 use common::{init_logs, kids_of, provider};
 use jose::{Algorithm, JoseError, KeySource, SkipReason};
-use jwks_cache::test_server::{self, KeyServer, Reply, TestPki};
-use jwks_cache::{FetchError, Settings, discovery_url, fetch_once};
+use keysets::test_server::{self, KeyServer, Reply, TestPki};
+use keysets::{FetchError, JwksSettings, discovery_url, fetch_once};
 use service_config::Issuer;
 
-fn settings() -> Settings {
-    Settings {
+fn settings() -> JwksSettings {
+    JwksSettings {
         fetch_timeout: Duration::from_millis(500),
-        ..Settings::default()
+        ..JwksSettings::default()
     }
 }
 
@@ -194,9 +194,9 @@ async fn size_cap_while_streaming_without_content_length() {
     let server = KeyServer::start().await.unwrap();
     // 256 MiB of whitespace, chunked: only a cap enforced while streaming stops this in time.
     server.set("/endless", Reply::endless_whitespace(256 * 1024 * 1024));
-    let s = Settings {
+    let s = JwksSettings {
         fetch_timeout: Duration::from_secs(10),
-        ..Settings::default()
+        ..JwksSettings::default()
     };
     let started = Instant::now();
     let err = fetch_once(&provider("p", "iss", Some(server.url("/endless"))), &s)
@@ -215,7 +215,7 @@ async fn a_body_exactly_at_the_cap_is_accepted() {
     let a = jose::generate_es256().unwrap();
     let server = KeyServer::start().await.unwrap();
     let jwks = test_server::jwks(&[("a", &a)]);
-    let s = Settings {
+    let s = JwksSettings {
         max_body_bytes: jwks.len() as u64,
         ..settings()
     };
@@ -224,7 +224,7 @@ async fn a_body_exactly_at_the_cap_is_accepted() {
         .await
         .unwrap();
     assert_eq!(kids_of(&set), ["a"]);
-    let smaller = Settings {
+    let smaller = JwksSettings {
         max_body_bytes: jwks.len() as u64 - 1,
         ..settings()
     };
@@ -431,7 +431,7 @@ async fn https_with_a_private_ca() {
     let dir = tempfile::tempdir().unwrap();
     let ca = dir.path().join("ca.pem");
     std::fs::write(&ca, &pki.ca_pem).unwrap();
-    let with_ca = Settings {
+    let with_ca = JwksSettings {
         extra_ca: Some(ca),
         ..settings()
     };
@@ -445,7 +445,7 @@ async fn https_with_a_private_ca() {
 async fn bad_extra_ca_files() {
     let dir = tempfile::tempdir().unwrap();
     let p = provider("p", "iss", Some("https://127.0.0.1:1/jwks".into()));
-    let missing = Settings {
+    let missing = JwksSettings {
         extra_ca: Some(dir.path().join("missing.pem")),
         ..settings()
     };
@@ -456,7 +456,7 @@ async fn bad_extra_ca_files() {
     std::fs::write(&empty, "no certificates here\n").unwrap();
     let err = fetch_once(
         &p,
-        &Settings {
+        &JwksSettings {
             extra_ca: Some(empty),
             ..settings()
         },
@@ -480,7 +480,7 @@ async fn https_discovery_may_not_point_at_an_http_jwks_uri() {
     let dir = tempfile::tempdir().unwrap();
     let ca = dir.path().join("ca.pem");
     std::fs::write(&ca, &pki.ca_pem).unwrap();
-    let with_ca = Settings {
+    let with_ca = JwksSettings {
         extra_ca: Some(ca),
         ..settings()
     };

@@ -8,7 +8,7 @@ use reqwest::{Certificate, Url, redirect};
 use service_config::{AuthProvider, Issuer};
 use tokio::io::AsyncReadExt as _;
 
-use crate::{FetchError, Settings};
+use crate::{FetchError, JwksSettings};
 
 /// Fetches key sets. Holds one HTTP client (connection pool, TLS roots), so build it once.
 ///
@@ -24,7 +24,7 @@ pub struct Fetcher {
 
 impl Fetcher {
     /// Builds the HTTP client: system roots plus the PEM certificates of `settings.extra_ca`.
-    pub fn new(settings: &Settings) -> Result<Fetcher, FetchError> {
+    pub fn new(settings: &JwksSettings) -> Result<Fetcher, FetchError> {
         let mut builder = reqwest::Client::builder()
             .no_proxy()
             // A redirect could lead a fetch anywhere (including plain http or a local
@@ -300,7 +300,7 @@ fn scheme(url: &str) -> Option<String> {
 /// The same code path (client settings, discovery, size cap, parsing) as [`crate::JwksCache`].
 pub async fn fetch_once(
     provider: &AuthProvider,
-    settings: &Settings,
+    settings: &JwksSettings,
 ) -> Result<KeySet, FetchError> {
     Fetcher::new(settings)?.fetch(provider).await
 }
