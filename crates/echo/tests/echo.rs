@@ -8,15 +8,10 @@ use bytes::Bytes;
 use echo::pb::echo_client::EchoClient;
 use echo::pb::{EchoRequest, EchoResponse};
 use echo::{MAX_MESSAGE_SIZE, RunningServer, TRAILER_BIN_VALUE};
-use tokio::net::TcpListener;
+use testkit::start_echo as start;
 use tonic::metadata::{BinaryMetadataValue, MetadataMap};
 use tonic::transport::Channel;
 use tonic::{Code, Request};
-
-async fn start() -> RunningServer {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    RunningServer::start(listener).unwrap()
-}
 
 async fn client(server: &RunningServer) -> EchoClient<Channel> {
     let channel = Channel::from_shared(server.url())
@@ -326,22 +321,13 @@ async fn binary_prints_its_address_and_serves() {
     assert_eq!(reply.payload, payload("hi"));
 
     // SIGTERM stops it cleanly.
-    let pid = child.id().unwrap().to_string();
-    let killed = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    let status = testkit::cli::sigterm_and_wait(&mut child).await;
     assert!(status.success(), "{status:?}");
 }
 
 #[tokio::test]
 async fn plain_replies_reflect_nothing() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = testkit::listener().await;
     let addr = listener.local_addr().unwrap();
     tokio::spawn(echo::serve_with(
         listener,

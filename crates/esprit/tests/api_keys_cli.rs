@@ -4,9 +4,11 @@
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::io::{Read as _, Write as _};
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
+
+use testkit::cli;
 
 use serde_json::{Value, json};
 
@@ -14,13 +16,10 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8(bytes.to_vec()).expect("utf-8 output")
 }
 
+const ESPRIT: &str = env!("CARGO_BIN_EXE_esprit");
+
 fn command() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_esprit"));
-    command
-        .env_remove("ESPRIT_IAM_STORE")
-        .env_remove("ESPRIT_IAM_BASE_URL")
-        .env_remove("RUST_LOG");
-    command
+    cli::command(ESPRIT)
 }
 
 struct Cli {
@@ -59,20 +58,7 @@ impl Cli {
 
     /// Runs and asserts exit code `code` with nothing on stdout; returns stderr.
     fn fails(&self, args: &[&str], code: i32) -> String {
-        let out = self.run(args);
-        assert_eq!(
-            out.status.code(),
-            Some(code),
-            "api-keys {args:?}: stdout {} stderr {}",
-            text(&out.stdout),
-            text(&out.stderr)
-        );
-        assert!(
-            out.stdout.is_empty(),
-            "{args:?} printed {}",
-            text(&out.stdout)
-        );
-        text(&out.stderr)
+        cli::assert_fails(&format!("api-keys {args:?}"), &self.run(args), code)
     }
 
     /// `create` and the key it printed.
@@ -284,26 +270,8 @@ fn check_for(addr: &str, service: &str, key: &str) -> (String, Value) {
 fn iam_serve_checks_keys_the_cli_creates_and_revokes_while_it_runs() {
     let cli = Cli::new();
     let key = cli.create(&["--project", "my-project"]);
-    let mut child = command()
-        .args([
-            "iam",
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--log-format",
-            "json",
-            "--store",
-        ])
-        .arg(&cli.store)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line.trim().strip_prefix("http://").unwrap().to_owned();
+    let server = cli::iam_serve(ESPRIT, &cli.store, &["--log-format", "json"]);
+    let addr = server.addr.strip_prefix("http://").unwrap().to_owned();
 
     let (_, list) = cli.list_json(&[]);
     let id = list[0]["id"].as_str().unwrap().to_owned();
@@ -329,19 +297,7 @@ fn iam_serve_checks_keys_the_cli_creates_and_revokes_while_it_runs() {
     let (_, body) = check(&addr, unknown);
     assert_eq!(body, json!({"valid": false}));
 
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let mut logs = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut logs)
-        .unwrap();
-    let status = child.wait().unwrap();
+    let (status, logs) = server.sigterm_and_wait();
     assert!(status.success(), "iam serve exited with {status}: {logs}");
 
     // One log line per check, with key id, prefix and result; never a key.
@@ -373,26 +329,8 @@ fn iam_serve_checks_keys_the_cli_creates_and_revokes_while_it_runs() {
 fn client_text_cannot_forge_key_server_log_lines() {
     let cli = Cli::new();
     let key = cli.create(&["--project", "my-project"]);
-    let mut child = command()
-        .args([
-            "iam",
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--log-format",
-            "text",
-            "--store",
-        ])
-        .arg(&cli.store)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line.trim().strip_prefix("http://").unwrap().to_owned();
+    let server = cli::iam_serve(ESPRIT, &cli.store, &["--log-format", "text"]);
+    let addr = server.addr.strip_prefix("http://").unwrap().to_owned();
 
     let forged = "svc%0A2026-01-01T00:00:00Z%20INFO%20FORGED%20admin%20login";
     let (status, body) = check_for(&addr, forged, &key);
@@ -404,19 +342,8 @@ fn client_text_cannot_forge_key_server_log_lines() {
     let (_, body) = check_for(&addr, forged, "AIzaSyNotAKeyOfThisStore0000000000000000");
     assert_eq!(body, json!({"valid": false}));
 
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let mut logs = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut logs)
-        .unwrap();
-    assert!(child.wait().unwrap().success(), "{logs}");
+    let (status, logs) = server.sigterm_and_wait();
+    assert!(status.success(), "{logs}");
     let check_lines: Vec<&str> = logs
         .lines()
         .filter(|l| l.contains("API key check"))

@@ -1,7 +1,7 @@
 //! `esprit config check` run as a process on the service-config fixtures.
 
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Output;
 
 fn fixture(name: &str) -> String {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -12,7 +12,7 @@ fn fixture(name: &str) -> String {
 }
 
 fn check(config: &str, descriptors: &[&str]) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_esprit"));
+    let mut command = testkit::cli::command(env!("CARGO_BIN_EXE_esprit"));
     command.args(["config", "check", "--service-config", &fixture(config)]);
     for descriptor in descriptors {
         command.args(["--descriptor", &fixture(descriptor)]);
@@ -165,7 +165,7 @@ fn check_text(text: &str, extra: &[&str]) -> Output {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("api_config.yaml");
     std::fs::write(&config, text).expect("write config");
-    Command::new(env!("CARGO_BIN_EXE_esprit"))
+    testkit::cli::command(env!("CARGO_BIN_EXE_esprit"))
         .args(["config", "check", "--service-config"])
         .arg(&config)
         .args(["--descriptor", &fixture("bookstore.pb")])

@@ -22,14 +22,8 @@ const KEY_MISSING: &str = "Method doesn't allow unregistered callers (callers wi
 const KEY_INVALID: &str = "API key not valid. Please pass a valid API key.";
 
 fn demo(workdir: &Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_esprit"));
-    command
-        .arg("demo")
-        .arg("--workdir")
-        .arg(workdir)
-        .env_remove("RUST_LOG")
-        .env_remove("ESPRIT_IAM_STORE")
-        .env_remove("ESPRIT_IAM_BASE_URL");
+    let mut command = testkit::cli::command(env!("CARGO_BIN_EXE_esprit"));
+    command.arg("demo").arg("--workdir").arg(workdir);
     command
 }
 
@@ -243,11 +237,7 @@ async fn keep_running_serves_calls_until_sigterm_then_cleans_up() {
     assert_eq!(status.message(), KEY_MISSING);
     drop(client);
 
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
+    testkit::cli::sigterm(child.0.id());
     let started = Instant::now();
     let status = loop {
         if let Some(status) = child.0.try_wait().unwrap() {

@@ -2,8 +2,6 @@
 //! error), a message naming the flag and its bound, and no panic
 //! (`--jwks-cache-duration 40000000000s` used to panic in the token cache's builder).
 
-use std::process::Command;
-
 /// Required arguments of each command, so that only the flag under test can fail.
 const PROXY: &[&str] = &[
     "proxy",
@@ -57,7 +55,7 @@ fn absurd_values_are_usage_errors_naming_flag_and_bound() {
         (INSPECT, "--jwks-fetch-timeout", "0", "at least 100ms"),
     ];
     for (command, flag, value, bound) in cases {
-        let out = Command::new(env!("CARGO_BIN_EXE_esprit"))
+        let out = testkit::cli::command(env!("CARGO_BIN_EXE_esprit"))
             .args(*command)
             // `--flag=value`, so that a value starting with `-` is still the flag's value.
             .arg(format!("{flag}={value}"))

@@ -3,9 +3,11 @@
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
+
+use testkit::cli::{self, Listening};
 
 use serde_json::Value;
 
@@ -18,12 +20,18 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8(bytes.to_vec()).expect("utf-8 output")
 }
 
+const ESPRIT: &str = env!("CARGO_BIN_EXE_esprit");
+
 fn command() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_esprit"));
-    command
-        .env_remove("ESPRIT_IAM_STORE")
-        .env_remove("ESPRIT_IAM_BASE_URL");
-    command
+    cli::command(ESPRIT)
+}
+
+/// `HOST:PORT` of a running `iam serve`, from the URL it printed.
+fn http_addr(server: &Listening) -> String {
+    let url = &server.addr;
+    url.strip_prefix("http://")
+        .unwrap_or_else(|| panic!("first line {url:?}"))
+        .to_owned()
 }
 
 impl Cli {
@@ -61,20 +69,7 @@ impl Cli {
 
     /// Runs and asserts exit code `code`; returns stderr.
     fn fails(&self, args: &[&str], code: i32) -> String {
-        let out = self.run(args);
-        assert_eq!(
-            out.status.code(),
-            Some(code),
-            "esprit iam {args:?}: stdout {} stderr {}",
-            text(&out.stdout),
-            text(&out.stderr)
-        );
-        assert!(
-            out.stdout.is_empty(),
-            "{args:?} printed {}",
-            text(&out.stdout)
-        );
-        text(&out.stderr)
+        cli::assert_fails(&format!("esprit iam {args:?}"), &self.run(args), code)
     }
 
     fn account(&self, name: &str) -> String {
@@ -504,22 +499,9 @@ fn iam_serve_runs_as_a_process_and_stops_on_sigterm() {
     let cli = Cli::new();
     let email = cli.account("bookstore-client");
     let k1 = cli.key(&email, &cli.path("k1.json"), &[]);
-    let mut child = command()
-        .args(["iam", "serve", "--listen", "127.0.0.1:0", "--store"])
-        .arg(&cli.store)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("http://")
-        .unwrap_or_else(|| panic!("first line {line:?}"))
-        .to_owned();
+    let mut server = cli::iam_serve(ESPRIT, &cli.store, &[]);
+    server.discard_output();
+    let addr = http_addr(&server);
 
     let jwk_path = format!("/service_accounts/v1/jwk/{}", email.replace('@', "%40"));
     let (status, headers, body) = http_get(&addr, &jwk_path);
@@ -546,12 +528,7 @@ fn iam_serve_runs_as_a_process_and_stops_on_sigterm() {
     assert_eq!(status, "HTTP/1.1 404 Not Found");
     assert!(body.contains("\"NOT_FOUND\""), "{body}");
 
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let status = child.wait().unwrap();
+    let (status, _) = server.sigterm_and_wait();
     assert!(status.success(), "iam serve exited with {status}");
 }
 
@@ -594,32 +571,12 @@ fn the_store_is_private_and_a_writable_store_is_reported() {
         "{stderr}"
     );
 
-    let mut child = command()
-        .args(["iam", "serve", "--listen", "127.0.0.1:0", "--store"])
-        .arg(&cli.store)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("http://")
-        .unwrap_or_else(|| panic!("first line {line:?}"))
-        .to_owned();
+    let server = cli::iam_serve(ESPRIT, &cli.store, &[]);
+    let addr = http_addr(&server);
     // An answer means the store is open (it is opened before the first accept).
     let (status, _, _) = http_get(&addr, "/");
     assert_eq!(status, "HTTP/1.1 404 Not Found");
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let out = child.wait_with_output().unwrap();
-    let logs = text(&out.stderr);
+    let (_, logs) = server.sigterm_and_wait();
     assert!(
         logs.contains(&cli.store.display().to_string()) && logs.contains("0666"),
         "{logs}"

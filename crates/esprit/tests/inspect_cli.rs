@@ -2,7 +2,6 @@
 //! and message the proxy would answer.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed unwrap is a failed test
 
-use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use keysets::test_server::{KeyServer, Reply, jwks};
@@ -119,7 +118,7 @@ async fn explains_acceptance_and_each_rejection() {
         let descriptor = descriptor.clone();
         let method = method.to_owned();
         let out = tokio::task::spawn_blocking(move || {
-            Command::new(env!("CARGO_BIN_EXE_esprit"))
+            testkit::cli::command(env!("CARGO_BIN_EXE_esprit"))
                 .args(["token", "inspect", &token, "--method", &method])
                 .arg("--service-config")
                 .arg(&config_path)
@@ -150,7 +149,7 @@ async fn explains_acceptance_and_each_rejection() {
     }
 
     // An unknown method is an error that names it.
-    let out = Command::new(env!("CARGO_BIN_EXE_esprit"))
+    let out = testkit::cli::command(env!("CARGO_BIN_EXE_esprit"))
         .args([
             "token",
             "inspect",

@@ -2,33 +2,27 @@
 //! SIGTERM draining an in-flight call before a clean exit.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed unwrap is a failed test
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::mpsc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use echo::pb::EchoRequest;
-use tokio::net::TcpListener;
+use testkit::cli::{self, Listening};
+use testkit::{ECHO_CONFIG, start_echo};
 
-const CONFIG: &str = "\
-type: google.api.Service
-config_version: 3
-name: echo.example.com
-apis:
-- name: esprit.echo.v1.Echo
-usage:
-  rules:
-  - selector: \"*\"
-    allow_unregistered_calls: true
-";
+const ESPRIT: &str = env!("CARGO_BIN_EXE_esprit");
 
 struct ProxyProcess {
-    child: Child,
-    addr: String,
+    process: Listening,
+    /// The JSON log lines after "listening".
     lines: mpsc::Receiver<serde_json::Value>,
-    /// The lines logged before "listening".
-    startup: Vec<serde_json::Value>,
+}
+
+/// `esprit proxy` with the service config `config` in front of a backend that is never called.
+fn no_backend_proxy(dir: &std::path::Path, config: &str) -> Command {
+    let backend = "127.0.0.1:1".parse().unwrap();
+    cli::proxy_command(ESPRIT, dir, config, echo::FILE_DESCRIPTOR_SET, backend)
 }
 
 /// Starts `esprit proxy --log-format json` and learns its address from the "listening" line.
@@ -37,7 +31,7 @@ fn start_proxy(
     dir: &std::path::Path,
     extra: &[&str],
 ) -> ProxyProcess {
-    start_proxy_with_config(backend, dir, CONFIG, extra)
+    start_proxy_with_config(backend, dir, ECHO_CONFIG, extra)
 }
 
 /// [`start_proxy`] with another service config.
@@ -47,62 +41,24 @@ fn start_proxy_with_config(
     config_text: &str,
     extra: &[&str],
 ) -> ProxyProcess {
-    let config = dir.join("api_config.yaml");
-    let descriptor = dir.join("echo.pb");
-    std::fs::write(&config, config_text).unwrap();
-    std::fs::write(&descriptor, echo::FILE_DESCRIPTOR_SET).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_esprit"))
-        .args(["proxy", "--log-format", "json", "--listen", "127.0.0.1:0"])
-        .arg("--service-config")
-        .arg(&config)
-        .arg("--descriptor")
-        .arg(&descriptor)
-        .arg("--backend")
-        .arg(format!("grpc://{backend}"))
-        .args(extra)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, lines) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let line = line.unwrap();
-            let value: serde_json::Value = serde_json::from_str(&line)
-                .unwrap_or_else(|e| panic!("log line is not JSON ({e}): {line}"));
-            if tx.send(value).is_err() {
-                break;
-            }
-        }
-    });
-    let mut startup = Vec::new();
-    let addr = loop {
-        let line = lines
-            .recv_timeout(Duration::from_secs(20))
-            .expect("proxy never said it was listening");
-        if line["message"] == "listening" {
-            break line["listen"].as_str().unwrap().to_owned();
-        }
-        startup.push(line);
-    };
-    ProxyProcess {
-        child,
-        addr,
-        lines,
-        startup,
-    }
+    let mut command =
+        cli::proxy_command(ESPRIT, dir, config_text, echo::FILE_DESCRIPTOR_SET, backend);
+    command.args(["--log-format", "json"]).args(extra);
+    let mut process = Listening::json_log(command);
+    let lines = process.json_lines();
+    ProxyProcess { process, lines }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_in_flight_calls_and_exits_zero() {
-    let backend =
-        echo::RunningServer::start(TcpListener::bind("127.0.0.1:0").await.unwrap()).unwrap();
+    let backend = start_echo().await;
     let dir = tempfile::tempdir().unwrap();
-    let mut proxy = start_proxy(backend.addr(), dir.path(), &["--drain-timeout", "5s"]);
+    let proxy = start_proxy(backend.addr(), dir.path(), &["--drain-timeout", "5s"]);
 
-    let mut client = echo::pb::echo_client::EchoClient::connect(format!("http://{}", proxy.addr))
-        .await
-        .unwrap();
+    let mut client =
+        echo::pb::echo_client::EchoClient::connect(format!("http://{}", proxy.process.addr))
+            .await
+            .unwrap();
     let secret = "Bearer eyJhbGciOiJSUzI1NiJ9.c2VjcmV0LXBheWxvYWQ.c2lnbmF0dXJl";
     let mut request = tonic::Request::new(EchoRequest {
         payload: Bytes::from_static(b"in flight"),
@@ -115,16 +71,16 @@ async fn sigterm_drains_in_flight_calls_and_exits_zero() {
     let call = tokio::spawn(async move { client.unary(request).await });
     tokio::time::sleep(Duration::from_millis(200)).await;
 
-    let pid = proxy.child.id().to_string();
-    let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    assert!(killed.success());
+    let pid = proxy.process.child.id();
+    cli::sigterm(pid);
 
     let reply = call
         .await
         .unwrap()
         .expect("the in-flight call must complete during the drain");
     assert_eq!(&reply.into_inner().payload[..], b"in flight");
-    let status = tokio::task::spawn_blocking(move || proxy.child.wait())
+    let mut process = proxy.process;
+    let status = tokio::task::spawn_blocking(move || process.child.wait())
         .await
         .unwrap()
         .unwrap();
@@ -157,28 +113,8 @@ async fn sigterm_drains_in_flight_calls_and_exits_zero() {
 #[test]
 fn an_invalid_config_refuses_to_start_with_the_field_path() {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("bad.yaml");
-    std::fs::write(
-        &config,
-        CONFIG.replace("esprit.echo.v1.Echo", "esprit.echo.v1.Nope"),
-    )
-    .unwrap();
-    let descriptor = dir.path().join("echo.pb");
-    std::fs::write(&descriptor, echo::FILE_DESCRIPTOR_SET).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_esprit"))
-        .args([
-            "proxy",
-            "--backend",
-            "grpc://127.0.0.1:1",
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .arg("--service-config")
-        .arg(&config)
-        .arg("--descriptor")
-        .arg(&descriptor)
-        .output()
-        .unwrap();
+    let config = ECHO_CONFIG.replace("esprit.echo.v1.Echo", "esprit.echo.v1.Nope");
+    let out = cli::output(&mut no_backend_proxy(dir.path(), &config));
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("apis[0].name"), "{stderr}");
@@ -188,24 +124,8 @@ fn an_invalid_config_refuses_to_start_with_the_field_path() {
 fn a_config_needing_checks_the_proxy_cannot_make_refuses_to_start() {
     let dir = tempfile::tempdir().unwrap();
     // No usage rules: as in ESP, every method then needs an API key.
-    let config = dir.path().join("keys.yaml");
-    std::fs::write(&config, CONFIG.split("usage:").next().unwrap()).unwrap();
-    let descriptor = dir.path().join("echo.pb");
-    std::fs::write(&descriptor, echo::FILE_DESCRIPTOR_SET).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_esprit"))
-        .args([
-            "proxy",
-            "--backend",
-            "grpc://127.0.0.1:1",
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .arg("--service-config")
-        .arg(&config)
-        .arg("--descriptor")
-        .arg(&descriptor)
-        .output()
-        .unwrap();
+    let config = ECHO_CONFIG.split("usage:").next().unwrap();
+    let out = cli::output(&mut no_backend_proxy(dir.path(), config));
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("require an API key"), "{stderr}");
@@ -218,22 +138,10 @@ fn a_config_needing_checks_the_proxy_cannot_make_refuses_to_start() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unenforced_sections_refuse_to_start_unless_allowed_and_logged() {
     let with_quota = format!(
-        "{CONFIG}quota:\n  limits:\n  - name: per-consumer\n    metric: read-calls\n    values: {{STANDARD: 10}}\n"
+        "{ECHO_CONFIG}quota:\n  limits:\n  - name: per-consumer\n    metric: read-calls\n    values: {{STANDARD: 10}}\n"
     );
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("quota.yaml");
-    std::fs::write(&config, &with_quota).unwrap();
-    let descriptor = dir.path().join("echo.pb");
-    std::fs::write(&descriptor, echo::FILE_DESCRIPTOR_SET).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_esprit"))
-        .args(["proxy", "--backend", "grpc://127.0.0.1:1"])
-        .args(["--listen", "127.0.0.1:0"])
-        .arg("--service-config")
-        .arg(&config)
-        .arg("--descriptor")
-        .arg(&descriptor)
-        .output()
-        .unwrap();
+    let out = cli::output(&mut no_backend_proxy(dir.path(), &with_quota));
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -242,8 +150,7 @@ async fn unenforced_sections_refuse_to_start_unless_allowed_and_logged() {
     );
     assert!(stderr.contains("--allow-unenforced-config"), "{stderr}");
 
-    let backend =
-        echo::RunningServer::start(TcpListener::bind("127.0.0.1:0").await.unwrap()).unwrap();
+    let backend = start_echo().await;
     let mut proxy = start_proxy_with_config(
         backend.addr(),
         dir.path(),
@@ -251,9 +158,10 @@ async fn unenforced_sections_refuse_to_start_unless_allowed_and_logged() {
         &["--allow-unenforced-config"],
     );
     // The proxy serves; the ignored section was logged before it listened.
-    let mut client = echo::pb::echo_client::EchoClient::connect(format!("http://{}", proxy.addr))
-        .await
-        .unwrap();
+    let mut client =
+        echo::pb::echo_client::EchoClient::connect(format!("http://{}", proxy.process.addr))
+            .await
+            .unwrap();
     let reply = client
         .unary(EchoRequest {
             payload: Bytes::from_static(b"quota ignored"),
@@ -262,9 +170,8 @@ async fn unenforced_sections_refuse_to_start_unless_allowed_and_logged() {
         .await
         .expect("the proxy serves with the quota ignored");
     assert_eq!(&reply.into_inner().payload[..], b"quota ignored");
-    let _ = proxy.child.kill();
-    let _ = proxy.child.wait();
-    let lines = proxy.startup;
+    let lines = std::mem::take(&mut proxy.process.startup);
+    drop(proxy);
     let ignored: Vec<&serde_json::Value> =
         lines.iter().filter(|l| l["section"].is_string()).collect();
     assert_eq!(ignored.len(), 1, "{lines:#?}");

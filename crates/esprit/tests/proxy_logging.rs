@@ -3,92 +3,37 @@
 //! bounded number of access lines plus a summary of the rest.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed unwrap is a failed test
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, ChildStderr, Command, Stdio};
-use std::sync::mpsc;
+use std::io::BufReader;
+use std::process::ChildStderr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use echo::pb::EchoRequest;
-use tokio::net::TcpListener;
-
-const CONFIG: &str = "\
-type: google.api.Service
-config_version: 3
-name: echo.example.com
-apis:
-- name: esprit.echo.v1.Echo
-usage:
-  rules:
-  - selector: \"*\"
-    allow_unregistered_calls: true
-";
-
-/// Kills the proxy when the test ends, whatever happened.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use testkit::cli::{self, Listening};
+use testkit::{ECHO_CONFIG, start_echo};
 
 /// Starts `esprit proxy --log-format json` with stderr on a pipe, reads up to the "listening"
-/// line, and hands back the process, its address and the (unread from here on) stderr.
+/// line, and hands back the process (killed when dropped), its address and the (unread from here
+/// on) stderr.
 fn start_proxy(
     backend: std::net::SocketAddr,
     dir: &std::path::Path,
     extra: &[&str],
-) -> (Killed, String, BufReader<ChildStderr>) {
-    let config = dir.join("api_config.yaml");
-    let descriptor = dir.join("echo.pb");
-    std::fs::write(&config, CONFIG).unwrap();
-    std::fs::write(&descriptor, echo::FILE_DESCRIPTOR_SET).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_esprit"))
-        .args(["proxy", "--log-format", "json", "--listen", "127.0.0.1:0"])
-        .arg("--service-config")
-        .arg(&config)
-        .arg("--descriptor")
-        .arg(&descriptor)
-        .arg("--backend")
-        .arg(format!("grpc://{backend}"))
+) -> (Listening, String, BufReader<ChildStderr>) {
+    let mut command = cli::proxy_command(
+        env!("CARGO_BIN_EXE_esprit"),
+        dir,
+        ECHO_CONFIG,
+        echo::FILE_DESCRIPTOR_SET,
+        backend,
+    );
+    command
+        .args(["--log-format", "json"])
         .args(extra)
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let child = Killed(child);
-    let mut line = String::new();
-    loop {
-        line.clear();
-        assert!(
-            stderr.read_line(&mut line).unwrap() > 0,
-            "proxy exited before listening"
-        );
-        let value: serde_json::Value = serde_json::from_str(&line).unwrap();
-        if value["message"] == "listening" {
-            let addr = value["listen"].as_str().unwrap().to_owned();
-            return (child, addr, stderr);
-        }
-    }
-}
-
-/// Reads JSON lines on a thread from here on.
-fn drain(stderr: BufReader<ChildStderr>) -> mpsc::Receiver<serde_json::Value> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in stderr.lines() {
-            let Ok(line) = line else { break };
-            let value: serde_json::Value = serde_json::from_str(&line)
-                .unwrap_or_else(|e| panic!("log line is not JSON ({e}): {line}"));
-            if tx.send(value).is_err() {
-                break;
-            }
-        }
-    });
-    rx
+        .env("RUST_LOG", "info");
+    let mut proxy = Listening::json_log(command);
+    let (addr, stderr) = (proxy.addr.clone(), proxy.take_stderr());
+    (proxy, addr, stderr)
 }
 
 async fn echo_client(addr: &str) -> echo::pb::echo_client::EchoClient<tonic::transport::Channel> {
@@ -111,8 +56,7 @@ async fn unary(client: &mut echo::pb::echo_client::EchoClient<tonic::transport::
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stderr_nobody_reads_does_not_stall_calls() {
-    let backend =
-        echo::RunningServer::start(TcpListener::bind("127.0.0.1:0").await.unwrap()).unwrap();
+    let backend = start_echo().await;
     let dir = tempfile::tempdir().unwrap();
     let (_proxy, addr, stderr) =
         start_proxy(backend.addr(), dir.path(), &["--log-buffer-lines", "64"]);
@@ -141,7 +85,7 @@ async fn a_stderr_nobody_reads_does_not_stall_calls() {
     );
 
     // Once stderr is read again, the proxy says how many lines it had to drop.
-    let lines = drain(stderr);
+    let lines = cli::json_lines(stderr);
     let deadline = Instant::now() + Duration::from_secs(30);
     let report = loop {
         let line = lines
@@ -159,14 +103,7 @@ async fn a_stderr_nobody_reads_does_not_stall_calls() {
 /// `n` gRPC-shaped calls to a path that is no method of the API, on one HTTP/2 connection.
 async fn undefined_method_calls(addr: &str, n: usize) {
     use http_body_util::BodyExt;
-    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let mut sender = testkit::h2c(addr).await;
     for _ in 0..n {
         let request = hyper::Request::post(format!("http://{addr}/not.an.Api/Call"))
             .header("content-type", "application/grpc")
@@ -183,15 +120,14 @@ async fn undefined_method_calls(addr: &str, n: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rejected_call_lines_are_rate_limited_and_summed_up() {
-    let backend =
-        echo::RunningServer::start(TcpListener::bind("127.0.0.1:0").await.unwrap()).unwrap();
+    let backend = start_echo().await;
     let dir = tempfile::tempdir().unwrap();
     let (_proxy, addr, stderr) = start_proxy(
         backend.addr(),
         dir.path(),
         &["--access-log-rejected-per-second", "5"],
     );
-    let lines = drain(stderr);
+    let lines = cli::json_lines(stderr);
 
     const REJECTED: u64 = 300;
     let started = Instant::now();
@@ -247,7 +183,7 @@ fn out_of_range_limits_are_refused() {
         ("--log-buffer-lines", "15"),
         ("--log-buffer-lines", "1048577"),
     ] {
-        let out = Command::new(env!("CARGO_BIN_EXE_esprit"))
+        let out = testkit::cli::command(env!("CARGO_BIN_EXE_esprit"))
             .args(["proxy", "--service-config", "x.yaml"])
             .args(["--backend", "grpc://127.0.0.1:1", flag, value])
             .output()

@@ -7,18 +7,18 @@
 //! (`ESPRIT_SOAK_SECS`).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed unwrap is a failed test
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bookstore::pb::GetShelfRequest;
 use bookstore::pb::bookstore_client::BookstoreClient;
+use testkit::cli::{self, Listening};
+use testkit::start_bookstore;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tonic::Code;
 
 const SERVICE: &str = "bookstore.endpoints.soak-project.cloud.goog";
@@ -37,68 +37,10 @@ fn soak_duration() -> Duration {
     Duration::from_secs(secs)
 }
 
-/// A child process killed when the test ends, however it ends.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+const ESPRIT: &str = env!("CARGO_BIN_EXE_esprit");
 
 fn esprit(args: &[&str], store: &Path) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_esprit"))
-        .args(args)
-        .arg("--store")
-        .arg(store)
-        .env_remove("ESPRIT_IAM_STORE")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "esprit {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
-
-/// Starts `esprit ARGS` and returns it with the first stdout line (`iam serve` prints its URL)
-/// or, with `from_log`, the `listen` field of its "listening" JSON log line.
-fn spawn_esprit(args: &[String], from_log: bool) -> (Process, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_esprit"))
-        .args(args)
-        .env_remove("ESPRIT_IAM_STORE")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    let found = tx.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if !from_log {
-                let _ = found.send(line);
-            }
-        }
-    });
-    // stderr is read to the end (a full pipe must not be what the soak measures).
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if from_log
-                && let Ok(value) = serde_json::from_str::<serde_json::Value>(&line)
-                && value["message"] == "listening"
-            {
-                let _ = tx.send(value["listen"].as_str().unwrap_or_default().to_owned());
-            }
-        }
-    });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("esprit never said where it listens");
-    (Process(child), addr)
+    cli::ok(cli::command(ESPRIT).args(args).arg("--store").arg(store))
 }
 
 fn rss_mib(pid: u32) -> u64 {
@@ -213,27 +155,13 @@ async fn valid_calls_succeed_and_memory_stays_bounded_under_abuse() {
         &store,
     );
 
-    let (_key_server, key_server) = spawn_esprit(
-        &[
-            "iam".into(),
-            "--store".into(),
-            store.to_string_lossy().into_owned(),
-            "serve".into(),
-            "--listen".into(),
-            "127.0.0.1:0".into(),
-        ],
-        false,
-    );
-    let bookstore = {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let db = bookstore::Store::open(&bookstore::DbLocation::Memory).unwrap();
-        bookstore::RunningServer::start(listener, Arc::new(db)).unwrap()
-    };
-    let config = dir.path().join("api_config_auth.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"type: google.api.Service
+    // The key server as the `esprit iam serve` process; its first stdout line is its URL.
+    let mut key_server_process = cli::iam_serve(ESPRIT, &store, &[]);
+    key_server_process.discard_output();
+    let key_server = key_server_process.addr.clone();
+    let bookstore = start_bookstore().await;
+    let config = format!(
+        r#"type: google.api.Service
 config_version: 3
 name: {SERVICE}
 apis:
@@ -252,30 +180,23 @@ usage:
   - selector: endpoints.examples.bookstore.Bookstore.ListShelves
     allow_unregistered_calls: true
 "#
-        ),
-    )
-    .unwrap();
-    let descriptor = dir.path().join("bookstore.pb");
-    std::fs::write(&descriptor, bookstore::FILE_DESCRIPTOR_SET).unwrap();
-    let (proxy, proxy_addr) = spawn_esprit(
-        &[
-            "proxy".into(),
-            "--log-format".into(),
-            "json".into(),
-            "--listen".into(),
-            "127.0.0.1:0".into(),
-            "--service-config".into(),
-            config.to_string_lossy().into_owned(),
-            "--descriptor".into(),
-            descriptor.to_string_lossy().into_owned(),
-            "--backend".into(),
-            format!("grpc://{}", bookstore.addr()),
-            "--service-control-url".into(),
-            key_server.clone(),
-        ],
-        true,
     );
-    let pid = proxy.0.id();
+    let mut proxy = Listening::json_log({
+        let mut command = cli::proxy_command(
+            ESPRIT,
+            dir.path(),
+            &config,
+            bookstore::FILE_DESCRIPTOR_SET,
+            bookstore.addr(),
+        );
+        command
+            .args(["--log-format", "json"])
+            .args(["--service-control-url", &key_server]);
+        command
+    });
+    proxy.discard_output();
+    let proxy_addr = proxy.addr.clone();
+    let pid = proxy.child.id();
     let addr: SocketAddr = proxy_addr.parse().unwrap();
     let url = format!("http://{addr}");
     let good = token(&key_file, &email, SERVICE, 0);

@@ -18,9 +18,9 @@ use bytes::Bytes;
 use http_body_util::{BodyExt as _, Empty};
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
-use tokio::net::{TcpListener, TcpStream};
+use testkit::KeyServer;
+use tokio::net::TcpStream;
 use tokio::process::Command;
-use tokio::sync::oneshot;
 
 const AUD: &str = "bookstore.endpoints.my-project.cloud.goog";
 
@@ -38,16 +38,11 @@ struct World {
     rsa_file: PathBuf,
     ec_file: PathBuf,
     addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    server: tokio::task::JoinHandle<iam::Result<()>>,
+    server: KeyServer,
 }
 
 fn esprit() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_esprit"));
-    command
-        .env_remove("ESPRIT_IAM_STORE")
-        .env_remove("ESPRIT_IAM_BASE_URL");
-    command
+    Command::from(testkit::cli::command(env!("CARGO_BIN_EXE_esprit")))
 }
 
 async fn ok(command: &mut Command) -> String {
@@ -60,16 +55,8 @@ impl World {
     async fn new() -> World {
         let dir = tempfile::tempdir().unwrap();
         let store = dir.path().join("iam.db");
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let server_store = store.clone();
-        let server = tokio::spawn(async move {
-            iam::serve(listener, &server_store, async {
-                let _ = stopped.await;
-            })
-            .await
-        });
+        let server = KeyServer::start(&store).await;
+        let addr = server.addr;
         let email = ok(esprit()
             .args([
                 "iam",
@@ -104,7 +91,6 @@ impl World {
             rsa_file,
             ec_file,
             addr,
-            stop: Some(stop),
             server,
         }
     }
@@ -177,9 +163,8 @@ impl World {
         ok(&mut command).await
     }
 
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        self.server.await.unwrap().unwrap();
+    async fn stop(self) {
+        self.server.stop().await;
         drop(self.dir);
     }
 }

@@ -8,16 +8,12 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bookstore::pb::bookstore_client::BookstoreClient;
 use serde_json::json;
-use service_config::Descriptor;
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use testkit::{KeyServer, RunningProxy, bookstore_service, settings, start_bookstore};
 use tonic::{Code, Request, Status};
 
 const SERVICE: &str = "bookstore.endpoints.producer-project.cloud.goog";
@@ -27,8 +23,8 @@ const PATIENCE: Duration = Duration::from_secs(30);
 
 /// The tutorial's `api_config_auth.yaml`, pointed at the local key server. API keys are not
 /// checked here: every method allows unregistered calls.
-fn tutorial_config(issuer: &str, jwks_uri: &str) -> service_config::ServiceConfig {
-    let yaml = format!(
+fn tutorial_config(issuer: &str, jwks_uri: &str) -> String {
+    format!(
         r#"
 type: google.api.Service
 config_version: 3
@@ -49,26 +45,13 @@ usage:
   - selector: "*"
     allow_unregistered_calls: true
 "#
-    );
-    let descriptor = Descriptor::from_file_descriptor_set(bookstore::FILE_DESCRIPTOR_SET).unwrap();
-    service_config::from_yaml(&yaml, descriptor).unwrap()
+    )
 }
 
 /// `esprit ARGS` (blocking on a worker thread); asserts success and returns stdout, trimmed.
 async fn esprit(args: Vec<String>) -> String {
     tokio::task::spawn_blocking(move || {
-        let out = Command::new(env!("CARGO_BIN_EXE_esprit"))
-            .args(&args)
-            .env_remove("ESPRIT_IAM_STORE")
-            .env_remove("ESPRIT_IAM_BASE_URL")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "esprit {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+        testkit::cli::ok(testkit::cli::command(env!("CARGO_BIN_EXE_esprit")).args(&args))
     })
     .await
     .unwrap()
@@ -87,25 +70,24 @@ async fn python(script: &'static str, args: Vec<String>) -> String {
     .unwrap()
 }
 
-/// One service account in the IAM store, with the key server, the Bookstore and the proxy.
+/// One service account in the IAM store, with the key server, the Bookstore and the proxy
+/// (all stopped when the stack is dropped).
 struct Stack {
     dir: tempfile::TempDir,
     store: PathBuf,
     key_server: String,
     email: String,
     proxy: SocketAddr,
-    stops: Vec<oneshot::Sender<()>>,
-    _bookstore: bookstore::RunningServer,
+    _key_server: KeyServer,
+    _behind_proxy: Option<(bookstore::RunningServer, RunningProxy)>,
 }
 
 impl Stack {
-    /// Creates the consumer account and `keys` keys with the CLI, then starts the key server,
-    /// the Bookstore and a proxy with the tutorial's config and `tune`d settings.
+    /// Creates the consumer account with the CLI, starts the key server, creates `keys` keys,
+    /// then starts the Bookstore and a proxy with the tutorial's config and `tune`d settings.
     async fn start(keys: usize, tune: impl FnOnce(&mut proxy::ProxySettings)) -> (Stack, Vec<Key>) {
         let dir = tempfile::tempdir().unwrap();
         let store = dir.path().join("iam.db");
-        let iam_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let key_server = format!("http://{}", iam_listener.local_addr().unwrap());
         let email = esprit(args(&[
             "iam",
             "accounts",
@@ -121,48 +103,32 @@ impl Stack {
             email,
             "bookstore-client@consumer-project.iam.gserviceaccount.com"
         );
+        let key_server = KeyServer::start(&store).await;
         let mut stack = Stack {
             dir,
             store,
-            key_server,
+            key_server: key_server.url(),
             email,
             proxy: "127.0.0.1:0".parse().unwrap(),
-            stops: Vec::new(),
-            _bookstore: start_bookstore().await,
+            _key_server: key_server,
+            _behind_proxy: None,
         };
         let mut created = Vec::new();
         for i in 0..keys {
             created.push(stack.create_key(&format!("key{i}.json")).await);
         }
 
-        let (stop, stopped) = oneshot::channel::<()>();
-        let store_path = stack.store.clone();
-        tokio::spawn(async move {
-            iam::serve(iam_listener, &store_path, async {
-                let _ = stopped.await;
-            })
-            .await
-            .unwrap();
-        });
-        stack.stops.push(stop);
-
+        let bookstore = start_bookstore().await;
         let jwks_uri = format!(
             "{}/robot/v1/metadata/x509/{}",
             stack.key_server, stack.email
         );
-        let config = tutorial_config(&stack.email, &jwks_uri);
-        let backend = format!("grpc://{}", stack._bookstore.addr())
-            .parse()
-            .unwrap();
-        let mut settings = proxy::ProxySettings::new("127.0.0.1:0".parse().unwrap(), backend);
+        let config = bookstore_service(&tutorial_config(&stack.email, &jwks_uri));
+        let mut settings = settings(bookstore.addr());
         tune(&mut settings);
-        let proxy = proxy::Proxy::bind(&config, settings).await.unwrap();
-        stack.proxy = proxy.local_addr();
-        let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(proxy.serve(async {
-            let _ = stopped.await;
-        }));
-        stack.stops.push(stop);
+        let proxy = RunningProxy::start(&config, settings).await;
+        stack.proxy = proxy.addr;
+        stack._behind_proxy = Some((bookstore, proxy));
         (stack, created)
     }
 
@@ -250,14 +216,6 @@ impl Stack {
     }
 }
 
-impl Drop for Stack {
-    fn drop(&mut self) {
-        for stop in self.stops.drain(..) {
-            let _ = stop.send(());
-        }
-    }
-}
-
 #[derive(Clone, Copy, Debug)]
 enum Outcome {
     Accepted,
@@ -289,12 +247,6 @@ struct Key {
 
 fn args(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| (*s).to_owned()).collect()
-}
-
-async fn start_bookstore() -> bookstore::RunningServer {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let store = bookstore::Store::open(&bookstore::DbLocation::Memory).unwrap();
-    bookstore::RunningServer::start(listener, Arc::new(store)).unwrap()
 }
 
 /// A token signed with `key`'s key file that no call has carried before (a unique `jti`), so

@@ -4,10 +4,6 @@
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
-mod common;
-
-use common::Server;
-
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -18,6 +14,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use iam::{KeyServerUrl, Store};
 use keycheck::CheckResponse;
 use serde_json::{Value, json};
+use testkit::KeyServer;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
@@ -99,7 +96,7 @@ fn setup() -> (tempfile::TempDir, PathBuf, Store) {
 async fn answers_valid_unknown_revoked_and_follows_the_store() {
     let (_dir, path, mut cli) = setup();
     let (key, record) = cli.create_api_key("my-project", Some("web"), NOW).unwrap();
-    let server = Server::start(&path).await;
+    let server = KeyServer::start(&path).await;
 
     // The exact bodies of the protocol.
     let body = json!({ "api_key": key }).to_string();
@@ -176,7 +173,7 @@ async fn answers_valid_unknown_revoked_and_follows_the_store() {
 async fn malformed_requests_get_json_errors() {
     let (_dir, path, mut cli) = setup();
     let (key, _) = cli.create_api_key("my-project", None, NOW).unwrap();
-    let server = Server::start(&path).await;
+    let server = KeyServer::start(&path).await;
     let addr = server.addr;
 
     let bad_bodies: &[&[u8]] = &[
@@ -262,7 +259,7 @@ async fn malformed_requests_get_json_errors() {
 async fn answers_over_h2c_at_the_url_key_server_url_builds() {
     let (_dir, path, mut cli) = setup();
     let (key, _record) = cli.create_api_key("my-project", None, NOW).unwrap();
-    let server = Server::start(&path).await;
+    let server = KeyServer::start(&path).await;
     let base = KeyServerUrl::parse(&format!("http://{}", server.addr)).unwrap();
     let url = base.check_url("bookstore.endpoints.my-project.cloud.goog");
     assert_eq!(url, format!("http://{}{CHECK}", server.addr));

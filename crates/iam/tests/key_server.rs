@@ -3,10 +3,6 @@
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
-mod common;
-
-use common::Server;
-
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -16,7 +12,8 @@ use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use iam::{KeyAlgorithm, KeyServerUrl, KeyStatus, Store, encode_path_segment};
 use serde_json::Value;
-use tokio::net::{TcpListener, TcpStream};
+use testkit::KeyServer;
+use tokio::net::TcpStream;
 
 const NOW: u64 = 1_750_000_000;
 
@@ -109,7 +106,7 @@ async fn serves_both_documents_and_follows_the_store() {
             NOW,
         )
         .unwrap();
-    let server = Server::start(&path).await;
+    let server = KeyServer::start(&path).await;
 
     let jwks = call(server.addr, Method::GET, &jwk_path(&email)).await;
     assert_eq!(jwks.status, StatusCode::OK);
@@ -198,7 +195,7 @@ async fn serves_both_documents_and_follows_the_store() {
 #[tokio::test]
 async fn unknown_accounts_and_paths_are_json_404s() {
     let (_dir, path, mut cli, _email) = setup();
-    let server = Server::start(&path).await;
+    let server = KeyServer::start(&path).await;
     let nobody = "nobody-here@my-project.iam.gserviceaccount.com";
     for p in [x509_path(nobody), jwk_path(nobody)] {
         let reply = call(server.addr, Method::GET, &p).await;
@@ -249,8 +246,7 @@ async fn an_unusable_store_fails_before_serving() {
         conn.pragma_update(None, "user_version", iam::SCHEMA_VERSION + 1)
             .unwrap();
     }
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let err = iam::serve(listener, &path, std::future::pending())
+    let err = iam::serve(testkit::listener().await, &path, std::future::pending())
         .await
         .unwrap_err();
     assert!(matches!(err, iam::IamError::StoreTooNew { .. }), "{err:?}");

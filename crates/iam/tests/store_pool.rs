@@ -11,29 +11,15 @@ use std::time::{Duration, Instant};
 
 use iam::{PoolSettings, Store, StorePool};
 use serde_json::json;
+use testkit::KeyServer;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
 const NOW: u64 = 1_750_000_000;
 const CHECK: &str = "/v1/services/bookstore.endpoints.my-project.cloud.goog:check";
 /// Generous for a loaded 2-core machine; what must not happen is a hang.
 const PATIENCE: Duration = Duration::from_secs(20);
-
-async fn start(pool: Arc<StorePool>) -> (SocketAddr, oneshot::Sender<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(iam::serve_pool(
-        listener,
-        pool,
-        iam::ConnectionLimits::default(),
-        async {
-            let _ = stopped.await;
-        },
-    ));
-    (addr, stop)
-}
 
 /// Status line's code and body of one HTTP/1.1 exchange.
 async fn exchange(addr: SocketAddr, request: String) -> (u16, String) {
@@ -96,7 +82,8 @@ async fn checks_do_not_serialize_behind_a_busy_connection() {
         },
     )
     .unwrap();
-    let (addr, _stop) = start(Arc::clone(&pool)).await;
+    let server = KeyServer::start_pool(Arc::clone(&pool)).await;
+    let addr = server.addr;
 
     // A lookup holds one connection for as long as the test runs, and another process holds a
     // write transaction open: with one connection behind a mutex every check would wait.
@@ -134,7 +121,8 @@ async fn an_exhausted_pool_answers_503_not_a_hang() {
     let (_dir, path, key) = store_with_key();
     let wait = Duration::from_millis(200);
     let pool = StorePool::open(&path, PoolSettings { size: 1, wait }).unwrap();
-    let (addr, _stop) = start(Arc::clone(&pool)).await;
+    let server = KeyServer::start_pool(Arc::clone(&pool)).await;
+    let addr = server.addr;
     let held = hold_one(&pool).await;
 
     let started = Instant::now();

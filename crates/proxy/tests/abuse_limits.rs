@@ -12,12 +12,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{RunningProxy, echo_client, echo_config, settings, start_echo};
+use common::{
+    RunningProxy, answers_get, connect_from, echo_client, echo_config, echo_service, listener,
+    peer_closes, settings, start_echo,
+};
 use h2::{Reason, RecvStream, SendStream};
 use http::{Request, Response};
-use service_config::{Descriptor, ServiceConfig};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use service_config::ServiceConfig;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
 
@@ -49,7 +52,7 @@ struct H2Backend {
 
 impl H2Backend {
     async fn start(behaviour: Behaviour) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = listener().await;
         let addr = listener.local_addr().unwrap();
         let streams = Arc::new(AtomicUsize::new(0));
         let resets = Arc::new(AtomicUsize::new(0));
@@ -200,24 +203,8 @@ async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
     }
 }
 
-/// Reads until the peer closes; `true` when it did within `within`.
-async fn peer_closes(stream: &mut TcpStream, within: Duration) -> bool {
-    let mut buf = [0u8; 1024];
-    let read_all = async {
-        loop {
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-        }
-    };
-    timeout(within, read_all).await.is_ok()
-}
-
 fn echo_config_with(extra: &str) -> ServiceConfig {
-    let descriptor = Descriptor::from_file_descriptor_set(echo::FILE_DESCRIPTOR_SET).unwrap();
-    let yaml = format!("{}{extra}", common::ECHO_CONFIG);
-    service_config::from_yaml(&yaml, descriptor).unwrap()
+    echo_service(&format!("{}{extra}", common::ECHO_CONFIG))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -282,21 +269,9 @@ async fn an_idle_http2_connection_gets_goaway_but_a_busy_one_stays() {
     assert!(idle.closed_within(SOON).await, "idle connection left open");
 }
 
-async fn connect_from(source: &str, to: SocketAddr) -> TcpStream {
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
-    socket.connect(to).await.unwrap()
-}
-
 /// The connection is served: an HTTP/1.1 health check on it is answered.
-async fn is_served(mut stream: TcpStream) -> bool {
-    stream
-        .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut raw = Vec::new();
-    let _ = timeout(SOON, stream.read_to_end(&mut raw)).await;
-    String::from_utf8_lossy(&raw).starts_with("HTTP/1.1 200")
+async fn is_served(stream: TcpStream) -> bool {
+    answers_get(stream, "/healthz", 200, SOON).await
 }
 
 #[tokio::test]

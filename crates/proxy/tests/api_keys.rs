@@ -9,9 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use echo::pb::EchoRequest;
-use service_config::{Descriptor, ServiceConfig};
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use service_config::ServiceConfig;
 use tonic::metadata::MetadataValue;
 use tonic::{Code, Request};
 
@@ -51,8 +49,7 @@ authentication:
     - provider_id: consumer
 "#
     );
-    let descriptor = Descriptor::from_file_descriptor_set(echo::FILE_DESCRIPTOR_SET).unwrap();
-    service_config::from_yaml(&yaml, descriptor).unwrap()
+    echo_service(&yaml)
 }
 
 /// `esprit iam serve` on a temporary store, in this process.
@@ -60,7 +57,7 @@ struct KeyService {
     _dir: tempfile::TempDir,
     store: PathBuf,
     url: String,
-    stop: Option<oneshot::Sender<()>>,
+    server: KeyServer,
 }
 
 impl KeyService {
@@ -68,21 +65,12 @@ impl KeyService {
         let dir = tempfile::tempdir().unwrap();
         let store = dir.path().join("iam.db");
         iam::Store::open(&store).unwrap();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let (stop, stopped) = oneshot::channel::<()>();
-        let path = store.clone();
-        tokio::spawn(async move {
-            iam::serve(listener, &path, async {
-                let _ = stopped.await;
-            })
-            .await
-        });
+        let server = KeyServer::start(&store).await;
         Self {
             _dir: dir,
             store,
-            url,
-            stop: Some(stop),
+            url: server.url(),
+            server,
         }
     }
 
@@ -102,9 +90,7 @@ impl KeyService {
     }
 
     fn stop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
+        self.server.signal_stop();
     }
 }
 
@@ -546,14 +532,7 @@ async fn calls_that_cannot_be_served_cause_no_key_checks() {
 
 /// An HTTP/2 POST with `content_type` and an `x-api-key`; returns the HTTP status.
 async fn raw_h2_post(addr: std::net::SocketAddr, path: &str, content_type: &str, key: &str) -> u16 {
-    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let mut sender = h2c(addr).await;
     let request = http::Request::post(format!("http://{addr}{path}"))
         .header("content-type", content_type)
         .header("x-api-key", key)

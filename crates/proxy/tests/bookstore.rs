@@ -4,22 +4,10 @@
 
 mod common;
 
-use std::sync::Arc;
-
 use bookstore::pb::bookstore_client::BookstoreClient;
 use bookstore::pb::*;
-use bookstore::{DbLocation, Store};
 use common::*;
-use tokio::net::TcpListener;
 use tonic::Code;
-
-async fn bookstore_stack() -> (bookstore::RunningServer, RunningProxy) {
-    let store = Arc::new(Store::open(&DbLocation::Memory).unwrap());
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let backend = bookstore::RunningServer::start(listener, store).unwrap();
-    let proxy = RunningProxy::start(&bookstore_config(), settings(backend.addr())).await;
-    (backend, proxy)
-}
 
 #[tokio::test]
 async fn all_eight_methods_through_the_proxy() {

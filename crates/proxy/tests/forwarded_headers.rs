@@ -12,11 +12,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{RunningProxy, echo_config, settings};
+use common::{RunningProxy, echo_config, listener, settings};
 use http::{HeaderMap, Request, Response};
 use http_body_util::{BodyExt, Empty, StreamBody};
 use hyper::body::{Frame, Incoming};
-use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 const UNARY: &str = "/esprit.echo.v1.Echo/Unary";
@@ -31,7 +30,7 @@ struct Seen {
 
 /// A backend that records every request and answers `grpc-status: 0` (trailers-only).
 async fn recording_backend() -> (SocketAddr, mpsc::UnboundedReceiver<Seen>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = listener().await;
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
@@ -77,14 +76,7 @@ async fn call(
     headers: &[(&str, &str)],
     trailers: &[(&str, &str)],
 ) -> u16 {
-    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let mut sender = testkit::h2c(addr).await;
     let mut request = Request::post(format!("http://{authority}{UNARY}"))
         .header("content-type", "application/grpc")
         .header("te", "trailers");

@@ -12,7 +12,7 @@ use echo::pb::EchoRequest;
 use jose::{Algorithm, GeneratedKey};
 use keysets::test_server::{KeyServer, Reply, jwks};
 use serde_json::json;
-use service_config::{Descriptor, ServiceConfig};
+use service_config::ServiceConfig;
 use tonic::metadata::MetadataValue;
 use tonic::{Code, Request};
 
@@ -48,8 +48,7 @@ usage:
     allow_unregistered_calls: true
 "#
     );
-    let descriptor = Descriptor::from_file_descriptor_set(echo::FILE_DESCRIPTOR_SET).unwrap();
-    service_config::from_yaml(&yaml, descriptor).unwrap()
+    echo_service(&yaml)
 }
 
 fn now() -> u64 {
@@ -386,9 +385,7 @@ async fn a_bogus_kid_does_not_block_a_new_key_and_random_kids_cannot_storm() {
 
 #[tokio::test]
 async fn keys_never_fetched_fail_closed() {
-    let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let dead_addr = dead.local_addr().unwrap();
-    drop(dead);
+    let dead_addr = dead_addr().await;
     let backend = start_echo().await;
     let mut settings = settings(backend.addr());
     settings.auth.jwks.fetch_timeout = Duration::from_millis(500);

@@ -113,7 +113,7 @@ async fn forged_vouched_headers_never_reach_the_backend() {
 /// A backend that accepts HTTP/2 calls and never answers, or answers headers and then stalls:
 /// only the proxy can enforce the caller's deadline.
 async fn stalling_backend(send_headers: bool) -> std::net::SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = listener().await;
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
@@ -175,9 +175,7 @@ async fn the_proxy_enforces_grpc_timeout_before_and_after_response_headers() {
 #[tokio::test]
 async fn backend_down_is_unavailable_promptly_then_recovers_without_restart() {
     // Reserve a port, then free it: nothing listens there.
-    let reserved = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let backend_addr = reserved.local_addr().unwrap();
-    drop(reserved);
+    let backend_addr = dead_addr().await;
     let proxy = RunningProxy::start(&echo_config(), settings(backend_addr)).await;
     let mut client = echo_client(proxy.url()).await;
 

@@ -1,7 +1,22 @@
-//! Test support shared by esprit's crates (dev-dependency only): where the repository is, and the
-//! Python interpreter of the interop tests. Deliberately no servers or fixtures of one crate here:
-//! those live with the crate they exercise.
+//! Test support shared by esprit's crates (a dev-dependency only): one way to start each server
+//! on `127.0.0.1:0` ([`servers`]), one runner for the workspace's binaries ([`cli`]), where the
+//! repository is, and the Python interpreter of the interop tests.
+//!
+//! testkit depends on the crates whose servers it starts, and they dev-depend on it: Cargo
+//! allows that cycle for integration tests (`tests/*.rs`), which link the same library testkit
+//! does. A crate's own `#[cfg(test)]` unit tests would see two copies of the crate, so they do
+//! not use testkit.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+pub mod cli;
+pub mod servers;
+
+pub use servers::{
+    BOOKSTORE_CONFIG, ECHO_CONFIG, KeyServer, RunningProxy, answers_get, bookstore_config,
+    bookstore_service, bookstore_stack, connect_from, dead_addr, echo_config, echo_service,
+    echo_stack, h2c, listener, peer_closes, serve_router, settings, start_bookstore,
+    start_bookstore_on, start_echo,
+};
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

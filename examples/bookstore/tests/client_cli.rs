@@ -5,10 +5,9 @@
 use std::sync::{Arc, Mutex};
 
 use bookstore::pb::bookstore_server::BookstoreServer;
-use bookstore::{BookstoreService, DbLocation, RunningServer, Store};
-use tokio::net::TcpListener;
+use bookstore::{BookstoreService, DbLocation, Store};
+use testkit::start_bookstore;
 use tonic::metadata::MetadataMap;
-use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Status};
 
 const CLIENT: &str = env!("CARGO_BIN_EXE_bookstore-client");
@@ -31,12 +30,6 @@ async fn run_client(port: u16, args: &[&str]) -> Run {
         stdout: String::from_utf8(out.stdout).unwrap(),
         stderr: String::from_utf8(out.stderr).unwrap(),
     }
-}
-
-async fn start_bookstore() -> RunningServer {
-    let store = Store::open(&DbLocation::Memory).unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    RunningServer::start(listener, Arc::new(store)).unwrap()
 }
 
 #[tokio::test]
@@ -144,12 +137,7 @@ async fn errors_print_code_and_message_and_exit_1() {
 #[tokio::test]
 async fn unreachable_server_is_unavailable() {
     // Bind then drop, so nothing listens on the port.
-    let port = TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = testkit::dead_addr().await.port();
     let run = run_client(port, &["--timeout", "5"]).await;
     assert_eq!(run.code, Some(1));
     assert!(
@@ -181,14 +169,8 @@ async fn start_recording_bookstore() -> (u16, Arc<Mutex<Vec<MetadataMap>>>) {
             Ok(request)
         },
     );
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(service)
-            .serve_with_incoming(TcpIncoming::from(listener)),
-    );
-    (port, seen)
+    let router = tonic::transport::Server::builder().add_service(service);
+    (testkit::serve_router(router).await.port(), seen)
 }
 
 #[tokio::test]

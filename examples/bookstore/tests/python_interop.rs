@@ -7,9 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use bookstore::pb::bookstore_server::BookstoreServer;
-use bookstore::{BookstoreService, DbLocation, RunningServer, Store};
-use tokio::net::TcpListener;
-use tonic::transport::server::TcpIncoming;
+use bookstore::{BookstoreService, DbLocation, Store};
 use tonic::{Request, Status};
 
 use testkit::{python, repo_root};
@@ -34,9 +32,7 @@ async fn interop(python: &Path, target: &str, args: &[&str]) -> (Option<i32>, St
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_grpcio_calls_all_eight_methods() {
     let python = tokio::task::spawn_blocking(python).await.unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let store = Store::open(&DbLocation::Memory).unwrap();
-    let server = RunningServer::start(listener, Arc::new(store)).unwrap();
+    let server = testkit::start_bookstore().await;
 
     let (code, stdout, stderr) = interop(&python, &server.addr().to_string(), &[]).await;
     assert_eq!(code, Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
@@ -66,13 +62,8 @@ async fn python_sends_credentials_and_reports_rejections() {
             }
             Ok(request)
         });
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let target = listener.local_addr().unwrap().to_string();
-    let server = tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(service)
-            .serve_with_incoming(TcpIncoming::from(listener)),
-    );
+    let router = tonic::transport::Server::builder().add_service(service);
+    let target = testkit::serve_router(router).await.to_string();
 
     let (code, stdout, stderr) = interop(
         &python,
@@ -102,5 +93,4 @@ async fn python_sends_credentials_and_reports_rejections() {
         stderr.trim(),
         "FAIL: ListShelves: PERMISSION_DENIED: wrong credentials"
     );
-    server.abort();
 }

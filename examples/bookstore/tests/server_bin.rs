@@ -39,16 +39,7 @@ async fn spawn_server(db: &std::path::Path) -> (Child, String) {
 }
 
 async fn sigterm_and_wait(mut child: Child) {
-    let pid = child.id().unwrap().to_string();
-    let killed = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    let status = testkit::cli::sigterm_and_wait(&mut child).await;
     assert!(status.success(), "{status:?}");
 }
 

@@ -2,20 +2,12 @@
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
-use std::sync::Arc;
-
 use bookstore::pb::bookstore_client::BookstoreClient;
 use bookstore::pb::*;
-use bookstore::{DbLocation, RunningServer, Store};
-use tokio::net::TcpListener;
+use bookstore::{DbLocation, RunningServer};
+use testkit::start_bookstore_on as start;
 use tonic::Code;
 use tonic::transport::Channel;
-
-async fn start(db: &DbLocation) -> RunningServer {
-    let store = Store::open(db).unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    RunningServer::start(listener, Arc::new(store)).unwrap()
-}
 
 async fn channel(server: &RunningServer) -> Channel {
     Channel::from_shared(server.url())

@@ -1,94 +1,10 @@
-//! Shared harness for the proxy's end-to-end tests: real servers on `127.0.0.1:0`, real clients.
+//! Shared harness for the proxy's end-to-end tests: the servers on `127.0.0.1:0` (from
+//! `testkit`), real clients.
 #![allow(dead_code, clippy::unwrap_used)]
 
 use std::net::SocketAddr;
 
-use proxy::{BackendUrl, Proxy, ProxySettings};
-use service_config::{Descriptor, ServiceConfig};
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
-
-pub const ECHO_CONFIG: &str = "\
-type: google.api.Service
-config_version: 3
-name: echo.example.com
-apis:
-- name: esprit.echo.v1.Echo
-usage:
-  rules:
-  - selector: \"*\"
-    allow_unregistered_calls: true
-";
-
-pub const BOOKSTORE_CONFIG: &str = "\
-type: google.api.Service
-config_version: 3
-name: bookstore.endpoints.example.cloud.goog
-apis:
-- name: endpoints.examples.bookstore.Bookstore
-usage:
-  rules:
-  - selector: \"*\"
-    allow_unregistered_calls: true
-";
-
-pub fn echo_config() -> ServiceConfig {
-    let descriptor = Descriptor::from_file_descriptor_set(echo::FILE_DESCRIPTOR_SET).unwrap();
-    service_config::from_yaml(ECHO_CONFIG, descriptor).unwrap()
-}
-
-pub fn bookstore_config() -> ServiceConfig {
-    let descriptor = Descriptor::from_file_descriptor_set(bookstore::FILE_DESCRIPTOR_SET).unwrap();
-    service_config::from_yaml(BOOKSTORE_CONFIG, descriptor).unwrap()
-}
-
-pub fn settings(backend: SocketAddr) -> ProxySettings {
-    let backend: BackendUrl = format!("grpc://{backend}").parse().unwrap();
-    ProxySettings::new("127.0.0.1:0".parse().unwrap(), backend)
-}
-
-/// A proxy serving on a background task.
-pub struct RunningProxy {
-    pub addr: SocketAddr,
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<bool>,
-}
-
-impl RunningProxy {
-    pub async fn start(config: &ServiceConfig, settings: ProxySettings) -> Self {
-        let proxy = Proxy::bind(config, settings).await.unwrap();
-        let addr = proxy.local_addr();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(proxy.serve(async {
-            let _ = stopped.await;
-        }));
-        Self { addr, stop, task }
-    }
-
-    pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// Begins the drain (as SIGTERM does) and returns the task that reports whether every call
-    /// finished in time.
-    pub fn shutdown(self) -> JoinHandle<bool> {
-        let _ = self.stop.send(());
-        self.task
-    }
-}
-
-pub async fn start_echo() -> echo::RunningServer {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    echo::RunningServer::start(listener).unwrap()
-}
-
-/// An echo backend with a proxy in front of it.
-pub async fn echo_stack() -> (echo::RunningServer, RunningProxy) {
-    let backend = start_echo().await;
-    let proxy = RunningProxy::start(&echo_config(), settings(backend.addr())).await;
-    (backend, proxy)
-}
+pub use testkit::servers::*;
 
 pub async fn echo_client(
     url: String,
@@ -141,14 +57,7 @@ impl RawResponse {
 /// what comes back is what the proxy sent.
 pub async fn raw_grpc_call(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> RawResponse {
     use http_body_util::BodyExt;
-    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let mut sender = h2c(addr).await;
     let mut request = http::Request::post(format!("http://{addr}{path}"))
         .header("content-type", "application/grpc")
         .header("te", "trailers");

@@ -1,0 +1,273 @@
+//! Every server the tests run, in this process on `127.0.0.1:0`: one way to start each.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use proxy::{BackendUrl, Proxy, ProxySettings};
+use service_config::{Descriptor, ServiceConfig};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// A listener on a free port of 127.0.0.1.
+pub async fn listener() -> TcpListener {
+    TcpListener::bind("127.0.0.1:0").await.unwrap()
+}
+
+/// An address nothing listens on (a port reserved, then freed).
+pub async fn dead_addr() -> SocketAddr {
+    let reserved = listener().await;
+    reserved.local_addr().unwrap()
+}
+
+/// The echo backend.
+pub async fn start_echo() -> echo::RunningServer {
+    echo::RunningServer::start(listener().await).unwrap()
+}
+
+/// The Bookstore on an in-memory database (two shelves to start with).
+pub async fn start_bookstore() -> bookstore::RunningServer {
+    start_bookstore_on(&bookstore::DbLocation::Memory).await
+}
+
+/// The Bookstore on the database at `db`.
+pub async fn start_bookstore_on(db: &bookstore::DbLocation) -> bookstore::RunningServer {
+    let store = bookstore::Store::open(db).unwrap();
+    bookstore::RunningServer::start(listener().await, Arc::new(store)).unwrap()
+}
+
+/// Serves `router` (a tonic server with its services added, e.g. one behind an interceptor) on
+/// a background task until the runtime ends; returns its address.
+pub async fn serve_router(router: tonic::transport::server::Router) -> SocketAddr {
+    let listener = listener().await;
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(router.serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)));
+    addr
+}
+
+/// The echo API, every method open to unregistered callers.
+pub const ECHO_CONFIG: &str = "\
+type: google.api.Service
+config_version: 3
+name: echo.example.com
+apis:
+- name: esprit.echo.v1.Echo
+usage:
+  rules:
+  - selector: \"*\"
+    allow_unregistered_calls: true
+";
+
+/// The Bookstore API, every method open to unregistered callers.
+pub const BOOKSTORE_CONFIG: &str = "\
+type: google.api.Service
+config_version: 3
+name: bookstore.endpoints.example.cloud.goog
+apis:
+- name: endpoints.examples.bookstore.Bookstore
+usage:
+  rules:
+  - selector: \"*\"
+    allow_unregistered_calls: true
+";
+
+/// `yaml` resolved against the echo API's descriptors.
+pub fn echo_service(yaml: &str) -> ServiceConfig {
+    let descriptor = Descriptor::from_file_descriptor_set(echo::FILE_DESCRIPTOR_SET).unwrap();
+    service_config::from_yaml(yaml, descriptor).unwrap()
+}
+
+/// `yaml` resolved against the Bookstore's descriptors.
+pub fn bookstore_service(yaml: &str) -> ServiceConfig {
+    let descriptor = Descriptor::from_file_descriptor_set(bookstore::FILE_DESCRIPTOR_SET).unwrap();
+    service_config::from_yaml(yaml, descriptor).unwrap()
+}
+
+pub fn echo_config() -> ServiceConfig {
+    echo_service(ECHO_CONFIG)
+}
+
+pub fn bookstore_config() -> ServiceConfig {
+    bookstore_service(BOOKSTORE_CONFIG)
+}
+
+/// Proxy settings listening on 127.0.0.1:0 and forwarding to the gRPC backend at `backend`.
+pub fn settings(backend: SocketAddr) -> ProxySettings {
+    let backend: BackendUrl = format!("grpc://{backend}").parse().unwrap();
+    ProxySettings::new("127.0.0.1:0".parse().unwrap(), backend)
+}
+
+/// A proxy serving on a background task; dropping it stops the proxy.
+pub struct RunningProxy {
+    pub addr: SocketAddr,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<bool>,
+}
+
+impl RunningProxy {
+    pub async fn start(config: &ServiceConfig, settings: ProxySettings) -> Self {
+        let proxy = Proxy::bind(config, settings).await.unwrap();
+        let addr = proxy.local_addr();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(proxy.serve(async {
+            let _ = stopped.await;
+        }));
+        Self { addr, stop, task }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Begins the drain (as SIGTERM does) and returns the task that reports whether every call
+    /// finished in time.
+    pub fn shutdown(self) -> JoinHandle<bool> {
+        let _ = self.stop.send(());
+        self.task
+    }
+}
+
+/// An echo backend with a proxy in front of it.
+pub async fn echo_stack() -> (echo::RunningServer, RunningProxy) {
+    let backend = start_echo().await;
+    let proxy = RunningProxy::start(&echo_config(), settings(backend.addr())).await;
+    (backend, proxy)
+}
+
+/// A Bookstore with a proxy in front of it.
+pub async fn bookstore_stack() -> (bookstore::RunningServer, RunningProxy) {
+    let backend = start_bookstore().await;
+    let proxy = RunningProxy::start(&bookstore_config(), settings(backend.addr())).await;
+    (backend, proxy)
+}
+
+/// The key server (`iam::serve`, `serve_with` or `serve_pool`) on a background task; dropping
+/// it stops the server.
+pub struct KeyServer {
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<iam::Result<()>>,
+}
+
+impl KeyServer {
+    /// `iam::serve` on the store file at `store`.
+    pub async fn start(store: &Path) -> KeyServer {
+        Self::start_with(store, iam::ConnectionLimits::default()).await
+    }
+
+    /// `iam::serve_with` on the store file at `store`, with these connection limits.
+    pub async fn start_with(store: &Path, limits: iam::ConnectionLimits) -> KeyServer {
+        let store = store.to_owned();
+        Self::spawn(|listener, stopped| async move {
+            iam::serve_with(listener, &store, limits, stopped).await
+        })
+        .await
+    }
+
+    /// `iam::serve_pool` on an open pool of store connections.
+    pub async fn start_pool(pool: Arc<iam::StorePool>) -> KeyServer {
+        Self::spawn(|listener, stopped| {
+            iam::serve_pool(listener, pool, iam::ConnectionLimits::default(), stopped)
+        })
+        .await
+    }
+
+    async fn spawn<S, F>(serve: S) -> KeyServer
+    where
+        S: FnOnce(TcpListener, std::pin::Pin<Box<dyn Future<Output = ()> + Send>>) -> F,
+        F: Future<Output = iam::Result<()>> + Send + 'static,
+    {
+        let listener = listener().await;
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(serve(
+            listener,
+            Box::pin(async {
+                let _ = stopped.await;
+            }),
+        ));
+        KeyServer {
+            addr,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    /// `http://ADDR`: the base URL of the key server.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Tells the server to stop, without waiting.
+    pub fn signal_stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    /// Stops the server and fails the test unless it ended cleanly.
+    pub async fn stop(mut self) {
+        self.signal_stop();
+        (&mut self.task).await.unwrap().unwrap();
+    }
+}
+
+/// An HTTP/2 cleartext client connection to `addr` with hyper, whose connection task runs in
+/// the background: for requests no gRPC client would send.
+pub async fn h2c<B>(
+    addr: impl tokio::net::ToSocketAddrs,
+) -> hyper::client::conn::http2::SendRequest<B>
+where
+    B: http_body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    sender
+}
+
+/// A TCP connection to `to` from the address `source` (another loopback address counts as
+/// another peer).
+pub async fn connect_from(source: &str, to: SocketAddr) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+    socket.connect(to).await.unwrap()
+}
+
+/// Whether the server closes `stream` within `within` (reading and dropping what it sends).
+pub async fn peer_closes(stream: &mut tokio::net::TcpStream, within: std::time::Duration) -> bool {
+    use tokio::io::AsyncReadExt as _;
+    let mut buf = [0u8; 1024];
+    let read_all = async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    };
+    tokio::time::timeout(within, read_all).await.is_ok()
+}
+
+/// Whether an HTTP/1.1 `GET path` on `stream` is answered with `status` within `within`.
+pub async fn answers_get(
+    mut stream: tokio::net::TcpStream,
+    path: &str,
+    status: u16,
+    within: std::time::Duration,
+) -> bool {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let request = format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    let _ = tokio::time::timeout(within, stream.read_to_end(&mut raw)).await;
+    String::from_utf8_lossy(&raw).starts_with(&format!("HTTP/1.1 {status}"))
+}
