@@ -18,7 +18,7 @@ use crate::body::{CallLog, ProxyBody};
 use crate::routes::{Route, RouteTable};
 use crate::settings::BackendUrl;
 use crate::wire::Rejection;
-use crate::{forward, headers, protocol};
+use crate::{drain, forward, headers, protocol};
 
 /// Everything a call needs, shared by all connections.
 pub(crate) struct State {
@@ -57,6 +57,7 @@ pub(crate) async fn handle(
     match check(&state, &mut parts, &mut log).await {
         Ok(route) => Ok(forward::forward(&state, &route, parts, body, log).await),
         Err(rejection) => {
+            drain::drain(body, drain::MAX_DRAIN_BYTES, drain::MAX_DRAIN_WAIT).await;
             let grpc = headers::is_grpc(&parts.headers);
             Ok(rejection.into_response(grpc, log))
         }

@@ -12,6 +12,7 @@ mod api_key;
 mod auth;
 mod backend;
 mod body;
+mod drain;
 mod forward;
 mod handler;
 mod headers;
