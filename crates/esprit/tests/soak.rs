@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bookstore::pb::GetShelfRequest;
 use bookstore::pb::bookstore_client::BookstoreClient;
@@ -55,24 +55,7 @@ fn rss_mib(pid: u32) -> u64 {
 }
 
 fn token(key_file: &Path, issuer: &str, audience: &str, serial: u64) -> String {
-    let json = std::fs::read_to_string(key_file).unwrap();
-    let account = jose::ServiceAccountKey::from_json(&json).unwrap();
-    let signer = jose::Signer::from_service_account(&account).unwrap();
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let claims = serde_json::json!({
-        "iss": issuer, "sub": issuer, "aud": audience, "iat": now, "exp": now + 3600,
-        "jti": format!("soak-{serial}"),
-    });
-    signer
-        .sign_jwt(
-            Some(&account.private_key_id),
-            signer.default_algorithm(),
-            &claims,
-        )
-        .unwrap()
+    testkit::tokens::sign_with_key_file(key_file, issuer, audience, &format!("soak-{serial}"))
 }
 
 fn get_shelf(token: &str, api_key: &str) -> tonic::Request<GetShelfRequest> {

@@ -253,24 +253,8 @@ fn args(list: &[&str]) -> Vec<String> {
 /// the proxy must find the key and check the signature.
 fn fresh_token(key: &Key, issuer: &str) -> String {
     static SERIAL: AtomicU64 = AtomicU64::new(0);
-    let json = std::fs::read_to_string(&key.file).unwrap();
-    let account = jose::ServiceAccountKey::from_json(&json).unwrap();
-    let signer = jose::Signer::from_service_account(&account).unwrap();
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let claims = json!({
-        "iss": issuer, "sub": issuer, "aud": SERVICE, "iat": now, "exp": now + 3600,
-        "jti": format!("fresh-{}", SERIAL.fetch_add(1, Ordering::Relaxed)),
-    });
-    signer
-        .sign_jwt(
-            Some(&account.private_key_id),
-            signer.default_algorithm(),
-            &claims,
-        )
-        .unwrap()
+    let jti = format!("fresh-{}", SERIAL.fetch_add(1, Ordering::Relaxed));
+    testkit::tokens::sign_with_key_file(&key.file, issuer, SERVICE, &jti)
 }
 
 fn path_arg(path: &Path) -> String {

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use iam::ConnectionLimits;
 use testkit::{KeyServer, answers_get, connect_from, peer_closes};
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
@@ -28,17 +27,7 @@ async fn silent_sockets_partial_prefaces_and_idle_h2_connections_are_closed() {
     let server = KeyServer::start_with(&dir.path().join("iam.db"), limits).await;
     let addr = server.addr;
 
-    let mut silent = TcpStream::connect(addr).await.unwrap();
-    let mut partial = TcpStream::connect(addr).await.unwrap();
-    partial.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
-    assert!(
-        peer_closes(&mut silent, SOON).await,
-        "silent socket left open"
-    );
-    assert!(
-        peer_closes(&mut partial, SOON).await,
-        "partial preface left open"
-    );
+    testkit::assert_closes_silent_and_partial_preface(addr, SOON).await;
 
     // h2c: one request, then idle → GOAWAY and closed.
     let tcp = TcpStream::connect(addr).await.unwrap();

@@ -23,11 +23,7 @@ pub(crate) async fn forward(
     body: Incoming,
     log: CallLog,
 ) -> Response<ProxyBody> {
-    let timeouts = stream::call_timeouts(
-        route.backend_deadline,
-        route.streaming,
-        state.stream_idle_timeout,
-    );
+    let timeouts = route.timeouts;
     let client_timeout = parts
         .headers
         .get("grpc-timeout")

@@ -3,10 +3,9 @@
 //! one more branch.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode};
@@ -27,19 +26,17 @@ pub(crate) struct State {
     pub backend_url: BackendUrl,
     pub healthz: Option<String>,
     pub draining: AtomicBool,
-    /// Envoy's `stream_idle_timeout`, unless the method's backend rule says otherwise.
-    pub stream_idle_timeout: Duration,
     pub forwarding: headers::Forwarding,
     pub rejected_lines: Arc<RejectedLines>,
 }
 
 pub(crate) async fn handle(
     state: Arc<State>,
-    peer: SocketAddr,
+    peer: headers::Peer,
     request: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     // log: one access-log line, written when the response body ends (`CallLog`'s drop).
-    let mut log = CallLog::new(peer, Instant::now(), &state.rejected_lines);
+    let mut log = CallLog::new(peer.addr, Instant::now(), &state.rejected_lines);
     let (mut parts, body) = request.into_parts();
     // sanitize: before anything reads the headers, forged copies of what we vouch for go, and
     // the forwarding headers become the proxy's own.
@@ -47,7 +44,7 @@ pub(crate) async fn handle(
     let client = headers::set_forwarding(
         &mut parts.headers,
         parts.uri.authority(),
-        peer,
+        &peer,
         state.forwarding,
     );
     log.set_client(client);

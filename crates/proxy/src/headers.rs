@@ -106,6 +106,26 @@ pub(crate) struct Forwarding {
     pub tls: bool,
 }
 
+/// The TCP peer of a connection, with its `x-forwarded-for` entry formatted once when the
+/// connection is accepted rather than on every call.
+#[derive(Debug, Clone)]
+pub(crate) struct Peer {
+    pub addr: SocketAddr,
+    ip: IpAddr,
+    /// The peer's address as an `x-forwarded-for` entry.
+    entry: HeaderValue,
+}
+
+impl Peer {
+    pub(crate) fn new(addr: SocketAddr) -> Self {
+        let ip = addr.ip().to_canonical();
+        // An IP address is always a valid header value.
+        let entry = HeaderValue::from_str(&ip.to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        Self { addr, ip, entry }
+    }
+}
+
 /// Rewrites the forwarding headers of a request about to be forwarded and returns the client
 /// address the proxy derived (the TCP peer, or the address the outermost trusted proxy saw).
 ///
@@ -120,30 +140,37 @@ pub(crate) struct Forwarding {
 pub(crate) fn set_forwarding(
     headers: &mut HeaderMap,
     authority: Option<&Authority>,
-    peer: SocketAddr,
+    peer: &Peer,
     forwarding: Forwarding,
 ) -> IpAddr {
-    let peer = peer.ip().to_canonical();
     let trusted = trusted_xff_entries(headers, forwarding.trusted_hops);
-    let client = trusted.first().copied().unwrap_or(peer);
-    let mut xff = String::with_capacity(16 * (trusted.len() + 1));
-    for ip in trusted.iter().chain(std::iter::once(&peer)) {
-        if !xff.is_empty() {
+    let client = trusted.first().copied().unwrap_or(peer.ip);
+    let xff = if trusted.is_empty() {
+        // The common case (no trusted hops): the peer alone, formatted once per connection.
+        Some(peer.entry.clone())
+    } else {
+        let mut xff = String::with_capacity(16 * (trusted.len() + 1));
+        for ip in &trusted {
+            xff.push_str(&ip.to_string());
             xff.push_str(", ");
         }
-        xff.push_str(&ip.to_string());
-    }
+        xff.push_str(&peer.ip.to_string());
+        // IP addresses, commas and spaces: always a valid header value.
+        HeaderValue::from_str(&xff).ok()
+    };
     let proto = match headers.get(&X_FORWARDED_PROTO).map(HeaderValue::as_bytes) {
         Some(b"https") if forwarding.trusted_hops > 0 => "https",
         Some(b"http") if forwarding.trusted_hops > 0 => "http",
         _ if forwarding.tls => "https",
         _ => "http",
     };
-    // IP addresses, commas and spaces: always a valid header value.
-    if let Ok(value) = HeaderValue::from_str(&xff) {
-        headers.insert(X_FORWARDED_FOR, value);
-    } else {
-        headers.remove(X_FORWARDED_FOR);
+    match xff {
+        Some(value) => {
+            headers.insert(X_FORWARDED_FOR, value);
+        }
+        None => {
+            headers.remove(X_FORWARDED_FOR);
+        }
     }
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     match authority.and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
@@ -238,7 +265,7 @@ mod tests {
             trusted_hops: hops,
             tls: false,
         };
-        let client = set_forwarding(&mut h, Some(&authority), peer, forwarding);
+        let client = set_forwarding(&mut h, Some(&authority), &Peer::new(peer), forwarding);
         (h, client)
     }
 
@@ -296,7 +323,12 @@ mod tests {
             trusted_hops: 0,
             tls: true,
         };
-        set_forwarding(&mut h, None, "127.0.0.1:1".parse().unwrap(), tls);
+        set_forwarding(
+            &mut h,
+            None,
+            &Peer::new("127.0.0.1:1".parse().unwrap()),
+            tls,
+        );
         assert_eq!(h["x-forwarded-proto"], "https");
         assert!(h.get("x-forwarded-host").is_none());
     }

@@ -11,9 +11,11 @@ use std::sync::Arc;
 use service_config::ApiKeyRequirement;
 
 use crate::ProxyError;
-use crate::api_key::{ApiKeyChecker, ApiKeySettings, KeyRequirement};
-use crate::auth::{AuthSettings, Authenticator, JwtRequirement};
+use crate::api_key::{ApiKeyChecker, KeyRequirement};
+use crate::auth::{Authenticator, JwtRequirement};
 use crate::body::CallLog;
+use crate::settings::ProxySettings;
+use crate::stream::{CallTimeouts, call_timeouts};
 use crate::wire::Rejection;
 
 /// A configuration that asks for checks the proxy was not set up to perform.
@@ -37,10 +39,9 @@ pub(crate) struct Route {
     /// Where to look for the API key and who checks it; `None` when the method allows
     /// unregistered calls.
     pub api_key: Option<KeyRequirement>,
-    /// The method's `backend.rules[].deadline`, and whether the method streams (either way):
-    /// see [`crate::stream::call_timeouts`].
-    pub backend_deadline: Option<std::time::Duration>,
-    pub streaming: bool,
+    /// The method's deadline and stream idle timeout, from its `backend.rules[].deadline`,
+    /// whether it streams, and `--stream-idle-timeout` ([`crate::stream::call_timeouts`]).
+    pub timeouts: CallTimeouts,
 }
 
 /// gRPC path (`/package.Service/Method`) → route.
@@ -56,9 +57,10 @@ impl RouteTable {
     /// perform is refused, never served without the check.
     pub(crate) fn from_config(
         config: &service_config::ServiceConfig,
-        auth: &AuthSettings,
-        api_keys: &ApiKeySettings,
+        settings: &ProxySettings,
     ) -> Result<Self, ProxyError> {
+        let (auth, api_keys) = (&settings.auth, &settings.api_keys);
+        let stream_idle_timeout = settings.stream_idle_timeout;
         let needs_key: Vec<String> = config
             .methods()
             .iter()
@@ -98,8 +100,11 @@ impl RouteTable {
                 selector: Arc::from(m.selector.as_str()),
                 jwt,
                 api_key,
-                backend_deadline: m.backend_deadline,
-                streaming: m.client_streaming || m.server_streaming,
+                timeouts: call_timeouts(
+                    m.backend_deadline,
+                    m.client_streaming || m.server_streaming,
+                    stream_idle_timeout,
+                ),
             };
             (m.grpc_path.clone(), route)
         });
@@ -144,8 +149,7 @@ mod tests {
                 selector: Arc::from(&p[1..]),
                 jwt: None,
                 api_key: None,
-                backend_deadline: None,
-                streaming: false,
+                timeouts: call_timeouts(None, false, std::time::Duration::from_secs(300)),
             };
             (p.to_string(), route)
         }))

@@ -38,7 +38,7 @@ impl Proxy {
         config: &service_config::ServiceConfig,
         settings: ProxySettings,
     ) -> Result<Self, ProxyError> {
-        let routes = RouteTable::from_config(config, &settings.auth, &settings.api_keys)?;
+        let routes = RouteTable::from_config(config, &settings)?;
         let tls = match &settings.tls {
             Some(files) => Some(tls_acceptor(&files.cert, &files.key)?),
             None => None,
@@ -57,7 +57,6 @@ impl Proxy {
             backend_url: settings.backend.clone(),
             healthz: settings.healthz.clone(),
             draining: Default::default(),
-            stream_idle_timeout: settings.stream_idle_timeout,
             forwarding: crate::headers::Forwarding {
                 trusted_hops: usize::from(settings.xff_num_trusted_hops),
                 tls: settings.tls.is_some(),
@@ -115,10 +114,10 @@ impl Proxy {
             let _ = stream.set_nodelay(true);
             let conn_state = conn_guard::ConnState::new(*admission.limits());
             let state = state.clone();
-            let service = conn_guard::track(
-                conn_state.clone(),
-                service_fn(move |req| handler::handle(state.clone(), peer, req)),
-            );
+            let service = conn_guard::track(conn_state.clone(), {
+                let peer = crate::headers::Peer::new(peer);
+                service_fn(move |req| handler::handle(state.clone(), peer.clone(), req))
+            });
             let builder = builder.clone();
             let watcher = drain.watcher();
             let tls = tls.clone();

@@ -19,7 +19,6 @@ use common::{
 use h2::{Reason, RecvStream, SendStream};
 use http::{Request, Response};
 use service_config::ServiceConfig;
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
@@ -217,18 +216,7 @@ async fn a_silent_socket_and_a_partial_preface_are_closed_at_the_request_header_
     s.connections.request_header_timeout = ms(300);
     let proxy = RunningProxy::start(&echo_config(), s).await;
 
-    let mut silent = TcpStream::connect(proxy.addr).await.unwrap();
-    let mut partial = TcpStream::connect(proxy.addr).await.unwrap();
-    // 16 of the 24 bytes of the HTTP/2 preface: hyper-util cannot tell the protocol yet.
-    partial.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
-    assert!(
-        peer_closes(&mut silent, SOON).await,
-        "silent socket left open"
-    );
-    assert!(
-        peer_closes(&mut partial, SOON).await,
-        "partial preface left open"
-    );
+    testkit::assert_closes_silent_and_partial_preface(proxy.addr, SOON).await;
 
     // A full HTTP/2 preface and SETTINGS but never a stream: closed too.
     let mut client = H2Client::connect(proxy.addr).await;

@@ -257,6 +257,27 @@ pub async fn peer_closes(stream: &mut tokio::net::TcpStream, within: std::time::
     tokio::time::timeout(within, read_all).await.is_ok()
 }
 
+/// Asserts that the server at `addr` closes, within `within`, a socket that never sends a byte
+/// and one that stops after 16 of the 24 bytes of the HTTP/2 preface (the protocol cannot be told
+/// yet): the first-request deadline of both of esprit's servers.
+pub async fn assert_closes_silent_and_partial_preface(
+    addr: std::net::SocketAddr,
+    within: std::time::Duration,
+) {
+    use tokio::io::AsyncWriteExt as _;
+    let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut partial = tokio::net::TcpStream::connect(addr).await.unwrap();
+    partial.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+    assert!(
+        peer_closes(&mut silent, within).await,
+        "silent socket left open"
+    );
+    assert!(
+        peer_closes(&mut partial, within).await,
+        "partial preface left open"
+    );
+}
+
 /// Whether an HTTP/1.1 `GET path` on `stream` is answered with `status` within `within`.
 pub async fn answers_get(
     mut stream: tokio::net::TcpStream,
