@@ -332,6 +332,7 @@ async fn demo(dir: &Path, keep_running: bool) -> anyhow::Result<usize> {
     drop(client);
 
     if keep_running {
+        let stopped = crate::signals::terminated();
         print_try_by_hand(
             &files,
             &consumer,
@@ -340,7 +341,7 @@ async fn demo(dir: &Path, keep_running: bool) -> anyhow::Result<usize> {
             bookstore_addr,
             port,
         );
-        crate::signals::terminated().await;
+        stopped.await;
         println!("\nStopping.");
     }
 

@@ -423,13 +423,14 @@ fn serve(store: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
             .await
             .with_context(|| format!("listening on {}", args.listen))?;
         let addr = listener.local_addr().context("reading the bound address")?;
+        let shutdown = crate::signals::terminated();
         tracing::info!(%addr, store = %store.display(), "key server listening");
         // The URL alone on stdout, for scripts and tests that listen on port 0.
         println!("http://{addr}");
         std::io::stdout().flush().context("writing to stdout")?;
         let mut limits = iam::ConnectionLimits::default();
         args.connections.apply(&mut limits);
-        iam::serve_with(listener, store, limits, crate::signals::terminated())
+        iam::serve_with(listener, store, limits, shutdown)
             .await
             .with_context(|| format!("serving keys from {}", store.display()))
     })?;

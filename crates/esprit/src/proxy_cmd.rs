@@ -214,8 +214,9 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
         let proxy = proxy::Proxy::bind(&config, settings)
             .await
             .with_context(|| format!("starting the proxy for {}", args.service_config.display()))?;
+        let shutdown = crate::signals::terminated();
         tracing::info!(listen = %proxy.local_addr(), "listening");
-        let drained = proxy.serve(crate::signals::terminated()).await;
+        let drained = proxy.serve(shutdown).await;
         if !drained {
             tracing::warn!("exiting with calls still in flight after the drain timeout");
         }

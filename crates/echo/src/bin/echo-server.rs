@@ -38,6 +38,7 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let shutdown = shutdown_signal();
     let mut stdout = std::io::stdout();
     if writeln!(stdout, "{addr}")
         .and_then(|()| stdout.flush())
@@ -50,7 +51,7 @@ async fn main() -> ExitCode {
     } else {
         echo::Reflect::Metadata
     };
-    match echo::serve_with(listener, shutdown_signal(), reflect).await {
+    match echo::serve_with(listener, shutdown, reflect).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err}: {:?}", std::error::Error::source(&err));
@@ -59,18 +60,22 @@ async fn main() -> ExitCode {
     }
 }
 
-/// Completes on SIGINT (Ctrl-C) or SIGTERM.
-async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut sig) => {
-                sig.recv().await;
+/// Completes on SIGINT (Ctrl-C) or SIGTERM; the SIGTERM handler is installed when this is
+/// called, so a stop right after start-up is graceful.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
+    async move {
+        let term = async {
+            match term {
+                Ok(mut sig) => {
+                    sig.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
             }
-            Err(_) => std::future::pending::<()>().await,
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            () = term => {}
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = term => {}
     }
 }

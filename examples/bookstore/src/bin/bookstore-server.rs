@@ -48,35 +48,41 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("listening on {addr}"))?;
+    let shutdown = shutdown_signal();
     tracing::info!(addr = %listener.local_addr()?, db = %args.db, "bookstore serving");
-    bookstore::serve(listener, Arc::new(store), shutdown_signal())
+    bookstore::serve(listener, Arc::new(store), shutdown)
         .await
         .context("serving")?;
     tracing::info!("bookstore stopped");
     Ok(())
 }
 
-/// Completes on SIGINT (Ctrl-C) or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(err) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %err, "cannot listen for SIGINT");
-            std::future::pending::<()>().await;
-        }
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut sig) => {
-                sig.recv().await;
-            }
-            Err(err) => {
-                tracing::error!(error = %err, "cannot listen for SIGTERM");
+/// Completes on SIGINT (Ctrl-C) or SIGTERM. The SIGTERM handler is installed here, before the
+/// server logs its address: a supervisor (or test) that stops the server as soon as it has
+/// announced itself must get a graceful stop, not the default action of the signal.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
+    async move {
+        let ctrl_c = async {
+            if let Err(err) = tokio::signal::ctrl_c().await {
+                tracing::error!(error = %err, "cannot listen for SIGINT");
                 std::future::pending::<()>().await;
             }
+        };
+        let term = async {
+            match term {
+                Ok(mut sig) => {
+                    sig.recv().await;
+                }
+                Err(err) => {
+                    tracing::error!(error = %err, "cannot listen for SIGTERM");
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        tokio::select! {
+            () = ctrl_c => tracing::info!("SIGINT received, shutting down"),
+            () = term => tracing::info!("SIGTERM received, shutting down"),
         }
-    };
-    tokio::select! {
-        () = ctrl_c => tracing::info!("SIGINT received, shutting down"),
-        () = term => tracing::info!("SIGTERM received, shutting down"),
     }
 }
