@@ -193,30 +193,35 @@ fn check_requirement<T: Trace>(
     if cached_provider == Some(&requirement.provider) {
         trace.record(Stage::Key, at, Outcome::Cached);
         trace.record(Stage::Signature, at, Outcome::Cached);
-        return Ok(());
+    } else {
+        match jose::verify(jwt.jws(), &keys) {
+            Ok(_) => {
+                trace.record(Stage::Key, at, Outcome::Passed);
+                trace.record(Stage::Signature, at, Outcome::Passed);
+            }
+            Err(error @ JoseError::VerificationFailed) => {
+                trace.record(Stage::Key, at, Outcome::Passed);
+                let error = AuthError::Signature {
+                    provider: requirement.provider.clone(),
+                    error,
+                };
+                return record(trace, Stage::Signature, at, Err(error));
+            }
+            Err(error) => {
+                let error = AuthError::Key {
+                    provider: requirement.provider.clone(),
+                    error,
+                };
+                return record(trace, Stage::Key, at, Err(error));
+            }
+        }
     }
-    match jose::verify(jwt.jws(), &keys) {
-        Ok(_) => {
-            trace.record(Stage::Key, at, Outcome::Passed);
-            trace.record(Stage::Signature, at, Outcome::Passed);
-            Ok(())
-        }
-        Err(error @ JoseError::VerificationFailed) => {
-            trace.record(Stage::Key, at, Outcome::Passed);
-            let error = AuthError::Signature {
-                provider: requirement.provider.clone(),
-                error,
-            };
-            record(trace, Stage::Signature, at, Err(error))
-        }
-        Err(error) => {
-            let error = AuthError::Key {
-                provider: requirement.provider.clone(),
-                error,
-            };
-            record(trace, Stage::Key, at, Err(error))
-        }
-    }
+
+    // Only now are the claims vouched for (signature, or a cache entry for this provider), so
+    // only now may they say who the caller is. Run on cache hits too: the same token may meet
+    // another method whose requirement lists other callers.
+    let caller = requirement.accepts_caller(claims);
+    record(trace, Stage::Caller, at, caller)
 }
 
 fn record<T: Trace>(

@@ -21,11 +21,14 @@ pub enum Stage {
     Key,
     /// The signature.
     Signature,
+    /// The caller the verified token names is one the requirement accepts (esprit extension
+    /// `x_esprit_allowed_callers`; passes trivially without it).
+    Caller,
 }
 
 impl Stage {
     /// Every stage, in order.
-    pub const ALL: [Stage; 7] = [
+    pub const ALL: [Stage; 8] = [
         Stage::Extract,
         Stage::Parse,
         Stage::Issuer,
@@ -33,6 +36,7 @@ impl Stage {
         Stage::Audience,
         Stage::Key,
         Stage::Signature,
+        Stage::Caller,
     ];
 
     /// A short lowercase name for logs, metrics labels and `esprit token inspect`.
@@ -45,6 +49,7 @@ impl Stage {
             Stage::Audience => "audience",
             Stage::Key => "key",
             Stage::Signature => "signature",
+            Stage::Caller => "caller",
         }
     }
 }
@@ -118,6 +123,21 @@ pub enum AuthError {
         /// What `jose::verify` said; its message is this error's message.
         error: JoseError,
     },
+    /// esprit extension: the token is valid, but the account it names is not in the
+    /// requirement's `x_esprit_allowed_callers`. `PERMISSION_DENIED`.
+    #[error("Caller in Jwt is not allowed")]
+    CallerNotAllowed {
+        /// The provider whose requirement lists the callers.
+        provider: ProviderId,
+    },
+    /// esprit extension: the requirement lists callers, the provider signs for many accounts,
+    /// and the valid token has no `email` claim with `email_verified: true` (fail closed).
+    /// `PERMISSION_DENIED`.
+    #[error("Jwt has no verified email to identify the caller")]
+    CallerUnidentified {
+        /// The provider whose requirement lists the callers.
+        provider: ProviderId,
+    },
 }
 
 impl AuthError {
@@ -131,6 +151,9 @@ impl AuthError {
             AuthError::AudienceNotAllowed => Stage::Audience,
             AuthError::KeysNotFetched { .. } | AuthError::Key { .. } => Stage::Key,
             AuthError::Signature { .. } => Stage::Signature,
+            AuthError::CallerNotAllowed { .. } | AuthError::CallerUnidentified { .. } => {
+                Stage::Caller
+            }
         }
     }
 
@@ -144,7 +167,9 @@ impl AuthError {
         match self {
             AuthError::KeysNotFetched { provider }
             | AuthError::Key { provider, .. }
-            | AuthError::Signature { provider, .. } => Some(provider),
+            | AuthError::Signature { provider, .. }
+            | AuthError::CallerNotAllowed { provider }
+            | AuthError::CallerUnidentified { provider } => Some(provider),
             AuthError::Missing
             | AuthError::Malformed(_)
             | AuthError::IssuerNotConfigured
@@ -169,7 +194,9 @@ impl AuthError {
             | AuthError::IssuerNotConfigured
             | AuthError::Time(_)
             | AuthError::AudienceNotAllowed
-            | AuthError::Signature { .. } => None,
+            | AuthError::Signature { .. }
+            | AuthError::CallerNotAllowed { .. }
+            | AuthError::CallerUnidentified { .. } => None,
         }
     }
 
@@ -188,16 +215,20 @@ impl AuthError {
             | AuthError::IssuerNotConfigured
             | AuthError::Time(_)
             | AuthError::AudienceNotAllowed
-            | AuthError::Signature { .. } => None,
+            | AuthError::Signature { .. }
+            | AuthError::CallerNotAllowed { .. }
+            | AuthError::CallerUnidentified { .. } => None,
         }
     }
 
-    /// The gRPC status: `PERMISSION_DENIED` for a wrong audience, `UNAUTHENTICATED` for the
-    /// rest (docs/esp-compatibility.md, "Errors callers see"). The one place errors meet the wire; no
+    /// The gRPC status: `PERMISSION_DENIED` for a wrong audience and for a valid token whose
+    /// caller is not accepted (esprit extension), `UNAUTHENTICATED` for the rest (docs/esp-compatibility.md, "Errors callers see"). The one place errors meet the wire; no
     /// `_` arm so that a new variant must be placed.
     pub fn code(&self) -> GrpcCode {
         match self {
-            AuthError::AudienceNotAllowed => GrpcCode::PermissionDenied,
+            AuthError::AudienceNotAllowed
+            | AuthError::CallerNotAllowed { .. }
+            | AuthError::CallerUnidentified { .. } => GrpcCode::PermissionDenied,
             AuthError::Missing
             | AuthError::Malformed(_)
             | AuthError::IssuerNotConfigured
@@ -217,10 +248,15 @@ impl AuthError {
     }
 
     /// The `WWW-Authenticate` header value: `Bearer` when no token was sent,
-    /// `Bearer, error="invalid_token"` when one was sent and refused (docs/esp-compatibility.md).
+    /// `Bearer, error="invalid_token"` when one was sent and refused (docs/esp-compatibility.md),
+    /// `Bearer, error="insufficient_scope"` (RFC 6750 section 3.1: valid, but not enough for
+    /// this resource) when a valid token's caller is not accepted.
     pub fn www_authenticate(&self) -> &'static str {
         match self {
             AuthError::Missing => "Bearer",
+            AuthError::CallerNotAllowed { .. } | AuthError::CallerUnidentified { .. } => {
+                "Bearer, error=\"insufficient_scope\""
+            }
             AuthError::Malformed(_)
             | AuthError::IssuerNotConfigured
             | AuthError::Time(_)

@@ -8,10 +8,10 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jose::{Jwt, MAX_TOKEN_BYTES, UnixTime};
 use serde_json::Value;
-use service_config::ProviderId;
+use service_config::{AllowedCallers, Caller, CallerClaim, ProviderId};
 
 use crate::check::{self, Outcome, Trace};
-use crate::policy::MethodPolicy;
+use crate::policy::{MethodPolicy, verified_email};
 use crate::{AuthError, AuthInputs, KeySets, NoCache, Stage};
 
 /// How one check went.
@@ -203,7 +203,42 @@ impl ExplainTrace<'_> {
             Stage::Audience => self.audiences(requirement),
             Stage::Key => format!("the provider's key set has a key for kid {kid} and alg {alg}"),
             Stage::Signature => format!("signature verified ({alg})"),
+            Stage::Caller => self.callers(requirement),
         }
+    }
+
+    /// Who the token says the caller is, and whom the requirement accepts.
+    fn callers(&self, requirement: Option<usize>) -> String {
+        let Some(requirement) = requirement.and_then(|i| self.policy.requirements.get(i)) else {
+            return String::new();
+        };
+        let AllowedCallers::Listed { claim, callers } = &requirement.callers else {
+            return "every account of the provider may call (no x_esprit_allowed_callers)"
+                .to_owned();
+        };
+        let listed: Vec<&str> = callers.iter().map(Caller::as_str).collect();
+        let caller = match claim {
+            CallerClaim::Issuer(account) => {
+                format!("caller {account} (the provider's issuer: a single account)")
+            }
+            CallerClaim::VerifiedEmail => {
+                let claims = self.jwt.as_ref().map(|j| &j.claims().all);
+                let claim = |name: &str| {
+                    claims
+                        .and_then(|c| c.get(name))
+                        .map_or_else(|| "absent".to_owned(), |v| v.to_string())
+                };
+                match self.jwt.as_ref().and_then(|j| verified_email(j.claims())) {
+                    Some(caller) => format!("caller {caller} (verified email claim)"),
+                    None => format!(
+                        "email {}, email_verified {} (the caller must be a verified email)",
+                        claim("email"),
+                        claim("email_verified")
+                    ),
+                }
+            }
+        };
+        format!("{caller}; allowed callers: {listed:?}")
     }
 }
 
@@ -216,6 +251,7 @@ impl Trace for ExplainTrace<'_> {
                 let context = match stage {
                     Stage::Time => self.times(),
                     Stage::Audience => self.audiences(requirement),
+                    Stage::Caller => self.callers(requirement),
                     Stage::Extract
                     | Stage::Parse
                     | Stage::Issuer

@@ -6,8 +6,11 @@ use std::sync::Arc;
 use http::HeaderName;
 use jose::ExpRequirement;
 use service_config::{
-    Audience, ExpClaim, JwtLocation, Method, OnMissing, ProviderId, ServiceConfig,
+    AllowedCallers, Audience, Caller, CallerClaim, ExpClaim, JwtLocation, Method, OnMissing,
+    ProviderId, ServiceConfig,
 };
+
+use crate::AuthError;
 
 /// Every method's [`MethodPolicy`], by gRPC path. Build it once per loaded config and swap it
 /// with the config on reload.
@@ -87,6 +90,7 @@ impl MethodPolicy {
                     .map(|a| normalize_audience(a.as_str()).to_owned())
                     .collect(),
                 configured_audiences: requirement.audiences.clone(),
+                callers: requirement.allowed_callers.clone(),
             });
             for location in provider
                 .map(|p| p.jwt_locations.as_slice())
@@ -146,12 +150,48 @@ pub(crate) struct CompiledRequirement {
     pub(crate) audiences: Vec<String>,
     /// As configured, for `explain`.
     pub(crate) configured_audiences: Vec<Audience>,
+    /// esprit extension `x_esprit_allowed_callers`.
+    pub(crate) callers: AllowedCallers,
 }
 
 impl CompiledRequirement {
     /// Exact issuer match (Envoy).
     pub(crate) fn accepts_issuer(&self, iss: Option<&str>) -> bool {
         matches!((self.issuer.as_deref(), iss), (Some(want), Some(got)) if want == got)
+    }
+
+    /// The caller check (esprit extension `x_esprit_allowed_callers`), on claims a signature
+    /// or a cache entry for this provider has vouched for:
+    /// - without a list, every account passes (ESP);
+    /// - a single-account issuer (`iss` is an email): the caller is that account, whatever
+    ///   `email` the token carries (the account writes that claim itself);
+    /// - an issuer for many accounts: the caller is `email`, only with `email_verified: true`
+    ///   (a JSON boolean); a token without both is refused, not let through.
+    ///
+    /// Emails compare with the domain case-insensitive and the local part exact
+    /// ([`Caller::parse`] normalizes both sides).
+    pub(crate) fn accepts_caller(&self, claims: &jose::Claims) -> Result<(), AuthError> {
+        let AllowedCallers::Listed { claim, callers } = &self.callers else {
+            return Ok(());
+        };
+        let accepted = match claim {
+            CallerClaim::Issuer(account) => callers.contains(account),
+            CallerClaim::VerifiedEmail => {
+                let Some(caller) = verified_email(claims) else {
+                    return Err(AuthError::CallerUnidentified {
+                        provider: self.provider.clone(),
+                    });
+                };
+                callers.contains(&caller)
+            }
+        };
+        if accepted {
+            Ok(())
+        } else {
+            Err(AuthError::CallerNotAllowed {
+                provider: self.provider.clone(),
+            })
+        }
     }
 
     /// Whether any of the token's `aud` values is one of the requirement's audiences, both
@@ -162,6 +202,15 @@ impl CompiledRequirement {
             self.audiences.iter().any(|want| want == got)
         })
     }
+}
+
+/// The token's `email` when `email_verified` is the JSON boolean `true` (Google's ID tokens; a
+/// string `"true"` is not accepted) and the email is a plausible account address.
+pub(crate) fn verified_email(claims: &jose::Claims) -> Option<Caller> {
+    if claims.all.get("email_verified") != Some(&serde_json::Value::Bool(true)) {
+        return None;
+    }
+    Caller::parse(claims.all.get("email")?.as_str()?)
 }
 
 /// jwt_verify_lib's `sanitizeAudience`: strips one leading `http://` or `https://` (exact

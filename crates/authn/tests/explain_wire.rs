@@ -47,6 +47,7 @@ fn a_valid_token_passes_every_check_in_order() {
             ("audience", a(), Passed),
             ("key", a(), Passed),
             ("signature", a(), Passed),
+            ("caller", a(), Passed),
         ]
     );
     assert_eq!(e.result.unwrap(), Some(ProviderId::new("a")));
@@ -62,6 +63,11 @@ fn a_valid_token_passes_every_check_in_order() {
     assert_eq!(
         e.checks[3].detail,
         "exp 1700003600 (+3600 s from now), nbf absent; now 1700000000, skew 60 s"
+    );
+    // Without x_esprit_allowed_callers, inspect says plainly who may call.
+    assert_eq!(
+        e.checks[7].detail,
+        "every account of the provider may call (no x_esprit_allowed_callers)"
     );
 }
 
@@ -86,6 +92,7 @@ fn an_expired_token_fails_time_and_skips_the_rest() {
             ("audience", a(), Skipped),
             ("key", a(), Skipped),
             ("signature", a(), Skipped),
+            ("caller", a(), Skipped),
         ]
     );
     assert_eq!(
@@ -116,6 +123,7 @@ fn a_malformed_token_still_shows_what_decodes() {
             ("audience", None, Skipped),
             ("key", None, Skipped),
             ("signature", None, Skipped),
+            ("caller", None, Skipped),
         ]
     );
     assert_eq!(
@@ -142,7 +150,8 @@ fn any_of_shows_each_provider_tried() {
             ("time", b.clone(), Passed),
             ("audience", b.clone(), Failed),
             ("key", b.clone(), Skipped),
-            ("signature", b, Skipped),
+            ("signature", b.clone(), Skipped),
+            ("caller", b, Skipped),
         ]
     );
     assert_eq!(
@@ -260,6 +269,22 @@ fn every_error_maps_to_the_wire() {
             invalid,
             "signature",
             "Jwt verification fails",
+        ),
+        (
+            AuthError::CallerNotAllowed { provider: p() },
+            7,
+            403,
+            "Bearer, error=\"insufficient_scope\"",
+            "caller",
+            "Caller in Jwt is not allowed",
+        ),
+        (
+            AuthError::CallerUnidentified { provider: p() },
+            7,
+            403,
+            "Bearer, error=\"insufficient_scope\"",
+            "caller",
+            "Jwt has no verified email to identify the caller",
         ),
     ];
     for (error, code, http, www, check, message) in table {

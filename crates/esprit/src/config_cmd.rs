@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
-use service_config::{ApiKeyRequirement, Method, OnMissing, ServiceConfig};
+use service_config::{AllowedCallers, ApiKeyRequirement, Method, OnMissing, ServiceConfig};
 
 #[derive(Args)]
 pub struct ConfigArgs {
@@ -148,8 +148,16 @@ fn row(config: &ServiceConfig, method: &Method) -> [String; 5] {
                         .provider(&r.provider_id)
                         .map(|p| p.jwt_locations.iter().map(ToString::to_string).collect())
                         .unwrap_or_default();
+                    // esprit extension: without a list every account of the provider may call.
+                    let callers = match &r.allowed_callers {
+                        AllowedCallers::Any => String::new(),
+                        AllowedCallers::Listed { callers, .. } => {
+                            let callers: Vec<&str> = callers.iter().map(|c| c.as_str()).collect();
+                            format!(" [callers: {}]", callers.join(", "))
+                        }
+                    };
                     format!(
-                        "{} [aud: {}] [in: {}]",
+                        "{} [aud: {}] [in: {}]{callers}",
                         r.provider_id,
                         audiences.join(", "),
                         locations.join(", ")

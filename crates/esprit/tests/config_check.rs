@@ -106,6 +106,34 @@ fn valid_configs_print_every_method() {
     ), "{auth}");
 }
 
+/// `x_esprit_allowed_callers` is shown on the requirement that lists it (domain lowercased).
+#[test]
+fn listed_callers_are_printed_with_their_requirement() {
+    let auth = std::fs::read_to_string(fixture("api_config_auth.yaml")).expect("fixture");
+    let listed = auth.replace(
+        "      - provider_id: google_service_account\n",
+        "      - provider_id: google_service_account\n        x_esprit_allowed_callers: \
+         [bookstore-client@My-Project.iam.gserviceaccount.com]\n",
+    );
+    assert_ne!(listed, auth);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("callers.yaml");
+    std::fs::write(&path, listed).expect("write config");
+    let output = testkit::cli::command(env!("CARGO_BIN_EXE_esprit"))
+        .args(["config", "check", "--service-config"])
+        .arg(&path)
+        .args(["--descriptor", &fixture("bookstore.pb")])
+        .output()
+        .expect("run esprit");
+    let stdout = text(&output.stdout);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let cells = row(&stdout, "GetShelf");
+    assert!(
+        cells[4].ends_with(" [callers: bookstore-client@my-project.iam.gserviceaccount.com]"),
+        "{cells:?}"
+    );
+}
+
 #[test]
 fn invalid_configs_print_one_line_per_problem_and_exit_1() {
     let syntax = format!("{}: invalid YAML: ", fixture("bad/syntax.yaml"));

@@ -13,7 +13,10 @@ use crate::body::{CallLog, ProxyBody};
 /// ESP has one; README.md lists them).
 #[derive(Debug, thiserror::Error)]
 pub enum Rejection {
-    /// A JWT check failed (ESP's jwt_verify_lib messages; see `authn::AuthError`).
+    /// A JWT check failed (ESP's jwt_verify_lib messages; see `authn::AuthError`), or, esprit
+    /// extension, a valid token's caller is not in the requirement's `x_esprit_allowed_callers`
+    /// (`PERMISSION_DENIED`, "Caller in Jwt is not allowed" / "Jwt has no verified email to
+    /// identify the caller"). Code, status, message and challenge come from `AuthError`.
     #[error(transparent)]
     Auth(authn::AuthError),
     /// ESP: a path that is not a method of the configured API.

@@ -91,6 +91,12 @@ const SECTIONS: &[(&str, Treatment)] = &[
     ("usage.rules[].skip_service_control", Unenforced),
 ];
 
+/// The esprit extension listing a requirement's callers, read on
+/// `authentication.rules[].requirements[]` only (`raw::Requirement`).
+const ALLOWED_CALLERS_HOME: &str = "x_esprit_allowed_callers";
+/// Spellings of it refused with a pointer to where it belongs, wherever they appear unread.
+const ALLOWED_CALLERS_ALIASES: &[&str] = &["x_esprit_allowed_callers", "allowed_callers"];
+
 /// What the unread fields of one config amount to.
 #[derive(Debug, Default)]
 pub(crate) struct Findings {
@@ -184,6 +190,17 @@ fn unknown_field(path: &[Segment]) -> ConfigError {
         Some((Segment::Key(key), parent)) => (parent, key.as_str()),
         _ => (path, ""),
     };
+    if ALLOWED_CALLERS_ALIASES.contains(&snake_case(key).as_str()) {
+        // The extension field (or its short spelling) somewhere it has no meaning: say where
+        // it belongs rather than "unknown field".
+        return ConfigError::InvalidValue {
+            path: render(path, false),
+            message: format!(
+                "a list of callers is the esprit extension {ALLOWED_CALLERS_HOME}, accepted \
+                 only on authentication.rules[].requirements[]"
+            ),
+        };
+    }
     ConfigError::UnknownField {
         path: render(path, false),
         suggestion: suggest(&normalized(parent), key),

@@ -14,6 +14,7 @@
 //! who may call or how calls are treated, but that esprit does not enforce, are refused unless
 //! [`LoadOptions::allow_unenforced`] is set; unknown fields are always refused (`coverage`).
 
+mod caller;
 mod coverage;
 mod descriptor;
 mod error;
@@ -27,6 +28,7 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
 
+pub use caller::{AllowedCallers, Caller, CallerClaim};
 pub use descriptor::Descriptor;
 pub use error::{ConfigError, ConfigErrors};
 pub use model::{

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use prost_reflect::{DescriptorPool, MethodDescriptor};
 
+use crate::caller::AllowedCallers;
 use crate::descriptor::Descriptor;
 use crate::selector::Selector;
 
@@ -155,6 +156,8 @@ pub struct Requirement {
     /// compares ignoring a leading `http(s)://` and a trailing `/`; that comparison is the
     /// authn crate's job, this list holds the bare service name.
     pub audiences: Vec<Audience>,
+    /// esprit extension `x_esprit_allowed_callers`: the accounts this requirement accepts.
+    pub allowed_callers: AllowedCallers,
 }
 
 /// The authentication a method needs: any one requirement may validate the token.

@@ -80,6 +80,9 @@ pub(crate) struct Requirement {
     pub provider_id: Option<String>,
     /// One comma-separated string (google.api.AuthRequirement.audiences).
     pub audiences: Option<String>,
+    /// esprit extension: the accounts (emails) this requirement accepts.
+    #[serde(alias = "xEspritAllowedCallers")]
+    pub x_esprit_allowed_callers: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -102,14 +102,16 @@ authentication:
   - selector: endpoints.examples.bookstore.Bookstore.DeleteBook
 "#;
 
+/// Loads `yaml` with the Bookstore descriptor.
+pub fn load(yaml: &str) -> Result<ServiceConfig, service_config::ConfigErrors> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bookstore.pb");
+    let descriptor = Descriptor::from_file_descriptor_set(std::fs::read(path).unwrap()).unwrap();
+    service_config::from_yaml(yaml, descriptor)
+}
+
 pub fn config() -> &'static ServiceConfig {
     static CONFIG_CELL: OnceLock<ServiceConfig> = OnceLock::new();
-    CONFIG_CELL.get_or_init(|| {
-        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bookstore.pb");
-        let descriptor =
-            Descriptor::from_file_descriptor_set(std::fs::read(path).unwrap()).unwrap();
-        service_config::from_yaml(CONFIG, descriptor).unwrap_or_else(|e| panic!("{e}"))
-    })
+    CONFIG_CELL.get_or_init(|| load(CONFIG).unwrap_or_else(|e| panic!("{e}")))
 }
 
 pub fn policy() -> &'static AuthPolicy {

@@ -65,6 +65,29 @@ fn rows() -> Vec<Row> {
             true,
             Some("Bearer, error=\"invalid_token\""),
         ),
+        // esprit extension `x_esprit_allowed_callers`: a valid token whose caller is not listed.
+        row(
+            Rejection::Auth(authn::AuthError::CallerNotAllowed {
+                provider: service_config::ProviderId::new("p"),
+            }),
+            Code::PermissionDenied,
+            403,
+            "Caller in Jwt is not allowed",
+            200,
+            true,
+            Some("Bearer, error=\"insufficient_scope\""),
+        ),
+        row(
+            Rejection::Auth(authn::AuthError::CallerUnidentified {
+                provider: service_config::ProviderId::new("p"),
+            }),
+            Code::PermissionDenied,
+            403,
+            "Jwt has no verified email to identify the caller",
+            200,
+            true,
+            Some("Bearer, error=\"insufficient_scope\""),
+        ),
         row(
             Rejection::UndefinedMethod,
             Code::Unimplemented,

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::providers::is_http_token;
 use super::{present, split_audiences};
+use crate::caller::{AllowedCallers, Caller, CallerClaim};
 use crate::error::ConfigError;
 use crate::model::{
     ApiKeyLocation, ApiKeyRequirement, Audience, AuthProvider, MethodAuth, OnMissing, Requirement,
@@ -100,9 +101,16 @@ pub(super) fn build_auth_rules(
                 // compares ignoring the scheme and a trailing slash, so the bare name is kept.
                 audiences = vec![Audience::new(service_name)];
             }
+            let allowed_callers = build_allowed_callers(
+                requirement.x_esprit_allowed_callers.as_deref(),
+                provider,
+                &format!("{base}.requirements[{j}].x_esprit_allowed_callers"),
+                check.errors,
+            );
             requirements.push(Requirement {
                 provider_id: provider.id.clone(),
                 audiences,
+                allowed_callers,
             });
         }
         let on_missing = if rule.allow_without_credential.unwrap_or(false) {
@@ -110,6 +118,21 @@ pub(super) fn build_auth_rules(
         } else {
             OnMissing::Reject
         };
+        let lists_callers = rule
+            .requirements
+            .iter()
+            .flatten()
+            .any(|r| r.x_esprit_allowed_callers.is_some());
+        if on_missing == OnMissing::Allow && lists_callers {
+            // A call without any token passes an `allow_without_credential` rule with no
+            // caller at all, so the list would restrict only callers that identify themselves.
+            check.errors.push(ConfigError::InvalidValue {
+                path: format!("{base}.allow_without_credential"),
+                message: "a rule whose requirements list x_esprit_allowed_callers must not allow \
+                          calls without a token (they would bypass the list)"
+                    .to_owned(),
+            });
+        }
         if let Some(selector) = selector {
             // A rule without requirements means no JWT check for its methods.
             let auth = (!requirements.is_empty()).then_some(MethodAuth {
@@ -120,6 +143,51 @@ pub(super) fn build_auth_rules(
         }
     }
     out
+}
+
+/// `x_esprit_allowed_callers` of one requirement: absent → any caller; otherwise a non-empty
+/// list of distinct plausible emails, each one the provider's tokens can name.
+fn build_allowed_callers(
+    listed: Option<&[String]>,
+    provider: &AuthProvider,
+    path: &str,
+    errors: &mut Vec<ConfigError>,
+) -> AllowedCallers {
+    let Some(listed) = listed else {
+        return AllowedCallers::Any;
+    };
+    let claim = CallerClaim::of_issuer(provider.issuer.as_str());
+    if listed.is_empty() {
+        errors.push(ConfigError::InvalidValue {
+            path: path.to_owned(),
+            message: "list at least one caller email, or remove the field to accept every \
+                      account of the provider"
+                .to_owned(),
+        });
+    }
+    let mut callers: Vec<Caller> = Vec::with_capacity(listed.len());
+    for (k, text) in listed.iter().enumerate() {
+        let path = format!("{path}[{k}]");
+        let Some(caller) = Caller::parse(text) else {
+            errors.push(ConfigError::InvalidValue {
+                path,
+                message: format!("{text:?} is not an account email (name@domain.example)"),
+            });
+            continue;
+        };
+        if callers.contains(&caller) {
+            errors.push(ConfigError::InvalidValue {
+                path,
+                message: format!("{caller} is listed more than once"),
+            });
+            continue;
+        }
+        // Another account than a single-account issuer never matches (its tokens all name
+        // the issuer, whatever `email` they carry): allowed, and refused at request time.
+        callers.push(caller);
+    }
+    // On errors the load fails anyway; an empty list here never reaches a running proxy.
+    AllowedCallers::Listed { claim, callers }
 }
 
 pub(super) fn build_usage_rules(
