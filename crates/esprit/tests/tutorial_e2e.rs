@@ -433,6 +433,7 @@ async fn a_new_key_is_accepted_on_first_use() {
         .wait_until(&keys[0], Outcome::Accepted, "the first key")
         .await;
     // Any refetch the first calls caused (keys not fetched yet) no longer rate-limits the next.
+    // Real time: the refetch budget runs on tokio's clock, and the proxy runs as a process.
     tokio::time::sleep(refetch_interval + Duration::from_millis(500)).await;
 
     let new = stack.create_key("new.json").await;

@@ -122,6 +122,8 @@ async fn keeps_the_stale_set_then_fails_closed_then_recovers() {
     server.stop().await;
 
     // Past the cache duration, refreshes failing: the last good set is still served.
+    // Real time: freshness runs on tokio's clock in tasks that fetch over real sockets; a paused
+    // clock would jump past fetch timeouts while the kernel carries the request.
     tokio::time::sleep(Duration::from_millis(1000)).await;
     assert_eq!(kids(&cache.state(&id("p"))).unwrap(), ["a"]);
 
@@ -274,6 +276,7 @@ async fn refetch_is_rate_limited() {
         2,
         "rate-limited refetches send nothing"
     );
+    // Real time, as above: the refill is followed by a real fetch over a socket.
     tokio::time::sleep(Duration::from_millis(750)).await;
     assert_eq!(cache.refetch(&id("p"), None).await, Refetch::Fetched);
     assert_eq!(server.hits("/jwks"), 3);
@@ -398,6 +401,8 @@ async fn dropping_the_cache_stops_its_tasks() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     let hits = server.hits("/jwks");
     server.set("/jwks", Reply::json(test_server::jwks(&[("a", &a)])));
+    // Real time: a paused clock would let this pass even if a task still fetched, since the
+    // sleep would end before its request crossed the socket.
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(server.hits("/jwks"), hits);
 }

@@ -2,7 +2,9 @@
 //! caches, the verified-token cache, and one refetch when a token names a key we do not have yet.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
+
+use clock::SharedClock;
 
 use authn::{Allowed, AuthError, AuthInputs, MethodPolicy, VerifiedToken};
 use http::HeaderValue;
@@ -69,7 +71,11 @@ impl Default for AuthSettings {
 pub(crate) struct Authenticator {
     keys: JwksCache,
     verified: VerifiedCache,
+    /// How long a verified token is remembered (the key sets' freshness).
+    verified_lifetime: Duration,
     skew: Duration,
+    /// Read for `now` (token times) and the verified-token cache's expiry.
+    clock: SharedClock,
 }
 
 impl Authenticator {
@@ -77,6 +83,7 @@ impl Authenticator {
     pub(crate) fn start(
         config: &service_config::ServiceConfig,
         settings: &AuthSettings,
+        clock: SharedClock,
     ) -> Result<Self, keysets::FetchError> {
         let keys = JwksCache::new(config.providers(), settings.jwks.clone())?;
         keys.start();
@@ -86,7 +93,9 @@ impl Authenticator {
             // then withdrawn stops being accepted once the key set would have been refreshed,
             // as a token seen for the first time would.
             verified: verified_cache(settings),
+            verified_lifetime: settings.jwks.cache_duration,
             skew: settings.clock_skew,
+            clock,
         })
     }
 
@@ -121,23 +130,21 @@ impl Authenticator {
         headers: &http::HeaderMap,
         uri: &http::Uri,
     ) -> Result<Allowed, AuthError> {
+        let wall = self.clock.now();
         let inputs = AuthInputs {
             keys: &Keys(&self.keys),
-            cache: &Verified(&self.verified),
-            now: now(),
+            cache: &Verified {
+                cache: &self.verified,
+                now: wall,
+                lifetime: self.verified_lifetime,
+            },
+            // A clock before 1970 reads as 1970: every token then looks not yet valid (fail
+            // closed).
+            now: jose::UnixTime(self.clock.unix_secs()),
             skew: self.skew,
         };
         authn::authenticate(policy, headers, uri, &inputs)
     }
-}
-
-fn now() -> jose::UnixTime {
-    // A clock before 1970 is treated as 1970: every token then looks not yet valid (fail closed).
-    jose::UnixTime(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs()),
-    )
 }
 
 struct Keys<'a>(&'a JwksCache);
@@ -155,11 +162,12 @@ impl authn::KeySets for Keys<'_> {
 /// needs (two different tokens never share an entry) without keeping the token's bytes.
 type TokenDigest = [u8; 32];
 
-/// A verified token and what it weighs.
+/// A verified token, what it weighs, and until when (by the injected clock) it may be used.
 #[derive(Clone)]
 struct Entry<V> {
     verified: V,
     weight: u32,
+    expires_at: SystemTime,
 }
 
 type VerifiedCache = moka::sync::Cache<TokenDigest, Entry<Arc<VerifiedToken>>>;
@@ -181,7 +189,9 @@ pub(crate) fn verified_weight(token_len: usize) -> u32 {
 
 /// Bounded in bytes (`jwt_cache_bytes`); every entry weighs at least
 /// `jwt_cache_bytes / jwt_cache_size`, so `jwt_cache_size` bounds the count too. An entry lives
-/// no longer than a key set does.
+/// no longer than a key set does: its `expires_at`, compared with the injected clock on every
+/// read; moka's own time-to-live (on its own monotonic clock) only bounds how long the memory
+/// is held.
 fn verified_cache<V: Clone + Send + Sync + 'static>(
     settings: &AuthSettings,
 ) -> moka::sync::Cache<TokenDigest, Entry<V>> {
@@ -194,19 +204,42 @@ fn verified_cache<V: Clone + Send + Sync + 'static>(
         .build()
 }
 
-struct Verified<'a>(&'a VerifiedCache);
+/// The verified-token cache as one decision sees it: `now` is read once per decision.
+struct Verified<'a, V = Arc<VerifiedToken>> {
+    cache: &'a moka::sync::Cache<TokenDigest, Entry<V>>,
+    now: SystemTime,
+    lifetime: Duration,
+}
 
-impl authn::VerifiedTokens for Verified<'_> {
-    fn get(&self, token: &str) -> Option<Arc<VerifiedToken>> {
-        self.0.get(&token_digest(token)).map(|entry| entry.verified)
+impl<V: Clone + Send + Sync + 'static> Verified<'_, V> {
+    /// The entry for `token` unless it has expired by the injected clock (then it is dropped).
+    fn lookup(&self, token: &str) -> Option<V> {
+        let digest = token_digest(token);
+        let entry = self.cache.get(&digest)?;
+        if self.now < entry.expires_at {
+            return Some(entry.verified);
+        }
+        self.cache.invalidate(&digest);
+        None
     }
 
-    fn put(&self, token: &str, verified: Arc<VerifiedToken>) {
+    fn store(&self, token: &str, verified: V) {
         let entry = Entry {
             verified,
             weight: verified_weight(token.len()),
+            expires_at: self.now + self.lifetime,
         };
-        self.0.insert(token_digest(token), entry);
+        self.cache.insert(token_digest(token), entry);
+    }
+}
+
+impl authn::VerifiedTokens for Verified<'_> {
+    fn get(&self, token: &str) -> Option<Arc<VerifiedToken>> {
+        self.lookup(token)
+    }
+
+    fn put(&self, token: &str, verified: Arc<VerifiedToken>) {
+        self.store(token, verified);
     }
 }
 
@@ -229,6 +262,7 @@ mod tests {
                 Entry {
                     verified: (),
                     weight,
+                    expires_at: SystemTime::UNIX_EPOCH,
                 },
             );
         }
@@ -291,8 +325,9 @@ authentication:
             .method("/esprit.echo.v1.Echo/Unary")
             .unwrap()
             .clone();
-        let authenticator =
-            Arc::new(Authenticator::start(&config, &AuthSettings::default()).unwrap());
+        let authenticator = Arc::new(
+            Authenticator::start(&config, &AuthSettings::default(), clock::system()).unwrap(),
+        );
         JwtRequirement {
             policy,
             authenticator,
@@ -320,6 +355,28 @@ authentication:
             other => panic!("{other:?}"),
         }
         assert!(junk.headers.get("x-endpoint-api-userinfo").is_none());
+    }
+
+    /// An entry is used until its lifetime has passed by the injected clock, whatever moka's
+    /// own (much longer here) time-to-live says; then it is gone.
+    #[test]
+    fn a_verified_entry_expires_by_the_injected_clock() {
+        let settings = AuthSettings::default();
+        let cache = verified_cache::<u8>(&settings);
+        let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let lifetime = Duration::from_secs(300);
+        let at = |now: SystemTime| Verified {
+            cache: &cache,
+            now,
+            lifetime,
+        };
+        at(start).store("token", 7);
+        assert_eq!(at(start).lookup("token"), Some(7));
+        let almost = start + lifetime - Duration::from_millis(1);
+        assert_eq!(at(almost).lookup("token"), Some(7));
+        assert_eq!(at(start + lifetime).lookup("token"), None);
+        // Dropped, not merely hidden: an earlier clock does not bring it back.
+        assert_eq!(at(start).lookup("token"), None);
     }
 
     #[test]

@@ -71,12 +71,17 @@ impl RouteTable {
             (_, true) => None,
             (None, false) => return Err(Unenforceable::ApiKeys(needs_key).into()),
             (Some(url), false) => Some(Arc::new(
-                ApiKeyChecker::new(config.name(), url, api_keys).map_err(ProxyError::ApiKeys)?,
+                ApiKeyChecker::new(config.name(), url, api_keys, settings.clock.clone())
+                    .map_err(ProxyError::ApiKeys)?,
             )),
         };
         let policy = authn::AuthPolicy::from_config(config);
         let authenticator = if policy.methods().any(|(_, p)| p.requires_jwt()) {
-            Some(Arc::new(Authenticator::start(config, auth)?))
+            Some(Arc::new(Authenticator::start(
+                config,
+                auth,
+                settings.clock.clone(),
+            )?))
         } else {
             None
         };

@@ -34,6 +34,10 @@ pub struct ProxySettings {
     /// `xff_num_trusted_hops`); 0 (the default) means the TCP peer is the client.
     pub xff_num_trusted_hops: u8,
     pub access_log: crate::AccessLogSettings,
+    /// The wall clock read for token times (`exp`, `nbf`), the verified-token cache's and the
+    /// API-key caches' expiry. [`clock::system`] by default; tests inject a
+    /// `clock::ManualClock` and move time instead of sleeping.
+    pub clock: clock::SharedClock,
 }
 
 impl ProxySettings {
@@ -55,6 +59,7 @@ impl ProxySettings {
             api_keys: crate::ApiKeySettings::default(),
             xff_num_trusted_hops: 0,
             access_log: crate::AccessLogSettings::default(),
+            clock: clock::system(),
         }
     }
 }

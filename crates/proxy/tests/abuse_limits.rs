@@ -110,6 +110,7 @@ async fn serve_stream(
         Behaviour::Ticks(every, n) => {
             let mut send = respond.send_response(grpc_headers(), false).unwrap();
             for _ in 0..n {
+                // Real time: the backend's frames cross real sockets to the proxy's idle timer.
                 tokio::time::sleep(every).await;
                 if send
                     .send_data(Bytes::from_static(&[0, 0, 0, 0, 0]), false)
@@ -364,6 +365,8 @@ async fn frames_either_way_keep_a_stream_alive() {
         stream
             .send_data(Bytes::from_static(EMPTY_MESSAGE), false)
             .unwrap();
+        // Real time on purpose: frames must really cross the sockets within the proxy's idle
+        // timer; a paused clock would jump past it whenever the runtime waits on the kernel.
         tokio::time::sleep(ms(100)).await;
         assert!(!call.is_finished(), "ended while the client was sending");
     }
@@ -397,6 +400,7 @@ async fn a_backend_rule_deadline_bounds_unary_calls_and_is_the_idle_timeout_of_s
         stream
             .send_data(Bytes::from_static(EMPTY_MESSAGE), false)
             .unwrap();
+        // Real time on purpose, as above: activity over real sockets keeps the stream alive.
         tokio::time::sleep(ms(100)).await;
         assert!(
             !call.is_finished(),

@@ -272,16 +272,22 @@ async fn every_rule_combination_with_code_and_message() {
 
 #[tokio::test]
 async fn a_revoked_key_stops_working_within_the_cache_duration() {
+    // The cache's expiry is read from the injected clock: time moves when the test says so.
+    let clock = clock::ManualClock::starting_now();
+    let cache_valid = Duration::from_secs(60);
     let (keys, _backend, proxy) = stack(|s| {
-        s.api_keys.cache_valid = Duration::from_secs(1);
+        s.api_keys.cache_valid = cache_valid;
+        s.clock = clock.shared();
     })
     .await;
     let (key, id) = keys.create("p-project");
     unary(proxy.url(), &[("x-api-key", &key)]).await.unwrap();
     keys.revoke(&id);
-    // Still cached as valid: no round trip, still accepted.
+    // Still cached as valid: no round trip, still accepted, up to the last millisecond.
     unary(proxy.url(), &[("x-api-key", &key)]).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    clock.advance(cache_valid - Duration::from_millis(1));
+    unary(proxy.url(), &[("x-api-key", &key)]).await.unwrap();
+    clock.advance(Duration::from_millis(1));
     let status = unary(proxy.url(), &[("x-api-key", &key)])
         .await
         .unwrap_err();
@@ -296,6 +302,7 @@ async fn key_server_down_fails_closed_but_cached_keys_keep_working() {
     let (uncached, _) = keys.create("p-project");
     unary(proxy.url(), &[("x-api-key", &cached)]).await.unwrap();
     keys.stop();
+    // Real time: the key server's listener closes on its own task, over real sockets.
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     let started = Instant::now();
@@ -331,6 +338,7 @@ async fn key_server_down_with_fail_open_lets_calls_through() {
     .await;
     let (key, _) = keys.create("p-project");
     keys.stop();
+    // Real time, as above.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let reply = unary(proxy.url(), &[("x-api-key", &key)]).await.unwrap();
     // Nothing was checked, so nothing is vouched for.

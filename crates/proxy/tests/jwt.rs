@@ -7,6 +7,7 @@ mod common;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use clock::Clock as _;
 use common::*;
 use echo::pb::EchoRequest;
 use jose::{Algorithm, GeneratedKey};
@@ -383,6 +384,38 @@ async fn a_bogus_kid_does_not_block_a_new_key_and_random_kids_cannot_storm() {
     );
 }
 
+/// Token times are read from the injected clock: a token verified (and cached) is refused once
+/// the clock passes its `exp` plus the skew, with no real time passing.
+#[tokio::test]
+async fn token_times_follow_the_injected_clock() {
+    let clock = clock::ManualClock::starting_now();
+    let s = stack_with(|settings| settings.clock = clock.shared()).await;
+    let start = clock.unix_secs();
+    let mut short = claims();
+    short["iat"] = json!(start);
+    short["exp"] = json!(start + 120);
+    let token = mint(&s.key, "k1", &short);
+    assert!(unary(s.proxy.url(), Some(&token)).await.is_ok());
+    // Cached now; exp + skew (60 s) not yet passed.
+    clock.advance(Duration::from_secs(179));
+    assert!(unary(s.proxy.url(), Some(&token)).await.is_ok());
+    clock.advance(Duration::from_secs(2));
+    let status = unary(s.proxy.url(), Some(&token)).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+    assert_eq!(status.message(), "Jwt is expired");
+
+    // A token not yet valid by the injected clock is refused, then accepted once it moves.
+    let now = clock.unix_secs();
+    let mut later = claims();
+    later["nbf"] = json!(now + 600);
+    later["exp"] = json!(now + 3600);
+    let later = mint(&s.key, "k1", &later);
+    let status = unary(s.proxy.url(), Some(&later)).await.unwrap_err();
+    assert_eq!(status.message(), "Jwt not yet valid");
+    clock.advance(Duration::from_secs(600));
+    assert!(unary(s.proxy.url(), Some(&later)).await.is_ok());
+}
+
 #[tokio::test]
 async fn keys_never_fetched_fail_closed() {
     let dead_addr = dead_addr().await;
@@ -412,6 +445,9 @@ async fn the_last_good_keys_survive_an_outage_until_max_stale() {
     let token = mint(&s.key, "k1", &claims());
     assert!(unary(s.proxy.url(), Some(&token)).await.is_ok());
     s.keys.stop().await;
+    // Real time on purpose: the key sets' freshness and staleness run on tokio's monotonic
+    // clock in background tasks that fetch over sockets, and a paused clock would also fire
+    // the proxy's and the client's connection timers.
     // Past cache_duration, refreshes failing: the last good set is still used.
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let reply = unary(s.proxy.url(), Some(&token)).await;
@@ -435,7 +471,11 @@ async fn garbage_from_the_key_server_never_replaces_good_keys() {
         "/jwks",
         Reply::json("{\"keys\": [{\"kty\": \"oct\", \"k\": \"AAAA\"}]}"),
     );
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // The refresh runs at 80 % of the cache duration (240 ms): wait for it, generously.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while s.keys.hits("/jwks") <= before && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert!(
         s.keys.hits("/jwks") > before,
         "the proxy should have refreshed"

@@ -224,6 +224,8 @@ async fn shutdown_drains_an_in_flight_call_then_stops_accepting() {
             })
             .await
     });
+    // Real time: the call must be in flight at the backend over real sockets before the drain
+    // starts (the echo backend gives no arrival signal); drain runs on tokio's timers.
     tokio::time::sleep(Duration::from_millis(150)).await;
     let drained = proxy.shutdown();
     let reply = in_flight.await.unwrap().unwrap().into_inner();
@@ -253,6 +255,7 @@ async fn drain_gives_up_after_the_timeout() {
             })
             .await
     });
+    // Real time, as above: the call must have reached the backend before the drain starts.
     tokio::time::sleep(Duration::from_millis(150)).await;
     let started = Instant::now();
     assert!(

@@ -8,6 +8,9 @@
 //! capped at `invalid_cache_size` fixed-size entries, so they can neither grow memory nor push
 //! valid keys out.
 
+use std::time::SystemTime;
+
+use clock::SharedClock;
 use http::HeaderValue;
 use tokio::sync::Semaphore;
 
@@ -32,25 +35,33 @@ pub(crate) fn digest(key: &str) -> KeyDigest {
     out
 }
 
-/// The cache of valid answers: weighed in bytes, at most `cache_bytes`.
-pub(crate) fn valid_cache(
-    settings: &ApiKeySettings,
-) -> moka::future::Cache<KeyDigest, HeaderValue> {
+/// A valid answer and until when (by the injected clock) it may be used.
+#[derive(Clone, Debug)]
+pub(crate) struct ValidEntry {
+    consumer_project: HeaderValue,
+    expires_at: SystemTime,
+}
+
+/// The cache of valid answers: weighed in bytes, at most `cache_bytes`. Expiry is each entry's
+/// `expires_at` against the injected clock; moka's time-to-live (its own monotonic clock) only
+/// bounds how long the memory is held.
+pub(crate) fn valid_cache(settings: &ApiKeySettings) -> moka::future::Cache<KeyDigest, ValidEntry> {
     let floor = settings.cache_bytes / settings.cache_size.max(1);
     let floor = u32::try_from(floor).unwrap_or(u32::MAX);
     moka::future::Cache::builder()
         .max_capacity(settings.cache_bytes)
-        .weigher(move |_key: &KeyDigest, project: &HeaderValue| {
+        .weigher(move |_key: &KeyDigest, entry: &ValidEntry| {
             let real = ENTRY_OVERHEAD_BYTES
-                .saturating_add(u32::try_from(project.len()).unwrap_or(u32::MAX));
+                .saturating_add(u32::try_from(entry.consumer_project.len()).unwrap_or(u32::MAX));
             real.max(floor)
         })
         .time_to_live(settings.cache_valid)
         .build()
 }
 
-/// The cache of invalid answers: fixed-size entries, at most `invalid_cache_size`.
-pub(crate) fn invalid_cache(settings: &ApiKeySettings) -> moka::sync::Cache<KeyDigest, ()> {
+/// The cache of invalid answers: fixed-size entries (their expiry by the injected clock), at
+/// most `invalid_cache_size`.
+pub(crate) fn invalid_cache(settings: &ApiKeySettings) -> moka::sync::Cache<KeyDigest, SystemTime> {
     moka::sync::Cache::builder()
         .max_capacity(settings.invalid_cache_size)
         .time_to_live(settings.cache_invalid)
@@ -68,10 +79,14 @@ enum Miss {
 pub(crate) struct ApiKeyChecker {
     client: reqwest::Client,
     check_url: String,
-    valid: moka::future::Cache<KeyDigest, HeaderValue>,
-    invalid: moka::sync::Cache<KeyDigest, ()>,
+    valid: moka::future::Cache<KeyDigest, ValidEntry>,
+    invalid: moka::sync::Cache<KeyDigest, SystemTime>,
     outstanding: Semaphore,
     pub on_unreachable: OnUnreachable,
+    /// Read for the caches' expiry.
+    clock: SharedClock,
+    cache_valid: std::time::Duration,
+    cache_invalid: std::time::Duration,
 }
 
 impl ApiKeyChecker {
@@ -79,6 +94,7 @@ impl ApiKeyChecker {
         service: &str,
         base_url: &str,
         settings: &ApiKeySettings,
+        clock: SharedClock,
     ) -> Result<Self, String> {
         let client = reqwest::Client::builder()
             .no_proxy()
@@ -104,6 +120,9 @@ impl ApiKeyChecker {
             invalid: invalid_cache(settings),
             outstanding: Semaphore::new(settings.max_pending_checks.max(1)),
             on_unreachable: settings.on_unreachable,
+            clock,
+            cache_valid: settings.cache_valid,
+            cache_invalid: settings.cache_invalid,
         })
     }
 
@@ -111,24 +130,42 @@ impl ApiKeyChecker {
     /// asking about the same key, if fewer than the cap are outstanding.
     pub(crate) async fn check(&self, key: &str) -> Result<Answer, CheckError> {
         let digest = digest(key);
-        if self.invalid.contains_key(&digest) {
-            return Ok(Answer::Invalid);
+        let now = self.clock.now();
+        match self.invalid.get(&digest) {
+            Some(expires_at) if now < expires_at => return Ok(Answer::Invalid),
+            Some(_) => self.invalid.invalidate(&digest),
+            None => {}
+        }
+        match self.valid.get(&digest).await {
+            Some(entry) if now < entry.expires_at => {
+                return Ok(Answer::Valid {
+                    consumer_project: entry.consumer_project,
+                });
+            }
+            // Expired by the injected clock: ask again (below, shared with concurrent callers).
+            Some(_) => self.valid.invalidate(&digest).await,
+            None => {}
         }
         let lookup = async {
             let Ok(_permit) = self.outstanding.try_acquire() else {
                 return Err(Miss::Failed(CheckError::Overloaded));
             };
             match self.ask(key).await {
-                Ok(Answer::Valid { consumer_project }) => Ok(consumer_project),
+                Ok(Answer::Valid { consumer_project }) => Ok(ValidEntry {
+                    consumer_project,
+                    expires_at: now + self.cache_valid,
+                }),
                 Ok(Answer::Invalid) => {
-                    self.invalid.insert(digest, ());
+                    self.invalid.insert(digest, now + self.cache_invalid);
                     Err(Miss::Invalid)
                 }
                 Err(err) => Err(Miss::Failed(err)),
             }
         };
         match self.valid.try_get_with(digest, lookup).await {
-            Ok(consumer_project) => Ok(Answer::Valid { consumer_project }),
+            Ok(entry) => Ok(Answer::Valid {
+                consumer_project: entry.consumer_project,
+            }),
             Err(miss) => match &*miss {
                 Miss::Invalid => Ok(Answer::Invalid),
                 Miss::Failed(err) => Err(err.clone()),
@@ -245,7 +282,11 @@ mod tests {
             HeaderValue::from_str(&"p".repeat(keycheck::MAX_CONSUMER_PROJECT_BYTES)).unwrap();
         futures::executor::block_on(async {
             for i in 0..10_000u32 {
-                cache.insert(digest(&i.to_string()), project.clone()).await;
+                let entry = ValidEntry {
+                    consumer_project: project.clone(),
+                    expires_at: SystemTime::UNIX_EPOCH,
+                };
+                cache.insert(digest(&i.to_string()), entry).await;
             }
             cache.run_pending_tasks().await;
         });
@@ -269,9 +310,11 @@ mod tests {
         let cache = valid_cache(&settings);
         futures::executor::block_on(async {
             for i in 0..5_000u32 {
-                cache
-                    .insert(digest(&i.to_string()), HeaderValue::from_static("p"))
-                    .await;
+                let entry = ValidEntry {
+                    consumer_project: HeaderValue::from_static("p"),
+                    expires_at: SystemTime::UNIX_EPOCH,
+                };
+                cache.insert(digest(&i.to_string()), entry).await;
             }
             cache.run_pending_tasks().await;
         });
@@ -286,7 +329,7 @@ mod tests {
         };
         let cache = invalid_cache(&settings);
         for i in 0..5_000u32 {
-            cache.insert(digest(&i.to_string()), ());
+            cache.insert(digest(&i.to_string()), SystemTime::UNIX_EPOCH);
         }
         cache.run_pending_tasks();
         assert!(cache.entry_count() <= 50, "{}", cache.entry_count());

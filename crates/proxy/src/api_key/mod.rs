@@ -123,7 +123,8 @@ mod tests {
             check_timeout: Duration::from_secs(5),
             ..ApiKeySettings::default()
         };
-        let checker = ApiKeyChecker::new("svc", "http://127.0.0.1:9", &settings).unwrap();
+        let checker =
+            ApiKeyChecker::new("svc", "http://127.0.0.1:9", &settings, clock::system()).unwrap();
         KeyRequirement {
             locations: Arc::from(ApiKeyLocation::defaults().as_slice()),
             checker: Arc::new(checker),
