@@ -26,6 +26,10 @@ authentication:
     requirements:
     - provider_id: consumer
   - selector: esprit.echo.v1.Echo.Bidi
+  - selector: esprit.echo.v1.Echo.ClientStream
+    requirements:
+    - provider_id: consumer
+      x_esprit_allowed_callers: [other@consumer-project.iam.gserviceaccount.com]
 usage:
   rules:
   - selector: "*"
@@ -62,6 +66,10 @@ async fn explains_acceptance_and_each_rejection() {
         json!({"iss": ISSUER, "aud": "echo.example.com", "iat": now - 7200, "exp": now - 3600}),
     );
     let wrong_aud = mint(json!({"iss": ISSUER, "aud": "other", "iat": now, "exp": now + 600}));
+    // The self-signed account writes the listed account's email: its caller is still itself.
+    let forged_email = mint(json!({"iss": ISSUER, "aud": "echo.example.com", "iat": now,
+        "exp": now + 600, "email": "other@consumer-project.iam.gserviceaccount.com",
+        "email_verified": true}));
 
     let table: Vec<(&str, String, &str, i32, Vec<&str>)> = vec![
         (
@@ -69,7 +77,12 @@ async fn explains_acceptance_and_each_rejection() {
             good.clone(),
             "esprit.echo.v1.Echo.Unary",
             0,
-            vec!["ok   signature", "ACCEPTED"],
+            vec![
+                "ok   signature",
+                "ok   caller",
+                "every account of the provider may call",
+                "ACCEPTED",
+            ],
         ),
         (
             "valid, as a pasted header value and a gRPC path",
@@ -103,6 +116,18 @@ async fn explains_acceptance_and_each_rejection() {
             vec![
                 "FAIL audience",
                 "REJECTED: 7 PERMISSION_DENIED \"Audiences in Jwt are not allowed\" (HTTP 403)",
+            ],
+        ),
+        (
+            "caller not listed (x_esprit_allowed_callers)",
+            forged_email,
+            "esprit.echo.v1.Echo.ClientStream",
+            1,
+            vec![
+                "FAIL caller",
+                "caller client@consumer-project.iam.gserviceaccount.com (the provider's issuer: \
+                 a single account)",
+                "REJECTED: 7 PERMISSION_DENIED \"Caller in Jwt is not allowed\" (HTTP 403)",
             ],
         ),
         (
