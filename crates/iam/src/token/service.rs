@@ -438,7 +438,9 @@ impl TokenService {
     /// An access token for `account` (lifetime ≤ 3600 s, refused above). Returns (token, expires_at unix secs).
     ///
     /// The token is [`ACCESS_TOKEN_PREFIX`] and 32 random bytes in base64url; the store keeps
-    /// its SHA-256 with the account, scopes and expiry (deleted with the account).
+    /// its SHA-256 with the account, scopes and expiry (deleted with the account); up to 100
+    /// expired rows are purged first. [`IamError::UnknownAccount`] when the account is gone,
+    /// [`IamError::AccessTokenLifetime`] outside 1..=3600 s (whole seconds).
     pub fn issue_access_token(
         &self,
         account: &Account,
