@@ -16,12 +16,19 @@
 //! `{"valid": true, "consumer_project"}` or `{"valid": false}` (the `keycheck` crate's contract;
 //! [`ApiKeyCheck::answer`]). Any project's key is valid for any service.
 //!
-//! What it deliberately does not do: it never stores or serves a private key (the key file is
-//! the only copy) nor an API key (shown once at creation); it mints no tokens (that is
-//! `jose::Signer`, driven by `esprit token`); it implements no OAuth token endpoint, IAM
-//! policies, API-key restrictions (services, referrers, IPs), quotas or per-project service
-//! enablement; it does not cache check answers (the proxy does); it has no TLS (run it on
-//! loopback or behind a TLS terminator).
+//! The token service ([`TokenService`], [`token`]; `iam serve --issuer-url`): Google's OAuth 2.0
+//! token endpoint for RFC 7523 assertions signed with key files (`POST /token`, answering ID
+//! tokens or opaque access tokens), OpenID discovery and its own certificates, with RS256 signing
+//! keys rotated on a schedule ([`token::rotation`]) and kept in the store only sealed with a
+//! key-encryption key ([`Kek`], AES-256-GCM) that is never stored. It also holds one such key per
+//! account to sign caller-supplied claims ([`TokenService::sign_jwt_as`]), published with the
+//! account's keys.
+//!
+//! What it deliberately does not do: it never stores a key file's private key (the key file is
+//! the only copy) nor an API key (shown once at creation), nor any private key in clear; it does
+//! no domain-wide delegation, IAM policies, API-key restrictions (services, referrers, IPs),
+//! quotas or per-project service enablement; it does not cache check answers (the proxy does);
+//! it has no TLS (run it on loopback or behind a TLS terminator).
 //!
 //! Validation, key-file building and the rendering of key documents are plain functions
 //! ([`validate_account_id`], [`new_key`], [`render::x509_map`], [`render::jwks`]); files and
@@ -30,11 +37,13 @@
 pub mod api_keys;
 mod error;
 mod ids;
+mod kek;
 mod keyfile;
 mod model;
 pub mod render;
 mod server;
 mod store;
+pub mod token;
 
 pub use api_keys::{ApiKey, ApiKeyCheck, Revocation};
 pub use conn_guard::ConnectionLimits;
@@ -43,10 +52,14 @@ pub use ids::{
     EMAIL_DOMAIN, account_email, decode_path_segment, encode_path_segment, validate_account_id,
     validate_project_id,
 };
+pub use kek::{KEK_ENV, KEK_LEN, Kek};
 pub use keyfile::{KeyFileSlot, NewKey, new_key};
 pub use model::{Account, KeyAlgorithm, KeyServerUrl, KeyStatus, StoredKey};
-pub use server::{CACHE_MAX_AGE_SECS, CHECK_BODY_LIMIT, serve, serve_pool, serve_with};
+pub use server::{
+    CACHE_MAX_AGE_SECS, CHECK_BODY_LIMIT, serve, serve_pool, serve_tokens, serve_with,
+};
 pub use store::{LooseFile, PoolSettings, SCHEMA_VERSION, Store, StorePool, loose_files};
+pub use token::{TokenService, TokenServiceSettings};
 
 /// The default store file, in the working directory.
 pub const DEFAULT_STORE: &str = "esprit-iam.db";

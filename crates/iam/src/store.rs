@@ -7,12 +7,14 @@
 
 mod api_keys;
 mod files;
+pub(crate) mod managed_keys;
 mod pool;
 
 use std::path::Path;
 use std::time::Duration;
 
 pub use files::{LooseFile, loose_files};
+pub(crate) use managed_keys::{KeyOwner, ManagedKey};
 pub use pool::{PoolSettings, StorePool};
 
 use rusqlite::{Connection, ErrorCode, OptionalExtension as _, Row, TransactionBehavior, params};
@@ -57,6 +59,37 @@ const MIGRATIONS: &[&str] = &[
         revoked  INTEGER
     ) STRICT;
     CREATE INDEX api_keys_by_project ON api_keys(project, created);",
+    // 3: the token service. Server-managed keys (the token service's signing keys, and keys
+    // the server holds for an account to sign JWTs with): the private key only sealed with the
+    // key-encryption key (AES-256-GCM, bound to key id and owner), never in clear; the KEK's check
+    // value (never the KEK); access tokens by SHA-256 (never the token).
+    "CREATE TABLE managed_keys (
+        key_id             TEXT PRIMARY KEY,
+        owner              TEXT NOT NULL CHECK (owner IN ('token-service', 'account')),
+        email              TEXT REFERENCES accounts(email) ON DELETE CASCADE,
+        algorithm          TEXT NOT NULL,
+        sealed_private_key BLOB NOT NULL,
+        public_key_pem     TEXT NOT NULL,
+        certificate_pem    TEXT NOT NULL,
+        created            INTEGER NOT NULL,
+        sign_from          INTEGER NOT NULL,
+        sign_until         INTEGER NOT NULL,
+        publish_until      INTEGER NOT NULL,
+        CHECK ((owner = 'token-service') = (email IS NULL))
+    ) STRICT;
+    CREATE INDEX managed_keys_by_email ON managed_keys(email);
+    CREATE TABLE kek_check (
+        id          INTEGER PRIMARY KEY CHECK (id = 1),
+        check_value TEXT NOT NULL
+    ) STRICT;
+    CREATE TABLE access_tokens (
+        token_hash BLOB PRIMARY KEY,
+        email      TEXT NOT NULL REFERENCES accounts(email) ON DELETE CASCADE,
+        scopes     TEXT NOT NULL,
+        expires    INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX access_tokens_by_expiry ON access_tokens(expires);
+    CREATE INDEX access_tokens_by_email ON access_tokens(email);",
 ];
 
 /// The schema version this build writes.
@@ -75,11 +108,11 @@ fn is_primary_key_violation(err: &rusqlite::Error) -> bool {
             && e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY)
 }
 
-fn to_u64(v: i64) -> u64 {
+pub(crate) fn to_u64(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
 
-fn to_i64(v: u64) -> i64 {
+pub(crate) fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
@@ -240,6 +273,18 @@ impl Store {
             .ok_or_else(|| IamError::UnknownAccount(email.to_owned()))
     }
 
+    /// Deletes the account `email` with everything that is its: key-file keys, server-managed
+    /// keys and access tokens (`ON DELETE CASCADE`). Tokens issued to it are refused from then on.
+    pub fn delete_account(&mut self, email: &str) -> Result<()> {
+        let changed = self
+            .conn
+            .execute("DELETE FROM accounts WHERE email = ?1", [email])?;
+        if changed == 0 {
+            return Err(IamError::UnknownAccount(email.to_owned()));
+        }
+        Ok(())
+    }
+
     /// Records a key's public part. The account must exist.
     pub fn add_key(&mut self, key: &StoredKey) -> Result<()> {
         self.account(&key.email)?;
@@ -319,9 +364,34 @@ impl Store {
         out: &Path,
         now: u64,
     ) -> Result<StoredKey> {
+        self.create_key_with_token_uri(email, algorithm, key_server, None, out, now)
+    }
+
+    /// [`Store::create_key`] writing `token_uri` (when given) into the key file's `token_uri`,
+    /// e.g. the token endpoint of `esprit iam serve --issuer-url`, so that Google's client
+    /// libraries ask it for tokens. Without it the file names Google's endpoint.
+    pub fn create_key_with_token_uri(
+        &mut self,
+        email: &str,
+        algorithm: KeyAlgorithm,
+        key_server: &KeyServerUrl,
+        token_uri: Option<&str>,
+        out: &Path,
+        now: u64,
+    ) -> Result<StoredKey> {
+        if let Some(uri) = token_uri {
+            crate::token::service::parse_issuer_url(uri)
+                .map_err(|_| IamError::InvalidTokenUri(uri.to_owned()))?;
+        }
         let account = self.account(email)?;
         let slot = KeyFileSlot::create(out)?;
-        let new = match new_key(&account, algorithm, key_server, now) {
+        let made = new_key(&account, algorithm, key_server, now).map(|mut new| {
+            if let Some(uri) = token_uri {
+                new.key_file.token_uri = uri.to_owned();
+            }
+            new
+        });
+        let new = match made {
             Ok(new) => new,
             Err(err) => {
                 slot.abandon();
