@@ -33,6 +33,7 @@ mod ids;
 mod keyfile;
 mod model;
 pub mod render;
+pub mod roles;
 mod server;
 mod store;
 
@@ -45,6 +46,7 @@ pub use ids::{
 };
 pub use keyfile::{KeyFileSlot, NewKey, new_key};
 pub use model::{Account, KeyAlgorithm, KeyServerUrl, KeyStatus, StoredKey};
+pub use roles::{BindingFilter, Denied, Grant, Role, RoleBinding};
 pub use server::{CACHE_MAX_AGE_SECS, CHECK_BODY_LIMIT, serve, serve_pool, serve_with};
 pub use store::{LooseFile, PoolSettings, SCHEMA_VERSION, Store, StorePool, loose_files};
 

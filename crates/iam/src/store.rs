@@ -8,6 +8,7 @@
 mod api_keys;
 mod files;
 mod pool;
+mod roles;
 
 use std::path::Path;
 use std::time::Duration;
@@ -57,6 +58,17 @@ const MIGRATIONS: &[&str] = &[
         revoked  INTEGER
     ) STRICT;
     CREATE INDEX api_keys_by_project ON api_keys(project, created);",
+    // 3: role bindings: `member` holds `role` on `resource`, both account emails (the member
+    // is `serviceAccount:EMAIL`, the resource `projects/-/serviceAccounts/EMAIL`). Deleting an
+    // account deletes its bindings, as member and as resource.
+    "CREATE TABLE role_bindings (
+        member   TEXT NOT NULL REFERENCES accounts(email) ON DELETE CASCADE,
+        role     TEXT NOT NULL,
+        resource TEXT NOT NULL REFERENCES accounts(email) ON DELETE CASCADE,
+        created  INTEGER NOT NULL,
+        PRIMARY KEY (member, role, resource)
+    ) STRICT;
+    CREATE INDEX role_bindings_by_resource ON role_bindings(resource, role);",
 ];
 
 /// The schema version this build writes.
