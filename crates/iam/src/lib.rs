@@ -29,6 +29,7 @@
 
 pub mod api_keys;
 mod error;
+pub mod iam_credentials;
 mod ids;
 mod keyfile;
 mod model;
