@@ -379,6 +379,67 @@ pub fn sign_jwt_request(body: &[u8], now: u64) -> Result<SignJwtRequest, BadRequ
     })
 }
 
+/// The scopes of which a caller's access token needs one (Google's: the IAM Credentials API
+/// takes `iam` or `cloud-platform`).
+pub const CALLER_SCOPES: [&str; 2] = [
+    "https://www.googleapis.com/auth/iam",
+    "https://www.googleapis.com/auth/cloud-platform",
+];
+
+/// Why a request is not authenticated (401 `UNAUTHENTICATED`, Google's messages).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unauthenticated {
+    /// No `Authorization: Bearer …` header.
+    Missing,
+    /// A bearer that is not a valid, unexpired access token of an existing account.
+    Invalid,
+}
+
+impl Unauthenticated {
+    /// The message the caller sees.
+    pub fn message(self) -> &'static str {
+        match self {
+            Unauthenticated::Missing => {
+                "Request is missing required authentication credential. Expected OAuth 2 access \
+                 token, login cookie or other valid authentication credential."
+            }
+            Unauthenticated::Invalid => {
+                "Request had invalid authentication credentials. Expected OAuth 2 access token, \
+                 login cookie or other valid authentication credential."
+            }
+        }
+    }
+}
+
+/// The longest bearer token looked up; a longer one is invalid without a lookup.
+pub const MAX_BEARER_LEN: usize = 4096;
+
+/// The token of an `Authorization: Bearer TOKEN` header value (scheme in any case).
+pub fn bearer(authorization: Option<&[u8]>) -> Result<&str, Unauthenticated> {
+    let value = authorization.ok_or(Unauthenticated::Missing)?;
+    let value = std::str::from_utf8(value).map_err(|_| Unauthenticated::Invalid)?;
+    let (scheme, token) = value
+        .trim()
+        .split_once(' ')
+        .ok_or(Unauthenticated::Missing)?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(Unauthenticated::Missing);
+    }
+    let token = token.trim();
+    if token.is_empty() || token.len() > MAX_BEARER_LEN {
+        return Err(Unauthenticated::Invalid);
+    }
+    Ok(token)
+}
+
+/// Whether a caller's access token, issued for `scopes`, may call the API.
+pub fn has_caller_scope(scopes: &[String]) -> bool {
+    scopes.iter().any(|s| CALLER_SCOPES.contains(&s.as_str()))
+}
+
+/// The 403 message for a token without [`CALLER_SCOPES`] (Google's).
+pub const INSUFFICIENT_SCOPES: &str = "Request had insufficient authentication scopes.";
+
 /// `expireTime`: `%Y-%m-%dT%H:%M:%SZ`, whole seconds in UTC (what google-auth parses).
 pub fn expire_time(unix_secs: u64) -> String {
     humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(unix_secs)).to_string()
@@ -633,6 +694,35 @@ mod tests {
                 String::from_utf8_lossy(text)
             );
         }
+    }
+
+    #[test]
+    fn bearers_and_scopes() {
+        use Unauthenticated::{Invalid, Missing};
+        let table: &[(Option<&[u8]>, Result<&str, Unauthenticated>)] = &[
+            (Some(b"Bearer abc"), Ok("abc")),
+            (Some(b"bearer abc"), Ok("abc")),
+            (Some(b"BEARER   abc  "), Ok("abc")),
+            (None, Err(Missing)),
+            (Some(b""), Err(Missing)),
+            (Some(b"abc"), Err(Missing)),
+            (Some(b"Basic dXNlcjpwdw=="), Err(Missing)),
+            (Some(b"Bearer "), Err(Missing)),
+            (Some(b"Bearer \xff"), Err(Invalid)),
+        ];
+        for (header, want) in table {
+            assert_eq!(&bearer(*header), want, "{header:?}");
+        }
+        let long = format!("Bearer {}", "a".repeat(MAX_BEARER_LEN + 1));
+        assert_eq!(bearer(Some(long.as_bytes())), Err(Invalid));
+        assert!(Missing.message().starts_with("Request is missing required authentication"));
+        assert!(Invalid.message().starts_with("Request had invalid authentication"));
+
+        let s = |v: &[&str]| v.iter().map(|x| (*x).to_owned()).collect::<Vec<_>>();
+        assert!(has_caller_scope(&s(&["https://www.googleapis.com/auth/iam"])));
+        assert!(has_caller_scope(&s(&["x", "https://www.googleapis.com/auth/cloud-platform"])));
+        assert!(!has_caller_scope(&s(&["https://www.googleapis.com/auth/userinfo.email"])));
+        assert!(!has_caller_scope(&[]));
     }
 
     #[test]
