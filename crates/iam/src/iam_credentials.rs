@@ -715,13 +715,28 @@ mod tests {
         }
         let long = format!("Bearer {}", "a".repeat(MAX_BEARER_LEN + 1));
         assert_eq!(bearer(Some(long.as_bytes())), Err(Invalid));
-        assert!(Missing.message().starts_with("Request is missing required authentication"));
-        assert!(Invalid.message().starts_with("Request had invalid authentication"));
+        assert!(
+            Missing
+                .message()
+                .starts_with("Request is missing required authentication")
+        );
+        assert!(
+            Invalid
+                .message()
+                .starts_with("Request had invalid authentication")
+        );
 
         let s = |v: &[&str]| v.iter().map(|x| (*x).to_owned()).collect::<Vec<_>>();
-        assert!(has_caller_scope(&s(&["https://www.googleapis.com/auth/iam"])));
-        assert!(has_caller_scope(&s(&["x", "https://www.googleapis.com/auth/cloud-platform"])));
-        assert!(!has_caller_scope(&s(&["https://www.googleapis.com/auth/userinfo.email"])));
+        assert!(has_caller_scope(&s(&[
+            "https://www.googleapis.com/auth/iam"
+        ])));
+        assert!(has_caller_scope(&s(&[
+            "x",
+            "https://www.googleapis.com/auth/cloud-platform"
+        ])));
+        assert!(!has_caller_scope(&s(&[
+            "https://www.googleapis.com/auth/userinfo.email"
+        ])));
         assert!(!has_caller_scope(&[]));
     }
 
