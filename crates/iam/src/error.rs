@@ -170,6 +170,68 @@ pub enum IamError {
     /// The system's random generator failed.
     #[error("random generator failed")]
     Random,
+    /// A cryptographic operation of aws-lc-rs failed (sealing, key loading).
+    #[error("cryptographic operation failed: {0}")]
+    Crypto(&'static str),
+    /// The key-encryption key given (file or `ESPRIT_IAM_KEK`) is malformed. The value is never
+    /// repeated.
+    #[error("invalid key-encryption key: {0} (expected 32 bytes in base64 or base64url)")]
+    KekInvalid(&'static str),
+    /// The key-encryption key file cannot be read or written.
+    #[error("cannot use key-encryption key file {path}")]
+    KekFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `iam kek generate --out` names a file that exists.
+    #[error("{0} already exists; refusing to overwrite a key-encryption key file")]
+    KekFileExists(PathBuf),
+    /// The store holds server-managed keys sealed with another key-encryption key.
+    #[error(
+        "the key-encryption key does not match the IAM store: its server-managed keys were \
+         sealed with another key (check value {expected}, given key {given}); start with the \
+         key-encryption key the store was used with (--kek-file or ESPRIT_IAM_KEK)"
+    )]
+    KekMismatch {
+        /// The check value recorded in the store.
+        expected: String,
+        /// The check value of the key given.
+        given: String,
+    },
+    /// A sealed private key does not open with the key-encryption key (tampered with, moved to
+    /// another row, or sealed with another key).
+    #[error("server-managed key {key_id} cannot be unsealed with this key-encryption key")]
+    Unseal {
+        /// The key.
+        key_id: String,
+    },
+    /// The token service's issuer URL is not an absolute `http(s)` URL without query or fragment.
+    #[error(
+        "invalid issuer URL {0:?}: must be an http:// or https:// URL without query or fragment"
+    )]
+    InvalidIssuerUrl(String),
+    /// The signing-key rotation period is out of bounds.
+    #[error("signing-key rotation {secs} s is out of range: {min} to {max} s")]
+    RotationOutOfRange {
+        /// The period asked for, seconds.
+        secs: u64,
+        /// The least allowed.
+        min: u64,
+        /// The most allowed.
+        max: u64,
+    },
+    /// An access token was asked for with a lifetime out of bounds.
+    #[error("access token lifetime {secs} s is out of range: 1 to 3600 s")]
+    AccessTokenLifetime {
+        /// The lifetime asked for, seconds.
+        secs: u64,
+    },
+    /// Claims to sign could not be encoded.
+    #[error("cannot encode the claims to sign")]
+    Claims(#[from] serde_json::Error),
 }
 
 /// `Result` with [`IamError`].

@@ -36,7 +36,11 @@ fn not_after() -> time::OffsetDateTime {
 
 /// A self-signed certificate (subject and issuer CN = `email`) over the key pair of
 /// `private_pkcs8_pem`, valid from `now` (seconds since the epoch) to 9999-12-31.
-fn self_signed_certificate(private_pkcs8_pem: &str, email: &str, now: u64) -> Result<String> {
+pub(crate) fn self_signed_certificate(
+    private_pkcs8_pem: &str,
+    email: &str,
+    now: u64,
+) -> Result<String> {
     let pair = KeyPair::from_pem(private_pkcs8_pem)?;
     let mut params = CertificateParams::new(Vec::<String>::new())?;
     let mut name = DistinguishedName::new();

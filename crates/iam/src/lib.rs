@@ -31,12 +31,14 @@ pub mod api_keys;
 mod error;
 pub mod iam_credentials;
 mod ids;
+mod kek;
 mod keyfile;
 mod model;
 pub mod render;
 pub mod roles;
 mod server;
 mod store;
+pub mod token;
 
 pub use api_keys::{ApiKey, ApiKeyCheck, Revocation};
 pub use conn_guard::ConnectionLimits;
@@ -45,11 +47,15 @@ pub use ids::{
     EMAIL_DOMAIN, account_email, decode_path_segment, encode_path_segment, validate_account_id,
     validate_project_id,
 };
+pub use kek::{KEK_ENV, KEK_LEN, Kek};
 pub use keyfile::{KeyFileSlot, NewKey, new_key};
 pub use model::{Account, KeyAlgorithm, KeyServerUrl, KeyStatus, StoredKey};
 pub use roles::{BindingFilter, Denied, Grant, Role, RoleBinding};
-pub use server::{CACHE_MAX_AGE_SECS, CHECK_BODY_LIMIT, serve, serve_pool, serve_with};
+pub use server::{
+    CACHE_MAX_AGE_SECS, CHECK_BODY_LIMIT, serve, serve_pool, serve_tokens, serve_with,
+};
 pub use store::{LooseFile, PoolSettings, SCHEMA_VERSION, Store, StorePool, loose_files};
+pub use token::{TokenService, TokenServiceSettings};
 
 /// The default store file, in the working directory.
 pub const DEFAULT_STORE: &str = "esprit-iam.db";

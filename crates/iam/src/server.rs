@@ -5,6 +5,13 @@
 //!
 //! - `POST /v1/services/{service}:check`: is an API key valid ([`check`] has the protocol).
 //!
+//! With a token service (`iam serve --issuer-url`, [`serve_tokens`]; else these answer 404):
+//! - `GET /.well-known/openid-configuration`: OpenID discovery.
+//! - `GET /oauth2/v3/certs` (JWKS) and `GET /oauth2/v1/certs` (X.509 map): its signing keys.
+//! - `POST /token`: the OAuth 2.0 token endpoint (RFC 7523 JWT bearer; [`token`] has the protocol).
+//! - `POST /v1/projects/-/serviceAccounts/{email}:generateIdToken | :generateAccessToken |
+//!   :signJwt`: the IAM Credentials API ([`iam_credentials`] has the protocol).
+//!
 //! All are read from the store on every request (a bounded pool of read-only SQLite
 //! connections in WAL mode, [`StorePool`], so lookups run side by side and a key created or
 //! disabled by another process shows at the next request; 503 when no connection is free within
@@ -29,12 +36,15 @@ use serde_json::json;
 use tokio::net::TcpListener;
 
 mod check;
+mod iam_credentials;
+mod token;
 
 pub use check::CHECK_BODY_LIMIT;
 
 use crate::ids::decode_path_segment;
 use crate::render;
 use crate::store::{PoolSettings, Store, StorePool};
+use crate::token::TokenService;
 use crate::{IamError, Result};
 
 /// `max-age` of the key documents, seconds. A verifier may keep a key this long after it was
@@ -42,7 +52,7 @@ use crate::{IamError, Result};
 pub const CACHE_MAX_AGE_SECS: u64 = 300;
 
 /// The `Cache-Control` of the key documents, spelled from [`CACHE_MAX_AGE_SECS`].
-const CACHE_CONTROL_OK: &str = "public, max-age=300";
+pub(crate) const CACHE_CONTROL_OK: &str = "public, max-age=300";
 const _: () = assert!(CACHE_MAX_AGE_SECS == 300, "update CACHE_CONTROL_OK");
 
 /// How long open connections may finish after shutdown is asked for.
@@ -51,6 +61,18 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 const X509_PREFIX: &str = "/robot/v1/metadata/x509/";
 const JWK_PREFIX: &str = "/service_accounts/v1/jwk/";
 const SERVICES_PREFIX: &str = "/v1/services/";
+const DISCOVERY_PATH: &str = "/.well-known/openid-configuration";
+const JWKS_PATH: &str = "/oauth2/v3/certs";
+const X509_CERTS_PATH: &str = "/oauth2/v1/certs";
+const TOKEN_PATH: &str = "/token";
+
+/// What every request handler gets: the store's pool and, with `--issuer-url`, the token
+/// service. Cheap to clone.
+#[derive(Clone, Debug)]
+struct State {
+    store: Arc<StorePool>,
+    tokens: Option<TokenService>,
+}
 
 /// What a request asks for.
 #[derive(Debug, PartialEq, Eq)]
@@ -61,6 +83,17 @@ enum Route {
     Jwks(String),
     /// `POST /v1/services/{service}:check`: an API-key check (service name decoded).
     ServiceCheck(String),
+    /// `GET /.well-known/openid-configuration` (token service).
+    Discovery,
+    /// `GET /oauth2/v3/certs` (token service).
+    TokenJwks,
+    /// `GET /oauth2/v1/certs` (token service).
+    TokenX509,
+    /// `POST /token` (token service).
+    Token,
+    /// `POST /v1/projects/{project}/serviceAccounts/{account}:{method}`: the IAM Credentials
+    /// API (token service; [`iam_credentials`] has the protocol).
+    IamCredentials(crate::iam_credentials::CallPath),
     /// A known path with the wrong method; the value is the `Allow` header.
     MethodNotAllowed(&'static str),
     /// Anything else.
@@ -80,6 +113,26 @@ fn route(method: &Method, path: &str) -> Route {
         }
         decode_path_segment(segment).map_or(Route::NotFound, make)
     };
+    let fixed = |allow: &'static str, want: Method, route: Route| {
+        if *method == want {
+            route
+        } else {
+            Route::MethodNotAllowed(allow)
+        }
+    };
+    match path {
+        DISCOVERY_PATH => return fixed("GET", Method::GET, Route::Discovery),
+        JWKS_PATH => return fixed("GET", Method::GET, Route::TokenJwks),
+        X509_CERTS_PATH => return fixed("GET", Method::GET, Route::TokenX509),
+        TOKEN_PATH => return fixed("POST", Method::POST, Route::Token),
+        _ => {}
+    }
+    if let Some(call) = crate::iam_credentials::parse_path(path) {
+        if method != Method::POST {
+            return Route::MethodNotAllowed("POST");
+        }
+        return Route::IamCredentials(call);
+    }
     if let Some(segment) = email_after(path, X509_PREFIX) {
         return key_doc(segment, Route::X509);
     }
@@ -129,6 +182,8 @@ fn error_response(status: StatusCode, message: &str) -> Response<Body> {
         | StatusCode::PAYLOAD_TOO_LARGE
         | StatusCode::UNSUPPORTED_MEDIA_TYPE => "INVALID_ARGUMENT",
         StatusCode::REQUEST_TIMEOUT => "DEADLINE_EXCEEDED",
+        StatusCode::UNAUTHORIZED => "UNAUTHENTICATED",
+        StatusCode::FORBIDDEN => "PERMISSION_DENIED",
         StatusCode::NOT_FOUND => "NOT_FOUND",
         StatusCode::METHOD_NOT_ALLOWED => "METHOD_NOT_ALLOWED",
         StatusCode::SERVICE_UNAVAILABLE => "UNAVAILABLE",
@@ -146,7 +201,7 @@ fn key_document(store: &Store, route: &Route) -> Result<Option<String>> {
         Route::Jwks(email) => (email, false),
         _ => return Ok(None),
     };
-    let keys = store.published_keys(email)?;
+    let keys = store.served_keys(email)?;
     if render_x509 {
         Ok(Some(render::x509_map(&keys)))
     } else {
@@ -154,8 +209,9 @@ fn key_document(store: &Store, route: &Route) -> Result<Option<String>> {
     }
 }
 
-async fn handle(store: Arc<StorePool>, request: Request<Incoming>) -> Response<Body> {
+async fn handle(state: State, request: Request<Incoming>) -> Response<Body> {
     let route = route(request.method(), request.uri().path());
+    let store = state.store;
     match route {
         Route::NotFound => return error_response(StatusCode::NOT_FOUND, "Not found"),
         Route::MethodNotAllowed(allow) => {
@@ -166,6 +222,19 @@ async fn handle(store: Arc<StorePool>, request: Request<Incoming>) -> Response<B
             return response;
         }
         Route::ServiceCheck(service) => return check::handle(store, service, request).await,
+        Route::Discovery | Route::TokenJwks | Route::TokenX509 | Route::Token => {
+            // Without --issuer-url there is no token service: its paths do not exist.
+            let Some(tokens) = state.tokens else {
+                return error_response(StatusCode::NOT_FOUND, "Not found");
+            };
+            return token::handle(tokens, route, request).await;
+        }
+        Route::IamCredentials(call) => {
+            let Some(tokens) = state.tokens else {
+                return error_response(StatusCode::NOT_FOUND, "Not found");
+            };
+            return iam_credentials::handle(store, tokens, call, request).await;
+        }
         Route::X509(_) | Route::Jwks(_) => {}
     }
     let looked_up = store
@@ -232,6 +301,22 @@ pub async fn serve_pool<F>(
 where
     F: Future<Output = ()>,
 {
+    serve_tokens(listener, store, None, limits, shutdown).await
+}
+
+/// [`serve_pool`] with, when `tokens` is given, the token service's endpoints (discovery,
+/// certificates, `POST /token`). The store pool and the token service must use one store file.
+pub async fn serve_tokens<F>(
+    listener: TcpListener,
+    store: Arc<StorePool>,
+    tokens: Option<TokenService>,
+    limits: conn_guard::ConnectionLimits,
+    shutdown: F,
+) -> Result<()>
+where
+    F: Future<Output = ()>,
+{
+    let state = State { store, tokens };
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -254,12 +339,12 @@ where
                         continue;
                     };
                     let conn_state = conn_guard::ConnState::new(limits);
-                    let store = store.clone();
+                    let state = state.clone();
                     let service = conn_guard::track(
                         conn_state.clone(),
                         hyper::service::service_fn(move |request| {
-                            let store = store.clone();
-                            async move { Ok::<_, std::convert::Infallible>(handle(store, request).await) }
+                            let state = state.clone();
+                            async move { Ok::<_, std::convert::Infallible>(handle(state, request).await) }
                         }),
                     );
                     let builder = builder.clone();
@@ -330,6 +415,40 @@ mod tests {
             (Method::GET, "/robot/v1/metadata/x509/a/b", Route::NotFound),
             (Method::GET, "/robot/v1/metadata/x509/%ff", Route::NotFound),
             (Method::GET, "/", Route::NotFound),
+            (
+                Method::GET,
+                "/.well-known/openid-configuration",
+                Route::Discovery,
+            ),
+            (Method::GET, "/oauth2/v3/certs", Route::TokenJwks),
+            (Method::GET, "/oauth2/v1/certs", Route::TokenX509),
+            (
+                Method::POST,
+                "/oauth2/v1/certs",
+                Route::MethodNotAllowed("GET"),
+            ),
+            (Method::POST, "/token", Route::Token),
+            (Method::GET, "/token", Route::MethodNotAllowed("POST")),
+            (Method::POST, "/token/x", Route::NotFound),
+            (
+                Method::POST,
+                "/v1/projects/-/serviceAccounts/a-b-c-d@my-project.iam.gserviceaccount.com:signJwt",
+                Route::IamCredentials(crate::iam_credentials::CallPath {
+                    project: "-".into(),
+                    account: email.into(),
+                    method: crate::iam_credentials::Method::SignJwt,
+                }),
+            ),
+            (
+                Method::GET,
+                "/v1/projects/-/serviceAccounts/x:generateIdToken",
+                Route::MethodNotAllowed("POST"),
+            ),
+            (
+                Method::POST,
+                "/v1/projects/-/serviceAccounts/x:signBlob",
+                Route::NotFound,
+            ),
             (Method::GET, "/v1/services/x", Route::NotFound),
             (Method::POST, "/v1/services/:check", Route::NotFound),
             (Method::POST, "/v1/services/a/b:check", Route::NotFound),

@@ -7,6 +7,7 @@
 
 mod api_keys;
 mod files;
+pub(crate) mod managed_keys;
 mod pool;
 mod roles;
 
@@ -14,6 +15,7 @@ use std::path::Path;
 use std::time::Duration;
 
 pub use files::{LooseFile, loose_files};
+pub(crate) use managed_keys::{KeyOwner, ManagedKey};
 pub use pool::{PoolSettings, StorePool};
 
 use rusqlite::{Connection, ErrorCode, OptionalExtension as _, Row, TransactionBehavior, params};
@@ -58,7 +60,38 @@ const MIGRATIONS: &[&str] = &[
         revoked  INTEGER
     ) STRICT;
     CREATE INDEX api_keys_by_project ON api_keys(project, created);",
-    // 3: role bindings: `member` holds `role` on `resource`, both account emails (the member
+    // 3: the token service. Server-managed keys (the token service's signing keys, and keys
+    // the server holds for an account to sign JWTs with): the private key only sealed with the
+    // key-encryption key (AES-256-GCM, bound to key id and owner), never in clear; the KEK's check
+    // value (never the KEK); access tokens by SHA-256 (never the token).
+    "CREATE TABLE managed_keys (
+        key_id             TEXT PRIMARY KEY,
+        owner              TEXT NOT NULL CHECK (owner IN ('token-service', 'account')),
+        email              TEXT REFERENCES accounts(email) ON DELETE CASCADE,
+        algorithm          TEXT NOT NULL,
+        sealed_private_key BLOB NOT NULL,
+        public_key_pem     TEXT NOT NULL,
+        certificate_pem    TEXT NOT NULL,
+        created            INTEGER NOT NULL,
+        sign_from          INTEGER NOT NULL,
+        sign_until         INTEGER NOT NULL,
+        publish_until      INTEGER NOT NULL,
+        CHECK ((owner = 'token-service') = (email IS NULL))
+    ) STRICT;
+    CREATE INDEX managed_keys_by_email ON managed_keys(email);
+    CREATE TABLE kek_check (
+        id          INTEGER PRIMARY KEY CHECK (id = 1),
+        check_value TEXT NOT NULL
+    ) STRICT;
+    CREATE TABLE access_tokens (
+        token_hash BLOB PRIMARY KEY,
+        email      TEXT NOT NULL REFERENCES accounts(email) ON DELETE CASCADE,
+        scopes     TEXT NOT NULL,
+        expires    INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX access_tokens_by_expiry ON access_tokens(expires);
+    CREATE INDEX access_tokens_by_email ON access_tokens(email);",
+    // 4: role bindings: `member` holds `role` on `resource`, both account emails (the member
     // is `serviceAccount:EMAIL`, the resource `projects/-/serviceAccounts/EMAIL`). Deleting an
     // account deletes its bindings, as member and as resource.
     "CREATE TABLE role_bindings (
@@ -87,11 +120,11 @@ fn is_primary_key_violation(err: &rusqlite::Error) -> bool {
             && e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY)
 }
 
-fn to_u64(v: i64) -> u64 {
+pub(crate) fn to_u64(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
 
-fn to_i64(v: u64) -> i64 {
+pub(crate) fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
@@ -250,6 +283,18 @@ impl Store {
             )
             .optional()?
             .ok_or_else(|| IamError::UnknownAccount(email.to_owned()))
+    }
+
+    /// Deletes the account `email` with everything that is its: key-file keys, server-managed
+    /// keys and access tokens (`ON DELETE CASCADE`). Tokens issued to it are refused from then on.
+    pub fn delete_account(&mut self, email: &str) -> Result<()> {
+        let changed = self
+            .conn
+            .execute("DELETE FROM accounts WHERE email = ?1", [email])?;
+        if changed == 0 {
+            return Err(IamError::UnknownAccount(email.to_owned()));
+        }
+        Ok(())
     }
 
     /// Records a key's public part. The account must exist.

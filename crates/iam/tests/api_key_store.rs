@@ -256,9 +256,9 @@ fn a_version_1_store_migrates_and_keeps_its_accounts_and_keys() {
         )
         .unwrap();
     }
-    assert_eq!(SCHEMA_VERSION, 3);
+    assert_eq!(SCHEMA_VERSION, 4);
     let mut store = Store::open(&path).unwrap();
-    assert_eq!(store.schema_version().unwrap(), 3);
+    assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
     let account = store
         .account("old-account@my-project.iam.gserviceaccount.com")
         .unwrap();
@@ -273,7 +273,7 @@ fn a_version_1_store_migrates_and_keeps_its_accounts_and_keys() {
     let (key, record) = store.create_api_key("my-project", None, NOW).unwrap();
     drop(store);
     let store = Store::open(&path).unwrap();
-    assert_eq!(store.schema_version().unwrap(), 3);
+    assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
     assert_eq!(
         store.check_api_key(&key).unwrap(),
         ApiKeyCheck::Valid {

@@ -13,10 +13,11 @@ pub mod servers;
 pub mod tokens;
 
 pub use servers::{
-    BOOKSTORE_CONFIG, ECHO_CONFIG, KeyServer, RunningProxy, answers_get,
+    BOOKSTORE_CONFIG, ECHO_CONFIG, HttpReply, KeyServer, RunningProxy, answers_get,
     assert_closes_silent_and_partial_preface, bookstore_config, bookstore_service, bookstore_stack,
-    connect_from, dead_addr, echo_config, echo_service, echo_stack, h2c, listener, peer_closes,
-    serve_router, settings, start_bookstore, start_bookstore_on, start_echo,
+    connect_from, dead_addr, echo_config, echo_service, echo_stack, h2c, http1, listener,
+    peer_closes, post_form, serve_router, settings, start_bookstore, start_bookstore_on,
+    start_echo,
 };
 
 use std::path::{Path, PathBuf};

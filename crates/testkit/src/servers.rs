@@ -173,12 +173,43 @@ impl KeyServer {
         .await
     }
 
+    /// `iam::serve_tokens`: the key server with a token service whose issuer URL is the
+    /// server's own `http://ADDR`. `settings` gets that URL and returns the token service's
+    /// settings (KEK, rotation, clock); the token service is returned too, for direct calls.
+    pub async fn start_tokens(
+        store: &Path,
+        settings: impl FnOnce(String) -> iam::TokenServiceSettings,
+    ) -> (KeyServer, iam::TokenService) {
+        let listener = listener().await;
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let tokens = iam::TokenService::open(store, settings(url)).unwrap();
+        let pool = iam::StorePool::open(store, iam::PoolSettings::default()).unwrap();
+        let service = tokens.clone();
+        let server = Self::spawn_on(listener, |listener, stopped| {
+            iam::serve_tokens(
+                listener,
+                pool,
+                Some(service),
+                iam::ConnectionLimits::default(),
+                stopped,
+            )
+        });
+        (server, tokens)
+    }
+
     async fn spawn<S, F>(serve: S) -> KeyServer
     where
         S: FnOnce(TcpListener, std::pin::Pin<Box<dyn Future<Output = ()> + Send>>) -> F,
         F: Future<Output = iam::Result<()>> + Send + 'static,
     {
-        let listener = listener().await;
+        Self::spawn_on(listener().await, serve)
+    }
+
+    fn spawn_on<S, F>(listener: TcpListener, serve: S) -> KeyServer
+    where
+        S: FnOnce(TcpListener, std::pin::Pin<Box<dyn Future<Output = ()> + Send>>) -> F,
+        F: Future<Output = iam::Result<()>> + Send + 'static,
+    {
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(serve(
@@ -291,4 +322,84 @@ pub async fn answers_get(
     let mut raw = Vec::new();
     let _ = tokio::time::timeout(within, stream.read_to_end(&mut raw)).await;
     String::from_utf8_lossy(&raw).starts_with(&format!("HTTP/1.1 {status}"))
+}
+
+/// An HTTP/1.1 answer: status, headers, body as text.
+#[derive(Debug)]
+pub struct HttpReply {
+    pub status: u16,
+    pub headers: hyper::HeaderMap,
+    pub body: String,
+}
+
+impl HttpReply {
+    /// The body as JSON; fails the test when it is not.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", self.body))
+    }
+
+    /// A header as text ("" when absent).
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+}
+
+/// One HTTP/1.1 request on a new connection to `addr` (hyper's client), bounded by 10 s.
+pub async fn http1(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> HttpReply {
+    use http_body_util::BodyExt as _;
+    let call = async {
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let mut request = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", addr.to_string());
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request
+            .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+            .unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        HttpReply {
+            status,
+            headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), call)
+        .await
+        .expect("HTTP answer within 10 s")
+}
+
+/// `POST path` with a form body (`application/x-www-form-urlencoded`).
+pub async fn post_form(addr: SocketAddr, path: &str, form: &[(&str, &str)]) -> HttpReply {
+    let body = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(form)
+        .finish();
+    http1(
+        addr,
+        "POST",
+        path,
+        &[("content-type", "application/x-www-form-urlencoded")],
+        body.into_bytes(),
+    )
+    .await
 }

@@ -1,0 +1,272 @@
+//! The token endpoint's decision: an RFC 7523 JWT-bearer request → a grant, or a typed refusal.
+//!
+//! Pure: the request body, the account's keys (looked up by the caller from the assertion's
+//! unverified `iss`), the issuer URL and `now` are arguments. Checks run in this order: form
+//! (`grant_type`, `assertion`), JWT syntax, `iss` names an account, `kid` names one of its
+//! published keys, signature (the algorithm comes from the key), `aud`, time (`iat`, `exp`,
+//! lifetime), `sub`, then the grant (`target_audience` xor `scope`). No claim is trusted before
+//! the signature verified.
+
+use std::borrow::Cow;
+
+use jose::{Jwt, KeySet, KeySource};
+use serde_json::Value;
+
+use crate::model::StoredKey;
+use crate::render;
+
+/// The only grant type: RFC 7523's JWT bearer.
+pub const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
+
+/// The audience google-auth always puts in assertions, whatever the key file's `token_uri`.
+pub const GOOGLE_TOKEN_AUDIENCE: &str = "https://oauth2.googleapis.com/token";
+
+/// The most an assertion may live (`exp - iat`), seconds: Google's 1 h.
+pub const MAX_ASSERTION_LIFETIME_SECS: u64 = 3600;
+
+/// Clock skew allowed on `iat` (not in the future beyond it) and `exp` (not past beyond it),
+/// seconds.
+pub const ASSERTION_SKEW_SECS: u64 = 60;
+
+/// The largest request body the token endpoint reads, bytes (an assertion is a few KiB).
+pub const TOKEN_BODY_LIMIT: usize = 64 * 1024;
+
+/// Why a token request is refused. Each maps to an OAuth error code ([`Refusal::error`],
+/// RFC 6749 §5.2) and a description ([`Refusal::description`]); both are a contract.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// The body is not a form, or a parameter is repeated.
+    MalformedRequest,
+    /// No `grant_type`.
+    MissingGrantType,
+    /// A `grant_type` other than the JWT bearer.
+    UnsupportedGrantType,
+    /// No `assertion`.
+    MissingAssertion,
+    /// The assertion is not a JWT (this crate's parse error).
+    MalformedAssertion(String),
+    /// No `iss` claim.
+    MissingIssuer,
+    /// `iss` names no account.
+    UnknownAccount,
+    /// The header has no `kid`.
+    MissingKid,
+    /// `kid` names none of the account's published keys (unknown, disabled or deleted).
+    UnknownKey,
+    /// The signature does not verify with the key.
+    BadSignature,
+    /// `aud` is not the token endpoint.
+    WrongAudience,
+    /// `iat` or `exp` is missing.
+    MissingTimes,
+    /// `exp` is past (beyond the skew).
+    Expired,
+    /// `iat` is in the future (beyond the skew).
+    IssuedInFuture,
+    /// `exp - iat` is over an hour (or negative).
+    LifetimeTooLong,
+    /// `sub` differs from `iss` (domain-wide delegation, which esprit does not do).
+    Delegation,
+    /// Both `target_audience` and `scope`.
+    BothAudienceAndScope,
+    /// `target_audience` is not a non-empty string.
+    BadTargetAudience,
+    /// Neither `target_audience` nor a non-empty `scope`.
+    MissingScope,
+}
+
+impl Refusal {
+    /// The OAuth `error` code (RFC 6749 §5.2); none is a code google-auth retries.
+    pub fn error(&self) -> &'static str {
+        match self {
+            Refusal::MalformedRequest
+            | Refusal::MissingGrantType
+            | Refusal::MissingAssertion
+            | Refusal::BothAudienceAndScope
+            | Refusal::BadTargetAudience => "invalid_request",
+            Refusal::UnsupportedGrantType => "unsupported_grant_type",
+            Refusal::MissingScope => "invalid_scope",
+            Refusal::MalformedAssertion(_)
+            | Refusal::MissingIssuer
+            | Refusal::UnknownAccount
+            | Refusal::MissingKid
+            | Refusal::UnknownKey
+            | Refusal::BadSignature
+            | Refusal::WrongAudience
+            | Refusal::MissingTimes
+            | Refusal::Expired
+            | Refusal::IssuedInFuture
+            | Refusal::LifetimeTooLong
+            | Refusal::Delegation => "invalid_grant",
+        }
+    }
+
+    /// The `error_description`.
+    pub fn description(&self) -> Cow<'static, str> {
+        Cow::Borrowed(match self {
+            Refusal::MalformedRequest => {
+                "the body must be application/x-www-form-urlencoded, each parameter once"
+            }
+            Refusal::MissingGrantType => "grant_type is required",
+            Refusal::UnsupportedGrantType => {
+                "only grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer is supported"
+            }
+            Refusal::MissingAssertion => "assertion is required",
+            Refusal::MalformedAssertion(why) => {
+                return Cow::Owned(format!("Invalid JWT: {why}"));
+            }
+            Refusal::MissingIssuer => "Invalid JWT: iss is required",
+            Refusal::UnknownAccount => "Invalid grant: account not found",
+            Refusal::MissingKid => "Invalid JWT: the header must name the key (kid)",
+            Refusal::UnknownKey => {
+                "Invalid JWT Signature: kid is not an enabled key of the account"
+            }
+            Refusal::BadSignature => "Invalid JWT Signature.",
+            Refusal::WrongAudience => {
+                "Invalid JWT: aud must be https://oauth2.googleapis.com/token or this token endpoint"
+            }
+            Refusal::MissingTimes => "Invalid JWT: iat and exp are required",
+            Refusal::Expired | Refusal::IssuedInFuture | Refusal::LifetimeTooLong => {
+                "Invalid JWT: Token must be a short-lived token (60 minutes) and in a reasonable \
+                 timeframe. Check your iat and exp values in the JWT claim."
+            }
+            Refusal::Delegation => {
+                "Invalid JWT: sub must be absent or equal to iss (no delegation)"
+            }
+            Refusal::BothAudienceAndScope => {
+                "the assertion may carry target_audience or scope, not both"
+            }
+            Refusal::BadTargetAudience => "target_audience must be a non-empty string",
+            Refusal::MissingScope => "Empty or missing scope not allowed.",
+        })
+    }
+}
+
+/// What a verified assertion asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Grant {
+    /// An ID token for this audience.
+    IdToken {
+        /// `target_audience`.
+        audience: String,
+    },
+    /// An access token with these scopes.
+    AccessToken {
+        /// `scope`, split on blanks.
+        scopes: Vec<String>,
+    },
+}
+
+/// A token request whose form is well made and whose assertion parses (nothing verified yet).
+#[derive(Clone, Debug)]
+pub struct TokenRequest {
+    jwt: Jwt,
+}
+
+impl TokenRequest {
+    /// The assertion's `iss`, unverified: whose keys the caller should look up.
+    pub fn issuer(&self) -> Option<&str> {
+        self.jwt.claims().iss.as_deref()
+    }
+}
+
+/// Parses the form body: exactly one `grant_type` (the JWT bearer) and one `assertion` (a JWT).
+pub fn parse_request(body: &[u8]) -> Result<TokenRequest, Refusal> {
+    if std::str::from_utf8(body).is_err() {
+        return Err(Refusal::MalformedRequest);
+    }
+    let mut grant_type = None;
+    let mut assertion = None;
+    for (name, value) in form_urlencoded::parse(body) {
+        let slot = match name.as_ref() {
+            "grant_type" => &mut grant_type,
+            "assertion" => &mut assertion,
+            _ => continue,
+        };
+        if slot.replace(value.into_owned()).is_some() {
+            return Err(Refusal::MalformedRequest);
+        }
+    }
+    match grant_type.as_deref() {
+        None | Some("") => return Err(Refusal::MissingGrantType),
+        Some(JWT_BEARER) => {}
+        Some(_) => return Err(Refusal::UnsupportedGrantType),
+    }
+    let assertion = assertion
+        .filter(|a| !a.is_empty())
+        .ok_or(Refusal::MissingAssertion)?;
+    let jwt = Jwt::parse(&assertion).map_err(|e| Refusal::MalformedAssertion(e.to_string()))?;
+    Ok(TokenRequest { jwt })
+}
+
+/// Verifies the assertion of `request` against `keys` (the published keys of the account its
+/// `iss` names; `None` when there is no such account) and says what it grants.
+/// `token_endpoint` is `{issuer}/token`, accepted as `aud` besides [`GOOGLE_TOKEN_AUDIENCE`].
+pub fn check_assertion(
+    request: &TokenRequest,
+    keys: Option<&[StoredKey]>,
+    token_endpoint: &str,
+    now: u64,
+) -> Result<Grant, Refusal> {
+    let jwt = &request.jwt;
+    let claims = jwt.claims();
+    let iss = claims.iss.as_deref().ok_or(Refusal::MissingIssuer)?;
+    let keys = keys.ok_or(Refusal::UnknownAccount)?;
+    let kid = jwt.header().kid.as_ref().ok_or(Refusal::MissingKid)?;
+    let key: Vec<StoredKey> = keys
+        .iter()
+        .filter(|k| k.key_id == kid.as_str())
+        .cloned()
+        .collect();
+    if key.is_empty() {
+        return Err(Refusal::UnknownKey);
+    }
+    // The one key as a JWKS with its `alg`: jose picks the algorithm from the key.
+    let set = render::jwks(&key)
+        .ok()
+        .and_then(|doc| KeySet::parse(doc.as_bytes(), KeySource::Remote).ok())
+        .ok_or(Refusal::UnknownKey)?;
+    match jose::verify(jwt.jws(), &set) {
+        Ok(_) => {}
+        Err(jose::JoseError::KeyNotFound { .. }) => return Err(Refusal::BadSignature),
+        Err(_) => return Err(Refusal::BadSignature),
+    }
+    if claims.aud.len() != 1
+        || !(claims.aud[0] == GOOGLE_TOKEN_AUDIENCE || claims.aud[0] == token_endpoint)
+    {
+        return Err(Refusal::WrongAudience);
+    }
+    let (Some(iat), Some(exp)) = (claims.iat, claims.exp) else {
+        return Err(Refusal::MissingTimes);
+    };
+    if now > exp.0.saturating_add(ASSERTION_SKEW_SECS) {
+        return Err(Refusal::Expired);
+    }
+    if iat.0 > now.saturating_add(ASSERTION_SKEW_SECS) {
+        return Err(Refusal::IssuedInFuture);
+    }
+    if exp.0 < iat.0 || exp.0 - iat.0 > MAX_ASSERTION_LIFETIME_SECS {
+        return Err(Refusal::LifetimeTooLong);
+    }
+    if claims.sub.as_deref().is_some_and(|sub| sub != iss) {
+        return Err(Refusal::Delegation);
+    }
+    let target_audience = claims.all.get("target_audience");
+    let scope = claims.all.get("scope");
+    match (target_audience, scope) {
+        (Some(_), Some(_)) => Err(Refusal::BothAudienceAndScope),
+        (Some(Value::String(audience)), None) if !audience.is_empty() => Ok(Grant::IdToken {
+            audience: audience.clone(),
+        }),
+        (Some(_), None) => Err(Refusal::BadTargetAudience),
+        (None, Some(Value::String(scope))) => {
+            let scopes: Vec<String> = scope.split_whitespace().map(str::to_owned).collect();
+            if scopes.is_empty() {
+                Err(Refusal::MissingScope)
+            } else {
+                Ok(Grant::AccessToken { scopes })
+            }
+        }
+        (None, _) => Err(Refusal::MissingScope),
+    }
+}
