@@ -9,14 +9,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, UNIX_EPOCH};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt as _, Empty, Full};
-use hyper::{Method, Request, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper::{Method, StatusCode};
 use iam::{Account, Kek, Role, Store, TokenService, TokenServiceSettings, encode_path_segment};
 use serde_json::{Value, json};
 use testkit::KeyServer;
-use tokio::net::TcpStream;
 
 const START: u64 = 1_800_000_000;
 const IAM_SCOPE: &str = "https://www.googleapis.com/auth/iam";
@@ -34,7 +30,7 @@ impl Reply {
     }
 }
 
-/// One HTTP/1.1 request on a new connection.
+/// One HTTP/1.1 request on a new connection (testkit's client); the body must be JSON.
 async fn send(
     addr: SocketAddr,
     method: Method,
@@ -42,53 +38,33 @@ async fn send(
     authorization: Option<&str>,
     body: Option<Vec<u8>>,
 ) -> Reply {
-    let stream = TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let mut builder = Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", addr.to_string())
-        .header("content-type", "application/json");
+    let mut headers = vec![("content-type", "application/json")];
     if let Some(value) = authorization {
-        builder = builder.header("authorization", value);
+        headers.push(("authorization", value));
     }
-    let request = builder
-        .body(Full::new(Bytes::from(body.unwrap_or_default())))
-        .unwrap();
-    let response = sender.send_request(request).await.unwrap();
-    let status = response.status();
-    let www_authenticate = response
-        .headers()
+    let reply = testkit::http1(
+        addr,
+        method.as_str(),
+        path,
+        &headers,
+        body.unwrap_or_default(),
+    )
+    .await;
+    let www_authenticate = reply
+        .headers
         .get("www-authenticate")
         .map(|v| v.to_str().unwrap().to_owned());
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    let body = serde_json::from_slice(&bytes)
-        .unwrap_or_else(|e| panic!("{path}: body is not JSON ({e}): {bytes:?}"));
     Reply {
-        status,
+        status: StatusCode::from_u16(reply.status).unwrap(),
         www_authenticate,
-        body,
+        body: reply.json(),
     }
 }
 
 async fn get(addr: SocketAddr, path: &str) -> String {
-    let stream = TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let request = Request::builder()
-        .uri(path)
-        .header("host", addr.to_string())
-        .body(Empty::<Bytes>::new())
-        .unwrap();
-    let response = sender.send_request(request).await.unwrap();
-    assert_eq!(response.status(), StatusCode::OK, "GET {path}");
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    String::from_utf8(bytes.to_vec()).unwrap()
+    let reply = testkit::http1(addr, "GET", path, &[], Vec::new()).await;
+    assert_eq!(reply.status, 200, "GET {path}: {}", reply.body);
+    reply.body
 }
 
 fn path(email: &str, method: &str) -> String {
@@ -786,5 +762,104 @@ async fn without_a_token_service_the_api_is_not_there() {
         (reply.status, reply.error_status()),
         (StatusCode::NOT_FOUND, "NOT_FOUND")
     );
+    server.stop().await;
+}
+
+/// A key file for `account` whose `token_uri` is the token service's `/token`, so google-auth
+/// refreshes through esprit.
+fn local_key_file(
+    store: &std::path::Path,
+    dir: &std::path::Path,
+    account: &Account,
+    token_uri: &str,
+) -> PathBuf {
+    let out = dir.join(format!("{}.json", account.account_id));
+    Store::open(store)
+        .unwrap()
+        .create_key(
+            &account.email,
+            iam::KeyAlgorithm::Rs256,
+            &iam::KeyServerUrl::default(),
+            &out,
+            START,
+        )
+        .unwrap();
+    let mut key: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    key["token_uri"] = json!(token_uri);
+    std::fs::write(&out, key.to_string()).unwrap();
+    out
+}
+
+/// google-auth, unmodified: impersonated_credentials.Credentials (generateAccessToken) and
+/// IDTokenCredentials (generateIdToken) against esprit, their fixed host routed to the local
+/// server by a requests adapter; signJwt output verified by PyJWT against the account's JWKS;
+/// a caller without the role gets RefreshError.
+#[tokio::test]
+async fn google_auth_impersonates_through_esprit() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("iam.db");
+    let (caller, target, lonely) = {
+        let mut s = Store::open(&store).unwrap();
+        let mut make = |name: &str| s.create_account(name, "my-project", START).unwrap();
+        (make("caller-one"), make("target-one"), make("lonely-one"))
+    };
+    Store::open(&store)
+        .unwrap()
+        .grant_role(&caller.email, TC, &target.email, START)
+        .unwrap();
+    // Python runs on the real clock: so does this token service.
+    let (server, _tokens) = KeyServer::start_tokens(&store, |url| {
+        TokenServiceSettings::new(url, Kek::generate().unwrap())
+    })
+    .await;
+    let url = server.url();
+    let token_uri = format!("{url}/token");
+    let caller_key = local_key_file(&store, dir.path(), &caller, &token_uri);
+    let lonely_key = local_key_file(&store, dir.path(), &lonely, &token_uri);
+    let jwks = format!(
+        "{url}/service_accounts/v1/jwk/{}",
+        encode_path_segment(&target.email)
+    );
+    let allowed = {
+        let (key, url, target, jwks) = (
+            caller_key.to_str().unwrap().to_owned(),
+            url.clone(),
+            target.email.clone(),
+            jwks.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            testkit::run_python(
+                "iam_impersonate.py",
+                &[
+                    "allowed",
+                    &key,
+                    &url,
+                    &target,
+                    "https://svc.example.com",
+                    &url,
+                    &jwks,
+                ],
+            )
+        })
+    };
+    let refused = {
+        let (key, url, target) = (
+            lonely_key.to_str().unwrap().to_owned(),
+            url.clone(),
+            target.email.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            testkit::run_python("iam_impersonate.py", &["refused", &key, &url, &target])
+        })
+    };
+    let allowed = allowed.await.unwrap();
+    testkit::assert_success("iam_impersonate.py allowed", &allowed);
+    assert_eq!(
+        String::from_utf8_lossy(&allowed.stdout).trim(),
+        "impersonated"
+    );
+    let refused = refused.await.unwrap();
+    testkit::assert_success("iam_impersonate.py refused", &refused);
+    assert_eq!(String::from_utf8_lossy(&refused.stdout).trim(), "refused");
     server.stop().await;
 }

@@ -174,7 +174,12 @@ pub(super) async fn handle(
 ) -> Response<Body> {
     let method = call.method;
     // 1. Who calls.
-    let token = match bearer(request.headers().get(AUTHORIZATION).map(HeaderValue::as_bytes)) {
+    let token = match bearer(
+        request
+            .headers()
+            .get(AUTHORIZATION)
+            .map(HeaderValue::as_bytes),
+    ) {
         Ok(token) => token.to_owned(),
         Err(why) => return unauthenticated(why),
     };
