@@ -68,6 +68,28 @@ pub struct MintArgs {
     /// `exp` - `iat`: `3600`, `3600s`, `60m`, `1h`; at most 24h.
     #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = duration::TOKEN_LIFETIME.parser())]
     lifetime: Duration,
+    /// Act as this account (IAM Credentials API): get an access token for the key file's
+    /// account from its token_uri, then print an ID token of EMAIL for --audiences
+    /// (generateIdToken), or with --sign-jwt a JWT signed by EMAIL's server-managed key
+    /// (signJwt). The key file's account needs roles/iam.serviceAccountTokenCreator on EMAIL.
+    #[arg(long, value_name = "EMAIL")]
+    impersonate: Option<String>,
+    /// With --impersonate: call signJwt with the usual claims (iss, sub, email = EMAIL unless
+    /// --issuer/--subject/--email say otherwise; aud; iat; exp = iat + --lifetime, at most 12h)
+    /// instead of generateIdToken.
+    #[arg(long, requires = "impersonate")]
+    sign_jwt: bool,
+    /// With --impersonate (ID token): include the `email` and `email_verified` claims.
+    #[arg(long, requires = "impersonate", conflicts_with = "sign_jwt")]
+    include_email: bool,
+    /// With --impersonate: a delegate of the chain (EMAIL or projects/-/serviceAccounts/EMAIL),
+    /// in order. Repeatable, at most 10.
+    #[arg(long = "delegate", value_name = "EMAIL", requires = "impersonate")]
+    delegates: Vec<String>,
+    /// With --impersonate: the IAM Credentials API's base URL. Default: the scheme and host
+    /// of the key file's token_uri (https://iamcredentials.googleapis.com for Google's).
+    #[arg(long, value_name = "URL", requires = "impersonate")]
+    iam_credentials_url: Option<String>,
     /// An extra claim, `NAME=JSON` (`tier="gold"`, `n=3`, `roles=["a","b"]`); a value that is
     /// not JSON is a string (`tier=gold`). Repeatable. May not set iat, exp, aud, iss, sub or
     /// email.
@@ -143,13 +165,66 @@ impl MintArgs {
             email: None,
             lifetime: Duration::from_secs(3600), // = the flag's default, "1h"
             claims: Vec::new(),
+            impersonate: None,
+            sign_jwt: false,
+            include_email: false,
+            delegates: Vec::new(),
+            iam_credentials_url: None,
         }
     }
 }
 
 fn mint(args: &MintArgs) -> anyhow::Result<ExitCode> {
+    if let Some(target) = &args.impersonate {
+        println!("{}", impersonate(args, target)?);
+        return Ok(ExitCode::SUCCESS);
+    }
     println!("{}", mint_token(args)?);
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--impersonate TARGET`: an ID token of TARGET, or with `--sign-jwt` a JWT TARGET signed.
+fn impersonate(args: &MintArgs, target: &str) -> anyhow::Result<String> {
+    use crate::impersonate::{Ask, Impersonation};
+    let ask = if args.sign_jwt {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .context("the system clock is before 1970")?
+            .as_secs();
+        Ask::SignJwt {
+            claims: build_claims(args, target, now)?,
+        }
+    } else {
+        if args.audiences.contains(',') {
+            bail!("--impersonate asks for an ID token of one audience: --audiences has commas");
+        }
+        for (given, flag) in [
+            (args.issuer.is_some(), "--issuer"),
+            (args.subject.is_some(), "--subject"),
+            (args.email.is_some(), "--email"),
+            (!args.claims.is_empty(), "--claim"),
+            (args.lifetime != Duration::from_secs(3600), "--lifetime"),
+        ] {
+            if given {
+                bail!(
+                    "{flag} does not apply to an ID token from --impersonate (the token service \
+                     sets its claims); use --sign-jwt for a JWT with chosen claims"
+                );
+            }
+        }
+        Ask::IdToken {
+            audience: args.audiences.trim().to_owned(),
+            include_email: args.include_email,
+        }
+    };
+    Impersonation {
+        key_file: &args.key_file,
+        target,
+        delegates: &args.delegates,
+        iam_credentials_url: args.iam_credentials_url.as_deref(),
+        ask,
+    }
+    .run()
 }
 
 /// The token `esprit token` prints for `args` (also used by `esprit demo`).
@@ -190,6 +265,11 @@ mod tests {
             email: None,
             lifetime: Duration::from_secs(3600),
             claims: claims.iter().map(|c| parse_claim(c).unwrap()).collect(),
+            impersonate: None,
+            sign_jwt: false,
+            include_email: false,
+            delegates: Vec::new(),
+            iam_credentials_url: None,
         }
     }
 
