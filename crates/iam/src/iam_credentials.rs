@@ -699,7 +699,8 @@ mod tests {
     #[test]
     fn bearers_and_scopes() {
         use Unauthenticated::{Invalid, Missing};
-        let table: &[(Option<&[u8]>, Result<&str, Unauthenticated>)] = &[
+        type Row<'a> = (Option<&'a [u8]>, Result<&'a str, Unauthenticated>);
+        let table: &[Row<'_>] = &[
             (Some(b"Bearer abc"), Ok("abc")),
             (Some(b"bearer abc"), Ok("abc")),
             (Some(b"BEARER   abc  "), Ok("abc")),
