@@ -16,6 +16,14 @@
 //! `{"valid": true, "consumer_project"}` or `{"valid": false}` (the `keycheck` crate's contract;
 //! [`ApiKeyCheck::answer`]). Any project's key is valid for any service.
 //!
+//! Roles ([`roles`]): bindings of `roles/iam.serviceAccountTokenCreator` and
+//! `roles/iam.serviceAccountUser` from one account to another ([`Store::grant_role`],
+//! [`Store::revoke_role`], [`Store::role_bindings`]), and the pure decision of Google's rule
+//! ([`roles::authorize`]: the caller needs the Token Creator role on the target, through each
+//! delegate, also for itself). With the token service on, the key server answers Google's IAM
+//! Credentials API (`generateIdToken`, `generateAccessToken`, `signJwt`; requests read by
+//! [`iam_credentials`]) to callers holding that role.
+//!
 //! What it deliberately does not do: it never stores or serves a private key (the key file is
 //! the only copy) nor an API key (shown once at creation); it mints no tokens (that is
 //! `jose::Signer`, driven by `esprit token`); it implements no OAuth token endpoint, IAM
