@@ -45,6 +45,8 @@ pub const JWKS_FETCH_TIMEOUT: Bound = bound(Duration::from_millis(100), secs(300
 pub const API_KEY_CACHE_DURATION: Bound = bound(Duration::ZERO, secs(24 * 3600));
 /// `esprit token --lifetime`: Google's longest for a self-signed service-account JWT.
 pub const TOKEN_LIFETIME: Bound = bound(secs(1), secs(24 * 3600));
+/// `esprit iam serve --signing-key-rotation` (the token service's own bounds).
+pub const SIGNING_KEY_ROTATION: Bound = bound(iam::token::MIN_ROTATION, iam::token::MAX_ROTATION);
 
 impl Bound {
     /// Checks `value` against the bound; the error names the bound.
@@ -196,6 +198,7 @@ mod tests {
             JWKS_FETCH_TIMEOUT,
             API_KEY_CACHE_DURATION,
             TOKEN_LIFETIME,
+            SIGNING_KEY_ROTATION,
         ] {
             assert!(bound.min <= bound.max && bound.max <= CEILING, "{bound}");
         }

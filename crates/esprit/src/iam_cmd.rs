@@ -53,8 +53,23 @@ enum IamCommand {
     #[command(subcommand)]
     Roles(RolesCommand),
     /// Serve the accounts' public keys at Google's paths (X.509 map and JWKS) and answer API
-    /// key checks (POST /v1/services/{service}:check).
+    /// key checks (POST /v1/services/{service}:check); with --issuer-url, also the token service
+    /// (OpenID discovery, its certificates, POST /token).
     Serve(ServeArgs),
+    /// The key-encryption key that seals the server-managed private keys (`iam serve
+    /// --kek-file`, or ESPRIT_IAM_KEK).
+    #[command(subcommand)]
+    Kek(KekCommand),
+}
+
+#[derive(Subcommand)]
+enum KekCommand {
+    /// Write a new random key-encryption key (32 bytes, base64url) to a new file, mode 0600.
+    Generate {
+        /// The file to write. Must not exist.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -72,6 +87,11 @@ enum AccountsCommand {
         /// A JSON array instead of a table.
         #[arg(long)]
         json: bool,
+    },
+    /// Delete an account with its keys and access tokens; tokens it holds are refused from then on.
+    Delete {
+        /// The account's email.
+        email: String,
     },
 }
 
@@ -121,6 +141,15 @@ enum KeysCommand {
             value_parser = parse_key_server_url
         )]
         issuer_base_url: KeyServerUrl,
+        /// The key file's `token_uri`, where Google's client libraries ask for tokens: the
+        /// token service of `esprit iam serve --issuer-url URL` is at URL/token.
+        #[arg(
+            long,
+            env = "ESPRIT_TOKEN_URI",
+            default_value = GOOGLE_TOKEN_URI,
+            value_name = "URL"
+        )]
+        token_uri: String,
     },
     /// List an account's keys (enabled and disabled).
     List {
@@ -216,11 +245,32 @@ enum RolesCommand {
     },
 }
 
+/// Google's token endpoint: the `token_uri` of key files unless `--token-uri` says otherwise.
+const GOOGLE_TOKEN_URI: &str = "https://oauth2.googleapis.com/token";
+
 #[derive(Args)]
 struct ServeArgs {
     /// Address to listen on (HTTP/1.1 and h2c).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8085")]
     listen: SocketAddr,
+    /// Run the token service with this issuer URL (the address clients reach this server at):
+    /// the `iss` of its ID tokens and the base of /.well-known/openid-configuration,
+    /// /oauth2/v3/certs, /oauth2/v1/certs and /token. Needs a key-encryption key.
+    #[arg(long, value_name = "URL")]
+    issuer_url: Option<String>,
+    /// The key-encryption key file (`esprit iam kek generate`); else the environment variable
+    /// ESPRIT_IAM_KEK (base64 of 32 bytes). Never stored.
+    #[arg(long, value_name = "FILE")]
+    kek_file: Option<PathBuf>,
+    /// How long each token-service signing key signs (1h..=90d). A new key is published 7
+    /// minutes before it signs; old keys stay published until their tokens expired.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "24h",
+        value_parser = crate::duration::SIGNING_KEY_ROTATION.parser()
+    )]
+    signing_key_rotation: Duration,
     #[command(flatten)]
     connections: crate::conn_args::ConnectionArgs,
     /// Log format: one JSON object per line, or text.
@@ -284,6 +334,15 @@ pub fn run(args: IamArgs) -> anyhow::Result<ExitCode> {
         IamCommand::ApiKeys(command) => api_keys(&store, command),
         IamCommand::Roles(command) => roles(&store, command),
         IamCommand::Serve(serve_args) => serve(&store, serve_args),
+        IamCommand::Kek(KekCommand::Generate { out }) => {
+            iam::Kek::generate()?.write_new_file(&out)?;
+            eprintln!(
+                "wrote a new key-encryption key to {} (keep it secret and apart from the store: \
+                 it unseals the server-managed private keys)",
+                out.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
@@ -323,6 +382,10 @@ fn accounts(path: &Path, command: AccountsCommand) -> anyhow::Result<ExitCode> {
                 print_table(&["EMAIL", "PROJECT", "UNIQUE_ID", "CREATED"], &rows);
             }
         }
+        AccountsCommand::Delete { email } => {
+            store.delete_account(&email)?;
+            eprintln!("deleted service account {email} with its keys and access tokens");
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -335,8 +398,17 @@ fn keys(path: &Path, command: KeysCommand) -> anyhow::Result<ExitCode> {
             out,
             algorithm,
             issuer_base_url,
+            token_uri,
         } => {
-            let key = store.create_key(&email, algorithm.into(), &issuer_base_url, &out, now()?)?;
+            let token_uri = (token_uri != GOOGLE_TOKEN_URI).then_some(token_uri.as_str());
+            let key = store.create_key_with_token_uri(
+                &email,
+                algorithm.into(),
+                &issuer_base_url,
+                token_uri,
+                &out,
+                now()?,
+            )?;
             println!("{}", key.key_id);
             eprintln!(
                 "created {} key {} for {email}; key file {} (keep it secret: it holds the only \
@@ -541,8 +613,51 @@ fn roles(path: &Path, command: RolesCommand) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The key-encryption key: `--kek-file`, else `ESPRIT_IAM_KEK`, else none.
+fn kek(file: Option<&Path>) -> anyhow::Result<Option<iam::Kek>> {
+    if let Some(path) = file {
+        return Ok(Some(iam::Kek::from_file(path)?));
+    }
+    match std::env::var(iam::KEK_ENV) {
+        Ok(value) => Ok(Some(
+            iam::Kek::from_env_value(&value)
+                .with_context(|| format!("reading {}", iam::KEK_ENV))?,
+        )),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => {
+            anyhow::bail!("{} is not valid UTF-8", iam::KEK_ENV)
+        }
+    }
+}
+
+/// The token service `serve` runs, if `--issuer-url` asks for one.
+fn token_service(store: &Path, args: &ServeArgs) -> anyhow::Result<Option<iam::TokenService>> {
+    let Some(issuer_url) = &args.issuer_url else {
+        if args.kek_file.is_some() {
+            eprintln!("esprit: warning: --kek-file is unused without --issuer-url");
+        }
+        return Ok(None);
+    };
+    let Some(kek) = kek(args.kek_file.as_deref())? else {
+        anyhow::bail!(
+            "--issuer-url needs a key-encryption key: --kek-file FILE or {} (make one with \
+             `esprit iam kek generate --out FILE`)",
+            iam::KEK_ENV
+        );
+    };
+    let settings = iam::TokenServiceSettings {
+        rotation: args.signing_key_rotation,
+        ..iam::TokenServiceSettings::new(issuer_url.clone(), kek)
+    };
+    let tokens = iam::TokenService::open(store, settings)
+        .with_context(|| format!("starting the token service on {}", store.display()))?;
+    Ok(Some(tokens))
+}
+
 fn serve(store: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
     let _log = crate::logging::init(args.log_format, crate::logging::DEFAULT_BUFFER_LINES);
+    // Before the runtime and the listener: a wrong key-encryption key fails at start.
+    let tokens = token_service(store, &args)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -560,7 +675,12 @@ fn serve(store: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
         std::io::stdout().flush().context("writing to stdout")?;
         let mut limits = iam::ConnectionLimits::default();
         args.connections.apply(&mut limits);
-        iam::serve_with(listener, store, limits, shutdown)
+        if let Some(tokens) = &tokens {
+            tracing::info!(issuer = %tokens.issuer_url(), "token service on");
+        }
+        let pool = iam::StorePool::open(store, iam::PoolSettings::default())
+            .with_context(|| format!("opening {}", store.display()))?;
+        iam::serve_tokens(listener, pool, tokens, limits, shutdown)
             .await
             .with_context(|| format!("serving keys from {}", store.display()))
     })?;

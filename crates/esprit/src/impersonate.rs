@@ -7,10 +7,13 @@
 //! with tests; [`Impersonation::run`] makes the two HTTP calls.
 
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, anyhow, bail};
 use serde_json::{Value, json};
+
+use crate::token_cmd::{
+    GOOGLE_TOKEN_AUDIENCE, http_client, jwt_grant, load_key, runtime, unix_now,
+};
 
 /// The scope the caller's access token is asked for (google-auth asks the same).
 pub const IAM_SCOPE: &str = "https://www.googleapis.com/auth/iam";
@@ -108,12 +111,6 @@ pub fn read_answer(method: &str, status: u16, body: &[u8], field: &str) -> anyho
     }
 }
 
-/// How long each HTTP call may take (connection and answer).
-const CALL_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// The audience google-auth puts in every assertion, whatever the key file's `token_uri`.
-const GOOGLE_TOKEN_AUDIENCE: &str = "https://oauth2.googleapis.com/token";
-
 /// The most delegates the API takes.
 const MAX_DELEGATES: usize = 10;
 
@@ -158,47 +155,19 @@ pub fn access_token_assertion_claims(client_email: &str, scope: &str, now: u64) 
     })
 }
 
-/// The message for a refusal of the token endpoint: OAuth's `error: error_description` when
-/// the body is such JSON, else the status and the start of the body.
-pub fn token_endpoint_error(url: &str, status: u16, body: &[u8]) -> String {
-    let oauth = serde_json::from_slice::<Value>(body).ok().and_then(|v| {
-        let error = v.get("error")?.as_str()?.to_owned();
-        Some(match v.get("error_description").and_then(Value::as_str) {
-            Some(d) => format!("{error}: {d}"),
-            None => error,
-        })
-    });
-    match oauth {
-        Some(oauth) => format!("the token endpoint {url} refused (HTTP {status}): {oauth}"),
-        None => {
-            let start: String = String::from_utf8_lossy(body).chars().take(200).collect();
-            format!("the token endpoint {url} answered HTTP {status}: {start}")
-        }
-    }
-}
-
 impl Impersonation<'_> {
-    /// Gets the caller's access token, then calls the API; the ID token or signed JWT.
+    /// Gets the caller's access token (the RFC 7523 grant of `--id-token`, with the `iam`
+    /// scope), then calls the API; the ID token or signed JWT.
     pub fn run(self) -> anyhow::Result<String> {
         if self.delegates.len() > MAX_DELEGATES {
             bail!("at most {MAX_DELEGATES} --delegate");
         }
-        let path = self.key_file;
-        let json = std::fs::read_to_string(path)
-            .with_context(|| format!("reading key file {}", path.display()))?;
-        let key = jose::ServiceAccountKey::from_json(&json)
-            .with_context(|| format!("reading key file {}", path.display()))?;
-        let signer = jose::Signer::from_service_account(&key)
-            .with_context(|| format!("loading the private key of {}", path.display()))?;
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .context("the system clock is before 1970")?
-            .as_secs();
+        let (key, signer) = load_key(self.key_file)?;
         let assertion = signer
             .sign_jwt(
                 Some(&key.private_key_id),
                 signer.default_algorithm(),
-                &access_token_assertion_claims(&key.client_email, IAM_SCOPE, now),
+                &access_token_assertion_claims(&key.client_email, IAM_SCOPE, unix_now()?),
             )
             .context("signing the assertion")?;
         let base = match self.iam_credentials_url {
@@ -221,22 +190,21 @@ impl Impersonation<'_> {
             ),
         };
         let url = call_url(&base, self.target, method);
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .context("starting the async runtime")?;
-        runtime.block_on(async {
-            let client = reqwest::Client::builder()
-                .no_proxy()
-                .connect_timeout(CALL_TIMEOUT)
-                .timeout(CALL_TIMEOUT)
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .context("building the HTTP client")?;
-            let bearer = jwt_grant(&client, &key.token_uri, &assertion).await?;
+        runtime()?.block_on(async {
+            let client = http_client()?;
+            let answer = jwt_grant(&client, &key.token_uri, &assertion).await?;
+            let bearer = answer
+                .get("access_token")
+                .and_then(Value::as_str)
+                .with_context(|| {
+                    format!(
+                        "the token endpoint {} answered 200 without an access_token",
+                        key.token_uri
+                    )
+                })?;
             let response = client
                 .post(&url)
-                .bearer_auth(&bearer)
+                .bearer_auth(bearer)
                 .header("content-type", "application/json")
                 .body(body.to_string())
                 .send()
@@ -250,33 +218,6 @@ impl Impersonation<'_> {
             read_answer(method, status, &bytes, field)
         })
     }
-}
-
-/// The access token the token endpoint at `url` answers an RFC 7523 grant of `assertion` with.
-async fn jwt_grant(client: &reqwest::Client, url: &str, assertion: &str) -> anyhow::Result<String> {
-    let form = form_urlencoded::Serializer::new(String::new())
-        .append_pair("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer")
-        .append_pair("assertion", assertion)
-        .finish();
-    let response = client
-        .post(url)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(form)
-        .send()
-        .await
-        .with_context(|| format!("asking the token endpoint {url}"))?;
-    let status = response.status().as_u16();
-    let bytes = response
-        .bytes()
-        .await
-        .with_context(|| format!("reading the answer of the token endpoint {url}"))?;
-    if status != 200 {
-        bail!("{}", token_endpoint_error(url, status, &bytes));
-    }
-    serde_json::from_slice::<Value>(&bytes)
-        .ok()
-        .and_then(|v| v.get("access_token")?.as_str().map(str::to_owned))
-        .with_context(|| format!("the token endpoint {url} answered 200 without an access_token"))
 }
 
 #[cfg(test)]
@@ -340,20 +281,6 @@ mod tests {
             access_token_assertion_claims(email, IAM_SCOPE, 1000),
             json!({"iss": email, "aud": "https://oauth2.googleapis.com/token", "iat": 1000,
                    "exp": 4600, "scope": "https://www.googleapis.com/auth/iam"})
-        );
-        let url = "http://127.0.0.1:1/token";
-        assert_eq!(
-            token_endpoint_error(
-                url,
-                400,
-                br#"{"error":"invalid_grant","error_description":"Invalid JWT Signature."}"#
-            ),
-            "the token endpoint http://127.0.0.1:1/token refused (HTTP 400): invalid_grant: \
-             Invalid JWT Signature."
-        );
-        assert_eq!(
-            token_endpoint_error(url, 502, b"bad gateway"),
-            "the token endpoint http://127.0.0.1:1/token answered HTTP 502: bad gateway"
         );
     }
 

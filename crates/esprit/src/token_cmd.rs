@@ -7,6 +7,12 @@
 //! (`iat`, `exp`, `aud`, `iss`, `sub`, `email`): those are refused, so that no extra silently
 //! changes what the flags say.
 //!
+//! With `--id-token --target-audience AUD` (like `gcloud auth print-identity-token`) it does not
+//! mint the token itself: it signs an RFC 7523 assertion as google-auth does (`aud`
+//! `https://oauth2.googleapis.com/token`, 1 h, `target_audience`), POSTs it to the key file's
+//! `token_uri` (or `--token-uri`), e.g. the token service of `esprit iam serve --issuer-url`,
+//! and prints the ID token it answers.
+//!
 //! Subcommands (`esprit token inspect TOKEN`) go in [`TokenCommand`]; without
 //! one, the flags mint a token (`args_conflicts_with_subcommands`).
 
@@ -54,8 +60,23 @@ pub struct MintArgs {
     #[arg(long, value_name = "FILE")]
     key_file: PathBuf,
     /// The `aud` claim. With commas, a JSON list of the comma-separated audiences.
-    #[arg(long, value_name = "AUD")]
-    audiences: String,
+    #[arg(
+        long,
+        value_name = "AUD",
+        required_unless_present = "id_token",
+        conflicts_with = "id_token"
+    )]
+    audiences: Option<String>,
+    /// Ask the key file's token endpoint (`token_uri`) for an ID token instead of minting a
+    /// JWT (needs --target-audience).
+    #[arg(long, requires = "target_audience")]
+    id_token: bool,
+    /// With --id-token: the audience of the ID token (the `aud` the service expects).
+    #[arg(long, value_name = "AUD", requires = "id_token")]
+    target_audience: Option<String>,
+    /// With --id-token: the token endpoint to ask instead of the key file's `token_uri`.
+    #[arg(long, value_name = "URL", requires = "id_token")]
+    token_uri: Option<String>,
     /// The `iss` claim. Default: the key file's `client_email`.
     #[arg(long, value_name = "ISS")]
     issuer: Option<String>,
@@ -72,7 +93,7 @@ pub struct MintArgs {
     /// account from its token_uri, then print an ID token of EMAIL for --audiences
     /// (generateIdToken), or with --sign-jwt a JWT signed by EMAIL's server-managed key
     /// (signJwt). The key file's account needs roles/iam.serviceAccountTokenCreator on EMAIL.
-    #[arg(long, value_name = "EMAIL")]
+    #[arg(long, value_name = "EMAIL", conflicts_with = "id_token")]
     impersonate: Option<String>,
     /// With --impersonate: call signJwt with the usual claims (iss, sub, email = EMAIL unless
     /// --issuer/--subject/--email say otherwise; aud; iat; exp = iat + --lifetime, at most 12h)
@@ -128,7 +149,11 @@ fn build_claims(args: &MintArgs, client_email: &str, now: u64) -> anyhow::Result
     let mut claims = Map::new();
     claims.insert("iat".into(), now.into());
     claims.insert("exp".into(), (now + args.lifetime.as_secs()).into());
-    claims.insert("aud".into(), audience_claim(&args.audiences)?);
+    let audiences = args
+        .audiences
+        .as_deref()
+        .context("--audiences is required to mint a token")?;
+    claims.insert("aud".into(), audience_claim(audiences)?);
     let or_email = |v: &Option<String>| v.clone().unwrap_or_else(|| client_email.to_owned());
     claims.insert("iss".into(), or_email(&args.issuer).into());
     claims.insert("sub".into(), or_email(&args.subject).into());
@@ -147,7 +172,8 @@ pub fn run(args: TokenArgs) -> anyhow::Result<ExitCode> {
         None => match &args.mint {
             Some(mint_args) => mint(mint_args),
             None => anyhow::bail!(
-                "esprit token needs --key-file and --audiences, or a subcommand (see --help)"
+                "esprit token needs --key-file and --audiences (or --id-token \
+                 --target-audience), or a subcommand (see --help)"
             ),
         },
     }
@@ -159,7 +185,10 @@ impl MintArgs {
     pub(crate) fn new(key_file: PathBuf, audiences: String, issuer: Option<String>) -> MintArgs {
         MintArgs {
             key_file,
-            audiences,
+            audiences: Some(audiences),
+            id_token: false,
+            target_audience: None,
+            token_uri: None,
             issuer,
             subject: None,
             email: None,
@@ -179,23 +208,27 @@ fn mint(args: &MintArgs) -> anyhow::Result<ExitCode> {
         println!("{}", impersonate(args, target)?);
         return Ok(ExitCode::SUCCESS);
     }
-    println!("{}", mint_token(args)?);
+    if args.id_token {
+        println!("{}", fetch_id_token(args)?);
+    } else {
+        println!("{}", mint_token(args)?);
+    }
     Ok(ExitCode::SUCCESS)
 }
 
 /// `--impersonate TARGET`: an ID token of TARGET, or with `--sign-jwt` a JWT TARGET signed.
 fn impersonate(args: &MintArgs, target: &str) -> anyhow::Result<String> {
     use crate::impersonate::{Ask, Impersonation};
+    let audiences = args
+        .audiences
+        .as_deref()
+        .context("--impersonate needs --audiences")?;
     let ask = if args.sign_jwt {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .context("the system clock is before 1970")?
-            .as_secs();
         Ask::SignJwt {
-            claims: build_claims(args, target, now)?,
+            claims: build_claims(args, target, unix_now()?)?,
         }
     } else {
-        if args.audiences.contains(',') {
+        if audiences.contains(',') {
             bail!("--impersonate asks for an ID token of one audience: --audiences has commas");
         }
         for (given, flag) in [
@@ -213,7 +246,7 @@ fn impersonate(args: &MintArgs, target: &str) -> anyhow::Result<String> {
             }
         }
         Ask::IdToken {
-            audience: args.audiences.trim().to_owned(),
+            audience: audiences.trim().to_owned(),
             include_email: args.include_email,
         }
     };
@@ -227,19 +260,143 @@ fn impersonate(args: &MintArgs, target: &str) -> anyhow::Result<String> {
     .run()
 }
 
-/// The token `esprit token` prints for `args` (also used by `esprit demo`).
-pub(crate) fn mint_token(args: &MintArgs) -> anyhow::Result<String> {
-    let path = &args.key_file;
+/// The key file at `path` and a signer over its private key.
+pub(crate) fn load_key(
+    path: &std::path::Path,
+) -> anyhow::Result<(jose::ServiceAccountKey, jose::Signer)> {
     let json = std::fs::read_to_string(path)
         .with_context(|| format!("reading key file {}", path.display()))?;
     let key = jose::ServiceAccountKey::from_json(&json)
         .with_context(|| format!("reading key file {}", path.display()))?;
     let signer = jose::Signer::from_service_account(&key)
         .with_context(|| format!("loading the private key of {}", path.display()))?;
-    let now = SystemTime::now()
+    Ok((key, signer))
+}
+
+pub(crate) fn unix_now() -> anyhow::Result<u64> {
+    Ok(SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .context("the system clock is before 1970")?
-        .as_secs();
+        .as_secs())
+}
+
+/// The audience google-auth puts in every assertion, whatever the key file's `token_uri`.
+pub(crate) const GOOGLE_TOKEN_AUDIENCE: &str = "https://oauth2.googleapis.com/token";
+
+/// How long `--id-token` and `--impersonate` wait for each HTTP call (connection and answer).
+const TOKEN_ENDPOINT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The claims of the assertion google-auth's `IDTokenCredentials` signs.
+fn id_token_assertion_claims(client_email: &str, target_audience: &str, now: u64) -> Value {
+    serde_json::json!({
+        "iss": client_email,
+        "aud": GOOGLE_TOKEN_AUDIENCE,
+        "iat": now,
+        "exp": now + 3600,
+        "target_audience": target_audience,
+    })
+}
+
+/// The message for a refusal from the token endpoint: OAuth's `error: error_description`
+/// when the body is such JSON, else the status and the start of the body.
+fn token_endpoint_error(url: &str, status: u16, body: &str) -> String {
+    let oauth = serde_json::from_str::<Value>(body).ok().and_then(|v| {
+        let error = v.get("error")?.as_str()?.to_owned();
+        let description = v.get("error_description").and_then(Value::as_str);
+        Some(match description {
+            Some(d) => format!("{error}: {d}"),
+            None => error,
+        })
+    });
+    match oauth {
+        Some(oauth) => format!("the token endpoint {url} refused (HTTP {status}): {oauth}"),
+        None => {
+            let start: String = body.chars().take(200).collect();
+            format!("the token endpoint {url} answered HTTP {status}: {start}")
+        }
+    }
+}
+
+/// `--id-token`: an ID token from the token endpoint, for the key file's account.
+fn fetch_id_token(args: &MintArgs) -> anyhow::Result<String> {
+    let (key, signer) = load_key(&args.key_file)?;
+    let audience = args
+        .target_audience
+        .as_deref()
+        .context("--id-token needs --target-audience")?;
+    let claims = id_token_assertion_claims(&key.client_email, audience, unix_now()?);
+    let assertion = signer
+        .sign_jwt(
+            Some(&key.private_key_id),
+            signer.default_algorithm(),
+            &claims,
+        )
+        .context("signing the assertion")?;
+    let url = args.token_uri.clone().unwrap_or(key.token_uri);
+    let answer = runtime()?.block_on(async {
+        let client = http_client()?;
+        jwt_grant(&client, &url, &assertion).await
+    })?;
+    match answer.get("id_token").and_then(Value::as_str) {
+        Some(token) => Ok(token.to_owned()),
+        None => bail!("the token endpoint {url} answered 200 without an id_token"),
+    }
+}
+
+/// A runtime for the blocking CLI's HTTP calls.
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+/// The HTTP client of `--id-token` and `--impersonate`: no proxy, no redirects, each call
+/// bounded by 30 s.
+pub(crate) fn http_client() -> anyhow::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(TOKEN_ENDPOINT_TIMEOUT)
+        .timeout(TOKEN_ENDPOINT_TIMEOUT)
+        .build()
+        .context("building the HTTP client")
+}
+
+/// POSTs an RFC 7523 grant of `assertion` to the token endpoint `url`; the JSON of its 200
+/// answer, else an error with OAuth's `error: error_description`.
+pub(crate) async fn jwt_grant(
+    client: &reqwest::Client,
+    url: &str,
+    assertion: &str,
+) -> anyhow::Result<Value> {
+    let body = form_urlencoded::Serializer::new(String::new())
+        .append_pair("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer")
+        .append_pair("assertion", assertion)
+        .finish();
+    let response = client
+        .post(url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await
+        .with_context(|| format!("asking the token endpoint {url}"))?;
+    let status = response.status().as_u16();
+    let text = response
+        .text()
+        .await
+        .with_context(|| format!("reading the answer of the token endpoint {url}"))?;
+    if status != 200 {
+        bail!("{}", token_endpoint_error(url, status, &text));
+    }
+    serde_json::from_str(&text)
+        .with_context(|| format!("the token endpoint {url} answered 200 without JSON"))
+}
+
+/// The token `esprit token` prints for `args` (also used by `esprit demo`).
+pub(crate) fn mint_token(args: &MintArgs) -> anyhow::Result<String> {
+    let (key, signer) = load_key(&args.key_file)?;
+    let now = unix_now()?;
     let claims = build_claims(args, &key.client_email, now)?;
     let token = signer
         .sign_jwt(
@@ -259,7 +416,10 @@ mod tests {
     fn args(audiences: &str, claims: &[&str]) -> MintArgs {
         MintArgs {
             key_file: PathBuf::from("key.json"),
-            audiences: audiences.into(),
+            audiences: Some(audiences.into()),
+            id_token: false,
+            target_audience: None,
+            token_uri: None,
             issuer: None,
             subject: None,
             email: None,
@@ -321,6 +481,33 @@ mod tests {
         assert_eq!(parse_claim("s=a=b").unwrap(), ("s".into(), json!("a=b")));
         assert_eq!(parse_claim("b=true").unwrap(), ("b".into(), json!(true)));
         assert_eq!(parse_claim("s=\"1\"").unwrap(), ("s".into(), json!("1")));
+    }
+
+    #[test]
+    fn id_token_assertions_are_what_google_auth_signs() {
+        assert_eq!(
+            id_token_assertion_claims(EMAIL, "https://svc.example.com", 1000),
+            json!({"iss": EMAIL, "aud": "https://oauth2.googleapis.com/token", "iat": 1000,
+                   "exp": 4600, "target_audience": "https://svc.example.com"})
+        );
+    }
+
+    #[test]
+    fn token_endpoint_errors_are_readable() {
+        let url = "http://127.0.0.1:1/token";
+        assert_eq!(
+            token_endpoint_error(
+                url,
+                400,
+                r#"{"error":"invalid_grant","error_description":"Invalid JWT Signature."}"#
+            ),
+            "the token endpoint http://127.0.0.1:1/token refused (HTTP 400): invalid_grant: \
+             Invalid JWT Signature."
+        );
+        assert_eq!(
+            token_endpoint_error(url, 502, "bad gateway"),
+            "the token endpoint http://127.0.0.1:1/token answered HTTP 502: bad gateway"
+        );
     }
 
     #[test]

@@ -706,6 +706,27 @@ fn roles_grant_list_revoke() {
         err.trim(),
         format!("esprit: {member} does not hold {TOKEN_CREATOR} on {resource}: nothing to revoke")
     );
+
+    // Deleting an account deletes its bindings, as member and as resource.
+    let third = cli.account("third-one");
+    cli.ok(&[
+        "roles",
+        "grant",
+        "--member",
+        &format!("serviceAccount:{third}"),
+        "--role",
+        TOKEN_CREATOR,
+        "--resource",
+        &third,
+    ]);
+    assert_eq!(cli.roles_json(&[]).len(), 3);
+    cli.ok(&["accounts", "delete", &caller]);
+    let left = cli.roles_json(&[]);
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(
+        left[0]["member"],
+        format!("serviceAccount:{third}").as_str()
+    );
 }
 
 #[test]

@@ -82,13 +82,12 @@ impl World {
             email,
             "--issuer-base-url",
             &base,
+            "--token-uri",
+            &format!("{base}/token"),
             "--out",
             out.to_str().unwrap(),
         ])
         .await;
-        let mut key: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
-        key["token_uri"] = json!(format!("{base}/token"));
-        std::fs::write(&out, key.to_string()).unwrap();
         out
     }
 

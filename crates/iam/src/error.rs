@@ -213,6 +213,11 @@ pub enum IamError {
         "invalid issuer URL {0:?}: must be an http:// or https:// URL without query or fragment"
     )]
     InvalidIssuerUrl(String),
+    /// A key file's `token_uri` is not an absolute `http(s)` URL.
+    #[error(
+        "invalid token URI {0:?}: must be an http:// or https:// URL without query or fragment"
+    )]
+    InvalidTokenUri(String),
     /// The signing-key rotation period is out of bounds.
     #[error("signing-key rotation {secs} s is out of range: {min} to {max} s")]
     RotationOutOfRange {

@@ -376,9 +376,34 @@ impl Store {
         out: &Path,
         now: u64,
     ) -> Result<StoredKey> {
+        self.create_key_with_token_uri(email, algorithm, key_server, None, out, now)
+    }
+
+    /// [`Store::create_key`] writing `token_uri` (when given) into the key file's `token_uri`,
+    /// e.g. the token endpoint of `esprit iam serve --issuer-url`, so that Google's client
+    /// libraries ask it for tokens. Without it the file names Google's endpoint.
+    pub fn create_key_with_token_uri(
+        &mut self,
+        email: &str,
+        algorithm: KeyAlgorithm,
+        key_server: &KeyServerUrl,
+        token_uri: Option<&str>,
+        out: &Path,
+        now: u64,
+    ) -> Result<StoredKey> {
+        if let Some(uri) = token_uri {
+            crate::token::service::parse_issuer_url(uri)
+                .map_err(|_| IamError::InvalidTokenUri(uri.to_owned()))?;
+        }
         let account = self.account(email)?;
         let slot = KeyFileSlot::create(out)?;
-        let new = match new_key(&account, algorithm, key_server, now) {
+        let made = new_key(&account, algorithm, key_server, now).map(|mut new| {
+            if let Some(uri) = token_uri {
+                new.key_file.token_uri = uri.to_owned();
+            }
+            new
+        });
+        let new = match made {
             Ok(new) => new,
             Err(err) => {
                 slot.abandon();
