@@ -776,17 +776,15 @@ fn local_key_file(
     let out = dir.join(format!("{}.json", account.account_id));
     Store::open(store)
         .unwrap()
-        .create_key(
+        .create_key_with_token_uri(
             &account.email,
             iam::KeyAlgorithm::Rs256,
             &iam::KeyServerUrl::default(),
+            Some(token_uri),
             &out,
             START,
         )
         .unwrap();
-    let mut key: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
-    key["token_uri"] = json!(token_uri);
-    std::fs::write(&out, key.to_string()).unwrap();
     out
 }
 
