@@ -16,6 +16,14 @@
 //! `{"valid": true, "consumer_project"}` or `{"valid": false}` (the `keycheck` crate's contract;
 //! [`ApiKeyCheck::answer`]). Any project's key is valid for any service.
 //!
+//! The token service ([`TokenService`], [`token`]; `iam serve --issuer-url`): Google's OAuth 2.0
+//! token endpoint for RFC 7523 assertions signed with key files (`POST /token`, answering ID
+//! tokens or opaque access tokens), OpenID discovery and its own certificates, with RS256 signing
+//! keys rotated on a schedule ([`token::rotation`]) and kept in the store only sealed with a
+//! key-encryption key ([`Kek`], AES-256-GCM) that is never stored. It also holds one such key per
+//! account to sign caller-supplied claims ([`TokenService::sign_jwt_as`]), published with the
+//! account's keys.
+//!
 //! Roles ([`roles`]): bindings of `roles/iam.serviceAccountTokenCreator` and
 //! `roles/iam.serviceAccountUser` from one account to another ([`Store::grant_role`],
 //! [`Store::revoke_role`], [`Store::role_bindings`]), and the pure decision of Google's rule
@@ -24,12 +32,11 @@
 //! Credentials API (`generateIdToken`, `generateAccessToken`, `signJwt`; requests read by
 //! [`iam_credentials`]) to callers holding that role.
 //!
-//! What it deliberately does not do: it never stores or serves a private key (the key file is
-//! the only copy) nor an API key (shown once at creation); it mints no tokens (that is
-//! `jose::Signer`, driven by `esprit token`); it implements no OAuth token endpoint, IAM
-//! policies, API-key restrictions (services, referrers, IPs), quotas or per-project service
-//! enablement; it does not cache check answers (the proxy does); it has no TLS (run it on
-//! loopback or behind a TLS terminator).
+//! What it deliberately does not do: it never stores a key file's private key (the key file is
+//! the only copy) nor an API key (shown once at creation), nor any private key in clear; it does
+//! no domain-wide delegation, IAM policies beyond the two roles, API-key restrictions (services, referrers, IPs),
+//! quotas or per-project service enablement; it does not cache check answers (the proxy does);
+//! it has no TLS (run it on loopback or behind a TLS terminator).
 //!
 //! Validation, key-file building and the rendering of key documents are plain functions
 //! ([`validate_account_id`], [`new_key`], [`render::x509_map`], [`render::jwks`]); files and

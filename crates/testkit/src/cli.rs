@@ -12,12 +12,14 @@ use std::time::Duration;
 use serde_json::Value;
 
 /// `bin`, with none of the environment that would change what the esprit CLI does
-/// (`ESPRIT_IAM_STORE`, `ESPRIT_IAM_BASE_URL`, `RUST_LOG`).
+/// (`ESPRIT_IAM_STORE`, `ESPRIT_IAM_BASE_URL`, `ESPRIT_IAM_KEK`, `ESPRIT_TOKEN_URI`, `RUST_LOG`).
 pub fn command(bin: impl AsRef<OsStr>) -> Command {
     let mut command = Command::new(bin);
     command
         .env_remove("ESPRIT_IAM_STORE")
         .env_remove("ESPRIT_IAM_BASE_URL")
+        .env_remove("ESPRIT_IAM_KEK")
+        .env_remove("ESPRIT_TOKEN_URI")
         .env_remove("RUST_LOG");
     command
 }

@@ -226,11 +226,9 @@ pub fn check_assertion(
         .ok()
         .and_then(|doc| KeySet::parse(doc.as_bytes(), KeySource::Remote).ok())
         .ok_or(Refusal::UnknownKey)?;
-    match jose::verify(jwt.jws(), &set) {
-        Ok(_) => {}
-        Err(jose::JoseError::KeyNotFound { .. }) => return Err(Refusal::BadSignature),
-        Err(_) => return Err(Refusal::BadSignature),
-    }
+    // No candidate (the key's algorithm is not the token's) or no valid signature: both are a
+    // signature that does not verify with the key `kid` names.
+    jose::verify(jwt.jws(), &set).map_err(|_| Refusal::BadSignature)?;
     if claims.aud.len() != 1
         || !(claims.aud[0] == GOOGLE_TOKEN_AUDIENCE || claims.aud[0] == token_endpoint)
     {
@@ -268,5 +266,347 @@ pub fn check_assertion(
             }
         }
         (None, _) => Err(Refusal::MissingScope),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::keyfile::new_key;
+    use crate::model::{Account, KeyAlgorithm, KeyServerUrl, KeyStatus};
+
+    const NOW: u64 = 1_800_000_000;
+    const ENDPOINT: &str = "http://iam.test/token";
+    const EMAIL: &str = "caller-one@my-project.iam.gserviceaccount.com";
+
+    fn account() -> Account {
+        Account {
+            email: EMAIL.into(),
+            account_id: "caller-one".into(),
+            project_id: "my-project".into(),
+            unique_id: "100000000000000000001".into(),
+            created: 0,
+        }
+    }
+
+    fn form(assertion: &str) -> Vec<u8> {
+        form_urlencoded::Serializer::new(String::new())
+            .append_pair("grant_type", JWT_BEARER)
+            .append_pair("assertion", assertion)
+            .finish()
+            .into_bytes()
+    }
+
+    #[test]
+    fn assertions() {
+        let rsa = new_key(&account(), KeyAlgorithm::Rs256, &KeyServerUrl::default(), 0).unwrap();
+        let ec = new_key(&account(), KeyAlgorithm::Es256, &KeyServerUrl::default(), 0).unwrap();
+        let signer = jose::Signer::from_service_account(&rsa.key_file).unwrap();
+        let ec_signer = jose::Signer::from_service_account(&ec.key_file).unwrap();
+        let kid = rsa.stored.key_id.clone();
+        let keys = vec![rsa.stored.clone(), ec.stored.clone()];
+        let mut disabled = rsa.stored.clone();
+        disabled.state = KeyStatus::Disabled;
+        let base = json!({"iss": EMAIL, "aud": GOOGLE_TOKEN_AUDIENCE, "iat": NOW, "exp": NOW + 3600,
+                          "target_audience": "svc"});
+        let with = |changes: serde_json::Value| {
+            let mut claims = base.clone();
+            for (k, v) in changes.as_object().unwrap() {
+                if v.is_null() {
+                    claims.as_object_mut().unwrap().remove(k);
+                } else {
+                    claims[k] = v.clone();
+                }
+            }
+            claims
+        };
+        let sign = |claims: &serde_json::Value| {
+            signer
+                .sign_jwt(Some(&kid), jose::Algorithm::RS256, claims)
+                .unwrap()
+        };
+        let id = |aud: &str| {
+            Ok(Grant::IdToken {
+                audience: aud.into(),
+            })
+        };
+        /// Description, assertion, the account's keys (None: no account), expected decision.
+        type Case = (
+            &'static str,
+            String,
+            Option<Vec<StoredKey>>,
+            Result<Grant, Refusal>,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "google-auth's ID token assertion",
+                sign(&base),
+                Some(keys.clone()),
+                id("svc"),
+            ),
+            (
+                "the token endpoint as aud",
+                sign(&with(json!({"aud": ENDPOINT}))),
+                Some(keys.clone()),
+                id("svc"),
+            ),
+            (
+                "ES256 key file",
+                ec_signer
+                    .sign_jwt(Some(&ec.stored.key_id), jose::Algorithm::ES256, &base)
+                    .unwrap(),
+                Some(keys.clone()),
+                id("svc"),
+            ),
+            (
+                "scopes",
+                sign(&with(json!({"target_audience": null, "scope": "a  b"}))),
+                Some(keys.clone()),
+                Ok(Grant::AccessToken {
+                    scopes: vec!["a".into(), "b".into()],
+                }),
+            ),
+            (
+                "sub = iss",
+                sign(&with(json!({"sub": EMAIL}))),
+                Some(keys.clone()),
+                id("svc"),
+            ),
+            (
+                "skew: exp 60 s past",
+                sign(&with(json!({"iat": NOW - 3660, "exp": NOW - 60}))),
+                Some(keys.clone()),
+                id("svc"),
+            ),
+            (
+                "exp 61 s past",
+                sign(&with(json!({"iat": NOW - 3661, "exp": NOW - 61}))),
+                Some(keys.clone()),
+                Err(Refusal::Expired),
+            ),
+            (
+                "skew: iat 60 s ahead",
+                sign(&with(json!({"iat": NOW + 60, "exp": NOW + 3660}))),
+                Some(keys.clone()),
+                id("svc"),
+            ),
+            (
+                "iat 61 s ahead",
+                sign(&with(json!({"iat": NOW + 61, "exp": NOW + 3661}))),
+                Some(keys.clone()),
+                Err(Refusal::IssuedInFuture),
+            ),
+            (
+                "lifetime 3601 s",
+                sign(&with(json!({"exp": NOW + 3601}))),
+                Some(keys.clone()),
+                Err(Refusal::LifetimeTooLong),
+            ),
+            (
+                "exp before iat",
+                sign(&with(json!({"iat": NOW, "exp": NOW - 1}))),
+                Some(keys.clone()),
+                Err(Refusal::LifetimeTooLong),
+            ),
+            (
+                "no iat",
+                sign(&with(json!({"iat": null}))),
+                Some(keys.clone()),
+                Err(Refusal::MissingTimes),
+            ),
+            (
+                "no iss",
+                sign(&with(json!({"iss": null}))),
+                Some(keys.clone()),
+                Err(Refusal::MissingIssuer),
+            ),
+            (
+                "unknown account",
+                sign(&base),
+                None,
+                Err(Refusal::UnknownAccount),
+            ),
+            (
+                "no kid",
+                signer
+                    .sign_jwt(None, jose::Algorithm::RS256, &base)
+                    .unwrap(),
+                Some(keys.clone()),
+                Err(Refusal::MissingKid),
+            ),
+            (
+                "disabled key",
+                sign(&base),
+                Some(vec![disabled]),
+                Err(Refusal::UnknownKey),
+            ),
+            (
+                "kid of another algorithm's key",
+                ec_signer
+                    .sign_jwt(Some(&kid), jose::Algorithm::ES256, &base)
+                    .unwrap(),
+                Some(keys.clone()),
+                Err(Refusal::BadSignature),
+            ),
+            (
+                "wrong aud",
+                sign(&with(json!({"aud": "https://elsewhere/token"}))),
+                Some(keys.clone()),
+                Err(Refusal::WrongAudience),
+            ),
+            (
+                "two auds",
+                sign(&with(json!({"aud": [GOOGLE_TOKEN_AUDIENCE, ENDPOINT]}))),
+                Some(keys.clone()),
+                Err(Refusal::WrongAudience),
+            ),
+            (
+                "delegation",
+                sign(&with(json!({"sub": "user@example.com"}))),
+                Some(keys.clone()),
+                Err(Refusal::Delegation),
+            ),
+            (
+                "both grants",
+                sign(&with(json!({"scope": "a"}))),
+                Some(keys.clone()),
+                Err(Refusal::BothAudienceAndScope),
+            ),
+            (
+                "empty target_audience",
+                sign(&with(json!({"target_audience": ""}))),
+                Some(keys.clone()),
+                Err(Refusal::BadTargetAudience),
+            ),
+            (
+                "numeric target_audience",
+                sign(&with(json!({"target_audience": 3}))),
+                Some(keys.clone()),
+                Err(Refusal::BadTargetAudience),
+            ),
+            (
+                "blank scope",
+                sign(&with(json!({"target_audience": null, "scope": " "}))),
+                Some(keys.clone()),
+                Err(Refusal::MissingScope),
+            ),
+            (
+                "neither",
+                sign(&with(json!({"target_audience": null}))),
+                Some(keys.clone()),
+                Err(Refusal::MissingScope),
+            ),
+        ];
+        for (desc, assertion, keys, want) in cases {
+            let request = parse_request(&form(&assertion)).unwrap();
+            let got = check_assertion(&request, keys.as_deref(), ENDPOINT, NOW);
+            assert_eq!(got, want, "{desc}");
+        }
+        // Every bit of the signature matters.
+        let token = sign(&base);
+        let (head, sig) = token.rsplit_once('.').unwrap();
+        let mut bytes =
+            base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, sig).unwrap();
+        for i in (0..bytes.len() * 8).step_by(97) {
+            bytes[i / 8] ^= 1 << (i % 8);
+            let tampered = format!(
+                "{head}.{}",
+                base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, &bytes)
+            );
+            bytes[i / 8] ^= 1 << (i % 8);
+            let request = parse_request(&form(&tampered)).unwrap();
+            assert_eq!(
+                check_assertion(&request, Some(&keys), ENDPOINT, NOW),
+                Err(Refusal::BadSignature),
+                "bit {i}"
+            );
+        }
+    }
+
+    #[test]
+    fn forms() {
+        let ok = form("a.b.c");
+        assert!(matches!(
+            parse_request(&ok),
+            Err(Refusal::MalformedAssertion(_))
+        ));
+        let table: &[(&[u8], Refusal)] = &[
+            (b"", Refusal::MissingGrantType),
+            (b"assertion=x", Refusal::MissingGrantType),
+            (
+                b"grant_type=client_credentials&assertion=x",
+                Refusal::UnsupportedGrantType,
+            ),
+            (
+                b"grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer",
+                Refusal::MissingAssertion,
+            ),
+            (
+                b"grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer&assertion=",
+                Refusal::MissingAssertion,
+            ),
+            (
+                b"grant_type=a&grant_type=b&assertion=x",
+                Refusal::MalformedRequest,
+            ),
+            (b"grant_type=\xff", Refusal::MalformedRequest),
+        ];
+        for (body, want) in table {
+            assert_eq!(
+                parse_request(body).unwrap_err(),
+                *want,
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
+
+    #[test]
+    fn oauth_codes_and_descriptions() {
+        let table = [
+            (Refusal::MalformedRequest, "invalid_request"),
+            (Refusal::MissingGrantType, "invalid_request"),
+            (Refusal::UnsupportedGrantType, "unsupported_grant_type"),
+            (Refusal::MissingAssertion, "invalid_request"),
+            (Refusal::MalformedAssertion("x".into()), "invalid_grant"),
+            (Refusal::MissingIssuer, "invalid_grant"),
+            (Refusal::UnknownAccount, "invalid_grant"),
+            (Refusal::MissingKid, "invalid_grant"),
+            (Refusal::UnknownKey, "invalid_grant"),
+            (Refusal::BadSignature, "invalid_grant"),
+            (Refusal::WrongAudience, "invalid_grant"),
+            (Refusal::MissingTimes, "invalid_grant"),
+            (Refusal::Expired, "invalid_grant"),
+            (Refusal::IssuedInFuture, "invalid_grant"),
+            (Refusal::LifetimeTooLong, "invalid_grant"),
+            (Refusal::Delegation, "invalid_grant"),
+            (Refusal::BothAudienceAndScope, "invalid_request"),
+            (Refusal::BadTargetAudience, "invalid_request"),
+            (Refusal::MissingScope, "invalid_scope"),
+        ];
+        // google-auth retries these; no refusal may use them.
+        let retried = [
+            "internal_failure",
+            "server_error",
+            "temporarily_unavailable",
+        ];
+        for (refusal, code) in table {
+            assert_eq!(refusal.error(), code, "{refusal:?}");
+            assert!(!retried.contains(&refusal.error()));
+            let description = refusal.description();
+            assert!(!description.is_empty());
+            assert!(
+                !retried.iter().any(|r| description.contains(r)),
+                "{refusal:?}"
+            );
+        }
+        assert_eq!(
+            Refusal::MalformedAssertion("Jwt is not in the form".into()).description(),
+            "Invalid JWT: Jwt is not in the form"
+        );
     }
 }
