@@ -88,7 +88,8 @@ enum AccountsCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Delete an account with its keys and access tokens; tokens it holds are refused from then on.
+    /// Delete an account with its keys, access tokens and role bindings (as member and as
+    /// resource); tokens it holds are refused from then on.
     Delete {
         /// The account's email.
         email: String,
@@ -384,7 +385,9 @@ fn accounts(path: &Path, command: AccountsCommand) -> anyhow::Result<ExitCode> {
         }
         AccountsCommand::Delete { email } => {
             store.delete_account(&email)?;
-            eprintln!("deleted service account {email} with its keys and access tokens");
+            eprintln!(
+                "deleted service account {email} with its keys, access tokens and role bindings"
+            );
         }
     }
     Ok(ExitCode::SUCCESS)
