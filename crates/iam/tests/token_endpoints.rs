@@ -240,6 +240,28 @@ async fn access_tokens_round_trip_and_die_with_the_account() {
     assert_eq!(f.tokens.access_token_owner(&token).unwrap(), None);
 }
 
+/// What the `error_description` of each refusal of the table below says.
+const REASONS: &[(&str, &str)] = &[
+    (
+        "bad signature (another private key, the account's kid)",
+        "Invalid JWT Signature.",
+    ),
+    ("unknown kid", "kid is not an enabled key of the account"),
+    ("disabled key", "kid is not an enabled key of the account"),
+    ("deleted account", "account not found"),
+    ("expired assertion", "Token must be a short-lived token"),
+    ("iat in the future", "Token must be a short-lived token"),
+    ("wrong aud", "aud must be"),
+    ("lifetime over 1 h", "Token must be a short-lived token"),
+    ("sub differs from iss", "no delegation"),
+    ("no kid", "must name the key"),
+    ("not a JWT", "Invalid JWT: "),
+    ("both target_audience and scope", "not both"),
+    ("empty scope, no target_audience", "Empty or missing scope"),
+    ("missing assertion", "assertion is required"),
+    ("oversize body", "larger than 65536 bytes"),
+];
+
 #[tokio::test]
 async fn refusals_are_400_with_the_oauth_error_and_no_token() {
     let f = fixture().await;
@@ -388,6 +410,10 @@ async fn refusals_are_400_with_the_oauth_error_and_no_token() {
         assert_eq!(reply.status, 400, "{desc}: {}", reply.body);
         let body = reply.json();
         assert_eq!(body["error"], want, "{desc}: {body}");
+        // Each refusal is for its own reason.
+        let why = body["error_description"].as_str().unwrap();
+        let reason = REASONS.iter().find(|(d, _)| *d == desc).unwrap().1;
+        assert!(why.contains(reason), "{desc}: {why}");
         assert!(body["error_description"].is_string(), "{desc}");
         assert!(
             body.get("id_token").is_none() && body.get("access_token").is_none(),
@@ -426,4 +452,30 @@ async fn refusals_are_400_with_the_oauth_error_and_no_token() {
     }
     // The well-made request passes, so every refusal above is its own change's doing.
     assert_eq!(f.grant(&good).await.status, 200);
+}
+
+#[tokio::test]
+async fn sign_jwt_as_keys_are_served_with_the_accounts_keys() {
+    let f = fixture().await;
+    let mut claims = serde_json::Map::new();
+    claims.insert("iss".into(), f.account.email.clone().into());
+    claims.insert("aud".into(), "https://svc.example.com".into());
+    let (kid, jwt) = f.tokens.sign_jwt_as(&f.account, &claims).unwrap();
+    let email = f.account.email.replace('@', "%40");
+    let jwks = f.get(&format!("/service_accounts/v1/jwk/{email}")).await;
+    let x509 = f.get(&format!("/robot/v1/metadata/x509/{email}")).await;
+    for doc in [&jwks, &x509] {
+        assert_eq!(doc.status, 200);
+        assert_eq!(
+            Value::Object(verify(&jwt, &doc.body).all),
+            Value::Object(claims.clone())
+        );
+    }
+    // Beside the key file's key, which stays served.
+    assert_eq!(x509.json().as_object().unwrap().len(), 2);
+    assert!(x509.json().get(&kid).is_some());
+    assert!(x509.json().get(&f.key_file.private_key_id).is_some());
+    // Not a token-service key.
+    let service = f.get("/oauth2/v3/certs").await;
+    assert!(!service.body.contains(&kid));
 }

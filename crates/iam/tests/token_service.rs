@@ -167,3 +167,40 @@ fn a_store_with_managed_keys_refuses_another_kek() {
     );
     assert!(TokenService::open(&path, settings(&kek, &clock)).is_ok());
 }
+
+#[test]
+fn expired_access_token_rows_are_purged_as_new_tokens_are_issued() {
+    let (_dir, path, account) = setup();
+    let clock = manual_clock();
+    let service = TokenService::open(&path, settings(&Kek::generate().unwrap(), &clock)).unwrap();
+    let rows = || -> i64 {
+        rusqlite::Connection::open(&path)
+            .unwrap()
+            .query_row("SELECT count(*) FROM access_tokens", [], |r| r.get(0))
+            .unwrap()
+    };
+    for _ in 0..3 {
+        service
+            .issue_access_token(&account, &[], Duration::from_secs(10))
+            .unwrap();
+    }
+    assert_eq!(rows(), 3);
+    clock.advance(Duration::from_secs(10));
+    let (live, _) = service
+        .issue_access_token(&account, &[], Duration::from_secs(10))
+        .unwrap();
+    assert_eq!(rows(), 1);
+    assert!(service.access_token_owner(&live).unwrap().is_some());
+    // The store keeps the token's SHA-256, not the token.
+    let stored: Vec<u8> = rusqlite::Connection::open(&path)
+        .unwrap()
+        .query_row("SELECT token_hash FROM access_tokens", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(stored.len(), 32);
+    assert!(
+        !std::fs::read(&path)
+            .unwrap()
+            .windows(live.len())
+            .any(|w| w == live.as_bytes())
+    );
+}

@@ -7,7 +7,9 @@
 //! [`crate::token::assertion`]). Answers 200 with `{"id_token"}` (assertion with
 //! `target_audience`) or `{"access_token", "expires_in", "token_type": "Bearer"}` (with `scope`);
 //! refusals are 400 `{"error", "error_description"}` with an RFC 6749 §5.2 code, never a status or
-//! code that google-auth retries; a store failure is 500 `server_error`. All carry
+//! code that google-auth retries; a store failure is 500 `server_error`, a store connection
+//! busy for [`STORE_WAIT`](crate::token::service::STORE_WAIT) 503 `temporarily_unavailable`
+//! (both retried by google-auth, as they should be). All carry
 //! `Cache-Control: no-store`. The assertion and the tokens are never logged.
 
 use std::time::Duration;
@@ -69,6 +71,18 @@ fn bad_body(description: &str) -> Response<Body> {
 }
 
 fn server_error(err: &IamError) -> Response<Body> {
+    if let IamError::StoreBusy { .. } = err {
+        // Busy, not broken: a retry (google-auth retries 503) may well succeed.
+        tracing::warn!("token request refused: the token service's store connection is busy");
+        let mut response = no_store(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"error": "temporarily_unavailable", "error_description": "store busy, retry"}),
+        );
+        response
+            .headers_mut()
+            .insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return response;
+    }
     tracing::error!(error = %err, source = ?std::error::Error::source(err), "token service failed");
     no_store(
         StatusCode::INTERNAL_SERVER_ERROR,

@@ -7,8 +7,8 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use clock::SharedClock;
@@ -48,6 +48,80 @@ pub const ACCESS_TOKEN_PREFIX: &str = "esprit-at.";
 
 /// Expired access-token rows deleted at most per issued token.
 const PURGE_BATCH: u32 = 100;
+
+/// The longest a call waits for the service's store connection before [`IamError::StoreBusy`].
+pub const STORE_WAIT: Duration = Duration::from_secs(2);
+
+/// The service's one read-write store connection, lent to one call at a time; a call waits at
+/// most [`STORE_WAIT`] for it (the bounded writer path of `iam serve`, beside the read-only pool).
+struct StoreSlot {
+    store: Mutex<Store>,
+    busy: Mutex<bool>,
+    free: Condvar,
+}
+
+/// The connection, lent until dropped.
+struct Lent<'a> {
+    slot: &'a StoreSlot,
+    store: MutexGuard<'a, Store>,
+}
+
+impl StoreSlot {
+    fn new(store: Store) -> StoreSlot {
+        StoreSlot {
+            store: Mutex::new(store),
+            busy: Mutex::new(false),
+            free: Condvar::new(),
+        }
+    }
+
+    fn lend(&self) -> Result<Lent<'_>> {
+        let deadline = Instant::now() + STORE_WAIT;
+        let mut busy = self.busy.lock().unwrap_or_else(PoisonError::into_inner);
+        while *busy {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(IamError::StoreBusy { waited: STORE_WAIT });
+            }
+            busy = self
+                .free
+                .wait_timeout(busy, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        *busy = true;
+        drop(busy);
+        Ok(Lent {
+            slot: self,
+            store: self.store.lock().unwrap_or_else(PoisonError::into_inner),
+        })
+    }
+}
+
+impl Drop for Lent<'_> {
+    fn drop(&mut self) {
+        // Also on a panic of the borrower: the slot is never left busy.
+        *self
+            .slot
+            .busy
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = false;
+        self.slot.free.notify_one();
+    }
+}
+
+impl std::ops::Deref for Lent<'_> {
+    type Target = Store;
+    fn deref(&self) -> &Store {
+        &self.store
+    }
+}
+
+impl std::ops::DerefMut for Lent<'_> {
+    fn deref_mut(&mut self) -> &mut Store {
+        &mut self.store
+    }
+}
 
 /// Token-service keys sign until this date when they do not rotate (account keys).
 const FOREVER: u64 = i64::MAX as u64;
@@ -107,7 +181,7 @@ struct Inner {
     kek: Kek,
     policy: RotationPolicy,
     clock: SharedClock,
-    store: Mutex<Store>,
+    store: StoreSlot,
     /// Unsealed signers by key id (a key's private half never changes).
     signers: Mutex<HashMap<String, Arc<jose::Signer>>>,
 }
@@ -186,7 +260,7 @@ impl TokenService {
                     retire_margin: RETIRE_MARGIN_SECS,
                 },
                 clock: settings.clock,
-                store: Mutex::new(store),
+                store: StoreSlot::new(store),
                 signers: Mutex::new(HashMap::new()),
             }),
         };
@@ -211,11 +285,9 @@ impl TokenService {
         self.inner.clock.unix_secs()
     }
 
-    fn store(&self) -> MutexGuard<'_, Store> {
-        self.inner
-            .store
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+    /// The service's store connection, waiting at most [`STORE_WAIT`] for it.
+    fn store(&self) -> Result<Lent<'_>> {
+        self.inner.store.lend()
     }
 
     /// The key that signs at `now` and the published keys, after carrying out the rotation
@@ -224,18 +296,22 @@ impl TokenService {
     fn token_keys(&self, now: u64) -> Result<(ManagedKey, Vec<ManagedKey>)> {
         let owner = KeyOwner::TokenService;
         let policy = &self.inner.policy;
-        let mut store = self.store();
-        let conn = store.connection();
-        let mut keys = managed_keys(conn, &owner)?;
-        if !plan_rotation(&scheduled(&keys), now, policy).is_empty() {
-            // Made before the write lock is taken (RSA generation takes a while); unused if
-            // another server got there first.
-            let mut fresh = Some(new_sealed_key(
-                &self.inner.kek,
-                owner.clone(),
-                "esprit token service",
-                now,
-            )?);
+        let mut keys = managed_keys(self.store()?.connection(), &owner)?;
+        let plan = plan_rotation(&scheduled(&keys), now, policy);
+        if !plan.is_empty() {
+            // Made before the connection and the write lock are taken (RSA generation takes a
+            // while); unused if another server or thread got there first.
+            let mut fresh = match plan.create {
+                Some(_) => Some(new_sealed_key(
+                    &self.inner.kek,
+                    owner.clone(),
+                    "esprit token service",
+                    now,
+                )?),
+                None => None,
+            };
+            let mut store = self.store()?;
+            let conn = store.connection();
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let current = managed_keys(&tx, &owner)?;
             let plan = plan_rotation(&scheduled(&current), now, policy);
@@ -362,7 +438,9 @@ impl TokenService {
     /// An access token for `account` (lifetime ≤ 3600 s, refused above). Returns (token, expires_at unix secs).
     ///
     /// The token is [`ACCESS_TOKEN_PREFIX`] and 32 random bytes in base64url; the store keeps
-    /// its SHA-256 with the account, scopes and expiry (deleted with the account).
+    /// its SHA-256 with the account, scopes and expiry (deleted with the account); up to 100
+    /// expired rows are purged first. [`IamError::UnknownAccount`] when the account is gone,
+    /// [`IamError::AccessTokenLifetime`] outside 1..=3600 s (whole seconds).
     pub fn issue_access_token(
         &self,
         account: &Account,
@@ -379,7 +457,7 @@ impl TokenService {
             base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random_bytes::<32>()?)
         );
         let expires = now + secs;
-        let mut store = self.store();
+        let mut store = self.store()?;
         let conn = store.connection();
         purge_access_tokens(conn, now, PURGE_BATCH)?;
         match insert_access_token(conn, &sha256(&token), &account.email, scopes, expires) {
@@ -399,7 +477,7 @@ impl TokenService {
             return Ok(None);
         }
         let now = self.now();
-        let mut store = self.store();
+        let mut store = self.store()?;
         access_token_owner(store.connection(), &sha256(bearer), now)
     }
 
@@ -413,14 +491,16 @@ impl TokenService {
     ) -> Result<(String, String)> {
         let owner = KeyOwner::Account(account.email.clone());
         let now = self.now();
+        let existing = managed_keys(self.store()?.connection(), &owner)?.pop();
         let key = {
-            let mut store = self.store();
-            let conn = store.connection();
-            match managed_keys(conn, &owner)?.pop() {
+            match existing {
                 Some(key) => key,
                 None => {
+                    // Made before the connection is taken (RSA generation takes a while).
                     let mut fresh =
                         new_sealed_key(&self.inner.kek, owner.clone(), &account.email, now)?;
+                    let mut store = self.store()?;
+                    let conn = store.connection();
                     fresh.window = KeyWindow {
                         sign_from: now,
                         sign_until: FOREVER,
@@ -460,19 +540,51 @@ impl TokenService {
 
     /// The account `email` ([`IamError::UnknownAccount`] when there is none).
     pub fn account(&self, email: &str) -> Result<Account> {
-        self.store().account(email)
+        self.store()?.account(email)
     }
 
     /// The keys an assertion of `email` may be signed with: the account's published keys
     /// (enabled key-file keys and server-managed keys).
     pub fn assertion_keys(&self, email: &str) -> Result<Vec<StoredKey>> {
-        self.store().served_keys(email)
+        self.store()?.served_keys(email)
     }
 }
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
+
+    #[test]
+    fn the_store_connection_is_lent_to_one_call_at_a_time_and_waits_are_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let slot = StoreSlot::new(Store::open(&dir.path().join("iam.db")).unwrap());
+        let held = slot.lend().unwrap();
+        let started = Instant::now();
+        let waited = std::thread::scope(|s| s.spawn(|| slot.lend().map(|_| ())).join().unwrap());
+        assert!(
+            matches!(waited, Err(IamError::StoreBusy { .. })),
+            "{waited:?}"
+        );
+        assert!(started.elapsed() >= STORE_WAIT);
+        // A waiter gets it as soon as it is returned.
+        std::thread::scope(|s| {
+            let waiter = s.spawn(|| slot.lend().map(|_| ()));
+            std::thread::sleep(Duration::from_millis(50));
+            drop(held);
+            waiter.join().unwrap().unwrap();
+        });
+        // A borrower that panics returns it too.
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _lent = slot.lend().unwrap();
+            panic!("borrower fails");
+        }));
+        assert!(panicked.is_err());
+        let started = Instant::now();
+        slot.lend().unwrap();
+        assert!(started.elapsed() < STORE_WAIT);
+    }
 
     #[test]
     fn issuer_urls() {
