@@ -14,7 +14,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
-use iam::{ApiKey, KeyAlgorithm, KeyServerUrl, KeyStatus, Revocation, Store};
+use iam::{
+    ApiKey, BindingFilter, Grant, KeyAlgorithm, KeyServerUrl, KeyStatus, Revocation, Role, Store,
+};
 use serde_json::json;
 
 use crate::proxy_cmd::LogFormat;
@@ -46,6 +48,10 @@ enum IamCommand {
     /// Create, list and revoke API keys (checked by `iam serve` for the proxy).
     #[command(subcommand)]
     ApiKeys(ApiKeysCommand),
+    /// Grant, revoke and list roles on service accounts (roles/iam.serviceAccountTokenCreator,
+    /// roles/iam.serviceAccountUser).
+    #[command(subcommand)]
+    Roles(RolesCommand),
     /// Serve the accounts' public keys at Google's paths (X.509 map and JWKS) and answer API
     /// key checks (POST /v1/services/{service}:check); with --issuer-url, also the token service
     /// (OpenID discovery, its certificates, POST /token).
@@ -82,7 +88,8 @@ enum AccountsCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Delete an account with its keys and access tokens; tokens it holds are refused from then on.
+    /// Delete an account with its keys, access tokens and role bindings (as member and as
+    /// resource); tokens it holds are refused from then on.
     Delete {
         /// The account's email.
         email: String,
@@ -199,6 +206,46 @@ enum ApiKeysCommand {
     },
 }
 
+/// `--member`, `--role`, `--resource` of `roles grant` and `roles revoke`.
+#[derive(Args)]
+struct BindingArgs {
+    /// Who gets the role: serviceAccount:EMAIL.
+    #[arg(long, value_name = "MEMBER")]
+    member: String,
+    /// roles/iam.serviceAccountTokenCreator (may obtain the resource account's ID tokens,
+    /// access tokens and signed JWTs) or roles/iam.serviceAccountUser (recorded; gates nothing
+    /// in esprit).
+    #[arg(long, value_name = "ROLE")]
+    role: String,
+    /// The account the role is on: projects/-/serviceAccounts/EMAIL (or EMAIL).
+    #[arg(long, value_name = "RESOURCE")]
+    resource: String,
+}
+
+#[derive(Subcommand)]
+enum RolesCommand {
+    /// Grant ROLE on RESOURCE to MEMBER (granting an existing binding succeeds and changes
+    /// nothing).
+    Grant(BindingArgs),
+    /// Revoke ROLE on RESOURCE from MEMBER (an error when the binding does not exist).
+    Revoke(BindingArgs),
+    /// List role bindings, all or those matching the filters.
+    List {
+        /// Only this member's bindings (serviceAccount:EMAIL).
+        #[arg(long, value_name = "MEMBER")]
+        member: Option<String>,
+        /// Only this role.
+        #[arg(long, value_name = "ROLE")]
+        role: Option<String>,
+        /// Only bindings on this account (projects/-/serviceAccounts/EMAIL or EMAIL).
+        #[arg(long, value_name = "RESOURCE")]
+        resource: Option<String>,
+        /// A JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 /// Google's token endpoint: the `token_uri` of key files unless `--token-uri` says otherwise.
 const GOOGLE_TOKEN_URI: &str = "https://oauth2.googleapis.com/token";
 
@@ -286,6 +333,7 @@ pub fn run(args: IamArgs) -> anyhow::Result<ExitCode> {
         IamCommand::Accounts(command) => accounts(&store, command),
         IamCommand::Keys(command) => keys(&store, command),
         IamCommand::ApiKeys(command) => api_keys(&store, command),
+        IamCommand::Roles(command) => roles(&store, command),
         IamCommand::Serve(serve_args) => serve(&store, serve_args),
         IamCommand::Kek(KekCommand::Generate { out }) => {
             iam::Kek::generate()?.write_new_file(&out)?;
@@ -337,7 +385,9 @@ fn accounts(path: &Path, command: AccountsCommand) -> anyhow::Result<ExitCode> {
         }
         AccountsCommand::Delete { email } => {
             store.delete_account(&email)?;
-            eprintln!("deleted service account {email} with its keys and access tokens");
+            eprintln!(
+                "deleted service account {email} with its keys, access tokens and role bindings"
+            );
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -479,6 +529,89 @@ fn api_keys(path: &Path, command: ApiKeysCommand) -> anyhow::Result<ExitCode> {
                 eprintln!("API key {key_id} was already revoked at {}", rfc3339(at));
             }
         },
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The member, role and resource of `args`, checked (account emails and the role).
+fn binding(args: &BindingArgs) -> anyhow::Result<(String, Role, String)> {
+    Ok((
+        iam::roles::parse_member(&args.member)?,
+        args.role.parse::<Role>()?,
+        iam::roles::parse_resource(&args.resource)?,
+    ))
+}
+
+fn roles(path: &Path, command: RolesCommand) -> anyhow::Result<ExitCode> {
+    // Arguments are checked before the store is opened (or created).
+    match command {
+        RolesCommand::Grant(args) => {
+            let (member, role, resource) = binding(&args)?;
+            let mut store = open(path)?;
+            let (m, r) = (
+                iam::roles::member_name(&member),
+                iam::roles::resource_name(&resource),
+            );
+            match store.grant_role(&member, role, &resource, now()?)? {
+                Grant::Granted => eprintln!("granted {role} on {r} to {m}"),
+                Grant::AlreadyGranted => eprintln!("{m} already holds {role} on {r}"),
+            }
+        }
+        RolesCommand::Revoke(args) => {
+            let (member, role, resource) = binding(&args)?;
+            let mut store = open(path)?;
+            store.revoke_role(&member, role, &resource)?;
+            eprintln!(
+                "revoked {role} on {} from {}",
+                iam::roles::resource_name(&resource),
+                iam::roles::member_name(&member)
+            );
+        }
+        RolesCommand::List {
+            member,
+            role,
+            resource,
+            json,
+        } => {
+            let filter = BindingFilter {
+                member: member
+                    .as_deref()
+                    .map(iam::roles::parse_member)
+                    .transpose()?,
+                role: role.as_deref().map(str::parse::<Role>).transpose()?,
+                resource: resource
+                    .as_deref()
+                    .map(iam::roles::parse_resource)
+                    .transpose()?,
+            };
+            let store = open(path)?;
+            let bindings = store.role_bindings(&filter)?;
+            if json {
+                let list: Vec<_> = bindings
+                    .iter()
+                    .map(|b| {
+                        json!({
+                            "member": b.member_name(), "role": b.role.name(),
+                            "resource": b.resource_name(), "created": rfc3339(b.created),
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                let rows: Vec<Vec<String>> = bindings
+                    .iter()
+                    .map(|b| {
+                        vec![
+                            b.resource_name(),
+                            b.role.name().to_owned(),
+                            b.member_name(),
+                            rfc3339(b.created),
+                        ]
+                    })
+                    .collect();
+                print_table(&["RESOURCE", "ROLE", "MEMBER", "CREATED"], &rows);
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -7,6 +7,7 @@ mod conn_args;
 mod demo_cmd;
 mod duration;
 mod iam_cmd;
+mod impersonate;
 mod inspect_cmd;
 mod logging;
 mod proxy_cmd;

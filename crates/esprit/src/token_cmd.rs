@@ -89,6 +89,28 @@ pub struct MintArgs {
     /// `exp` - `iat`: `3600`, `3600s`, `60m`, `1h`; at most 24h.
     #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = duration::TOKEN_LIFETIME.parser())]
     lifetime: Duration,
+    /// Act as this account (IAM Credentials API): get an access token for the key file's
+    /// account from its token_uri, then print an ID token of EMAIL for --audiences
+    /// (generateIdToken), or with --sign-jwt a JWT signed by EMAIL's server-managed key
+    /// (signJwt). The key file's account needs roles/iam.serviceAccountTokenCreator on EMAIL.
+    #[arg(long, value_name = "EMAIL", conflicts_with = "id_token")]
+    impersonate: Option<String>,
+    /// With --impersonate: call signJwt with the usual claims (iss, sub, email = EMAIL unless
+    /// --issuer/--subject/--email say otherwise; aud; iat; exp = iat + --lifetime, at most 12h)
+    /// instead of generateIdToken.
+    #[arg(long, requires = "impersonate")]
+    sign_jwt: bool,
+    /// With --impersonate (ID token): include the `email` and `email_verified` claims.
+    #[arg(long, requires = "impersonate", conflicts_with = "sign_jwt")]
+    include_email: bool,
+    /// With --impersonate: a delegate of the chain (EMAIL or projects/-/serviceAccounts/EMAIL),
+    /// in order. Repeatable, at most 10.
+    #[arg(long = "delegate", value_name = "EMAIL", requires = "impersonate")]
+    delegates: Vec<String>,
+    /// With --impersonate: the IAM Credentials API's base URL. Default: the scheme and host
+    /// of the key file's token_uri (https://iamcredentials.googleapis.com for Google's).
+    #[arg(long, value_name = "URL", requires = "impersonate")]
+    iam_credentials_url: Option<String>,
     /// An extra claim, `NAME=JSON` (`tier="gold"`, `n=3`, `roles=["a","b"]`); a value that is
     /// not JSON is a string (`tier=gold`). Repeatable. May not set iat, exp, aud, iss, sub or
     /// email.
@@ -172,11 +194,20 @@ impl MintArgs {
             email: None,
             lifetime: Duration::from_secs(3600), // = the flag's default, "1h"
             claims: Vec::new(),
+            impersonate: None,
+            sign_jwt: false,
+            include_email: false,
+            delegates: Vec::new(),
+            iam_credentials_url: None,
         }
     }
 }
 
 fn mint(args: &MintArgs) -> anyhow::Result<ExitCode> {
+    if let Some(target) = &args.impersonate {
+        println!("{}", impersonate(args, target)?);
+        return Ok(ExitCode::SUCCESS);
+    }
     if args.id_token {
         println!("{}", fetch_id_token(args)?);
     } else {
@@ -185,8 +216,54 @@ fn mint(args: &MintArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `--impersonate TARGET`: an ID token of TARGET, or with `--sign-jwt` a JWT TARGET signed.
+fn impersonate(args: &MintArgs, target: &str) -> anyhow::Result<String> {
+    use crate::impersonate::{Ask, Impersonation};
+    let audiences = args
+        .audiences
+        .as_deref()
+        .context("--impersonate needs --audiences")?;
+    let ask = if args.sign_jwt {
+        Ask::SignJwt {
+            claims: build_claims(args, target, unix_now()?)?,
+        }
+    } else {
+        if audiences.contains(',') {
+            bail!("--impersonate asks for an ID token of one audience: --audiences has commas");
+        }
+        for (given, flag) in [
+            (args.issuer.is_some(), "--issuer"),
+            (args.subject.is_some(), "--subject"),
+            (args.email.is_some(), "--email"),
+            (!args.claims.is_empty(), "--claim"),
+            (args.lifetime != Duration::from_secs(3600), "--lifetime"),
+        ] {
+            if given {
+                bail!(
+                    "{flag} does not apply to an ID token from --impersonate (the token service \
+                     sets its claims); use --sign-jwt for a JWT with chosen claims"
+                );
+            }
+        }
+        Ask::IdToken {
+            audience: audiences.trim().to_owned(),
+            include_email: args.include_email,
+        }
+    };
+    Impersonation {
+        key_file: &args.key_file,
+        target,
+        delegates: &args.delegates,
+        iam_credentials_url: args.iam_credentials_url.as_deref(),
+        ask,
+    }
+    .run()
+}
+
 /// The key file at `path` and a signer over its private key.
-fn load_key(path: &std::path::Path) -> anyhow::Result<(jose::ServiceAccountKey, jose::Signer)> {
+pub(crate) fn load_key(
+    path: &std::path::Path,
+) -> anyhow::Result<(jose::ServiceAccountKey, jose::Signer)> {
     let json = std::fs::read_to_string(path)
         .with_context(|| format!("reading key file {}", path.display()))?;
     let key = jose::ServiceAccountKey::from_json(&json)
@@ -196,7 +273,7 @@ fn load_key(path: &std::path::Path) -> anyhow::Result<(jose::ServiceAccountKey, 
     Ok((key, signer))
 }
 
-fn unix_now() -> anyhow::Result<u64> {
+pub(crate) fn unix_now() -> anyhow::Result<u64> {
     Ok(SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .context("the system clock is before 1970")?
@@ -204,9 +281,9 @@ fn unix_now() -> anyhow::Result<u64> {
 }
 
 /// The audience google-auth puts in every assertion, whatever the key file's `token_uri`.
-const GOOGLE_TOKEN_AUDIENCE: &str = "https://oauth2.googleapis.com/token";
+pub(crate) const GOOGLE_TOKEN_AUDIENCE: &str = "https://oauth2.googleapis.com/token";
 
-/// How long `--id-token` waits for the token endpoint (connection and answer).
+/// How long `--id-token` and `--impersonate` wait for each HTTP call (connection and answer).
 const TOKEN_ENDPOINT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The claims of the assertion google-auth's `IDTokenCredentials` signs.
@@ -256,44 +333,64 @@ fn fetch_id_token(args: &MintArgs) -> anyhow::Result<String> {
         )
         .context("signing the assertion")?;
     let url = args.token_uri.clone().unwrap_or(key.token_uri);
-    let body = form_urlencoded::Serializer::new(String::new())
-        .append_pair("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer")
-        .append_pair("assertion", &assertion)
-        .finish();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    let (status, text) = runtime.block_on(async {
-        let client = reqwest::Client::builder()
-            .no_proxy()
-            .connect_timeout(TOKEN_ENDPOINT_TIMEOUT)
-            .timeout(TOKEN_ENDPOINT_TIMEOUT)
-            .build()
-            .context("building the HTTP client")?;
-        let response = client
-            .post(&url)
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(body)
-            .send()
-            .await
-            .with_context(|| format!("asking the token endpoint {url}"))?;
-        let status = response.status().as_u16();
-        let text = response
-            .text()
-            .await
-            .with_context(|| format!("reading the answer of the token endpoint {url}"))?;
-        anyhow::Ok((status, text))
+    let answer = runtime()?.block_on(async {
+        let client = http_client()?;
+        jwt_grant(&client, &url, &assertion).await
     })?;
-    if status != 200 {
-        bail!("{}", token_endpoint_error(&url, status, &text));
-    }
-    let answer: Value = serde_json::from_str(&text)
-        .with_context(|| format!("the token endpoint {url} answered 200 without JSON"))?;
     match answer.get("id_token").and_then(Value::as_str) {
         Some(token) => Ok(token.to_owned()),
         None => bail!("the token endpoint {url} answered 200 without an id_token"),
     }
+}
+
+/// A runtime for the blocking CLI's HTTP calls.
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+/// The HTTP client of `--id-token` and `--impersonate`: no proxy, no redirects, each call
+/// bounded by 30 s.
+pub(crate) fn http_client() -> anyhow::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(TOKEN_ENDPOINT_TIMEOUT)
+        .timeout(TOKEN_ENDPOINT_TIMEOUT)
+        .build()
+        .context("building the HTTP client")
+}
+
+/// POSTs an RFC 7523 grant of `assertion` to the token endpoint `url`; the JSON of its 200
+/// answer, else an error with OAuth's `error: error_description`.
+pub(crate) async fn jwt_grant(
+    client: &reqwest::Client,
+    url: &str,
+    assertion: &str,
+) -> anyhow::Result<Value> {
+    let body = form_urlencoded::Serializer::new(String::new())
+        .append_pair("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer")
+        .append_pair("assertion", assertion)
+        .finish();
+    let response = client
+        .post(url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await
+        .with_context(|| format!("asking the token endpoint {url}"))?;
+    let status = response.status().as_u16();
+    let text = response
+        .text()
+        .await
+        .with_context(|| format!("reading the answer of the token endpoint {url}"))?;
+    if status != 200 {
+        bail!("{}", token_endpoint_error(url, status, &text));
+    }
+    serde_json::from_str(&text)
+        .with_context(|| format!("the token endpoint {url} answered 200 without JSON"))
 }
 
 /// The token `esprit token` prints for `args` (also used by `esprit demo`).
@@ -328,6 +425,11 @@ mod tests {
             email: None,
             lifetime: Duration::from_secs(3600),
             claims: claims.iter().map(|c| parse_claim(c).unwrap()).collect(),
+            impersonate: None,
+            sign_jwt: false,
+            include_email: false,
+            delegates: Vec::new(),
+            iam_credentials_url: None,
         }
     }
 

@@ -133,6 +133,40 @@ pub enum IamError {
         /// The key's shown prefix.
         prefix: String,
     },
+    /// A role esprit does not know (it knows Google's two service-account roles).
+    #[error(
+        "unknown role {0:?}: esprit knows roles/iam.serviceAccountTokenCreator and \
+         roles/iam.serviceAccountUser"
+    )]
+    UnknownRole(String),
+    /// A member that is not `serviceAccount:EMAIL` with a well-formed account email.
+    #[error("invalid member {member:?}: {reason}")]
+    InvalidMember {
+        /// The member as given.
+        member: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A resource that is not `projects/-/serviceAccounts/EMAIL` (or `EMAIL`) with a
+    /// well-formed account email.
+    #[error("invalid resource {resource:?}: {reason}")]
+    InvalidResource {
+        /// The resource as given.
+        resource: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// `roles revoke` of a binding that does not exist (as gcloud's
+    /// `remove-iam-policy-binding`).
+    #[error("{member} does not hold {role} on {resource}: nothing to revoke")]
+    NoSuchBinding {
+        /// `serviceAccount:EMAIL`.
+        member: String,
+        /// The role's name.
+        role: String,
+        /// `projects/-/serviceAccounts/EMAIL`.
+        resource: String,
+    },
     /// The system's random generator failed.
     #[error("random generator failed")]
     Random,

@@ -24,9 +24,17 @@
 //! account to sign caller-supplied claims ([`TokenService::sign_jwt_as`]), published with the
 //! account's keys.
 //!
+//! Roles ([`roles`]): bindings of `roles/iam.serviceAccountTokenCreator` and
+//! `roles/iam.serviceAccountUser` from one account to another ([`Store::grant_role`],
+//! [`Store::revoke_role`], [`Store::role_bindings`]), and the pure decision of Google's rule
+//! ([`roles::authorize`]: the caller needs the Token Creator role on the target, through each
+//! delegate, also for itself). With the token service on, the key server answers Google's IAM
+//! Credentials API (`generateIdToken`, `generateAccessToken`, `signJwt`; requests read by
+//! [`iam_credentials`]) to callers holding that role.
+//!
 //! What it deliberately does not do: it never stores a key file's private key (the key file is
 //! the only copy) nor an API key (shown once at creation), nor any private key in clear; it does
-//! no domain-wide delegation, IAM policies, API-key restrictions (services, referrers, IPs),
+//! no domain-wide delegation, IAM policies beyond the two roles, API-key restrictions (services, referrers, IPs),
 //! quotas or per-project service enablement; it does not cache check answers (the proxy does);
 //! it has no TLS (run it on loopback or behind a TLS terminator).
 //!
@@ -36,11 +44,13 @@
 
 pub mod api_keys;
 mod error;
+pub mod iam_credentials;
 mod ids;
 mod kek;
 mod keyfile;
 mod model;
 pub mod render;
+pub mod roles;
 mod server;
 mod store;
 pub mod token;
@@ -55,6 +65,7 @@ pub use ids::{
 pub use kek::{KEK_ENV, KEK_LEN, Kek};
 pub use keyfile::{KeyFileSlot, NewKey, new_key};
 pub use model::{Account, KeyAlgorithm, KeyServerUrl, KeyStatus, StoredKey};
+pub use roles::{BindingFilter, Denied, Grant, Role, RoleBinding};
 pub use server::{
     CACHE_MAX_AGE_SECS, CHECK_BODY_LIMIT, serve, serve_pool, serve_tokens, serve_with,
 };

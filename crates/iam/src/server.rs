@@ -9,6 +9,8 @@
 //! - `GET /.well-known/openid-configuration`: OpenID discovery.
 //! - `GET /oauth2/v3/certs` (JWKS) and `GET /oauth2/v1/certs` (X.509 map): its signing keys.
 //! - `POST /token`: the OAuth 2.0 token endpoint (RFC 7523 JWT bearer; [`token`] has the protocol).
+//! - `POST /v1/projects/-/serviceAccounts/{email}:generateIdToken | :generateAccessToken |
+//!   :signJwt`: the IAM Credentials API ([`iam_credentials`] has the protocol).
 //!
 //! All are read from the store on every request (a bounded pool of read-only SQLite
 //! connections in WAL mode, [`StorePool`], so lookups run side by side and a key created or
@@ -34,6 +36,7 @@ use serde_json::json;
 use tokio::net::TcpListener;
 
 mod check;
+mod iam_credentials;
 mod token;
 
 pub use check::CHECK_BODY_LIMIT;
@@ -88,6 +91,9 @@ enum Route {
     TokenX509,
     /// `POST /token` (token service).
     Token,
+    /// `POST /v1/projects/{project}/serviceAccounts/{account}:{method}`: the IAM Credentials
+    /// API (token service; [`iam_credentials`] has the protocol).
+    IamCredentials(crate::iam_credentials::CallPath),
     /// A known path with the wrong method; the value is the `Allow` header.
     MethodNotAllowed(&'static str),
     /// Anything else.
@@ -120,6 +126,12 @@ fn route(method: &Method, path: &str) -> Route {
         X509_CERTS_PATH => return fixed("GET", Method::GET, Route::TokenX509),
         TOKEN_PATH => return fixed("POST", Method::POST, Route::Token),
         _ => {}
+    }
+    if let Some(call) = crate::iam_credentials::parse_path(path) {
+        if method != Method::POST {
+            return Route::MethodNotAllowed("POST");
+        }
+        return Route::IamCredentials(call);
     }
     if let Some(segment) = email_after(path, X509_PREFIX) {
         return key_doc(segment, Route::X509);
@@ -170,6 +182,8 @@ fn error_response(status: StatusCode, message: &str) -> Response<Body> {
         | StatusCode::PAYLOAD_TOO_LARGE
         | StatusCode::UNSUPPORTED_MEDIA_TYPE => "INVALID_ARGUMENT",
         StatusCode::REQUEST_TIMEOUT => "DEADLINE_EXCEEDED",
+        StatusCode::UNAUTHORIZED => "UNAUTHENTICATED",
+        StatusCode::FORBIDDEN => "PERMISSION_DENIED",
         StatusCode::NOT_FOUND => "NOT_FOUND",
         StatusCode::METHOD_NOT_ALLOWED => "METHOD_NOT_ALLOWED",
         StatusCode::SERVICE_UNAVAILABLE => "UNAVAILABLE",
@@ -214,6 +228,12 @@ async fn handle(state: State, request: Request<Incoming>) -> Response<Body> {
                 return error_response(StatusCode::NOT_FOUND, "Not found");
             };
             return token::handle(tokens, route, request).await;
+        }
+        Route::IamCredentials(call) => {
+            let Some(tokens) = state.tokens else {
+                return error_response(StatusCode::NOT_FOUND, "Not found");
+            };
+            return iam_credentials::handle(store, tokens, call, request).await;
         }
         Route::X509(_) | Route::Jwks(_) => {}
     }
@@ -410,6 +430,25 @@ mod tests {
             (Method::POST, "/token", Route::Token),
             (Method::GET, "/token", Route::MethodNotAllowed("POST")),
             (Method::POST, "/token/x", Route::NotFound),
+            (
+                Method::POST,
+                "/v1/projects/-/serviceAccounts/a-b-c-d@my-project.iam.gserviceaccount.com:signJwt",
+                Route::IamCredentials(crate::iam_credentials::CallPath {
+                    project: "-".into(),
+                    account: email.into(),
+                    method: crate::iam_credentials::Method::SignJwt,
+                }),
+            ),
+            (
+                Method::GET,
+                "/v1/projects/-/serviceAccounts/x:generateIdToken",
+                Route::MethodNotAllowed("POST"),
+            ),
+            (
+                Method::POST,
+                "/v1/projects/-/serviceAccounts/x:signBlob",
+                Route::NotFound,
+            ),
             (Method::GET, "/v1/services/x", Route::NotFound),
             (Method::POST, "/v1/services/:check", Route::NotFound),
             (Method::POST, "/v1/services/a/b:check", Route::NotFound),

@@ -9,6 +9,7 @@ mod api_keys;
 mod files;
 pub(crate) mod managed_keys;
 mod pool;
+mod roles;
 
 use std::path::Path;
 use std::time::Duration;
@@ -90,6 +91,17 @@ const MIGRATIONS: &[&str] = &[
     ) STRICT;
     CREATE INDEX access_tokens_by_expiry ON access_tokens(expires);
     CREATE INDEX access_tokens_by_email ON access_tokens(email);",
+    // 4: role bindings: `member` holds `role` on `resource`, both account emails (the member
+    // is `serviceAccount:EMAIL`, the resource `projects/-/serviceAccounts/EMAIL`). Deleting an
+    // account deletes its bindings, as member and as resource.
+    "CREATE TABLE role_bindings (
+        member   TEXT NOT NULL REFERENCES accounts(email) ON DELETE CASCADE,
+        role     TEXT NOT NULL,
+        resource TEXT NOT NULL REFERENCES accounts(email) ON DELETE CASCADE,
+        created  INTEGER NOT NULL,
+        PRIMARY KEY (member, role, resource)
+    ) STRICT;
+    CREATE INDEX role_bindings_by_resource ON role_bindings(resource, role);",
 ];
 
 /// The schema version this build writes.
