@@ -9,7 +9,12 @@
 //! token` does; creates an API key for the consumer's project; and calls the Bookstore through
 //! the proxy with a real gRPC client: `ListShelves` with the token (accepted), without one, and
 //! with tokens signed by another account's key (rejected); then `GetShelf` with the token and no
-//! API key, an invalid one (both rejected) and the valid one (accepted). Each step is printed
+//! API key, an invalid one (both rejected) and the valid one (accepted). Then the tutorial's
+//! stringent path: the key server's token service (with a key-encryption key made for the demo)
+//! signs ID tokens: the consumer's passes; one for another audience, and one of another account
+//! (the config accepts only the consumer from that issuer), are refused; the other account is
+//! refused the consumer's ID token by the IAM Credentials API until it is granted the Token
+//! Creator role on the consumer, and then that token passes. Each step is printed
 //! with the shell command a user would type to do the same by hand. The exit status is 0 only if
 //! every call behaved as expected.
 //!
@@ -39,6 +44,7 @@ use transcript::{command, output, print_try_by_hand, step};
 
 mod calls;
 mod setup;
+mod stringent;
 mod transcript;
 
 #[derive(Args)]
@@ -132,24 +138,50 @@ async fn demo(dir: &Path, keep_running: bool) -> anyhow::Result<usize> {
     let (iam_listener, iam_addr) = bind_loopback().await?;
     let key_server =
         KeyServerUrl::parse(&format!("http://{iam_addr}")).context("the key server's URL")?;
+    // The key server is also the token service; its token endpoint goes into the key files,
+    // where Google's libraries and `esprit token --id-token` find it.
+    let issuer_url = format!("http://{iam_addr}");
+    let token_uri = format!("{issuer_url}/token");
     command(&format!(
         "export ESPRIT_IAM_STORE={}",
         files.store.display()
     ));
-    let consumer = create_account_with_key(&files, CONSUMER, &files.consumer_key, &key_server)?;
+    let consumer = create_account_with_key(
+        &files,
+        CONSUMER,
+        &files.consumer_key,
+        &key_server,
+        &token_uri,
+    )?;
 
     step(
         "2. Publish the accounts' public keys at Google's paths (www.googleapis.com/robot/v1/metadata/x509/...)",
     );
-    command(&format!("esprit iam serve --listen {iam_addr}"));
+    command(&format!("esprit iam kek generate --out {}", files.kek.display()));
+    let kek = iam::Kek::generate().context("making a key-encryption key")?;
+    kek.write_new_file(&files.kek)
+        .with_context(|| format!("writing {}", files.kek.display()))?;
+    command(&format!(
+        "esprit iam serve --listen {iam_addr} --issuer-url {issuer_url} --kek-file {}",
+        files.kek.display()
+    ));
+    let tokens = iam::TokenService::open(
+        &files.store,
+        iam::TokenServiceSettings::new(issuer_url.clone(), kek),
+    )
+    .context("starting the token service")?;
+    let pool = iam::StorePool::open(&files.store, iam::PoolSettings::default())
+        .with_context(|| format!("opening {}", files.store.display()))?;
     let (stop, stopped) = oneshot::channel::<()>();
-    let store_path = files.store.clone();
-    let iam_task = tokio::spawn(async move {
-        iam::serve(iam_listener, &store_path, async {
+    let iam_task = tokio::spawn(iam::serve_tokens(
+        iam_listener,
+        pool,
+        Some(tokens),
+        iam::ConnectionLimits::default(),
+        async {
             let _ = stopped.await;
-        })
-        .await
-    });
+        },
+    ));
     let iam_server = Background {
         addr: iam_addr,
         stop,
@@ -171,9 +203,12 @@ async fn demo(dir: &Path, keep_running: bool) -> anyhow::Result<usize> {
         .context("starting the Bookstore")?;
 
     step(
-        "4. The service config (api_config_auth.yaml: the consumer's email as issuer, its keys as jwks_uri), and the proxy",
+        "4. The service config (api_config_auth.yaml: the consumer's email as issuer, its keys as jwks_uri; the token service for the stringent path), and the proxy",
     );
-    std::fs::write(&files.config, service_config_yaml(&consumer, &jwks_uri))
+    std::fs::write(
+        &files.config,
+        service_config_yaml(&consumer, &jwks_uri, &issuer_url, &consumer),
+    )
         .with_context(|| format!("writing {}", files.config.display()))?;
     std::fs::write(&files.descriptor, bookstore::FILE_DESCRIPTOR_SET)
         .with_context(|| format!("writing {}", files.descriptor.display()))?;
@@ -218,7 +253,13 @@ async fn demo(dir: &Path, keep_running: bool) -> anyhow::Result<usize> {
     output(&token);
 
     step("6. Another account, which the service config does not trust");
-    let other = create_account_with_key(&files, OTHER, &files.other_key, &key_server)?;
+    let other = create_account_with_key(
+        &files,
+        OTHER,
+        &files.other_key,
+        &key_server,
+        &token_uri,
+    )?;
     command(&format!(
         "OTHER_TOKEN=$(esprit token --key-file {} --audiences {SERVICE_NAME})",
         files.other_key.display()
@@ -329,6 +370,12 @@ async fn demo(dir: &Path, keep_running: bool) -> anyhow::Result<usize> {
             failures += 1;
         }
     }
+    let accounts = stringent::Accounts {
+        consumer: &consumer,
+        other: &other,
+        port,
+    };
+    failures += stringent::run(&mut client, &files, &accounts).await?;
     drop(client);
 
     if keep_running {

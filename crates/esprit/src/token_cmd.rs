@@ -201,19 +201,43 @@ impl MintArgs {
             iam_credentials_url: None,
         }
     }
+
+    /// `--key-file KEY_FILE --id-token --target-audience AUDIENCE`.
+    pub(crate) fn id_token(key_file: PathBuf, target_audience: String) -> MintArgs {
+        MintArgs {
+            audiences: None,
+            id_token: true,
+            target_audience: Some(target_audience),
+            ..MintArgs::new(key_file, String::new(), None)
+        }
+    }
+
+    /// `--key-file KEY_FILE --impersonate TARGET --audiences AUDIENCE --include-email`.
+    pub(crate) fn impersonate(key_file: PathBuf, target: String, audience: String) -> MintArgs {
+        MintArgs {
+            impersonate: Some(target),
+            include_email: true,
+            ..MintArgs::new(key_file, audience, None)
+        }
+    }
 }
 
 fn mint(args: &MintArgs) -> anyhow::Result<ExitCode> {
-    if let Some(target) = &args.impersonate {
-        println!("{}", impersonate(args, target)?);
-        return Ok(ExitCode::SUCCESS);
-    }
-    if args.id_token {
-        println!("{}", fetch_id_token(args)?);
-    } else {
-        println!("{}", mint_token(args)?);
-    }
+    println!("{}", token_for(args)?);
     Ok(ExitCode::SUCCESS)
+}
+
+/// The token `esprit token` prints for `args`: minted with the key file, from the token
+/// endpoint (`--id-token`) or through the IAM Credentials API (`--impersonate`). Blocking (the
+/// last two make HTTP calls on a runtime of their own): async callers use `spawn_blocking`.
+pub(crate) fn token_for(args: &MintArgs) -> anyhow::Result<String> {
+    if let Some(target) = &args.impersonate {
+        impersonate(args, target)
+    } else if args.id_token {
+        fetch_id_token(args)
+    } else {
+        mint_token(args)
+    }
 }
 
 /// `--impersonate TARGET`: an ID token of TARGET, or with `--sign-jwt` a JWT TARGET signed.

@@ -20,7 +20,16 @@ pub(super) fn now() -> anyhow::Result<u64> {
 
 /// The tutorial's `api_config_auth.yaml`, with the consumer's local key server as `jwks_uri`:
 /// every method needs a token, and every method but `ListShelves` an API key.
-pub(super) fn service_config_yaml(issuer: &str, jwks_uri: &str) -> String {
+///
+/// A second provider, the key server's token service (`token_service`: its issuer URL), accepts
+/// the stringent path's ID tokens for every method, from `consumer` alone
+/// (`x_esprit_allowed_callers`: the token service signs for any account it knows).
+pub(super) fn service_config_yaml(
+    issuer: &str,
+    jwks_uri: &str,
+    token_service: &str,
+    consumer: &str,
+) -> String {
     format!(
         r#"# The Bookstore tutorial's service configuration with service-to-service authentication:
 # every method needs a token signed by the consumer's service account.
@@ -37,11 +46,18 @@ authentication:
     issuer: {issuer}
     # esprit's key server instead of https://www.googleapis.com.
     jwks_uri: {jwks_uri}
+  # The stringent path: ID tokens signed by the token service (Google ID tokens).
+  - id: esprit_token_service
+    issuer: {token_service}
+    jwks_uri: {token_service}/oauth2/v3/certs
   rules:
   # This auth rule applies to all methods.
   - selector: "*"
     requirements:
       - provider_id: google_service_account
+      # The token service signs for any account it knows: accept the consumer alone.
+      - provider_id: esprit_token_service
+        x_esprit_allowed_callers: [{consumer}]
 usage:
   rules:
   # ListShelves methods can be called without an API Key.
@@ -54,6 +70,7 @@ usage:
 /// The demo's files, all in its temporary directory.
 pub(super) struct Files {
     pub(super) store: PathBuf,
+    pub(super) kek: PathBuf,
     pub(super) consumer_key: PathBuf,
     pub(super) other_key: PathBuf,
     pub(super) config: PathBuf,
@@ -65,6 +82,7 @@ impl Files {
     pub(super) fn new(dir: &Path) -> Files {
         Files {
             store: dir.join("iam.db"),
+            kek: dir.join("kek"),
             consumer_key: dir.join("bookstore-client.json"),
             other_key: dir.join("other-client.json"),
             config: dir.join("api_config_auth.yaml"),
@@ -81,6 +99,7 @@ pub(super) fn create_account_with_key(
     (name, project): (&str, &str),
     key_file: &Path,
     key_server: &KeyServerUrl,
+    token_uri: &str,
 ) -> anyhow::Result<String> {
     let mut store = iam::Store::open(&files.store)
         .with_context(|| format!("opening the IAM store {}", files.store.display()))?;
@@ -92,16 +111,17 @@ pub(super) fn create_account_with_key(
         .with_context(|| format!("creating the account {name}"))?;
     output(&account.email);
     command(&format!(
-        "esprit iam keys create {} --out {} --issuer-base-url {}",
+        "esprit iam keys create {} --out {} --issuer-base-url {} --token-uri {token_uri}",
         account.email,
         key_file.display(),
         key_server.as_str()
     ));
     let key = store
-        .create_key(
+        .create_key_with_token_uri(
             &account.email,
             KeyAlgorithm::Rs256,
             key_server,
+            Some(token_uri),
             key_file,
             now()?,
         )
@@ -139,15 +159,26 @@ pub(super) fn mint(key_file: &Path, issuer: Option<&str>) -> anyhow::Result<Stri
     crate::token_cmd::mint_token(&args)
 }
 
+/// What `esprit token` prints for `args`, or its error as the CLI shows it. Off the async
+/// runtime: `--id-token` and `--impersonate` make blocking HTTP calls.
+pub(super) async fn fetch_token(args: crate::token_cmd::MintArgs) -> anyhow::Result<String> {
+    tokio::task::spawn_blocking(move || crate::token_cmd::token_for(&args))
+        .await
+        .context("the token task failed")?
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn the_config_is_valid_and_needs_a_token_everywhere_and_a_key_but_for_list_shelves() {
+        let consumer = "bookstore-client@consumer-project.iam.gserviceaccount.com";
         let yaml = service_config_yaml(
-            "bookstore-client@consumer-project.iam.gserviceaccount.com",
+            consumer,
             "http://127.0.0.1:1/robot/v1/metadata/x509/bookstore-client@consumer-project.iam.gserviceaccount.com",
+            "http://127.0.0.1:1",
+            consumer,
         );
         let descriptor =
             service_config::Descriptor::from_file_descriptor_set(bookstore::FILE_DESCRIPTOR_SET)
@@ -164,6 +195,26 @@ mod tests {
                 service_config::ApiKeyRequirement::Required
             };
             assert_eq!(method.api_key, want, "{}", method.selector.as_str());
+            // Two ways in: the consumer's own key, or the token service's ID token for the
+            // consumer alone.
+            let auth = method.auth.as_ref().expect("every method needs a token");
+            let providers: Vec<&str> = auth
+                .requirements
+                .iter()
+                .map(|r| r.provider_id.as_str())
+                .collect();
+            assert_eq!(providers, ["google_service_account", "esprit_token_service"]);
+            assert_eq!(
+                auth.requirements[0].allowed_callers,
+                service_config::AllowedCallers::Any
+            );
+            match &auth.requirements[1].allowed_callers {
+                service_config::AllowedCallers::Listed { callers, .. } => {
+                    let listed: Vec<&str> = callers.iter().map(|c| c.as_str()).collect();
+                    assert_eq!(listed, [consumer]);
+                }
+                other => panic!("the token service's requirement lists no callers: {other:?}"),
+            }
         }
     }
 }
