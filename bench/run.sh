@@ -2,7 +2,7 @@
 # The esprit benchmark: direct, nginx, nghttpx and esprit side by side on loopback.
 #
 #   bench/run.sh [--quick] [--no-install] [--bin-dir DIR] [--only NAME,...] [--keep-workdir]
-#                [--no-criterion] [--results DIR]
+#                [--no-criterion] [--results DIR] [--compare-bin-dir DIR]
 #
 # Installs what it needs when missing (Debian: nginx, nghttp2-client for h2load and nghttp,
 # nghttp2-proxy for nghttpx; needs root), builds release binaries (`cargo build --release -p esprit
@@ -15,6 +15,9 @@
 #
 # --quick: a smoke run of a few seconds (what CI runs). Exits non-zero on a missing tool, a build
 # failure, a set-up that does not start, or any failed call, in either mode.
+# --compare-bin-dir DIR: instead, an A/B of this build against the esprit in DIR by counts per
+# call (callgrind instructions, perf stat syscalls and context switches; bench/harness/ab.py),
+# which a busy machine does not move; writes results/ab/ab.{json,md}. Needs valgrind and perf.
 set -euo pipefail
 
 repo="$(cd "$(dirname "$0")/.." && pwd)"
@@ -25,6 +28,7 @@ install=1
 bin_dir=""
 results_dir=""
 criterion=1
+compare_dir=""
 harness_args=()
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -37,7 +41,9 @@ while [ $# -gt 0 ]; do
         --only=*) harness_args+=(--only "${1#*=}") ;;
         --keep-workdir) harness_args+=(--keep-workdir) ;;
         --no-criterion) criterion=0 ;;
-        -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --compare-bin-dir) compare_dir="$2"; shift ;;
+        --compare-bin-dir=*) compare_dir="${1#*=}" ;;
+        -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "bench/run.sh: unknown argument: $1" >&2; exit 2 ;;
     esac
     shift
@@ -83,6 +89,22 @@ if [ -z "$bin_dir" ]; then
     echo "building release binaries into $CARGO_TARGET_DIR" >&2
     cargo build --release --locked -p esprit -p esprit-echo
     bin_dir="$CARGO_TARGET_DIR/release"
+fi
+
+if [ -n "$compare_dir" ]; then
+    for tool in valgrind callgrind_control perf; do
+        command -v "$tool" >/dev/null 2>&1 || { echo "bench/run.sh: --compare-bin-dir needs $tool" >&2; exit 1; }
+    done
+    export PYTHONPATH="$repo/bench${PYTHONPATH:+:$PYTHONPATH}"
+    ab_args=(--bin-dir "$bin_dir" --compare-bin-dir "$compare_dir"
+             --command "bench/run.sh${quick[*]:+ ${quick[*]}} --compare-bin-dir DIR")
+    [ -n "$results_dir" ] && ab_args+=(--results "$results_dir")
+    # --only NAME,...: the esprit rows to compare (default: no authentication, JWT cache hit).
+    for ((i = 0; i < ${#harness_args[@]}; i++)); do
+        [ "${harness_args[$i]}" = --only ] && ab_args+=(--only "${harness_args[$((i + 1))]}")
+        [ "${harness_args[$i]}" = --keep-workdir ] && ab_args+=(--keep-workdir)
+    done
+    exec python3 -m harness.ab "${ab_args[@]}" ${quick[@]+"${quick[@]}"}
 fi
 
 # Where the harness writes (a quick run never overwrites the full run's results).

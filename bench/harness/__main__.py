@@ -27,6 +27,8 @@ class Context:
         self.tag = ""  # the set-up being measured: names its processes' output files
         self.creds = None
         self.pool_size = 0
+        self.wrapper = []  # a command esprit runs under (harness.ab: valgrind)
+        self.start_timeout = 15.0
 
 
 def profiles(quick):

@@ -105,7 +105,8 @@ def _esprit(config, extra_args=()):
             config_path = config(ctx)
         else:
             config_path = os.path.join(ctx.bench_dir, "configs", config)
-        argv = [
+        # ctx.wrapper: a command the proxy runs under (harness.ab: valgrind), else empty.
+        argv = list(ctx.wrapper) + [
             ctx.bins["esprit"], "proxy",
             "--service-config", config_path,
             "--descriptor", os.path.join(ctx.repo_dir, "crates", "echo", "proto", "echo.proto"),
@@ -119,7 +120,7 @@ def _esprit(config, extra_args=()):
         # nginx (nghttpx logs no access unless told to).
         proc = Proc("esprit-" + ctx.tag, argv, ctx.layout.proxy, ctx.workdir,
                     env={"RUST_LOG": "warn"})
-        wait_for_port(port, proc.popen)
+        wait_for_port(port, proc.popen, timeout=ctx.start_timeout)
         return proc, port
 
     return start

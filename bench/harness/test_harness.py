@@ -54,6 +54,31 @@ class PureChecks(unittest.TestCase):
         self.assertTrue(body.endswith(b"\x18\xe8\x07"))  # field 3, varint 1000
 
 
+class AbCounts(unittest.TestCase):
+    """The A/B mode's readers (harness.ab): counts per call must come from the right numbers."""
+
+    def test_perf_counts_skip_unsupported_events(self):
+        from . import ab
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "perf.txt")
+            with open(path, "w") as f:
+                f.write("# started on Mon Nov 30\n\n"
+                        "<not supported>,,instructions:u,0,100.00,,\n"
+                        "2100,,raw_syscalls:sys_enter,1901497,100.00,57.323,K/sec\n"
+                        "13,,context-switches,1901497,100.00,525.901,/sec\n")
+            self.assertEqual(ab._perf_counts(path),
+                             {"raw_syscalls:sys_enter": 2100.0, "context-switches": 13.0})
+
+    def test_callgrind_total_is_read_from_the_newest_dump(self):
+        from . import ab
+        with tempfile.TemporaryDirectory() as d:
+            out = os.path.join(d, "x.callgrind")
+            for n, total in ((1, 500), (2, 700), (10, 900)):
+                with open("%s.%d" % (out, n), "w") as f:
+                    f.write("events: Ir\nsummary: %d\ntotals: %d\n" % (total, total))
+            self.assertEqual(ab._last_dump_total(out), 900)
+
+
 class _PathRecorder(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     paths = []

@@ -66,19 +66,30 @@ where
     tokio::pin!(conn);
     let mut draining = false;
     let mut hard_close: Option<Instant> = None;
+    // One timer for the connection's life, moved rather than replaced: moving a tokio timer to a
+    // later instant is an atomic store, a new timer is an insertion into (and a removal from) the
+    // runtime's timer wheel.
+    let sleep = tokio::time::sleep_until(Instant::now());
+    tokio::pin!(sleep);
+    let mut armed: Option<Instant> = None;
     loop {
         let changed = state.changed.notified();
         tokio::pin!(changed);
         // Registered before the snapshot, so no change between the two is missed.
         changed.as_mut().enable();
+        let now = Instant::now();
         let step = if draining || hard_close.is_some() {
             Step::Wait
         } else {
-            next_step(Instant::now(), &state.snapshot(), &state.limits)
+            next_step(now, &state.snapshot(), &state.limits)
         };
         let wake_at = match (step, hard_close) {
             (_, Some(at)) => Some(at),
             (Step::WaitUntil(at), None) => Some(at),
+            // Streams open: look again one idle timeout from now. A connection's idle deadline
+            // is at least that far away, so its streams ending need not wake this loop (the
+            // streams of a busy connection would otherwise wake it every time they all end).
+            (Step::Wait, None) if !draining => now.checked_add(state.limits.idle_timeout),
             (Step::Wait, None) => None,
             (Step::CloseNoRequest, None) => {
                 tracing::debug!("no request headers before the deadline; closing the connection");
@@ -91,12 +102,12 @@ where
                 continue;
             }
         };
-        let sleep = async {
-            match wake_at {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
-            }
-        };
+        if let Some(at) = wake_at
+            && armed != Some(at)
+        {
+            sleep.as_mut().reset(at);
+        }
+        armed = wake_at;
         tokio::select! {
             result = conn.as_mut() => {
                 if let Err(err) = result {
@@ -110,7 +121,9 @@ where
                     conn.as_mut().graceful_shutdown();
                 }
             }
-            () = sleep => {
+            () = sleep.as_mut(), if armed.is_some() => {
+                // A fired timer stays ready: it is polled again only once reset.
+                armed = None;
                 if hard_close.is_some_and(|at| Instant::now() >= at) {
                     tracing::debug!("connection did not finish after GOAWAY; closing it");
                     return;

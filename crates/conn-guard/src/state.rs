@@ -137,9 +137,10 @@ impl ConnState {
             c.active += 1;
             c.requests == 1
         };
-        // Only changes that move the driver's next step wake it: the first request (the
-        // request-header deadline no longer applies) here; idleness and abuse in `close_stream`.
-        // A pending idle deadline that passes while streams are open is re-checked then.
+        // Only changes that move the driver's next step sooner wake it: the first request (the
+        // request-header deadline no longer applies) here, abuse in `close_stream`. Idleness
+        // does not: while streams are open the driver looks again every idle timeout anyway,
+        // which is before any idle deadline, and this runs on every call.
         if first {
             self.changed.notify_one();
         }
@@ -154,11 +155,10 @@ impl ConnState {
         let now = Instant::now();
         let premature = !completed
             && now.duration_since(opened_at) < self.limits.premature_reset_min_stream_lifetime;
-        let (tripped, idle) = {
+        let tripped = {
             let mut c = self.counters();
             c.active = c.active.saturating_sub(1);
-            let idle = c.active == 0;
-            if idle {
+            if c.active == 0 {
                 c.idle_since = now;
             }
             c.closed += 1;
@@ -174,7 +174,7 @@ impl ConnState {
             if trip {
                 c.abusive = true;
             }
-            (trip.then_some((c.closed, c.premature)), idle)
+            trip.then_some((c.closed, c.premature))
         };
         if let Some((closed, premature)) = tripped {
             tracing::warn!(
@@ -183,7 +183,7 @@ impl ConnState {
                 "too many streams reset by the client before their response; closing the connection"
             );
         }
-        if idle || tripped.is_some() {
+        if tripped.is_some() {
             self.changed.notify_one();
         }
     }

@@ -3,7 +3,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -103,8 +103,11 @@ impl CallLog {
     }
 }
 
+/// A constant name: looking up by `&str` parses and validates the name on every lookup.
+const GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
+
 fn grpc_status(headers: &HeaderMap) -> Option<Code> {
-    let value = headers.get("grpc-status")?.to_str().ok()?;
+    let value = headers.get(&GRPC_STATUS)?.to_str().ok()?;
     value.parse::<i32>().ok().map(Code::from_i32)
 }
 
@@ -246,10 +249,16 @@ impl Body for ProxyBody {
                     // Dropping `inner` resets the backend's stream: it stops working for nobody.
                     return this.finish_with(StreamEnd::DeadlineExceeded.status());
                 }
-                if idle.poll_expired(cx) {
-                    return this.finish_with(StreamEnd::IdleTimeout.status());
-                }
-                match ready!(Pin::new(inner).poll_frame(cx)) {
+                let frame = match Pin::new(inner).poll_frame(cx) {
+                    Poll::Ready(frame) => frame,
+                    // Nothing from the backend: the idle clock runs (a frame that is ready is
+                    // activity, so the clock is only looked at when there is none).
+                    Poll::Pending if idle.poll_expired(cx) => {
+                        return this.finish_with(StreamEnd::IdleTimeout.status());
+                    }
+                    Poll::Pending => return Poll::Pending,
+                };
+                match frame {
                     Some(Ok(frame)) => {
                         idle.touch();
                         if let Some(trailers) = frame.trailers_ref() {

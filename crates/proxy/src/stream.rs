@@ -146,10 +146,9 @@ impl CallActivity {
 
     /// For the response body: the idle clock, polled with it.
     pub(crate) fn into_timer(self) -> IdleTimer {
-        let at = self.0.idle_deadline();
         IdleTimer {
             activity: self,
-            sleep: Box::pin(tokio::time::sleep_until(at)),
+            sleep: None,
         }
     }
 }
@@ -165,21 +164,34 @@ impl Drop for CallActivity {
 #[derive(Debug)]
 pub(crate) struct IdleTimer {
     activity: CallActivity,
-    sleep: Pin<Box<Sleep>>,
+    /// Armed the first time the body waits for the backend: most responses are buffered whole
+    /// by the time they are read, and then no timer is ever needed.
+    sleep: Option<Pin<Box<Sleep>>>,
 }
 
 impl IdleTimer {
     /// True once no frame went either way for the idle timeout; otherwise arranges a wake-up.
+    /// Called when the backend's body has nothing ready.
     pub(crate) fn poll_expired(&mut self, cx: &mut Context<'_>) -> bool {
+        let sleep = match &mut self.sleep {
+            Some(sleep) => sleep,
+            None => {
+                let at = self.activity.0.idle_deadline();
+                if Instant::now() >= at {
+                    return true;
+                }
+                self.sleep.insert(Box::pin(tokio::time::sleep_until(at)))
+            }
+        };
         loop {
-            if self.sleep.as_mut().poll(cx).is_pending() {
+            if sleep.as_mut().poll(cx).is_pending() {
                 return false;
             }
             let at = self.activity.0.idle_deadline();
             if Instant::now() >= at {
                 return true;
             }
-            self.sleep.as_mut().reset(at);
+            sleep.as_mut().reset(at);
         }
     }
 

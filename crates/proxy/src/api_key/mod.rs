@@ -89,7 +89,10 @@ impl KeyRequirement {
         let found = find_api_key(&self.locations, &parts.headers, &parts.uri);
         let decision = match decide::admit(found.as_deref()) {
             Ok(key) => {
-                let answer = self.checker.check(key).await;
+                // Boxed: the check's future (a key-server request inside the cache's coalescing)
+                // is about 2 KiB. Inline, it would make every call's future that large, calls
+                // without an API key too, and hyper moves a call's future several times.
+                let answer = Box::pin(self.checker.check(key)).await;
                 if let Err(err) = &answer {
                     let on_unreachable = self.checker.on_unreachable;
                     tracing::warn!(error = %err, ?on_unreachable, "API key could not be checked");
