@@ -157,7 +157,10 @@ async fn demo(dir: &Path, keep_running: bool) -> anyhow::Result<usize> {
     step(
         "2. Publish the accounts' public keys at Google's paths (www.googleapis.com/robot/v1/metadata/x509/...)",
     );
-    command(&format!("esprit iam kek generate --out {}", files.kek.display()));
+    command(&format!(
+        "esprit iam kek generate --out {}",
+        files.kek.display()
+    ));
     let kek = iam::Kek::generate().context("making a key-encryption key")?;
     kek.write_new_file(&files.kek)
         .with_context(|| format!("writing {}", files.kek.display()))?;
@@ -209,7 +212,7 @@ async fn demo(dir: &Path, keep_running: bool) -> anyhow::Result<usize> {
         &files.config,
         service_config_yaml(&consumer, &jwks_uri, &issuer_url, &consumer),
     )
-        .with_context(|| format!("writing {}", files.config.display()))?;
+    .with_context(|| format!("writing {}", files.config.display()))?;
     std::fs::write(&files.descriptor, bookstore::FILE_DESCRIPTOR_SET)
         .with_context(|| format!("writing {}", files.descriptor.display()))?;
     command(&format!("cat {}", files.config.display()));
@@ -253,13 +256,7 @@ async fn demo(dir: &Path, keep_running: bool) -> anyhow::Result<usize> {
     output(&token);
 
     step("6. Another account, which the service config does not trust");
-    let other = create_account_with_key(
-        &files,
-        OTHER,
-        &files.other_key,
-        &key_server,
-        &token_uri,
-    )?;
+    let other = create_account_with_key(&files, OTHER, &files.other_key, &key_server, &token_uri)?;
     command(&format!(
         "OTHER_TOKEN=$(esprit token --key-file {} --audiences {SERVICE_NAME})",
         files.other_key.display()

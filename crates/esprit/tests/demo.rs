@@ -76,6 +76,16 @@ fn demo_shows_the_tutorials_outcomes_and_leaves_nothing_behind() {
         " --auth_token $JWT_TOKEN get-shelf 1  # without an API key\n",
         " --auth_token $JWT_TOKEN --api_key AIzaSyInvalidInvalidInvalidInvalidInva get-shelf 1",
         " --auth_token $JWT_TOKEN --api_key $API_KEY get-shelf 1\n",
+        // The stringent path: the token service, its ID tokens, the Token Creator role.
+        "$ ID_TOKEN=$(esprit token --key-file ",
+        " --id-token --target-audience bookstore.endpoints.producer-project.cloud.goog)",
+        "$ WRONG_AUDIENCE=$(esprit token --key-file ",
+        "$ OTHER_ID_TOKEN=$(esprit token --key-file ",
+        " --impersonate bookstore-client@consumer-project.iam.gserviceaccount.com",
+        "$ esprit iam roles grant --member serviceAccount:other-client@other-project.iam.gserviceaccount.com \
+         --role roles/iam.serviceAccountTokenCreator \
+         --resource projects/-/serviceAccounts/bookstore-client@consumer-project.iam.gserviceaccount.com\n",
+        "$ IMPERSONATED=$(esprit token --key-file ",
     ];
     let mut from = 0;
     for want in commands {
@@ -103,10 +113,23 @@ fn demo_shows_the_tutorials_outcomes_and_leaves_nothing_behind() {
              -> as expected: INVALID_ARGUMENT \"{KEY_INVALID}\"\n"
         ),
         "--api_key $API_KEY get-shelf 1\nshelf 1: Fiction\n  -> as expected: shelf 1\n",
+        "--auth_token $ID_TOKEN  # the consumer's ID token\nshelf 1: Fiction\nshelf 2: Fantasy\n  \
+         -> as expected: the shelves\n",
+        "--auth_token $WRONG_AUDIENCE  # an ID token for another service\n\
+         error: PERMISSION_DENIED: Audiences in Jwt are not allowed\n  -> as expected",
+        "--auth_token $OTHER_ID_TOKEN  # other-client@other-project.iam.gserviceaccount.com: \
+         a valid ID token, but not an accepted caller\n\
+         error: PERMISSION_DENIED: Caller in Jwt is not allowed\n  -> as expected",
+        "--include-email  # without the role\n\
+         esprit: error: generateIdToken refused: PERMISSION_DENIED (403): \
+         Permission 'iam.serviceAccounts.getOpenIdToken' denied on resource (or it may not exist).\n  \
+         -> as expected: refused without the Token Creator role\n",
+        "--auth_token $IMPERSONATED  # other-client@other-project.iam.gserviceaccount.com acting as \
+         the consumer\nshelf 1: Fiction\nshelf 2: Fantasy\n  -> as expected: the shelves\n",
     ] {
         assert!(stdout.contains(want), "{want:?} missing in:\n{stdout}");
     }
-    assert_eq!(stdout.matches("  -> as expected").count(), 7, "{stdout}");
+    assert_eq!(stdout.matches("  -> as expected").count(), 12, "{stdout}");
     assert!(!stdout.contains("UNEXPECTED"), "{stdout}");
 
     // The token is shown (it is the point of the demo); private keys never are.

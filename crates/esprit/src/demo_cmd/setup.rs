@@ -203,7 +203,10 @@ mod tests {
                 .iter()
                 .map(|r| r.provider_id.as_str())
                 .collect();
-            assert_eq!(providers, ["google_service_account", "esprit_token_service"]);
+            assert_eq!(
+                providers,
+                ["google_service_account", "esprit_token_service"]
+            );
             assert_eq!(
                 auth.requirements[0].allowed_callers,
                 service_config::AllowedCallers::Any

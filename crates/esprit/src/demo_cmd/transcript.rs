@@ -54,6 +54,10 @@ pub(super) fn print_try_by_hand(
             files.consumer_key.display()
         ),
         format!(
+            "esprit token --key-file {} --id-token --target-audience {SERVICE_NAME}",
+            files.consumer_key.display()
+        ),
+        format!(
             "esprit token inspect $JWT_TOKEN --service-config {} --descriptor {} --method {LIST_SHELVES}",
             files.config.display(),
             files.descriptor.display()
