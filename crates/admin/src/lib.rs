@@ -15,6 +15,26 @@ pub use config::{ActiveConfig, ConfigInfo};
 pub use prometheus_client;
 pub use server::{AdminServer, AdminState};
 
+/// The admin listener's connection limits: a scraper or two, a probe, an operator.
+pub const LIMITS: conn_guard::ConnectionLimits = conn_guard::ConnectionLimits {
+    max_connections: 64,
+    max_connections_per_peer: 16,
+    request_header_timeout: std::time::Duration::from_secs(10),
+    idle_timeout: std::time::Duration::from_secs(300),
+    premature_reset_total_stream_count: 500,
+    premature_reset_min_stream_lifetime: std::time::Duration::from_secs(1),
+};
+
+/// A readiness that only says the server is up (it answers, so it is).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct AlwaysReady;
+
+impl Readiness for AlwaysReady {
+    fn checks(&self) -> Vec<Check> {
+        vec![Check::pass("listener")]
+    }
+}
+
 /// One readiness check's result: its name, and why it is not ready.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Check {

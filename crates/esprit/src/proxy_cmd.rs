@@ -252,7 +252,8 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
             .await
             .with_context(|| format!("starting the proxy for {}", args.service_config.display()))?;
         let shutdown = crate::signals::terminated();
-        tracing::info!(listen = %proxy.local_addr(), admin = ?proxy.admin_addr(), "listening");
+        let admin = proxy.admin_addr().map(|addr| addr.to_string());
+        tracing::info!(listen = %proxy.local_addr(), admin, "listening");
         let drained = proxy.serve(shutdown).await;
         if !drained {
             tracing::warn!("exiting with calls still in flight after the drain timeout");

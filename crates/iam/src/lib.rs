@@ -31,6 +31,7 @@ pub mod api_keys;
 mod error;
 mod ids;
 mod keyfile;
+mod metrics;
 mod model;
 pub mod render;
 mod server;
@@ -44,8 +45,11 @@ pub use ids::{
     validate_project_id,
 };
 pub use keyfile::{KeyFileSlot, NewKey, new_key};
+pub use metrics::IamMetrics;
 pub use model::{Account, KeyAlgorithm, KeyServerUrl, KeyStatus, StoredKey};
-pub use server::{CACHE_MAX_AGE_SECS, CHECK_BODY_LIMIT, serve, serve_pool, serve_with};
+pub use server::{
+    CACHE_MAX_AGE_SECS, CHECK_BODY_LIMIT, serve, serve_observed, serve_pool, serve_with,
+};
 pub use store::{LooseFile, PoolSettings, SCHEMA_VERSION, Store, StorePool, loose_files};
 
 /// The default store file, in the working directory.

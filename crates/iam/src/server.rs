@@ -13,6 +13,7 @@
 //! sets for), and the key documents answer 404 with a JSON error body for an unknown account. Errors carry
 //! `Cache-Control: no-store` so that an account created later is not hidden by a cached 404.
 
+use crate::metrics::{IamMetrics, route_label};
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
@@ -54,7 +55,7 @@ const SERVICES_PREFIX: &str = "/v1/services/";
 
 /// What a request asks for.
 #[derive(Debug, PartialEq, Eq)]
-enum Route {
+pub(crate) enum Route {
     /// The X.509 map of an account (email decoded).
     X509(String),
     /// The JWKS of an account (email decoded).
@@ -189,6 +190,18 @@ async fn handle(store: Arc<StorePool>, request: Request<Incoming>) -> Response<B
     }
 }
 
+async fn observed(
+    metrics: &IamMetrics,
+    store: Arc<StorePool>,
+    request: Request<Incoming>,
+) -> Response<Body> {
+    let label = route_label(&route(request.method(), request.uri().path()));
+    let started = std::time::Instant::now();
+    let response = handle(store, request).await;
+    metrics.record(label, response.status().as_u16(), started.elapsed());
+    response
+}
+
 /// Serves the key endpoints on `listener` from the store at `store_path` until `shutdown`
 /// resolves, then lets open connections finish (up to 5 s). Opens (and migrates) the store
 /// first: an unusable store is an error before any request is accepted. Lookups use a
@@ -232,6 +245,20 @@ pub async fn serve_pool<F>(
 where
     F: Future<Output = ()>,
 {
+    serve_observed(listener, store, limits, None, shutdown).await
+}
+
+/// [`serve_pool`], recording each request in `metrics` (the admin listener's).
+pub async fn serve_observed<F>(
+    listener: TcpListener,
+    store: Arc<StorePool>,
+    limits: conn_guard::ConnectionLimits,
+    metrics: Option<Arc<IamMetrics>>,
+    shutdown: F,
+) -> Result<()>
+where
+    F: Future<Output = ()>,
+{
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -255,11 +282,19 @@ where
                     };
                     let conn_state = conn_guard::ConnState::new(limits);
                     let store = store.clone();
+                    let metrics = metrics.clone();
                     let service = conn_guard::track(
                         conn_state.clone(),
                         hyper::service::service_fn(move |request| {
                             let store = store.clone();
-                            async move { Ok::<_, std::convert::Infallible>(handle(store, request).await) }
+                            let metrics = metrics.clone();
+                            async move {
+                                let response = match metrics {
+                                    None => handle(store, request).await,
+                                    Some(metrics) => observed(&metrics, store, request).await,
+                                };
+                                Ok::<_, std::convert::Infallible>(response)
+                            }
                         }),
                     );
                     let builder = builder.clone();

@@ -42,16 +42,6 @@ pub struct Proxy {
     )>,
 }
 
-/// The admin listener's connection limits: a scraper or two, a probe, an operator.
-const ADMIN_LIMITS: conn_guard::ConnectionLimits = conn_guard::ConnectionLimits {
-    max_connections: 64,
-    max_connections_per_peer: 16,
-    request_header_timeout: Duration::from_secs(10),
-    idle_timeout: Duration::from_secs(300),
-    premature_reset_total_stream_count: 500,
-    premature_reset_min_stream_lifetime: Duration::from_secs(1),
-};
-
 impl Proxy {
     /// Validates that every check the config asks for can be made, starts fetching key sets in
     /// the background (the listener does not wait for them), and binds the listener.
@@ -120,7 +110,7 @@ impl Proxy {
                 };
                 let server = admin::AdminServer::bind(
                     admin_settings.listen,
-                    ADMIN_LIMITS,
+                    admin::LIMITS,
                     admin::AdminState {
                         registry,
                         readiness: Arc::new(readiness),
