@@ -62,11 +62,15 @@ fn now() -> u64 {
 }
 
 fn mint(key: &GeneratedKey, aud: &str) -> String {
+    mint_with(key, "k1", aud)
+}
+
+fn mint_with(key: &GeneratedKey, kid: &str, aud: &str) -> String {
     let now = now();
     let claims = json!({"iss": ISSUER, "sub": "1", "aud": aud, "iat": now, "exp": now + 3600});
     key.signer()
         .unwrap()
-        .sign_jwt(Some("k1"), key.algorithm, &claims)
+        .sign_jwt(Some(kid), key.algorithm, &claims)
         .unwrap()
 }
 
@@ -180,6 +184,13 @@ async fn metrics_count_a_known_sequence_of_calls() {
         unary(url.clone(), Some(&wrong_aud)).await,
         Code::PermissionDenied
     );
+    // a kid the key set does not have: one refetch, then refused at the key check
+    let stranger = jose::generate_rsa_2048().unwrap();
+    let unknown_kid = mint_with(&stranger, "k2", SERVICE);
+    assert_eq!(
+        unary(url.clone(), Some(&unknown_kid)).await,
+        Code::Unauthenticated
+    );
     // API key: invalid, then valid twice (the second from the cache)
     let invalid = client_stream(url.clone(), "not-a-key").await;
     assert_ne!(invalid, Code::Ok);
@@ -193,7 +204,7 @@ async fn metrics_count_a_known_sequence_of_calls() {
     assert_eq!(page.families["esprit_calls"], "counter");
     assert_eq!(page.families["esprit_call_duration_seconds"], "histogram");
     assert_eq!(calls(&page, UNARY, Code::Ok, "200"), 2.0);
-    assert_eq!(calls(&page, UNARY, Code::Unauthenticated, "200"), 1.0);
+    assert_eq!(calls(&page, UNARY, Code::Unauthenticated, "200"), 2.0);
     assert_eq!(calls(&page, UNARY, Code::PermissionDenied, "200"), 1.0);
     assert_eq!(calls(&page, CLIENT_STREAM, invalid, "200"), 1.0);
     assert_eq!(calls(&page, CLIENT_STREAM, Code::Ok, "200"), 2.0);
@@ -207,10 +218,10 @@ async fn metrics_count_a_known_sequence_of_calls() {
         ),
         1.0
     );
-    assert_eq!(page.sum("esprit_calls_total", &[]), 8.0);
+    assert_eq!(page.sum("esprit_calls_total", &[]), 9.0);
     assert_eq!(
         page.sum("esprit_call_duration_seconds_count", &[("method", UNARY)]),
-        4.0
+        5.0
     );
     assert_eq!(page.sum("esprit_calls_in_flight", &[]), 0.0);
 
@@ -223,10 +234,19 @@ async fn metrics_count_a_known_sequence_of_calls() {
     assert_eq!(auth("consumer", "allowed"), 2.0);
     assert_eq!(auth("none", "extract"), 1.0);
     assert_eq!(auth("none", "audience"), 1.0);
-    assert_eq!(page.sum("esprit_jwt_authentications_total", &[]), 4.0);
-    // the good token twice, the wrong-audience one once: one hit; a missing token is no lookup
+    assert_eq!(auth("consumer", "key"), 1.0);
+    assert_eq!(page.sum("esprit_jwt_authentications_total", &[]), 5.0);
+    // one lookup per decision: the good token twice (a miss, then a hit), the wrong audience
+    // once, the unknown kid twice (before and after its refetch); a missing token is no lookup
     assert_eq!(page.sum("esprit_jwt_cache_hits_total", &[]), 1.0);
-    assert_eq!(page.sum("esprit_jwt_cache_misses_total", &[]), 2.0);
+    assert_eq!(page.sum("esprit_jwt_cache_misses_total", &[]), 4.0);
+    assert_eq!(
+        page.sum(
+            "esprit_jwks_unknown_kid_refetches_total",
+            &[("provider", "consumer"), ("outcome", "fetched")]
+        ),
+        1.0
+    );
 
     let api = |outcome: &str| page.sum("esprit_api_key_checks_total", &[("outcome", outcome)]);
     assert_eq!(api("invalid"), 1.0);
@@ -239,7 +259,7 @@ async fn metrics_count_a_known_sequence_of_calls() {
     );
 
     let provider = [("provider", "consumer")];
-    assert!(page.sum("esprit_jwks_fetches_total", &provider) >= 1.0);
+    assert!(page.sum("esprit_jwks_fetches_total", &provider) >= 2.0);
     assert_eq!(page.sum("esprit_jwks_fetch_failures_total", &provider), 0.0);
     assert_eq!(page.sum("esprit_jwks_keys", &provider), 1.0);
     let fetched_at = page.sum("esprit_jwks_last_success_timestamp_seconds", &provider);
