@@ -277,6 +277,10 @@ struct ServeArgs {
     /// Log format: one JSON object per line, or text.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Serve the admin pages (/metrics, /healthz, /readyz, /config) on this address, apart from
+    /// the key endpoints: HOST:PORT, or a bare PORT for 127.0.0.1:PORT. Off by default.
+    #[arg(long, value_name = "ADDR", value_parser = admin::parse_admin_listen)]
+    admin_listen: Option<SocketAddr>,
 }
 
 fn now() -> anyhow::Result<u64> {
@@ -683,9 +687,36 @@ fn serve(store: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
         }
         let pool = iam::StorePool::open(store, iam::PoolSettings::default())
             .with_context(|| format!("opening {}", store.display()))?;
-        iam::serve_tokens(listener, pool, tokens, limits, shutdown)
+        let Some(admin_addr) = args.admin_listen else {
+            return iam::serve_tokens(listener, pool, tokens, limits, shutdown)
+                .await
+                .with_context(|| format!("serving keys from {}", store.display()));
+        };
+        let mut registry = admin::prometheus_client::registry::Registry::default();
+        let metrics = iam::IamMetrics::register(&mut registry);
+        registry.register_collector(Box::new(admin::process::ProcessCollector));
+        let config = admin::ActiveConfig::new(admin::ConfigInfo {
+            id: format!("store-schema-{}", iam::SCHEMA_VERSION),
+            sources: vec![store.display().to_string()],
+            loaded_at: SystemTime::now(),
+        });
+        let state = admin::AdminState {
+            registry,
+            readiness: std::sync::Arc::new(admin::AlwaysReady),
+            config,
+        };
+        let server = admin::AdminServer::bind(admin_addr, admin::LIMITS, state).await?;
+        tracing::info!(admin = %server.local_addr(), "admin listener");
+        let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+        let admin_task = tokio::spawn(server.serve(async {
+            let _ = admin_stopped.await;
+        }));
+        let served = iam::serve_observed(listener, pool, tokens, limits, Some(metrics), shutdown)
             .await
-            .with_context(|| format!("serving keys from {}", store.display()))
+            .with_context(|| format!("serving keys from {}", store.display()));
+        let _ = stop_admin.send(());
+        let _ = admin_task.await;
+        served
     })?;
     Ok(ExitCode::SUCCESS)
 }

@@ -131,6 +131,28 @@ pub struct ProxyArgs {
     /// Log format: one JSON object per line, or text.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Serve the admin pages (/metrics, /healthz, /readyz, /config) on this address, apart from
+    /// the data listener: HOST:PORT, or a bare PORT for 127.0.0.1:PORT. Off by default.
+    #[arg(long, value_name = "ADDR", value_parser = admin::parse_admin_listen)]
+    admin_listen: Option<SocketAddr>,
+    /// /readyz does not wait for every JWT provider's key set to be fetched once.
+    #[arg(long, requires = "admin_listen")]
+    readyz_skip_keys: bool,
+    /// Poll the backend's grpc.health.v1.Health/Check; /readyz and the --healthz path answer
+    /// 503 while it is not SERVING (ESPv2's --health_check_grpc_backend).
+    #[arg(long)]
+    health_check_grpc_backend: bool,
+    /// Time between two backend health checks (each times out after it, at most 5 s).
+    #[arg(long, value_name = "DURATION", default_value = "1s", requires = "health_check_grpc_backend", value_parser = duration::HEALTH_CHECK_INTERVAL.parser())]
+    health_check_grpc_backend_interval: Duration,
+    /// The service name the backend health check asks about; empty: the whole server.
+    #[arg(
+        long,
+        value_name = "NAME",
+        default_value = "",
+        requires = "health_check_grpc_backend"
+    )]
+    health_check_grpc_backend_service: String,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -191,6 +213,21 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
     settings.api_keys.max_pending_checks = args.service_control_max_pending_checks as usize;
     settings.xff_num_trusted_hops = args.xff_num_trusted_hops;
     settings.access_log.rejected_per_second = args.access_log_rejected_per_second;
+    if let Some(listen) = args.admin_listen {
+        let mut admin = proxy::AdminSettings::new(listen);
+        admin.ready_requires_keys = !args.readyz_skip_keys;
+        admin.config_sources = std::iter::once(&args.service_config)
+            .chain(&args.descriptor)
+            .map(|path| path.display().to_string())
+            .collect();
+        settings.admin = Some(admin);
+    }
+    if args.health_check_grpc_backend {
+        settings.backend_health = Some(proxy::BackendHealthCheck {
+            interval: args.health_check_grpc_backend_interval,
+            service: args.health_check_grpc_backend_service,
+        });
+    }
     if args.service_control_fail_open {
         settings.api_keys.on_unreachable = proxy::OnUnreachable::FailOpen;
     }
@@ -215,7 +252,8 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
             .await
             .with_context(|| format!("starting the proxy for {}", args.service_config.display()))?;
         let shutdown = crate::signals::terminated();
-        tracing::info!(listen = %proxy.local_addr(), "listening");
+        let admin = proxy.admin_addr().map(|addr| addr.to_string());
+        tracing::info!(listen = %proxy.local_addr(), admin, "listening");
         let drained = proxy.serve(shutdown).await;
         if !drained {
             tracing::warn!("exiting with calls still in flight after the drain timeout");

@@ -48,6 +48,7 @@ pub mod iam_credentials;
 mod ids;
 mod kek;
 mod keyfile;
+mod metrics;
 mod model;
 pub mod render;
 pub mod roles;
@@ -64,10 +65,12 @@ pub use ids::{
 };
 pub use kek::{KEK_ENV, KEK_LEN, Kek};
 pub use keyfile::{KeyFileSlot, NewKey, new_key};
+pub use metrics::IamMetrics;
 pub use model::{Account, KeyAlgorithm, KeyServerUrl, KeyStatus, StoredKey};
 pub use roles::{BindingFilter, Denied, Grant, Role, RoleBinding};
 pub use server::{
-    CACHE_MAX_AGE_SECS, CHECK_BODY_LIMIT, serve, serve_pool, serve_tokens, serve_with,
+    CACHE_MAX_AGE_SECS, CHECK_BODY_LIMIT, serve, serve_observed, serve_pool, serve_tokens,
+    serve_with,
 };
 pub use store::{LooseFile, PoolSettings, SCHEMA_VERSION, Store, StorePool, loose_files};
 pub use token::{TokenService, TokenServiceSettings};

@@ -20,6 +20,7 @@
 //! sets for), and the key documents answer 404 with a JSON error body for an unknown account. Errors carry
 //! `Cache-Control: no-store` so that an account created later is not hidden by a cached 404.
 
+use crate::metrics::{IamMetrics, route_label};
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
@@ -76,7 +77,7 @@ struct State {
 
 /// What a request asks for.
 #[derive(Debug, PartialEq, Eq)]
-enum Route {
+pub(crate) enum Route {
     /// The X.509 map of an account (email decoded).
     X509(String),
     /// The JWKS of an account (email decoded).
@@ -258,6 +259,18 @@ async fn handle(state: State, request: Request<Incoming>) -> Response<Body> {
     }
 }
 
+async fn observed(
+    metrics: &IamMetrics,
+    state: State,
+    request: Request<Incoming>,
+) -> Response<Body> {
+    let label = route_label(&route(request.method(), request.uri().path()));
+    let started = std::time::Instant::now();
+    let response = handle(state, request).await;
+    metrics.record(label, response.status().as_u16(), started.elapsed());
+    response
+}
+
 /// Serves the key endpoints on `listener` from the store at `store_path` until `shutdown`
 /// resolves, then lets open connections finish (up to 5 s). Opens (and migrates) the store
 /// first: an unusable store is an error before any request is accepted. Lookups use a
@@ -316,6 +329,21 @@ pub async fn serve_tokens<F>(
 where
     F: Future<Output = ()>,
 {
+    serve_observed(listener, store, tokens, limits, None, shutdown).await
+}
+
+/// [`serve_tokens`], recording each request in `metrics` (the admin listener's).
+pub async fn serve_observed<F>(
+    listener: TcpListener,
+    store: Arc<StorePool>,
+    tokens: Option<TokenService>,
+    limits: conn_guard::ConnectionLimits,
+    metrics: Option<Arc<IamMetrics>>,
+    shutdown: F,
+) -> Result<()>
+where
+    F: Future<Output = ()>,
+{
     let state = State { store, tokens };
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -340,11 +368,19 @@ where
                     };
                     let conn_state = conn_guard::ConnState::new(limits);
                     let state = state.clone();
+                    let metrics = metrics.clone();
                     let service = conn_guard::track(
                         conn_state.clone(),
                         hyper::service::service_fn(move |request| {
                             let state = state.clone();
-                            async move { Ok::<_, std::convert::Infallible>(handle(state, request).await) }
+                            let metrics = metrics.clone();
+                            async move {
+                                let response = match metrics {
+                                    None => handle(state, request).await,
+                                    Some(metrics) => observed(&metrics, state, request).await,
+                                };
+                                Ok::<_, std::convert::Infallible>(response)
+                            }
                         }),
                     );
                     let builder = builder.clone();

@@ -52,6 +52,31 @@ struct Slot {
     attempts: AtomicU64,
     /// Held for the whole of a fetch: at most one fetch per provider is in flight.
     book: tokio::sync::Mutex<Book>,
+    /// Counters read by the metrics page ([`JwksCache::stats`]).
+    stats: Counters,
+}
+
+/// One provider's fetch counters: atomics, written once per fetch, read at scrape time.
+#[derive(Default)]
+struct Counters {
+    fetches: AtomicU64,
+    failures: AtomicU64,
+    /// Unix seconds of the last good fetch; 0 before the first.
+    last_success_unix: AtomicU64,
+    keys: AtomicU64,
+}
+
+/// What [`JwksCache::stats`] reports for one provider.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProviderStats {
+    pub provider: ProviderId,
+    /// Fetch attempts (background refreshes and refetches), successful or not.
+    pub fetches: u64,
+    pub failures: u64,
+    /// Unix seconds of the last good fetch; `None` before the first.
+    pub last_success_unix: Option<u64>,
+    /// Keys in the last good set (0 before the first).
+    pub keys: u64,
 }
 
 struct Book {
@@ -91,6 +116,7 @@ impl JwksCache {
                         ),
                         backoff: settings.retry_initial,
                     }),
+                    stats: Counters::default(),
                 };
                 (provider.id.clone(), Arc::new(slot))
             })
@@ -142,6 +168,40 @@ impl JwksCache {
         for task in tasks.drain(..) {
             task.abort();
         }
+    }
+
+    /// Each provider's fetch counters, sorted by provider id.
+    pub fn stats(&self) -> Vec<ProviderStats> {
+        let mut all: Vec<ProviderStats> = self
+            .inner
+            .slots
+            .iter()
+            .map(|(id, slot)| {
+                let last = slot.stats.last_success_unix.load(Ordering::Relaxed);
+                ProviderStats {
+                    provider: id.clone(),
+                    fetches: slot.stats.fetches.load(Ordering::Relaxed),
+                    failures: slot.stats.failures.load(Ordering::Relaxed),
+                    last_success_unix: (last > 0).then_some(last),
+                    keys: slot.stats.keys.load(Ordering::Relaxed),
+                }
+            })
+            .collect();
+        all.sort_by(|a, b| a.provider.as_str().cmp(b.provider.as_str()));
+        all
+    }
+
+    /// The providers whose keys have not been fetched successfully even once (readiness).
+    pub fn never_fetched(&self) -> Vec<ProviderId> {
+        let mut ids: Vec<ProviderId> = self
+            .inner
+            .slots
+            .iter()
+            .filter(|(_, slot)| slot.snapshot.load().keys.is_none())
+            .map(|(id, _)| id.clone())
+            .collect();
+        ids.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        ids
     }
 
     /// The settings in force.
@@ -262,9 +322,17 @@ impl Slot {
     ) -> Result<(), String> {
         let result = fetcher.fetch(&self.provider).await;
         let old = self.snapshot.load_full();
+        self.stats.fetches.fetch_add(1, Ordering::Relaxed);
         let outcome = match result {
             Ok(keys) => {
                 book.backoff = settings.retry_initial;
+                let unix = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                self.stats.last_success_unix.store(unix, Ordering::Relaxed);
+                self.stats
+                    .keys
+                    .store(keys.keys().len() as u64, Ordering::Relaxed);
                 self.snapshot.store(Arc::new(Snapshot {
                     keys: Some(Arc::new(keys)),
                     fetched_at: Some(Instant::now()),
@@ -273,6 +341,7 @@ impl Slot {
                 Ok(())
             }
             Err(error) => {
+                self.stats.failures.fetch_add(1, Ordering::Relaxed);
                 let text = error.chain();
                 // The last good set stays (until `max_stale`): an outage or a bad publish
                 // upstream must not turn into rejecting every token at once.

@@ -29,7 +29,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use cache::JwksCache;
+pub use cache::{JwksCache, ProviderStats};
 pub use error::FetchError;
 pub use fetch::{Fetcher, discovery_url, fetch_once};
 

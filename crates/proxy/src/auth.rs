@@ -28,9 +28,14 @@ impl JwtRequirement {
         let verdict = self
             .authenticator
             .authenticate(&self.policy, &parts.headers, &parts.uri)
-            .await
-            .map_err(Rejection::Auth)?;
-        let Allowed { principal } = verdict;
+            .await;
+        if let Some(metrics) = &self.authenticator.metrics {
+            match &verdict {
+                Ok(allowed) => metrics.allowed(allowed.principal.as_ref().map(|p| p.provider())),
+                Err(err) => metrics.failed(err),
+            }
+        }
+        let Allowed { principal } = verdict.map_err(Rejection::Auth)?;
         if let Some(principal) = principal {
             // ESPv2: the verified token's payload segment, base64url without padding, as it
             // appeared in the token: always a valid header value.
@@ -76,6 +81,8 @@ pub(crate) struct Authenticator {
     skew: Duration,
     /// Read for `now` (token times) and the verified-token cache's expiry.
     clock: SharedClock,
+    /// With `--admin-listen`: outcomes, cache hits and misses, refetches.
+    pub metrics: Option<crate::metrics::AuthMetrics>,
 }
 
 impl Authenticator {
@@ -84,6 +91,7 @@ impl Authenticator {
         config: &service_config::ServiceConfig,
         settings: &AuthSettings,
         clock: SharedClock,
+        metrics: Option<crate::metrics::AuthMetrics>,
     ) -> Result<Self, keysets::FetchError> {
         let keys = JwksCache::new(config.providers(), settings.jwks.clone())?;
         keys.start();
@@ -96,7 +104,13 @@ impl Authenticator {
             verified_lifetime: settings.jwks.cache_duration,
             skew: settings.clock_skew,
             clock,
+            metrics,
         })
+    }
+
+    /// The key sets (readiness and metrics read their state).
+    pub(crate) fn keys(&self) -> &JwksCache {
+        &self.keys
     }
 
     /// `authn::authenticate`, plus one key refetch when the token's `kid` is unknown (or the keys
@@ -115,7 +129,11 @@ impl Authenticator {
             },
             Ok(_) => return first,
         };
-        match self.keys.refetch(&provider, kid.as_ref()).await {
+        let refetch = self.keys.refetch(&provider, kid.as_ref()).await;
+        if let Some(metrics) = &self.metrics {
+            metrics.refetched(&provider, &refetch);
+        }
+        match refetch {
             Refetch::Fetched | Refetch::Joined => self.decide(policy, headers, uri),
             outcome => {
                 tracing::debug!(%provider, kid = kid.as_ref().map(jose::Kid::as_str), ?outcome, "key refetch brought nothing new");
@@ -137,6 +155,7 @@ impl Authenticator {
                 cache: &self.verified,
                 now: wall,
                 lifetime: self.verified_lifetime,
+                metrics: self.metrics.as_ref(),
             },
             // A clock before 1970 reads as 1970: every token then looks not yet valid (fail
             // closed).
@@ -209,11 +228,24 @@ struct Verified<'a, V = Arc<VerifiedToken>> {
     cache: &'a moka::sync::Cache<TokenDigest, Entry<V>>,
     now: SystemTime,
     lifetime: Duration,
+    /// Counts hits and misses (with `--admin-listen`).
+    metrics: Option<&'a crate::metrics::AuthMetrics>,
 }
 
 impl<V: Clone + Send + Sync + 'static> Verified<'_, V> {
     /// The entry for `token` unless it has expired by the injected clock (then it is dropped).
     fn lookup(&self, token: &str) -> Option<V> {
+        let found = self.find(token);
+        if let Some(metrics) = self.metrics {
+            match found {
+                Some(_) => metrics.cache_hits.inc(),
+                None => metrics.cache_misses.inc(),
+            };
+        }
+        found
+    }
+
+    fn find(&self, token: &str) -> Option<V> {
         let digest = token_digest(token);
         let entry = self.cache.get(&digest)?;
         if self.now < entry.expires_at {
@@ -326,7 +358,7 @@ authentication:
             .unwrap()
             .clone();
         let authenticator = Arc::new(
-            Authenticator::start(&config, &AuthSettings::default(), clock::system()).unwrap(),
+            Authenticator::start(&config, &AuthSettings::default(), clock::system(), None).unwrap(),
         );
         JwtRequirement {
             policy,
@@ -369,6 +401,7 @@ authentication:
             cache: &cache,
             now,
             lifetime,
+            metrics: None,
         };
         at(start).store("token", 7);
         assert_eq!(at(start).lookup("token"), Some(7));

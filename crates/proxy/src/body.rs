@@ -36,6 +36,8 @@ pub(crate) struct CallLog {
     /// Answered by the proxy itself: the line is subject to `limiter`.
     rejected: bool,
     limiter: Arc<RejectedLines>,
+    /// The method's metrics (with `--admin-listen`), recorded when the line is.
+    metrics: Option<Arc<crate::metrics::MethodMetrics>>,
 }
 
 impl CallLog {
@@ -56,6 +58,15 @@ impl CallLog {
             http_status: 200,
             rejected: false,
             limiter: Arc::clone(limiter),
+            metrics: None,
+        }
+    }
+
+    /// The call is counted under this method's metrics from now until it ends.
+    pub(crate) fn set_metrics(&mut self, metrics: Option<&Arc<crate::metrics::MethodMetrics>>) {
+        if let Some(metrics) = metrics {
+            metrics.started();
+            self.metrics = Some(Arc::clone(metrics));
         }
     }
 
@@ -113,11 +124,19 @@ fn grpc_status(headers: &HeaderMap) -> Option<Code> {
 
 impl Drop for CallLog {
     fn drop(&mut self) {
+        let elapsed = self.start.elapsed();
+        if let Some(metrics) = &self.metrics {
+            let code = self.status.unwrap_or(Code::Cancelled);
+            metrics.finished(code, self.http_status, elapsed);
+            if !self.api_key.is_empty() {
+                metrics.api_key_outcome(self.api_key);
+            }
+        }
         if self.rejected && !self.limiter.admit() {
             return;
         }
         let client = self.client.as_ref().map(tracing::field::display);
-        let duration_us = self.start.elapsed().as_micros() as u64;
+        let duration_us = elapsed.as_micros() as u64;
         let selector = self.selector.as_deref().unwrap_or("-");
         let path = self.path.as_deref().unwrap_or("");
         let (auth_check, auth_provider) = match &self.auth_failure {

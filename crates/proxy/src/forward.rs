@@ -57,6 +57,9 @@ pub(crate) async fn forward(
         }
         Err(err) => {
             let reason = if err.is_connect() {
+                if let Some(metrics) = &state.metrics {
+                    metrics.backend_connect_failures.inc();
+                }
                 "connection failure"
             } else {
                 "remote reset"

@@ -28,6 +28,10 @@ pub(crate) struct State {
     pub draining: AtomicBool,
     pub forwarding: headers::Forwarding,
     pub rejected_lines: Arc<RejectedLines>,
+    /// With `--admin-listen`.
+    pub metrics: Option<Arc<crate::metrics::ProxyMetrics>>,
+    /// With `--health-check-grpc-backend`: the last check's verdict.
+    pub backend_health: Option<Arc<crate::health::BackendHealth>>,
 }
 
 pub(crate) async fn handle(
@@ -81,8 +85,17 @@ async fn check(
 }
 
 fn health_response(state: &State, mut log: CallLog) -> Response<ProxyBody> {
+    let backend_down = state
+        .backend_health
+        .as_ref()
+        .is_some_and(|health| !health.is_healthy());
     let (status, text) = if state.draining.load(Ordering::Relaxed) {
         (StatusCode::SERVICE_UNAVAILABLE, "{\"status\":\"DRAINING\"}")
+    } else if backend_down {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{\"status\":\"BACKEND_NOT_SERVING\"}",
+        )
     } else {
         (StatusCode::OK, "{\"status\":\"SERVING\"}")
     };

@@ -16,6 +16,8 @@ mod drain;
 mod forward;
 mod handler;
 mod headers;
+mod health;
+mod metrics;
 mod protocol;
 mod request_body;
 mod routes;
@@ -30,7 +32,10 @@ pub use auth::AuthSettings;
 pub use conn_guard::ConnectionLimits;
 pub use routes::Unenforceable;
 pub use server::Proxy;
-pub use settings::{BackendUrl, Http2Limits, ProxySettings, SettingsError, TlsFiles};
+pub use settings::{
+    AdminSettings, BackendHealthCheck, BackendUrl, Http2Limits, ProxySettings, SettingsError,
+    TlsFiles,
+};
 pub use wire::{Rejection, code_name};
 
 /// Failures while starting the proxy. Failures of single calls are never errors of this kind:
@@ -66,4 +71,8 @@ pub enum ProxyError {
     Jwks(#[from] keysets::FetchError),
     #[error("setting up API-key checks: {0}")]
     ApiKeys(String),
+    #[error("starting the admin listener")]
+    Admin(#[from] admin::AdminError),
+    #[error("setting up the backend health check: {0}")]
+    HealthCheck(String),
 }

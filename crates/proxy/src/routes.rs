@@ -14,6 +14,7 @@ use crate::ProxyError;
 use crate::api_key::{ApiKeyChecker, KeyRequirement};
 use crate::auth::{Authenticator, JwtRequirement};
 use crate::body::CallLog;
+use crate::metrics::{MethodMetrics, ProxyMetrics, UNDEFINED_METHOD};
 use crate::settings::ProxySettings;
 use crate::stream::{CallTimeouts, call_timeouts};
 use crate::wire::Rejection;
@@ -42,12 +43,18 @@ pub(crate) struct Route {
     /// The method's deadline and stream idle timeout, from its `backend.rules[].deadline`,
     /// whether it streams, and `--stream-idle-timeout` ([`crate::stream::call_timeouts`]).
     pub timeouts: CallTimeouts,
+    /// The method's metrics, when the admin listener is on.
+    pub metrics: Option<Arc<MethodMetrics>>,
 }
 
 /// gRPC path (`/package.Service/Method`) → route.
 #[derive(Default)]
 pub(crate) struct RouteTable {
     by_path: HashMap<Box<str>, Arc<Route>>,
+    /// The metrics of paths that are not methods (one label value for all of them).
+    undefined: Option<Arc<MethodMetrics>>,
+    /// The key sets, when some method checks JWTs (readiness and metrics read them).
+    pub keys: Option<keysets::JwksCache>,
 }
 
 impl RouteTable {
@@ -58,6 +65,7 @@ impl RouteTable {
     pub(crate) fn from_config(
         config: &service_config::ServiceConfig,
         settings: &ProxySettings,
+        metrics: Option<&ProxyMetrics>,
     ) -> Result<Self, ProxyError> {
         let (auth, api_keys) = (&settings.auth, &settings.api_keys);
         let stream_idle_timeout = settings.stream_idle_timeout;
@@ -72,7 +80,8 @@ impl RouteTable {
             (None, false) => return Err(Unenforceable::ApiKeys(needs_key).into()),
             (Some(url), false) => Some(Arc::new(
                 ApiKeyChecker::new(config.name(), url, api_keys, settings.clock.clone())
-                    .map_err(ProxyError::ApiKeys)?,
+                    .map_err(ProxyError::ApiKeys)?
+                    .with_metrics(metrics.map(ProxyMetrics::api_key)),
             )),
         };
         let policy = authn::AuthPolicy::from_config(config);
@@ -81,6 +90,7 @@ impl RouteTable {
                 config,
                 auth,
                 settings.clock.clone(),
+                metrics.map(|m| m.auth(config.providers())),
             )?))
         } else {
             None
@@ -110,10 +120,14 @@ impl RouteTable {
                     m.client_streaming || m.server_streaming,
                     stream_idle_timeout,
                 ),
+                metrics: metrics.map(|metrics| metrics.method(m.selector.as_str())),
             };
             (m.grpc_path.clone(), route)
         });
-        Ok(Self::new(routes))
+        let mut table = Self::new(routes);
+        table.undefined = metrics.map(|metrics| metrics.method(UNDEFINED_METHOD));
+        table.keys = authenticator.as_ref().map(|a| a.keys().clone());
+        Ok(table)
     }
 
     /// `(gRPC path, route)` pairs, one per method of the API.
@@ -122,7 +136,11 @@ impl RouteTable {
             .into_iter()
             .map(|(path, route)| (path.into_boxed_str(), Arc::new(route)))
             .collect();
-        Self { by_path }
+        Self {
+            by_path,
+            undefined: None,
+            keys: None,
+        }
     }
 
     /// The step: the method at `path`, or "not defined by this API" (ESP's 404).
@@ -130,10 +148,12 @@ impl RouteTable {
         match self.by_path.get(path) {
             Some(route) => {
                 log.set_selector(route.selector.clone());
+                log.set_metrics(route.metrics.as_ref());
                 Ok(route)
             }
             None => {
                 log.set_path(path);
+                log.set_metrics(self.undefined.as_ref());
                 Err(Rejection::UndefinedMethod)
             }
         }
@@ -155,6 +175,7 @@ mod tests {
                 jwt: None,
                 api_key: None,
                 timeouts: call_timeouts(None, false, std::time::Duration::from_secs(300)),
+                metrics: None,
             };
             (p.to_string(), route)
         }))

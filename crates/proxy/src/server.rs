@@ -4,7 +4,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use hyper::service::service_fn;
@@ -17,6 +17,8 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::ProxyError;
 use crate::handler::{self, State};
+use crate::health::{BackendHealth, ProxyReadiness, health_endpoint};
+use crate::metrics::{ProxyMetrics, ScrapeCollector};
 use crate::routes::RouteTable;
 use crate::settings::ProxySettings;
 
@@ -29,6 +31,15 @@ pub struct Proxy {
     builder: auto::Builder<TokioExecutor>,
     drain_timeout: Duration,
     admission: Arc<conn_guard::Admission>,
+    admin: Option<admin::AdminServer>,
+    active_config: Option<admin::ActiveConfig>,
+    /// Set once the accept loop runs (`/readyz`'s listener check).
+    accepting: Arc<AtomicBool>,
+    /// The backend health poller, started with the accept loop.
+    health_poll: Option<(
+        tonic::transport::Endpoint,
+        crate::settings::BackendHealthCheck,
+    )>,
 }
 
 impl Proxy {
@@ -38,7 +49,12 @@ impl Proxy {
         config: &service_config::ServiceConfig,
         settings: ProxySettings,
     ) -> Result<Self, ProxyError> {
-        let routes = RouteTable::from_config(config, &settings)?;
+        let mut registry = settings
+            .admin
+            .as_ref()
+            .map(|_| prometheus_client::registry::Registry::default());
+        let metrics = registry.as_mut().map(ProxyMetrics::register);
+        let routes = RouteTable::from_config(config, &settings, metrics.as_deref())?;
         let tls = match &settings.tls {
             Some(files) => Some(tls_acceptor(&files.cert, &files.key)?),
             None => None,
@@ -62,15 +78,72 @@ impl Proxy {
                 tls: settings.tls.is_some(),
             },
             rejected_lines: crate::access_log::RejectedLines::new(settings.access_log),
+            metrics,
+            backend_health: settings
+                .backend_health
+                .as_ref()
+                .map(|_| Arc::new(BackendHealth::default())),
         });
+        let health_poll = match &settings.backend_health {
+            Some(check) => Some((health_endpoint(&settings)?, check.clone())),
+            None => None,
+        };
+        let admission = conn_guard::Admission::new(settings.connections, "proxy");
+        let accepting = Arc::new(AtomicBool::new(false));
+        let (admin, active_config) = match (&settings.admin, registry) {
+            (Some(admin_settings), Some(mut registry)) => {
+                registry.register_collector(Box::new(ScrapeCollector {
+                    admission: admission.clone(),
+                    keys: state.routes.keys.clone(),
+                }));
+                registry.register_collector(Box::new(admin::process::ProcessCollector));
+                let active = admin::ActiveConfig::new(admin::ConfigInfo {
+                    id: config.id().as_str().to_owned(),
+                    sources: admin_settings.config_sources.clone(),
+                    loaded_at: settings.clock.now(),
+                });
+                registry.register_collector(Box::new(active.clone()));
+                let readiness = ProxyReadiness {
+                    state: state.clone(),
+                    accepting: accepting.clone(),
+                    require_keys: admin_settings.ready_requires_keys,
+                };
+                let server = admin::AdminServer::bind(
+                    admin_settings.listen,
+                    admin::LIMITS,
+                    admin::AdminState {
+                        registry,
+                        readiness: Arc::new(readiness),
+                        config: active.clone(),
+                    },
+                )
+                .await?;
+                (Some(server), Some(active))
+            }
+            _ => (None, None),
+        };
         Ok(Self {
             listener,
             state,
             tls,
             builder: connection_builder(&settings),
             drain_timeout: settings.drain_timeout,
-            admission: conn_guard::Admission::new(settings.connections, "proxy"),
+            admission,
+            admin,
+            active_config,
+            accepting,
+            health_poll,
         })
+    }
+
+    /// The admin listener's address, when `--admin-listen` was given.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(admin::AdminServer::local_addr)
+    }
+
+    /// The configuration `/config` shows; a reload replaces it with [`admin::ActiveConfig::set`].
+    pub fn active_config(&self) -> Option<admin::ActiveConfig> {
+        self.active_config.clone()
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -90,7 +163,25 @@ impl Proxy {
             builder,
             drain_timeout,
             admission,
+            admin,
+            active_config: _,
+            accepting,
+            health_poll,
         } = self;
+        // The admin listener outlives the drain (`/readyz` says DRAINING meanwhile).
+        let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+        let admin_task = admin.map(|server| {
+            tokio::spawn(server.serve(async {
+                let _ = admin_stopped.await;
+            }))
+        });
+        let poller = match (health_poll, &state.backend_health) {
+            (Some((endpoint, check)), Some(health)) => Some(AbortOnDrop(tokio::spawn(
+                crate::health::poll(endpoint, check, health.clone()),
+            ))),
+            _ => None,
+        };
+        accepting.store(true, Ordering::Relaxed);
         let builder = Arc::new(builder);
         let drain = conn_guard::Drain::new();
         tokio::pin!(shutdown);
@@ -153,7 +244,7 @@ impl Proxy {
         drop(listener);
         state.draining.store(true, Ordering::Relaxed);
         tracing::info!(connections = drain.count(), timeout = ?drain_timeout, "draining");
-        match tokio::time::timeout(drain_timeout, drain.shutdown()).await {
+        let drained = match tokio::time::timeout(drain_timeout, drain.shutdown()).await {
             Ok(()) => {
                 tracing::info!("drained");
                 true
@@ -162,7 +253,22 @@ impl Proxy {
                 tracing::warn!("drain timeout reached with calls still in flight");
                 false
             }
+        };
+        drop(poller);
+        let _ = admin_stop.send(());
+        if let Some(task) = admin_task {
+            let _ = task.await;
         }
+        drained
+    }
+}
+
+/// A background task that ends with its owner.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -38,6 +38,51 @@ pub struct ProxySettings {
     /// API-key caches' expiry. [`clock::system`] by default; tests inject a
     /// `clock::ManualClock` and move time instead of sleeping.
     pub clock: clock::SharedClock,
+    /// The admin listener (`--admin-listen`): metrics, health, readiness, config. Off when
+    /// `None`, and then no metric is recorded either.
+    pub admin: Option<AdminSettings>,
+    /// Poll the backend's `grpc.health.v1.Health/Check` (`--health-check-grpc-backend`);
+    /// `/readyz` and the `--healthz` path report it.
+    pub backend_health: Option<BackendHealthCheck>,
+}
+
+/// The admin listener's settings.
+#[derive(Debug, Clone)]
+pub struct AdminSettings {
+    pub listen: SocketAddr,
+    /// `/readyz` waits until every provider's key set has been fetched once (default true;
+    /// `--readyz-skip-keys` turns it off).
+    pub ready_requires_keys: bool,
+    /// The files the configuration was loaded from, for `/config`.
+    pub config_sources: Vec<String>,
+}
+
+impl AdminSettings {
+    pub fn new(listen: SocketAddr) -> Self {
+        Self {
+            listen,
+            ready_requires_keys: true,
+            config_sources: Vec::new(),
+        }
+    }
+}
+
+/// ESPv2's `--health_check_grpc_backend`: the backend's gRPC health, polled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendHealthCheck {
+    /// Time between two checks; each check also times out after it (at most 5 s).
+    pub interval: Duration,
+    /// The service name asked about; empty means the whole server.
+    pub service: String,
+}
+
+impl Default for BackendHealthCheck {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(1),
+            service: String::new(),
+        }
+    }
 }
 
 impl ProxySettings {
@@ -60,6 +105,8 @@ impl ProxySettings {
             xff_num_trusted_hops: 0,
             access_log: crate::AccessLogSettings::default(),
             clock: clock::system(),
+            admin: None,
+            backend_health: None,
         }
     }
 }

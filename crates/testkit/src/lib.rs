@@ -15,9 +15,9 @@ pub mod tokens;
 pub use servers::{
     BOOKSTORE_CONFIG, ECHO_CONFIG, HttpReply, KeyServer, RunningProxy, answers_get,
     assert_closes_silent_and_partial_preface, bookstore_config, bookstore_service, bookstore_stack,
-    connect_from, dead_addr, echo_config, echo_service, echo_stack, h2c, http1, listener,
-    peer_closes, post_form, serve_router, settings, start_bookstore, start_bookstore_on,
-    start_echo,
+    connect_from, dead_addr, echo_config, echo_service, echo_stack, h2c, http_get, http1, listener,
+    peer_closes, post_form, serve_router, settings, settings_with_admin, start_bookstore,
+    start_bookstore_on, start_echo, wait_for_status,
 };
 
 use std::path::{Path, PathBuf};
@@ -77,4 +77,78 @@ pub fn assert_success(what: &str, out: &Output) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// One sample of a metrics page.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub name: String,
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub value: f64,
+}
+
+/// A metrics page as Prometheus' Python client parses it (`prometheus_client.parser`), so a
+/// page the real parser refuses fails the test.
+#[derive(Debug, Clone)]
+pub struct MetricsPage {
+    /// Family name → type (`counter`, `gauge`, `histogram`…).
+    pub families: std::collections::BTreeMap<String, String>,
+    pub samples: Vec<Sample>,
+}
+
+impl MetricsPage {
+    /// Blocking (runs Python): call from `spawn_blocking` in async tests.
+    pub fn parse(text: &str) -> Self {
+        static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path =
+            std::env::temp_dir().join(format!("esprit-metrics-{}-{n}.txt", std::process::id()));
+        std::fs::write(&path, text).unwrap();
+        let out = run_python("parse_metrics.py", &[path.to_str().unwrap()]);
+        let _ = std::fs::remove_file(&path);
+        assert_success("parsing the metrics page with prometheus_client", &out);
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let families = json["families"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
+            .collect();
+        let samples = json["samples"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| Sample {
+                name: s["name"].as_str().unwrap().to_owned(),
+                labels: s["labels"]
+                    .as_object()
+                    .unwrap()
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
+                    .collect(),
+                value: s["value"].as_f64().unwrap(),
+            })
+            .collect();
+        Self { families, samples }
+    }
+
+    /// The value of sample `name` whose labels include all of `labels`, summed over the
+    /// matching series (0 when none matches).
+    pub fn sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.samples
+            .iter()
+            .filter(|s| s.name == name)
+            .filter(|s| {
+                labels
+                    .iter()
+                    .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+            })
+            .map(|s| s.value)
+            .sum()
+    }
+
+    /// How many series of `name` there are.
+    pub fn count(&self, name: &str) -> usize {
+        self.samples.iter().filter(|s| s.name == name).count()
+    }
 }

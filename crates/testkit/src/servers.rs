@@ -101,6 +101,8 @@ pub fn settings(backend: SocketAddr) -> ProxySettings {
 /// A proxy serving on a background task; dropping it stops the proxy.
 pub struct RunningProxy {
     pub addr: SocketAddr,
+    /// The admin listener, when the settings asked for one.
+    pub admin: Option<SocketAddr>,
     stop: oneshot::Sender<()>,
     task: JoinHandle<bool>,
 }
@@ -109,15 +111,27 @@ impl RunningProxy {
     pub async fn start(config: &ServiceConfig, settings: ProxySettings) -> Self {
         let proxy = Proxy::bind(config, settings).await.unwrap();
         let addr = proxy.local_addr();
+        let admin = proxy.admin_addr();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(proxy.serve(async {
             let _ = stopped.await;
         }));
-        Self { addr, stop, task }
+        Self {
+            addr,
+            admin,
+            stop,
+            task,
+        }
     }
 
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// The admin listener's address (panics when the proxy has none).
+    pub fn admin(&self) -> SocketAddr {
+        self.admin
+            .expect("the proxy was started without an admin listener")
     }
 
     /// Begins the drain (as SIGTERM does) and returns the task that reports whether every call
@@ -402,4 +416,39 @@ pub async fn post_form(addr: SocketAddr, path: &str, form: &[(&str, &str)]) -> H
         body.into_bytes(),
     )
     .await
+}
+
+/// Proxy settings with the admin listener on 127.0.0.1:0 (and defaults otherwise).
+pub fn settings_with_admin(backend: SocketAddr) -> ProxySettings {
+    let mut settings = settings(backend);
+    settings.admin = Some(proxy::AdminSettings::new("127.0.0.1:0".parse().unwrap()));
+    settings
+}
+
+/// `GET path` over HTTP/1.1 on a fresh connection: the status and the body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let reply = http1(addr, "GET", path, &[], Vec::new()).await;
+    (reply.status, reply.body)
+}
+
+/// Polls `GET path` until it answers `status` (panics after `within`): for states that change
+/// in the background, such as readiness.
+pub async fn wait_for_status(
+    addr: SocketAddr,
+    path: &str,
+    status: u16,
+    within: std::time::Duration,
+) -> String {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let (got, body) = http_get(addr, path).await;
+        if got == status {
+            return body;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "GET {path} still answers {got} after {within:?}, not {status}: {body}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
 }

@@ -8,6 +8,7 @@
 //! capped at `invalid_cache_size` fixed-size entries, so they can neither grow memory nor push
 //! valid keys out.
 
+use crate::metrics::ApiKeyMetrics;
 use std::time::SystemTime;
 
 use clock::SharedClock;
@@ -87,6 +88,8 @@ pub(crate) struct ApiKeyChecker {
     clock: SharedClock,
     cache_valid: std::time::Duration,
     cache_invalid: std::time::Duration,
+    /// Cache hits and misses, key-server latency (with `--admin-listen`).
+    metrics: Option<ApiKeyMetrics>,
 }
 
 impl ApiKeyChecker {
@@ -123,7 +126,13 @@ impl ApiKeyChecker {
             clock,
             cache_valid: settings.cache_valid,
             cache_invalid: settings.cache_invalid,
+            metrics: None,
         })
+    }
+
+    pub(crate) fn with_metrics(mut self, metrics: Option<ApiKeyMetrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// The answer for `key`: from a cache, or one request shared by every concurrent caller
@@ -131,13 +140,18 @@ impl ApiKeyChecker {
     pub(crate) async fn check(&self, key: &str) -> Result<Answer, CheckError> {
         let digest = digest(key);
         let now = self.clock.now();
+        let metrics = self.metrics.as_ref();
         match self.invalid.get(&digest) {
-            Some(expires_at) if now < expires_at => return Ok(Answer::Invalid),
+            Some(expires_at) if now < expires_at => {
+                ApiKeyMetrics::hit(metrics);
+                return Ok(Answer::Invalid);
+            }
             Some(_) => self.invalid.invalidate(&digest),
             None => {}
         }
         match self.valid.get(&digest).await {
             Some(entry) if now < entry.expires_at => {
+                ApiKeyMetrics::hit(metrics);
                 return Ok(Answer::Valid {
                     consumer_project: entry.consumer_project,
                 });
@@ -146,11 +160,15 @@ impl ApiKeyChecker {
             Some(_) => self.valid.invalidate(&digest).await,
             None => {}
         }
+        ApiKeyMetrics::miss(metrics);
         let lookup = async {
             let Ok(_permit) = self.outstanding.try_acquire() else {
                 return Err(Miss::Failed(CheckError::Overloaded));
             };
-            match self.ask(key).await {
+            let asked = std::time::Instant::now();
+            let answer = self.ask(key).await;
+            ApiKeyMetrics::asked(metrics, asked.elapsed());
+            match answer {
                 Ok(Answer::Valid { consumer_project }) => Ok(ValidEntry {
                     consumer_project,
                     expires_at: now + self.cache_valid,
