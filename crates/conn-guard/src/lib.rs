@@ -16,8 +16,8 @@
 mod admission;
 mod drive;
 mod state;
-mod track;
 pub mod tls;
+mod track;
 
 use std::time::Duration;
 

@@ -723,9 +723,10 @@ fn serve(store: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
         let admin_task = tokio::spawn(server.serve(async {
             let _ = admin_stopped.await;
         }));
-        let served = iam::serve_observed(listener, pool, tokens, limits, Some(metrics), tls, shutdown)
-            .await
-            .with_context(|| format!("serving keys from {}", store.display()));
+        let served =
+            iam::serve_observed(listener, pool, tokens, limits, Some(metrics), tls, shutdown)
+                .await
+                .with_context(|| format!("serving keys from {}", store.display()));
         let _ = stop_admin.send(());
         let _ = admin_task.await;
         served

@@ -534,13 +534,19 @@ fn iam_serve_runs_as_a_process_and_stops_on_sigterm() {
 
 /// Issue 12 item 4: `iam serve --tls-cert/--tls-key` prints `https://ADDR` and serves the key
 /// documents over TLS to a client that trusts the private CA; one that does not is refused.
-#[tokio::test]
+// Multi-threaded: the clients' connection tasks must run (and close) while the test thread
+// blocks on the server's exit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn iam_serve_speaks_tls_with_a_certificate() {
     let cli = Cli::new();
     let email = cli.account("bookstore-client");
     let kid = cli.key(&email, &cli.path("k1.json"), &[]);
     let pki = keysets::test_server::TestPki::generate().unwrap();
-    let (ca, cert, key) = (cli.path("ca.pem"), cli.path("cert.pem"), cli.path("key.pem"));
+    let (ca, cert, key) = (
+        cli.path("ca.pem"),
+        cli.path("cert.pem"),
+        cli.path("key.pem"),
+    );
     std::fs::write(&ca, &pki.ca_pem).unwrap();
     std::fs::write(&cert, &pki.server_cert_pem).unwrap();
     std::fs::write(&key, &pki.server_key_pem).unwrap();
@@ -556,7 +562,10 @@ async fn iam_serve_speaks_tls_with_a_certificate() {
     );
     server.discard_output();
     let base = server.addr.clone();
-    assert!(base.starts_with("https://127.0.0.1:"), "first line {base:?}");
+    assert!(
+        base.starts_with("https://127.0.0.1:"),
+        "first line {base:?}"
+    );
     let url = format!("{base}/robot/v1/metadata/x509/{email}");
 
     let trusting = reqwest::Client::builder()
@@ -585,6 +594,7 @@ async fn iam_serve_speaks_tls_with_a_certificate() {
         "{answered:?}"
     );
 
+    drop((trusting, untrusting));
     let (status, _) = server.sigterm_and_wait();
     assert!(status.success(), "iam serve exited with {status}");
 }

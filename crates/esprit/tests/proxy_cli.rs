@@ -206,7 +206,11 @@ async fn a_plain_http_key_server_off_loopback_is_refused_unless_allowed() {
 
     let backend = start_echo().await;
     let allowed = [
-        &[&off_loopback[..], &["--service-control-allow-insecure-http"]].concat(),
+        &[
+            &off_loopback[..],
+            &["--service-control-allow-insecure-http"],
+        ]
+        .concat(),
         &["--service-control-url", "http://localhost:8085"][..],
         &["--service-control-url", "http://127.0.0.2:8085"][..],
         &["--service-control-url", "http://[::1]:8085"][..],

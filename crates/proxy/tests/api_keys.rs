@@ -661,9 +661,12 @@ async fn key_server_over_tls_with_a_private_ca() {
             .unwrap(),
         "tls-project"
     );
-    let status = unary(proxy.url(), &[("x-api-key", "AIzaSyNotARealKeyNotARealKeyNotARealK")])
-        .await
-        .unwrap_err();
+    let status = unary(
+        proxy.url(),
+        &[("x-api-key", "AIzaSyNotARealKeyNotARealKeyNotARealK")],
+    )
+    .await
+    .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
     assert_eq!(status.message(), INVALID);
 
@@ -692,7 +695,10 @@ async fn plain_http_key_server_off_loopback_is_refused_unless_allowed() {
         Ok(_) => panic!("a plain http key server off loopback was accepted"),
         Err(err) => err.to_string(),
     };
-    assert!(err.contains("--service-control-allow-insecure-http"), "{err}");
+    assert!(
+        err.contains("--service-control-allow-insecure-http"),
+        "{err}"
+    );
 
     let mut allowed = settings(backend.addr());
     allowed.api_keys.service_control_url = Some("http://192.0.2.1:8085".into());

@@ -101,10 +101,11 @@ impl ApiKeyChecker {
     ) -> Result<Self, String> {
         let mut builder = reqwest::Client::builder();
         if let Some(path) = &settings.service_control_ca {
-            let roots = keysets::extra_roots(path).map_err(|e| match std::error::Error::source(&e) {
-                Some(cause) => format!("--service-control-ca: {e}: {cause}"),
-                None => format!("--service-control-ca: {e}"),
-            })?;
+            let roots =
+                keysets::extra_roots(path).map_err(|e| match std::error::Error::source(&e) {
+                    Some(cause) => format!("--service-control-ca: {e}: {cause}"),
+                    None => format!("--service-control-ca: {e}"),
+                })?;
             builder = builder.tls_certs_merge(roots);
         }
         let client = builder
