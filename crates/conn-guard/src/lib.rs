@@ -9,12 +9,14 @@
 //!   resets before their response completed, early in their life, are counted and the connection
 //!   is closed when they dominate.
 //! - [`Drain`]: graceful shutdown of every driven connection.
+//! - [`tls`]: the `--tls-cert`/`--tls-key` loader and the handshake, for both listeners.
 //!
 //! Decisions are pure functions ([`admit`], [`next_step`], [`too_many_premature_resets`]); the
 //! rest is the I/O shell around them.
 mod admission;
 mod drive;
 mod state;
+pub mod tls;
 mod track;
 
 use std::time::Duration;

@@ -251,9 +251,15 @@ const GOOGLE_TOKEN_URI: &str = "https://oauth2.googleapis.com/token";
 
 #[derive(Args)]
 struct ServeArgs {
-    /// Address to listen on (HTTP/1.1 and h2c).
+    /// Address to listen on (HTTP/1.1 and h2c, or TLS with --tls-cert/--tls-key).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8085")]
     listen: SocketAddr,
+    /// Serve TLS (ALPN h2 and http/1.1) with this certificate chain (PEM). Requires --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM, PKCS#8, PKCS#1 or SEC1) for --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Run the token service with this issuer URL (the address clients reach this server at):
     /// the `iss` of its ID tokens and the base of /.well-known/openid-configuration,
     /// /oauth2/v3/certs, /oauth2/v1/certs and /token. Needs a key-encryption key.
@@ -665,6 +671,12 @@ fn serve(store: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
     let _log = crate::logging::init(args.log_format, crate::logging::DEFAULT_BUFFER_LINES);
     // Before the runtime and the listener: a wrong key-encryption key fails at start.
     let tokens = token_service(store, &args)?;
+    // So is an unreadable certificate or key.
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(iam::tls::acceptor(cert, key)?),
+        _ => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -678,7 +690,7 @@ fn serve(store: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
         let shutdown = crate::signals::terminated();
         tracing::info!(%addr, store = %store.display(), "key server listening");
         // The URL alone on stdout, for scripts and tests that listen on port 0.
-        println!("http://{addr}");
+        println!("{scheme}://{addr}");
         std::io::stdout().flush().context("writing to stdout")?;
         let mut limits = iam::ConnectionLimits::default();
         args.connections.apply(&mut limits);
@@ -688,7 +700,7 @@ fn serve(store: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
         let pool = iam::StorePool::open(store, iam::PoolSettings::default())
             .with_context(|| format!("opening {}", store.display()))?;
         let Some(admin_addr) = args.admin_listen else {
-            return iam::serve_tokens(listener, pool, tokens, limits, shutdown)
+            return iam::serve_observed(listener, pool, tokens, limits, None, tls, shutdown)
                 .await
                 .with_context(|| format!("serving keys from {}", store.display()));
         };
@@ -711,9 +723,10 @@ fn serve(store: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
         let admin_task = tokio::spawn(server.serve(async {
             let _ = admin_stopped.await;
         }));
-        let served = iam::serve_observed(listener, pool, tokens, limits, Some(metrics), shutdown)
-            .await
-            .with_context(|| format!("serving keys from {}", store.display()));
+        let served =
+            iam::serve_observed(listener, pool, tokens, limits, Some(metrics), tls, shutdown)
+                .await
+                .with_context(|| format!("serving keys from {}", store.display()));
         let _ = stop_admin.send(());
         let _ = admin_task.await;
         served

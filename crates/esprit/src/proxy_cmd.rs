@@ -97,6 +97,14 @@ pub struct ProxyArgs {
     /// Required when a method needs an API key (`usage.rules`).
     #[arg(long, value_name = "URL")]
     service_control_url: Option<String>,
+    /// Extra CA certificates (PEM) trusted for an `https` --service-control-url, on top of the
+    /// system roots (a key server with a private CA: `iam serve --tls-cert`).
+    #[arg(long, value_name = "FILE")]
+    service_control_ca: Option<PathBuf>,
+    /// Allow a plain `http://` --service-control-url whose host is not loopback (127.0.0.0/8,
+    /// ::1, localhost). Without it such a URL is refused at start: the checks carry API keys.
+    #[arg(long)]
+    service_control_allow_insecure_http: bool,
     /// How long a key found valid is trusted without asking again; keys found invalid are
     /// remembered for at most 60 s of it, so a newly created key works soon.
     #[arg(long, value_name = "DURATION", default_value = "300s", value_parser = duration::API_KEY_CACHE_DURATION.parser())]
@@ -208,6 +216,8 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
     settings.auth.jwks.fetch_timeout = args.jwks_fetch_timeout;
     settings.auth.jwks.extra_ca = args.jwks_ca;
     settings.api_keys.service_control_url = args.service_control_url;
+    settings.api_keys.service_control_ca = args.service_control_ca;
+    settings.api_keys.allow_insecure_http = args.service_control_allow_insecure_http;
     settings.api_keys.cache_valid = args.api_key_cache_duration;
     settings.api_keys.cache_invalid = args.api_key_cache_duration.min(Duration::from_secs(60));
     settings.api_keys.max_pending_checks = args.service_control_max_pending_checks as usize;

@@ -532,6 +532,73 @@ fn iam_serve_runs_as_a_process_and_stops_on_sigterm() {
     assert!(status.success(), "iam serve exited with {status}");
 }
 
+/// Issue 12 item 4: `iam serve --tls-cert/--tls-key` prints `https://ADDR` and serves the key
+/// documents over TLS to a client that trusts the private CA; one that does not is refused.
+// Multi-threaded: the clients' connection tasks must run (and close) while the test thread
+// blocks on the server's exit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn iam_serve_speaks_tls_with_a_certificate() {
+    let cli = Cli::new();
+    let email = cli.account("bookstore-client");
+    let kid = cli.key(&email, &cli.path("k1.json"), &[]);
+    let pki = keysets::test_server::TestPki::generate().unwrap();
+    let (ca, cert, key) = (
+        cli.path("ca.pem"),
+        cli.path("cert.pem"),
+        cli.path("key.pem"),
+    );
+    std::fs::write(&ca, &pki.ca_pem).unwrap();
+    std::fs::write(&cert, &pki.server_cert_pem).unwrap();
+    std::fs::write(&key, &pki.server_key_pem).unwrap();
+    let mut server = cli::iam_serve(
+        ESPRIT,
+        &cli.store,
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    server.discard_output();
+    let base = server.addr.clone();
+    assert!(
+        base.starts_with("https://127.0.0.1:"),
+        "first line {base:?}"
+    );
+    let url = format!("{base}/robot/v1/metadata/x509/{email}");
+
+    let trusting = reqwest::Client::builder()
+        .no_proxy()
+        .tls_certs_merge(keysets::extra_roots(&ca).unwrap())
+        .build()
+        .unwrap();
+    let response = trusting.get(&url).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let map: Value = response.json().await.unwrap();
+    assert!(
+        map[&kid]
+            .as_str()
+            .unwrap()
+            .starts_with("-----BEGIN CERTIFICATE-----"),
+        "{map}"
+    );
+
+    let untrusting = reqwest::Client::builder().no_proxy().build().unwrap();
+    assert!(untrusting.get(&url).send().await.is_err());
+    // Plain HTTP on the TLS port gets no key document.
+    let plain = url.replacen("https://", "http://", 1);
+    let answered = untrusting.get(&plain).send().await;
+    assert!(
+        answered.as_ref().map_or(true, |r| r.status() != 200),
+        "{answered:?}"
+    );
+
+    drop((trusting, untrusting));
+    let (status, _) = server.sigterm_and_wait();
+    assert!(status.success(), "iam serve exited with {status}");
+}
+
 /// Issue 9 item 17: the CLI creates the store and its WAL/SHM files 0600, and warns (naming
 /// the path and mode) on every open of a store others may write, `iam serve` included.
 #[cfg(unix)]

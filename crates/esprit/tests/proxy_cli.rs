@@ -185,3 +185,39 @@ async fn unenforced_sections_refuse_to_start_unless_allowed_and_logged() {
         "{lines:#?}"
     );
 }
+
+/// Issue 12 item 4: a plain `http://` key server off loopback would carry API keys in clear
+/// text: refused at start, unless `--service-control-allow-insecure-http`; loopback is fine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_http_key_server_off_loopback_is_refused_unless_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    // 192.0.2.1 (TEST-NET-1) is never contacted: these configs need no key check.
+    let off_loopback = ["--service-control-url", "http://192.0.2.1:8085"];
+    let mut refused = no_backend_proxy(dir.path(), ECHO_CONFIG);
+    refused.args(off_loopback);
+    let out = cli::output(&mut refused);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("not loopback"), "{stderr}");
+    assert!(
+        stderr.contains("--service-control-allow-insecure-http"),
+        "{stderr}"
+    );
+
+    let backend = start_echo().await;
+    let allowed = [
+        &[
+            &off_loopback[..],
+            &["--service-control-allow-insecure-http"],
+        ]
+        .concat(),
+        &["--service-control-url", "http://localhost:8085"][..],
+        &["--service-control-url", "http://127.0.0.2:8085"][..],
+        &["--service-control-url", "http://[::1]:8085"][..],
+        &["--service-control-url", "https://keys.example.com"][..],
+    ];
+    for extra in allowed {
+        let proxy = start_proxy(backend.addr(), dir.path(), extra);
+        assert!(!proxy.process.addr.is_empty(), "{extra:?}");
+    }
+}

@@ -58,6 +58,8 @@ pub mod token;
 
 pub use api_keys::{ApiKey, ApiKeyCheck, Revocation};
 pub use conn_guard::ConnectionLimits;
+/// The TLS loader the key server shares with the proxy (`--tls-cert`/`--tls-key`).
+pub use conn_guard::tls;
 pub use error::{IamError, Result};
 pub use ids::{
     EMAIL_DOMAIN, account_email, decode_path_segment, encode_path_segment, validate_account_id,

@@ -1,4 +1,5 @@
-//! The key server: Google's public-key endpoints for service accounts, over HTTP/1.1 and h2c.
+//! The key server: Google's public-key endpoints for service accounts, over HTTP/1.1 and h2c,
+//! or TLS (ALPN h2 and http/1.1) with a certificate.
 //!
 //! - `GET /robot/v1/metadata/x509/{email}`: JSON map of key id to PEM certificate.
 //! - `GET /service_accounts/v1/jwk/{email}`: JWKS.
@@ -329,16 +330,18 @@ pub async fn serve_tokens<F>(
 where
     F: Future<Output = ()>,
 {
-    serve_observed(listener, store, tokens, limits, None, shutdown).await
+    serve_observed(listener, store, tokens, limits, None, None, shutdown).await
 }
 
-/// [`serve_tokens`], recording each request in `metrics` (the admin listener's).
+/// [`serve_tokens`], recording each request in `metrics` (the admin listener's), and speaking
+/// TLS when `tls` is given (`iam serve --tls-cert/--tls-key`: [`conn_guard::tls::acceptor`]).
 pub async fn serve_observed<F>(
     listener: TcpListener,
     store: Arc<StorePool>,
     tokens: Option<TokenService>,
     limits: conn_guard::ConnectionLimits,
     metrics: Option<Arc<IamMetrics>>,
+    tls: Option<conn_guard::tls::TlsAcceptor>,
     shutdown: F,
 ) -> Result<()>
 where
@@ -385,9 +388,29 @@ where
                     );
                     let builder = builder.clone();
                     let watcher = drain.watcher();
+                    let tls = tls.clone();
                     tokio::spawn(async move {
-                        let connection = builder.serve_connection(TokioIo::new(stream), service);
-                        conn_guard::drive(connection, conn_state, watcher, Some(permit)).await;
+                        match tls {
+                            None => {
+                                let connection =
+                                    builder.serve_connection(TokioIo::new(stream), service);
+                                conn_guard::drive(connection, conn_state, watcher, Some(permit))
+                                    .await;
+                            }
+                            Some(acceptor) => {
+                                let deadline = conn_state.first_request_deadline();
+                                let Some(stream) =
+                                    conn_guard::tls::handshake(&acceptor, stream, deadline, peer)
+                                        .await
+                                else {
+                                    return;
+                                };
+                                let connection =
+                                    builder.serve_connection(TokioIo::new(stream), service);
+                                conn_guard::drive(connection, conn_state, watcher, Some(permit))
+                                    .await;
+                            }
+                        }
                     });
                 }
                 Err(err) => {

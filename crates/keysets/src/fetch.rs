@@ -22,6 +22,24 @@ pub struct Fetcher {
     max_body_bytes: u64,
 }
 
+/// The CA certificates (PEM, at least one) in `path`, to trust on top of the system roots
+/// (`--jwks-ca`, and the proxy's `--service-control-ca`).
+pub fn extra_roots(path: &std::path::Path) -> Result<Vec<Certificate>, FetchError> {
+    let pem = std::fs::read(path).map_err(|source| FetchError::CaRead {
+        path: path.to_owned(),
+        source,
+    })?;
+    let certs = Certificate::from_pem_bundle(&pem).map_err(|_| FetchError::CaInvalid {
+        path: path.to_owned(),
+    })?;
+    if certs.is_empty() {
+        return Err(FetchError::CaInvalid {
+            path: path.to_owned(),
+        });
+    }
+    Ok(certs)
+}
+
 impl Fetcher {
     /// Builds the HTTP client: system roots plus the PEM certificates of `settings.extra_ca`.
     pub fn new(settings: &JwksSettings) -> Result<Fetcher, FetchError> {
@@ -34,16 +52,7 @@ impl Fetcher {
             .timeout(settings.fetch_timeout)
             .user_agent(concat!("esprit-jwks-cache/", env!("CARGO_PKG_VERSION")));
         if let Some(path) = &settings.extra_ca {
-            let pem = std::fs::read(path).map_err(|source| FetchError::CaRead {
-                path: path.clone(),
-                source,
-            })?;
-            let certs = Certificate::from_pem_bundle(&pem)
-                .map_err(|_| FetchError::CaInvalid { path: path.clone() })?;
-            if certs.is_empty() {
-                return Err(FetchError::CaInvalid { path: path.clone() });
-            }
-            builder = builder.tls_certs_merge(certs);
+            builder = builder.tls_certs_merge(extra_roots(path)?);
         }
         let client = builder
             .build()

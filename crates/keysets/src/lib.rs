@@ -31,7 +31,7 @@ use std::time::Duration;
 
 pub use cache::{JwksCache, ProviderStats};
 pub use error::FetchError;
-pub use fetch::{Fetcher, discovery_url, fetch_once};
+pub use fetch::{Fetcher, discovery_url, extra_roots, fetch_once};
 
 /// How key sets are fetched and cached. [`JwksSettings::default`] has ESP's values.
 #[derive(Clone, Debug, PartialEq, Eq)]

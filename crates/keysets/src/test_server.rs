@@ -318,6 +318,10 @@ async fn render(mut reply: Reply) -> Response<Body> {
 pub struct TestPki {
     /// The CA certificate, PEM: what a client is told to trust (`extra_ca`).
     pub ca_pem: String,
+    /// The server certificate, PEM (for a server under test: `--tls-cert`).
+    pub server_cert_pem: String,
+    /// The server certificate's private key, PKCS#8 PEM (`--tls-key`).
+    pub server_key_pem: String,
     server_cert: CertificateDer<'static>,
     server_key: Vec<u8>,
 }
@@ -342,6 +346,8 @@ impl TestPki {
             .map_err(io::Error::other)?;
         Ok(TestPki {
             ca_pem: ca.pem(),
+            server_cert_pem: server_cert.pem(),
+            server_key_pem: server_key.serialize_pem(),
             server_cert: server_cert.der().clone(),
             server_key: server_key.serialize_der(),
         })

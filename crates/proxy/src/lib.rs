@@ -27,7 +27,7 @@ mod stream;
 mod wire;
 
 pub use access_log::AccessLogSettings;
-pub use api_key::{ApiKeySettings, OnUnreachable, find_api_key};
+pub use api_key::{ApiKeySettings, OnUnreachable, check_url_transport, find_api_key};
 pub use auth::AuthSettings;
 pub use conn_guard::ConnectionLimits;
 pub use routes::Unenforceable;
@@ -37,6 +37,25 @@ pub use settings::{
     TlsFiles,
 };
 pub use wire::{Rejection, code_name};
+
+impl From<conn_guard::tls::TlsFileError> for ProxyError {
+    fn from(err: conn_guard::tls::TlsFileError) -> Self {
+        use conn_guard::tls::TlsFileError as E;
+        match err {
+            E::ReadFile { what, path, source } => ProxyError::ReadFile { what, path, source },
+            E::BadPem {
+                what,
+                path,
+                problem,
+            } => ProxyError::BadPem {
+                what,
+                path,
+                problem,
+            },
+            E::Tls(err) => ProxyError::Tls(err),
+        }
+    }
+}
 
 /// Failures while starting the proxy. Failures of single calls are never errors of this kind:
 /// they become responses (see [`Rejection`]).

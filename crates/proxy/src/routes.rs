@@ -75,6 +75,10 @@ impl RouteTable {
             .filter(|m| m.api_key == ApiKeyRequirement::Required)
             .map(|m| m.selector.as_str().to_owned())
             .collect();
+        if let Some(url) = &api_keys.service_control_url {
+            crate::api_key::check_url_transport(url, api_keys.allow_insecure_http)
+                .map_err(ProxyError::ApiKeys)?;
+        }
         let checker = match (&api_keys.service_control_url, needs_key.is_empty()) {
             (_, true) => None,
             (None, false) => return Err(Unenforceable::ApiKeys(needs_key).into()),

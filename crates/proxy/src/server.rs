@@ -7,13 +7,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use conn_guard::tls::TlsAcceptor;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
 
 use crate::ProxyError;
 use crate::handler::{self, State};
@@ -56,7 +54,7 @@ impl Proxy {
         let metrics = registry.as_mut().map(ProxyMetrics::register);
         let routes = RouteTable::from_config(config, &settings, metrics.as_deref())?;
         let tls = match &settings.tls {
-            Some(files) => Some(tls_acceptor(&files.cert, &files.key)?),
+            Some(files) => Some(conn_guard::tls::acceptor(&files.cert, &files.key)?),
             None => None,
         };
         let backend = crate::backend::BackendPool::new(&settings)?;
@@ -219,21 +217,11 @@ impl Proxy {
                         conn_guard::drive(conn, conn_state, watcher, Some(permit)).await;
                     }
                     Some(acceptor) => {
-                        // The handshake counts against the deadline for the first request.
-                        let handshake = tokio::time::timeout_at(
-                            conn_state.first_request_deadline(),
-                            acceptor.accept(stream),
-                        );
-                        let stream = match handshake.await {
-                            Ok(Ok(stream)) => stream,
-                            Ok(Err(err)) => {
-                                tracing::debug!(error = %err, %peer, "TLS handshake failed");
-                                return;
-                            }
-                            Err(_) => {
-                                tracing::debug!(%peer, "TLS handshake timed out");
-                                return;
-                            }
+                        let deadline = conn_state.first_request_deadline();
+                        let Some(stream) =
+                            conn_guard::tls::handshake(&acceptor, stream, deadline, peer).await
+                        else {
+                            return;
                         };
                         let conn = builder.serve_connection(TokioIo::new(stream), service);
                         conn_guard::drive(conn, conn_state, watcher, Some(permit)).await;
@@ -297,49 +285,6 @@ fn connection_builder(settings: &ProxySettings) -> auto::Builder<TokioExecutor> 
 pub(crate) fn read_certs(
     path: &Path,
     what: &'static str,
-) -> Result<Vec<CertificateDer<'static>>, ProxyError> {
-    let pem = std::fs::read(path).map_err(|source| ProxyError::ReadFile {
-        what,
-        path: path.to_owned(),
-        source,
-    })?;
-    let certs = CertificateDer::pem_slice_iter(&pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| ProxyError::BadPem {
-            what,
-            path: path.to_owned(),
-            problem: e.to_string(),
-        })?;
-    if certs.is_empty() {
-        return Err(ProxyError::BadPem {
-            what,
-            path: path.to_owned(),
-            problem: "no CERTIFICATE block".into(),
-        });
-    }
-    Ok(certs)
-}
-
-fn tls_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, ProxyError> {
-    let certs = read_certs(cert, "TLS certificate")?;
-    let key_pem = std::fs::read(key).map_err(|source| ProxyError::ReadFile {
-        what: "TLS key",
-        path: key.to_owned(),
-        source,
-    })?;
-    let key_der = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| ProxyError::BadPem {
-        what: "TLS key",
-        path: key.to_owned(),
-        problem: e.to_string(),
-    })?;
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(ProxyError::Tls)?
-    .with_no_client_auth()
-    .with_single_cert(certs, key_der)
-    .map_err(ProxyError::Tls)?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(TlsAcceptor::from(Arc::new(config)))
+) -> Result<Vec<rustls_pki_types::CertificateDer<'static>>, ProxyError> {
+    Ok(conn_guard::tls::read_certs(path, what)?)
 }

@@ -74,6 +74,31 @@ impl KeyService {
         }
     }
 
+    /// Over TLS with a server certificate for 127.0.0.1 signed by a private CA; returns the
+    /// CA's PEM file too.
+    async fn start_tls() -> (Self, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("iam.db");
+        iam::Store::open(&store).unwrap();
+        let pki = keysets::test_server::TestPki::generate().unwrap();
+        let (ca, cert, key) = (
+            dir.path().join("ca.pem"),
+            dir.path().join("cert.pem"),
+            dir.path().join("key.pem"),
+        );
+        std::fs::write(&ca, &pki.ca_pem).unwrap();
+        std::fs::write(&cert, &pki.server_cert_pem).unwrap();
+        std::fs::write(&key, &pki.server_key_pem).unwrap();
+        let server = KeyServer::start_tls(&store, &cert, &key).await;
+        let keys = Self {
+            _dir: dir,
+            store,
+            url: server.url(),
+            server,
+        };
+        (keys, ca)
+    }
+
     fn create(&self, project: &str) -> (String, String) {
         let (key, meta) = iam::Store::open(&self.store)
             .unwrap()
@@ -615,4 +640,72 @@ async fn outstanding_key_checks_are_capped() {
     );
     assert!((1..=3).contains(&allowed), "{allowed} allowed");
     assert_eq!(allowed + refused, 12);
+}
+
+#[tokio::test]
+async fn key_server_over_tls_with_a_private_ca() {
+    let (keys, ca) = KeyService::start_tls().await;
+    assert!(keys.url.starts_with("https://127.0.0.1:"), "{}", keys.url);
+    let (valid, _) = keys.create("tls-project");
+    let backend = start_echo().await;
+    let mut trusting = settings(backend.addr());
+    trusting.api_keys.service_control_url = Some(keys.url.clone());
+    trusting.api_keys.service_control_ca = Some(ca);
+    let proxy = RunningProxy::start(&config("http://127.0.0.1:9/jwks"), trusting).await;
+
+    let reply = unary(proxy.url(), &[("x-api-key", &valid)]).await.unwrap();
+    assert_eq!(
+        reply
+            .metadata
+            .get("x-endpoint-api-consumer-project")
+            .unwrap(),
+        "tls-project"
+    );
+    let status = unary(
+        proxy.url(),
+        &[("x-api-key", "AIzaSyNotARealKeyNotARealKeyNotARealK")],
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(status.message(), INVALID);
+
+    // Without the CA the server's certificate is not trusted: the check fails, closed, and the
+    // echo backend (which would answer OK) is not reached.
+    let mut untrusting = settings(backend.addr());
+    untrusting.api_keys.service_control_url = Some(keys.url.clone());
+    let proxy = RunningProxy::start(&config("http://127.0.0.1:9/jwks"), untrusting).await;
+    let status = unary(proxy.url(), &[("x-api-key", &valid)])
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable);
+    assert_eq!(
+        status.message(),
+        "API key could not be checked: the key service is unavailable."
+    );
+}
+
+#[tokio::test]
+async fn plain_http_key_server_off_loopback_is_refused_unless_allowed() {
+    let backend = start_echo().await;
+    let mut refused = settings(backend.addr());
+    // 192.0.2.1 (TEST-NET-1): never contacted, the URL is refused before any check.
+    refused.api_keys.service_control_url = Some("http://192.0.2.1:8085".into());
+    let err = match proxy::Proxy::bind(&config("http://127.0.0.1:9/jwks"), refused).await {
+        Ok(_) => panic!("a plain http key server off loopback was accepted"),
+        Err(err) => err.to_string(),
+    };
+    assert!(
+        err.contains("--service-control-allow-insecure-http"),
+        "{err}"
+    );
+
+    let mut allowed = settings(backend.addr());
+    allowed.api_keys.service_control_url = Some("http://192.0.2.1:8085".into());
+    allowed.api_keys.allow_insecure_http = true;
+    assert!(
+        proxy::Proxy::bind(&config("http://127.0.0.1:9/jwks"), allowed)
+            .await
+            .is_ok()
+    );
 }

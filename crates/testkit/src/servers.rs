@@ -160,6 +160,8 @@ pub async fn bookstore_stack() -> (bookstore::RunningServer, RunningProxy) {
 /// it stops the server.
 pub struct KeyServer {
     pub addr: SocketAddr,
+    /// Serving TLS ([`KeyServer::start_tls`]): [`KeyServer::url`] is `https://`.
+    tls: bool,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<iam::Result<()>>,
 }
@@ -177,6 +179,27 @@ impl KeyServer {
             iam::serve_with(listener, &store, limits, stopped).await
         })
         .await
+    }
+
+    /// `iam::serve_observed` over TLS with the certificate chain `cert` and its key `key` (PEM
+    /// files), on the store file at `store`; [`KeyServer::url`] is `https://ADDR`.
+    pub async fn start_tls(store: &Path, cert: &Path, key: &Path) -> KeyServer {
+        let acceptor = iam::tls::acceptor(cert, key).unwrap();
+        let pool = iam::StorePool::open(store, iam::PoolSettings::default()).unwrap();
+        let mut server = Self::spawn(|listener, stopped| {
+            iam::serve_observed(
+                listener,
+                pool,
+                None,
+                iam::ConnectionLimits::default(),
+                None,
+                Some(acceptor),
+                stopped,
+            )
+        })
+        .await;
+        server.tls = true;
+        server
     }
 
     /// `iam::serve_pool` on an open pool of store connections.
@@ -234,14 +257,16 @@ impl KeyServer {
         ));
         KeyServer {
             addr,
+            tls: false,
             stop: Some(stop),
             task,
         }
     }
 
-    /// `http://ADDR`: the base URL of the key server.
+    /// `http://ADDR` (`https://ADDR` with TLS): the base URL of the key server.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// Tells the server to stop, without waiting.

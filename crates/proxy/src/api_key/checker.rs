@@ -99,7 +99,16 @@ impl ApiKeyChecker {
         settings: &ApiKeySettings,
         clock: SharedClock,
     ) -> Result<Self, String> {
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        if let Some(path) = &settings.service_control_ca {
+            let roots =
+                keysets::extra_roots(path).map_err(|e| match std::error::Error::source(&e) {
+                    Some(cause) => format!("--service-control-ca: {e}: {cause}"),
+                    None => format!("--service-control-ca: {e}"),
+                })?;
+            builder = builder.tls_certs_merge(roots);
+        }
+        let client = builder
             .no_proxy()
             // The key server is configured by URL: a redirect is an error, not a hint.
             .redirect(reqwest::redirect::Policy::none())

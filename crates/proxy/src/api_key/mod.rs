@@ -21,6 +21,37 @@ use crate::wire::Rejection;
 pub(crate) use checker::ApiKeyChecker;
 pub use find::find_api_key;
 
+/// Whether the key server at `url` may be asked: `https://` always; `http://` only to a
+/// loopback host (127.0.0.0/8, ::1, `localhost`) unless `allow_insecure_http`, because the
+/// check carries the caller's API key. The error is the operator's message.
+pub fn check_url_transport(url: &str, allow_insecure_http: bool) -> Result<(), String> {
+    let parsed = reqwest::Url::parse(url)
+        .map_err(|e| format!("--service-control-url {url:?}: not a URL ({e})"))?;
+    match parsed.scheme() {
+        "https" => Ok(()),
+        "http" if allow_insecure_http || is_loopback(&parsed) => Ok(()),
+        "http" => Err(format!(
+            "--service-control-url {url:?}: plain http:// to a host that is not loopback would \
+             send API keys in clear text; use https:// (--service-control-ca FILE for a private \
+             CA) or pass --service-control-allow-insecure-http"
+        )),
+        _ => Err(format!(
+            "--service-control-url {url:?}: expected an http:// or https:// URL"
+        )),
+    }
+}
+
+fn is_loopback(url: &reqwest::Url) -> bool {
+    let Some(host) = url.host_str() else {
+        return false;
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 const CONSUMER_PROJECT: http::HeaderName =
     http::HeaderName::from_static("x-endpoint-api-consumer-project");
 
@@ -31,6 +62,12 @@ pub struct ApiKeySettings {
     /// Base URL of the key server, e.g. `http://127.0.0.1:8085`. Required when any method needs
     /// a key.
     pub service_control_url: Option<String>,
+    /// Extra CA certificates (PEM) trusted for an `https` key server, on top of the system
+    /// roots (`--service-control-ca`).
+    pub service_control_ca: Option<std::path::PathBuf>,
+    /// Allow a plain `http://` key server that is not on loopback
+    /// (`--service-control-allow-insecure-http`); refused at start otherwise.
+    pub allow_insecure_http: bool,
     pub cache_valid: Duration,
     pub cache_invalid: Duration,
     /// Valid keys remembered.
@@ -60,6 +97,8 @@ impl Default for ApiKeySettings {
     fn default() -> Self {
         Self {
             service_control_url: None,
+            service_control_ca: None,
+            allow_insecure_http: false,
             cache_valid: Duration::from_secs(300),
             cache_invalid: Duration::from_secs(60),
             cache_size: 100_000,
@@ -118,6 +157,32 @@ impl KeyRequirement {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn plain_http_only_to_loopback_unless_allowed() {
+        for (url, allowed, ok) in [
+            ("https://keys.example.com", false, true),
+            ("https://10.0.0.1:8443", false, true),
+            ("http://127.0.0.1:8085", false, true),
+            ("http://127.9.9.9:8085", false, true),
+            ("http://localhost:8085", false, true),
+            ("http://LocalHost:8085", false, true),
+            ("http://[::1]:8085", false, true),
+            ("http://10.0.0.1:8085", false, false),
+            ("http://keys.example.com", false, false),
+            ("http://localhost.example.com", false, false),
+            ("http://[::ffff:10.0.0.1]:8085", false, false),
+            ("http://10.0.0.1:8085", true, true),
+            ("ftp://127.0.0.1", true, false),
+            ("not a url", true, false),
+        ] {
+            assert_eq!(
+                check_url_transport(url, allowed).is_ok(),
+                ok,
+                "{url} allowed={allowed}"
+            );
+        }
+    }
 
     /// The step on its own, with a checker whose key server is not listening.
     fn requirement(on_unreachable: OnUnreachable) -> KeyRequirement {
