@@ -135,7 +135,7 @@ pub struct IdTokenRequest {
     pub include_email: bool,
     /// The delegates' account emails, in order.
     pub delegates: Vec<String>,
-    /// `useEmailAzp`: accepted; esprit's `azp` is always the account's unique id.
+    /// `useEmailAzp`: the token's `azp` is the account's email instead of its unique id.
     pub use_email_azp: bool,
 }
 

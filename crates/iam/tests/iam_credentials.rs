@@ -609,6 +609,7 @@ async fn the_three_methods_succeed_with_the_role() {
         assert_eq!(claims.all["email"], json!(target.email));
         assert_eq!(claims.all["email_verified"], json!(true));
         assert_eq!(claims.all["exp"], json!(START + 3600));
+        assert_eq!(claims.all["azp"], json!(target.unique_id));
     }
     let reply = w
         .post(
@@ -620,6 +621,9 @@ async fn the_three_methods_succeed_with_the_role() {
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     let claims = verify(reply.body["token"].as_str().unwrap(), &certs);
     assert!(claims.all.get("email").is_none(), "{:?}", claims.all);
+    // useEmailAzp: `azp` is the email (`sub` stays the unique id).
+    assert_eq!(claims.all["azp"], json!(target.email));
+    assert_eq!(claims.all["sub"], json!(target.unique_id));
 
     // generateAccessToken: Google's expireTime, and the token is a bearer of the target.
     let reply = w

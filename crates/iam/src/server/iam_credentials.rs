@@ -110,6 +110,7 @@ enum Ask {
     IdToken {
         audience: String,
         include_email: bool,
+        email_azp: bool,
     },
     AccessToken {
         scopes: Vec<String>,
@@ -128,6 +129,7 @@ fn read_ask(method: Method, body: &[u8], now: u64) -> Result<(Ask, Vec<String>),
             let ask = Ask::IdToken {
                 audience: r.audience,
                 include_email: r.include_email,
+                email_azp: r.use_email_azp,
             };
             (ask, r.delegates)
         }
@@ -152,7 +154,10 @@ fn answer(tokens: &TokenService, target: &Account, ask: Ask) -> crate::Result<St
         Ask::IdToken {
             audience,
             include_email,
-        } => json!({"token": tokens.issue_id_token(target, &audience, include_email)?}),
+            email_azp,
+        } => json!({
+            "token": tokens.issue_id_token_with(target, &audience, include_email, email_azp)?
+        }),
         Ask::AccessToken { scopes, lifetime } => {
             let (token, expires_at) = tokens.issue_access_token(target, &scopes, lifetime)?;
             json!({"accessToken": token, "expireTime": expire_time(expires_at)})

@@ -418,11 +418,28 @@ impl TokenService {
         audience: &str,
         include_email: bool,
     ) -> Result<String> {
+        self.issue_id_token_with(account, audience, include_email, false)
+    }
+
+    /// [`issue_id_token`](Self::issue_id_token), with `azp` = the account's email instead of
+    /// its unique id when `email_azp` (the IAM Credentials API's `useEmailAzp`).
+    pub fn issue_id_token_with(
+        &self,
+        account: &Account,
+        audience: &str,
+        include_email: bool,
+        email_azp: bool,
+    ) -> Result<String> {
         let now = self.now();
         let mut claims = Map::new();
         claims.insert("iss".into(), self.inner.issuer.clone().into());
         claims.insert("aud".into(), audience.into());
-        claims.insert("azp".into(), account.unique_id.clone().into());
+        let azp = if email_azp {
+            &account.email
+        } else {
+            &account.unique_id
+        };
+        claims.insert("azp".into(), azp.clone().into());
         claims.insert("sub".into(), account.unique_id.clone().into());
         if include_email {
             claims.insert("email".into(), account.email.clone().into());
