@@ -5,7 +5,6 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
@@ -64,21 +63,12 @@ impl AdminServer {
         } = self;
         let drain = conn_guard::Drain::new();
         tokio::pin!(shutdown);
-        loop {
-            let (stream, peer) = tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok(pair) => pair,
-                    Err(err) => {
-                        tracing::warn!(error = %err, "admin accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-                () = &mut shutdown => break,
-            };
-            let Some(permit) = admission.try_admit(peer.ip()) else {
-                continue;
-            };
+        while let Some(conn_guard::Admitted {
+            stream,
+            peer: _,
+            permit,
+        }) = admission.accept(&listener, &mut shutdown).await
+        {
             let conn_state = conn_guard::ConnState::new(*admission.limits());
             let state = state.clone();
             let service = conn_guard::track(

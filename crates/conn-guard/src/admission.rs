@@ -1,7 +1,8 @@
 //! Admission at accept: a global and a per-peer connection limit ([`admit`] decides).
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -60,6 +61,37 @@ impl Admission {
         self.counts.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The next connection `listener` accepts that the limits let in, or `None` once `shutdown`
+    /// resolves. Connections over a limit are closed at once (see [`Admission::try_admit`]);
+    /// accept errors (out of file descriptors and the like) are logged and retried after 50 ms
+    /// instead of spinning. Every server's accept loop is `while let Some(..) = accept(..)`.
+    pub async fn accept(
+        self: &Arc<Self>,
+        listener: &tokio::net::TcpListener,
+        shutdown: &mut (impl Future<Output = ()> + Unpin),
+    ) -> Option<Admitted> {
+        loop {
+            let (stream, peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(pair) => pair,
+                    Err(err) => {
+                        tracing::warn!(server = self.server, error = %err, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = &mut *shutdown => return None,
+            };
+            if let Some(permit) = self.try_admit(peer.ip()) {
+                return Some(Admitted {
+                    stream,
+                    peer,
+                    permit,
+                });
+            }
+        }
+    }
+
     /// Counts the connection in, or refuses it (logging, at most once a second, how many were
     /// refused). Drop the permit when the connection closes.
     pub fn try_admit(self: &Arc<Self>, peer: IpAddr) -> Option<Permit> {
@@ -104,6 +136,14 @@ impl Admission {
     pub fn open(&self) -> usize {
         self.counts().total
     }
+}
+
+/// A connection let in by [`Admission::accept`]; its permit counts it until dropped.
+#[derive(Debug)]
+pub struct Admitted {
+    pub stream: tokio::net::TcpStream,
+    pub peer: SocketAddr,
+    pub permit: Permit,
 }
 
 /// One admitted connection; counted until dropped.

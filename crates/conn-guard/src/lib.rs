@@ -21,7 +21,7 @@ mod track;
 
 use std::time::Duration;
 
-pub use admission::{Admission, Permit, Refusal, admit};
+pub use admission::{Admission, Admitted, Permit, Refusal, admit};
 pub use drive::{Drain, DrainWatch, drive};
 pub use state::{ConnState, GoAwayReason, Snapshot, Step, next_step, too_many_premature_resets};
 pub use track::{Tracked, TrackedBody, TrackedFuture, track};

@@ -361,66 +361,51 @@ where
     let admission = conn_guard::Admission::new(limits, "key server");
     let drain = conn_guard::Drain::new();
     tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    // Over a connection limit: closed at once (the refusal is logged, rate-limited).
-                    let Some(permit) = admission.try_admit(peer.ip()) else {
-                        continue;
+    // Over a connection limit: closed at once (the refusal is logged, rate-limited).
+    while let Some(conn_guard::Admitted {
+        stream,
+        peer,
+        permit,
+    }) = admission.accept(&listener, &mut shutdown).await
+    {
+        let conn_state = conn_guard::ConnState::new(limits);
+        let state = state.clone();
+        let metrics = metrics.clone();
+        let service = conn_guard::track(
+            conn_state.clone(),
+            hyper::service::service_fn(move |request| {
+                let state = state.clone();
+                let metrics = metrics.clone();
+                async move {
+                    let response = match metrics {
+                        None => handle(state, request).await,
+                        Some(metrics) => observed(&metrics, state, request).await,
                     };
-                    let conn_state = conn_guard::ConnState::new(limits);
-                    let state = state.clone();
-                    let metrics = metrics.clone();
-                    let service = conn_guard::track(
-                        conn_state.clone(),
-                        hyper::service::service_fn(move |request| {
-                            let state = state.clone();
-                            let metrics = metrics.clone();
-                            async move {
-                                let response = match metrics {
-                                    None => handle(state, request).await,
-                                    Some(metrics) => observed(&metrics, state, request).await,
-                                };
-                                Ok::<_, std::convert::Infallible>(response)
-                            }
-                        }),
-                    );
-                    let builder = builder.clone();
-                    let watcher = drain.watcher();
-                    let tls = tls.clone();
-                    tokio::spawn(async move {
-                        match tls {
-                            None => {
-                                let connection =
-                                    builder.serve_connection(TokioIo::new(stream), service);
-                                conn_guard::drive(connection, conn_state, watcher, Some(permit))
-                                    .await;
-                            }
-                            Some(acceptor) => {
-                                let deadline = conn_state.first_request_deadline();
-                                let Some(stream) =
-                                    conn_guard::tls::handshake(&acceptor, stream, deadline, peer)
-                                        .await
-                                else {
-                                    return;
-                                };
-                                let connection =
-                                    builder.serve_connection(TokioIo::new(stream), service);
-                                conn_guard::drive(connection, conn_state, watcher, Some(permit))
-                                    .await;
-                            }
-                        }
-                    });
+                    Ok::<_, std::convert::Infallible>(response)
                 }
-                Err(err) => {
-                    // Out of file descriptors and the like: wait a little rather than spin.
-                    tracing::warn!(error = %err, "key server accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+            }),
+        );
+        let builder = builder.clone();
+        let watcher = drain.watcher();
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            match tls {
+                None => {
+                    let connection = builder.serve_connection(TokioIo::new(stream), service);
+                    conn_guard::drive(connection, conn_state, watcher, Some(permit)).await;
                 }
-            },
-            () = &mut shutdown => break,
-        }
+                Some(acceptor) => {
+                    let deadline = conn_state.first_request_deadline();
+                    let Some(stream) =
+                        conn_guard::tls::handshake(&acceptor, stream, deadline, peer).await
+                    else {
+                        return;
+                    };
+                    let connection = builder.serve_connection(TokioIo::new(stream), service);
+                    conn_guard::drive(connection, conn_state, watcher, Some(permit)).await;
+                }
+            }
+        });
     }
     drop(listener);
     if tokio::time::timeout(DRAIN_TIMEOUT, drain.shutdown())

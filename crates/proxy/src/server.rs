@@ -183,23 +183,13 @@ impl Proxy {
         let builder = Arc::new(builder);
         let drain = conn_guard::Drain::new();
         tokio::pin!(shutdown);
-        loop {
-            let (stream, peer) = tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok(pair) => pair,
-                    Err(err) => {
-                        // EMFILE and friends: back off instead of spinning.
-                        tracing::warn!(error = %err, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-                () = &mut shutdown => break,
-            };
-            // Over a connection limit: closed at once (the refusal is logged, rate-limited).
-            let Some(permit) = admission.try_admit(peer.ip()) else {
-                continue;
-            };
+        // Over a connection limit: closed at once (the refusal is logged, rate-limited).
+        while let Some(conn_guard::Admitted {
+            stream,
+            peer,
+            permit,
+        }) = admission.accept(&listener, &mut shutdown).await
+        {
             let _ = stream.set_nodelay(true);
             let conn_state = conn_guard::ConnState::new(*admission.limits());
             let state = state.clone();
