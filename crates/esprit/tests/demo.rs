@@ -121,7 +121,7 @@ fn demo_shows_the_tutorials_outcomes_and_leaves_nothing_behind() {
          a valid ID token, but not an accepted caller\n\
          error: PERMISSION_DENIED: Caller in Jwt is not allowed\n  -> as expected",
         "--include-email  # without the role\n\
-         esprit: error: generateIdToken refused: PERMISSION_DENIED (403): \
+         esprit: generateIdToken refused: PERMISSION_DENIED (403): \
          Permission 'iam.serviceAccounts.getOpenIdToken' denied on resource (or it may not exist).\n  \
          -> as expected: refused without the Token Creator role\n",
         "--auth_token $IMPERSONATED  # other-client@other-project.iam.gserviceaccount.com acting as \

@@ -118,7 +118,7 @@ pub(super) async fn run(
     match fetch_token(impersonation()).await {
         Err(err) => {
             let shown = format!("{err:#}");
-            output(&format!("esprit: error: {shown}"));
+            output(&format!("esprit: {shown}"));
             if shown.starts_with(NO_ROLE) {
                 output("  -> as expected: refused without the Token Creator role");
             } else {
