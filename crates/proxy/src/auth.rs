@@ -177,9 +177,12 @@ impl authn::KeySets for Keys<'_> {
     }
 }
 
-/// SHA-256 of a token: the cache key. Collision resistance is what `authn::VerifiedTokens`
-/// needs (two different tokens never share an entry) without keeping the token's bytes.
-type TokenDigest = [u8; 32];
+/// The cache key: the token itself. Equality of the whole token, so two different tokens never
+/// share an entry; hashing it costs less than a digest would, and keeping its bytes reveals
+/// nothing the entry does not already hold (a verified token keeps its signing input and
+/// signature). Only verified tokens are inserted, so a client cannot choose the keys the
+/// table holds.
+type TokenKey = Box<str>;
 
 /// A verified token, what it weighs, and until when (by the injected clock) it may be used.
 #[derive(Clone)]
@@ -189,20 +192,13 @@ struct Entry<V> {
     expires_at: SystemTime,
 }
 
-type VerifiedCache = moka::sync::Cache<TokenDigest, Entry<Arc<VerifiedToken>>>;
+type VerifiedCache = moka::sync::Cache<TokenKey, Entry<Arc<VerifiedToken>>>;
 
-fn token_digest(token: &str) -> TokenDigest {
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
-    let mut out = [0u8; 32];
-    out.copy_from_slice(digest.as_ref());
-    out
-}
-
-/// What a verified token of `token_len` bytes occupies: the parsed token keeps its signing
-/// input, the decoded payload and header, the signature and the parsed claims, about three
-/// bytes per token byte, plus the entry's bookkeeping.
+/// What a verified token of `token_len` bytes occupies: the key (the token), and the parsed
+/// token keeping its signing input, the decoded payload and header, the signature and the
+/// parsed claims, about four bytes per token byte, plus the entry's bookkeeping.
 pub(crate) fn verified_weight(token_len: usize) -> u32 {
-    let bytes = token_len.saturating_mul(3).saturating_add(1024);
+    let bytes = token_len.saturating_mul(4).saturating_add(1024);
     u32::try_from(bytes).unwrap_or(u32::MAX)
 }
 
@@ -213,19 +209,19 @@ pub(crate) fn verified_weight(token_len: usize) -> u32 {
 /// is held.
 fn verified_cache<V: Clone + Send + Sync + 'static>(
     settings: &AuthSettings,
-) -> moka::sync::Cache<TokenDigest, Entry<V>> {
+) -> moka::sync::Cache<TokenKey, Entry<V>> {
     let floor = settings.jwt_cache_bytes / settings.jwt_cache_size.max(1);
     let floor = u32::try_from(floor).unwrap_or(u32::MAX);
     moka::sync::Cache::builder()
         .max_capacity(settings.jwt_cache_bytes)
-        .weigher(move |_: &TokenDigest, entry: &Entry<V>| entry.weight.max(floor))
+        .weigher(move |_: &TokenKey, entry: &Entry<V>| entry.weight.max(floor))
         .time_to_live(settings.jwks.cache_duration)
         .build()
 }
 
 /// The verified-token cache as one decision sees it: `now` is read once per decision.
 struct Verified<'a, V = Arc<VerifiedToken>> {
-    cache: &'a moka::sync::Cache<TokenDigest, Entry<V>>,
+    cache: &'a moka::sync::Cache<TokenKey, Entry<V>>,
     now: SystemTime,
     lifetime: Duration,
     /// Counts hits and misses (with `--admin-listen`).
@@ -246,12 +242,11 @@ impl<V: Clone + Send + Sync + 'static> Verified<'_, V> {
     }
 
     fn find(&self, token: &str) -> Option<V> {
-        let digest = token_digest(token);
-        let entry = self.cache.get(&digest)?;
+        let entry = self.cache.get(token)?;
         if self.now < entry.expires_at {
             return Some(entry.verified);
         }
-        self.cache.invalidate(&digest);
+        self.cache.invalidate(token);
         None
     }
 
@@ -261,7 +256,7 @@ impl<V: Clone + Send + Sync + 'static> Verified<'_, V> {
             weight: verified_weight(token.len()),
             expires_at: self.now + self.lifetime,
         };
-        self.cache.insert(token_digest(token), entry);
+        self.cache.insert(Box::from(token), entry);
     }
 }
 
@@ -284,13 +279,13 @@ mod tests {
         settings: &AuthSettings,
         token_len: usize,
         n: u32,
-    ) -> moka::sync::Cache<TokenDigest, Entry<()>> {
+    ) -> moka::sync::Cache<TokenKey, Entry<()>> {
         let cache = verified_cache::<()>(settings);
         for i in 0..n {
             let token = format!("{i:0>width$}", width = token_len);
             let weight = verified_weight(token.len());
             cache.insert(
-                token_digest(&token),
+                Box::from(token.as_str()),
                 Entry {
                     verified: (),
                     weight,
@@ -314,8 +309,8 @@ mod tests {
             "{}",
             cache.weighted_size()
         );
-        // 60 KiB tokens weigh ~181 KiB each: about 22 fit in 4 MiB, far fewer than 500.
-        assert!(cache.entry_count() <= 23, "{}", cache.entry_count());
+        // 60 KiB tokens weigh ~241 KiB each: about 17 fit in 4 MiB, far fewer than 500.
+        assert!(cache.entry_count() <= 17, "{}", cache.entry_count());
         assert!(cache.entry_count() > 0);
     }
 
