@@ -2,6 +2,7 @@
 //! (tests/python/validate_manifests.py, with the kubernetes-validate package), and what they
 //! ask of esprit exists: every flag and environment variable of an esprit container is accepted
 //! by the binary's `--help`, and the Bookstore's service config passes `esprit config check`.
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -58,7 +59,13 @@ fn manifests_validate_against_the_kubernetes_schema_of_a_current_release() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|r| format!("{}/{}", r["kind"].as_str().unwrap(), r["name"].as_str().unwrap()))
+        .map(|r| {
+            format!(
+                "{}/{}",
+                r["kind"].as_str().unwrap(),
+                r["name"].as_str().unwrap()
+            )
+        })
         .collect();
     for expected in [
         "Namespace/esprit",
@@ -178,7 +185,9 @@ fn check_command(args: &[String], env: &[String], problems: &mut Vec<String>) {
     let subcommand = path.join(" ");
     let Some((options, text)) = help(&path) else {
         if !pending(&subcommand, "*") {
-            problems.push(format!("`esprit {subcommand}` is not a command of the binary"));
+            problems.push(format!(
+                "`esprit {subcommand}` is not a command of the binary"
+            ));
         }
         return;
     };
@@ -190,7 +199,9 @@ fn check_command(args: &[String], env: &[String], problems: &mut Vec<String>) {
     let mut flags = flags.iter();
     while let Some(arg) = flags.next() {
         let Some(flag) = arg.strip_prefix("--").map(|_| arg.as_str()) else {
-            problems.push(format!("`esprit {subcommand}`: unexpected argument {arg:?}"));
+            problems.push(format!(
+                "`esprit {subcommand}`: unexpected argument {arg:?}"
+            ));
             continue;
         };
         let (name, inline) = match flag.split_once('=') {
@@ -299,7 +310,10 @@ fn the_flag_check_refuses_what_the_binary_would_refuse() {
     );
     problems.clear();
     check_command(&args("iam serf --listen=0.0.0.0:8085"), &[], &mut problems);
-    assert_eq!(problems, ["`esprit iam serf` is not a command of the binary"]);
+    assert_eq!(
+        problems,
+        ["`esprit iam serf` is not a command of the binary"]
+    );
 }
 
 /// The Bookstore's service config and descriptor in the ConfigMap are what the proxy would load:
