@@ -24,6 +24,16 @@ dir=${ESPRIT_LOCAL_DIR:-${TMPDIR:-/tmp}/esprit-local}
 base=${ESPRIT_LOCAL_BASE_PORT:-18000}
 store_kind=${ESPRIT_LOCAL_STORE:-postgres}
 
+say() { echo "local: $*" >&2; }
+die() {
+    say "$*"
+    exit 1
+}
+
+if ! [[ $base =~ ^[0-9]+$ ]] || [ "$base" -lt 1024 ] || [ "$base" -gt 65000 ]; then
+    die "ESPRIT_LOCAL_BASE_PORT must be a number from 1024 to 65000, not '$base'"
+fi
+
 project=my-project
 service=bookstore.endpoints.$project.cloud.goog
 proxy_account=esprit-proxy@$project.iam.gserviceaccount.com
@@ -35,12 +45,6 @@ backend_ports=($((base + 11)) $((base + 12)))
 iam_ports=($((base + 21)) $((base + 22)))
 iam_admin_ports=($((base + 121)) $((base + 122)))
 pg_port=$((base + 432))
-
-say() { echo "local: $*" >&2; }
-die() {
-    say "$*"
-    exit 1
-}
 
 case $store_kind in
 postgres | sqlite) ;;
@@ -70,7 +74,15 @@ chmod 0711 "$dir"
 : >"$dir/pids"
 
 # If anything below fails, stop what was started.
-trap 'status=$?; if [ $status -ne 0 ]; then say "failed; stopping what was started"; ESPRIT_LOCAL_DIR="$dir" "$root/deploy/local/down.sh" --keep >&2 || true; say "logs: $dir/logs"; fi' EXIT
+on_exit() {
+    local status=$?
+    if [ $status -ne 0 ]; then
+        say "failed; stopping what was started"
+        ESPRIT_LOCAL_DIR="$dir" "$root/deploy/local/down.sh" --keep >&2 || true
+        say "logs: $dir/logs"
+    fi
+}
+trap on_exit EXIT
 
 # Starts NAME COMMAND… in the background, its output in logs/NAME.log, its pid in pids.
 start() {
@@ -181,9 +193,9 @@ EOF
 
 # --- key servers --------------------------------------------------------------------------------
 for i in 0 1; do
-    start "iam-$((i + 1))" "$esprit" iam serve --listen 127.0.0.1:${iam_ports[$i]} \
-        --admin-listen 127.0.0.1:${iam_admin_ports[$i]} --store-pool-size 4 \
-        --issuer-url http://127.0.0.1:${iam_ports[0]} --kek-file "$dir/kek"
+    start "iam-$((i + 1))" "$esprit" iam serve --listen 127.0.0.1:"${iam_ports[$i]}" \
+        --admin-listen 127.0.0.1:"${iam_admin_ports[$i]}" --store-pool-size 4 \
+        --issuer-url http://127.0.0.1:"${iam_ports[0]}" --kek-file "$dir/kek"
 done
 for i in 0 1; do
     wait_ready "iam-$((i + 1))" "http://127.0.0.1:${iam_admin_ports[$i]}/readyz"
@@ -192,19 +204,19 @@ done
 # --- backends -------------------------------------------------------------------------------------
 for i in 0 1; do
     start "bookstore-$((i + 1))" "$bin/bookstore-server" --host 127.0.0.1 \
-        --port ${backend_ports[$i]} --db :memory:
+        --port "${backend_ports[$i]}" --db :memory:
 done
 
 # --- proxies: proxy N forwards to backend (N-1) mod 2 and asks both key servers ------------------
 for i in 0 1 2; do
-    start "proxy-$((i + 1))" "$esprit" proxy --listen 127.0.0.1:${proxy_ports[$i]} \
-        --backend grpc://127.0.0.1:${backend_ports[$((i % 2))]} \
+    start "proxy-$((i + 1))" "$esprit" proxy --listen 127.0.0.1:"${proxy_ports[$i]}" \
+        --backend grpc://127.0.0.1:"${backend_ports[$((i % 2))]}" \
         --service-config "$dir/api_config.yaml" \
         --descriptor "$root/examples/bookstore/proto/bookstore.proto" \
-        --service-control-url http://127.0.0.1:${iam_ports[0]} \
-        --service-control-url http://127.0.0.1:${iam_ports[1]} \
+        --service-control-url http://127.0.0.1:"${iam_ports[0]}" \
+        --service-control-url http://127.0.0.1:"${iam_ports[1]}" \
         --service-account-key "$dir/proxy-key.json" \
-        --health-check-grpc-backend --admin-listen 127.0.0.1:${proxy_admin_ports[$i]}
+        --health-check-grpc-backend --admin-listen 127.0.0.1:"${proxy_admin_ports[$i]}"
 done
 for i in 0 1 2; do
     wait_ready "proxy-$((i + 1))" "http://127.0.0.1:${proxy_admin_ports[$i]}/readyz"
