@@ -4,11 +4,13 @@
 //! Where a key is found is a pure function of the request ([`find_api_key`]); what the answer
 //! means is a pure function of the answer ([`decide`]); asking is the checker's job
 //! ([`checker::ApiKeyChecker`]: a byte-bounded cache keyed by SHA-256, one request shared by
-//! every concurrent caller of one key, and a cap on outstanding requests).
+//! every concurrent caller of one key, and a cap on outstanding requests); which of several key
+//! servers to ask, and when one is ejected, is a pure decision too ([`replicas`]).
 
 mod checker;
 mod decide;
 mod find;
+mod replicas;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +22,7 @@ use crate::wire::Rejection;
 
 pub(crate) use checker::ApiKeyChecker;
 pub use find::find_api_key;
+pub use replicas::EjectionPolicy;
 
 /// Whether the key server at `url` may be asked: `https://` always; `http://` only to a
 /// loopback host (127.0.0.0/8, ::1, `localhost`) unless `allow_insecure_http`, because the
@@ -59,9 +62,10 @@ const CONSUMER_PROJECT: http::HeaderName =
 /// answers), 60 s for invalid ones (so a newly created key is not refused for long), fail closed.
 #[derive(Debug, Clone)]
 pub struct ApiKeySettings {
-    /// Base URL of the key server, e.g. `http://127.0.0.1:8085`. Required when any method needs
-    /// a key.
-    pub service_control_url: Option<String>,
+    /// Base URLs of the key servers (`--service-control-url`, repeatable), e.g.
+    /// `http://127.0.0.1:8085`: replicas on one store, any of which may answer any check. At
+    /// least one is required when any method needs a key.
+    pub service_control_urls: Vec<String>,
     /// Extra CA certificates (PEM) trusted for an `https` key server, on top of the system
     /// roots (`--service-control-ca`).
     pub service_control_ca: Option<std::path::PathBuf>,
@@ -80,8 +84,12 @@ pub struct ApiKeySettings {
     /// Key-server checks outstanding at once; a call that would exceed it is refused
     /// (`UNAVAILABLE`), never let through, even with fail-open.
     pub max_pending_checks: usize,
-    /// Bound on one check request.
+    /// Budget of one check, every attempt at every replica included
+    /// (`--service-control-check-timeout`). Each attempt gets an equal share of what is left
+    /// among the attempts still planned.
     pub check_timeout: Duration,
+    /// When a key server that keeps failing is left out, and for how long.
+    pub ejection: EjectionPolicy,
     /// When the key server cannot be reached: `Closed` answers `UNAVAILABLE` (esprit's default;
     /// ESP fails open), `Open` lets the call through without a consumer project.
     pub on_unreachable: OnUnreachable,
@@ -96,7 +104,7 @@ pub enum OnUnreachable {
 impl Default for ApiKeySettings {
     fn default() -> Self {
         Self {
-            service_control_url: None,
+            service_control_urls: Vec::new(),
             service_control_ca: None,
             allow_insecure_http: false,
             cache_valid: Duration::from_secs(300),
@@ -106,6 +114,7 @@ impl Default for ApiKeySettings {
             invalid_cache_size: 10_000,
             max_pending_checks: 256,
             check_timeout: Duration::from_secs(2),
+            ejection: EjectionPolicy::default(),
             on_unreachable: OnUnreachable::FailClosed,
         }
     }
@@ -192,7 +201,8 @@ mod tests {
             ..ApiKeySettings::default()
         };
         let checker =
-            ApiKeyChecker::new("svc", "http://127.0.0.1:9", &settings, clock::system()).unwrap();
+            ApiKeyChecker::new("svc", &["http://127.0.0.1:9".into()], &settings, clock::system())
+                .unwrap();
         KeyRequirement {
             locations: Arc::from(ApiKeyLocation::defaults().as_slice()),
             checker: Arc::new(checker),
