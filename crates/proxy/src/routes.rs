@@ -77,11 +77,9 @@ impl RouteTable {
             .filter(|m| m.api_key == ApiKeyRequirement::Required)
             .map(|m| m.selector.as_str().to_owned())
             .collect();
-        for url in &api_keys.service_control_urls {
-            crate::api_key::check_url_transport(url, api_keys.allow_insecure_http)
-                .map_err(ProxyError::ApiKeys)?;
-        }
         let urls = &api_keys.service_control_urls;
+        crate::api_key::check_urls(urls, api_keys.allow_insecure_http)
+            .map_err(ProxyError::ApiKeys)?;
         let checker = match (urls.is_empty(), needs_key.is_empty()) {
             (_, true) => None,
             (true, false) => return Err(Unenforceable::ApiKeys(needs_key).into()),

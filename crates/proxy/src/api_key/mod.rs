@@ -44,6 +44,29 @@ pub fn check_url_transport(url: &str, allow_insecure_http: bool) -> Result<(), S
     }
 }
 
+/// Most key servers (`--service-control-url` given this often at most): each one is a label
+/// of the metrics, and each may cost a check one attempt.
+pub(crate) const MAX_KEY_SERVERS: usize = 16;
+
+/// Every `--service-control-url` at once: at most [`MAX_KEY_SERVERS`], none twice, each allowed
+/// by [`check_url_transport`]. The error is the operator's message.
+pub(crate) fn check_urls(urls: &[String], allow_insecure_http: bool) -> Result<(), String> {
+    if urls.len() > MAX_KEY_SERVERS {
+        return Err(format!(
+            "--service-control-url: at most {MAX_KEY_SERVERS} key servers, {} given",
+            urls.len()
+        ));
+    }
+    for (i, url) in urls.iter().enumerate() {
+        check_url_transport(url, allow_insecure_http)?;
+        let same = |other: &String| other.trim_end_matches('/') == url.trim_end_matches('/');
+        if urls[..i].iter().any(same) {
+            return Err(format!("--service-control-url {url:?}: given twice"));
+        }
+    }
+    Ok(())
+}
+
 fn is_loopback(url: &reqwest::Url) -> bool {
     let Some(host) = url.host_str() else {
         return false;
@@ -190,6 +213,35 @@ mod tests {
                 ok,
                 "{url} allowed={allowed}"
             );
+        }
+    }
+
+    #[test]
+    fn every_url_is_checked_none_twice_and_at_most_sixteen() {
+        let urls = |list: &[&str]| list.iter().map(|u| u.to_string()).collect::<Vec<_>>();
+        let many: Vec<String> = (0..17).map(|i| format!("http://127.0.0.1:{}", 8000 + i)).collect();
+        for (list, allowed, want) in [
+            (urls(&["http://127.0.0.1:1", "https://keys.example.com"]), false, Ok(())),
+            (
+                urls(&["http://127.0.0.1:1", "http://10.0.0.1:1"]),
+                false,
+                Err("not loopback"),
+            ),
+            (urls(&["http://127.0.0.1:1", "http://10.0.0.1:1"]), true, Ok(())),
+            (
+                urls(&["http://127.0.0.1:1", "http://127.0.0.1:1/"]),
+                false,
+                Err("given twice"),
+            ),
+            (urls(&[]), false, Ok(())),
+            (many[..16].to_vec(), false, Ok(())),
+            (many, false, Err("at most 16 key servers, 17 given")),
+        ] {
+            match (check_urls(&list, allowed), want) {
+                (Ok(()), Ok(())) => {}
+                (Err(err), Err(part)) => assert!(err.contains(part), "{list:?}: {err}"),
+                (got, want) => panic!("{list:?}: {got:?}, want {want:?}"),
+            }
         }
     }
 
