@@ -571,6 +571,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn attempt_outcomes_index_their_counters_and_have_distinct_labels() {
+        for (i, outcome) in AttemptOutcome::ALL.iter().enumerate() {
+            assert_eq!(*outcome as usize, i);
+        }
+        let mut labels: Vec<&str> = AttemptOutcome::ALL.iter().map(|o| o.label()).collect();
+        labels.sort_unstable();
+        labels.dedup();
+        assert_eq!(labels.len(), AttemptOutcome::ALL.len());
+    }
+
+    #[test]
     fn every_code_and_status_has_a_cell() {
         assert_eq!(code_index(Code::Ok), 0);
         assert_eq!(code_index(Code::Unauthenticated), 16);

@@ -159,10 +159,15 @@ async fn one_of_two_key_servers_stops_and_no_call_fails() {
         );
     }
     let page = metrics(&proxy).await;
-    let failed: f64 = ["connect_error", "transport_error", "timeout", "server_error"]
-        .iter()
-        .map(|outcome| attempts(&page, &first_url, outcome))
-        .sum();
+    let failed: f64 = [
+        "connect_error",
+        "transport_error",
+        "timeout",
+        "server_error",
+    ]
+    .iter()
+    .map(|outcome| attempts(&page, &first_url, outcome))
+    .sum();
     // Checks 1, 3 and 5 after the stop asked the stopped server first; the third failure
     // ejected it, so checks 7… asked only the live one.
     assert_eq!(failed, 3.0);
@@ -215,7 +220,12 @@ async fn a_replica_answering_500_is_failed_over_ejected_and_readmitted() {
     assert_eq!(ejected(&metrics(&proxy).await), 0.0);
     let mut projects = Vec::new();
     for _ in 0..2 {
-        projects.push(call(&proxy, &store.key("p-project")).await.unwrap().unwrap());
+        projects.push(
+            call(&proxy, &store.key("p-project"))
+                .await
+                .unwrap()
+                .unwrap(),
+        );
     }
     assert_eq!(broken.hits(CHECK_PATH), 4);
     assert!(projects.contains(&"scripted".to_owned()), "{projects:?}");
@@ -256,7 +266,8 @@ async fn both_replicas_down_fails_closed_or_open_within_the_budget() {
     let (_a, a) = black_hole().await;
     let (_b, b) = black_hole().await;
     let urls = vec![a.clone(), b.clone()];
-    let (_closed_backend, closed) = proxy(urls.clone(), |s| s.api_keys.check_timeout = BUDGET).await;
+    let (_closed_backend, closed) =
+        proxy(urls.clone(), |s| s.api_keys.check_timeout = BUDGET).await;
     let (_open_backend, open) = proxy(urls, |s| {
         s.api_keys.check_timeout = BUDGET;
         s.api_keys.on_unreachable = proxy::OnUnreachable::FailOpen;
@@ -270,7 +281,11 @@ async fn both_replicas_down_fails_closed_or_open_within_the_budget() {
     let status = refused.unwrap_err();
     assert_eq!(status.code(), Code::Unavailable);
     assert_eq!(status.message(), UNAVAILABLE);
-    assert_eq!(let_through.unwrap(), None, "fail-open vouches for no project");
+    assert_eq!(
+        let_through.unwrap(),
+        None,
+        "fail-open vouches for no project"
+    );
     for took in [closed_took, open_took] {
         // Both replicas were asked (a share each), and the whole check stayed in its budget:
         // asking each with the whole budget would take twice as long.
@@ -326,7 +341,10 @@ async fn every_url_is_checked_at_start() {
             vec!["http://127.0.0.1:9", "http://192.0.2.1:8085"],
             "--service-control-allow-insecure-http",
         ),
-        (vec!["http://127.0.0.1:9", "http://127.0.0.1:9/"], "given twice"),
+        (
+            vec!["http://127.0.0.1:9", "http://127.0.0.1:9/"],
+            "given twice",
+        ),
     ] {
         let mut settings = settings(backend.addr());
         settings.api_keys.service_control_urls = urls.iter().map(|u| u.to_string()).collect();

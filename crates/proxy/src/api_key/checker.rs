@@ -187,9 +187,8 @@ impl ApiKeyChecker {
         let mut servers: Vec<Replica> = Vec::with_capacity(base_urls.len());
         for base_url in base_urls {
             let base = base_url.trim_end_matches('/');
-            let url = reqwest::Url::parse(base).map_err(|e| {
-                format!("--service-control-url {base_url:?}: not a URL ({e})")
-            })?;
+            let url = reqwest::Url::parse(base)
+                .map_err(|e| format!("--service-control-url {base_url:?}: not a URL ({e})"))?;
             if !matches!(url.scheme(), "http" | "https") {
                 return Err(format!(
                     "--service-control-url {base_url:?}: expected an http:// or https:// URL"

@@ -219,15 +219,25 @@ mod tests {
     #[test]
     fn every_url_is_checked_none_twice_and_at_most_sixteen() {
         let urls = |list: &[&str]| list.iter().map(|u| u.to_string()).collect::<Vec<_>>();
-        let many: Vec<String> = (0..17).map(|i| format!("http://127.0.0.1:{}", 8000 + i)).collect();
+        let many: Vec<String> = (0..17)
+            .map(|i| format!("http://127.0.0.1:{}", 8000 + i))
+            .collect();
         for (list, allowed, want) in [
-            (urls(&["http://127.0.0.1:1", "https://keys.example.com"]), false, Ok(())),
+            (
+                urls(&["http://127.0.0.1:1", "https://keys.example.com"]),
+                false,
+                Ok(()),
+            ),
             (
                 urls(&["http://127.0.0.1:1", "http://10.0.0.1:1"]),
                 false,
                 Err("not loopback"),
             ),
-            (urls(&["http://127.0.0.1:1", "http://10.0.0.1:1"]), true, Ok(())),
+            (
+                urls(&["http://127.0.0.1:1", "http://10.0.0.1:1"]),
+                true,
+                Ok(()),
+            ),
             (
                 urls(&["http://127.0.0.1:1", "http://127.0.0.1:1/"]),
                 false,
@@ -252,9 +262,13 @@ mod tests {
             check_timeout: Duration::from_secs(5),
             ..ApiKeySettings::default()
         };
-        let checker =
-            ApiKeyChecker::new("svc", &["http://127.0.0.1:9".into()], &settings, clock::system())
-                .unwrap();
+        let checker = ApiKeyChecker::new(
+            "svc",
+            &["http://127.0.0.1:9".into()],
+            &settings,
+            clock::system(),
+        )
+        .unwrap();
         KeyRequirement {
             locations: Arc::from(ApiKeyLocation::defaults().as_slice()),
             checker: Arc::new(checker),

@@ -66,7 +66,9 @@ pub(crate) enum Health {
 pub(crate) enum Transition {
     None,
     /// This failure ejected the replica until then.
-    Ejected { until: SystemTime },
+    Ejected {
+        until: SystemTime,
+    },
     /// An answer from a replica that was ejected (tried because every replica was) readmitted it.
     Readmitted,
 }

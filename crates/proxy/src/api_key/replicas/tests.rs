@@ -16,9 +16,21 @@ fn policy() -> EjectionPolicy {
 #[test]
 fn defaults_are_three_failures_ten_seconds_doubling_to_five_minutes() {
     let p = policy();
-    let table = [(1, 10), (2, 20), (3, 40), (4, 80), (5, 160), (6, 300), (7, 300)];
+    let table = [
+        (1, 10),
+        (2, 20),
+        (3, 40),
+        (4, 80),
+        (5, 160),
+        (6, 300),
+        (7, 300),
+    ];
     for (nth, secs) in table {
-        assert_eq!(p.ejection_time(nth), Duration::from_secs(secs), "ejection {nth}");
+        assert_eq!(
+            p.ejection_time(nth),
+            Duration::from_secs(secs),
+            "ejection {nth}"
+        );
     }
     // No overflow however many ejections in a row.
     assert_eq!(p.ejection_time(u32::MAX), Duration::from_secs(300));
@@ -63,7 +75,9 @@ fn three_consecutive_failures_eject_and_an_answer_in_between_resets_the_count() 
         assert_eq!(
             transition,
             if *ejects {
-                Transition::Ejected { until: now + Duration::from_secs(10) }
+                Transition::Ejected {
+                    until: now + Duration::from_secs(10),
+                }
             } else {
                 Transition::None
             },
