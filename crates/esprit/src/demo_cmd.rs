@@ -225,7 +225,7 @@ async fn demo(dir: &Path, keep_running: bool) -> anyhow::Result<usize> {
     let listen = SocketAddr::from(([127, 0, 0, 1], 0));
     let mut settings = proxy::ProxySettings::new(listen, backend);
     // The key server checks API keys too (`POST /v1/services/{service}:check`).
-    settings.api_keys.service_control_url = Some(key_server.as_str().to_owned());
+    settings.api_keys.service_control_urls = vec![key_server.as_str().to_owned()];
     let proxy = proxy::Proxy::bind(&config, settings)
         .await
         .context("starting the proxy")?;

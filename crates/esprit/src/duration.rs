@@ -43,6 +43,8 @@ pub const JWKS_REFETCH_INTERVAL: Bound = bound(secs(1), secs(3600));
 pub const JWKS_FETCH_TIMEOUT: Bound = bound(Duration::from_millis(100), secs(300));
 /// `esprit proxy --api-key-cache-duration`.
 pub const API_KEY_CACHE_DURATION: Bound = bound(Duration::ZERO, secs(24 * 3600));
+/// `esprit proxy --service-control-check-timeout`.
+pub const SERVICE_CONTROL_CHECK_TIMEOUT: Bound = bound(Duration::from_millis(100), secs(60));
 /// `esprit proxy --health-check-grpc-backend-interval`.
 pub const HEALTH_CHECK_INTERVAL: Bound = bound(Duration::from_millis(100), secs(300));
 /// `esprit token --lifetime`: Google's longest for a self-signed service-account JWT.

@@ -94,9 +94,15 @@ pub struct ProxyArgs {
     #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
     jwt_cache_size: u64,
     /// The key server that checks API keys (`esprit iam serve`), e.g. `http://127.0.0.1:8085`.
-    /// Required when a method needs an API key (`usage.rules`).
+    /// Repeatable (at most 16): replicas on one store, checks spread over them round robin,
+    /// failing over within --service-control-check-timeout; one that keeps failing is ejected
+    /// for a while. Required when a method needs an API key (`usage.rules`).
     #[arg(long, value_name = "URL")]
-    service_control_url: Option<String>,
+    service_control_url: Vec<String>,
+    /// Budget of one API-key check, every attempt at every key server included; each attempt
+    /// gets an equal share of what is left. Past it the key server counts as unreachable.
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = duration::SERVICE_CONTROL_CHECK_TIMEOUT.parser())]
+    service_control_check_timeout: Duration,
     /// Extra CA certificates (PEM) trusted for an `https` --service-control-url, on top of the
     /// system roots (a key server with a private CA: `iam serve --tls-cert`).
     #[arg(long, value_name = "FILE")]
@@ -215,7 +221,8 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
     settings.auth.jwks.refetch_limit = args.jwks_refetch_limit;
     settings.auth.jwks.fetch_timeout = args.jwks_fetch_timeout;
     settings.auth.jwks.extra_ca = args.jwks_ca;
-    settings.api_keys.service_control_url = args.service_control_url;
+    settings.api_keys.service_control_urls = args.service_control_url;
+    settings.api_keys.check_timeout = args.service_control_check_timeout;
     settings.api_keys.service_control_ca = args.service_control_ca;
     settings.api_keys.allow_insecure_http = args.service_control_allow_insecure_http;
     settings.api_keys.cache_valid = args.api_key_cache_duration;

@@ -37,6 +37,13 @@ fn absurd_values_are_usage_errors_naming_flag_and_bound() {
         (PROXY, "--backend-connect-timeout", "1d", "at most 5m"),
         (PROXY, "--drain-timeout", "99999999999", "at most 1h"),
         (PROXY, "--api-key-cache-duration", "2d", "at most 24h"),
+        (
+            PROXY,
+            "--service-control-check-timeout",
+            "10ms",
+            "at least 100ms",
+        ),
+        (PROXY, "--service-control-check-timeout", "2m", "at most 1m"),
         (PROXY, "--jwt-cache-size", "1000000001", "0..=1000000"),
         (PROXY, "--jwt-cache-size", "-1", "-1"),
         (PROXY, "--worker-threads", "0", "1..=1024"),

@@ -221,3 +221,50 @@ async fn a_plain_http_key_server_off_loopback_is_refused_unless_allowed() {
         assert!(!proxy.process.addr.is_empty(), "{extra:?}");
     }
 }
+
+/// Issue 12 item 5: `--service-control-url` is repeatable. A key server that is down comes
+/// first; the check fails over to the live one within `--service-control-check-timeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_key_servers_fail_over_to_the_live_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("iam.db");
+    let (key, _) = iam::Store::open(&store)
+        .unwrap()
+        .create_api_key("cli-project", None, 0)
+        .unwrap();
+    let live = testkit::KeyServer::start(&store).await;
+    let down = format!("http://{}", testkit::dead_addr().await);
+    let backend = start_echo().await;
+    // Without its usage rules every method needs an API key.
+    let config = ECHO_CONFIG.split("usage:").next().unwrap();
+    let live_url = live.url();
+    let proxy = start_proxy_with_config(
+        backend.addr(),
+        dir.path(),
+        config,
+        &[
+            "--service-control-url",
+            &down,
+            "--service-control-url",
+            &live_url,
+            "--service-control-check-timeout",
+            "1s",
+        ],
+    );
+    let mut client =
+        echo::pb::echo_client::EchoClient::connect(format!("http://{}", proxy.process.addr))
+            .await
+            .unwrap();
+    let mut request = tonic::Request::new(EchoRequest::default());
+    request
+        .metadata_mut()
+        .insert("x-api-key", key.parse().unwrap());
+    let reply = client.unary(request).await.unwrap().into_inner();
+    assert_eq!(
+        reply
+            .metadata
+            .get("x-endpoint-api-consumer-project")
+            .map(String::as_str),
+        Some("cli-project")
+    );
+}

@@ -5,8 +5,8 @@
 //!
 //! Label values are bounded: method selectors from the config (plus `undefined` for every path
 //! that is not a method), the 17 gRPC codes, a fixed list of HTTP statuses (plus `other`),
-//! provider ids from the config, and the fixed names of checks and outcomes. Nothing a client
-//! chose becomes a label.
+//! provider ids from the config, the key servers' `host:port` from `--service-control-url`, and
+//! the fixed names of checks and outcomes. Nothing a client chose becomes a label.
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
@@ -97,6 +97,17 @@ struct RefetchLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AttemptLabels {
+    replica: String,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReplicaLabel {
+    replica: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabel {
     outcome: &'static str,
 }
@@ -134,6 +145,8 @@ impl ProxyMetrics {
                 cache_hits: Counter::default(),
                 cache_misses: Counter::default(),
                 latency: Histogram::new(KEY_SERVER_BUCKETS),
+                attempts: Family::default(),
+                ejections: Family::default(),
             },
             backend_connect_failures: Counter::default(),
         };
@@ -191,6 +204,16 @@ impl ProxyMetrics {
             "esprit_api_key_server_duration_seconds",
             "Latency of the key server's answers to API-key checks",
             metrics.api_key.latency.clone(),
+        );
+        registry.register(
+            "esprit_api_key_server_attempts",
+            "Requests to each key server (--service-control-url host:port) by outcome: answered, refused (4xx), connect_error, timeout, server_error (5xx), transport_error",
+            metrics.api_key.attempts.clone(),
+        );
+        registry.register(
+            "esprit_api_key_server_ejections",
+            "Times each key server was ejected after consecutive failed attempts",
+            metrics.api_key.ejections.clone(),
         );
         registry.register(
             "esprit_backend_connect_failures",
@@ -358,9 +381,79 @@ pub(crate) struct ApiKeyMetrics {
     pub cache_hits: Counter,
     pub cache_misses: Counter,
     pub latency: Histogram,
+    attempts: Family<AttemptLabels, Counter>,
+    ejections: Family<ReplicaLabel, Counter>,
+}
+
+/// How one request to one key server ended (the `outcome` label of
+/// `esprit_api_key_server_attempts`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum AttemptOutcome {
+    Answered,
+    Refused,
+    ConnectError,
+    Timeout,
+    ServerError,
+    TransportError,
+}
+
+impl AttemptOutcome {
+    const ALL: [AttemptOutcome; 6] = [
+        AttemptOutcome::Answered,
+        AttemptOutcome::Refused,
+        AttemptOutcome::ConnectError,
+        AttemptOutcome::Timeout,
+        AttemptOutcome::ServerError,
+        AttemptOutcome::TransportError,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            AttemptOutcome::Answered => "answered",
+            AttemptOutcome::Refused => "refused",
+            AttemptOutcome::ConnectError => "connect_error",
+            AttemptOutcome::Timeout => "timeout",
+            AttemptOutcome::ServerError => "server_error",
+            AttemptOutcome::TransportError => "transport_error",
+        }
+    }
+}
+
+/// One key server's counters, every series created at 0 when the checker is built.
+#[derive(Clone, Debug)]
+pub(crate) struct ReplicaMetrics {
+    attempts: [Counter; 6],
+    ejections: Counter,
+}
+
+impl ReplicaMetrics {
+    pub(crate) fn attempted(&self, outcome: AttemptOutcome) {
+        if let Some(counter) = self.attempts.get(outcome as usize) {
+            counter.inc();
+        }
+    }
+
+    pub(crate) fn ejected(&self) {
+        self.ejections.inc();
+    }
 }
 
 impl ApiKeyMetrics {
+    /// The counters of the key server labelled `replica` (`host:port`).
+    pub(crate) fn replica(&self, replica: &str) -> ReplicaMetrics {
+        ReplicaMetrics {
+            attempts: AttemptOutcome::ALL.map(|outcome| {
+                self.attempts.get_or_create_owned(&AttemptLabels {
+                    replica: replica.to_owned(),
+                    outcome: outcome.label(),
+                })
+            }),
+            ejections: self.ejections.get_or_create_owned(&ReplicaLabel {
+                replica: replica.to_owned(),
+            }),
+        }
+    }
+
     pub(crate) fn hit(metrics: Option<&Self>) {
         if let Some(m) = metrics {
             m.cache_hits.inc();
@@ -380,11 +473,12 @@ impl ApiKeyMetrics {
     }
 }
 
-/// What is read at scrape time rather than counted on the way: connections open, and each
-/// provider's key-set fetches.
+/// What is read at scrape time rather than counted on the way: connections open, each
+/// provider's key-set fetches, and the key servers ejected now.
 pub(crate) struct ScrapeCollector {
     pub admission: Arc<conn_guard::Admission>,
     pub keys: Option<keysets::JwksCache>,
+    pub api_keys: Option<Arc<crate::api_key::ApiKeyChecker>>,
 }
 
 impl std::fmt::Debug for ScrapeCollector {
@@ -409,6 +503,16 @@ impl prometheus_client::collector::Collector for ScrapeCollector {
             None,
             open.metric_type(),
         )?)?;
+        if let Some(checker) = &self.api_keys {
+            // An ejection ends with time, not with an event: counted when scraped.
+            let ejected = ConstGauge::new(i64::try_from(checker.ejected_replicas()).unwrap_or(0));
+            ejected.encode(encoder.encode_descriptor(
+                "esprit_api_key_servers_ejected",
+                "Key servers (--service-control-url) ejected now after consecutive failed attempts",
+                None,
+                ejected.metric_type(),
+            )?)?;
+        }
         let Some(keys) = &self.keys else {
             return Ok(());
         };
@@ -465,6 +569,17 @@ impl prometheus_client::collector::Collector for ScrapeCollector {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn attempt_outcomes_index_their_counters_and_have_distinct_labels() {
+        for (i, outcome) in AttemptOutcome::ALL.iter().enumerate() {
+            assert_eq!(*outcome as usize, i);
+        }
+        let mut labels: Vec<&str> = AttemptOutcome::ALL.iter().map(|o| o.label()).collect();
+        labels.sort_unstable();
+        labels.dedup();
+        assert_eq!(labels.len(), AttemptOutcome::ALL.len());
+    }
 
     #[test]
     fn every_code_and_status_has_a_cell() {

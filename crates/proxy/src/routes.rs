@@ -55,6 +55,8 @@ pub(crate) struct RouteTable {
     undefined: Option<Arc<MethodMetrics>>,
     /// The key sets, when some method checks JWTs (readiness and metrics read them).
     pub keys: Option<keysets::JwksCache>,
+    /// The API-key checker, when some method needs a key (metrics read its replicas' health).
+    pub api_keys: Option<Arc<ApiKeyChecker>>,
 }
 
 impl RouteTable {
@@ -75,15 +77,14 @@ impl RouteTable {
             .filter(|m| m.api_key == ApiKeyRequirement::Required)
             .map(|m| m.selector.as_str().to_owned())
             .collect();
-        if let Some(url) = &api_keys.service_control_url {
-            crate::api_key::check_url_transport(url, api_keys.allow_insecure_http)
-                .map_err(ProxyError::ApiKeys)?;
-        }
-        let checker = match (&api_keys.service_control_url, needs_key.is_empty()) {
+        let urls = &api_keys.service_control_urls;
+        crate::api_key::check_urls(urls, api_keys.allow_insecure_http)
+            .map_err(ProxyError::ApiKeys)?;
+        let checker = match (urls.is_empty(), needs_key.is_empty()) {
             (_, true) => None,
-            (None, false) => return Err(Unenforceable::ApiKeys(needs_key).into()),
-            (Some(url), false) => Some(Arc::new(
-                ApiKeyChecker::new(config.name(), url, api_keys, settings.clock.clone())
+            (true, false) => return Err(Unenforceable::ApiKeys(needs_key).into()),
+            (false, false) => Some(Arc::new(
+                ApiKeyChecker::new(config.name(), urls, api_keys, settings.clock.clone())
                     .map_err(ProxyError::ApiKeys)?
                     .with_metrics(metrics.map(ProxyMetrics::api_key)),
             )),
@@ -131,6 +132,7 @@ impl RouteTable {
         let mut table = Self::new(routes);
         table.undefined = metrics.map(|metrics| metrics.method(UNDEFINED_METHOD));
         table.keys = authenticator.as_ref().map(|a| a.keys().clone());
+        table.api_keys = checker;
         Ok(table)
     }
 
@@ -144,6 +146,7 @@ impl RouteTable {
             by_path,
             undefined: None,
             keys: None,
+            api_keys: None,
         }
     }
 

@@ -93,6 +93,7 @@ impl Proxy {
                 registry.register_collector(Box::new(ScrapeCollector {
                     admission: admission.clone(),
                     keys: state.routes.keys.clone(),
+                    api_keys: state.routes.api_keys.clone(),
                 }));
                 registry.register_collector(Box::new(admin::process::ProcessCollector));
                 let active = admin::ActiveConfig::new(admin::ConfigInfo {

@@ -167,7 +167,7 @@ async fn metrics_count_a_known_sequence_of_calls() {
         .unwrap();
     let backend = start_echo().await;
     let mut settings = settings_with_admin(backend.addr());
-    settings.api_keys.service_control_url = Some(key_server.url());
+    settings.api_keys.service_control_urls = vec![key_server.url()];
     let proxy = RunningProxy::start(&config(&jwks_server.url("/jwks")), settings).await;
     let url = proxy.url();
     // The keys are fetched (else the first call's refetch would be one more cache lookup).
@@ -411,7 +411,7 @@ async fn readyz_waits_for_every_providers_keys() {
     let mut settings = settings_with_admin(backend.addr());
     settings.auth.jwks.retry_initial = Duration::from_millis(50);
     settings.auth.jwks.retry_max = Duration::from_millis(100);
-    settings.api_keys.service_control_url = Some("http://127.0.0.1:9".into());
+    settings.api_keys.service_control_urls = vec!["http://127.0.0.1:9".into()];
     let proxy = RunningProxy::start(&config(&jwks_server.url("/jwks")), settings).await;
 
     // Fetches fail: not ready, and the page names the provider.
@@ -432,7 +432,7 @@ async fn readyz_waits_for_every_providers_keys() {
     // --readyz-skip-keys: ready at once, keys or not.
     let mut settings = settings_with_admin(backend.addr());
     settings.admin.as_mut().unwrap().ready_requires_keys = false;
-    settings.api_keys.service_control_url = Some("http://127.0.0.1:9".into());
+    settings.api_keys.service_control_urls = vec!["http://127.0.0.1:9".into()];
     let unfetchable = RunningProxy::start(&config("http://127.0.0.1:9/jwks"), settings).await;
     wait_for_status(unfetchable.admin(), "/readyz", 200, WAIT).await;
 }

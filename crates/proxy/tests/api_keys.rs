@@ -125,7 +125,7 @@ async fn stack(
     let keys = KeyService::start().await;
     let backend = start_echo().await;
     let mut settings = settings(backend.addr());
-    settings.api_keys.service_control_url = Some(keys.url.clone());
+    settings.api_keys.service_control_urls = vec![keys.url.clone()];
     tune(&mut settings);
     // No key set is needed for these tests: Bidi's JWT is optional and we send none, or junk.
     let proxy = RunningProxy::start(&config("http://127.0.0.1:9/jwks"), settings).await;
@@ -390,7 +390,7 @@ async fn many_calls_with_one_uncached_key_cause_one_check() {
     );
     let backend = start_echo().await;
     let mut settings = settings(backend.addr());
-    settings.api_keys.service_control_url = Some(format!("http://{}", checks.addr()));
+    settings.api_keys.service_control_urls = vec![format!("http://{}", checks.addr())];
     let proxy = RunningProxy::start(&config("http://127.0.0.1:9/jwks"), settings).await;
     let client = echo_client(proxy.url()).await;
     let calls: Vec<_> = (0..50)
@@ -437,7 +437,7 @@ async fn scripted_stack(
     let checks = keysets::test_server::KeyServer::start().await.unwrap();
     let backend = start_echo().await;
     let mut settings = settings(backend.addr());
-    settings.api_keys.service_control_url = Some(format!("http://{}", checks.addr()));
+    settings.api_keys.service_control_urls = vec![format!("http://{}", checks.addr())];
     tune(&mut settings);
     let proxy = RunningProxy::start(&config("http://127.0.0.1:9/jwks"), settings).await;
     (checks, backend, proxy)
@@ -649,7 +649,7 @@ async fn key_server_over_tls_with_a_private_ca() {
     let (valid, _) = keys.create("tls-project");
     let backend = start_echo().await;
     let mut trusting = settings(backend.addr());
-    trusting.api_keys.service_control_url = Some(keys.url.clone());
+    trusting.api_keys.service_control_urls = vec![keys.url.clone()];
     trusting.api_keys.service_control_ca = Some(ca);
     let proxy = RunningProxy::start(&config("http://127.0.0.1:9/jwks"), trusting).await;
 
@@ -673,7 +673,7 @@ async fn key_server_over_tls_with_a_private_ca() {
     // Without the CA the server's certificate is not trusted: the check fails, closed, and the
     // echo backend (which would answer OK) is not reached.
     let mut untrusting = settings(backend.addr());
-    untrusting.api_keys.service_control_url = Some(keys.url.clone());
+    untrusting.api_keys.service_control_urls = vec![keys.url.clone()];
     let proxy = RunningProxy::start(&config("http://127.0.0.1:9/jwks"), untrusting).await;
     let status = unary(proxy.url(), &[("x-api-key", &valid)])
         .await
@@ -690,7 +690,7 @@ async fn plain_http_key_server_off_loopback_is_refused_unless_allowed() {
     let backend = start_echo().await;
     let mut refused = settings(backend.addr());
     // 192.0.2.1 (TEST-NET-1): never contacted, the URL is refused before any check.
-    refused.api_keys.service_control_url = Some("http://192.0.2.1:8085".into());
+    refused.api_keys.service_control_urls = vec!["http://192.0.2.1:8085".into()];
     let err = match proxy::Proxy::bind(&config("http://127.0.0.1:9/jwks"), refused).await {
         Ok(_) => panic!("a plain http key server off loopback was accepted"),
         Err(err) => err.to_string(),
@@ -701,7 +701,7 @@ async fn plain_http_key_server_off_loopback_is_refused_unless_allowed() {
     );
 
     let mut allowed = settings(backend.addr());
-    allowed.api_keys.service_control_url = Some("http://192.0.2.1:8085".into());
+    allowed.api_keys.service_control_urls = vec!["http://192.0.2.1:8085".into()];
     allowed.api_keys.allow_insecure_http = true;
     assert!(
         proxy::Proxy::bind(&config("http://127.0.0.1:9/jwks"), allowed)

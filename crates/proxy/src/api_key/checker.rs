@@ -1,5 +1,7 @@
 //! Asking the key server (`POST /v1/services/{service}:check`, the `keycheck` contract), behind
-//! a cache bounded in bytes and a cap on outstanding requests.
+//! a cache bounded in bytes and a cap on outstanding requests; with several key servers
+//! (`--service-control-url` repeated), spread over them with failover and passive ejection, as
+//! [`super::replicas`] decides.
 //!
 //! Memory: entries are keyed by the key's SHA-256, so no key a client sent is kept. Valid
 //! answers are weighed in bytes (digest, consumer project, bookkeeping) against
@@ -8,8 +10,10 @@
 //! capped at `invalid_cache_size` fixed-size entries, so they can neither grow memory nor push
 //! valid keys out.
 
-use crate::metrics::ApiKeyMetrics;
+use std::sync::{Mutex, PoisonError};
 use std::time::SystemTime;
+
+use crate::metrics::{ApiKeyMetrics, AttemptOutcome, ReplicaMetrics};
 
 use clock::SharedClock;
 use http::HeaderValue;
@@ -18,6 +22,7 @@ use tokio::sync::Semaphore;
 use super::ApiKeySettings;
 use super::OnUnreachable;
 use super::decide::{Answer, CheckError};
+use super::replicas::{self, Health, Replicas, Transition};
 
 /// SHA-256 of a key: what the caches are keyed by.
 pub(crate) type KeyDigest = [u8; 32];
@@ -77,14 +82,72 @@ enum Miss {
     Failed(CheckError),
 }
 
+/// One configured key server (`--service-control-url`): where its checks go, and its label.
+struct Replica {
+    check_url: String,
+    /// `host:port` of the configured URL: the replica's name in logs and metrics (bounded: one
+    /// per flag; no path, no user info).
+    label: String,
+    metrics: Option<ReplicaMetrics>,
+}
+
+/// How one attempt at one replica ended.
+#[derive(Debug)]
+enum Attempt {
+    /// A 2xx answer, read (its verdict, or `Invalid` when it has none).
+    Answered(Answer),
+    /// A 4xx: the key counts as invalid, and the replica is up. Never retried elsewhere.
+    Refused(http::StatusCode),
+    Failed(Failure),
+}
+
+/// Why an attempt got no answer: the next replica is tried, within the check's budget.
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    #[error("connect error: {0}")]
+    Connect(String),
+    #[error("no answer within {0:?}")]
+    Timeout(std::time::Duration),
+    #[error("answered HTTP {0}")]
+    ServerError(http::StatusCode),
+    #[error("{0}")]
+    Transport(String),
+}
+
+impl Attempt {
+    /// The outcome label of `esprit_api_key_server_attempts` (a fixed set).
+    fn outcome(&self) -> AttemptOutcome {
+        match self {
+            Attempt::Answered(_) => AttemptOutcome::Answered,
+            Attempt::Refused(_) => AttemptOutcome::Refused,
+            Attempt::Failed(Failure::Connect(_)) => AttemptOutcome::ConnectError,
+            Attempt::Failed(Failure::Timeout(_)) => AttemptOutcome::Timeout,
+            Attempt::Failed(Failure::ServerError(_)) => AttemptOutcome::ServerError,
+            Attempt::Failed(Failure::Transport(_)) => AttemptOutcome::TransportError,
+        }
+    }
+
+    fn health(&self) -> Health {
+        match self {
+            Attempt::Answered(_) | Attempt::Refused(_) => Health::Answered,
+            Attempt::Failed(_) => Health::Failed,
+        }
+    }
+}
+
 pub(crate) struct ApiKeyChecker {
     client: reqwest::Client,
-    check_url: String,
+    /// The configured key servers, in flag order (indexes of [`Replicas`]).
+    servers: Vec<Replica>,
+    /// Their health: which to ask next, which are ejected.
+    replicas: Mutex<Replicas>,
+    /// The budget of one check, every attempt included.
+    check_timeout: std::time::Duration,
     valid: moka::future::Cache<KeyDigest, ValidEntry>,
     invalid: moka::sync::Cache<KeyDigest, SystemTime>,
     outstanding: Semaphore,
     pub on_unreachable: OnUnreachable,
-    /// Read for the caches' expiry.
+    /// Read for the caches' expiry and the replicas' ejections.
     clock: SharedClock,
     cache_valid: std::time::Duration,
     cache_invalid: std::time::Duration,
@@ -93,9 +156,10 @@ pub(crate) struct ApiKeyChecker {
 }
 
 impl ApiKeyChecker {
+    /// A checker asking the key servers at `base_urls` (at least one) about `service`'s keys.
     pub(crate) fn new(
         service: &str,
-        base_url: &str,
+        base_urls: &[String],
         settings: &ApiKeySettings,
         clock: SharedClock,
     ) -> Result<Self, String> {
@@ -112,22 +176,44 @@ impl ApiKeyChecker {
             .no_proxy()
             // The key server is configured by URL: a redirect is an error, not a hint.
             .redirect(reqwest::redirect::Policy::none())
+            // Backstops: each attempt is bounded by its share of the budget (`ask`).
             .connect_timeout(settings.check_timeout)
             .timeout(settings.check_timeout)
             .user_agent(concat!("esprit-proxy/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| format!("building the HTTP client: {e}"))?;
-        let base = base_url.trim_end_matches('/');
-        if !(base.starts_with("http://") || base.starts_with("https://")) {
-            return Err(format!(
-                "--service-control-url {base_url:?}: expected an http:// or https:// URL"
-            ));
-        }
         let service: String =
             form_urlencoded::byte_serialize(service.as_bytes()).collect::<String>();
+        let mut servers: Vec<Replica> = Vec::with_capacity(base_urls.len());
+        for base_url in base_urls {
+            let base = base_url.trim_end_matches('/');
+            let url = reqwest::Url::parse(base)
+                .map_err(|e| format!("--service-control-url {base_url:?}: not a URL ({e})"))?;
+            if !matches!(url.scheme(), "http" | "https") {
+                return Err(format!(
+                    "--service-control-url {base_url:?}: expected an http:// or https:// URL"
+                ));
+            }
+            let check_url = format!("{base}{}", keycheck::check_path(&service));
+            let host = url.host_str().unwrap_or_default();
+            let label = match url.port_or_known_default() {
+                Some(port) => format!("{host}:{port}"),
+                None => host.to_owned(),
+            };
+            servers.push(Replica {
+                check_url,
+                label,
+                metrics: None,
+            });
+        }
+        if servers.is_empty() {
+            return Err("no --service-control-url to check keys with".to_owned());
+        }
         Ok(Self {
             client,
-            check_url: format!("{base}{}", keycheck::check_path(&service)),
+            replicas: Mutex::new(Replicas::new(servers.len(), settings.ejection)),
+            servers,
+            check_timeout: settings.check_timeout,
             valid: valid_cache(settings),
             invalid: invalid_cache(settings),
             outstanding: Semaphore::new(settings.max_pending_checks.max(1)),
@@ -140,8 +226,23 @@ impl ApiKeyChecker {
     }
 
     pub(crate) fn with_metrics(mut self, metrics: Option<ApiKeyMetrics>) -> Self {
+        if let Some(metrics) = &metrics {
+            for server in &mut self.servers {
+                server.metrics = Some(metrics.replica(&server.label));
+            }
+        }
         self.metrics = metrics;
         self
+    }
+
+    /// Replicas ejected now (`esprit_api_key_servers_ejected`, read at scrape time).
+    pub(crate) fn ejected_replicas(&self) -> usize {
+        self.lock_replicas().ejected(self.clock.now())
+    }
+
+    fn lock_replicas(&self) -> std::sync::MutexGuard<'_, Replicas> {
+        // The state is a few counters updated in one step: usable even if a holder panicked.
+        self.replicas.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The answer for `key`: from a cache, or one request shared by every concurrent caller
@@ -200,40 +301,118 @@ impl ApiKeyChecker {
         }
     }
 
-    /// One request. Unreachable (fail-open may apply) only for connect failures, timeouts and
-    /// 5xx; any other answer without a verdict means the key is not valid.
+    /// One check: the replicas in the order [`Replicas::plan`] gives, each at most once, until
+    /// one answers or the check's budget is spent. Unreachable (fail-open may apply) only when
+    /// no replica answered; a 4xx or an answer without a verdict means the key is not valid.
     async fn ask(&self, key: &str) -> Result<Answer, CheckError> {
+        let deadline = tokio::time::Instant::now() + self.check_timeout;
+        let plan = self.lock_replicas().plan(self.clock.now());
+        let mut failures: Vec<String> = Vec::new();
+        for (tried, &index) in plan.iter().enumerate() {
+            let Some(server) = self.servers.get(index) else {
+                continue;
+            };
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if remaining.is_zero() {
+                failures.push(format!(
+                    "the check timeout ({:?}) ran out before {} more",
+                    self.check_timeout,
+                    plan.len() - tried
+                ));
+                break;
+            }
+            let timeout = replicas::attempt_timeout(remaining, plan.len() - tried);
+            let attempt = tokio::time::timeout(timeout, self.attempt(server, key))
+                .await
+                .unwrap_or(Attempt::Failed(Failure::Timeout(timeout)));
+            self.record(index, server, &attempt);
+            match attempt {
+                Attempt::Answered(answer) => return Ok(answer),
+                Attempt::Refused(status) => {
+                    tracing::warn!(%status, replica = %server.label, "key server refused the check; the key counts as invalid");
+                    return Ok(Answer::Invalid);
+                }
+                Attempt::Failed(failure) => {
+                    if tried + 1 < plan.len() {
+                        tracing::warn!(replica = %server.label, error = %failure, "key server attempt failed; asking another");
+                    }
+                    failures.push(format!("{}: {failure}", server.label));
+                }
+            }
+        }
+        Err(CheckError::Unreachable(failures.join("; ")))
+    }
+
+    /// The attempt's metrics, and its effect on the replica's health.
+    fn record(&self, index: usize, server: &Replica, attempt: &Attempt) {
+        if let Some(metrics) = &server.metrics {
+            metrics.attempted(attempt.outcome());
+        }
+        let transition = self
+            .lock_replicas()
+            .record(index, attempt.health(), self.clock.now());
+        match transition {
+            Transition::None => {}
+            Transition::Ejected { until } => {
+                let for_secs = until
+                    .duration_since(self.clock.now())
+                    .map_or(0, |d| d.as_secs());
+                tracing::warn!(replica = %server.label, for_secs, "key server ejected after consecutive failures");
+                if let Some(metrics) = &server.metrics {
+                    metrics.ejected();
+                }
+            }
+            Transition::Readmitted => {
+                tracing::info!(replica = %server.label, "key server answered again; readmitted");
+            }
+        }
+    }
+
+    /// One request to one replica (its whole answer read, unbounded in time: `ask` bounds it).
+    async fn attempt(&self, server: &Replica, key: &str) -> Attempt {
         let request = keycheck::CheckRequest {
             api_key: key.to_owned(),
         };
-        let mut response = self
+        let sent = self
             .client
-            .post(&self.check_url)
+            .post(&server.check_url)
             .json(&request)
             .send()
-            .await
-            .map_err(|e| CheckError::Unreachable(without_url(&e)))?;
+            .await;
+        let mut response = match sent {
+            Ok(response) => response,
+            Err(e) if e.is_timeout() => {
+                return Attempt::Failed(Failure::Timeout(self.check_timeout));
+            }
+            Err(e) if e.is_connect() => return Attempt::Failed(Failure::Connect(without_url(&e))),
+            Err(e) => return Attempt::Failed(Failure::Transport(without_url(&e))),
+        };
         let status = response.status();
         if status.is_server_error() {
-            return Err(CheckError::Unreachable(format!(
-                "key server answered HTTP {status}"
-            )));
+            return Attempt::Failed(Failure::ServerError(status));
         }
         if !status.is_success() {
-            tracing::warn!(%status, "key server refused the check; the key counts as invalid");
-            return Ok(Answer::Invalid);
+            return Attempt::Refused(status);
         }
         let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|e| {
-            CheckError::Unreachable(format!("reading the answer: {}", without_url(&e)))
-        })? {
-            body.extend_from_slice(&chunk);
-            if body.len() > MAX_ANSWER_BYTES {
-                tracing::warn!("key server answer too large; the key counts as invalid");
-                return Ok(Answer::Invalid);
+        loop {
+            match response.chunk().await {
+                Ok(Some(chunk)) => {
+                    body.extend_from_slice(&chunk);
+                    if body.len() > MAX_ANSWER_BYTES {
+                        tracing::warn!("key server answer too large; the key counts as invalid");
+                        return Attempt::Answered(Answer::Invalid);
+                    }
+                }
+                Ok(None) => return Attempt::Answered(parse_answer(&body)),
+                Err(e) => {
+                    return Attempt::Failed(Failure::Transport(format!(
+                        "reading the answer: {}",
+                        without_url(&e)
+                    )));
+                }
             }
         }
-        Ok(parse_answer(&body))
     }
 }
 

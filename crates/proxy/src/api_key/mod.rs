@@ -4,11 +4,13 @@
 //! Where a key is found is a pure function of the request ([`find_api_key`]); what the answer
 //! means is a pure function of the answer ([`decide`]); asking is the checker's job
 //! ([`checker::ApiKeyChecker`]: a byte-bounded cache keyed by SHA-256, one request shared by
-//! every concurrent caller of one key, and a cap on outstanding requests).
+//! every concurrent caller of one key, and a cap on outstanding requests); which of several key
+//! servers to ask, and when one is ejected, is a pure decision too ([`replicas`]).
 
 mod checker;
 mod decide;
 mod find;
+mod replicas;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +22,7 @@ use crate::wire::Rejection;
 
 pub(crate) use checker::ApiKeyChecker;
 pub use find::find_api_key;
+pub use replicas::EjectionPolicy;
 
 /// Whether the key server at `url` may be asked: `https://` always; `http://` only to a
 /// loopback host (127.0.0.0/8, ::1, `localhost`) unless `allow_insecure_http`, because the
@@ -41,6 +44,29 @@ pub fn check_url_transport(url: &str, allow_insecure_http: bool) -> Result<(), S
     }
 }
 
+/// Most key servers (`--service-control-url` given this often at most): each one is a label
+/// of the metrics, and each may cost a check one attempt.
+pub(crate) const MAX_KEY_SERVERS: usize = 16;
+
+/// Every `--service-control-url` at once: at most [`MAX_KEY_SERVERS`], none twice, each allowed
+/// by [`check_url_transport`]. The error is the operator's message.
+pub(crate) fn check_urls(urls: &[String], allow_insecure_http: bool) -> Result<(), String> {
+    if urls.len() > MAX_KEY_SERVERS {
+        return Err(format!(
+            "--service-control-url: at most {MAX_KEY_SERVERS} key servers, {} given",
+            urls.len()
+        ));
+    }
+    for (i, url) in urls.iter().enumerate() {
+        check_url_transport(url, allow_insecure_http)?;
+        let same = |other: &String| other.trim_end_matches('/') == url.trim_end_matches('/');
+        if urls[..i].iter().any(same) {
+            return Err(format!("--service-control-url {url:?}: given twice"));
+        }
+    }
+    Ok(())
+}
+
 fn is_loopback(url: &reqwest::Url) -> bool {
     let Some(host) = url.host_str() else {
         return false;
@@ -59,9 +85,10 @@ const CONSUMER_PROJECT: http::HeaderName =
 /// answers), 60 s for invalid ones (so a newly created key is not refused for long), fail closed.
 #[derive(Debug, Clone)]
 pub struct ApiKeySettings {
-    /// Base URL of the key server, e.g. `http://127.0.0.1:8085`. Required when any method needs
-    /// a key.
-    pub service_control_url: Option<String>,
+    /// Base URLs of the key servers (`--service-control-url`, repeatable), e.g.
+    /// `http://127.0.0.1:8085`: replicas on one store, any of which may answer any check. At
+    /// least one is required when any method needs a key.
+    pub service_control_urls: Vec<String>,
     /// Extra CA certificates (PEM) trusted for an `https` key server, on top of the system
     /// roots (`--service-control-ca`).
     pub service_control_ca: Option<std::path::PathBuf>,
@@ -80,8 +107,12 @@ pub struct ApiKeySettings {
     /// Key-server checks outstanding at once; a call that would exceed it is refused
     /// (`UNAVAILABLE`), never let through, even with fail-open.
     pub max_pending_checks: usize,
-    /// Bound on one check request.
+    /// Budget of one check, every attempt at every replica included
+    /// (`--service-control-check-timeout`). Each attempt gets an equal share of what is left
+    /// among the attempts still planned.
     pub check_timeout: Duration,
+    /// When a key server that keeps failing is left out, and for how long.
+    pub ejection: EjectionPolicy,
     /// When the key server cannot be reached: `Closed` answers `UNAVAILABLE` (esprit's default;
     /// ESP fails open), `Open` lets the call through without a consumer project.
     pub on_unreachable: OnUnreachable,
@@ -96,7 +127,7 @@ pub enum OnUnreachable {
 impl Default for ApiKeySettings {
     fn default() -> Self {
         Self {
-            service_control_url: None,
+            service_control_urls: Vec::new(),
             service_control_ca: None,
             allow_insecure_http: false,
             cache_valid: Duration::from_secs(300),
@@ -106,6 +137,7 @@ impl Default for ApiKeySettings {
             invalid_cache_size: 10_000,
             max_pending_checks: 256,
             check_timeout: Duration::from_secs(2),
+            ejection: EjectionPolicy::default(),
             on_unreachable: OnUnreachable::FailClosed,
         }
     }
@@ -184,6 +216,45 @@ mod tests {
         }
     }
 
+    #[test]
+    fn every_url_is_checked_none_twice_and_at_most_sixteen() {
+        let urls = |list: &[&str]| list.iter().map(|u| u.to_string()).collect::<Vec<_>>();
+        let many: Vec<String> = (0..17)
+            .map(|i| format!("http://127.0.0.1:{}", 8000 + i))
+            .collect();
+        for (list, allowed, want) in [
+            (
+                urls(&["http://127.0.0.1:1", "https://keys.example.com"]),
+                false,
+                Ok(()),
+            ),
+            (
+                urls(&["http://127.0.0.1:1", "http://10.0.0.1:1"]),
+                false,
+                Err("not loopback"),
+            ),
+            (
+                urls(&["http://127.0.0.1:1", "http://10.0.0.1:1"]),
+                true,
+                Ok(()),
+            ),
+            (
+                urls(&["http://127.0.0.1:1", "http://127.0.0.1:1/"]),
+                false,
+                Err("given twice"),
+            ),
+            (urls(&[]), false, Ok(())),
+            (many[..16].to_vec(), false, Ok(())),
+            (many, false, Err("at most 16 key servers, 17 given")),
+        ] {
+            match (check_urls(&list, allowed), want) {
+                (Ok(()), Ok(())) => {}
+                (Err(err), Err(part)) => assert!(err.contains(part), "{list:?}: {err}"),
+                (got, want) => panic!("{list:?}: {got:?}, want {want:?}"),
+            }
+        }
+    }
+
     /// The step on its own, with a checker whose key server is not listening.
     fn requirement(on_unreachable: OnUnreachable) -> KeyRequirement {
         let settings = ApiKeySettings {
@@ -191,8 +262,13 @@ mod tests {
             check_timeout: Duration::from_secs(5),
             ..ApiKeySettings::default()
         };
-        let checker =
-            ApiKeyChecker::new("svc", "http://127.0.0.1:9", &settings, clock::system()).unwrap();
+        let checker = ApiKeyChecker::new(
+            "svc",
+            &["http://127.0.0.1:9".into()],
+            &settings,
+            clock::system(),
+        )
+        .unwrap();
         KeyRequirement {
             locations: Arc::from(ApiKeyLocation::defaults().as_slice()),
             checker: Arc::new(checker),
