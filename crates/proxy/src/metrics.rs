@@ -101,8 +101,27 @@ struct OutcomeLabel {
     outcome: &'static str,
 }
 
+/// How a configuration reload ended (`esprit_config_reloads_total{outcome}`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ReloadOutcome {
+    Success,
+    Failure,
+}
+
+impl ReloadOutcome {
+    const ALL: [ReloadOutcome; 2] = [ReloadOutcome::Success, ReloadOutcome::Failure];
+
+    fn label(self) -> &'static str {
+        match self {
+            ReloadOutcome::Success => "success",
+            ReloadOutcome::Failure => "failure",
+        }
+    }
+}
+
 /// Every metric the proxy records, registered in the admin listener's registry.
 pub(crate) struct ProxyMetrics {
+    config_reloads: Family<OutcomeLabel, Counter>,
     calls: Family<CallLabels, Counter>,
     durations: Family<MethodLabel, Histogram, fn() -> Histogram>,
     in_flight: Gauge,
@@ -122,6 +141,7 @@ fn duration_histogram() -> Histogram {
 impl ProxyMetrics {
     pub(crate) fn register(registry: &mut Registry) -> Arc<Self> {
         let metrics = Self {
+            config_reloads: Family::default(),
             calls: Family::default(),
             durations: Family::new_with_constructor(duration_histogram as fn() -> Histogram),
             in_flight: Gauge::default(),
@@ -197,7 +217,27 @@ impl ProxyMetrics {
             "Calls that failed because no connection to the backend could be made",
             metrics.backend_connect_failures.clone(),
         );
+        registry.register(
+            "esprit_config_reloads",
+            "Configuration reloads (SIGHUP, --watch-config) by outcome: success, or failure (the configuration in force kept serving)",
+            metrics.config_reloads.clone(),
+        );
+        // Both series exist from the start, so an alert on failures sees 0 before the first.
+        for outcome in ReloadOutcome::ALL {
+            drop(metrics.config_reloads.get_or_create(&OutcomeLabel {
+                outcome: outcome.label(),
+            }));
+        }
         Arc::new(metrics)
+    }
+
+    /// A reload ended with `outcome`.
+    pub(crate) fn config_reloaded(&self, outcome: ReloadOutcome) {
+        self.config_reloads
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.label(),
+            })
+            .inc();
     }
 
     /// The per-call handles of one method (or of [`UNDEFINED_METHOD`]).
@@ -384,7 +424,8 @@ impl ApiKeyMetrics {
 /// provider's key-set fetches.
 pub(crate) struct ScrapeCollector {
     pub admission: Arc<conn_guard::Admission>,
-    pub keys: Option<keysets::JwksCache>,
+    /// The key sets are those of the route table in force (a reload replaces them).
+    pub state: Arc<crate::handler::State>,
 }
 
 impl std::fmt::Debug for ScrapeCollector {
@@ -409,7 +450,8 @@ impl prometheus_client::collector::Collector for ScrapeCollector {
             None,
             open.metric_type(),
         )?)?;
-        let Some(keys) = &self.keys else {
+        let routes = self.state.routes.load();
+        let Some(keys) = &routes.keys else {
             return Ok(());
         };
         let stats = keys.stats();
