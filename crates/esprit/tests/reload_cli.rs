@@ -114,12 +114,11 @@ async fn sighup_reloads_under_load_and_refuses_an_invalid_config() {
     let dir = tempfile::tempdir().unwrap();
     let key = jose::generate_es256().unwrap();
     let jwks_file = dir.path().join("jwks.json");
-    std::fs::write(
-        &jwks_file,
-        keysets::test_server::jwks(&[("k1", &key)]),
-    )
-    .unwrap();
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    std::fs::write(&jwks_file, keysets::test_server::jwks(&[("k1", &key)])).unwrap();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
     let claims = json!({"iss": ISSUER, "sub": "1", "aud": SERVICE, "iat": now, "exp": now + 3600});
     let token = key
         .signer()
@@ -201,11 +200,7 @@ async fn watch_config_reloads_when_the_file_changes() {
     let dir = tempfile::tempdir().unwrap();
     let jwks_file = dir.path().join("jwks.json");
     let key = jose::generate_es256().unwrap();
-    std::fs::write(
-        &jwks_file,
-        keysets::test_server::jwks(&[("k1", &key)]),
-    )
-    .unwrap();
+    std::fs::write(&jwks_file, keysets::test_server::jwks(&[("k1", &key)])).unwrap();
     let mut command = cli::proxy_command(
         ESPRIT,
         dir.path(),

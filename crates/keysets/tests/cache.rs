@@ -647,6 +647,10 @@ async fn reconfigure_keeps_unchanged_providers() {
         wait_for(Duration::from_secs(5), || server.hits("/a") > kept_hits + 1).await,
         "the kept provider's refresh task stopped"
     );
-    assert_eq!(server.hits("/gone"), gone, "the removed provider is still fetched");
+    assert_eq!(
+        server.hits("/gone"),
+        gone,
+        "the removed provider is still fetched"
+    );
     assert_eq!(kids(&new.state(&id("p"))).unwrap(), ["a"]);
 }

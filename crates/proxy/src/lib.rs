@@ -31,8 +31,8 @@ pub use access_log::AccessLogSettings;
 pub use api_key::{ApiKeySettings, OnUnreachable, check_url_transport, find_api_key};
 pub use auth::AuthSettings;
 pub use conn_guard::ConnectionLimits;
-pub use routes::Unenforceable;
 pub use reload::{ConfigFiles, Reloader, WATCH_INTERVAL_MAX, WATCH_INTERVAL_MIN};
+pub use routes::Unenforceable;
 pub use server::Proxy;
 pub use settings::{
     AdminSettings, BackendHealthCheck, BackendUrl, Http2Limits, ProxySettings, SettingsError,

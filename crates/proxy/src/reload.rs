@@ -50,7 +50,8 @@ impl ConfigFiles {
     }
 
     fn paths(&self) -> impl Iterator<Item = &Path> {
-        std::iter::once(self.service_config.as_path()).chain(self.descriptors.iter().map(|p| p.as_path()))
+        std::iter::once(self.service_config.as_path())
+            .chain(self.descriptors.iter().map(|p| p.as_path()))
     }
 
     /// The files as `/config` lists them.

@@ -124,7 +124,9 @@ impl Proxy {
             }
             _ => (None, None),
         };
-        let watch_config = settings.watch_config.filter(|_| settings.config_files.is_some());
+        let watch_config = settings
+            .watch_config
+            .filter(|_| settings.config_files.is_some());
         let reloader = Reloader::new(state.clone(), settings.clone(), active_config.clone());
         Ok(Self {
             listener,
@@ -194,8 +196,8 @@ impl Proxy {
             ))),
             _ => None,
         };
-        let config_watch = watch_config
-            .map(|interval| AbortOnDrop(tokio::spawn(reloader.watch(interval))));
+        let config_watch =
+            watch_config.map(|interval| AbortOnDrop(tokio::spawn(reloader.watch(interval))));
         accepting.store(true, Ordering::Relaxed);
         let builder = Arc::new(builder);
         let drain = conn_guard::Drain::new();

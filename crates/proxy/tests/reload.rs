@@ -285,7 +285,11 @@ async fn reload_under_load_applies_new_rules_at_once_and_fails_no_allowed_call()
             // Allowed by every config in force: never fails.
             assert_eq!(code, Code::Ok, "a call with a token, epochs {start}..{end}");
         } else if start == end && start % 2 == 0 {
-            assert_eq!(code, expected(start), "a call without a token in epoch {start}");
+            assert_eq!(
+                code,
+                expected(start),
+                "a call without a token in epoch {start}"
+            );
             stable[(start / 2) as usize] += 1;
         } else {
             // Straddled a swap: either config may have routed it.
@@ -392,7 +396,11 @@ async fn an_unchanged_provider_keeps_its_keys_across_a_reload() {
     world.write(&yaml(&world.jwks_uri(), &[UNARY]));
     world.proxy.reloader.reload().await.unwrap();
     assert_eq!(unary(&mut client, Some(&token), 0).await, Code::Ok);
-    assert_eq!(world.jwks.hits("/jwks"), fetched, "the keys were fetched again");
+    assert_eq!(
+        world.jwks.hits("/jwks"),
+        fetched,
+        "the keys were fetched again"
+    );
     let page = world.metrics().await;
     assert_eq!(
         page.sum("esprit_jwks_fetches_total", &[("provider", "consumer")]),
