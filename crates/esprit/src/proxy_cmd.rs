@@ -239,10 +239,11 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
     if let Some(listen) = args.admin_listen {
         let mut admin = proxy::AdminSettings::new(listen);
         admin.ready_requires_keys = !args.readyz_skip_keys;
-        admin.config_sources = std::iter::once(&args.service_config)
-            .chain(&args.descriptor)
-            .map(|path| path.display().to_string())
-            .collect();
+        admin.config_sources = settings
+            .config_files
+            .as_ref()
+            .map(proxy::ConfigFiles::sources)
+            .unwrap_or_default();
         settings.admin = Some(admin);
     }
     if args.health_check_grpc_backend {

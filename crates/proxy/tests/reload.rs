@@ -452,3 +452,65 @@ async fn watch_config_picks_up_a_file_renamed_over_the_config() {
     assert_eq!(reloads(&page, "success"), 1.0);
     assert_eq!(unary(&mut client, None, 0).await, Code::Unauthenticated);
 }
+
+/// Unary needs an API key (checked by esprit's key server) on top of `yaml`.
+fn api_key_yaml(jwks_uri: &str, service: &str, jwt_methods: &[&str]) -> String {
+    yaml(jwks_uri, jwt_methods)
+        .replace(&format!("name: {SERVICE}\n"), &format!("name: {service}\n"))
+        .replace(
+            "    allow_unregistered_calls: true\n",
+            "    allow_unregistered_calls: true\n  - selector: esprit.echo.v1.Echo.Unary\n    allow_unregistered_calls: false\n",
+        )
+}
+
+#[tokio::test]
+async fn the_api_key_cache_is_kept_while_the_service_name_is() {
+    let iam_dir = tempfile::tempdir().unwrap();
+    let store = iam_dir.path().join("iam.db");
+    let (api_key, _) = iam::Store::open(&store)
+        .unwrap()
+        .create_api_key("consumer-project", None, 0)
+        .unwrap();
+    let key_server = testkit::KeyServer::start(&store).await;
+    let world = World::start(&[], |settings| {
+        settings.api_keys.service_control_url = Some(key_server.url());
+    })
+    .await;
+    world.write(&api_key_yaml(&world.jwks_uri(), SERVICE, &[]));
+    world.proxy.reloader.reload().await.unwrap();
+    let mut client = echo_client(world.proxy.url()).await;
+    let call = |client: &mut echo::pb::echo_client::EchoClient<tonic::transport::Channel>| {
+        let mut request = Request::new(EchoRequest::default());
+        request
+            .metadata_mut()
+            .insert("x-api-key", api_key.parse().unwrap());
+        let mut client = client.clone();
+        async move {
+            client
+                .unary(request)
+                .await
+                .map(|_| ())
+                .map_err(|s| s.code())
+        }
+    };
+    let cache = |page: &MetricsPage| {
+        (
+            page.sum("esprit_api_key_cache_hits_total", &[]),
+            page.sum("esprit_api_key_cache_misses_total", &[]),
+        )
+    };
+    call(&mut client).await.unwrap();
+    assert_eq!(cache(&world.metrics().await), (0.0, 1.0));
+
+    // A rule changes, the service name does not: the key is still cached.
+    world.write(&api_key_yaml(&world.jwks_uri(), SERVICE, &[BIDI]));
+    world.proxy.reloader.reload().await.unwrap();
+    call(&mut client).await.unwrap();
+    assert_eq!(cache(&world.metrics().await), (1.0, 1.0));
+
+    // Another service: its keys are another matter, asked of the key server again.
+    world.write(&api_key_yaml(&world.jwks_uri(), "other.example.com", &[]));
+    world.proxy.reloader.reload().await.unwrap();
+    call(&mut client).await.unwrap();
+    assert_eq!(cache(&world.metrics().await), (1.0, 2.0));
+}
