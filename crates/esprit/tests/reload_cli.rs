@@ -12,6 +12,7 @@ use echo::pb::EchoRequest;
 use echo::pb::echo_client::EchoClient;
 use serde_json::{Value, json};
 use testkit::cli::{self, Listening};
+use testkit::replace_file;
 use tonic::transport::Channel;
 use tonic::{Code, Request};
 
@@ -53,12 +54,6 @@ authentication:
 "#,
         jwks_file.display()
     )
-}
-
-fn replace_file(path: &Path, text: &str) {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
 }
 
 async fn unary(client: &mut EchoClient<Channel>, token: Option<&str>) -> Code {

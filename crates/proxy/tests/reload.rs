@@ -7,7 +7,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -18,7 +18,7 @@ use jose::GeneratedKey;
 use keysets::test_server::{KeyServer as JwksServer, Reply, jwks};
 use proxy::{ConfigFiles, ProxySettings};
 use serde_json::json;
-use testkit::MetricsPage;
+use testkit::{MetricsPage, replace_file};
 use tonic::{Code, Request};
 
 const ISSUER: &str = "client@consumer-project.iam.gserviceaccount.com";
@@ -67,13 +67,6 @@ fn invalid_yaml(jwks_uri: &str) -> String {
         "  rules:\n  - selector: esprit.echo.v1.Echo.ServerStream\n    requirements:\n    - provider_id: consumer\n",
         "  rules:\n  - selector: esprit.echo.v1.Echo.ServerStream\n    requirements:\n    - provider_id: nobody\n",
     )
-}
-
-/// Writes `text` as a deployer would: to a temporary file, then renamed over `path`.
-fn replace_file(path: &Path, text: &str) {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
 }
 
 fn mint(key: &GeneratedKey) -> String {
