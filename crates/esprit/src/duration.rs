@@ -47,6 +47,9 @@ pub const API_KEY_CACHE_DURATION: Bound = bound(Duration::ZERO, secs(24 * 3600))
 pub const SERVICE_CONTROL_CHECK_TIMEOUT: Bound = bound(Duration::from_millis(100), secs(60));
 /// `esprit proxy --health-check-grpc-backend-interval`.
 pub const HEALTH_CHECK_INTERVAL: Bound = bound(Duration::from_millis(100), secs(300));
+/// `esprit proxy --watch-config-interval`.
+pub const WATCH_CONFIG_INTERVAL: Bound =
+    bound(proxy::WATCH_INTERVAL_MIN, proxy::WATCH_INTERVAL_MAX);
 /// `esprit token --lifetime`: Google's longest for a self-signed service-account JWT.
 pub const TOKEN_LIFETIME: Bound = bound(secs(1), secs(24 * 3600));
 /// `esprit iam serve --signing-key-rotation` (the token service's own bounds).

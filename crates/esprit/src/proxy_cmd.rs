@@ -167,6 +167,13 @@ pub struct ProxyArgs {
         requires = "health_check_grpc_backend"
     )]
     health_check_grpc_backend_service: String,
+    /// Reload the service config and descriptor files when their content changes (polled every
+    /// --watch-config-interval). SIGHUP reloads them whether or not this is given.
+    #[arg(long)]
+    watch_config: bool,
+    /// How often --watch-config reads the files (100ms to 1h).
+    #[arg(long, value_name = "DURATION", default_value = "1s", requires = "watch_config", value_parser = duration::WATCH_CONFIG_INTERVAL.parser())]
+    watch_config_interval: Duration,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -201,6 +208,12 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
     );
 
     let mut settings = proxy::ProxySettings::new(args.listen, args.backend);
+    settings.config_files = Some(proxy::ConfigFiles::new(
+        args.service_config.clone(),
+        args.descriptor.clone(),
+        options,
+    ));
+    settings.watch_config = args.watch_config.then_some(args.watch_config_interval);
     settings.backend_ca = args.backend_ca;
     settings.backend_connect_timeout = args.backend_connect_timeout;
     settings.backend_connections = usize::from(args.backend_connections);
@@ -233,10 +246,11 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
     if let Some(listen) = args.admin_listen {
         let mut admin = proxy::AdminSettings::new(listen);
         admin.ready_requires_keys = !args.readyz_skip_keys;
-        admin.config_sources = std::iter::once(&args.service_config)
-            .chain(&args.descriptor)
-            .map(|path| path.display().to_string())
-            .collect();
+        admin.config_sources = settings
+            .config_files
+            .as_ref()
+            .map(proxy::ConfigFiles::sources)
+            .unwrap_or_default();
         settings.admin = Some(admin);
     }
     if args.health_check_grpc_backend {
@@ -269,6 +283,7 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
             .await
             .with_context(|| format!("starting the proxy for {}", args.service_config.display()))?;
         let shutdown = crate::signals::terminated();
+        let _reloads = crate::signals::on_hangup(proxy.reloader());
         let admin = proxy.admin_addr().map(|addr| addr.to_string());
         tracing::info!(listen = %proxy.local_addr(), admin, "listening");
         let drained = proxy.serve(shutdown).await;

@@ -56,6 +56,8 @@ fn absurd_values_are_usage_errors_naming_flag_and_bound() {
             "4294967296",
         ),
         (PROXY, "--backend-connections", "65", "1..=64"),
+        (PROXY, "--watch-config-interval", "10ms", "at least 100ms"),
+        (PROXY, "--watch-config-interval", "2h", "at most 1h"),
         (
             PROXY,
             "--health-check-grpc-backend-interval",

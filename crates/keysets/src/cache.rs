@@ -29,17 +29,54 @@ pub struct JwksCache {
 struct Inner {
     settings: JwksSettings,
     fetcher: Fetcher,
-    slots: HashMap<ProviderId, Arc<Slot>>,
-    tasks: Mutex<Vec<JoinHandle<()>>>,
+    slots: HashMap<ProviderId, Arc<Running>>,
 }
 
-impl Drop for Inner {
-    fn drop(&mut self) {
-        let tasks = self.tasks.get_mut().unwrap_or_else(PoisonError::into_inner);
-        for task in tasks.drain(..) {
+/// A provider's state and its refresh task. Shared by the caches of successive configurations
+/// while the provider's definition is unchanged ([`JwksCache::reconfigure`]); the task stops
+/// when the last cache holding it is dropped.
+struct Running {
+    slot: Arc<Slot>,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Running {
+    fn new(slot: Slot) -> Arc<Self> {
+        Arc::new(Self {
+            slot: Arc::new(slot),
+            task: Mutex::new(None),
+        })
+    }
+
+    fn stop(&self) {
+        let task = self
+            .task
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(task) = task {
             task.abort();
         }
     }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let task = self
+            .task
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(task) = task {
+            task.abort();
+        }
+    }
+}
+
+/// What a provider's keys depend on: a provider whose id, issuer (OpenID discovery) and
+/// `jwks_uri` are unchanged has the same keys, whatever its audiences or token locations.
+fn same_keys(a: &AuthProvider, b: &AuthProvider) -> bool {
+    a.id == b.id && a.issuer == b.issuer && a.jwks_uri == b.jwks_uri
 }
 
 /// One provider's state.
@@ -105,20 +142,8 @@ impl JwksCache {
         let slots = providers
             .iter()
             .map(|provider| {
-                let slot = Slot {
-                    provider: provider.clone(),
-                    snapshot: ArcSwap::from_pointee(Snapshot::default()),
-                    attempts: AtomicU64::new(0),
-                    book: tokio::sync::Mutex::new(Book {
-                        budget: RefetchBudget::new(
-                            settings.refetch_interval,
-                            settings.refetch_limit,
-                        ),
-                        backoff: settings.retry_initial,
-                    }),
-                    stats: Counters::default(),
-                };
-                (provider.id.clone(), Arc::new(slot))
+                let running = Running::new(Slot::new(provider, &settings));
+                (provider.id.clone(), running)
             })
             .collect();
         Ok(JwksCache {
@@ -126,13 +151,48 @@ impl JwksCache {
                 settings,
                 fetcher,
                 slots,
-                tasks: Mutex::new(Vec::new()),
             }),
         })
     }
 
+    /// A cache for a new configuration's `providers` that keeps, for each provider whose id,
+    /// issuer and `jwks_uri` are unchanged, this cache's state: its key set, counters, refetch
+    /// budget and refresh task (nothing is fetched again). Changed and new providers start
+    /// empty: call [`JwksCache::start`] on the result. Providers absent from `providers` are
+    /// not in the result; their refresh tasks stop when this cache is dropped.
+    pub fn reconfigure(&self, providers: &[AuthProvider]) -> JwksCache {
+        let settings = &self.inner.settings;
+        let slots = providers
+            .iter()
+            .map(|provider| {
+                let running = match self.inner.slots.get(&provider.id) {
+                    Some(old) if same_keys(&old.slot.provider, provider) => Arc::clone(old),
+                    _ => Running::new(Slot::new(provider, settings)),
+                };
+                (provider.id.clone(), running)
+            })
+            .collect();
+        JwksCache {
+            inner: Arc::new(Inner {
+                settings: settings.clone(),
+                fetcher: self.inner.fetcher.clone(),
+                slots,
+            }),
+        }
+    }
+
+    /// Whether `other` holds the very same state as this cache for provider `id` (kept by
+    /// [`JwksCache::reconfigure`]).
+    pub fn shares_provider(&self, other: &JwksCache, id: &ProviderId) -> bool {
+        match (self.inner.slots.get(id), other.inner.slots.get(id)) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+
     /// Spawns one refresh task per provider on the current tokio runtime and returns at once:
-    /// the first fetches happen in the background. Calling it again does nothing.
+    /// the first fetches happen in the background. Providers whose task runs already (calling
+    /// it again, or providers kept by [`JwksCache::reconfigure`]) are left alone.
     ///
     /// Each task fetches immediately, then again when 80% of `cache_duration` has passed
     /// since the last good fetch (a refetch counts), and after a failure retries with a
@@ -141,32 +201,22 @@ impl JwksCache {
     /// # Panics
     /// Outside a tokio runtime (as `tokio::spawn`).
     pub fn start(&self) {
-        let mut tasks = self
-            .inner
-            .tasks
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if !tasks.is_empty() {
-            return;
-        }
-        for slot in self.inner.slots.values() {
-            let slot = Arc::clone(slot);
-            let fetcher = self.inner.fetcher.clone();
-            let settings = self.inner.settings.clone();
-            tasks.push(tokio::spawn(refresh_loop(slot, fetcher, settings)));
+        for running in self.inner.slots.values() {
+            let mut task = running.task.lock().unwrap_or_else(PoisonError::into_inner);
+            if task.is_none() {
+                let slot = Arc::clone(&running.slot);
+                let fetcher = self.inner.fetcher.clone();
+                let settings = self.inner.settings.clone();
+                *task = Some(tokio::spawn(refresh_loop(slot, fetcher, settings)));
+            }
         }
     }
 
     /// Stops the refresh tasks. Key sets already fetched stay readable until they pass
     /// `max_stale`.
     pub fn stop(&self) {
-        let mut tasks = self
-            .inner
-            .tasks
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        for task in tasks.drain(..) {
-            task.abort();
+        for running in self.inner.slots.values() {
+            running.stop();
         }
     }
 
@@ -176,7 +226,8 @@ impl JwksCache {
             .inner
             .slots
             .iter()
-            .map(|(id, slot)| {
+            .map(|(id, running)| {
+                let slot = &running.slot;
                 let last = slot.stats.last_success_unix.load(Ordering::Relaxed);
                 ProviderStats {
                     provider: id.clone(),
@@ -197,7 +248,7 @@ impl JwksCache {
             .inner
             .slots
             .iter()
-            .filter(|(_, slot)| slot.snapshot.load().keys.is_none())
+            .filter(|(_, running)| running.slot.snapshot.load().keys.is_none())
             .map(|(id, _)| id.clone())
             .collect();
         ids.sort_by(|a, b| a.as_str().cmp(b.as_str()));
@@ -216,7 +267,7 @@ impl JwksCache {
     /// that, and before the first good fetch, `NotFetched` (fail closed). A provider that is
     /// not configured is `NotFetched` too, with an error saying so.
     pub fn state(&self, id: &ProviderId) -> CachedKeySet {
-        let Some(slot) = self.inner.slots.get(id) else {
+        let Some(Running { slot, .. }) = self.inner.slots.get(id).map(Arc::as_ref) else {
             return CachedKeySet::NotFetched {
                 last_error: Some(format!("provider {id} is not configured")),
             };
@@ -260,10 +311,10 @@ impl JwksCache {
     /// set. The fetch runs in its own task, so a caller that gives up does not cancel it for
     /// the others.
     pub async fn refetch(&self, id: &ProviderId, kid: Option<&Kid>) -> Refetch {
-        let Some(slot) = self.inner.slots.get(id) else {
+        let Some(running) = self.inner.slots.get(id) else {
             return Refetch::UnknownProvider;
         };
-        let slot = Arc::clone(slot);
+        let slot = Arc::clone(&running.slot);
         let kid = kid.cloned();
         let seen = slot.attempts.load(Ordering::SeqCst);
         let fetcher = self.inner.fetcher.clone();
@@ -312,6 +363,19 @@ impl JwksCache {
 }
 
 impl Slot {
+    fn new(provider: &AuthProvider, settings: &JwksSettings) -> Self {
+        Slot {
+            provider: provider.clone(),
+            snapshot: ArcSwap::from_pointee(Snapshot::default()),
+            attempts: AtomicU64::new(0),
+            book: tokio::sync::Mutex::new(Book {
+                budget: RefetchBudget::new(settings.refetch_interval, settings.refetch_limit),
+                backoff: settings.retry_initial,
+            }),
+            stats: Counters::default(),
+        }
+    }
+
     /// Fetches and publishes the result; the caller holds `book` (the single flight).
     async fn fetch_locked(
         &self,

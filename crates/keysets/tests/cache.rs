@@ -584,3 +584,73 @@ async fn a_set_with_too_many_keys_never_replaces_a_good_one() {
     ));
     assert_eq!(kids(&cache.state(&id("p"))).unwrap(), ["a"]);
 }
+
+/// A reload: the provider whose id, issuer and `jwks_uri` are unchanged keeps its fetched set
+/// and its refresh task (no fetch), the changed one starts over from its new URI, and the
+/// removed one's refresh task stops once the old cache is dropped.
+#[tokio::test]
+async fn reconfigure_keeps_unchanged_providers() {
+    init_logs();
+    let a = jose::generate_es256().unwrap();
+    let b = jose::generate_es256().unwrap();
+    let server = KeyServer::start().await.unwrap();
+    server.set("/a", Reply::json(test_server::jwks(&[("a", &a)])));
+    server.set("/b", Reply::json(test_server::jwks(&[("b", &b)])));
+    server.set("/b2", Reply::json(test_server::jwks(&[("b2", &b)])));
+    server.set("/gone", Reply::json(test_server::jwks(&[("g", &b)])));
+    let settings = JwksSettings {
+        // A refresh every 80 ms: a task still running shows in the hit counts at once.
+        cache_duration: Duration::from_millis(100),
+        ..fast()
+    };
+    let old = JwksCache::new(
+        &[
+            provider("p", "iss-p", Some(server.url("/a"))),
+            provider("q", "iss-q", Some(server.url("/b"))),
+            provider("gone", "iss-g", Some(server.url("/gone"))),
+        ],
+        settings,
+    )
+    .unwrap();
+    old.start();
+    assert!(
+        wait_for(Duration::from_secs(5), || old.never_fetched().is_empty()).await,
+        "{:?}",
+        old.never_fetched()
+    );
+
+    let mut kept = provider("p", "iss-p", Some(server.url("/a")));
+    // Audiences do not change the keys.
+    kept.audiences = vec![service_config::Audience::new("other")];
+    let new = old.reconfigure(&[kept, provider("q", "iss-q", Some(server.url("/b2")))]);
+    new.start();
+    assert!(new.shares_provider(&old, &id("p")));
+    assert!(!new.shares_provider(&old, &id("q")));
+    // The kept provider is usable at once, with the set fetched before.
+    assert_eq!(kids(&new.state(&id("p"))).unwrap(), ["a"]);
+    assert!(matches!(
+        new.state(&id("gone")),
+        CachedKeySet::NotFetched { .. }
+    ));
+    assert!(
+        wait_for(Duration::from_secs(5), || kids(&new.state(&id("q")))
+            == Some(vec!["b2".to_owned()]))
+        .await
+    );
+
+    drop(old);
+    // Let an abort land, then the removed provider is never fetched again, while the kept
+    // one's refresh task (shared, not restarted) still runs.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let (gone, kept_hits) = (server.hits("/gone"), server.hits("/a"));
+    assert!(
+        wait_for(Duration::from_secs(5), || server.hits("/a") > kept_hits + 1).await,
+        "the kept provider's refresh task stopped"
+    );
+    assert_eq!(
+        server.hits("/gone"),
+        gone,
+        "the removed provider is still fetched"
+    );
+    assert_eq!(kids(&new.state(&id("p"))).unwrap(), ["a"]);
+}

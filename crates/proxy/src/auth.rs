@@ -75,6 +75,8 @@ impl Default for AuthSettings {
 /// Shared by every call of a proxy whose config has JWT rules.
 pub(crate) struct Authenticator {
     keys: JwksCache,
+    /// The providers of the configuration this authenticator serves (a reload compares them).
+    providers: Vec<service_config::AuthProvider>,
     verified: VerifiedCache,
     /// How long a verified token is remembered (the key sets' freshness).
     verified_lifetime: Duration,
@@ -97,6 +99,7 @@ impl Authenticator {
         keys.start();
         Ok(Self {
             keys,
+            providers: config.providers().to_vec(),
             // An entry lives no longer than a key set does: a token verified with a key that is
             // then withdrawn stops being accepted once the key set would have been refreshed,
             // as a token seen for the first time would.
@@ -106,6 +109,39 @@ impl Authenticator {
             clock,
             metrics,
         })
+    }
+
+    /// The authenticator of a reloaded configuration: the key sets of providers whose id,
+    /// issuer and `jwks_uri` are unchanged are kept, with their refresh tasks (no fetch);
+    /// changed and new providers start fetching in the background. The verified-token cache is
+    /// kept only when no provider's keys changed: an entry means "signature checked with this
+    /// provider's keys", which a new key source no longer vouches for.
+    pub(crate) fn reconfigure(
+        &self,
+        config: &service_config::ServiceConfig,
+        settings: &AuthSettings,
+        metrics: Option<crate::metrics::AuthMetrics>,
+    ) -> Self {
+        let keys = self.keys.reconfigure(config.providers());
+        keys.start();
+        let same_keys = self.providers.len() == config.providers().len()
+            && config
+                .providers()
+                .iter()
+                .all(|p| keys.shares_provider(&self.keys, &p.id));
+        Self {
+            keys,
+            providers: config.providers().to_vec(),
+            verified: if same_keys {
+                self.verified.clone()
+            } else {
+                verified_cache(settings)
+            },
+            verified_lifetime: self.verified_lifetime,
+            skew: self.skew,
+            clock: self.clock.clone(),
+            metrics,
+        }
     }
 
     /// The key sets (readiness and metrics read their state).

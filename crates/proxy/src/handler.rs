@@ -21,7 +21,9 @@ use crate::{drain, forward, headers, protocol};
 
 /// Everything a call needs, shared by all connections.
 pub(crate) struct State {
-    pub routes: RouteTable,
+    /// The table in force; a reload swaps in a new one ([`crate::Reloader`]). A call keeps the
+    /// `Arc<Route>` it was routed with until it ends.
+    pub routes: arc_swap::ArcSwap<RouteTable>,
     pub backend: BackendPool,
     pub backend_url: BackendUrl,
     pub healthz: Option<String>,
@@ -73,7 +75,7 @@ async fn check(
     parts: &mut http::request::Parts,
     log: &mut CallLog,
 ) -> Result<Arc<Route>, Rejection> {
-    let route = state.routes.route(parts.uri.path(), log)?.clone();
+    let route = state.routes.load().route(parts.uri.path(), log)?.clone();
     protocol::require_grpc(parts)?;
     if let Some(jwt) = &route.jwt {
         jwt.check(parts).await?;

@@ -143,7 +143,7 @@ impl admin::Readiness for ProxyReadiness {
             Check::pass("listener")
         });
         if self.require_keys
-            && let Some(keys) = &self.state.routes.keys
+            && let Some(keys) = &self.state.routes.load().keys
         {
             let missing = keys.never_fetched();
             checks.push(if missing.is_empty() {

@@ -19,6 +19,7 @@ mod headers;
 mod health;
 mod metrics;
 mod protocol;
+mod reload;
 mod request_body;
 mod routes;
 mod server;
@@ -32,6 +33,7 @@ pub use api_key::{
 };
 pub use auth::AuthSettings;
 pub use conn_guard::ConnectionLimits;
+pub use reload::{ConfigFiles, Reloader, WATCH_INTERVAL_MAX, WATCH_INTERVAL_MIN};
 pub use routes::Unenforceable;
 pub use server::Proxy;
 pub use settings::{
@@ -96,4 +98,14 @@ pub enum ProxyError {
     Admin(#[from] admin::AdminError),
     #[error("setting up the backend health check: {0}")]
     HealthCheck(String),
+    #[error("no configuration files to reload from")]
+    NoConfigFiles,
+    #[error("loading the service config from {}", .path.display())]
+    LoadConfig {
+        path: std::path::PathBuf,
+        #[source]
+        source: service_config::ConfigErrors,
+    },
+    #[error("the reload task ended: {0}")]
+    ReloadTask(String),
 }

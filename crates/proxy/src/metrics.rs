@@ -112,8 +112,27 @@ struct OutcomeLabel {
     outcome: &'static str,
 }
 
+/// How a configuration reload ended (`esprit_config_reloads_total{outcome}`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ReloadOutcome {
+    Success,
+    Failure,
+}
+
+impl ReloadOutcome {
+    const ALL: [ReloadOutcome; 2] = [ReloadOutcome::Success, ReloadOutcome::Failure];
+
+    fn label(self) -> &'static str {
+        match self {
+            ReloadOutcome::Success => "success",
+            ReloadOutcome::Failure => "failure",
+        }
+    }
+}
+
 /// Every metric the proxy records, registered in the admin listener's registry.
 pub(crate) struct ProxyMetrics {
+    config_reloads: Family<OutcomeLabel, Counter>,
     calls: Family<CallLabels, Counter>,
     durations: Family<MethodLabel, Histogram, fn() -> Histogram>,
     in_flight: Gauge,
@@ -133,6 +152,7 @@ fn duration_histogram() -> Histogram {
 impl ProxyMetrics {
     pub(crate) fn register(registry: &mut Registry) -> Arc<Self> {
         let metrics = Self {
+            config_reloads: Family::default(),
             calls: Family::default(),
             durations: Family::new_with_constructor(duration_histogram as fn() -> Histogram),
             in_flight: Gauge::default(),
@@ -220,7 +240,27 @@ impl ProxyMetrics {
             "Calls that failed because no connection to the backend could be made",
             metrics.backend_connect_failures.clone(),
         );
+        registry.register(
+            "esprit_config_reloads",
+            "Configuration reloads (SIGHUP, --watch-config) by outcome: success, or failure (the configuration in force kept serving)",
+            metrics.config_reloads.clone(),
+        );
+        // Both series exist from the start, so an alert on failures sees 0 before the first.
+        for outcome in ReloadOutcome::ALL {
+            drop(metrics.config_reloads.get_or_create(&OutcomeLabel {
+                outcome: outcome.label(),
+            }));
+        }
         Arc::new(metrics)
+    }
+
+    /// A reload ended with `outcome`.
+    pub(crate) fn config_reloaded(&self, outcome: ReloadOutcome) {
+        self.config_reloads
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.label(),
+            })
+            .inc();
     }
 
     /// The per-call handles of one method (or of [`UNDEFINED_METHOD`]).
@@ -477,8 +517,8 @@ impl ApiKeyMetrics {
 /// provider's key-set fetches, and the key servers ejected now.
 pub(crate) struct ScrapeCollector {
     pub admission: Arc<conn_guard::Admission>,
-    pub keys: Option<keysets::JwksCache>,
-    pub api_keys: Option<Arc<crate::api_key::ApiKeyChecker>>,
+    /// The key sets are those of the route table in force (a reload replaces them).
+    pub state: Arc<crate::handler::State>,
 }
 
 impl std::fmt::Debug for ScrapeCollector {
@@ -503,7 +543,8 @@ impl prometheus_client::collector::Collector for ScrapeCollector {
             None,
             open.metric_type(),
         )?)?;
-        if let Some(checker) = &self.api_keys {
+        let routes = self.state.routes.load();
+        if let Some(checker) = routes.api_key_checker() {
             // An ejection ends with time, not with an event: counted when scraped.
             let ejected = ConstGauge::new(i64::try_from(checker.ejected_replicas()).unwrap_or(0));
             ejected.encode(encoder.encode_descriptor(
@@ -513,7 +554,7 @@ impl prometheus_client::collector::Collector for ScrapeCollector {
                 ejected.metric_type(),
             )?)?;
         }
-        let Some(keys) = &self.keys else {
+        let Some(keys) = &routes.keys else {
             return Ok(());
         };
         let stats = keys.stats();

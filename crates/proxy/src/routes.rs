@@ -1,5 +1,6 @@
-//! The route step: which gRPC paths belong to the API, and what applies to each. Built once at
-//! start-up from the service configuration, then only read.
+//! The route step: which gRPC paths belong to the API, and what applies to each. Built from the
+//! service configuration at start-up and on each reload, then only read: a reload builds a new
+//! table and swaps it in whole (`handler::State::routes`).
 //!
 //! A route carries everything its checks need (the JWT policy with the authenticator, the key
 //! locations with the checker), so a route that requires a check the proxy cannot make cannot
@@ -55,8 +56,10 @@ pub(crate) struct RouteTable {
     undefined: Option<Arc<MethodMetrics>>,
     /// The key sets, when some method checks JWTs (readiness and metrics read them).
     pub keys: Option<keysets::JwksCache>,
-    /// The API-key checker, when some method needs a key (metrics read its replicas' health).
-    pub api_keys: Option<Arc<ApiKeyChecker>>,
+    /// What the next configuration's table may keep: the authenticator (key caches), and the
+    /// API-key checker with the service name it checks keys for.
+    authenticator: Option<Arc<Authenticator>>,
+    checker: Option<(String, Arc<ApiKeyChecker>)>,
 }
 
 impl RouteTable {
@@ -64,10 +67,15 @@ impl RouteTable {
     /// in the background) when some method checks JWTs, and makes the key checker when some
     /// method needs an API key. Fails closed: a config asking for a check this proxy cannot
     /// perform is refused, never served without the check.
+    ///
+    /// On a reload, `previous` is the table in force: what it holds that the new configuration
+    /// does not change is kept rather than rebuilt (see [`Authenticator::reconfigure`]; the
+    /// API-key checker and its caches when the service name is the same).
     pub(crate) fn from_config(
         config: &service_config::ServiceConfig,
         settings: &ProxySettings,
         metrics: Option<&ProxyMetrics>,
+        previous: Option<&RouteTable>,
     ) -> Result<Self, ProxyError> {
         let (auth, api_keys) = (&settings.auth, &settings.api_keys);
         let stream_idle_timeout = settings.stream_idle_timeout;
@@ -80,9 +88,14 @@ impl RouteTable {
         let urls = &api_keys.service_control_urls;
         crate::api_key::check_urls(urls, api_keys.allow_insecure_http)
             .map_err(ProxyError::ApiKeys)?;
+        let kept_checker = previous
+            .and_then(|table| table.checker.as_ref())
+            .filter(|(service, _)| service == config.name())
+            .map(|(_, checker)| checker.clone());
         let checker = match (urls.is_empty(), needs_key.is_empty()) {
             (_, true) => None,
             (true, false) => return Err(Unenforceable::ApiKeys(needs_key).into()),
+            (false, false) if kept_checker.is_some() => kept_checker,
             (false, false) => Some(Arc::new(
                 ApiKeyChecker::new(config.name(), urls, api_keys, settings.clock.clone())
                     .map_err(ProxyError::ApiKeys)?
@@ -90,15 +103,16 @@ impl RouteTable {
             )),
         };
         let policy = authn::AuthPolicy::from_config(config);
-        let authenticator = if policy.methods().any(|(_, p)| p.requires_jwt()) {
-            Some(Arc::new(Authenticator::start(
+        let auth_metrics = || metrics.map(|m| m.auth(config.providers()));
+        let authenticator = match previous.and_then(|table| table.authenticator.as_ref()) {
+            _ if !policy.methods().any(|(_, p)| p.requires_jwt()) => None,
+            Some(previous) => Some(Arc::new(previous.reconfigure(config, auth, auth_metrics()))),
+            None => Some(Arc::new(Authenticator::start(
                 config,
                 auth,
                 settings.clock.clone(),
-                metrics.map(|m| m.auth(config.providers())),
-            )?))
-        } else {
-            None
+                auth_metrics(),
+            )?)),
         };
         let routes = config.methods().iter().map(|m| {
             let jwt = policy
@@ -132,7 +146,8 @@ impl RouteTable {
         let mut table = Self::new(routes);
         table.undefined = metrics.map(|metrics| metrics.method(UNDEFINED_METHOD));
         table.keys = authenticator.as_ref().map(|a| a.keys().clone());
-        table.api_keys = checker;
+        table.authenticator = authenticator;
+        table.checker = checker.map(|checker| (config.name().to_owned(), checker));
         Ok(table)
     }
 
@@ -146,8 +161,19 @@ impl RouteTable {
             by_path,
             undefined: None,
             keys: None,
-            api_keys: None,
+            authenticator: None,
+            checker: None,
         }
+    }
+
+    /// The API-key checker, when some method needs a key (metrics read its replicas' health).
+    pub(crate) fn api_key_checker(&self) -> Option<&Arc<ApiKeyChecker>> {
+        self.checker.as_ref().map(|(_, checker)| checker)
+    }
+
+    /// Methods in the table.
+    pub(crate) fn len(&self) -> usize {
+        self.by_path.len()
     }
 
     /// The step: the method at `path`, or "not defined by this API" (ESP's 404).

@@ -17,6 +17,7 @@ use crate::ProxyError;
 use crate::handler::{self, State};
 use crate::health::{BackendHealth, ProxyReadiness, health_endpoint};
 use crate::metrics::{ProxyMetrics, ScrapeCollector};
+use crate::reload::Reloader;
 use crate::routes::RouteTable;
 use crate::settings::ProxySettings;
 
@@ -38,6 +39,9 @@ pub struct Proxy {
         tonic::transport::Endpoint,
         crate::settings::BackendHealthCheck,
     )>,
+    reloader: Reloader,
+    /// `--watch-config`'s interval, when set and there are files to watch.
+    watch_config: Option<Duration>,
 }
 
 impl Proxy {
@@ -52,7 +56,7 @@ impl Proxy {
             .as_ref()
             .map(|_| prometheus_client::registry::Registry::default());
         let metrics = registry.as_mut().map(ProxyMetrics::register);
-        let routes = RouteTable::from_config(config, &settings, metrics.as_deref())?;
+        let routes = RouteTable::from_config(config, &settings, metrics.as_deref(), None)?;
         let tls = match &settings.tls {
             Some(files) => Some(conn_guard::tls::acceptor(&files.cert, &files.key)?),
             None => None,
@@ -66,7 +70,7 @@ impl Proxy {
                     source,
                 })?;
         let state = Arc::new(State {
-            routes,
+            routes: arc_swap::ArcSwap::from_pointee(routes),
             backend,
             backend_url: settings.backend.clone(),
             healthz: settings.healthz.clone(),
@@ -92,8 +96,7 @@ impl Proxy {
             (Some(admin_settings), Some(mut registry)) => {
                 registry.register_collector(Box::new(ScrapeCollector {
                     admission: admission.clone(),
-                    keys: state.routes.keys.clone(),
-                    api_keys: state.routes.api_keys.clone(),
+                    state: state.clone(),
                 }));
                 registry.register_collector(Box::new(admin::process::ProcessCollector));
                 let active = admin::ActiveConfig::new(admin::ConfigInfo {
@@ -121,6 +124,10 @@ impl Proxy {
             }
             _ => (None, None),
         };
+        let watch_config = settings
+            .watch_config
+            .filter(|_| settings.config_files.is_some());
+        let reloader = Reloader::new(state.clone(), settings.clone(), active_config.clone());
         Ok(Self {
             listener,
             state,
@@ -132,7 +139,14 @@ impl Proxy {
             active_config,
             accepting,
             health_poll,
+            reloader,
+            watch_config,
         })
+    }
+
+    /// Swaps in new configurations while serving (SIGHUP, `--watch-config`).
+    pub fn reloader(&self) -> Reloader {
+        self.reloader.clone()
     }
 
     /// The admin listener's address, when `--admin-listen` was given.
@@ -166,6 +180,8 @@ impl Proxy {
             active_config: _,
             accepting,
             health_poll,
+            reloader,
+            watch_config,
         } = self;
         // The admin listener outlives the drain (`/readyz` says DRAINING meanwhile).
         let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
@@ -180,6 +196,8 @@ impl Proxy {
             ))),
             _ => None,
         };
+        let config_watch =
+            watch_config.map(|interval| AbortOnDrop(tokio::spawn(reloader.watch(interval))));
         accepting.store(true, Ordering::Relaxed);
         let builder = Arc::new(builder);
         let drain = conn_guard::Drain::new();
@@ -234,6 +252,7 @@ impl Proxy {
             }
         };
         drop(poller);
+        drop(config_watch);
         let _ = admin_stop.send(());
         if let Some(task) = admin_task {
             let _ = task.await;

@@ -44,6 +44,11 @@ pub struct ProxySettings {
     /// Poll the backend's `grpc.health.v1.Health/Check` (`--health-check-grpc-backend`);
     /// `/readyz` and the `--healthz` path report it.
     pub backend_health: Option<BackendHealthCheck>,
+    /// The files a reload reads the configuration from ([`crate::Reloader::reload`]); `None`:
+    /// only [`crate::Reloader::apply`] changes it.
+    pub config_files: Option<crate::ConfigFiles>,
+    /// `--watch-config`: poll `config_files` this often and reload when their content changes.
+    pub watch_config: Option<Duration>,
 }
 
 /// The admin listener's settings.
@@ -107,6 +112,8 @@ impl ProxySettings {
             clock: clock::system(),
             admin: None,
             backend_health: None,
+            config_files: None,
+            watch_config: None,
         }
     }
 }

@@ -231,6 +231,15 @@ pub async fn sigterm_and_wait(child: &mut tokio::process::Child) -> std::process
         .unwrap()
 }
 
+/// Sends SIGHUP to the process `pid` (`esprit proxy` reloads its configuration).
+pub fn sighup(pid: u32) {
+    let sent = Command::new("kill")
+        .args(["-HUP", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+}
+
 /// Sends SIGTERM to the process `pid`.
 pub fn sigterm(pid: u32) {
     let killed = Command::new("kill")

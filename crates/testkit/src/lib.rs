@@ -29,6 +29,14 @@ pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
+/// Writes `text` over `path` as a deployer does: to a temporary file beside it, then renamed
+/// over it (readers see the old file or the new one, never half of it).
+pub fn replace_file(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
 /// `$ESPRIT_PY`, else the venv python that `scripts/python-env.sh` prepares (installing grpcio,
 /// google-auth, PyJWT… on first use) and prints. Panics, failing the test, when Python or the
 /// packages cannot be had: interop tests are never skipped.

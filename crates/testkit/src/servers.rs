@@ -103,6 +103,8 @@ pub struct RunningProxy {
     pub addr: SocketAddr,
     /// The admin listener, when the settings asked for one.
     pub admin: Option<SocketAddr>,
+    /// Swaps in new configurations while it serves.
+    pub reloader: proxy::Reloader,
     stop: oneshot::Sender<()>,
     task: JoinHandle<bool>,
 }
@@ -112,6 +114,7 @@ impl RunningProxy {
         let proxy = Proxy::bind(config, settings).await.unwrap();
         let addr = proxy.local_addr();
         let admin = proxy.admin_addr();
+        let reloader = proxy.reloader();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(proxy.serve(async {
             let _ = stopped.await;
@@ -119,6 +122,7 @@ impl RunningProxy {
         Self {
             addr,
             admin,
+            reloader,
             stop,
             task,
         }
