@@ -43,6 +43,7 @@
 //! sockets are in [`Store`], [`KeyFileSlot`] and [`serve`].
 
 pub mod api_keys;
+pub mod check_auth;
 mod error;
 pub mod iam_credentials;
 mod ids;
@@ -53,10 +54,12 @@ mod model;
 pub mod render;
 pub mod roles;
 mod server;
+pub mod service_roles;
 mod store;
 pub mod token;
 
 pub use api_keys::{ApiKey, ApiKeyCheck, Revocation};
+pub use check_auth::CheckAuth;
 pub use conn_guard::ConnectionLimits;
 /// The TLS loader the key server shares with the proxy (`--tls-cert`/`--tls-key`).
 pub use conn_guard::tls;
@@ -70,6 +73,7 @@ pub use keyfile::{KeyFileSlot, NewKey, new_key};
 pub use metrics::IamMetrics;
 pub use model::{Account, KeyAlgorithm, KeyServerUrl, KeyStatus, StoredKey};
 pub use roles::{BindingFilter, Denied, Grant, Role, RoleBinding};
+pub use service_roles::{ServiceBindingFilter, ServiceRole, ServiceRoleBinding};
 pub use server::{
     CACHE_MAX_AGE_SECS, CHECK_BODY_LIMIT, serve, serve_observed, serve_pool, serve_tokens,
     serve_with,

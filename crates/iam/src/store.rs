@@ -10,6 +10,7 @@ mod files;
 pub(crate) mod managed_keys;
 mod pool;
 mod roles;
+mod service_roles;
 
 use std::path::Path;
 use std::time::Duration;
