@@ -90,6 +90,8 @@ pub(crate) struct ApiKeyChecker {
     cache_invalid: std::time::Duration,
     /// Cache hits and misses, key-server latency (with `--admin-listen`).
     metrics: Option<ApiKeyMetrics>,
+    /// Signs the `Authorization` of every check (`--service-account-key`).
+    credentials: Option<std::sync::Arc<super::CallerCredentials>>,
 }
 
 impl ApiKeyChecker {
@@ -136,6 +138,7 @@ impl ApiKeyChecker {
             cache_valid: settings.cache_valid,
             cache_invalid: settings.cache_invalid,
             metrics: None,
+            credentials: settings.service_account_key.clone(),
         })
     }
 
@@ -206,10 +209,14 @@ impl ApiKeyChecker {
         let request = keycheck::CheckRequest {
             api_key: key.to_owned(),
         };
-        let mut response = self
-            .client
-            .post(&self.check_url)
-            .json(&request)
+        let mut builder = self.client.post(&self.check_url).json(&request);
+        if let Some(credentials) = &self.credentials {
+            let authorization = credentials
+                .authorization(self.clock.unix_secs())
+                .map_err(CheckError::NotAuthorized)?;
+            builder = builder.header(http::header::AUTHORIZATION, authorization);
+        }
+        let mut response = builder
             .send()
             .await
             .map_err(|e| CheckError::Unreachable(without_url(&e)))?;
@@ -217,6 +224,16 @@ impl ApiKeyChecker {
         if status.is_server_error() {
             return Err(CheckError::Unreachable(format!(
                 "key server answered HTTP {status}"
+            )));
+        }
+        if status == http::StatusCode::UNAUTHORIZED || status == http::StatusCode::FORBIDDEN {
+            // About the proxy, not the key: never cached, and fails closed.
+            let body = response.bytes().await.unwrap_or_default();
+            let body = &body[..body.len().min(MAX_ANSWER_BYTES)];
+            return Err(CheckError::NotAuthorized(super::credentials::refusal_message(
+                status,
+                body,
+                self.credentials.as_deref(),
             )));
         }
         if !status.is_success() {
