@@ -156,6 +156,18 @@ mod tests {
         }
     }
 
+    #[test]
+    fn refusals_say_what_to_grant() {
+        let body = br#"{"error":{"code":403,"message":"Permission denied: serviceAccount:p@x does not hold roles/servicemanagement.serviceController on services/s","status":"PERMISSION_DENIED"}}"#;
+        let credentials = CallerCredentials::from_key(&key_file()).unwrap();
+        let text = refusal_message(http::StatusCode::FORBIDDEN, body, Some(&credentials));
+        assert!(text.starts_with("the key server refused the proxy's credentials (HTTP 403 Forbidden: Permission denied: serviceAccount:p@x"), "{text}");
+        assert!(text.contains("grant serviceAccount:proxy-one@my-project.iam.gserviceaccount.com roles/servicemanagement.serviceController"), "{text}");
+        let text = refusal_message(http::StatusCode::UNAUTHORIZED, b"<html>\n", None);
+        assert!(text.contains("HTTP 401 Unauthorized: )"), "{text}");
+        assert!(text.contains("--service-account-key FILE"), "{text}");
+    }
+
     fn key_file() -> ServiceAccountKey {
         let generated = jose::generate_es256().unwrap();
         ServiceAccountKey::new_google(
