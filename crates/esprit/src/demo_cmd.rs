@@ -173,13 +173,8 @@ async fn demo(dir: &Path, keep_running: bool) -> anyhow::Result<usize> {
         .with_context(|| format!("writing {}", files.kek.display()))?;
     // The producer's proxy gets an account too: the key server answers API-key checks only to
     // accounts holding the Service Controller role on the service (ESP's service account).
-    let proxy_account = create_account_with_key(
-        &files,
-        PROXY,
-        &files.proxy_key,
-        &key_server,
-        &token_uri,
-    )?;
+    let proxy_account =
+        create_account_with_key(&files, PROXY, &files.proxy_key, &key_server, &token_uri)?;
     grant_service_controller(&files, &proxy_account, SERVICE_NAME)?;
     command(&format!(
         "esprit iam serve --listen {iam_addr} --issuer-url {issuer_url} --kek-file {} --check-auth required",

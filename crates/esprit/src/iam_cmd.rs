@@ -14,13 +14,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
-use iam::{
-    ApiKey, BindingFilter, Grant, KeyAlgorithm, KeyServerUrl, KeyStatus, Revocation, Store,
-};
 use iam::service_roles::{
     AnyResource, AnyRole, BindingTarget, ServiceBindingFilter, parse_any_resource, parse_any_role,
     parse_binding_target, service_resource_name,
 };
+use iam::{ApiKey, BindingFilter, Grant, KeyAlgorithm, KeyServerUrl, KeyStatus, Revocation, Store};
 use serde_json::json;
 
 use crate::proxy_cmd::LogFormat;
@@ -671,14 +669,20 @@ fn roles(path: &Path, command: RolesCommand) -> anyhow::Result<ExitCode> {
             // (resource, role, member, created) of both kinds: account bindings first.
             let mut rows: Vec<(String, &'static str, String, u64)> = Vec::new();
             if let Some(filter) = account_filter {
-                rows.extend(store.role_bindings(&filter)?.iter().map(|b| {
-                    (b.resource_name(), b.role.name(), b.member_name(), b.created)
-                }));
+                rows.extend(
+                    store
+                        .role_bindings(&filter)?
+                        .iter()
+                        .map(|b| (b.resource_name(), b.role.name(), b.member_name(), b.created)),
+                );
             }
             if let Some(filter) = service_filter {
-                rows.extend(store.service_role_bindings(&filter)?.iter().map(|b| {
-                    (b.resource_name(), b.role.name(), b.member_name(), b.created)
-                }));
+                rows.extend(
+                    store
+                        .service_role_bindings(&filter)?
+                        .iter()
+                        .map(|b| (b.resource_name(), b.role.name(), b.member_name(), b.created)),
+                );
             }
             if json {
                 let list: Vec<_> = rows
@@ -850,7 +854,11 @@ mod tests {
             ("0.0.0.0:8085", None, CheckAuthMode::Required),
             ("10.1.2.3:8085", None, CheckAuthMode::Required),
             ("[::]:8085", None, CheckAuthMode::Required),
-            ("127.0.0.1:8085", Some(CheckAuthMode::Required), CheckAuthMode::Required),
+            (
+                "127.0.0.1:8085",
+                Some(CheckAuthMode::Required),
+                CheckAuthMode::Required,
+            ),
             ("0.0.0.0:8085", Some(CheckAuthMode::Off), CheckAuthMode::Off),
         ];
         for (listen, flag, want) in table {

@@ -227,7 +227,10 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
     if let Some(path) = &args.service_account_key {
         let credentials = proxy::CallerCredentials::load(path).map_err(anyhow::Error::msg)?;
         // The account, never the key.
-        tracing::info!(account = credentials.email(), "key server checks signed as this service account");
+        tracing::info!(
+            account = credentials.email(),
+            "key server checks signed as this service account"
+        );
         settings.api_keys.service_account_key = Some(std::sync::Arc::new(credentials));
     }
     settings.api_keys.allow_insecure_http = args.service_control_allow_insecure_http;

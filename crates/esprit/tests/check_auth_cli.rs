@@ -79,7 +79,14 @@ impl Cli {
 
     fn roles(&self, verb: &str, member: &str, role: &str, resource: &str) -> Output {
         self.run(&[
-            "roles", verb, "--member", member, "--role", role, "--resource", resource,
+            "roles",
+            verb,
+            "--member",
+            member,
+            "--role",
+            role,
+            "--resource",
+            resource,
         ])
     }
 
@@ -96,7 +103,11 @@ impl Cli {
 }
 
 fn stderr_of(out: &Output) -> String {
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stderr.clone()).unwrap()
 }
 
@@ -120,20 +131,33 @@ fn roles_on_services_grant_list_revoke_and_refusals() {
     // Both kinds in one list; filters select a kind.
     let all = cli.roles_json(&[]);
     assert_eq!(all.len(), 2, "{all:?}");
-    let service_bindings: Vec<&Value> =
-        all.iter().filter(|b| b["resource"] == resource.as_str()).collect();
+    let service_bindings: Vec<&Value> = all
+        .iter()
+        .filter(|b| b["resource"] == resource.as_str())
+        .collect();
     assert_eq!(service_bindings.len(), 1, "{all:?}");
     assert_eq!(service_bindings[0]["role"], CONTROLLER);
     assert_eq!(service_bindings[0]["member"], member.as_str());
-    assert!(service_bindings[0]["created"].as_str().unwrap().ends_with('Z'));
+    assert!(
+        service_bindings[0]["created"]
+            .as_str()
+            .unwrap()
+            .ends_with('Z')
+    );
     assert_eq!(cli.roles_json(&["--resource", &resource]).len(), 1);
     assert_eq!(cli.roles_json(&["--role", CONTROLLER]).len(), 1);
     assert_eq!(cli.roles_json(&["--role", TOKEN_CREATOR]).len(), 1);
     assert_eq!(cli.roles_json(&["--resource", &other]).len(), 1);
     assert_eq!(cli.roles_json(&["--member", &member]).len(), 2);
-    assert!(cli.roles_json(&["--resource", "services/x.example.com"]).is_empty());
+    assert!(
+        cli.roles_json(&["--resource", "services/x.example.com"])
+            .is_empty()
+    );
     let (table, _) = cli.ok(&["roles", "list"]);
-    assert!(table.contains(&resource) && table.contains(CONTROLLER), "{table}");
+    assert!(
+        table.contains(&resource) && table.contains(CONTROLLER),
+        "{table}"
+    );
 
     // Refusals, each before the store changes.
     let cases: &[(&str, &str, &str)] = &[
@@ -163,7 +187,11 @@ fn roles_on_services_grant_list_revoke_and_refusals() {
         }
     }
     let ghost = "serviceAccount:ghost-account@producer-project.iam.gserviceaccount.com";
-    let err = cli::assert_fails("ghost", &cli.roles("grant", ghost, CONTROLLER, &resource), 1);
+    let err = cli::assert_fails(
+        "ghost",
+        &cli.roles("grant", ghost, CONTROLLER, &resource),
+        1,
+    );
     assert!(err.contains("does not exist"), "{err}");
     assert_eq!(cli.roles_json(&[]).len(), 2);
 
@@ -173,7 +201,14 @@ fn roles_on_services_grant_list_revoke_and_refusals() {
         format!("revoked {CONTROLLER} on {resource} from {member}")
     );
     let err = cli.fails(&[
-        "roles", "revoke", "--member", &member, "--role", CONTROLLER, "--resource", &resource,
+        "roles",
+        "revoke",
+        "--member",
+        &member,
+        "--role",
+        CONTROLLER,
+        "--resource",
+        &resource,
     ]);
     assert!(err.contains("nothing to revoke"), "{err}");
     // Deleting the account deletes its service bindings too.
@@ -183,8 +218,7 @@ fn roles_on_services_grant_list_revoke_and_refusals() {
 }
 
 fn proxy_process(dir: &Path, backend: std::net::SocketAddr, extra: &[&str]) -> Listening {
-    let mut command =
-        cli::proxy_command(ESPRIT, dir, CONFIG, echo::FILE_DESCRIPTOR_SET, backend);
+    let mut command = cli::proxy_command(ESPRIT, dir, CONFIG, echo::FILE_DESCRIPTOR_SET, backend);
     command.args(["--log-format", "json"]).args(extra);
     Listening::json_log(command)
 }
@@ -232,7 +266,10 @@ async fn the_proxy_process_signs_its_checks_with_its_key_file() {
         .find(|l| l["message"] == "API key could not be checked")
         .expect("a log line for the refused check");
     let error = line["error"].as_str().unwrap();
-    assert!(error.contains("refused the proxy's credentials (HTTP 403"), "{line}");
+    assert!(
+        error.contains("refused the proxy's credentials (HTTP 403"),
+        "{line}"
+    );
     assert!(
         error.contains(&format!(
             "grant serviceAccount:{proxy_email} roles/servicemanagement.serviceController"
@@ -275,7 +312,11 @@ async fn the_proxy_process_signs_its_checks_with_its_key_file() {
 fn a_bad_service_account_key_file_is_refused_at_start() {
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.json");
-    std::fs::write(&bad, r#"{"type": "service_account", "private_key": "SECRET"}"#).unwrap();
+    std::fs::write(
+        &bad,
+        r#"{"type": "service_account", "private_key": "SECRET"}"#,
+    )
+    .unwrap();
     for (file, want) in [
         (bad.clone(), "not the JSON of a service account key"),
         (dir.path().join("missing.json"), "No such file"),
@@ -331,7 +372,9 @@ fn iam_serve_requires_check_credentials_when_asked_and_keeps_keys_public() {
     let response = post(&addr);
     assert!(response.starts_with("HTTP/1.1 401"), "{response}");
     assert!(
-        response.to_ascii_lowercase().contains("www-authenticate: bearer"),
+        response
+            .to_ascii_lowercase()
+            .contains("www-authenticate: bearer"),
         "{response}"
     );
     assert!(response.contains("\"UNAUTHENTICATED\""), "{response}");

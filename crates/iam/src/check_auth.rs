@@ -135,9 +135,7 @@ impl CallerRefusal {
                 return Cow::Borrowed(crate::iam_credentials::INSUFFICIENT_SCOPES);
             }
             CallerRefusal::Malformed(why) => {
-                return Cow::Owned(format!(
-                    "{INVALID}: not an access token nor a JWT ({why})"
-                ));
+                return Cow::Owned(format!("{INVALID}: not an access token nor a JWT ({why})"));
             }
             CallerRefusal::MissingIssuer => "JWT iss is required (the service account's email)",
             CallerRefusal::UnknownKey => {
@@ -181,7 +179,10 @@ impl CallerToken {
 
 /// The unverified `iss` of `jwt`: whose keys to look up.
 pub fn claimed_issuer(jwt: &Jwt) -> Result<&str, CallerRefusal> {
-    jwt.claims().iss.as_deref().ok_or(CallerRefusal::MissingIssuer)
+    jwt.claims()
+        .iss
+        .as_deref()
+        .ok_or(CallerRefusal::MissingIssuer)
 }
 
 /// Verifies a caller's self-signed JWT against `keys` (the enabled key-file keys of the account
@@ -259,8 +260,20 @@ mod tests {
 
     #[test]
     fn caller_jwts() {
-        let rsa = new_key(&account(EMAIL), KeyAlgorithm::Rs256, &KeyServerUrl::default(), 0).unwrap();
-        let ec = new_key(&account(EMAIL), KeyAlgorithm::Es256, &KeyServerUrl::default(), 0).unwrap();
+        let rsa = new_key(
+            &account(EMAIL),
+            KeyAlgorithm::Rs256,
+            &KeyServerUrl::default(),
+            0,
+        )
+        .unwrap();
+        let ec = new_key(
+            &account(EMAIL),
+            KeyAlgorithm::Es256,
+            &KeyServerUrl::default(),
+            0,
+        )
+        .unwrap();
         let signer = jose::Signer::from_service_account(&rsa.key_file).unwrap();
         let ec_signer = jose::Signer::from_service_account(&ec.key_file).unwrap();
         let kid = rsa.stored.key_id.clone();
@@ -296,8 +309,20 @@ mod tests {
         use CallerRefusal::*;
         let other = "other-two@my-project.iam.gserviceaccount.com";
         let table: Vec<(&str, String, &[StoredKey], u64, CallerRefusal)> = vec![
-            ("no iss", sign(&with(json!({"iss": null}))), &keys, NOW, MissingIssuer),
-            ("unknown account: no keys", good.clone(), &[], NOW, UnknownKey),
+            (
+                "no iss",
+                sign(&with(json!({"iss": null}))),
+                &keys,
+                NOW,
+                MissingIssuer,
+            ),
+            (
+                "unknown account: no keys",
+                good.clone(),
+                &[],
+                NOW,
+                UnknownKey,
+            ),
             (
                 "iss names another account than the keys'",
                 sign(&with(json!({"iss": other, "sub": other}))),
@@ -307,7 +332,9 @@ mod tests {
             ),
             (
                 "no kid",
-                signer.sign_jwt(None, jose::Algorithm::RS256, &base).unwrap(),
+                signer
+                    .sign_jwt(None, jose::Algorithm::RS256, &base)
+                    .unwrap(),
                 &keys,
                 NOW,
                 UnknownKey,
@@ -339,7 +366,9 @@ mod tests {
             ),
             (
                 "wrong audience: without the trailing slash",
-                sign(&with(json!({"aud": "https://servicecontrol.googleapis.com"}))),
+                sign(&with(
+                    json!({"aud": "https://servicecontrol.googleapis.com"}),
+                )),
                 &keys,
                 NOW,
                 WrongAudience,
@@ -351,10 +380,28 @@ mod tests {
                 NOW,
                 WrongAudience,
             ),
-            ("no exp", sign(&with(json!({"exp": null}))), &keys, NOW, MissingTimes),
-            ("no iat", sign(&with(json!({"iat": null}))), &keys, NOW, MissingTimes),
+            (
+                "no exp",
+                sign(&with(json!({"exp": null}))),
+                &keys,
+                NOW,
+                MissingTimes,
+            ),
+            (
+                "no iat",
+                sign(&with(json!({"iat": null}))),
+                &keys,
+                NOW,
+                MissingTimes,
+            ),
             ("expired", good.clone(), &keys, NOW + 3600 + 61, BadTimes),
-            ("issued in the future", good.clone(), &keys, NOW - 61, BadTimes),
+            (
+                "issued in the future",
+                good.clone(),
+                &keys,
+                NOW - 61,
+                BadTimes,
+            ),
             (
                 "lives over an hour",
                 sign(&with(json!({"exp": NOW + 3601}))),
@@ -369,7 +416,13 @@ mod tests {
                 NOW,
                 BadTimes,
             ),
-            ("no sub", sign(&with(json!({"sub": null}))), &keys, NOW, WrongSubject),
+            (
+                "no sub",
+                sign(&with(json!({"sub": null}))),
+                &keys,
+                NOW,
+                WrongSubject,
+            ),
             (
                 "sub is another account",
                 sign(&with(json!({"sub": other}))),
@@ -379,7 +432,11 @@ mod tests {
             ),
         ];
         for (name, token, keys, now, want) in table {
-            assert_eq!(verify_caller_jwt(&jwt(&token), keys, now), Err(want), "{name}");
+            assert_eq!(
+                verify_caller_jwt(&jwt(&token), keys, now),
+                Err(want),
+                "{name}"
+            );
         }
         // Within the skew on both ends.
         assert!(verify_caller_jwt(&jwt(&good), &keys, NOW + 3600 + 60).is_ok());
@@ -414,6 +471,8 @@ mod tests {
         assert!(has_check_scope(&[
             "https://www.googleapis.com/auth/servicecontrol".into()
         ]));
-        assert!(!has_check_scope(&["https://www.googleapis.com/auth/iam".into()]));
+        assert!(!has_check_scope(&[
+            "https://www.googleapis.com/auth/iam".into()
+        ]));
     }
 }

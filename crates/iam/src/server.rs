@@ -43,11 +43,11 @@ mod token;
 
 pub use check::CHECK_BODY_LIMIT;
 
+use crate::check_auth::CheckAuth;
 use crate::ids::decode_path_segment;
 use crate::render;
 use crate::store::{PoolSettings, Store, StorePool};
 use crate::token::TokenService;
-use crate::check_auth::CheckAuth;
 use crate::{IamError, Result};
 
 /// `max-age` of the key documents, seconds. A verifier may keep a key this long after it was

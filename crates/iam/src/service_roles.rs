@@ -286,10 +286,18 @@ mod tests {
                 service: s.into(),
             })
         };
-        let table: Vec<(&str, Vec<ServiceRoleBinding>, std::result::Result<(), CheckDenied>)> = vec![
+        let table: Vec<(
+            &str,
+            Vec<ServiceRoleBinding>,
+            std::result::Result<(), CheckDenied>,
+        )> = vec![
             ("exact binding", vec![b(A, SVC)], Ok(())),
             ("no bindings", vec![], denied(A, SVC)),
-            ("another service", vec![b(A, "other.example.com")], denied(A, SVC)),
+            (
+                "another service",
+                vec![b(A, "other.example.com")],
+                denied(A, SVC),
+            ),
             ("another member", vec![b(B, SVC)], denied(A, SVC)),
             (
                 "a prefix of the service is not the service",
@@ -357,11 +365,15 @@ mod tests {
             (controller, "services/a\nb", "only letters, digits"),
         ];
         for (role, resource, want) in errors {
-            let err = parse_binding_target(role, resource).unwrap_err().to_string();
+            let err = parse_binding_target(role, resource)
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(want), "{role} {resource:?}: {err}");
         }
         let long = format!("services/{}", "a".repeat(MAX_SERVICE_NAME_BYTES + 1));
-        let err = parse_binding_target(controller, &long).unwrap_err().to_string();
+        let err = parse_binding_target(controller, &long)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("longer than 253"), "{err}");
         let limit = format!("services/{}", "a".repeat(MAX_SERVICE_NAME_BYTES));
         parse_binding_target(controller, &limit).unwrap();

@@ -49,10 +49,20 @@ impl Fixture {
     /// An account `name` with an RS256 key file; (email, key file).
     fn account(&mut self, name: &str) -> (String, jose::ServiceAccountKey) {
         let now = self.now();
-        let email = self.store.create_account(name, "my-project", now).unwrap().email;
+        let email = self
+            .store
+            .create_account(name, "my-project", now)
+            .unwrap()
+            .email;
         let out = self.dir.join(format!("{name}.json"));
         self.store
-            .create_key(&email, KeyAlgorithm::Rs256, &KeyServerUrl::default(), &out, now)
+            .create_key(
+                &email,
+                KeyAlgorithm::Rs256,
+                &KeyServerUrl::default(),
+                &out,
+                now,
+            )
             .unwrap();
         (email, read_key_file(&out))
     }
@@ -76,7 +86,12 @@ fn caller_jwt(key: &jose::ServiceAccountKey, iat: u64) -> String {
 }
 
 /// A check of `key` on `path` with `authorization` (none if `None`).
-async fn check_on(addr: SocketAddr, path: &str, authorization: Option<&str>, key: &str) -> HttpReply {
+async fn check_on(
+    addr: SocketAddr,
+    path: &str,
+    authorization: Option<&str>,
+    key: &str,
+) -> HttpReply {
     let mut headers = vec![("content-type", "application/json")];
     let value;
     if let Some(token) = authorization {
@@ -108,7 +123,11 @@ fn assert_refused(what: &str, reply: &HttpReply, status: u16, message_part: &str
         assert_eq!(reply.header("www-authenticate"), "Bearer", "{what}");
     }
     // A refusal says nothing about the key.
-    assert!(reply.json().get("valid").is_none(), "{what}: {}", reply.body);
+    assert!(
+        reply.json().get("valid").is_none(),
+        "{what}: {}",
+        reply.body
+    );
 }
 
 fn answer(reply: &HttpReply) -> CheckResponse {
@@ -126,7 +145,9 @@ async fn checks_answer_only_callers_holding_the_role_on_that_service() {
     let (disabled, disabled_key) = fx.account("disabled-one");
     let now = fx.now();
     for member in [&proxy, &gone, &disabled] {
-        fx.store.grant_service_role(member, SC, SERVICE, now).unwrap();
+        fx.store
+            .grant_service_role(member, SC, SERVICE, now)
+            .unwrap();
     }
     fx.store
         .grant_service_role(&elsewhere, SC, OTHER_SERVICE, now)
@@ -135,14 +156,14 @@ async fn checks_answer_only_callers_holding_the_role_on_that_service() {
     fx.store
         .set_key_state(&disabled, &disabled_key.private_key_id, KeyStatus::Disabled)
         .unwrap();
-    let (api_key, _) = fx.store.create_api_key("consumer-project", None, now).unwrap();
+    let (api_key, _) = fx
+        .store
+        .create_api_key("consumer-project", None, now)
+        .unwrap();
 
-    let server = KeyServer::start_checked(
-        &fx.store_path,
-        None,
-        CheckAuth::Required(fx.clock.shared()),
-    )
-    .await;
+    let server =
+        KeyServer::start_checked(&fx.store_path, None, CheckAuth::Required(fx.clock.shared()))
+            .await;
     let addr = server.addr;
 
     // 401: no token, or one that does not prove an account.
@@ -164,10 +185,18 @@ async fn checks_answer_only_callers_holding_the_role_on_that_service() {
         sign(&key, &keycheck::caller_claims(&proxy, now))
     };
     let unauthenticated: &[(&str, Option<&str>, &str)] = &[
-        ("no token", None, "missing required authentication credential"),
+        (
+            "no token",
+            None,
+            "missing required authentication credential",
+        ),
         ("garbage", Some("garbage"), "not an access token nor a JWT"),
         ("expired", Some(&expired), "short-lived"),
-        ("wrong audience: the server's URL", Some(&wrong_audience), CALLER_AUDIENCE),
+        (
+            "wrong audience: the server's URL",
+            Some(&wrong_audience),
+            CALLER_AUDIENCE,
+        ),
         (
             "wrong audience: the token endpoint",
             Some(&token_endpoint_audience),
@@ -199,7 +228,10 @@ async fn checks_answer_only_callers_holding_the_role_on_that_service() {
         addr,
         "POST",
         CHECK,
-        &[("content-type", "application/json"), ("authorization", "Basic dTpw")],
+        &[
+            ("content-type", "application/json"),
+            ("authorization", "Basic dTpw"),
+        ],
         json!({ "api_key": api_key }).to_string().into_bytes(),
     )
     .await;
@@ -225,7 +257,13 @@ async fn checks_answer_only_callers_holding_the_role_on_that_service() {
     }
     // ... and the one with a role elsewhere is answered there.
     let other_check = format!("/v1/services/{OTHER_SERVICE}:check");
-    let there = check_on(addr, &other_check, Some(&caller_jwt(&elsewhere_key, now)), &api_key).await;
+    let there = check_on(
+        addr,
+        &other_check,
+        Some(&caller_jwt(&elsewhere_key, now)),
+        &api_key,
+    )
+    .await;
     assert!(answer(&there).is_valid());
 
     // 200: the right role; the key decision as before.
@@ -260,11 +298,16 @@ async fn checks_answer_only_callers_holding_the_role_on_that_service() {
         403,
         "does not hold",
     );
-    fx.store.grant_service_role(&proxy, SC, SERVICE, now).unwrap();
+    fx.store
+        .grant_service_role(&proxy, SC, SERVICE, now)
+        .unwrap();
     assert!(answer(&check(addr, Some(&token), &api_key).await).is_valid());
 
     // The public-key documents stay public.
-    let path = format!("/robot/v1/metadata/x509/{}", iam::encode_path_segment(&proxy));
+    let path = format!(
+        "/robot/v1/metadata/x509/{}",
+        iam::encode_path_segment(&proxy)
+    );
     let keys = http1(addr, "GET", &path, &[], Vec::new()).await;
     assert_eq!(keys.status, 200, "{}", keys.body);
     assert!(keys.json().get(&proxy_key.private_key_id).is_some());
@@ -277,8 +320,13 @@ async fn token_service_access_tokens_need_a_check_scope_and_the_role() {
     let (proxy, _) = fx.account("proxy-one");
     let (lacking, _) = fx.account("no-role-one");
     let now = fx.now();
-    fx.store.grant_service_role(&proxy, SC, SERVICE, now).unwrap();
-    let (api_key, _) = fx.store.create_api_key("consumer-project", None, now).unwrap();
+    fx.store
+        .grant_service_role(&proxy, SC, SERVICE, now)
+        .unwrap();
+    let (api_key, _) = fx
+        .store
+        .create_api_key("consumer-project", None, now)
+        .unwrap();
     let tokens = iam::TokenService::open(
         &fx.store_path,
         iam::TokenServiceSettings {
@@ -332,12 +380,9 @@ async fn token_service_access_tokens_need_a_check_scope_and_the_role() {
 
     // A key server without the token service takes no access token.
     let token = issue(&proxy, "https://www.googleapis.com/auth/servicecontrol");
-    let server = KeyServer::start_checked(
-        &fx.store_path,
-        None,
-        CheckAuth::Required(fx.clock.shared()),
-    )
-    .await;
+    let server =
+        KeyServer::start_checked(&fx.store_path, None, CheckAuth::Required(fx.clock.shared()))
+            .await;
     assert_refused(
         "access token without a token service",
         &check(server.addr, Some(&token), &api_key).await,
@@ -351,7 +396,10 @@ async fn token_service_access_tokens_need_a_check_scope_and_the_role() {
 async fn with_check_auth_off_anyone_is_answered_as_before() {
     let mut fx = Fixture::new();
     let now = fx.now();
-    let (api_key, _) = fx.store.create_api_key("consumer-project", None, now).unwrap();
+    let (api_key, _) = fx
+        .store
+        .create_api_key("consumer-project", None, now)
+        .unwrap();
     let server = KeyServer::start_checked(&fx.store_path, None, CheckAuth::Off).await;
     assert!(answer(&check(server.addr, None, &api_key).await).is_valid());
     // A token is not looked at.

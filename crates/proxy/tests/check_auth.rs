@@ -101,7 +101,8 @@ fn assert_unavailable(what: &str, got: Result<echo::pb::EchoResponse, tonic::Sta
 #[tokio::test]
 async fn the_proxy_authenticates_its_checks_and_fails_closed_without_the_role() {
     let fx = Fixture::new();
-    let key_server = KeyServer::start_checked(&fx.store_path, None, iam::CheckAuth::required()).await;
+    let key_server =
+        KeyServer::start_checked(&fx.store_path, None, iam::CheckAuth::required()).await;
     let backend = start_echo().await;
     let signed = proxy_with(
         &key_server,
@@ -122,7 +123,10 @@ async fn the_proxy_authenticates_its_checks_and_fails_closed_without_the_role() 
     // The proxy's account holds no role (403), or the proxy sends no token (401): refused, and
     // fail-open does not open for it.
     assert_unavailable("no role", unary(&signed, &fx.api_key).await);
-    assert_unavailable("no role, fail-open", unary(&signed_fail_open, &fx.api_key).await);
+    assert_unavailable(
+        "no role, fail-open",
+        unary(&signed_fail_open, &fx.api_key).await,
+    );
     assert_unavailable("no token, fail-open", unary(&anonymous, &fx.api_key).await);
     // A role on another service is no role on this one.
     fx.store()
@@ -154,7 +158,10 @@ async fn the_proxy_authenticates_its_checks_and_fails_closed_without_the_role() 
     fx.store()
         .revoke_service_role(&fx.proxy_email, SC, SERVICE)
         .unwrap();
-    let (fresh, _) = fx.store().create_api_key("consumer-project", None, 0).unwrap();
+    let (fresh, _) = fx
+        .store()
+        .create_api_key("consumer-project", None, 0)
+        .unwrap();
     assert_unavailable("revoked", unary(&signed, &fresh).await);
     unary(&signed, &fx.api_key).await.unwrap();
 }

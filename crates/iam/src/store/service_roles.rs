@@ -145,7 +145,9 @@ mod tests {
             store.grant_service_role(a, SC, SVC, 200).unwrap(),
             Grant::AlreadyGranted
         );
-        store.grant_service_role(b, SC, "other.example.com", 300).unwrap();
+        store
+            .grant_service_role(b, SC, "other.example.com", 300)
+            .unwrap();
         let all = store
             .service_role_bindings(&ServiceBindingFilter::default())
             .unwrap();
@@ -201,9 +203,15 @@ mod tests {
         let (_dir, mut store, e) = store_with(&["proxy-one"]);
         let ghost = "ghost-account@my-project.iam.gserviceaccount.com";
         let err = store.grant_service_role(ghost, SC, SVC, 1).unwrap_err();
-        assert!(matches!(&err, IamError::UnknownAccount(x) if x == ghost), "{err}");
+        assert!(
+            matches!(&err, IamError::UnknownAccount(x) if x == ghost),
+            "{err}"
+        );
         let err = store.revoke_service_role(ghost, SC, SVC).unwrap_err();
-        assert!(matches!(&err, IamError::UnknownAccount(x) if x == ghost), "{err}");
+        assert!(
+            matches!(&err, IamError::UnknownAccount(x) if x == ghost),
+            "{err}"
+        );
         store.grant_service_role(&e[0], SC, SVC, 1).unwrap();
         store.delete_account(&e[0]).unwrap();
         assert!(

@@ -230,11 +230,9 @@ impl ApiKeyChecker {
             // About the proxy, not the key: never cached, and fails closed.
             let body = response.bytes().await.unwrap_or_default();
             let body = &body[..body.len().min(MAX_ANSWER_BYTES)];
-            return Err(CheckError::NotAuthorized(super::credentials::refusal_message(
-                status,
-                body,
-                self.credentials.as_deref(),
-            )));
+            return Err(CheckError::NotAuthorized(
+                super::credentials::refusal_message(status, body, self.credentials.as_deref()),
+            ));
         }
         if !status.is_success() {
             tracing::warn!(%status, "key server refused the check; the key counts as invalid");

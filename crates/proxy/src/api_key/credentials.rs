@@ -98,10 +98,10 @@ impl CallerCredentials {
     /// or a new one when it is close to expiry.
     pub(crate) fn authorization(&self, now: u64) -> Result<HeaderValue, String> {
         let mut cached = self.cached.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some((value, iat)) = cached.as_ref() {
-            if !needs_resign(*iat, now) {
-                return Ok(value.clone());
-            }
+        if let Some((value, iat)) = cached.as_ref()
+            && !needs_resign(*iat, now)
+        {
+            return Ok(value.clone());
         }
         let value = self.sign(now)?;
         *cached = Some((value.clone(), now));
@@ -202,7 +202,10 @@ mod tests {
         assert_eq!(claims(&second)["exp"], iat + 3300 + 3600);
         // The Debug form names the account, never the key.
         let debug = format!("{credentials:?}");
-        assert!(debug.contains("proxy-one@") && !debug.contains("PRIVATE"), "{debug}");
+        assert!(
+            debug.contains("proxy-one@") && !debug.contains("PRIVATE"),
+            "{debug}"
+        );
     }
 
     #[test]
@@ -210,14 +213,27 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path();
         let mut no_key = key_file();
-        no_key.private_key = "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n".into();
+        no_key.private_key =
+            "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n".into();
         let mut no_email = key_file();
         no_email.client_email = String::new();
         let cases: Vec<(&str, Option<String>, &str)> = vec![
             ("missing", None, "No such file"),
-            ("not-json", Some("{\"private_key\": \"SECRET\"".into()), "not the JSON"),
-            ("bad-key", Some(no_key.to_json()), "[private_key] cannot be used to sign"),
-            ("no-email", Some(no_email.to_json()), "[client_email] is empty"),
+            (
+                "not-json",
+                Some("{\"private_key\": \"SECRET\"".into()),
+                "not the JSON",
+            ),
+            (
+                "bad-key",
+                Some(no_key.to_json()),
+                "[private_key] cannot be used to sign",
+            ),
+            (
+                "no-email",
+                Some(no_email.to_json()),
+                "[client_email] is empty",
+            ),
         ];
         for (name, content, want) in cases {
             let path = dir.join(format!("{name}.json"));
