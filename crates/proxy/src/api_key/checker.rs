@@ -227,11 +227,18 @@ impl ApiKeyChecker {
             )));
         }
         if status == http::StatusCode::UNAUTHORIZED || status == http::StatusCode::FORBIDDEN {
-            // About the proxy, not the key: never cached, and fails closed.
-            let body = response.bytes().await.unwrap_or_default();
-            let body = &body[..body.len().min(MAX_ANSWER_BYTES)];
+            // About the proxy, not the key: never cached, and fails closed. The body only
+            // explains; read up to the same bound as an answer.
+            let mut body = Vec::new();
+            while let Ok(Some(chunk)) = response.chunk().await {
+                body.extend_from_slice(&chunk);
+                if body.len() > MAX_ANSWER_BYTES {
+                    body.clear();
+                    break;
+                }
+            }
             return Err(CheckError::NotAuthorized(
-                super::credentials::refusal_message(status, body, self.credentials.as_deref()),
+                super::credentials::refusal_message(status, &body, self.credentials.as_deref()),
             ));
         }
         if !status.is_success() {
