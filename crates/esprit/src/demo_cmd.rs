@@ -1,11 +1,13 @@
 //! `esprit demo`: Google's "Authentication Between Services" tutorial on this machine, in one
 //! process, in seconds.
 //!
-//! It starts the key server (`iam::serve` on a fresh store), a Bookstore backend on a fresh
+//! It starts the key server (`iam::serve_observed` on a fresh store, checks authenticated), a Bookstore backend on a fresh
 //! database and the proxy, each on a free loopback port; creates the consumer's service account
 //! and key file; writes the tutorial's `api_config_auth.yaml` with the local key server as
 //! `jwks_uri` and the tutorial's usage rules (only `ListShelves` allows unregistered calls, every
-//! other method needs an API key, checked by the same key server); mints a token as `esprit
+//! other method needs an API key, checked by the same key server, which answers the proxy only
+//! because the proxy's own account, whose key file signs its checks, holds
+//! `roles/servicemanagement.serviceController` on the service); mints a token as `esprit
 //! token` does; creates an API key for the consumer's project; and calls the Bookstore through
 //! the proxy with a real gRPC client: `ListShelves` with the token (accepted), without one, and
 //! with tokens signed by another account's key (rejected); then `GetShelf` with the token and no
@@ -39,7 +41,10 @@ use tonic::Code;
 use tonic::transport::Endpoint;
 
 use calls::{BookstoreMethod, Call, Expect, make_call};
-use setup::{Files, create_account_with_key, create_api_key, mint, service_config_yaml};
+use setup::{
+    Files, create_account_with_key, create_api_key, grant_service_controller, mint,
+    service_config_yaml,
+};
 use transcript::{command, output, print_try_by_hand, step};
 
 mod calls;
@@ -66,6 +71,8 @@ const SERVICE_NAME: &str = "bookstore.endpoints.producer-project.cloud.goog";
 const CONSUMER: (&str, &str) = ("bookstore-client", "consumer-project");
 /// Another account, whose keys the provider does not trust.
 const OTHER: (&str, &str) = ("other-client", "other-project");
+/// The producer's proxy: its account signs the API-key checks (ESP's --service-account-key).
+const PROXY: (&str, &str) = ("esprit-proxy", "producer-project");
 const LIST_SHELVES: &str = "endpoints.examples.bookstore.Bookstore.ListShelves";
 /// Shaped like a Google API key, known to no key server.
 const INVALID_API_KEY: &str = "AIzaSyInvalidInvalidInvalidInvalidInva";
@@ -164,8 +171,13 @@ async fn demo(dir: &Path, keep_running: bool) -> anyhow::Result<usize> {
     let kek = iam::Kek::generate().context("making a key-encryption key")?;
     kek.write_new_file(&files.kek)
         .with_context(|| format!("writing {}", files.kek.display()))?;
+    // The producer's proxy gets an account too: the key server answers API-key checks only to
+    // accounts holding the Service Controller role on the service (ESP's service account).
+    let proxy_account =
+        create_account_with_key(&files, PROXY, &files.proxy_key, &key_server, &token_uri)?;
+    grant_service_controller(&files, &proxy_account, SERVICE_NAME)?;
     command(&format!(
-        "esprit iam serve --listen {iam_addr} --issuer-url {issuer_url} --kek-file {}",
+        "esprit iam serve --listen {iam_addr} --issuer-url {issuer_url} --kek-file {} --check-auth required",
         files.kek.display()
     ));
     let tokens = iam::TokenService::open(
@@ -176,11 +188,14 @@ async fn demo(dir: &Path, keep_running: bool) -> anyhow::Result<usize> {
     let pool = iam::StorePool::open(&files.store, iam::PoolSettings::default())
         .with_context(|| format!("opening {}", files.store.display()))?;
     let (stop, stopped) = oneshot::channel::<()>();
-    let iam_task = tokio::spawn(iam::serve_tokens(
+    let iam_task = tokio::spawn(iam::serve_observed(
         iam_listener,
         pool,
         Some(tokens),
         iam::ConnectionLimits::default(),
+        None,
+        None,
+        iam::CheckAuth::required(),
         async {
             let _ = stopped.await;
         },
@@ -226,15 +241,20 @@ async fn demo(dir: &Path, keep_running: bool) -> anyhow::Result<usize> {
     let mut settings = proxy::ProxySettings::new(listen, backend);
     // The key server checks API keys too (`POST /v1/services/{service}:check`).
     settings.api_keys.service_control_urls = vec![key_server.as_str().to_owned()];
+    // Signed with the proxy's key file, as `--service-account-key` does.
+    settings.api_keys.service_account_key = Some(std::sync::Arc::new(
+        proxy::CallerCredentials::load(&files.proxy_key).map_err(anyhow::Error::msg)?,
+    ));
     let proxy = proxy::Proxy::bind(&config, settings)
         .await
         .context("starting the proxy")?;
     let proxy_addr = proxy.local_addr();
     command(&format!(
-        "esprit proxy --service-config {} --descriptor {} --backend grpc://{bookstore_addr} --listen {proxy_addr} --service-control-url {}",
+        "esprit proxy --service-config {} --descriptor {} --backend grpc://{bookstore_addr} --listen {proxy_addr} --service-control-url {} --service-account-key {}",
         files.config.display(),
         files.descriptor.display(),
-        key_server.as_str()
+        key_server.as_str(),
+        files.proxy_key.display()
     ));
     let (stop, stopped) = oneshot::channel::<()>();
     let proxy_task = tokio::spawn(proxy.serve(async {

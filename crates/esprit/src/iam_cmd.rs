@@ -14,9 +14,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
-use iam::{
-    ApiKey, BindingFilter, Grant, KeyAlgorithm, KeyServerUrl, KeyStatus, Revocation, Role, Store,
+use iam::service_roles::{
+    AnyResource, AnyRole, BindingTarget, ServiceBindingFilter, parse_any_resource, parse_any_role,
+    parse_binding_target, service_resource_name,
 };
+use iam::{ApiKey, BindingFilter, Grant, KeyAlgorithm, KeyServerUrl, KeyStatus, Revocation, Store};
 use serde_json::json;
 
 use crate::proxy_cmd::LogFormat;
@@ -49,7 +51,7 @@ enum IamCommand {
     #[command(subcommand)]
     ApiKeys(ApiKeysCommand),
     /// Grant, revoke and list roles on service accounts (roles/iam.serviceAccountTokenCreator,
-    /// roles/iam.serviceAccountUser).
+    /// roles/iam.serviceAccountUser) and on services (roles/servicemanagement.serviceController).
     #[command(subcommand)]
     Roles(RolesCommand),
     /// Serve the accounts' public keys at Google's paths (X.509 map and JWKS) and answer API
@@ -214,10 +216,12 @@ struct BindingArgs {
     member: String,
     /// roles/iam.serviceAccountTokenCreator (may obtain the resource account's ID tokens,
     /// access tokens and signed JWTs) or roles/iam.serviceAccountUser (recorded; gates nothing
-    /// in esprit).
+    /// in esprit), on an account; roles/servicemanagement.serviceController (may ask the key
+    /// server to check API keys for the service), on a service.
     #[arg(long, value_name = "ROLE")]
     role: String,
-    /// The account the role is on: projects/-/serviceAccounts/EMAIL (or EMAIL).
+    /// What the role is on: an account, projects/-/serviceAccounts/EMAIL (or EMAIL), or a
+    /// service, services/SERVICE (the service config's name).
     #[arg(long, value_name = "RESOURCE")]
     resource: String,
 }
@@ -237,7 +241,8 @@ enum RolesCommand {
         /// Only this role.
         #[arg(long, value_name = "ROLE")]
         role: Option<String>,
-        /// Only bindings on this account (projects/-/serviceAccounts/EMAIL or EMAIL).
+        /// Only bindings on this account (projects/-/serviceAccounts/EMAIL or EMAIL) or service
+        /// (services/SERVICE).
         #[arg(long, value_name = "RESOURCE")]
         resource: Option<String>,
         /// A JSON array instead of a table.
@@ -278,6 +283,15 @@ struct ServeArgs {
         value_parser = crate::duration::SIGNING_KEY_ROTATION.parser()
     )]
     signing_key_rotation: Duration,
+    /// Who may ask for API-key checks (POST /v1/services/SERVICE:check): `required`: callers
+    /// authenticate (`Authorization: Bearer`: a JWT signed with their key file, as
+    /// `esprit proxy --service-account-key` sends, or a token-service access token) and hold
+    /// roles/servicemanagement.serviceController on services/SERVICE (401/403 otherwise);
+    /// `off`: anyone who reaches the server. Default: `required`, except `off` when --listen is
+    /// a loopback address (only local processes can reach it, as in the tutorial and demo).
+    /// Public-key documents and the token service are not affected.
+    #[arg(long, value_enum, value_name = "MODE")]
+    check_auth: Option<CheckAuthMode>,
     #[command(flatten)]
     connections: crate::conn_args::ConnectionArgs,
     /// Log format: one JSON object per line, or text.
@@ -287,6 +301,22 @@ struct ServeArgs {
     /// the key endpoints: HOST:PORT, or a bare PORT for 127.0.0.1:PORT. Off by default.
     #[arg(long, value_name = "ADDR", value_parser = admin::parse_admin_listen)]
     admin_listen: Option<SocketAddr>,
+}
+
+/// `iam serve --check-auth`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum CheckAuthMode {
+    Required,
+    Off,
+}
+
+/// The mode `iam serve` runs: the flag's, else `required` off loopback and `off` on it.
+fn check_auth_mode(flag: Option<CheckAuthMode>, listen: &SocketAddr) -> CheckAuthMode {
+    flag.unwrap_or(if listen.ip().is_loopback() {
+        CheckAuthMode::Off
+    } else {
+        CheckAuthMode::Required
+    })
 }
 
 fn now() -> anyhow::Result<u64> {
@@ -543,12 +573,12 @@ fn api_keys(path: &Path, command: ApiKeysCommand) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The member, role and resource of `args`, checked (account emails and the role).
-fn binding(args: &BindingArgs) -> anyhow::Result<(String, Role, String)> {
+/// The member and the role and resource of `args`, checked (account email, a known role on
+/// the kind of resource it applies to).
+fn binding(args: &BindingArgs) -> anyhow::Result<(String, BindingTarget)> {
     Ok((
         iam::roles::parse_member(&args.member)?,
-        args.role.parse::<Role>()?,
-        iam::roles::parse_resource(&args.resource)?,
+        parse_binding_target(&args.role, &args.resource)?,
     ))
 }
 
@@ -556,24 +586,41 @@ fn roles(path: &Path, command: RolesCommand) -> anyhow::Result<ExitCode> {
     // Arguments are checked before the store is opened (or created).
     match command {
         RolesCommand::Grant(args) => {
-            let (member, role, resource) = binding(&args)?;
+            let (member, target) = binding(&args)?;
             let mut store = open(path)?;
-            let (m, r) = (
-                iam::roles::member_name(&member),
-                iam::roles::resource_name(&resource),
-            );
-            match store.grant_role(&member, role, &resource, now()?)? {
+            let m = iam::roles::member_name(&member);
+            let (grant, role, r) = match target {
+                BindingTarget::Account { role, resource } => (
+                    store.grant_role(&member, role, &resource, now()?)?,
+                    role.name(),
+                    iam::roles::resource_name(&resource),
+                ),
+                BindingTarget::Service { role, service } => (
+                    store.grant_service_role(&member, role, &service, now()?)?,
+                    role.name(),
+                    service_resource_name(&service),
+                ),
+            };
+            match grant {
                 Grant::Granted => eprintln!("granted {role} on {r} to {m}"),
                 Grant::AlreadyGranted => eprintln!("{m} already holds {role} on {r}"),
             }
         }
         RolesCommand::Revoke(args) => {
-            let (member, role, resource) = binding(&args)?;
+            let (member, target) = binding(&args)?;
             let mut store = open(path)?;
-            store.revoke_role(&member, role, &resource)?;
+            let (role, r) = match target {
+                BindingTarget::Account { role, resource } => {
+                    store.revoke_role(&member, role, &resource)?;
+                    (role.name(), iam::roles::resource_name(&resource))
+                }
+                BindingTarget::Service { role, service } => {
+                    store.revoke_service_role(&member, role, &service)?;
+                    (role.name(), service_resource_name(&service))
+                }
+            };
             eprintln!(
-                "revoked {role} on {} from {}",
-                iam::roles::resource_name(&resource),
+                "revoked {role} on {r} from {}",
                 iam::roles::member_name(&member)
             );
         }
@@ -583,40 +630,76 @@ fn roles(path: &Path, command: RolesCommand) -> anyhow::Result<ExitCode> {
             resource,
             json,
         } => {
-            let filter = BindingFilter {
-                member: member
-                    .as_deref()
-                    .map(iam::roles::parse_member)
-                    .transpose()?,
-                role: role.as_deref().map(str::parse::<Role>).transpose()?,
-                resource: resource
-                    .as_deref()
-                    .map(iam::roles::parse_resource)
-                    .transpose()?,
+            let member = member
+                .as_deref()
+                .map(iam::roles::parse_member)
+                .transpose()?;
+            let role = role.as_deref().map(parse_any_role).transpose()?;
+            let resource = resource.as_deref().map(parse_any_resource).transpose()?;
+            // Each kind of binding is listed unless a filter names the other kind.
+            let account_filter = match (role, &resource) {
+                (Some(AnyRole::Service(_)), _) | (_, Some(AnyResource::Service(_))) => None,
+                (role, resource) => Some(BindingFilter {
+                    member: member.clone(),
+                    role: match role {
+                        Some(AnyRole::Account(role)) => Some(role),
+                        _ => None,
+                    },
+                    resource: match resource {
+                        Some(AnyResource::Account(email)) => Some(email.clone()),
+                        _ => None,
+                    },
+                }),
+            };
+            let service_filter = match (role, &resource) {
+                (Some(AnyRole::Account(_)), _) | (_, Some(AnyResource::Account(_))) => None,
+                (role, resource) => Some(ServiceBindingFilter {
+                    member: member.clone(),
+                    role: match role {
+                        Some(AnyRole::Service(role)) => Some(role),
+                        _ => None,
+                    },
+                    service: match resource {
+                        Some(AnyResource::Service(service)) => Some(service.clone()),
+                        _ => None,
+                    },
+                }),
             };
             let store = open(path)?;
-            let bindings = store.role_bindings(&filter)?;
+            // (resource, role, member, created) of both kinds: account bindings first.
+            let mut rows: Vec<(String, &'static str, String, u64)> = Vec::new();
+            if let Some(filter) = account_filter {
+                rows.extend(
+                    store
+                        .role_bindings(&filter)?
+                        .iter()
+                        .map(|b| (b.resource_name(), b.role.name(), b.member_name(), b.created)),
+                );
+            }
+            if let Some(filter) = service_filter {
+                rows.extend(
+                    store
+                        .service_role_bindings(&filter)?
+                        .iter()
+                        .map(|b| (b.resource_name(), b.role.name(), b.member_name(), b.created)),
+                );
+            }
             if json {
-                let list: Vec<_> = bindings
+                let list: Vec<_> = rows
                     .iter()
-                    .map(|b| {
+                    .map(|(resource, role, member, created)| {
                         json!({
-                            "member": b.member_name(), "role": b.role.name(),
-                            "resource": b.resource_name(), "created": rfc3339(b.created),
+                            "member": member, "role": role,
+                            "resource": resource, "created": rfc3339(*created),
                         })
                     })
                     .collect();
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else {
-                let rows: Vec<Vec<String>> = bindings
-                    .iter()
-                    .map(|b| {
-                        vec![
-                            b.resource_name(),
-                            b.role.name().to_owned(),
-                            b.member_name(),
-                            rfc3339(b.created),
-                        ]
+                let rows: Vec<Vec<String>> = rows
+                    .into_iter()
+                    .map(|(resource, role, member, created)| {
+                        vec![resource, role.to_owned(), member, rfc3339(created)]
                     })
                     .collect();
                 print_table(&["RESOURCE", "ROLE", "MEMBER", "CREATED"], &rows);
@@ -699,10 +782,26 @@ fn serve(store: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
         }
         let pool = iam::StorePool::open(store, iam::PoolSettings::default())
             .with_context(|| format!("opening {}", store.display()))?;
+        let check_auth = match check_auth_mode(args.check_auth, &addr) {
+            CheckAuthMode::Required => {
+                tracing::info!(check_auth = "required", "API-key checks answered to callers holding roles/servicemanagement.serviceController on the service");
+                iam::CheckAuth::required()
+            }
+            CheckAuthMode::Off => {
+                if addr.ip().is_loopback() {
+                    tracing::info!(check_auth = "off", "API-key checks answered to any local caller (loopback)");
+                } else {
+                    tracing::warn!(check_auth = "off", "API-key checks answered to anyone who reaches this address");
+                }
+                iam::CheckAuth::Off
+            }
+        };
         let Some(admin_addr) = args.admin_listen else {
-            return iam::serve_observed(listener, pool, tokens, limits, None, tls, shutdown)
-                .await
-                .with_context(|| format!("serving keys from {}", store.display()));
+            return iam::serve_observed(
+                listener, pool, tokens, limits, None, tls, check_auth, shutdown,
+            )
+            .await
+            .with_context(|| format!("serving keys from {}", store.display()));
         };
         let mut registry = admin::prometheus_client::registry::Registry::default();
         let metrics = iam::IamMetrics::register(&mut registry);
@@ -724,12 +823,47 @@ fn serve(store: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
             let _ = admin_stopped.await;
         }));
         let served =
-            iam::serve_observed(listener, pool, tokens, limits, Some(metrics), tls, shutdown)
-                .await
+            iam::serve_observed(
+                listener,
+                pool,
+                tokens,
+                limits,
+                Some(metrics),
+                tls,
+                check_auth,
+                shutdown,
+            )
+            .await
                 .with_context(|| format!("serving keys from {}", store.display()));
         let _ = stop_admin.send(());
         let _ = admin_task.await;
         served
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn check_auth_is_required_off_loopback_unless_set() {
+        let table = [
+            ("127.0.0.1:8085", None, CheckAuthMode::Off),
+            ("[::1]:8085", None, CheckAuthMode::Off),
+            ("0.0.0.0:8085", None, CheckAuthMode::Required),
+            ("10.1.2.3:8085", None, CheckAuthMode::Required),
+            ("[::]:8085", None, CheckAuthMode::Required),
+            (
+                "127.0.0.1:8085",
+                Some(CheckAuthMode::Required),
+                CheckAuthMode::Required,
+            ),
+            ("0.0.0.0:8085", Some(CheckAuthMode::Off), CheckAuthMode::Off),
+        ];
+        for (listen, flag, want) in table {
+            let addr: SocketAddr = listen.parse().expect("address");
+            assert_eq!(check_auth_mode(flag, &addr), want, "{listen} {flag:?}");
+        }
+    }
 }

@@ -107,6 +107,13 @@ pub struct ProxyArgs {
     /// system roots (a key server with a private CA: `iam serve --tls-cert`).
     #[arg(long, value_name = "FILE")]
     service_control_ca: Option<PathBuf>,
+    /// The proxy's service account key file (Google's JSON, as `esprit iam keys create`
+    /// writes; ESP's flag): every check carries a one-hour JWT it signs (re-signed 5 minutes
+    /// before expiry). The key server (`iam serve --check-auth required`) answers only if the
+    /// account holds roles/servicemanagement.serviceController on services/SERVICE. Read once
+    /// at start; a file that cannot sign is refused then.
+    #[arg(long, value_name = "FILE")]
+    service_account_key: Option<PathBuf>,
     /// Allow a plain `http://` --service-control-url whose host is not loopback (127.0.0.0/8,
     /// ::1, localhost). Without it such a URL is refused at start: the checks carry API keys.
     #[arg(long)]
@@ -237,6 +244,15 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
     settings.api_keys.service_control_urls = args.service_control_url;
     settings.api_keys.check_timeout = args.service_control_check_timeout;
     settings.api_keys.service_control_ca = args.service_control_ca;
+    if let Some(path) = &args.service_account_key {
+        let credentials = proxy::CallerCredentials::load(path).map_err(anyhow::Error::msg)?;
+        // The account, never the key.
+        tracing::info!(
+            account = credentials.email(),
+            "key server checks signed as this service account"
+        );
+        settings.api_keys.service_account_key = Some(std::sync::Arc::new(credentials));
+    }
     settings.api_keys.allow_insecure_http = args.service_control_allow_insecure_http;
     settings.api_keys.cache_valid = args.api_key_cache_duration;
     settings.api_keys.cache_invalid = args.api_key_cache_duration.min(Duration::from_secs(60));

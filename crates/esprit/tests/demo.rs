@@ -57,7 +57,13 @@ fn demo_shows_the_tutorials_outcomes_and_leaves_nothing_behind() {
         "$ esprit iam accounts create bookstore-client --project consumer-project",
         "bookstore-client@consumer-project.iam.gserviceaccount.com",
         "$ esprit iam keys create bookstore-client@consumer-project.iam.gserviceaccount.com --out ",
+        // The proxy's own account, allowed to check API keys for the service.
+        "$ esprit iam accounts create esprit-proxy --project producer-project",
+        "$ esprit iam roles grant --member serviceAccount:esprit-proxy@producer-project.iam.gserviceaccount.com \
+         --role roles/servicemanagement.serviceController \
+         --resource services/bookstore.endpoints.producer-project.cloud.goog\n",
         "$ esprit iam serve --listen 127.0.0.1:",
+        " --check-auth required\n",
         "$ bookstore-server --host 127.0.0.1 --port ",
         "  - id: google_service_account",
         "    issuer: bookstore-client@consumer-project.iam.gserviceaccount.com",
@@ -68,6 +74,7 @@ fn demo_shows_the_tutorials_outcomes_and_leaves_nothing_behind() {
          allow_unregistered_calls: true\n",
         "$ esprit proxy --service-config ",
         " --service-control-url http://127.0.0.1:",
+        " --service-account-key ",
         "$ JWT_TOKEN=$(esprit token --key-file ",
         "$ esprit iam accounts create other-client --project other-project",
         "$ API_KEY=$(esprit iam api-keys create --project consumer-project)\n\

@@ -133,12 +133,24 @@ pub enum IamError {
         /// The key's shown prefix.
         prefix: String,
     },
-    /// A role esprit does not know (it knows Google's two service-account roles).
+    /// A role esprit does not know (Google's two service-account roles and the service role).
     #[error(
         "unknown role {0:?}: esprit knows roles/iam.serviceAccountTokenCreator and \
-         roles/iam.serviceAccountUser"
+         roles/iam.serviceAccountUser (on projects/-/serviceAccounts/EMAIL), and \
+         roles/servicemanagement.serviceController (on services/SERVICE)"
     )]
     UnknownRole(String),
+    /// A known role granted on the wrong kind of resource (a service role on an account, or an
+    /// account role on a service).
+    #[error("{role} is granted on {expected}, not on {resource:?}")]
+    RoleNotOnResource {
+        /// The role's name.
+        role: String,
+        /// The resource as given.
+        resource: String,
+        /// The kind of resource the role applies to (`services/SERVICE`, ...).
+        expected: &'static str,
+    },
     /// A member that is not `serviceAccount:EMAIL` with a well-formed account email.
     #[error("invalid member {member:?}: {reason}")]
     InvalidMember {

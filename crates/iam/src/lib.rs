@@ -30,19 +30,23 @@
 //! ([`roles::authorize`]: the caller needs the Token Creator role on the target, through each
 //! delegate, also for itself). With the token service on, the key server answers Google's IAM
 //! Credentials API (`generateIdToken`, `generateAccessToken`, `signJwt`; requests read by
-//! [`iam_credentials`]) to callers holding that role.
+//! [`iam_credentials`]) to callers holding that role. On services ([`service_roles`]):
+//! `roles/servicemanagement.serviceController` on `services/SERVICE`
+//! ([`Store::grant_service_role`]); with [`CheckAuth::Required`] the key server answers API-key
+//! checks only to callers authenticated by [`check_auth`] that hold it on the checked service.
 //!
 //! What it deliberately does not do: it never stores a key file's private key (the key file is
 //! the only copy) nor an API key (shown once at creation), nor any private key in clear; it does
 //! no domain-wide delegation, IAM policies beyond the two roles, API-key restrictions (services, referrers, IPs),
-//! quotas or per-project service enablement; it does not cache check answers (the proxy does);
-//! it has no TLS (run it on loopback or behind a TLS terminator).
+//! quotas or per-project service enablement; it does not cache check answers nor role bindings
+//! (the proxy caches answers).
 //!
 //! Validation, key-file building and the rendering of key documents are plain functions
 //! ([`validate_account_id`], [`new_key`], [`render::x509_map`], [`render::jwks`]); files and
 //! sockets are in [`Store`], [`KeyFileSlot`] and [`serve`].
 
 pub mod api_keys;
+pub mod check_auth;
 mod error;
 pub mod iam_credentials;
 mod ids;
@@ -53,10 +57,12 @@ mod model;
 pub mod render;
 pub mod roles;
 mod server;
+pub mod service_roles;
 mod store;
 pub mod token;
 
 pub use api_keys::{ApiKey, ApiKeyCheck, Revocation};
+pub use check_auth::CheckAuth;
 pub use conn_guard::ConnectionLimits;
 /// The TLS loader the key server shares with the proxy (`--tls-cert`/`--tls-key`).
 pub use conn_guard::tls;
@@ -74,6 +80,7 @@ pub use server::{
     CACHE_MAX_AGE_SECS, CHECK_BODY_LIMIT, serve, serve_observed, serve_pool, serve_tokens,
     serve_with,
 };
+pub use service_roles::{ServiceBindingFilter, ServiceRole, ServiceRoleBinding};
 pub use store::{LooseFile, PoolSettings, SCHEMA_VERSION, Store, StorePool, loose_files};
 pub use token::{TokenService, TokenServiceSettings};
 

@@ -43,6 +43,7 @@ mod token;
 
 pub use check::CHECK_BODY_LIMIT;
 
+use crate::check_auth::CheckAuth;
 use crate::ids::decode_path_segment;
 use crate::render;
 use crate::store::{PoolSettings, Store, StorePool};
@@ -74,6 +75,8 @@ const TOKEN_PATH: &str = "/token";
 struct State {
     store: Arc<StorePool>,
     tokens: Option<TokenService>,
+    /// Who may ask for API-key checks.
+    check_auth: CheckAuth,
 }
 
 /// What a request asks for.
@@ -223,7 +226,9 @@ async fn handle(state: State, request: Request<Incoming>) -> Response<Body> {
                 .insert(ALLOW, HeaderValue::from_static(allow));
             return response;
         }
-        Route::ServiceCheck(service) => return check::handle(store, service, request).await,
+        Route::ServiceCheck(service) => {
+            return check::handle(store, state.tokens, &state.check_auth, service, request).await;
+        }
         Route::Discovery | Route::TokenJwks | Route::TokenX509 | Route::Token => {
             // Without --issuer-url there is no token service: its paths do not exist.
             let Some(tokens) = state.tokens else {
@@ -330,11 +335,25 @@ pub async fn serve_tokens<F>(
 where
     F: Future<Output = ()>,
 {
-    serve_observed(listener, store, tokens, limits, None, None, shutdown).await
+    serve_observed(
+        listener,
+        store,
+        tokens,
+        limits,
+        None,
+        None,
+        CheckAuth::Off,
+        shutdown,
+    )
+    .await
 }
 
-/// [`serve_tokens`], recording each request in `metrics` (the admin listener's), and speaking
-/// TLS when `tls` is given (`iam serve --tls-cert/--tls-key`: [`conn_guard::tls::acceptor`]).
+/// [`serve_tokens`], recording each request in `metrics` (the admin listener's), speaking
+/// TLS when `tls` is given (`iam serve --tls-cert/--tls-key`: [`conn_guard::tls::acceptor`]),
+/// and asking check callers for credentials as `check_auth` says (the functions above answer
+/// checks to anyone, [`CheckAuth::Off`], as esprit always did; `iam serve` requires them off
+/// loopback).
+#[allow(clippy::too_many_arguments)]
 pub async fn serve_observed<F>(
     listener: TcpListener,
     store: Arc<StorePool>,
@@ -342,12 +361,17 @@ pub async fn serve_observed<F>(
     limits: conn_guard::ConnectionLimits,
     metrics: Option<Arc<IamMetrics>>,
     tls: Option<conn_guard::tls::TlsAcceptor>,
+    check_auth: CheckAuth,
     shutdown: F,
 ) -> Result<()>
 where
     F: Future<Output = ()>,
 {
-    let state = State { store, tokens };
+    let state = State {
+        store,
+        tokens,
+        check_auth,
+    };
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()

@@ -10,6 +10,7 @@ mod files;
 pub(crate) mod managed_keys;
 mod pool;
 mod roles;
+mod service_roles;
 
 use std::path::Path;
 use std::time::Duration;
@@ -102,6 +103,18 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (member, role, resource)
     ) STRICT;
     CREATE INDEX role_bindings_by_resource ON role_bindings(resource, role);",
+    // 5: role bindings on services (`services/SERVICE`, the service name of a service config):
+    // `roles/servicemanagement.serviceController` lets the member's key server calls check API
+    // keys for that service. The service is not an account, so it has no foreign key; deleting
+    // the member deletes its bindings.
+    "CREATE TABLE service_role_bindings (
+        member  TEXT NOT NULL REFERENCES accounts(email) ON DELETE CASCADE,
+        role    TEXT NOT NULL,
+        service TEXT NOT NULL,
+        created INTEGER NOT NULL,
+        PRIMARY KEY (member, role, service)
+    ) STRICT;
+    CREATE INDEX service_role_bindings_by_service ON service_role_bindings(service, role);",
 ];
 
 /// The schema version this build writes.

@@ -256,7 +256,7 @@ fn a_version_1_store_migrates_and_keeps_its_accounts_and_keys() {
         )
         .unwrap();
     }
-    assert_eq!(SCHEMA_VERSION, 4);
+    assert_eq!(SCHEMA_VERSION, 5);
     let mut store = Store::open(&path).unwrap();
     assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
     let account = store

@@ -215,7 +215,7 @@ fn migrations_set_the_version_and_refuse_newer_files() {
     }
     let store = Store::open(&path).unwrap();
     assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
-    assert_eq!(SCHEMA_VERSION, 4);
+    assert_eq!(SCHEMA_VERSION, 5);
     drop(store);
     // Opening again runs nothing and keeps the version.
     assert_eq!(

@@ -2,11 +2,19 @@
 //! `POST /v1/services/{service}:check` with a [`CheckRequest`], answered 200 with a
 //! [`CheckResponse`]. Both sides use these types; neither reads the other's JSON by hand.
 //!
+//! The caller authenticates with `Authorization: Bearer TOKEN` (required unless the key server
+//! runs with `--check-auth off`): a JWT the caller signs with its service-account key file,
+//! whose claims are [`caller_claims`] (`aud` = [`CALLER_AUDIENCE`], at most
+//! [`MAX_CALLER_TOKEN_LIFETIME_SECS`]), or an access token of the key server's token service.
+//! The key server answers 401 (with `WWW-Authenticate: Bearer`) to a missing or invalid token
+//! and 403 to an account without `roles/servicemanagement.serviceController` on the service,
+//! in Google's JSON error shape `{"error": {"code", "message", "status"}}`.
+//!
 //! What it deliberately does not hold: anything about how keys are stored (the proxy must not
 //! link SQLite) or how the proxy caches answers. The answer says no more than the proxy needs:
 //! valid or not, and the consumer project of a valid key. No key id and no reason (unknown or
-//! revoked): the check endpoint is reachable without credentials, so it must not be an oracle of
-//! which keys once existed.
+//! revoked): the check endpoint may be reachable without credentials (`--check-auth off`), so it
+//! must not be an oracle of which keys once existed.
 
 use serde::{Deserialize, Serialize};
 
@@ -18,6 +26,29 @@ pub const MAX_API_KEY_BYTES: usize = 128;
 /// The longest consumer project a valid answer may carry, in bytes (Google's project ids are at
 /// most 30 characters; the bound keeps a cached answer small).
 pub const MAX_CONSUMER_PROJECT_BYTES: usize = 256;
+
+/// The `aud` of a caller's self-signed JWT: fixed, not the key server's URL, so that one token
+/// is good for every replica behind any address or TLS terminator (the store they share is the
+/// trust domain). It is Google's Service Control endpoint, which ESP's checks go to.
+pub const CALLER_AUDIENCE: &str = "https://servicecontrol.googleapis.com/";
+
+/// The longest a caller's JWT may live (`exp - iat`), seconds: Google's one hour.
+pub const MAX_CALLER_TOKEN_LIFETIME_SECS: u64 = 3600;
+
+/// Clock skew the key server allows on a caller JWT's `iat` and `exp`, seconds.
+pub const CALLER_TOKEN_SKEW_SECS: u64 = 60;
+
+/// The claims of a caller JWT for `email` issued at `iat` (seconds since the epoch), living
+/// [`MAX_CALLER_TOKEN_LIFETIME_SECS`]: `iss` = `sub` = the account, `aud` = [`CALLER_AUDIENCE`].
+pub fn caller_claims(email: &str, iat: u64) -> serde_json::Value {
+    serde_json::json!({
+        "iss": email,
+        "sub": email,
+        "aud": CALLER_AUDIENCE,
+        "iat": iat,
+        "exp": iat.saturating_add(MAX_CALLER_TOKEN_LIFETIME_SECS),
+    })
+}
 
 /// The path of the check endpoint for `service`, which the caller has percent-encoded.
 pub fn check_path(encoded_service: &str) -> String {

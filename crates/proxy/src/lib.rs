@@ -29,7 +29,8 @@ mod wire;
 
 pub use access_log::AccessLogSettings;
 pub use api_key::{
-    ApiKeySettings, EjectionPolicy, OnUnreachable, check_url_transport, find_api_key,
+    ApiKeySettings, CallerCredentials, EjectionPolicy, OnUnreachable, RESIGN_BEFORE_EXPIRY_SECS,
+    check_url_transport, find_api_key,
 };
 pub use auth::AuthSettings;
 pub use conn_guard::ConnectionLimits;

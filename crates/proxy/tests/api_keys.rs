@@ -15,6 +15,7 @@ use tonic::{Code, Request};
 
 const MISSING: &str = "Method doesn't allow unregistered callers (callers without established identity). Please use API Key or other form of API consumer identity to call this API.";
 const INVALID: &str = "API key not valid. Please pass a valid API key.";
+const UNAVAILABLE: &str = "API key could not be checked: the key service is unavailable.";
 
 /// Unary needs a key at the default locations; ServerStream allows unregistered calls;
 /// ClientStream reads its key from `x-my-key` only; Bidi also needs a JWT (or none: allowed
@@ -471,7 +472,8 @@ async fn fail_open_refuses_an_overlong_key() {
 }
 
 /// Issue 9, item 1: fail-open opens only for an unreachable key server (5xx, connect failure);
-/// a 4xx, or an answer without a verdict, is an invalid key.
+/// a 4xx, or an answer without a verdict, is an invalid key. Issue 12: but 401/403 are about
+/// the proxy's own credentials: refused as unavailable (below), never let through.
 #[tokio::test]
 async fn fail_open_opens_only_when_the_key_server_is_unreachable() {
     use keysets::test_server::Reply;
@@ -479,7 +481,6 @@ async fn fail_open_opens_only_when_the_key_server_is_unreachable() {
     // (reply, allowed). Each case uses its own key: invalid answers are cached.
     let table = [
         (Reply::status(400), false),
-        (Reply::status(403), false),
         (Reply::status(413), false),
         (Reply::status(429), false),
         (Reply::json("garbage"), false),
@@ -508,6 +509,21 @@ async fn fail_open_opens_only_when_the_key_server_is_unreachable() {
                 assert_eq!(status.message(), INVALID, "{desc}");
             }
         }
+    }
+    // 401/403: the key server refuses the proxy itself. Fails closed even with fail-open, and
+    // is not cached as an answer about the key: the next call asks again.
+    for status in [401, 403] {
+        checks.set(CHECK_PATH, Reply::status(status));
+        let before = checks.hits(CHECK_PATH);
+        let key = format!("AIzaRefused{status}");
+        for _ in 0..2 {
+            let refused = unary(proxy.url(), &[("x-api-key", &key)])
+                .await
+                .unwrap_err();
+            assert_eq!(refused.code(), Code::Unavailable, "{status}");
+            assert_eq!(refused.message(), UNAVAILABLE, "{status}");
+        }
+        assert_eq!(checks.hits(CHECK_PATH), before + 2, "{status}");
     }
     // A stopped key server: unreachable, so fail-open lets the call through.
     checks.stop().await;

@@ -198,12 +198,37 @@ impl KeyServer {
                 iam::ConnectionLimits::default(),
                 None,
                 Some(acceptor),
+                iam::CheckAuth::Off,
                 stopped,
             )
         })
         .await;
         server.tls = true;
         server
+    }
+
+    /// `iam::serve_observed` with `auth` for API-key checks (`iam::CheckAuth::Required`: only
+    /// authenticated callers holding the Service Controller role), on the store file at `store`;
+    /// with `tokens` (a token service on the same store) its access tokens are accepted too.
+    pub async fn start_checked(
+        store: &Path,
+        tokens: Option<iam::TokenService>,
+        auth: iam::CheckAuth,
+    ) -> KeyServer {
+        let pool = iam::StorePool::open(store, iam::PoolSettings::default()).unwrap();
+        Self::spawn(|listener, stopped| {
+            iam::serve_observed(
+                listener,
+                pool,
+                tokens,
+                iam::ConnectionLimits::default(),
+                None,
+                None,
+                auth,
+                stopped,
+            )
+        })
+        .await
     }
 
     /// `iam::serve_pool` on an open pool of store connections.

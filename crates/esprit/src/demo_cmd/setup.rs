@@ -73,6 +73,7 @@ pub(super) struct Files {
     pub(super) kek: PathBuf,
     pub(super) consumer_key: PathBuf,
     pub(super) other_key: PathBuf,
+    pub(super) proxy_key: PathBuf,
     pub(super) config: PathBuf,
     pub(super) descriptor: PathBuf,
     pub(super) database: PathBuf,
@@ -85,6 +86,7 @@ impl Files {
             kek: dir.join("kek"),
             consumer_key: dir.join("bookstore-client.json"),
             other_key: dir.join("other-client.json"),
+            proxy_key: dir.join("esprit-proxy.json"),
             config: dir.join("api_config_auth.yaml"),
             descriptor: dir.join("api_descriptor.pb"),
             database: dir.join("bookstore.db"),
@@ -128,6 +130,29 @@ pub(super) fn create_account_with_key(
         .with_context(|| format!("creating a key for {}", account.email))?;
     output(&key.key_id);
     Ok(account.email)
+}
+
+/// `roles/servicemanagement.serviceController` on `services/SERVICE` for `email`, granted
+/// through the `iam` store as `esprit iam roles grant` does, with the command printed.
+pub(super) fn grant_service_controller(
+    files: &Files,
+    email: &str,
+    service: &str,
+) -> anyhow::Result<()> {
+    let role = iam::ServiceRole::ServiceController;
+    let (member, resource) = (
+        iam::roles::member_name(email),
+        iam::service_roles::service_resource_name(service),
+    );
+    command(&format!(
+        "esprit iam roles grant --member {member} --role {role} --resource {resource}"
+    ));
+    iam::Store::open(&files.store)
+        .with_context(|| format!("opening the IAM store {}", files.store.display()))?
+        .grant_service_role(email, role, service, now()?)
+        .with_context(|| format!("granting {role} to {email}"))?;
+    output(&format!("granted {role} on {resource} to {member}"));
+    Ok(())
 }
 
 /// An API key for `project`, created through the `iam` store as `esprit iam api-keys create`

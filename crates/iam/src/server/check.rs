@@ -10,7 +10,15 @@
 //! too large), 415 (not `application/json`), 500 (store failure), 503 (every store connection
 //! busy for the pool's wait), all as Google's JSON error.
 //!
-//! Any project's key is valid for any service: `{service}` is only logged. (Google checks that
+//! Who may ask ([`crate::check_auth`]): with [`CheckAuth::Required`] (the default of `iam serve`
+//! off loopback) the request needs `Authorization: Bearer TOKEN` of an account holding
+//! `roles/servicemanagement.serviceController` on `services/{service}`; checked before the body
+//! is read, answered 401 `UNAUTHENTICATED` with `WWW-Authenticate: Bearer` (no token, or one that
+//! does not verify) or 403 `PERMISSION_DENIED` (an access token without a check scope, or an
+//! account without the role on that service). Bindings are read on every check (no cache): a
+//! revoked role refuses the next check.
+//!
+//! Any project's key is valid for any service: `{service}` only selects the role binding and is logged. (Google checks that
 //! the consumer project has the service enabled; esprit has no such registry.) The key is never
 //! logged: the log line has the service, the key id (when the key exists), the key's 8-character
 //! prefix and the result. The service and the prefix are client text: they are logged with
@@ -23,13 +31,18 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Limited};
 use hyper::body::Incoming;
-use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::{Request, Response, StatusCode};
 
 use super::{Body, busy_response, error_response, json_response};
-use crate::IamError;
 use crate::api_keys::{ApiKeyCheck, key_prefix};
+use crate::check_auth::{
+    CallerRefusal, CallerToken, CheckAuth, claimed_issuer, has_check_scope, verify_caller_jwt,
+};
+use crate::iam_credentials::bearer;
+use crate::service_roles::{ServiceBindingFilter, ServiceRole, authorize_check};
 use crate::store::StorePool;
+use crate::{IamError, TokenService};
 
 /// The largest check request body accepted, bytes (a key is 39).
 pub const CHECK_BODY_LIMIT: usize = 8 * 1024;
@@ -113,12 +126,149 @@ async fn read_key(request: Request<Incoming>) -> Result<String, Response<Body>> 
     })
 }
 
-/// Answers a check for `service` from the store.
+fn refused(refusal: &CallerRefusal) -> Response<Body> {
+    let status = StatusCode::from_u16(refusal.status()).unwrap_or(StatusCode::UNAUTHORIZED);
+    let mut response = error_response(status, &refusal.message());
+    if status == StatusCode::UNAUTHORIZED {
+        response.headers_mut().insert(
+            hyper::header::WWW_AUTHENTICATE,
+            hyper::header::HeaderValue::from_static("Bearer"),
+        );
+    }
+    response
+}
+
+fn store_failure(err: &IamError, service: &str) -> Response<Body> {
+    match err {
+        IamError::StoreBusy { .. } => {
+            tracing::warn!(service = %service.escape_debug(), "API key check refused: every store connection is busy");
+            busy_response()
+        }
+        _ => {
+            tracing::error!(error = %err, source = ?std::error::Error::source(err), service = %service.escape_debug(), "API key check caller lookup failed");
+            error_response(StatusCode::INTERNAL_SERVER_ERROR, "Internal error")
+        }
+    }
+}
+
+/// The authenticated caller's account email, or the refusal (401/403, 5xx on store failures).
+async fn authenticate(
+    store: &Arc<StorePool>,
+    tokens: Option<&TokenService>,
+    now: u64,
+    request: &Request<Incoming>,
+) -> Result<String, Response<Body>> {
+    let refuse = |refusal: CallerRefusal, caller: Option<&str>| {
+        // Never the token: the reason, and the account it claimed (client text, escaped).
+        tracing::info!(
+            reason = refusal.reason(),
+            caller = %caller.unwrap_or("-").escape_debug(),
+            "API key check caller refused"
+        );
+        refused(&refusal)
+    };
+    let header = request
+        .headers()
+        .get(AUTHORIZATION)
+        .map(hyper::header::HeaderValue::as_bytes);
+    let token = match bearer(header) {
+        Ok(token) => token,
+        Err(crate::iam_credentials::Unauthenticated::Missing) => {
+            return Err(refuse(CallerRefusal::Missing, None));
+        }
+        Err(crate::iam_credentials::Unauthenticated::Invalid) => {
+            return Err(refuse(CallerRefusal::InvalidAccessToken, None));
+        }
+    };
+    match CallerToken::parse(token) {
+        Err(refusal) => Err(refuse(refusal, None)),
+        Ok(CallerToken::AccessToken(token)) => {
+            // Access tokens exist only where the token service runs (`--issuer-url`).
+            let Some(tokens) = tokens.cloned() else {
+                return Err(refuse(CallerRefusal::InvalidAccessToken, None));
+            };
+            let owner = tokio::task::spawn_blocking(move || tokens.access_token_owner(&token))
+                .await
+                .unwrap_or_else(|join| Err(IamError::StoreWorker(join.to_string())));
+            match owner {
+                Ok(Some((account, scopes))) if has_check_scope(&scopes) => Ok(account.email),
+                Ok(Some((account, _))) => Err(refuse(
+                    CallerRefusal::InsufficientScopes,
+                    Some(&account.email),
+                )),
+                Ok(None) => Err(refuse(CallerRefusal::InvalidAccessToken, None)),
+                Err(err) => Err(store_failure(&err, "-")),
+            }
+        }
+        Ok(CallerToken::Jwt(jwt)) => {
+            let issuer = match claimed_issuer(&jwt) {
+                Ok(issuer) => issuer.to_owned(),
+                Err(refusal) => return Err(refuse(refusal, None)),
+            };
+            let email = issuer.clone();
+            let keys = store
+                .with_store(move |store| match store.published_keys(&email) {
+                    Err(IamError::UnknownAccount(_)) => Ok(Vec::new()),
+                    found => found,
+                })
+                .await;
+            let keys = match keys {
+                Ok(keys) => keys,
+                Err(err) => return Err(store_failure(&err, "-")),
+            };
+            verify_caller_jwt(&jwt, &keys, now).map_err(|refusal| refuse(refusal, Some(&issuer)))
+        }
+    }
+}
+
+/// May `caller` check keys for `service`? The 403 otherwise.
+async fn authorize(
+    store: &Arc<StorePool>,
+    caller: &str,
+    service: &str,
+) -> Result<(), Response<Body>> {
+    let filter = ServiceBindingFilter {
+        member: Some(caller.to_owned()),
+        role: Some(ServiceRole::ServiceController),
+        service: Some(service.to_owned()),
+    };
+    let bindings = store
+        .with_store(move |store| store.service_role_bindings(&filter))
+        .await
+        .map_err(|err| store_failure(&err, service))?;
+    authorize_check(caller, service, &bindings).map_err(|denied| {
+        tracing::info!(
+            caller = %caller,
+            service = %service.escape_debug(),
+            result = "denied",
+            "API key check caller refused"
+        );
+        error_response(StatusCode::FORBIDDEN, &denied.message())
+    })
+}
+
+/// Answers a check for `service` from the store, to a caller `auth` admits.
 pub(super) async fn handle(
     store: Arc<StorePool>,
+    tokens: Option<TokenService>,
+    auth: &CheckAuth,
     service: String,
     request: Request<Incoming>,
 ) -> Response<Body> {
+    let caller = match auth.now() {
+        None => None,
+        Some(now) => {
+            let caller = match authenticate(&store, tokens.as_ref(), now, &request).await {
+                Ok(caller) => caller,
+                Err(response) => return response,
+            };
+            if let Err(response) = authorize(&store, &caller, &service).await {
+                return response;
+            }
+            Some(caller)
+        }
+    };
+    let caller = caller.as_deref().unwrap_or("-");
     let key = match read_key(request).await {
         Ok(key) => key,
         Err(response) => return response,
@@ -126,7 +276,7 @@ pub(super) async fn handle(
     let prefix = key_prefix(&key).to_owned();
     if key.len() > keycheck::MAX_API_KEY_BYTES {
         // Not a key: no lookup, and the same answer as an unknown key.
-        tracing::info!(service = %service.escape_debug(), key_prefix = %prefix.escape_debug(), result = "too-long", "API key check");
+        tracing::info!(service = %service.escape_debug(), caller, key_prefix = %prefix.escape_debug(), result = "too-long", "API key check");
         return json_response(
             StatusCode::OK,
             ApiKeyCheck::Unknown.answer().to_json(),
@@ -150,6 +300,7 @@ pub(super) async fn handle(
     // Client text (service, prefix) as escaped values: never a raw line break in the log.
     tracing::info!(
         service = %service.escape_debug(),
+        caller,
         key_id = check.key_id().unwrap_or("-"),
         key_prefix = %prefix.escape_debug(),
         result = check.result_name(),

@@ -98,6 +98,9 @@ enum Attempt {
     Answered(Answer),
     /// A 4xx: the key counts as invalid, and the replica is up. Never retried elsewhere.
     Refused(http::StatusCode),
+    /// A 401/403: the key server refused the proxy's own credentials (`--service-account-key`).
+    /// About the proxy, not the key: never cached, fails closed, and the replica is up.
+    NotAuthorized(String),
     Failed(Failure),
 }
 
@@ -119,7 +122,7 @@ impl Attempt {
     fn outcome(&self) -> AttemptOutcome {
         match self {
             Attempt::Answered(_) => AttemptOutcome::Answered,
-            Attempt::Refused(_) => AttemptOutcome::Refused,
+            Attempt::Refused(_) | Attempt::NotAuthorized(_) => AttemptOutcome::Refused,
             Attempt::Failed(Failure::Connect(_)) => AttemptOutcome::ConnectError,
             Attempt::Failed(Failure::Timeout(_)) => AttemptOutcome::Timeout,
             Attempt::Failed(Failure::ServerError(_)) => AttemptOutcome::ServerError,
@@ -129,7 +132,9 @@ impl Attempt {
 
     fn health(&self) -> Health {
         match self {
-            Attempt::Answered(_) | Attempt::Refused(_) => Health::Answered,
+            Attempt::Answered(_) | Attempt::Refused(_) | Attempt::NotAuthorized(_) => {
+                Health::Answered
+            }
             Attempt::Failed(_) => Health::Failed,
         }
     }
@@ -153,6 +158,8 @@ pub(crate) struct ApiKeyChecker {
     cache_invalid: std::time::Duration,
     /// Cache hits and misses, key-server latency (with `--admin-listen`).
     metrics: Option<ApiKeyMetrics>,
+    /// Signs the `Authorization` of every check (`--service-account-key`).
+    credentials: Option<std::sync::Arc<super::CallerCredentials>>,
 }
 
 impl ApiKeyChecker {
@@ -222,6 +229,7 @@ impl ApiKeyChecker {
             cache_valid: settings.cache_valid,
             cache_invalid: settings.cache_invalid,
             metrics: None,
+            credentials: settings.service_account_key.clone(),
         })
     }
 
@@ -306,6 +314,15 @@ impl ApiKeyChecker {
     /// no replica answered; a 4xx or an answer without a verdict means the key is not valid.
     async fn ask(&self, key: &str) -> Result<Answer, CheckError> {
         let deadline = tokio::time::Instant::now() + self.check_timeout;
+        // Signed once per check (the credentials cache the token), whichever replica answers.
+        let authorization = match &self.credentials {
+            Some(credentials) => Some(
+                credentials
+                    .authorization(self.clock.unix_secs())
+                    .map_err(CheckError::NotAuthorized)?,
+            ),
+            None => None,
+        };
         let plan = self.lock_replicas().plan(self.clock.now());
         let mut failures: Vec<String> = Vec::new();
         for (tried, &index) in plan.iter().enumerate() {
@@ -322,12 +339,13 @@ impl ApiKeyChecker {
                 break;
             }
             let timeout = replicas::attempt_timeout(remaining, plan.len() - tried);
-            let attempt = tokio::time::timeout(timeout, self.attempt(server, key))
+            let attempt = tokio::time::timeout(timeout, self.attempt(server, key, authorization.as_ref()))
                 .await
                 .unwrap_or(Attempt::Failed(Failure::Timeout(timeout)));
             self.record(index, server, &attempt);
             match attempt {
                 Attempt::Answered(answer) => return Ok(answer),
+                Attempt::NotAuthorized(refusal) => return Err(CheckError::NotAuthorized(refusal)),
                 Attempt::Refused(status) => {
                     tracing::warn!(%status, replica = %server.label, "key server refused the check; the key counts as invalid");
                     return Ok(Answer::Invalid);
@@ -369,14 +387,20 @@ impl ApiKeyChecker {
     }
 
     /// One request to one replica (its whole answer read, unbounded in time: `ask` bounds it).
-    async fn attempt(&self, server: &Replica, key: &str) -> Attempt {
+    async fn attempt(
+        &self,
+        server: &Replica,
+        key: &str,
+        authorization: Option<&http::HeaderValue>,
+    ) -> Attempt {
         let request = keycheck::CheckRequest {
             api_key: key.to_owned(),
         };
-        let sent = self
-            .client
-            .post(&server.check_url)
-            .json(&request)
+        let mut builder = self.client.post(&server.check_url).json(&request);
+        if let Some(authorization) = authorization {
+            builder = builder.header(http::header::AUTHORIZATION, authorization.clone());
+        }
+        let sent = builder
             .send()
             .await;
         let mut response = match sent {
@@ -390,6 +414,23 @@ impl ApiKeyChecker {
         let status = response.status();
         if status.is_server_error() {
             return Attempt::Failed(Failure::ServerError(status));
+        }
+        if status == http::StatusCode::UNAUTHORIZED || status == http::StatusCode::FORBIDDEN {
+            // About the proxy, not the key: never cached, and fails closed. The body only
+            // explains; read up to the same bound as an answer.
+            let mut body = Vec::new();
+            while let Ok(Some(chunk)) = response.chunk().await {
+                body.extend_from_slice(&chunk);
+                if body.len() > MAX_ANSWER_BYTES {
+                    body.clear();
+                    break;
+                }
+            }
+            return Attempt::NotAuthorized(super::credentials::refusal_message(
+                status,
+                &body,
+                self.credentials.as_deref(),
+            ));
         }
         if !status.is_success() {
             return Attempt::Refused(status);

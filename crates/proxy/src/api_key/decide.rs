@@ -11,7 +11,8 @@ pub(crate) enum Answer {
     /// Valid; the consumer project, already a header value (an answer whose project is not one
     /// is malformed, so invalid).
     Valid { consumer_project: HeaderValue },
-    /// Unknown, revoked, refused by the key server (4xx), or an answer without a verdict.
+    /// Unknown, revoked, refused by the key server (4xx but 401/403), or an answer without a
+    /// verdict.
     Invalid,
 }
 
@@ -24,6 +25,11 @@ pub(crate) enum CheckError {
     /// Too many checks outstanding; refused without asking.
     #[error("too many key checks in progress")]
     Overloaded,
+    /// The key server refused the proxy itself (401/403: no, a bad, or an unauthorized
+    /// `--service-account-key`), or the proxy could not sign its token. Fails closed even with
+    /// fail-open: a proxy the key server does not trust must not let keys through unchecked.
+    #[error("{0}")]
+    NotAuthorized(String),
 }
 
 /// Forward (with the consumer project when the key was checked) or refuse.
@@ -89,6 +95,9 @@ pub(crate) fn decide(
         },
         Ok(Answer::Invalid) => reject(Rejection::ApiKeyInvalid, "invalid"),
         Err(CheckError::Overloaded) => reject(Rejection::ApiKeyCheckOverloaded, "overloaded"),
+        Err(CheckError::NotAuthorized(_)) => {
+            reject(Rejection::ApiKeyCheckUnavailable, "proxy-not-authorized")
+        }
         Err(CheckError::Unreachable(_)) => match on_unreachable {
             OnUnreachable::FailClosed => reject(Rejection::ApiKeyCheckUnavailable, "unchecked"),
             OnUnreachable::FailOpen => Decision {
@@ -167,6 +176,16 @@ mod tests {
                 Err(CheckError::Overloaded),
                 FailOpen,
                 reject(Rejection::ApiKeyCheckOverloaded, "overloaded"),
+            ),
+            (
+                Err(CheckError::NotAuthorized("HTTP 403".into())),
+                FailClosed,
+                reject(Rejection::ApiKeyCheckUnavailable, "proxy-not-authorized"),
+            ),
+            (
+                Err(CheckError::NotAuthorized("HTTP 401".into())),
+                FailOpen,
+                reject(Rejection::ApiKeyCheckUnavailable, "proxy-not-authorized"),
             ),
         ];
         for (answer, setting, want) in table {

@@ -8,6 +8,7 @@
 //! servers to ask, and when one is ejected, is a pure decision too ([`replicas`]).
 
 mod checker;
+mod credentials;
 mod decide;
 mod find;
 mod replicas;
@@ -21,6 +22,7 @@ use crate::body::CallLog;
 use crate::wire::Rejection;
 
 pub(crate) use checker::ApiKeyChecker;
+pub use credentials::{CallerCredentials, RESIGN_BEFORE_EXPIRY_SECS};
 pub use find::find_api_key;
 pub use replicas::EjectionPolicy;
 
@@ -92,6 +94,10 @@ pub struct ApiKeySettings {
     /// Extra CA certificates (PEM) trusted for an `https` key server, on top of the system
     /// roots (`--service-control-ca`).
     pub service_control_ca: Option<std::path::PathBuf>,
+    /// The proxy's service account (`--service-account-key FILE`, read once at start): every
+    /// check carries `Authorization: Bearer` with a JWT it signs. Without it, checks carry no
+    /// credentials (for a key server running `--check-auth off`).
+    pub service_account_key: Option<Arc<CallerCredentials>>,
     /// Allow a plain `http://` key server that is not on loopback
     /// (`--service-control-allow-insecure-http`); refused at start otherwise.
     pub allow_insecure_http: bool,
@@ -129,6 +135,7 @@ impl Default for ApiKeySettings {
         Self {
             service_control_urls: Vec::new(),
             service_control_ca: None,
+            service_account_key: None,
             allow_insecure_http: false,
             cache_valid: Duration::from_secs(300),
             cache_invalid: Duration::from_secs(60),
