@@ -12,6 +12,7 @@ mod api_key;
 mod auth;
 mod backend;
 mod body;
+mod call_trace;
 mod drain;
 mod forward;
 mod handler;
@@ -24,6 +25,7 @@ mod routes;
 mod server;
 mod settings;
 mod stream;
+mod trace_context;
 mod wire;
 
 pub use access_log::AccessLogSettings;
@@ -33,8 +35,8 @@ pub use conn_guard::ConnectionLimits;
 pub use routes::Unenforceable;
 pub use server::Proxy;
 pub use settings::{
-    AdminSettings, BackendHealthCheck, BackendUrl, Http2Limits, ProxySettings, SettingsError,
-    TlsFiles,
+    AdminSettings, BackendHealthCheck, BackendUrl, Http2Limits, OtlpEndpoint, ProxySettings,
+    SettingsError, TlsFiles, TracingSettings,
 };
 pub use wire::{Rejection, code_name};
 
@@ -94,4 +96,6 @@ pub enum ProxyError {
     Admin(#[from] admin::AdminError),
     #[error("setting up the backend health check: {0}")]
     HealthCheck(String),
+    #[error("setting up the OTLP span exporter: {0}")]
+    Tracing(String),
 }
