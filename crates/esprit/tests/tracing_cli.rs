@@ -79,6 +79,38 @@ async fn json_access_lines_carry_the_trace_id_and_sigterm_flushes_the_spans() {
     }
 }
 
+/// A collector that cannot be reached does not fail calls; the failed export is logged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_export_is_logged() {
+    let backend = start_echo().await;
+    let nobody = testkit::dead_addr().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = cli::proxy_command(
+        env!("CARGO_BIN_EXE_esprit"),
+        dir.path(),
+        ECHO_CONFIG,
+        echo::FILE_DESCRIPTOR_SET,
+        backend.addr(),
+    );
+    command
+        .args(["--log-format", "json"])
+        .arg("--otlp-endpoint")
+        .arg(format!("http://{nobody}"))
+        .env("RUST_LOG", "info");
+    let proxy = Listening::json_log(command);
+    call(&proxy.addr, Some(TRACEPARENT)).await;
+    // The flush at SIGTERM tries to export the span, and fails.
+    let (status, logs) = tokio::task::spawn_blocking(move || proxy.sigterm_and_wait())
+        .await
+        .unwrap();
+    assert!(status.success(), "{status}");
+    let failed = logs.lines().any(|line| {
+        let line: serde_json::Value = serde_json::from_str(line).unwrap();
+        line["level"] == "ERROR" && line["name"] == "BatchSpanProcessor.ExportError"
+    });
+    assert!(failed, "{logs}");
+}
+
 /// The text format: `trace_id=…` on the access line.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn text_access_lines_carry_the_trace_id() {
