@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use echo::pb::EchoRequest;
-use keysets::test_server::KeyServer as JwksServer;
+use keysets::test_server::{KeyServer as JwksServer, Reply as JwksReply, jwks as jwks_json};
 use proxy::{ProxySettings, TracingSettings};
 use testkit::otlp::{OtlpReceiver, ReceivedSpan, SpanKind};
 use tonic::{Code, Request};
@@ -146,10 +146,26 @@ async fn each_call_is_one_span_continuing_the_callers_trace_and_passed_to_the_ba
     }
 }
 
+fn mint(key: &jose::GeneratedKey) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let claims = serde_json::json!({
+        "iss": "client@example.com", "sub": "1", "aud": SERVICE, "iat": now, "exp": now + 3600
+    });
+    key.signer()
+        .unwrap()
+        .sign_jwt(Some("k1"), key.algorithm, &claims)
+        .unwrap()
+}
+
 #[tokio::test]
-async fn rejected_and_undefined_calls_are_traced_too() {
+async fn the_auth_outcome_is_on_the_span_and_rejected_and_undefined_calls_are_traced_too() {
     let receiver = OtlpReceiver::start().await;
     let jwks = JwksServer::start().await.unwrap();
+    let key = jose::generate_rsa_2048().unwrap();
+    jwks.set("/jwks", JwksReply::json(jwks_json(&[("k1", &key)])));
     let config = echo_service(&format!(
         r#"
 type: google.api.Service
@@ -181,9 +197,29 @@ usage:
     assert_eq!(reply.code, Code::Unauthenticated);
     let undefined = raw_grpc_call(proxy.addr, "/not.an.Api/Call", &[]).await;
     assert_eq!(undefined.grpc_status(), Some(Code::Unimplemented as i32));
+    let allowed_trace = format!("{TRACE_ID:.31}a");
+    let token = format!("Bearer {}", mint(&key));
+    let reply = unary(
+        proxy.url(),
+        &[
+            ("traceparent", &format!("00-{allowed_trace}-{PARENT_ID}-01")),
+            ("authorization", &token),
+        ],
+    )
+    .await;
+    assert_eq!(reply.code, Code::Ok);
 
     let spans = stop_and_collect(proxy, &receiver).await;
-    assert_eq!(spans.len(), 2, "{spans:?}");
+    assert_eq!(spans.len(), 3, "{spans:?}");
+    let allowed = spans
+        .iter()
+        .find(|s| s.trace_id() == allowed_trace)
+        .unwrap();
+    assert_eq!(allowed.str_attr("esprit.auth.outcome"), Some("allowed"));
+    assert_eq!(allowed.str_attr("esprit.auth.failed_check"), None);
+    assert!(allowed.int_attr("esprit.auth.duration_us").is_some());
+    assert!(allowed.int_attr("esprit.backend.duration_us").is_some());
+    assert_eq!(allowed.span.status.as_ref().map_or(0, |s| s.code), 0);
     let rejected = spans.iter().find(|s| s.trace_id() == TRACE_ID).unwrap();
     assert_eq!(rejected.parent_span_id(), PARENT_ID);
     assert_eq!(rejected.span.name, "esprit.echo.v1.Echo/Unary");
@@ -199,10 +235,15 @@ usage:
     assert_eq!(rejected.bool_attr("esprit.rejected"), Some(true));
     assert!(rejected.int_attr("esprit.auth.duration_us").is_some());
     assert_eq!(rejected.int_attr("esprit.backend.duration_us"), None);
+    // A caller's mistake leaves the span's status unset (semantic conventions).
+    assert_eq!(rejected.span.status.as_ref().map_or(0, |s| s.code), 0);
 
     // A path that is no method: a root span (no traceparent sent), named after the HTTP method,
     // with no method attributes (nothing the client chose).
-    let undefined = spans.iter().find(|s| s.trace_id() != TRACE_ID).unwrap();
+    let undefined = spans
+        .iter()
+        .find(|s| s.trace_id() != TRACE_ID && s.trace_id() != allowed_trace)
+        .unwrap();
     assert_eq!(undefined.parent_span_id(), "");
     assert_eq!(undefined.span.name, "POST");
     assert_eq!(undefined.str_attr("esprit.selector"), None);
@@ -212,6 +253,8 @@ usage:
     );
     assert_eq!(undefined.int_attr("http.response.status_code"), Some(404));
     assert_eq!(undefined.str_attr("esprit.auth.outcome"), None);
+    // UNIMPLEMENTED is a server-side code: the span is an error.
+    assert_eq!(undefined.span.status.as_ref().map(|s| s.code), Some(2));
 }
 
 #[tokio::test]
