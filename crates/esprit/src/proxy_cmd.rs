@@ -181,6 +181,24 @@ pub struct ProxyArgs {
     /// How often --watch-config reads the files (100ms to 1h).
     #[arg(long, value_name = "DURATION", default_value = "1s", requires = "watch_config", value_parser = duration::WATCH_CONFIG_INTERVAL.parser())]
     watch_config_interval: Duration,
+    /// Export one span per call over OTLP/HTTP protobuf to this URL (`http://HOST:4318`, or
+    /// a full URL with its path; without a path `/v1/traces` is used). Off by default: then
+    /// trace headers are neither read nor written.
+    #[arg(long, value_name = "URL")]
+    otlp_endpoint: Option<proxy::OtlpEndpoint>,
+    /// The share of calls without a valid incoming `traceparent` that start a sampled trace
+    /// (0.0 to 1.0; ESPv2's default). A caller's `sampled` flag is followed either way.
+    #[arg(long, value_name = "R", default_value_t = proxy::TracingSettings::DEFAULT_SAMPLE_RATE,
+          requires = "otlp_endpoint", value_parser = parse_sample_rate)]
+    tracing_sample_rate: f64,
+}
+
+/// A ratio from 0.0 to 1.0.
+fn parse_sample_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(rate) if (0.0..=1.0).contains(&rate) => Ok(rate),
+        _ => Err("expected a number from 0.0 to 1.0".to_owned()),
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -274,6 +292,11 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
             interval: args.health_check_grpc_backend_interval,
             service: args.health_check_grpc_backend_service,
         });
+    }
+    if let Some(endpoint) = args.otlp_endpoint {
+        let mut tracing = proxy::TracingSettings::new(endpoint);
+        tracing.sample_rate = args.tracing_sample_rate;
+        settings.tracing = Some(tracing);
     }
     if args.service_control_fail_open {
         settings.api_keys.on_unreachable = proxy::OnUnreachable::FailOpen;

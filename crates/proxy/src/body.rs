@@ -14,6 +14,7 @@ use tokio::time::Sleep;
 use tonic::Code;
 
 use crate::access_log::RejectedLines;
+use crate::call_trace::{AuthOutcome, CallSummary, CallTrace};
 use crate::stream::{CallActivity, IdleTimer};
 use crate::wire::{StreamEnd, code_name};
 
@@ -38,6 +39,9 @@ pub(crate) struct CallLog {
     limiter: Arc<RejectedLines>,
     /// The method's metrics (with `--admin-listen`), recorded when the line is.
     metrics: Option<Arc<crate::metrics::MethodMetrics>>,
+    /// The call's span (with `--otlp-endpoint`), ended when the line is written. Boxed: a
+    /// call without tracing carries one null pointer.
+    trace: Option<Box<CallTrace>>,
 }
 
 impl CallLog {
@@ -59,6 +63,32 @@ impl CallLog {
             rejected: false,
             limiter: Arc::clone(limiter),
             metrics: None,
+            trace: None,
+        }
+    }
+
+    pub(crate) fn set_trace(&mut self, trace: CallTrace) {
+        self.trace = Some(Box::new(trace));
+    }
+
+    /// Now, when the call is traced; `None` (and no clock read) otherwise.
+    pub(crate) fn trace_clock(&self) -> Option<Instant> {
+        self.trace.as_ref().map(|_| Instant::now())
+    }
+
+    /// The auth phase that began at `started` (from [`Self::trace_clock`]) is over.
+    pub(crate) fn auth_done(&mut self, started: Option<Instant>, outcome: AuthOutcome) {
+        if let (Some(trace), Some(started)) = (&mut self.trace, started) {
+            trace.auth_done(outcome, started.elapsed());
+        }
+    }
+
+    /// The call goes to the backend: a traced call carries its context there and times the
+    /// backend phase from now to the end of the response.
+    pub(crate) fn begin_backend_phase(&mut self, headers: &mut HeaderMap) {
+        if let Some(trace) = &mut self.trace {
+            trace.inject(headers);
+            trace.backend_started();
         }
     }
 
@@ -125,6 +155,23 @@ fn grpc_status(headers: &HeaderMap) -> Option<Code> {
 impl Drop for CallLog {
     fn drop(&mut self) {
         let elapsed = self.start.elapsed();
+        // The span ends with the call, whether or not its line is written.
+        let trace_id = self.trace.take().map(|trace| {
+            let id = trace.trace_id();
+            trace.finish(CallSummary {
+                selector: self.selector.as_deref(),
+                status: self.status,
+                http_status: self.http_status,
+                auth_failure: self
+                    .auth_failure
+                    .as_ref()
+                    .map(|(check, provider)| (*check, provider.as_deref())),
+                api_key: self.api_key,
+                client: self.client,
+                rejected: self.rejected,
+            });
+            id
+        });
         if let Some(metrics) = &self.metrics {
             let code = self.status.unwrap_or(Code::Cancelled);
             metrics.finished(code, self.http_status, elapsed);
@@ -136,6 +183,7 @@ impl Drop for CallLog {
             return;
         }
         let client = self.client.as_ref().map(tracing::field::display);
+        let trace_id = trace_id.as_ref().map(tracing::field::display);
         let duration_us = elapsed.as_micros() as u64;
         let selector = self.selector.as_deref().unwrap_or("-");
         let path = self.path.as_deref().unwrap_or("");
@@ -153,6 +201,7 @@ impl Drop for CallLog {
                 api_key = self.api_key,
                 peer = %self.peer,
                 client,
+                trace_id,
                 grpc_status = code_name(code),
                 http_status = self.http_status,
                 duration_us,
@@ -164,6 +213,7 @@ impl Drop for CallLog {
                 path,
                 peer = %self.peer,
                 client,
+                trace_id,
                 grpc_status = "CANCELLED",
                 http_status = self.http_status,
                 duration_us,

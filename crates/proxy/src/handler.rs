@@ -1,5 +1,5 @@
-//! One call, as a list of steps: sanitize → route → protocol → authenticate (JWT) → API key →
-//! forward → log. Each step is a module with one job; a new capability is a new step here, not
+//! One call, as a list of steps: sanitize → (trace) → route → protocol → authenticate (JWT) →
+//! API key → forward → log. Each step is a module with one job; a new capability is a new step here, not
 //! one more branch.
 
 use std::convert::Infallible;
@@ -14,6 +14,7 @@ use hyper::body::Incoming;
 use crate::access_log::RejectedLines;
 use crate::backend::BackendPool;
 use crate::body::{CallLog, ProxyBody};
+use crate::call_trace::AuthOutcome;
 use crate::routes::{Route, RouteTable};
 use crate::settings::BackendUrl;
 use crate::wire::Rejection;
@@ -34,6 +35,8 @@ pub(crate) struct State {
     pub metrics: Option<Arc<crate::metrics::ProxyMetrics>>,
     /// With `--health-check-grpc-backend`: the last check's verdict.
     pub backend_health: Option<Arc<crate::health::BackendHealth>>,
+    /// With `--otlp-endpoint`: spans, and the trace context passed on.
+    pub tracing: Option<crate::call_trace::Tracing>,
 }
 
 pub(crate) async fn handle(
@@ -57,8 +60,15 @@ pub(crate) async fn handle(
     if state.healthz.as_deref() == Some(parts.uri.path()) {
         return Ok(health_response(&state, log));
     }
+    // trace (with `--otlp-endpoint`): the call's span, continuing the caller's W3C context.
+    if let Some(tracing) = &state.tracing {
+        log.set_trace(tracing.start(&parts.headers, &parts.method));
+    }
     match check(&state, &mut parts, &mut log).await {
-        Ok(route) => Ok(forward::forward(&state, &route, parts, body, log).await),
+        Ok(route) => {
+            log.begin_backend_phase(&mut parts.headers);
+            Ok(forward::forward(&state, &route, parts, body, log).await)
+        }
         Err(rejection) => {
             drain::drain(body, drain::MAX_DRAIN_BYTES, drain::MAX_DRAIN_WAIT).await;
             let grpc = headers::is_grpc(&parts.headers);
@@ -77,13 +87,30 @@ async fn check(
 ) -> Result<Arc<Route>, Rejection> {
     let route = state.routes.load().route(parts.uri.path(), log)?.clone();
     protocol::require_grpc(parts)?;
+    let started = log.trace_clock();
+    let verdict = credentials(&route, parts, log).await;
+    let outcome = match (&verdict, route.jwt.is_some() || route.api_key.is_some()) {
+        (_, false) => AuthOutcome::NotRequired,
+        (Ok(()), true) => AuthOutcome::Allowed,
+        (Err(_), true) => AuthOutcome::Rejected,
+    };
+    log.auth_done(started, outcome);
+    verdict.map(|()| route)
+}
+
+/// authenticate (JWT) → API key, as the route requires.
+async fn credentials(
+    route: &Route,
+    parts: &mut http::request::Parts,
+    log: &mut CallLog,
+) -> Result<(), Rejection> {
     if let Some(jwt) = &route.jwt {
         jwt.check(parts).await?;
     }
     if let Some(api_key) = &route.api_key {
         api_key.check(parts, log).await?;
     }
-    Ok(route)
+    Ok(())
 }
 
 fn health_response(state: &State, mut log: CallLog) -> Response<ProxyBody> {

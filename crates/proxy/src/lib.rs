@@ -12,6 +12,7 @@ mod api_key;
 mod auth;
 mod backend;
 mod body;
+mod call_trace;
 mod drain;
 mod forward;
 mod handler;
@@ -25,6 +26,7 @@ mod routes;
 mod server;
 mod settings;
 mod stream;
+mod trace_context;
 mod wire;
 
 pub use access_log::AccessLogSettings;
@@ -38,8 +40,8 @@ pub use reload::{ConfigFiles, Reloader, WATCH_INTERVAL_MAX, WATCH_INTERVAL_MIN};
 pub use routes::Unenforceable;
 pub use server::Proxy;
 pub use settings::{
-    AdminSettings, BackendHealthCheck, BackendUrl, Http2Limits, ProxySettings, SettingsError,
-    TlsFiles,
+    AdminSettings, BackendHealthCheck, BackendUrl, Http2Limits, OtlpEndpoint, ProxySettings,
+    SettingsError, TlsFiles, TracingSettings,
 };
 pub use wire::{Rejection, code_name};
 
@@ -109,4 +111,6 @@ pub enum ProxyError {
     },
     #[error("the reload task ended: {0}")]
     ReloadTask(String),
+    #[error("setting up the OTLP span exporter: {0}")]
+    Tracing(String),
 }

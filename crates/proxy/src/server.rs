@@ -62,6 +62,13 @@ impl Proxy {
             None => None,
         };
         let backend = crate::backend::BackendPool::new(&settings)?;
+        let tracing = match &settings.tracing {
+            Some(tracing) => Some(
+                crate::call_trace::Tracing::new(tracing, config.name())
+                    .map_err(|err| ProxyError::Tracing(err.to_string()))?,
+            ),
+            None => None,
+        };
         let listener =
             TcpListener::bind(settings.listen)
                 .await
@@ -85,6 +92,7 @@ impl Proxy {
                 .backend_health
                 .as_ref()
                 .map(|_| Arc::new(BackendHealth::default())),
+            tracing,
         });
         let health_poll = match &settings.backend_health {
             Some(check) => Some((health_endpoint(&settings)?, check.clone())),
@@ -253,6 +261,10 @@ impl Proxy {
         };
         drop(poller);
         drop(config_watch);
+        // Every call has ended (or the drain gave up): their spans are queued; export them.
+        if let Some(tracing) = &state.tracing {
+            tracing.shutdown().await;
+        }
         let _ = admin_stop.send(());
         if let Some(task) = admin_task {
             let _ = task.await;

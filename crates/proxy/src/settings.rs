@@ -49,6 +49,75 @@ pub struct ProxySettings {
     pub config_files: Option<crate::ConfigFiles>,
     /// `--watch-config`: poll `config_files` this often and reload when their content changes.
     pub watch_config: Option<Duration>,
+    /// Distributed tracing (`--otlp-endpoint`): off when `None`, and then no trace header is
+    /// read or written and no span is made.
+    pub tracing: Option<TracingSettings>,
+}
+
+/// Spans exported over OTLP/HTTP protobuf. Documented in README.md ("Tracing").
+#[derive(Debug, Clone)]
+pub struct TracingSettings {
+    /// Where spans are POSTed.
+    pub otlp_endpoint: OtlpEndpoint,
+    /// The share of new traces sampled (0.0 to 1.0) when the caller sends no valid
+    /// `traceparent`; with one, its `sampled` flag decides. ESPv2's default: 0.001.
+    pub sample_rate: f64,
+    /// Ended spans waiting for export at most; past that new spans are dropped, never waited for.
+    pub max_queue_size: usize,
+    /// How long the exporter waits between exports when the queue is not full.
+    pub scheduled_delay: Duration,
+    /// Bound on one export request (retries included).
+    pub export_timeout: Duration,
+    /// Bound on the last export at shutdown, after the drain.
+    pub flush_timeout: Duration,
+}
+
+impl TracingSettings {
+    /// ESPv2's sampling rate (`--tracing_sample_rate`: one call in a thousand).
+    pub const DEFAULT_SAMPLE_RATE: f64 = 0.001;
+
+    pub fn new(otlp_endpoint: OtlpEndpoint) -> Self {
+        Self {
+            otlp_endpoint,
+            sample_rate: Self::DEFAULT_SAMPLE_RATE,
+            // The OpenTelemetry SDK's defaults (OTEL_BSP_MAX_QUEUE_SIZE, OTEL_BSP_SCHEDULE_DELAY).
+            max_queue_size: 2048,
+            scheduled_delay: Duration::from_secs(5),
+            export_timeout: Duration::from_secs(5),
+            flush_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// `--otlp-endpoint`: an `http://` or `https://` URL with a host. A URL without a path (or
+/// with `/` alone) gets the OTLP/HTTP traces path, `/v1/traces`; any other path is used as is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OtlpEndpoint(http::Uri);
+
+impl std::fmt::Display for OtlpEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::str::FromStr for OtlpEndpoint {
+    type Err = SettingsError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || SettingsError::OtlpEndpoint(s.to_owned());
+        let uri: http::Uri = s.parse().map_err(|_| bad())?;
+        let scheme_ok = matches!(uri.scheme_str(), Some("http") | Some("https"));
+        let authority = uri.authority().ok_or_else(bad)?;
+        if !scheme_ok || authority.host().is_empty() || authority.as_str().contains('@') {
+            return Err(bad());
+        }
+        if matches!(uri.path(), "" | "/") && uri.query().is_none() {
+            let mut parts = uri.into_parts();
+            parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/v1/traces"));
+            return http::Uri::from_parts(parts).map(Self).map_err(|_| bad());
+        }
+        Ok(Self(uri))
+    }
 }
 
 /// The admin listener's settings.
@@ -114,6 +183,7 @@ impl ProxySettings {
             backend_health: None,
             config_files: None,
             watch_config: None,
+            tracing: None,
         }
     }
 }
@@ -173,6 +243,8 @@ pub enum SettingsError {
     BackendScheme(String),
     #[error("backend {0:?}: expected HOST:PORT after the scheme, with no path")]
     BackendAuthority(String),
+    #[error("OTLP endpoint {0:?}: expected an http:// or https:// URL with a host")]
+    OtlpEndpoint(String),
 }
 
 impl std::str::FromStr for BackendUrl {
@@ -232,6 +304,42 @@ mod tests {
         ] {
             assert!(
                 bad.parse::<BackendUrl>().is_err(),
+                "{bad} should be rejected"
+            );
+        }
+    }
+
+    #[test]
+    fn otlp_endpoints() {
+        let table = [
+            ("http://collector:4318", "http://collector:4318/v1/traces"),
+            ("http://collector:4318/", "http://collector:4318/v1/traces"),
+            (
+                "https://otel.example.com",
+                "https://otel.example.com/v1/traces",
+            ),
+            (
+                "https://otel.example.com/custom/traces",
+                "https://otel.example.com/custom/traces",
+            ),
+            (
+                "http://127.0.0.1:1/v1/traces",
+                "http://127.0.0.1:1/v1/traces",
+            ),
+        ];
+        for (given, want) in table {
+            assert_eq!(given.parse::<OtlpEndpoint>().unwrap().to_string(), want);
+        }
+        for bad in [
+            "collector:4318",
+            "grpc://collector:4317",
+            "ftp://x/",
+            "/v1/traces",
+            "http://user@collector:4318",
+            "",
+        ] {
+            assert!(
+                bad.parse::<OtlpEndpoint>().is_err(),
                 "{bad} should be rejected"
             );
         }
