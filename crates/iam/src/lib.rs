@@ -74,11 +74,14 @@ pub use server::{
     CACHE_MAX_AGE_SECS, CHECK_BODY_LIMIT, serve, serve_observed, serve_pool, serve_tokens,
     serve_with,
 };
-pub use store::{LooseFile, PoolSettings, SCHEMA_VERSION, Store, StorePool, loose_files};
+pub use store::{
+    CopyReport, LooseFile, MAX_POOL_SIZE, Migration, PoolSettings, SCHEMA_VERSION, Store,
+    StoreLocation, StorePool, copy_store, loose_files,
+};
 pub use token::{TokenService, TokenServiceSettings};
 
 /// The default store file, in the working directory.
 pub const DEFAULT_STORE: &str = "esprit-iam.db";
 
-/// The environment variable that names the store file.
+/// The environment variable that names the store (a SQLite file or a `postgres://` URL).
 pub const STORE_ENV: &str = "ESPRIT_IAM_STORE";
