@@ -10,8 +10,10 @@
 
 pub mod cli;
 pub mod servers;
+pub mod stores;
 pub mod tokens;
 
+pub use stores::{Backend, PgDatabase, TestStore, postgres_server};
 pub use servers::{
     BOOKSTORE_CONFIG, ECHO_CONFIG, HttpReply, KeyServer, RunningProxy, answers_get,
     assert_closes_silent_and_partial_preface, bookstore_config, bookstore_service, bookstore_stack,
