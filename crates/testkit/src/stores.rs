@@ -282,18 +282,18 @@ impl TestStore {
 /// makes `sqlite::NAME` and `postgres::NAME` for each.
 #[macro_export]
 macro_rules! store_tests {
-    (async($($attr:tt)*): $($name:ident),+ $(,)?) => {
-        $crate::store_tests!(@async sqlite, Sqlite, ($($attr)*), $($name),+);
-        $crate::store_tests!(@async postgres, Postgres, ($($attr)*), $($name),+);
-    };
     (async: $($name:ident),+ $(,)?) => {
-        $crate::store_tests!(@async sqlite, Sqlite, (), $($name),+);
-        $crate::store_tests!(@async postgres, Postgres, (), $($name),+);
+        $crate::store_tests!(@async sqlite, Sqlite, tokio::test, $($name),+);
+        $crate::store_tests!(@async postgres, Postgres, tokio::test, $($name),+);
     };
-    (@async $module:ident, $backend:ident, ($($attr:tt)*), $($name:ident),+) => {
+    (async $attrs:tt: $($name:ident),+ $(,)?) => {
+        $crate::store_tests!(@async sqlite, Sqlite, tokio::test $attrs, $($name),+);
+        $crate::store_tests!(@async postgres, Postgres, tokio::test $attrs, $($name),+);
+    };
+    (@async $module:ident, $backend:ident, $attr:meta, $($name:ident),+) => {
         mod $module {
             $(
-                #[tokio::test($($attr)*)]
+                #[$attr]
                 async fn $name() {
                     super::$name($crate::TestStore::new($crate::Backend::$backend)).await
                 }
