@@ -723,7 +723,10 @@ fn kek(file: Option<&Path>) -> anyhow::Result<Option<iam::Kek>> {
 }
 
 /// The token service `serve` runs, if `--issuer-url` asks for one.
-fn token_service(store: &StoreLocation, args: &ServeArgs) -> anyhow::Result<Option<iam::TokenService>> {
+fn token_service(
+    store: &StoreLocation,
+    args: &ServeArgs,
+) -> anyhow::Result<Option<iam::TokenService>> {
     let Some(issuer_url) = &args.issuer_url else {
         if args.kek_file.is_some() {
             eprintln!("esprit: warning: --kek-file is unused without --issuer-url");

@@ -133,8 +133,7 @@ fn concurrent_writers_on_postgres_lose_no_update() {
                         Err(iam::IamError::AccountExists(_)) => {}
                         Err(err) => panic!("{err:?}"),
                     }
-                    if store.revoke_api_key(&api_keys[i], NOW + 1).unwrap() == Revocation::Revoked
-                    {
+                    if store.revoke_api_key(&api_keys[i], NOW + 1).unwrap() == Revocation::Revoked {
                         revoked += 1;
                     }
                     store
@@ -174,9 +173,7 @@ fn concurrent_writers_on_postgres_lose_no_update() {
     );
     // No key outlives its account; every recorded key is whole.
     assert_eq!(
-        ts.query_raw(
-            "SELECT key_id FROM keys WHERE email NOT IN (SELECT email FROM accounts)"
-        ),
+        ts.query_raw("SELECT key_id FROM keys WHERE email NOT IN (SELECT email FROM accounts)"),
         Vec::<String>::new()
     );
     assert_eq!(
@@ -228,7 +225,13 @@ fn a_newer_postgres_store_is_refused() {
     for args in [
         &["accounts", "list"][..],
         &["migrate"],
-        &["accounts", "create", "new-account", "--project", "my-project"],
+        &[
+            "accounts",
+            "create",
+            "new-account",
+            "--project",
+            "my-project",
+        ],
     ] {
         let out = run(&ts, args);
         let err = cli::assert_fails("a newer store", &out, 1);
@@ -240,7 +243,10 @@ fn a_newer_postgres_store_is_refused() {
             "{err}"
         );
     }
-    assert_eq!(ts.query_raw("SELECT email FROM accounts"), Vec::<String>::new());
+    assert_eq!(
+        ts.query_raw("SELECT email FROM accounts"),
+        Vec::<String>::new()
+    );
 }
 
 async fn check(server: &KeyServer, key: &str) -> String {
@@ -264,22 +270,56 @@ async fn check(server: &KeyServer, key: &str) -> String {
 async fn store_copy_from_sqlite_to_postgres_serves_the_same_answers() {
     let from = TestStore::sqlite();
     let to = TestStore::postgres();
-    let email = ok(&from, &["accounts", "create", "copied-account", "--project", "my-project"])
-        .trim()
-        .to_owned();
-    let other = ok(&from, &["accounts", "create", "other-account", "--project", "my-project"])
-        .trim()
-        .to_owned();
+    let email = ok(
+        &from,
+        &[
+            "accounts",
+            "create",
+            "copied-account",
+            "--project",
+            "my-project",
+        ],
+    )
+    .trim()
+    .to_owned();
+    let other = ok(
+        &from,
+        &[
+            "accounts",
+            "create",
+            "other-account",
+            "--project",
+            "my-project",
+        ],
+    )
+    .trim()
+    .to_owned();
     for (i, algorithm) in ["RS256", "ES256"].iter().enumerate() {
         let out = from.file(&format!("k{i}.json"));
         ok(
             &from,
-            &["keys", "create", &email, "--algorithm", algorithm, "--out", out.to_str().unwrap()],
+            &[
+                "keys",
+                "create",
+                &email,
+                "--algorithm",
+                algorithm,
+                "--out",
+                out.to_str().unwrap(),
+            ],
         );
     }
     let disabled = ok(
         &from,
-        &["keys", "create", &email, "--algorithm", "ES256", "--out", from.file("k2.json").to_str().unwrap()],
+        &[
+            "keys",
+            "create",
+            &email,
+            "--algorithm",
+            "ES256",
+            "--out",
+            from.file("k2.json").to_str().unwrap(),
+        ],
     )
     .trim()
     .to_owned();
@@ -340,7 +380,10 @@ async fn store_copy_from_sqlite_to_postgres_serves_the_same_answers() {
         .output()
         .unwrap();
     let err = cli::assert_fails("a copy into a full store", &out, 1);
-    assert!(err.contains("is not empty (table accounts has 2 rows)"), "{err}");
+    assert!(
+        err.contains("is not empty (table accounts has 2 rows)"),
+        "{err}"
+    );
     // A source of another version is refused before anything is written.
     let old = TestStore::sqlite();
     ok(&old, &["migrate"]);
@@ -370,11 +413,18 @@ async fn store_copy_from_sqlite_to_postgres_serves_the_same_answers() {
         format!("/service_accounts/v1/jwk/{encoded}"),
         format!("/robot/v1/metadata/x509/{encoded}"),
     ] {
-        let (a, b) = (http_get(original.addr, &path).await, http_get(copy.addr, &path).await);
+        let (a, b) = (
+            http_get(original.addr, &path).await,
+            http_get(copy.addr, &path).await,
+        );
         assert_eq!(a.0, 200, "{path}: {}", a.1);
         assert_eq!(a, b, "{path}");
     }
-    for key in [&valid, &revoked, &"AIzaSyNotAKeyOfThisStore0000000000000000".to_owned()] {
+    for key in [
+        &valid,
+        &revoked,
+        &"AIzaSyNotAKeyOfThisStore0000000000000000".to_owned(),
+    ] {
         assert_eq!(check(&original, key).await, check(&copy, key).await);
     }
     assert!(check(&copy, &valid).await.contains("\"valid\":true"));

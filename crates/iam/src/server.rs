@@ -306,11 +306,10 @@ where
 {
     let location = store.into();
     // Opening connects and migrates: blocking work, off the async threads.
-    let store = tokio::task::spawn_blocking(move || {
-        StorePool::open(location, PoolSettings::default())
-    })
-    .await
-    .map_err(|join| IamError::StoreWorker(join.to_string()))??;
+    let store =
+        tokio::task::spawn_blocking(move || StorePool::open(location, PoolSettings::default()))
+            .await
+            .map_err(|join| IamError::StoreWorker(join.to_string()))??;
     serve_pool(listener, store, limits, shutdown).await
 }
 

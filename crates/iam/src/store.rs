@@ -10,9 +10,9 @@
 //! SQLite and the one row of `esprit_iam_schema` in PostgreSQL; the migrations below (written
 //! once, see [`db`]) run in order, in one write transaction, when a store is opened.
 
-pub(crate) mod db;
 mod api_keys;
 mod copy;
+pub(crate) mod db;
 mod files;
 pub(crate) mod managed_keys;
 mod pool;
@@ -350,7 +350,10 @@ impl Store {
             }
             Ok(self
                 .db
-                .query_opt("SELECT version FROM esprit_iam_schema WHERE id = 1", args![])?
+                .query_opt(
+                    "SELECT version FROM esprit_iam_schema WHERE id = 1",
+                    args![],
+                )?
                 .map(|row| row.int(0))
                 .transpose()?
                 .unwrap_or(0))

@@ -94,7 +94,10 @@ fn keys_are_created_disabled_enabled_and_deleted(ts: TestStore) {
     }
     let rows = ts.query_raw("SELECT public_key_pem || certificate_pem FROM keys");
     assert_eq!(rows.len(), 2);
-    assert!(rows.iter().all(|row| !row.contains("PRIVATE KEY")), "{rows:?}");
+    assert!(
+        rows.iter().all(|row| !row.contains("PRIVATE KEY")),
+        "{rows:?}"
+    );
 
     store
         .set_key_state(&email, &k1.key_id, KeyStatus::Disabled)
@@ -139,13 +142,7 @@ fn keys_are_created_disabled_enabled_and_deleted(ts: TestStore) {
         Err(IamError::UnknownAccount(_))
     ));
     assert!(matches!(
-        store.create_key(
-            nobody,
-            KeyAlgorithm::Rs256,
-            &base,
-            &dir.join("n.json"),
-            NOW
-        ),
+        store.create_key(nobody, KeyAlgorithm::Rs256, &base, &dir.join("n.json"), NOW),
         Err(IamError::UnknownAccount(_))
     ));
     assert!(!dir.join("n.json").exists());
@@ -218,7 +215,10 @@ fn migrations_set_the_version_and_refuse_newer_stores(ts: TestStore) {
     // Opening again runs nothing and keeps the version.
     let (store, migration) = Store::open_migrated(path).unwrap();
     assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
-    assert_eq!((migration.from, migration.to), (SCHEMA_VERSION, SCHEMA_VERSION));
+    assert_eq!(
+        (migration.from, migration.to),
+        (SCHEMA_VERSION, SCHEMA_VERSION)
+    );
     drop(store);
 
     // A store from a newer esprit is refused rather than misread, naming both versions.

@@ -70,7 +70,9 @@ fn hold_uncommitted_delete(ts: &TestStore) -> std::sync::mpsc::Sender<()> {
         Backend::Postgres => {
             let mut writer = ::postgres::Client::connect(&target, ::postgres::NoTls).unwrap();
             writer
-                .batch_execute("BEGIN; LOCK TABLE api_keys IN EXCLUSIVE MODE; DELETE FROM api_keys;")
+                .batch_execute(
+                    "BEGIN; LOCK TABLE api_keys IN EXCLUSIVE MODE; DELETE FROM api_keys;",
+                )
                 .unwrap();
             held.send(()).unwrap();
             let _ = released.recv();

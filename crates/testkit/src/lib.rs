@@ -13,7 +13,6 @@ pub mod servers;
 pub mod stores;
 pub mod tokens;
 
-pub use stores::{Backend, PgDatabase, TestStore, postgres_server};
 pub use servers::{
     BOOKSTORE_CONFIG, ECHO_CONFIG, HttpReply, KeyServer, RunningProxy, answers_get,
     assert_closes_silent_and_partial_preface, bookstore_config, bookstore_service, bookstore_stack,
@@ -21,6 +20,7 @@ pub use servers::{
     peer_closes, post_form, serve_router, settings, settings_with_admin, start_bookstore,
     start_bookstore_on, start_echo, wait_for_status,
 };
+pub use stores::{Backend, PgDatabase, TestStore, postgres_server};
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -69,7 +69,9 @@ fn with_database(url: &str, name: &str) -> String {
 
 /// Runs `work` with a client of the server's `postgres` database, on a thread of its own (the
 /// synchronous client must not block an async test's thread).
-fn with_admin<T: Send + 'static>(work: impl FnOnce(&mut postgres::Client) -> T + Send + 'static) -> T {
+fn with_admin<T: Send + 'static>(
+    work: impl FnOnce(&mut postgres::Client) -> T + Send + 'static,
+) -> T {
     let url = postgres_server();
     std::thread::spawn(move || {
         let mut client = postgres::Client::connect(&url, postgres::NoTls)

@@ -46,9 +46,10 @@ pub fn copy_store(from: &StoreLocation, to: &StoreLocation) -> Result<CopyReport
         let mut report = CopyReport { tables: Vec::new() };
         for table in TABLES {
             let columns = source.db.columns(table)?.join(", ");
-            let rows = source
-                .db
-                .query(&format!("SELECT {columns} FROM {table} ORDER BY rowid"), args![])?;
+            let rows = source.db.query(
+                &format!("SELECT {columns} FROM {table} ORDER BY rowid"),
+                args![],
+            )?;
             let count = rows.len();
             let placeholders: Vec<String> = (1..=source.db.columns(table)?.len())
                 .map(|i| format!("?{i}"))
@@ -60,9 +61,10 @@ pub fn copy_store(from: &StoreLocation, to: &StoreLocation) -> Result<CopyReport
             for row in rows {
                 tx.db.execute(&insert, &Row::into_values(row))?;
             }
-            report
-                .tables
-                .push(((*table).to_owned(), u64::try_from(count).unwrap_or(u64::MAX)));
+            report.tables.push((
+                (*table).to_owned(),
+                u64::try_from(count).unwrap_or(u64::MAX),
+            ));
         }
         Ok(report)
     });

@@ -768,7 +768,11 @@ mod tests {
             StoreLocation::parse("/var/lib/x.db"),
             StoreLocation::Sqlite("/var/lib/x.db".into())
         );
-        for url in ["postgres://h/db", "postgresql://u@h:5432/db", "POSTGRES://h/db"] {
+        for url in [
+            "postgres://h/db",
+            "postgresql://u@h:5432/db",
+            "POSTGRES://h/db",
+        ] {
             assert_eq!(
                 StoreLocation::parse(url),
                 StoreLocation::Postgres(url.into())

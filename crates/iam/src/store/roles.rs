@@ -125,7 +125,7 @@ mod tests {
 
     fn store_with(accounts: &[&str]) -> (tempfile::TempDir, Store, Vec<String>) {
         let dir = tempfile::tempdir().unwrap();
-        let mut store = Store::open(&dir.path().join("iam.db")).unwrap();
+        let mut store = Store::open(dir.path().join("iam.db")).unwrap();
         let emails = accounts
             .iter()
             .map(|name| store.create_account(name, "my-project", 10).unwrap().email)

@@ -21,11 +21,11 @@ use crate::kek::Kek;
 use crate::keyfile::self_signed_certificate;
 use crate::model::{Account, KeyAlgorithm, StoredKey};
 use crate::server::CACHE_MAX_AGE_SECS;
+use crate::store::db::{Violation, violation};
 use crate::store::managed_keys::{
     access_token_owner, check_kek, delete_managed_key, insert_access_token, insert_managed_key,
     managed_keys, purge_access_tokens, set_window,
 };
-use crate::store::db::{Violation, violation};
 use crate::store::{KeyOwner, ManagedKey, Store, StoreLocation};
 use crate::{IamError, Result, render};
 
@@ -571,7 +571,7 @@ mod tests {
     #[test]
     fn the_store_connection_is_lent_to_one_call_at_a_time_and_waits_are_bounded() {
         let dir = tempfile::tempdir().unwrap();
-        let slot = StoreSlot::new(Store::open(&dir.path().join("iam.db")).unwrap());
+        let slot = StoreSlot::new(Store::open(dir.path().join("iam.db")).unwrap());
         let held = slot.lend().unwrap();
         let started = Instant::now();
         let waited = std::thread::scope(|s| s.spawn(|| slot.lend().map(|_| ())).join().unwrap());
