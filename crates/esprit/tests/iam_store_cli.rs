@@ -434,3 +434,61 @@ async fn store_copy_from_sqlite_to_postgres_serves_the_same_answers() {
     original.stop().await;
     copy.stop().await;
 }
+
+/// `esprit iam serve --store postgres://… --store-pool-size 2 --store-pool-wait 250ms` as a
+/// process: it migrates the new database at start and serves what the CLI writes into it.
+#[tokio::test]
+async fn iam_serve_on_postgres_with_pool_flags_serves_the_cli_s_writes() {
+    let ts = TestStore::postgres();
+    let mut server = cli::iam_serve(
+        ESPRIT,
+        ts.arg(),
+        &["--store-pool-size", "2", "--store-pool-wait", "250ms"],
+    );
+    server.discard_output();
+    let addr: std::net::SocketAddr = server
+        .addr
+        .strip_prefix("http://")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let email = ok(
+        &ts,
+        &[
+            "accounts",
+            "create",
+            "served-account",
+            "--project",
+            "my-project",
+        ],
+    )
+    .trim()
+    .to_owned();
+    let key = ok(
+        &ts,
+        &[
+            "keys",
+            "create",
+            &email,
+            "--out",
+            ts.file("k.json").to_str().unwrap(),
+        ],
+    )
+    .trim()
+    .to_owned();
+    let path = format!(
+        "/service_accounts/v1/jwk/{}",
+        iam::encode_path_segment(&email)
+    );
+    for _ in 0..4 {
+        let (status, body) = http_get(addr, &path).await;
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains(&key), "{body}");
+    }
+    ok(&ts, &["keys", "disable", &email, &key]);
+    let (status, body) = http_get(addr, &path).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(!body.contains(&key), "{body}");
+    let (status, _) = server.sigterm_and_wait();
+    assert!(status.success());
+}
