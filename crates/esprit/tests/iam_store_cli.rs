@@ -492,3 +492,51 @@ async fn iam_serve_on_postgres_with_pool_flags_serves_the_cli_s_writes() {
     let (status, _) = server.sigterm_and_wait();
     assert!(status.success());
 }
+
+/// A store URL asking for TLS is refused with a plain message (TLS to PostgreSQL is not
+/// supported yet) rather than connecting in clear; a malformed URL is refused without being
+/// repeated (it may hold a password).
+#[test]
+fn postgres_urls_asking_for_tls_or_malformed_are_refused_plainly() {
+    let ts = TestStore::postgres();
+    let with_tls = format!("{}&sslmode=require", ts.arg());
+    let out = cli::command(ESPRIT)
+        .args(["iam", "accounts", "list", "--store", &with_tls])
+        .output()
+        .unwrap();
+    let err = cli::assert_fails("sslmode=require", &out, 1);
+    assert!(
+        err.contains("sslmode=require: TLS to PostgreSQL is not supported by this esprit"),
+        "{err}"
+    );
+    let out = cli::command(ESPRIT)
+        .args([
+            "iam",
+            "accounts",
+            "list",
+            "--store",
+            "postgres://esprit:s3cret@db.invalid/iam?sslmode=sometimes",
+        ])
+        .output()
+        .unwrap();
+    let err = cli::assert_fails("a malformed URL", &out, 1);
+    assert!(err.contains("invalid PostgreSQL store URL"), "{err}");
+    assert!(!err.contains("s3cret"), "{err}");
+    // An unreachable server: the URL is named without its password.
+    let out = cli::command(ESPRIT)
+        .args([
+            "iam",
+            "accounts",
+            "list",
+            "--store",
+            "postgres://esprit:s3cret@127.0.0.1:1/iam?connect_timeout=5",
+        ])
+        .output()
+        .unwrap();
+    let err = cli::assert_fails("an unreachable server", &out, 1);
+    assert!(
+        err.contains("cannot connect to the IAM store postgres://esprit:***@127.0.0.1:1/iam"),
+        "{err}"
+    );
+    assert!(!err.contains("s3cret"), "{err}");
+}

@@ -109,6 +109,12 @@ pub enum IamError {
     /// hold a password.
     #[error("invalid PostgreSQL store URL: {0}")]
     InvalidStoreUrl(String),
+    /// A `postgres://` store URL asks for TLS (`sslmode=require`), which this build cannot do.
+    #[error(
+        "sslmode=require: TLS to PostgreSQL is not supported by this esprit; connect over a \
+         trusted network, a Unix socket (host=/path) or a TLS tunnel"
+    )]
+    StoreTlsUnsupported,
     /// The PostgreSQL store could not be reached or logged in to.
     #[error("cannot connect to the IAM store {url}")]
     StoreConnect {

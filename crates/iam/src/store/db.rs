@@ -694,6 +694,10 @@ impl PgWorker {
         let mut config = url
             .parse::<postgres::Config>()
             .map_err(|e| IamError::InvalidStoreUrl(e.to_string()))?;
+        // Without TLS support, `prefer` (the default) talks in clear; `require` must not.
+        if matches!(config.get_ssl_mode(), postgres::config::SslMode::Require) {
+            return Err(IamError::StoreTlsUnsupported);
+        }
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(PG_CONNECT_TIMEOUT);
         }
