@@ -66,10 +66,21 @@ if ! (cd / && "${as_server[@]}" "$bindir/pg_ctl" status --pgdata="$data" >/dev/n
     # Test settings: no TCP, the socket in run/, durability off (a test database is thrown away),
     # enough connections for parallel tests with their pools. The server must not inherit the
     # lock (fd 9), or it would hold it for as long as it runs.
-    (cd / && "${as_server[@]}" "$bindir/pg_ctl" start --pgdata="$data" --log="$log" --wait \
-        --timeout=60 --options="-c listen_addresses='' -c unix_socket_directories='$run' \
-        -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
-        -c max_connections=400 -c shared_buffers=32MB" </dev/null >&2 9>&-)
+    start() {
+        (cd / && "${as_server[@]}" "$bindir/pg_ctl" start --pgdata="$data" --log="$log" --wait \
+            --timeout=60 --options="-c listen_addresses='' -c unix_socket_directories='$run' \
+            -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
+            -c max_connections=400 -c shared_buffers=32MB" </dev/null >&2 9>&-)
+    }
+    if ! start; then
+        # Without fsync a crash of the machine may leave the cluster unusable; it only ever holds
+        # test databases, so start over.
+        echo "postgres-env: the server did not start; making a new cluster" >&2
+        rm -rf "$data"
+        (cd / && "${as_server[@]}" "$bindir/initdb" --pgdata="$data" --username=postgres \
+            --auth=trust --encoding=UTF8 --locale=C.UTF-8 >&2)
+        start
+    fi
 fi
 
 for _ in $(seq 1 60); do
