@@ -585,7 +585,20 @@ impl Db {
             Db::Sqlite(conn) => Ok(conn.execute_batch(sql)?),
             Db::Postgres(worker) => {
                 let sql = sql.to_owned();
-                worker.run(move |pg| Ok(pg.client.batch_execute(&sql)?))
+                let (begins, ends) = (
+                    sql.starts_with("BEGIN"),
+                    sql == "COMMIT" || sql == "ROLLBACK",
+                );
+                worker.run(move |pg| {
+                    if ends {
+                        pg.in_transaction = false;
+                    }
+                    pg.client.batch_execute(&sql)?;
+                    if begins {
+                        pg.in_transaction = true;
+                    }
+                    Ok(())
+                })
             }
         }
     }
@@ -664,13 +677,39 @@ fn sqlite_connect(path: &Path, access: Access) -> Result<rusqlite::Connection> {
     })
 }
 
-/// A PostgreSQL connection and its prepared statements (by query text in the shared dialect).
+/// A PostgreSQL connection and its prepared statements (by query text in the shared dialect),
+/// with what it takes to connect again.
 pub(crate) struct PgConn {
     client: postgres::Client,
     statements: HashMap<String, postgres::Statement>,
+    config: postgres::Config,
+    access: Access,
+    redacted: String,
+    /// Between `BEGIN` and `COMMIT`/`ROLLBACK`: a lost connection lost the transaction, and
+    /// nothing is retried.
+    in_transaction: bool,
 }
 
 impl PgConn {
+    fn open(config: postgres::Config, access: Access, redacted: String) -> Result<PgConn> {
+        let client = pg_client(&config, access, &redacted)?;
+        Ok(PgConn {
+            client,
+            statements: HashMap::new(),
+            config,
+            access,
+            redacted,
+            in_transaction: false,
+        })
+    }
+
+    fn reconnect(&mut self) -> Result<()> {
+        self.client = pg_client(&self.config, self.access, &self.redacted)?;
+        self.statements.clear();
+        self.in_transaction = false;
+        Ok(())
+    }
+
     fn prepare(&mut self, sql: &str) -> Result<postgres::Statement> {
         if let Some(stmt) = self.statements.get(sql) {
             return Ok(stmt.clone());
@@ -679,12 +718,67 @@ impl PgConn {
         self.statements.insert(sql.to_owned(), stmt.clone());
         Ok(stmt)
     }
+
+    /// Runs `work`; when the connection turns out lost (the server restarted, or ended this
+    /// session) outside a transaction, connects again and runs it once more.
+    fn run<T>(&mut self, work: &dyn Fn(&mut PgConn) -> Result<T>) -> Result<T> {
+        if self.client.is_closed() && !self.in_transaction {
+            self.reconnect()?;
+        }
+        match work(self) {
+            Err(err) if connection_lost(&err) => {
+                if self.in_transaction {
+                    self.in_transaction = false;
+                    return Err(err);
+                }
+                tracing::warn!(store = %self.redacted, "IAM store connection lost; connecting again");
+                self.reconnect()?;
+                work(self)
+            }
+            done => done,
+        }
+    }
+}
+
+/// The connection is gone (closed, or the server ended the session), as opposed to a refusal
+/// of the statement.
+fn connection_lost(err: &IamError) -> bool {
+    match err {
+        IamError::StorePostgres(e) => {
+            e.is_closed()
+                || e.code().is_some_and(|code| {
+                    code.code().starts_with("57P") || code.code().starts_with("08")
+                })
+                || (e.code().is_none()
+                    && std::error::Error::source(e)
+                        .is_some_and(|source| source.is::<std::io::Error>()))
+        }
+        _ => false,
+    }
+}
+
+fn pg_client(
+    config: &postgres::Config,
+    access: Access,
+    redacted: &str,
+) -> Result<postgres::Client> {
+    let mut client = config
+        .connect(postgres::NoTls)
+        .map_err(|source| IamError::StoreConnect {
+            url: redacted.to_owned(),
+            source,
+        })?;
+    if access == Access::ReadOnly {
+        client.batch_execute("SET default_transaction_read_only = on")?;
+    }
+    Ok(client)
 }
 
 type Job = Box<dyn FnOnce(&mut PgConn) + Send>;
 
 /// A PostgreSQL connection on a thread of its own; [`PgWorker::run`] hands it work and waits
-/// for the answer. Dropping the worker ends the thread and closes the connection.
+/// for the answer. Dropping the worker ends the thread and closes the connection. A lost
+/// connection is made again on the next use (see [`PgConn::run`]).
 pub(crate) struct PgWorker {
     jobs: mpsc::Sender<Job>,
 }
@@ -710,23 +804,8 @@ impl PgWorker {
         std::thread::Builder::new()
             .name("iam-store-pg".into())
             .spawn(move || {
-                let connected = config
-                    .connect(postgres::NoTls)
-                    .map_err(|source| IamError::StoreConnect {
-                        url: redacted,
-                        source,
-                    })
-                    .and_then(|mut client| {
-                        if access == Access::ReadOnly {
-                            client.batch_execute("SET default_transaction_read_only = on")?;
-                        }
-                        Ok(client)
-                    });
-                let mut conn = match connected {
-                    Ok(client) => PgConn {
-                        client,
-                        statements: HashMap::new(),
-                    },
+                let mut conn = match PgConn::open(config, access, redacted) {
+                    Ok(conn) => conn,
                     Err(err) => {
                         let _ = ready_tx.send(Err(err));
                         return;
@@ -745,13 +824,13 @@ impl PgWorker {
     /// Runs `work` on the connection's thread and returns its result.
     fn run<T, F>(&self, work: F) -> Result<T>
     where
-        F: FnOnce(&mut PgConn) -> Result<T> + Send + 'static,
+        F: Fn(&mut PgConn) -> Result<T> + Send + 'static,
         T: Send + 'static,
     {
         let (answer_tx, answer) = mpsc::sync_channel(1);
         self.jobs
             .send(Box::new(move |conn| {
-                let _ = answer_tx.send(work(conn));
+                let _ = answer_tx.send(conn.run(&work));
             }))
             .map_err(|_| IamError::StoreGone)?;
         answer.recv().map_err(|_| IamError::StoreGone)?
