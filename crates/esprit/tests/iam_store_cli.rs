@@ -405,6 +405,19 @@ async fn store_copy_from_sqlite_to_postgres_serves_the_same_answers() {
         "{err}"
     );
 
+    // A source that does not exist is not created.
+    let missing = from.file("missing.db");
+    let out = cli::command(ESPRIT)
+        .args(["iam", "store", "copy", "--from"])
+        .arg(&missing)
+        .arg("--to")
+        .arg(empty.arg())
+        .output()
+        .unwrap();
+    let err = cli::assert_fails("a copy of a missing store", &out, 1);
+    assert!(err.contains("does not exist"), "{err}");
+    assert!(!missing.exists());
+
     // Both stores answer alike.
     let original = KeyServer::start(from.location()).await;
     let copy = KeyServer::start(to.location()).await;

@@ -124,6 +124,9 @@ pub enum IamError {
         #[source]
         source: postgres::Error,
     },
+    /// `iam store copy --from` a SQLite file that does not exist.
+    #[error("the IAM store {0} does not exist")]
+    StoreMissing(PathBuf),
     /// The connection to the PostgreSQL store ended (its thread is gone).
     #[error("the connection to the IAM store ended")]
     StoreGone,

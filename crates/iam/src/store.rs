@@ -238,18 +238,15 @@ impl Store {
         Ok((store, migration))
     }
 
-    /// A connection to an existing store, its schema left as it is (`iam store copy` reads
-    /// its source so).
+    /// A read-only connection to an existing store, its schema left as it is (`iam store copy`
+    /// reads its source so).
     pub(crate) fn open_unmigrated(location: &StoreLocation) -> Result<Store> {
         if let StoreLocation::Sqlite(path) = location
             && !path.exists()
         {
-            return Err(IamError::StoreCreate {
-                path: path.clone(),
-                source: std::io::Error::from(std::io::ErrorKind::NotFound),
-            });
+            return Err(IamError::StoreMissing(path.clone()));
         }
-        Store::connect(location, Access::ReadWrite)
+        Store::connect(location, Access::ReadOnly)
     }
 
     fn connect(location: &StoreLocation, access: Access) -> Result<Store> {
