@@ -54,6 +54,8 @@ pub const WATCH_CONFIG_INTERVAL: Bound =
 pub const TOKEN_LIFETIME: Bound = bound(secs(1), secs(24 * 3600));
 /// `esprit iam serve --signing-key-rotation` (the token service's own bounds).
 pub const SIGNING_KEY_ROTATION: Bound = bound(iam::token::MIN_ROTATION, iam::token::MAX_ROTATION);
+/// `iam serve --store-pool-wait`: how long a lookup waits for a free store connection.
+pub const STORE_POOL_WAIT: Bound = bound(Duration::from_millis(1), secs(60));
 
 impl Bound {
     /// Checks `value` against the bound; the error names the bound.
@@ -206,6 +208,7 @@ mod tests {
             API_KEY_CACHE_DURATION,
             TOKEN_LIFETIME,
             SIGNING_KEY_ROTATION,
+            STORE_POOL_WAIT,
         ] {
             assert!(bound.min <= bound.max && bound.max <= CEILING, "{bound}");
         }

@@ -18,23 +18,28 @@ use iam::service_roles::{
     AnyResource, AnyRole, BindingTarget, ServiceBindingFilter, parse_any_resource, parse_any_role,
     parse_binding_target, service_resource_name,
 };
-use iam::{ApiKey, BindingFilter, Grant, KeyAlgorithm, KeyServerUrl, KeyStatus, Revocation, Store};
+use iam::{
+    ApiKey, BindingFilter, Grant, KeyAlgorithm, KeyServerUrl, KeyStatus, Revocation, Store,
+    StoreLocation,
+};
 use serde_json::json;
 
 use crate::proxy_cmd::LogFormat;
 
 #[derive(Args)]
 pub struct IamArgs {
-    /// The IAM store (SQLite; created if missing). Holds accounts, public keys and API-key
-    /// hashes: never a private key or an API key.
+    /// The IAM store: a SQLite file (created if missing), or a PostgreSQL database as
+    /// postgres://USER:PASSWORD@HOST:PORT/DB (PostgreSQL 15+; the database must exist). Holds
+    /// accounts, public keys and API-key hashes: never a private key or an API key.
     #[arg(
         long,
         global = true,
         env = iam::STORE_ENV,
         default_value = iam::DEFAULT_STORE,
-        value_name = "PATH"
+        value_name = "PATH|URL",
+        hide_env_values = true
     )]
-    store: PathBuf,
+    store: StoreLocation,
     #[command(subcommand)]
     command: IamCommand,
 }
@@ -62,6 +67,27 @@ enum IamCommand {
     /// --kek-file`, or ESPRIT_IAM_KEK).
     #[command(subcommand)]
     Kek(KekCommand),
+    /// Bring the store's schema up to date (creating the store if new) and print the versions
+    /// before and after. Every command does this on opening; this does only that.
+    Migrate,
+    /// Whole-store operations.
+    #[command(subcommand)]
+    Store(StoreCommand),
+}
+
+#[derive(Subcommand)]
+enum StoreCommand {
+    /// Copy every table of one store into a new, empty one (e.g. a SQLite file into
+    /// PostgreSQL), in one transaction on the target, and print the rows copied per table.
+    /// The source must be at this esprit's schema version (`iam migrate` it first).
+    Copy {
+        /// The store to copy: a SQLite file or a postgres:// URL.
+        #[arg(long, value_name = "PATH|URL")]
+        from: StoreLocation,
+        /// The store to copy into (created and migrated if new; must hold no rows).
+        #[arg(long, value_name = "PATH|URL")]
+        to: StoreLocation,
+    },
 }
 
 #[derive(Subcommand)]
@@ -292,6 +318,19 @@ struct ServeArgs {
     /// Public-key documents and the token service are not affected.
     #[arg(long, value_enum, value_name = "MODE")]
     check_auth: Option<CheckAuthMode>,
+    /// The most store connections open at once for lookups (1..=256); lookups beyond wait.
+    #[arg(long, value_name = "N", default_value_t = 8,
+          value_parser = clap::value_parser!(u16).range(1..=iam::MAX_POOL_SIZE as i64))]
+    store_pool_size: u16,
+    /// How long a lookup waits for a free store connection before the key server answers
+    /// 503 (1ms..=60s).
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "1s",
+        value_parser = crate::duration::STORE_POOL_WAIT.parser()
+    )]
+    store_pool_wait: Duration,
     #[command(flatten)]
     connections: crate::conn_args::ConnectionArgs,
     /// Log format: one JSON object per line, or text.
@@ -330,14 +369,54 @@ fn rfc3339(secs: u64) -> String {
     humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs)).to_string()
 }
 
-fn open(path: &Path) -> anyhow::Result<Store> {
-    let store = Store::open(path)?;
-    // Reported on every open (not refused): whoever may write the store may add keys the
-    // key server publishes.
-    for loose in iam::loose_files(path) {
-        eprintln!("esprit: warning: {loose}");
-    }
+fn open(location: &StoreLocation) -> anyhow::Result<Store> {
+    let store = Store::open(location)?;
+    warn_loose(location);
     Ok(store)
+}
+
+/// Reported on every open (not refused): whoever may write the store may add keys the key
+/// server publishes.
+fn warn_loose(location: &StoreLocation) {
+    if let StoreLocation::Sqlite(path) = location {
+        for loose in iam::loose_files(path) {
+            eprintln!("esprit: warning: {loose}");
+        }
+    }
+}
+
+/// `iam migrate`: "STORE: schema version FROM -> TO" (or "already at version TO").
+fn migrate(location: &StoreLocation) -> anyhow::Result<ExitCode> {
+    let (_store, migration) = Store::open_migrated(location)?;
+    warn_loose(location);
+    if migration.from == migration.to {
+        println!(
+            "{location}: schema version {} (already up to date)",
+            migration.to
+        );
+    } else {
+        println!(
+            "{location}: schema version {} -> {}",
+            migration.from, migration.to
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `iam store copy`: one line per table, "TABLE: N rows".
+fn store_command(command: StoreCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        StoreCommand::Copy { from, to } => {
+            let report = iam::copy_store(&from, &to)
+                .with_context(|| format!("copying the IAM store {from} to {to}"))?;
+            for (table, rows) in &report.tables {
+                println!("{table}: {rows} rows");
+            }
+            let total: u64 = report.tables.iter().map(|(_, rows)| rows).sum();
+            eprintln!("copied {total} rows from {from} to {to}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Rows as columns two spaces apart, the last column unpadded.
@@ -375,6 +454,8 @@ pub fn run(args: IamArgs) -> anyhow::Result<ExitCode> {
         IamCommand::ApiKeys(command) => api_keys(&store, command),
         IamCommand::Roles(command) => roles(&store, command),
         IamCommand::Serve(serve_args) => serve(&store, serve_args),
+        IamCommand::Migrate => migrate(&store),
+        IamCommand::Store(command) => store_command(command),
         IamCommand::Kek(KekCommand::Generate { out }) => {
             iam::Kek::generate()?.write_new_file(&out)?;
             eprintln!(
@@ -387,7 +468,7 @@ pub fn run(args: IamArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn accounts(path: &Path, command: AccountsCommand) -> anyhow::Result<ExitCode> {
+fn accounts(path: &StoreLocation, command: AccountsCommand) -> anyhow::Result<ExitCode> {
     let mut store = open(path)?;
     match command {
         AccountsCommand::Create { name, project } => {
@@ -433,7 +514,7 @@ fn accounts(path: &Path, command: AccountsCommand) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn keys(path: &Path, command: KeysCommand) -> anyhow::Result<ExitCode> {
+fn keys(path: &StoreLocation, command: KeysCommand) -> anyhow::Result<ExitCode> {
     let mut store = open(path)?;
     match command {
         KeysCommand::Create {
@@ -513,7 +594,7 @@ fn api_key_json(k: &ApiKey) -> serde_json::Value {
     })
 }
 
-fn api_keys(path: &Path, command: ApiKeysCommand) -> anyhow::Result<ExitCode> {
+fn api_keys(path: &StoreLocation, command: ApiKeysCommand) -> anyhow::Result<ExitCode> {
     let mut store = open(path)?;
     match command {
         ApiKeysCommand::Create {
@@ -582,7 +663,7 @@ fn binding(args: &BindingArgs) -> anyhow::Result<(String, BindingTarget)> {
     ))
 }
 
-fn roles(path: &Path, command: RolesCommand) -> anyhow::Result<ExitCode> {
+fn roles(path: &StoreLocation, command: RolesCommand) -> anyhow::Result<ExitCode> {
     // Arguments are checked before the store is opened (or created).
     match command {
         RolesCommand::Grant(args) => {
@@ -727,7 +808,10 @@ fn kek(file: Option<&Path>) -> anyhow::Result<Option<iam::Kek>> {
 }
 
 /// The token service `serve` runs, if `--issuer-url` asks for one.
-fn token_service(store: &Path, args: &ServeArgs) -> anyhow::Result<Option<iam::TokenService>> {
+fn token_service(
+    store: &StoreLocation,
+    args: &ServeArgs,
+) -> anyhow::Result<Option<iam::TokenService>> {
     let Some(issuer_url) = &args.issuer_url else {
         if args.kek_file.is_some() {
             eprintln!("esprit: warning: --kek-file is unused without --issuer-url");
@@ -746,11 +830,11 @@ fn token_service(store: &Path, args: &ServeArgs) -> anyhow::Result<Option<iam::T
         ..iam::TokenServiceSettings::new(issuer_url.clone(), kek)
     };
     let tokens = iam::TokenService::open(store, settings)
-        .with_context(|| format!("starting the token service on {}", store.display()))?;
+        .with_context(|| format!("starting the token service on {store}"))?;
     Ok(Some(tokens))
 }
 
-fn serve(store: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
+fn serve(store: &StoreLocation, args: ServeArgs) -> anyhow::Result<ExitCode> {
     let _log = crate::logging::init(args.log_format, crate::logging::DEFAULT_BUFFER_LINES);
     // Before the runtime and the listener: a wrong key-encryption key fails at start.
     let tokens = token_service(store, &args)?;
@@ -771,7 +855,7 @@ fn serve(store: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("listening on {}", args.listen))?;
         let addr = listener.local_addr().context("reading the bound address")?;
         let shutdown = crate::signals::terminated();
-        tracing::info!(%addr, store = %store.display(), "key server listening");
+        tracing::info!(%addr, %store, "key server listening");
         // The URL alone on stdout, for scripts and tests that listen on port 0.
         println!("{scheme}://{addr}");
         std::io::stdout().flush().context("writing to stdout")?;
@@ -780,8 +864,15 @@ fn serve(store: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
         if let Some(tokens) = &tokens {
             tracing::info!(issuer = %tokens.issuer_url(), "token service on");
         }
-        let pool = iam::StorePool::open(store, iam::PoolSettings::default())
-            .with_context(|| format!("opening {}", store.display()))?;
+        let settings = iam::PoolSettings {
+            size: usize::from(args.store_pool_size),
+            wait: args.store_pool_wait,
+        };
+        let location = store.clone();
+        let pool = tokio::task::spawn_blocking(move || iam::StorePool::open(location, settings))
+            .await
+            .context("opening the store")?
+            .with_context(|| format!("opening {store}"))?;
         let check_auth = match check_auth_mode(args.check_auth, &addr) {
             CheckAuthMode::Required => {
                 tracing::info!(check_auth = "required", "API-key checks answered to callers holding roles/servicemanagement.serviceController on the service");
@@ -801,14 +892,14 @@ fn serve(store: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
                 listener, pool, tokens, limits, None, tls, check_auth, shutdown,
             )
             .await
-            .with_context(|| format!("serving keys from {}", store.display()));
+            .with_context(|| format!("serving keys from {store}"));
         };
         let mut registry = admin::prometheus_client::registry::Registry::default();
         let metrics = iam::IamMetrics::register(&mut registry);
         registry.register_collector(Box::new(admin::process::ProcessCollector));
         let config = admin::ActiveConfig::new(admin::ConfigInfo {
             id: format!("store-schema-{}", iam::SCHEMA_VERSION),
-            sources: vec![store.display().to_string()],
+            sources: vec![store.to_string()],
             loaded_at: SystemTime::now(),
         });
         let state = admin::AdminState {
@@ -834,7 +925,7 @@ fn serve(store: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
                 shutdown,
             )
             .await
-                .with_context(|| format!("serving keys from {}", store.display()));
+                .with_context(|| format!("serving keys from {store}"));
         let _ = stop_admin.send(());
         let _ = admin_task.await;
         served

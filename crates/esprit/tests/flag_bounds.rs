@@ -11,6 +11,7 @@ const PROXY: &[&str] = &[
     "grpc://127.0.0.1:1",
 ];
 const TOKEN: &[&str] = &["token", "--key-file", "missing.json", "--audiences", "a"];
+const IAM_SERVE: &[&str] = &["iam", "serve"];
 const INSPECT: &[&str] = &[
     "token",
     "inspect",
@@ -86,6 +87,10 @@ fn absurd_values_are_usage_errors_naming_flag_and_bound() {
         (TOKEN, "--lifetime", "0s", "at least 1s"),
         (INSPECT, "--clock-skew", "40000000000s", "at most 1h"),
         (INSPECT, "--jwks-fetch-timeout", "0", "at least 100ms"),
+        (IAM_SERVE, "--store-pool-size", "0", "1..=256"),
+        (IAM_SERVE, "--store-pool-size", "257", "1..=256"),
+        (IAM_SERVE, "--store-pool-wait", "0", "at least 1ms"),
+        (IAM_SERVE, "--store-pool-wait", "2m", "at most 1m"),
     ];
     for (command, flag, value, bound) in cases {
         let out = testkit::cli::command(env!("CARGO_BIN_EXE_esprit"))

@@ -93,7 +93,8 @@ pub enum IamError {
         "the IAM store has schema version {found}, newer than this esprit supports ({supported})"
     )]
     StoreTooNew {
-        /// `PRAGMA user_version` of the file.
+        /// The store's schema version (`PRAGMA user_version` of a SQLite file, the row of
+        /// `esprit_iam_schema` in PostgreSQL).
         found: i64,
         /// The newest version this build knows.
         supported: i64,
@@ -101,6 +102,61 @@ pub enum IamError {
     /// A query on the store failed.
     #[error("IAM store query failed")]
     Store(#[from] rusqlite::Error),
+    /// A query on the PostgreSQL store failed.
+    #[error("IAM store query failed")]
+    StorePostgres(#[from] postgres::Error),
+    /// `--store` is a `postgres://` URL that does not parse. The URL is not repeated: it may
+    /// hold a password.
+    #[error("invalid PostgreSQL store URL: {0}")]
+    InvalidStoreUrl(String),
+    /// A `postgres://` store URL asks for TLS (`sslmode=require`), which this build cannot do.
+    #[error(
+        "sslmode=require: TLS to PostgreSQL is not supported by this esprit; connect over a \
+         trusted network, a Unix socket (host=/path) or a TLS tunnel"
+    )]
+    StoreTlsUnsupported,
+    /// The PostgreSQL store could not be reached or logged in to.
+    #[error("cannot connect to the IAM store {url}")]
+    StoreConnect {
+        /// The store's URL, its password left out.
+        url: String,
+        /// Why.
+        #[source]
+        source: postgres::Error,
+    },
+    /// `iam store copy --from` a SQLite file that does not exist.
+    #[error("the IAM store {0} does not exist")]
+    StoreMissing(PathBuf),
+    /// The connection to the PostgreSQL store ended (its thread is gone).
+    #[error("the connection to the IAM store ended")]
+    StoreGone,
+    /// `iam store copy` from a store whose schema is not this build's: migrate it first.
+    #[error(
+        "the IAM store {store} has schema version {found}, this esprit writes version \
+         {supported}: run `esprit iam migrate --store {store}` first (with an esprit that knows \
+         version {found} when it is newer)"
+    )]
+    StoreVersionMismatch {
+        /// The store, its password left out.
+        store: String,
+        /// Its schema version.
+        found: i64,
+        /// This build's.
+        supported: i64,
+    },
+    /// `iam store copy` to a store that already holds rows.
+    #[error(
+        "the IAM store {store} is not empty (table {table} has {rows} rows): copy only into a \
+         new store"
+    )]
+    StoreNotEmpty {
+        /// The target store, its password left out.
+        store: String,
+        /// The first table found with rows.
+        table: String,
+        /// How many.
+        rows: i64,
+    },
     /// A row of the store holds a value this build cannot read (edited by hand?).
     #[error("IAM store is corrupt: {0}")]
     StoreCorrupt(String),

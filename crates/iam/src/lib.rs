@@ -81,11 +81,14 @@ pub use server::{
     serve_with,
 };
 pub use service_roles::{ServiceBindingFilter, ServiceRole, ServiceRoleBinding};
-pub use store::{LooseFile, PoolSettings, SCHEMA_VERSION, Store, StorePool, loose_files};
+pub use store::{
+    CopyReport, LooseFile, MAX_POOL_SIZE, Migration, PoolSettings, SCHEMA_VERSION, Store,
+    StoreLocation, StorePool, copy_store, loose_files,
+};
 pub use token::{TokenService, TokenServiceSettings};
 
 /// The default store file, in the working directory.
 pub const DEFAULT_STORE: &str = "esprit-iam.db";
 
-/// The environment variable that names the store file.
+/// The environment variable that names the store (a SQLite file or a `postgres://` URL).
 pub const STORE_ENV: &str = "ESPRIT_IAM_STORE";

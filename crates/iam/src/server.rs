@@ -23,7 +23,6 @@
 
 use crate::metrics::{IamMetrics, route_label};
 use std::future::Future;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -46,7 +45,7 @@ pub use check::CHECK_BODY_LIMIT;
 use crate::check_auth::CheckAuth;
 use crate::ids::decode_path_segment;
 use crate::render;
-use crate::store::{PoolSettings, Store, StorePool};
+use crate::store::{PoolSettings, Store, StoreLocation, StorePool};
 use crate::token::TokenService;
 use crate::{IamError, Result};
 
@@ -277,18 +276,22 @@ async fn observed(
     response
 }
 
-/// Serves the key endpoints on `listener` from the store at `store_path` until `shutdown`
+/// Serves the key endpoints on `listener` from the store at `store` until `shutdown`
 /// resolves, then lets open connections finish (up to 5 s). Opens (and migrates) the store
 /// first: an unusable store is an error before any request is accepted. Lookups use a
 /// [`StorePool`] with [`PoolSettings::default`]; connections are bounded by the default
 /// [`conn_guard::ConnectionLimits`]. [`serve_with`] and [`serve_pool`] take others.
-pub async fn serve<F>(listener: TcpListener, store_path: &Path, shutdown: F) -> Result<()>
+pub async fn serve<F>(
+    listener: TcpListener,
+    store: impl Into<StoreLocation>,
+    shutdown: F,
+) -> Result<()>
 where
     F: Future<Output = ()>,
 {
     serve_with(
         listener,
-        store_path,
+        store,
         conn_guard::ConnectionLimits::default(),
         shutdown,
     )
@@ -299,14 +302,19 @@ where
 /// the first request, idle timeout, premature resets).
 pub async fn serve_with<F>(
     listener: TcpListener,
-    store_path: &Path,
+    store: impl Into<StoreLocation>,
     limits: conn_guard::ConnectionLimits,
     shutdown: F,
 ) -> Result<()>
 where
     F: Future<Output = ()>,
 {
-    let store = StorePool::open(store_path, PoolSettings::default())?;
+    let location = store.into();
+    // Opening connects and migrates: blocking work, off the async threads.
+    let store =
+        tokio::task::spawn_blocking(move || StorePool::open(location, PoolSettings::default()))
+            .await
+            .map_err(|join| IamError::StoreWorker(join.to_string()))??;
     serve_pool(listener, store, limits, shutdown).await
 }
 

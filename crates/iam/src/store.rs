@@ -1,35 +1,42 @@
-//! The SQLite store of accounts, public keys and API-key hashes, shared by the CLI and the key server.
+//! The store of accounts, public keys and API-key hashes, shared by the CLI and the key server:
+//! a SQLite file (the default) or a PostgreSQL database (`--store postgres://…`).
 //!
-//! Several processes use one file at once (`esprit iam keys create` while `esprit iam serve`
-//! runs), so the file is in WAL mode (readers never block the writer) with a busy timeout, and
-//! every write is one short transaction. The schema version is `PRAGMA user_version`; the
-//! migrations below run in order, in one immediate transaction, when a file is opened.
+//! Several processes use one store at once (`esprit iam keys create` while `esprit iam serve`
+//! runs, or several key servers on one PostgreSQL database). A SQLite file is in WAL mode
+//! (readers never block the writer) with a busy timeout. Every write where a read decides what
+//! to write runs in one write transaction ([`Store::write`]): SQLite's `BEGIN IMMEDIATE`, and in
+//! PostgreSQL a transaction that first takes one advisory lock, so writers take turns on both
+//! and such a read sees every earlier write. The schema version is `PRAGMA user_version` in
+//! SQLite and the one row of `esprit_iam_schema` in PostgreSQL; the migrations below (written
+//! once, see [`db`]) run in order, in one write transaction, when a store is opened.
 
 mod api_keys;
+mod copy;
+pub(crate) mod db;
 mod files;
 pub(crate) mod managed_keys;
 mod pool;
 mod roles;
 mod service_roles;
 
+use std::cell::Cell;
 use std::path::Path;
-use std::time::Duration;
 
+pub use copy::{CopyReport, copy_store};
+pub use db::StoreLocation;
 pub use files::{LooseFile, loose_files};
 pub(crate) use managed_keys::{KeyOwner, ManagedKey};
-pub use pool::{PoolSettings, StorePool};
+pub use pool::{MAX_POOL_SIZE, PoolSettings, StorePool};
 
-use rusqlite::{Connection, ErrorCode, OptionalExtension as _, Row, TransactionBehavior, params};
+use db::{Access, Db, Row, Violation, args, violation};
 
 use crate::ids::{account_email, new_client_id};
 use crate::keyfile::{KeyFileSlot, new_key};
 use crate::model::{Account, KeyAlgorithm, KeyServerUrl, KeyStatus, StoredKey};
 use crate::{IamError, Result};
 
-/// How long a statement waits for another process's write lock before failing.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Migration `i` brings a file from schema version `i` to `i + 1`. Append only.
+/// Migration `i` brings a store from schema version `i` to `i + 1`. Append only. Written in
+/// SQLite's DDL; [`db::postgres_ddl`] makes PostgreSQL's from it.
 const MIGRATIONS: &[&str] = &[
     // 1: accounts and their public keys (no private key is ever stored).
     "CREATE TABLE accounts (
@@ -120,17 +127,43 @@ const MIGRATIONS: &[&str] = &[
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
-/// An open store: one SQLite connection. Not `Sync`: the key server keeps several in a
-/// [`StorePool`].
-#[derive(Debug)]
-pub struct Store {
-    conn: Connection,
+/// The tables of the store, each after the tables it refers to: what `iam store copy` copies
+/// (every column, in insertion order). A table added by a migration is added here.
+pub(crate) const TABLES: &[&str] = &[
+    "accounts",
+    "keys",
+    "api_keys",
+    "managed_keys",
+    "kek_check",
+    "access_tokens",
+    "role_bindings",
+    "service_role_bindings",
+];
+
+/// PostgreSQL's schema version table (SQLite keeps the version in `PRAGMA user_version`).
+const PG_VERSION_TABLE: &str = "CREATE TABLE IF NOT EXISTS esprit_iam_schema (
+        id      BIGINT PRIMARY KEY CHECK (id = 1),
+        version BIGINT NOT NULL
+    );
+    INSERT INTO esprit_iam_schema (id, version) VALUES (1, 0) ON CONFLICT DO NOTHING;";
+
+/// What opening a store did to its schema.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Migration {
+    /// The schema version found.
+    pub from: i64,
+    /// The schema version now ([`SCHEMA_VERSION`]).
+    pub to: i64,
 }
 
-fn is_primary_key_violation(err: &rusqlite::Error) -> bool {
-    matches!(err, rusqlite::Error::SqliteFailure(e, _)
-        if e.code == ErrorCode::ConstraintViolation
-            && e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY)
+/// An open store: one connection (SQLite or PostgreSQL). Not `Sync`: the key server keeps
+/// several in a [`StorePool`].
+#[derive(Debug)]
+pub struct Store {
+    db: Db,
+    location: StoreLocation,
+    /// Inside [`Store::write`] (a nested call joins the open transaction).
+    writing: Cell<bool>,
 }
 
 pub(crate) fn to_u64(v: i64) -> u64 {
@@ -141,105 +174,203 @@ pub(crate) fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-fn account_from_row(row: &Row<'_>) -> rusqlite::Result<Account> {
+const ACCOUNT_COLUMNS: &str = "email, account_id, project_id, unique_id, created";
+
+fn account_from_row(row: &Row) -> Result<Account> {
     Ok(Account {
-        email: row.get(0)?,
-        account_id: row.get(1)?,
-        project_id: row.get(2)?,
-        unique_id: row.get(3)?,
-        created: to_u64(row.get(4)?),
+        email: row.text(0)?,
+        account_id: row.text(1)?,
+        project_id: row.text(2)?,
+        unique_id: row.text(3)?,
+        created: to_u64(row.int(4)?),
     })
 }
 
-/// A key row before its algorithm name is checked.
-type KeyRow = (String, String, String, String, String, i64, bool);
-
-fn key_from_row(row: &Row<'_>) -> rusqlite::Result<KeyRow> {
-    Ok((
-        row.get(0)?,
-        row.get(1)?,
-        row.get(2)?,
-        row.get(3)?,
-        row.get(4)?,
-        row.get(5)?,
-        row.get(6)?,
-    ))
-}
-
-fn stored_key(row: KeyRow) -> Result<StoredKey> {
-    let (key_id, email, algorithm, public_key_pem, certificate_pem, created, disabled) = row;
+fn stored_key(row: &Row) -> Result<StoredKey> {
+    let key_id = row.text(0)?;
+    let algorithm = row.text(2)?;
     let algorithm = algorithm
         .parse::<KeyAlgorithm>()
         .map_err(|_| IamError::StoreCorrupt(format!("key {key_id} has algorithm {algorithm:?}")))?;
     Ok(StoredKey {
-        key_id,
-        email,
+        email: row.text(1)?,
         algorithm,
-        public_key_pem,
-        certificate_pem,
-        created: to_u64(created),
-        state: if disabled {
+        public_key_pem: row.text(3)?,
+        certificate_pem: row.text(4)?,
+        created: to_u64(row.int(5)?),
+        state: if row.bool(6)? {
             KeyStatus::Disabled
         } else {
             KeyStatus::Enabled
         },
+        key_id,
     })
 }
 
+/// Rolls back a write transaction that did not commit (an error or a panic in it).
+struct WriteGuard<'a> {
+    store: &'a Store,
+    done: bool,
+}
+
+impl Drop for WriteGuard<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = self.store.db.rollback();
+        }
+        self.store.writing.set(false);
+    }
+}
+
 impl Store {
-    /// Opens (creating if needed) the store at `path` and brings its schema up to date.
+    /// Opens (creating if needed) the store at `location` and brings its schema up to date.
     ///
-    /// A new store file is created mode 0600 (SQLite gives its `-wal` and `-shm` files the
+    /// A new SQLite file is created mode 0600 (SQLite gives its `-wal` and `-shm` files the
     /// same mode). An existing store, `-wal` or `-shm` file that is group- or world-writable is
     /// logged as a warning on every open ([`loose_files`] lists them; it is not refused).
-    pub fn open(path: &Path) -> Result<Store> {
-        files::create_private(path).map_err(|source| IamError::StoreCreate {
-            path: path.to_owned(),
-            source,
-        })?;
-        let conn = connect(path, Access::ReadWrite)?;
-        let mut store = Store { conn };
-        store.migrate()?;
-        for loose in loose_files(path) {
-            tracing::warn!(path = %loose.path.display(), mode = %format_args!("{:04o}", loose.mode), "{loose}");
-        }
-        Ok(store)
+    /// A PostgreSQL database must exist; its tables are created in the connection's schema.
+    pub fn open(location: impl Into<StoreLocation>) -> Result<Store> {
+        Store::open_migrated(location).map(|(store, _)| store)
     }
 
-    /// A connection that only reads (`PRAGMA query_only`), for lookups; the schema must be
-    /// up to date already (open the store with [`Store::open`] first).
-    fn open_reader(path: &Path) -> Result<Store> {
+    /// [`Store::open`], also telling which schema version it found (`esprit iam migrate`).
+    pub fn open_migrated(location: impl Into<StoreLocation>) -> Result<(Store, Migration)> {
+        let location = location.into();
+        if let StoreLocation::Sqlite(path) = &location {
+            files::create_private(path).map_err(|source| IamError::StoreCreate {
+                path: path.to_owned(),
+                source,
+            })?;
+        }
+        let store = Store::connect(&location, Access::ReadWrite)?;
+        let migration = store.migrate()?;
+        if let StoreLocation::Sqlite(path) = &location {
+            for loose in loose_files(path) {
+                tracing::warn!(path = %loose.path.display(), mode = %format_args!("{:04o}", loose.mode), "{loose}");
+            }
+        }
+        Ok((store, migration))
+    }
+
+    /// A read-only connection to an existing store, its schema left as it is (`iam store copy`
+    /// reads its source so).
+    pub(crate) fn open_unmigrated(location: &StoreLocation) -> Result<Store> {
+        if let StoreLocation::Sqlite(path) = location
+            && !path.exists()
+        {
+            return Err(IamError::StoreMissing(path.clone()));
+        }
+        Store::connect(location, Access::ReadOnly)
+    }
+
+    fn connect(location: &StoreLocation, access: Access) -> Result<Store> {
         Ok(Store {
-            conn: connect(path, Access::ReadOnly)?,
+            db: Db::connect(location, access)?,
+            location: location.clone(),
+            writing: Cell::new(false),
         })
     }
 
-    fn migrate(&mut self) -> Result<()> {
-        // Immediate: two processes opening a new file at once must not both migrate it.
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let found: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-        if found > SCHEMA_VERSION {
-            return Err(IamError::StoreTooNew {
-                found,
-                supported: SCHEMA_VERSION,
-            });
+    /// A connection that only reads, for lookups; the schema must be up to date already
+    /// (open the store with [`Store::open`] first).
+    fn open_reader(location: &StoreLocation) -> Result<Store> {
+        Store::connect(location, Access::ReadOnly)
+    }
+
+    /// Where the store is.
+    pub fn location(&self) -> &StoreLocation {
+        &self.location
+    }
+
+    /// Runs `work` in one write transaction, committed when it returns `Ok` and rolled back
+    /// otherwise. Writers take turns (SQLite: `BEGIN IMMEDIATE`; PostgreSQL: the advisory
+    /// lock [`db::WRITE_LOCK`]), so what `work` reads stays true until it commits. A call
+    /// inside `work` joins its transaction.
+    pub(crate) fn write<T>(&self, work: impl FnOnce(&Store) -> Result<T>) -> Result<T> {
+        if self.writing.get() {
+            return work(self);
         }
-        let start = usize::try_from(found).unwrap_or(0);
-        for sql in MIGRATIONS.iter().skip(start) {
-            tx.execute_batch(sql)?;
+        self.db.begin_write()?;
+        self.writing.set(true);
+        let mut guard = WriteGuard {
+            store: self,
+            done: false,
+        };
+        let value = work(self)?;
+        self.db.commit()?;
+        guard.done = true;
+        Ok(value)
+    }
+
+    fn migrate(&self) -> Result<Migration> {
+        // One write transaction: two processes opening a new store at once do not both
+        // migrate it, and a PostgreSQL migration holds the write lock.
+        self.write(|store| {
+            if store.db.is_postgres() {
+                store.db.batch(PG_VERSION_TABLE)?;
+            }
+            let found = store.schema_version()?;
+            if found > SCHEMA_VERSION {
+                return Err(IamError::StoreTooNew {
+                    found,
+                    supported: SCHEMA_VERSION,
+                });
+            }
+            let start = usize::try_from(found).unwrap_or(0);
+            for sql in MIGRATIONS.iter().skip(start) {
+                if store.db.is_postgres() {
+                    store.db.batch(&db::postgres_ddl(sql))?;
+                } else {
+                    store.db.batch(sql)?;
+                }
+            }
+            if found != SCHEMA_VERSION {
+                store.set_schema_version(SCHEMA_VERSION)?;
+            }
+            Ok(Migration {
+                from: found,
+                to: SCHEMA_VERSION,
+            })
+        })
+    }
+
+    fn set_schema_version(&self, version: i64) -> Result<()> {
+        if self.db.is_postgres() {
+            self.db.execute(
+                "UPDATE esprit_iam_schema SET version = ?1 WHERE id = 1",
+                args![version],
+            )?;
+        } else {
+            self.db.batch(&format!("PRAGMA user_version = {version}"))?;
         }
-        tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
-        tx.commit()?;
         Ok(())
     }
 
-    /// The file's schema version (`PRAGMA user_version`).
+    /// The store's schema version (0 for a new store).
     pub fn schema_version(&self) -> Result<i64> {
-        Ok(self
-            .conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))?)
+        if self.db.is_postgres() {
+            let exists = self
+                .db
+                .query_one(
+                    "SELECT to_regclass('esprit_iam_schema') IS NOT NULL",
+                    args![],
+                )?
+                .bool(0)?;
+            if !exists {
+                return Ok(0);
+            }
+            Ok(self
+                .db
+                .query_opt(
+                    "SELECT version FROM esprit_iam_schema WHERE id = 1",
+                    args![],
+                )?
+                .map(|row| row.int(0))
+                .transpose()?
+                .unwrap_or(0))
+        } else {
+            self.db.query_one("PRAGMA user_version", args![])?.int(0)
+        }
     }
 
     /// Creates `ACCOUNT_ID@PROJECT_ID.iam.gserviceaccount.com` with a new 21-digit unique id.
@@ -256,45 +387,48 @@ impl Store {
             unique_id: new_client_id()?,
             created: now,
         };
-        let inserted = self.conn.execute(
+        let inserted = self.db.execute(
             "INSERT INTO accounts (email, account_id, project_id, unique_id, created)
              VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![
-                account.email,
-                account.account_id,
-                account.project_id,
-                account.unique_id,
+            args![
+                &account.email,
+                &account.account_id,
+                &account.project_id,
+                &account.unique_id,
                 to_i64(now)
             ],
         );
         match inserted {
             Ok(_) => Ok(account),
-            Err(err) if is_primary_key_violation(&err) => {
+            Err(err) if violation(&err) == Some(Violation::Unique) => {
+                // A clash of 21-digit unique ids would be refused the same way (never seen).
                 Err(IamError::AccountExists(account.email))
             }
-            Err(err) => Err(err.into()),
+            Err(err) => Err(err),
         }
     }
 
     /// Every account, by email.
     pub fn accounts(&self) -> Result<Vec<Account>> {
-        let mut stmt = self.conn.prepare(
-            "SELECT email, account_id, project_id, unique_id, created FROM accounts ORDER BY email",
-        )?;
-        let rows = stmt.query_map([], account_from_row)?;
-        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        self.db
+            .query(
+                &format!("SELECT {ACCOUNT_COLUMNS} FROM accounts ORDER BY email"),
+                args![],
+            )?
+            .iter()
+            .map(account_from_row)
+            .collect()
     }
 
     /// The account `email`, or [`IamError::UnknownAccount`].
     pub fn account(&self, email: &str) -> Result<Account> {
-        self.conn
-            .query_row(
-                "SELECT email, account_id, project_id, unique_id, created FROM accounts
-                 WHERE email = ?1",
-                [email],
-                account_from_row,
-            )
-            .optional()?
+        self.db
+            .query_opt(
+                &format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE email = ?1"),
+                args![email],
+            )?
+            .map(|row| account_from_row(&row))
+            .transpose()?
             .ok_or_else(|| IamError::UnknownAccount(email.to_owned()))
     }
 
@@ -302,8 +436,8 @@ impl Store {
     /// keys and access tokens (`ON DELETE CASCADE`). Tokens issued to it are refused from then on.
     pub fn delete_account(&mut self, email: &str) -> Result<()> {
         let changed = self
-            .conn
-            .execute("DELETE FROM accounts WHERE email = ?1", [email])?;
+            .db
+            .execute("DELETE FROM accounts WHERE email = ?1", args![email])?;
         if changed == 0 {
             return Err(IamError::UnknownAccount(email.to_owned()));
         }
@@ -313,34 +447,42 @@ impl Store {
     /// Records a key's public part. The account must exist.
     pub fn add_key(&mut self, key: &StoredKey) -> Result<()> {
         self.account(&key.email)?;
-        self.conn.execute(
+        let inserted = self.db.execute(
             "INSERT INTO keys (key_id, email, algorithm, public_key_pem, certificate_pem, created,
                                disabled)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![
-                key.key_id,
-                key.email,
+            args![
+                &key.key_id,
+                &key.email,
                 key.algorithm.name(),
-                key.public_key_pem,
-                key.certificate_pem,
+                &key.public_key_pem,
+                &key.certificate_pem,
                 to_i64(key.created),
                 key.state == KeyStatus::Disabled
             ],
-        )?;
-        Ok(())
+        );
+        match inserted {
+            Ok(_) => Ok(()),
+            // Deleted by another process since it was looked up.
+            Err(err) if violation(&err) == Some(Violation::ForeignKey) => {
+                Err(IamError::UnknownAccount(key.email.clone()))
+            }
+            Err(err) => Err(err),
+        }
     }
 
     /// Every key of `email` (enabled and disabled), oldest first (in creation order).
     pub fn keys(&self, email: &str) -> Result<Vec<StoredKey>> {
         self.account(email)?;
-        let mut stmt = self.conn.prepare(
-            "SELECT key_id, email, algorithm, public_key_pem, certificate_pem, created, disabled
-             FROM keys WHERE email = ?1 ORDER BY created, rowid",
-        )?;
-        let rows = stmt
-            .query_map([email], key_from_row)?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        rows.into_iter().map(stored_key).collect()
+        self.db
+            .query(
+                "SELECT key_id, email, algorithm, public_key_pem, certificate_pem, created, disabled
+                 FROM keys WHERE email = ?1 ORDER BY created, rowid",
+                args![email],
+            )?
+            .iter()
+            .map(stored_key)
+            .collect()
     }
 
     /// The keys the key server publishes for `email`: the enabled ones.
@@ -353,9 +495,9 @@ impl Store {
     /// Enables or disables a key (idempotent).
     pub fn set_key_state(&mut self, email: &str, key_id: &str, state: KeyStatus) -> Result<()> {
         self.account(email)?;
-        let changed = self.conn.execute(
+        let changed = self.db.execute(
             "UPDATE keys SET disabled = ?3 WHERE email = ?1 AND key_id = ?2",
-            params![email, key_id, state == KeyStatus::Disabled],
+            args![email, key_id, state == KeyStatus::Disabled],
         )?;
         if changed == 0 {
             return Err(unknown_key(email, key_id));
@@ -366,9 +508,9 @@ impl Store {
     /// Deletes a key for good: its public key is gone from the store and the key server.
     pub fn delete_key(&mut self, email: &str, key_id: &str) -> Result<()> {
         self.account(email)?;
-        let changed = self.conn.execute(
+        let changed = self.db.execute(
             "DELETE FROM keys WHERE email = ?1 AND key_id = ?2",
-            params![email, key_id],
+            args![email, key_id],
         )?;
         if changed == 0 {
             return Err(unknown_key(email, key_id));
@@ -434,30 +576,6 @@ impl Store {
         }
         Ok(new.stored)
     }
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Access {
-    ReadWrite,
-    ReadOnly,
-}
-
-fn connect(path: &Path, access: Access) -> Result<Connection> {
-    let opened = || -> rusqlite::Result<Connection> {
-        let conn = Connection::open(path)?;
-        conn.busy_timeout(BUSY_TIMEOUT)?;
-        // journal_mode answers with the mode in force; WAL persists in the file.
-        let _mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
-        conn.pragma_update(None, "foreign_keys", true)?;
-        if access == Access::ReadOnly {
-            conn.pragma_update(None, "query_only", true)?;
-        }
-        Ok(conn)
-    };
-    opened().map_err(|source| IamError::StoreOpen {
-        path: path.to_owned(),
-        source,
-    })
 }
 
 fn unknown_key(email: &str, key_id: &str) -> IamError {

@@ -5,6 +5,7 @@
 
 use iam::api_keys::{API_KEY_LEN, hash_api_key};
 use iam::{ApiKeyCheck, IamError, Revocation, SCHEMA_VERSION, Store};
+use testkit::TestStore;
 
 const NOW: u64 = 1_750_000_000;
 
@@ -28,10 +29,9 @@ fn store_bytes(dir: &std::path::Path) -> Vec<u8> {
     all
 }
 
-#[test]
-fn keys_are_created_listed_checked_and_revoked() {
-    let (_dir, path) = temp_store();
-    let mut store = Store::open(&path).unwrap();
+fn keys_are_created_listed_checked_and_revoked(ts: TestStore) {
+    let path = ts.location();
+    let mut store = Store::open(path).unwrap();
     assert!(store.api_keys(None).unwrap().is_empty());
 
     let (key, record) = store
@@ -115,10 +115,9 @@ fn keys_are_created_listed_checked_and_revoked() {
     assert!(store.check_api_key(&other_key).unwrap().is_valid());
 }
 
-#[test]
-fn errors_name_the_value_at_fault() {
-    let (_dir, path) = temp_store();
-    let mut store = Store::open(&path).unwrap();
+fn errors_name_the_value_at_fault(ts: TestStore) {
+    let path = ts.location();
+    let mut store = Store::open(path).unwrap();
     for bad in ["proj", "My-project", "my_project", "project-"] {
         let err = store.create_api_key(bad, None, NOW).unwrap_err();
         assert!(
@@ -313,3 +312,8 @@ fn a_version_1_store_migrates_and_keeps_its_accounts_and_keys() {
     assert!(plan.contains("USING INDEX"), "{plan}");
     drop(dir);
 }
+
+testkit::store_tests!(
+    keys_are_created_listed_checked_and_revoked,
+    errors_name_the_value_at_fault,
+);

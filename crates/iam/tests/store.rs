@@ -1,8 +1,10 @@
-//! The SQLite store on temporary files: accounts, keys, states, migrations, errors.
+//! The store on both backends (a SQLite file, a PostgreSQL database): accounts, keys, states,
+//! migrations, errors.
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 use iam::{IamError, KeyAlgorithm, KeyServerUrl, KeyStatus, SCHEMA_VERSION, Store};
+use testkit::TestStore;
 
 const NOW: u64 = 1_750_000_000;
 
@@ -12,10 +14,9 @@ fn temp_store() -> (tempfile::TempDir, std::path::PathBuf) {
     (dir, path)
 }
 
-#[test]
-fn accounts_are_created_listed_and_unique() {
-    let (_dir, path) = temp_store();
-    let mut store = Store::open(&path).unwrap();
+fn accounts_are_created_listed_and_unique(ts: TestStore) {
+    let path = ts.location();
+    let mut store = Store::open(path).unwrap();
     assert!(store.accounts().unwrap().is_empty());
     let b = store
         .create_account("bookstore-client", "my-project", NOW)
@@ -63,17 +64,16 @@ fn accounts_are_created_listed_and_unique() {
     assert!(matches!(unknown, Err(IamError::UnknownAccount(_))));
 }
 
-#[test]
-fn keys_are_created_disabled_enabled_and_deleted() {
-    let (dir, path) = temp_store();
-    let mut store = Store::open(&path).unwrap();
+fn keys_are_created_disabled_enabled_and_deleted(ts: TestStore) {
+    let (dir, path) = (ts.dir(), ts.location());
+    let mut store = Store::open(path).unwrap();
     let email = store
         .create_account("signer-one", "my-project", NOW)
         .unwrap()
         .email;
     let base = KeyServerUrl::default();
-    let out1 = dir.path().join("k1.json");
-    let out2 = dir.path().join("k2.json");
+    let out1 = dir.join("k1.json");
+    let out2 = dir.join("k2.json");
     let k1 = store
         .create_key(&email, KeyAlgorithm::Rs256, &base, &out1, NOW)
         .unwrap();
@@ -87,9 +87,17 @@ fn keys_are_created_disabled_enabled_and_deleted() {
     let file =
         jose::ServiceAccountKey::from_json(&std::fs::read_to_string(&out1).unwrap()).unwrap();
     assert_eq!(file.private_key_id, k1.key_id);
-    let db = std::fs::read(&path).unwrap();
-    let needle = b"PRIVATE KEY";
-    assert!(!db.windows(needle.len()).any(|w| w == needle));
+    if let Some(file) = ts.sqlite_path() {
+        let db = std::fs::read(file).unwrap();
+        let needle = b"PRIVATE KEY";
+        assert!(!db.windows(needle.len()).any(|w| w == needle));
+    }
+    let rows = ts.query_raw("SELECT public_key_pem || certificate_pem FROM keys");
+    assert_eq!(rows.len(), 2);
+    assert!(
+        rows.iter().all(|row| !row.contains("PRIVATE KEY")),
+        "{rows:?}"
+    );
 
     store
         .set_key_state(&email, &k1.key_id, KeyStatus::Disabled)
@@ -134,28 +142,21 @@ fn keys_are_created_disabled_enabled_and_deleted() {
         Err(IamError::UnknownAccount(_))
     ));
     assert!(matches!(
-        store.create_key(
-            nobody,
-            KeyAlgorithm::Rs256,
-            &base,
-            &dir.path().join("n.json"),
-            NOW
-        ),
+        store.create_key(nobody, KeyAlgorithm::Rs256, &base, &dir.join("n.json"), NOW),
         Err(IamError::UnknownAccount(_))
     ));
-    assert!(!dir.path().join("n.json").exists());
+    assert!(!dir.join("n.json").exists());
 }
 
-#[test]
-fn create_key_fails_before_recording_when_out_is_unusable() {
-    let (dir, path) = temp_store();
-    let mut store = Store::open(&path).unwrap();
+fn create_key_fails_before_recording_when_out_is_unusable(ts: TestStore) {
+    let (dir, path) = (ts.dir(), ts.location());
+    let mut store = Store::open(path).unwrap();
     let email = store
         .create_account("signer-one", "my-project", NOW)
         .unwrap()
         .email;
     let base = KeyServerUrl::default();
-    let existing = dir.path().join("exists.json");
+    let existing = dir.join("exists.json");
     std::fs::write(&existing, "keep me").unwrap();
     let err = store
         .create_key(&email, KeyAlgorithm::Rs256, &base, &existing, NOW)
@@ -167,7 +168,7 @@ fn create_key_fails_before_recording_when_out_is_unusable() {
             &email,
             KeyAlgorithm::Rs256,
             &base,
-            &dir.path().join("no/such/dir.json"),
+            &dir.join("no/such/dir.json"),
             NOW,
         )
         .unwrap_err();
@@ -175,11 +176,10 @@ fn create_key_fails_before_recording_when_out_is_unusable() {
     assert!(store.keys(&email).unwrap().is_empty());
 }
 
-#[test]
-fn data_survives_reopening_and_is_seen_by_a_second_connection() {
-    let (dir, path) = temp_store();
-    let mut writer = Store::open(&path).unwrap();
-    let reader = Store::open(&path).unwrap();
+fn data_survives_reopening_and_is_seen_by_a_second_connection(ts: TestStore) {
+    let (dir, path) = (ts.dir(), ts.location());
+    let mut writer = Store::open(path).unwrap();
+    let reader = Store::open(path).unwrap();
     let email = writer
         .create_account("signer-one", "my-project", NOW)
         .unwrap()
@@ -190,7 +190,7 @@ fn data_survives_reopening_and_is_seen_by_a_second_connection() {
             &email,
             KeyAlgorithm::Es256,
             &KeyServerUrl::default(),
-            &dir.path().join("k.json"),
+            &dir.join("k.json"),
             NOW,
         )
         .unwrap();
@@ -200,31 +200,53 @@ fn data_survives_reopening_and_is_seen_by_a_second_connection() {
         .unwrap();
     assert!(reader.published_keys(&email).unwrap().is_empty());
     drop((writer, reader));
-    let reopened = Store::open(&path).unwrap();
+    let reopened = Store::open(path).unwrap();
     assert_eq!(reopened.keys(&email).unwrap()[0].state, KeyStatus::Disabled);
 }
 
-#[test]
-fn migrations_set_the_version_and_refuse_newer_files() {
-    let (_dir, path) = temp_store();
-    // A plain SQLite file (version 0, with a table of someone else's) is migrated.
-    {
-        let conn = rusqlite::Connection::open(&path).unwrap();
-        conn.execute_batch("CREATE TABLE unrelated (x INTEGER)")
-            .unwrap();
-    }
-    let store = Store::open(&path).unwrap();
+fn migrations_set_the_version_and_refuse_newer_stores(ts: TestStore) {
+    let path = ts.location();
+    // A store with a table of someone else's (version 0) is migrated.
+    ts.execute_raw("CREATE TABLE unrelated (x INTEGER)");
+    let store = Store::open(path).unwrap();
     assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
     assert_eq!(SCHEMA_VERSION, 5);
     drop(store);
     // Opening again runs nothing and keeps the version.
+    let (store, migration) = Store::open_migrated(path).unwrap();
+    assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
     assert_eq!(
-        Store::open(&path).unwrap().schema_version().unwrap(),
-        SCHEMA_VERSION
+        (migration.from, migration.to),
+        (SCHEMA_VERSION, SCHEMA_VERSION)
     );
+    drop(store);
 
-    // A file from a newer esprit is refused rather than misread.
-    let (_dir2, newer) = temp_store();
+    // A store from a newer esprit is refused rather than misread, naming both versions.
+    ts.set_schema_version(SCHEMA_VERSION + 1);
+    let err = Store::open(path).unwrap_err();
+    assert!(
+        matches!(err, IamError::StoreTooNew { found, supported } if found == SCHEMA_VERSION + 1 && supported == SCHEMA_VERSION),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "the IAM store has schema version {}, newer than this esprit supports ({})",
+            SCHEMA_VERSION + 1,
+            SCHEMA_VERSION
+        )
+    );
+    // So are the key server's pool and the copy.
+    assert!(matches!(
+        iam::StorePool::open(path, iam::PoolSettings::default()),
+        Err(IamError::StoreTooNew { .. })
+    ));
+}
+
+/// A file from a newer esprit (only `user_version` set) is refused before anything is written.
+#[test]
+fn a_new_sqlite_file_of_a_newer_version_is_refused() {
+    let (_dir, newer) = temp_store();
     set_user_version(&newer, SCHEMA_VERSION + 1);
     let err = Store::open(&newer).unwrap_err();
     assert!(
@@ -237,7 +259,7 @@ fn migrations_set_the_version_and_refuse_newer_files() {
 fn a_file_that_is_not_sqlite_is_an_open_error() {
     let (_dir, path) = temp_store();
     std::fs::write(&path, vec![0x42u8; 4096]).unwrap();
-    let err = Store::open(&path).unwrap_err();
+    let err = Store::open(path).unwrap_err();
     assert!(
         matches!(err, IamError::StoreOpen { .. } | IamError::Store(_)),
         "{err:?}"
@@ -249,3 +271,11 @@ fn set_user_version(path: &std::path::Path, version: i64) {
     let conn = rusqlite::Connection::open(path).unwrap();
     conn.pragma_update(None, "user_version", version).unwrap();
 }
+
+testkit::store_tests!(
+    accounts_are_created_listed_and_unique,
+    keys_are_created_disabled_enabled_and_deleted,
+    create_key_fails_before_recording_when_out_is_unusable,
+    data_survives_reopening_and_is_seen_by_a_second_connection,
+    migrations_set_the_version_and_refuse_newer_stores,
+);

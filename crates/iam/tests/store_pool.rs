@@ -1,17 +1,17 @@
 //! Issue 9 item 10: the key server's lookups run on a bounded pool of store connections, so
 //! checks do not queue behind one busy connection, and an exhausted pool answers 503 instead
-//! of hanging. Issue 9 item 17: the store's files are private.
+//! of hanging, on both backends. Issue 9 item 17: the store's files are private.
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use iam::{PoolSettings, Store, StorePool};
 use serde_json::json;
-use testkit::KeyServer;
+use testkit::{Backend, KeyServer, TestStore};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
@@ -45,12 +45,42 @@ async fn check(addr: SocketAddr, key: &str) -> (u16, String) {
     .await
 }
 
-fn store_with_key() -> (tempfile::TempDir, PathBuf, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("iam.db");
-    let mut store = Store::open(&path).unwrap();
+fn store_with_key(ts: &TestStore) -> String {
+    let mut store = Store::open(ts.location()).unwrap();
     let (key, _) = store.create_api_key("consumer-project", None, NOW).unwrap();
-    (dir, path, key)
+    key
+}
+
+/// Another connection holds a write transaction open (every API key deleted, not committed)
+/// until the returned sender is dropped; returns once it holds it.
+fn hold_uncommitted_delete(ts: &TestStore) -> std::sync::mpsc::Sender<()> {
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let (held, is_held) = std::sync::mpsc::channel::<()>();
+    let (backend, target) = (ts.backend, ts.arg());
+    std::thread::spawn(move || match backend {
+        Backend::Sqlite => {
+            let writer = rusqlite::Connection::open(&target).unwrap();
+            writer
+                .execute_batch("BEGIN IMMEDIATE; DELETE FROM api_keys;")
+                .unwrap();
+            held.send(()).unwrap();
+            let _ = released.recv();
+            writer.execute_batch("ROLLBACK").unwrap();
+        }
+        Backend::Postgres => {
+            let mut writer = ::postgres::Client::connect(&target, ::postgres::NoTls).unwrap();
+            writer
+                .batch_execute(
+                    "BEGIN; LOCK TABLE api_keys IN EXCLUSIVE MODE; DELETE FROM api_keys;",
+                )
+                .unwrap();
+            held.send(()).unwrap();
+            let _ = released.recv();
+            writer.batch_execute("ROLLBACK").unwrap();
+        }
+    });
+    is_held.recv().unwrap();
+    release
 }
 
 /// Holds one pooled connection (a lookup that does not end) until the returned sender is
@@ -71,11 +101,10 @@ async fn hold_one(pool: &Arc<StorePool>) -> std::sync::mpsc::Sender<()> {
     release
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn checks_do_not_serialize_behind_a_busy_connection() {
-    let (_dir, path, key) = store_with_key();
+async fn checks_do_not_serialize_behind_a_busy_connection(ts: TestStore) {
+    let key = store_with_key(&ts);
     let pool = StorePool::open(
-        &path,
+        ts.location(),
         PoolSettings {
             size: 4,
             wait: PATIENCE,
@@ -88,10 +117,7 @@ async fn checks_do_not_serialize_behind_a_busy_connection() {
     // A lookup holds one connection for as long as the test runs, and another process holds a
     // write transaction open: with one connection behind a mutex every check would wait.
     let _held = hold_one(&pool).await;
-    let writer = rusqlite::Connection::open(&path).unwrap();
-    writer
-        .execute_batch("BEGIN IMMEDIATE; DELETE FROM api_keys;")
-        .unwrap();
+    let writer = hold_uncommitted_delete(&ts);
 
     let started = Instant::now();
     let calls: Vec<_> = (0..40)
@@ -113,14 +139,13 @@ async fn checks_do_not_serialize_behind_a_busy_connection() {
         "40 checks beside a held connection in {:?}",
         started.elapsed()
     );
-    writer.execute_batch("ROLLBACK").unwrap();
+    drop(writer);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_exhausted_pool_answers_503_not_a_hang() {
-    let (_dir, path, key) = store_with_key();
+async fn an_exhausted_pool_answers_503_not_a_hang(ts: TestStore) {
+    let key = store_with_key(&ts);
     let wait = Duration::from_millis(200);
-    let pool = StorePool::open(&path, PoolSettings { size: 1, wait }).unwrap();
+    let pool = StorePool::open(ts.location(), PoolSettings { size: 1, wait }).unwrap();
     let server = KeyServer::start_pool(Arc::clone(&pool)).await;
     let addr = server.addr;
     let held = hold_one(&pool).await;
@@ -200,3 +225,8 @@ fn store_files_are_created_0600_and_loose_modes_are_reported() {
     drop(store);
     Store::open(&path).unwrap();
 }
+
+testkit::store_tests!(async(flavor = "multi_thread", worker_threads = 2):
+    checks_do_not_serialize_behind_a_busy_connection,
+    an_exhausted_pool_answers_503_not_a_hang,
+);

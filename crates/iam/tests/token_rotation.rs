@@ -10,7 +10,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use iam::token::{PUBLISH_AHEAD_SECS, RETIRE_MARGIN_SECS};
 use iam::{Account, IamError, Kek, Store, TokenService, TokenServiceSettings};
 use serde_json::Map;
-use testkit::{KeyServer, http1};
+use testkit::{KeyServer, TestStore, http1};
 
 const T0: u64 = 1_800_000_000;
 const HOUR: u64 = 3600;
@@ -23,6 +23,13 @@ fn store() -> (tempfile::TempDir, PathBuf, Account) {
         .create_account("token-user", "my-project", 1)
         .unwrap();
     (dir, path, account)
+}
+
+fn account_in(ts: &TestStore) -> Account {
+    Store::open(ts.location())
+        .unwrap()
+        .create_account("token-user", "my-project", 1)
+        .unwrap()
 }
 
 fn hourly(url: String, kek: &Kek, clock: &clock::ManualClock) -> TokenServiceSettings {
@@ -73,12 +80,14 @@ async fn verifies(server: &KeyServer, token: &str) -> bool {
     results[0]
 }
 
-#[tokio::test]
-async fn rotation_publishes_ahead_signs_in_turn_and_retires_after_the_tokens_expired() {
-    let (_dir, path, account) = store();
+async fn rotation_publishes_ahead_signs_in_turn_and_retires_after_the_tokens_expired(
+    ts: TestStore,
+) {
+    let account = account_in(&ts);
     let clock = clock::ManualClock::new(UNIX_EPOCH + Duration::from_secs(T0));
     let kek = Kek::generate().unwrap();
-    let (server, tokens) = KeyServer::start_tokens(&path, |url| hourly(url, &kek, &clock)).await;
+    let (server, tokens) =
+        KeyServer::start_tokens(ts.location(), |url| hourly(url, &kek, &clock)).await;
     let at = |secs: u64| clock.set(UNIX_EPOCH + Duration::from_secs(T0 + secs));
 
     let first = tokens.issue_id_token(&account, "aud", true).unwrap();
@@ -123,13 +132,13 @@ async fn rotation_publishes_ahead_signs_in_turn_and_retires_after_the_tokens_exp
     server.stop().await;
 }
 
-#[tokio::test]
-async fn servers_sharing_a_store_make_one_successor_and_sign_with_the_same_key() {
-    let (_dir, path, account) = store();
+async fn servers_sharing_a_store_make_one_successor_and_sign_with_the_same_key(ts: TestStore) {
+    let account = account_in(&ts);
+    let path = ts.location();
     let clock = clock::ManualClock::new(UNIX_EPOCH + Duration::from_secs(T0));
     let kek = Kek::generate().unwrap();
-    let one = TokenService::open(&path, hourly("http://iam.test".into(), &kek, &clock)).unwrap();
-    let two = TokenService::open(&path, hourly("http://iam.test".into(), &kek, &clock)).unwrap();
+    let one = TokenService::open(path, hourly("http://iam.test".into(), &kek, &clock)).unwrap();
+    let two = TokenService::open(path, hourly("http://iam.test".into(), &kek, &clock)).unwrap();
     assert_eq!(one.published_keys().unwrap(), two.published_keys().unwrap());
     clock.advance(Duration::from_secs(HOUR - PUBLISH_AHEAD_SECS));
     let (a, b) = (one.clone(), two.clone());
@@ -279,3 +288,8 @@ fn signing_key_rotation_is_bounded() {
         ));
     }
 }
+
+testkit::store_tests!(async:
+    rotation_publishes_ahead_signs_in_turn_and_retires_after_the_tokens_expired,
+    servers_sharing_a_store_make_one_successor_and_sign_with_the_same_key,
+);

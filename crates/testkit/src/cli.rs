@@ -51,7 +51,7 @@ pub fn proxy_command(
 
 /// `esprit iam serve --listen 127.0.0.1:0 --store STORE EXTRA…`, running; its address is the
 /// URL it prints first (`http://HOST:PORT`).
-pub fn iam_serve(bin: impl AsRef<OsStr>, store: &Path, extra: &[&str]) -> Listening {
+pub fn iam_serve(bin: impl AsRef<OsStr>, store: impl AsRef<OsStr>, extra: &[&str]) -> Listening {
     let mut command = self::command(bin);
     command
         .args(["iam", "serve", "--listen", "127.0.0.1:0", "--store"])

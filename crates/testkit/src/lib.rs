@@ -11,6 +11,7 @@
 pub mod cli;
 pub mod otlp;
 pub mod servers;
+pub mod stores;
 pub mod tokens;
 
 pub use servers::{
@@ -20,6 +21,7 @@ pub use servers::{
     peer_closes, post_form, serve_router, settings, settings_with_admin, start_bookstore,
     start_bookstore_on, start_echo, wait_for_status,
 };
+pub use stores::{Backend, PgDatabase, TestStore, postgres_server};
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

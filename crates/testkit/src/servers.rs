@@ -171,23 +171,30 @@ pub struct KeyServer {
 }
 
 impl KeyServer {
-    /// `iam::serve` on the store file at `store`.
-    pub async fn start(store: &Path) -> KeyServer {
+    /// `iam::serve` on the store at `store` (a SQLite file's path or a [`iam::StoreLocation`]).
+    pub async fn start(store: impl Into<iam::StoreLocation>) -> KeyServer {
         Self::start_with(store, iam::ConnectionLimits::default()).await
     }
 
-    /// `iam::serve_with` on the store file at `store`, with these connection limits.
-    pub async fn start_with(store: &Path, limits: iam::ConnectionLimits) -> KeyServer {
-        let store = store.to_owned();
+    /// `iam::serve_with` on the store at `store`, with these connection limits.
+    pub async fn start_with(
+        store: impl Into<iam::StoreLocation>,
+        limits: iam::ConnectionLimits,
+    ) -> KeyServer {
+        let store: iam::StoreLocation = store.into();
         Self::spawn(|listener, stopped| async move {
-            iam::serve_with(listener, &store, limits, stopped).await
+            iam::serve_with(listener, store, limits, stopped).await
         })
         .await
     }
 
     /// `iam::serve_observed` over TLS with the certificate chain `cert` and its key `key` (PEM
     /// files), on the store file at `store`; [`KeyServer::url`] is `https://ADDR`.
-    pub async fn start_tls(store: &Path, cert: &Path, key: &Path) -> KeyServer {
+    pub async fn start_tls(
+        store: impl Into<iam::StoreLocation>,
+        cert: &Path,
+        key: &Path,
+    ) -> KeyServer {
         let acceptor = iam::tls::acceptor(cert, key).unwrap();
         let pool = iam::StorePool::open(store, iam::PoolSettings::default()).unwrap();
         let mut server = Self::spawn(|listener, stopped| {
@@ -243,12 +250,13 @@ impl KeyServer {
     /// server's own `http://ADDR`. `settings` gets that URL and returns the token service's
     /// settings (KEK, rotation, clock); the token service is returned too, for direct calls.
     pub async fn start_tokens(
-        store: &Path,
+        store: impl Into<iam::StoreLocation>,
         settings: impl FnOnce(String) -> iam::TokenServiceSettings,
     ) -> (KeyServer, iam::TokenService) {
+        let store: iam::StoreLocation = store.into();
         let listener = listener().await;
         let url = format!("http://{}", listener.local_addr().unwrap());
-        let tokens = iam::TokenService::open(store, settings(url)).unwrap();
+        let tokens = iam::TokenService::open(&store, settings(url)).unwrap();
         let pool = iam::StorePool::open(store, iam::PoolSettings::default()).unwrap();
         let service = tokens.clone();
         let server = Self::spawn_on(listener, |listener, stopped| {

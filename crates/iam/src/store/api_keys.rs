@@ -1,7 +1,6 @@
 //! API keys in the store: create, list, revoke, and the check by hash.
 
-use rusqlite::{OptionalExtension as _, Row, params};
-
+use super::db::{Row, args};
 use super::{Store, to_i64, to_u64};
 use crate::api_keys::{
     ApiKey, ApiKeyCheck, Revocation, hash_api_key, key_prefix, looks_like_api_key, new_api_key,
@@ -12,14 +11,14 @@ use crate::{IamError, Result};
 
 const COLUMNS: &str = "id, project, name, prefix, created, revoked";
 
-fn api_key_from_row(row: &Row<'_>) -> rusqlite::Result<ApiKey> {
+fn api_key_from_row(row: &Row) -> Result<ApiKey> {
     Ok(ApiKey {
-        id: row.get(0)?,
-        project: row.get(1)?,
-        name: row.get(2)?,
-        prefix: row.get(3)?,
-        created: to_u64(row.get(4)?),
-        revoked: row.get::<_, Option<i64>>(5)?.map(to_u64),
+        id: row.text(0)?,
+        project: row.text(1)?,
+        name: row.opt_text(2)?,
+        prefix: row.text(3)?,
+        created: to_u64(row.int(4)?),
+        revoked: row.opt_int(5)?.map(to_u64),
     })
 }
 
@@ -47,15 +46,15 @@ impl Store {
             revoked: None,
         };
         // A clash of 122-bit ids or 256-bit hashes would be a failed insert, not a wrong row.
-        self.conn.execute(
+        self.db.execute(
             "INSERT INTO api_keys (id, key_hash, prefix, project, name, created, revoked)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL)",
-            params![
-                record.id,
+            args![
+                &record.id,
                 hash_api_key(&key).as_slice(),
-                record.prefix,
-                record.project,
-                record.name,
+                &record.prefix,
+                &record.project,
+                record.name.as_deref(),
                 to_i64(now)
             ],
         )?;
@@ -64,35 +63,33 @@ impl Store {
 
     /// The API keys, of one project or of all, oldest first (revoked ones included).
     pub fn api_keys(&self, project: Option<&str>) -> Result<Vec<ApiKey>> {
-        let keys = match project {
+        let rows = match project {
             Some(project) => {
                 validate_project_id(project)?;
-                let mut stmt = self.conn.prepare(&format!(
-                    "SELECT {COLUMNS} FROM api_keys WHERE project = ?1 ORDER BY created, rowid"
-                ))?;
-                stmt.query_map([project], api_key_from_row)?
-                    .collect::<rusqlite::Result<Vec<_>>>()?
+                self.db.query(
+                    &format!(
+                        "SELECT {COLUMNS} FROM api_keys WHERE project = ?1 ORDER BY created, rowid"
+                    ),
+                    args![project],
+                )?
             }
-            None => {
-                let mut stmt = self.conn.prepare(&format!(
-                    "SELECT {COLUMNS} FROM api_keys ORDER BY created, rowid"
-                ))?;
-                stmt.query_map([], api_key_from_row)?
-                    .collect::<rusqlite::Result<Vec<_>>>()?
-            }
+            None => self.db.query(
+                &format!("SELECT {COLUMNS} FROM api_keys ORDER BY created, rowid"),
+                args![],
+            )?,
         };
-        Ok(keys)
+        rows.iter().map(api_key_from_row).collect()
     }
 
     /// The API key with id `id`, or [`IamError::UnknownApiKey`].
     pub fn api_key(&self, id: &str) -> Result<ApiKey> {
-        self.conn
-            .query_row(
+        self.db
+            .query_opt(
                 &format!("SELECT {COLUMNS} FROM api_keys WHERE id = ?1"),
-                [id],
-                api_key_from_row,
-            )
-            .optional()?
+                args![id],
+            )?
+            .map(|row| api_key_from_row(&row))
+            .transpose()?
             .ok_or_else(|| unknown_api_key(id))
     }
 
@@ -100,25 +97,24 @@ impl Store {
     /// [`Revocation::AlreadyRevoked`] and keeps the first revocation time. A revoked key stays
     /// in the store (and in lists) so that checks can answer "revoked" rather than "unknown".
     pub fn revoke_api_key(&mut self, id: &str, now: u64) -> Result<Revocation> {
-        let tx = self.conn.transaction()?;
-        let revoked: Option<Option<i64>> = tx
-            .query_row("SELECT revoked FROM api_keys WHERE id = ?1", [id], |r| {
-                r.get(0)
+        self.write(|tx| {
+            let revoked = tx
+                .db
+                .query_opt("SELECT revoked FROM api_keys WHERE id = ?1", args![id])?
+                .map(|row| row.opt_int(0))
+                .transpose()?;
+            Ok(match revoked {
+                None => return Err(unknown_api_key(id)),
+                Some(Some(at)) => Revocation::AlreadyRevoked { at: to_u64(at) },
+                Some(None) => {
+                    tx.db.execute(
+                        "UPDATE api_keys SET revoked = ?2 WHERE id = ?1",
+                        args![id, to_i64(now)],
+                    )?;
+                    Revocation::Revoked
+                }
             })
-            .optional()?;
-        let outcome = match revoked {
-            None => return Err(unknown_api_key(id)),
-            Some(Some(at)) => Revocation::AlreadyRevoked { at: to_u64(at) },
-            Some(None) => {
-                tx.execute(
-                    "UPDATE api_keys SET revoked = ?2 WHERE id = ?1",
-                    params![id, to_i64(now)],
-                )?;
-                Revocation::Revoked
-            }
-        };
-        tx.commit()?;
-        Ok(outcome)
+        })
     }
 
     /// Is `key` a valid API key? Looks the key up by its SHA-256 in the hash index.
@@ -129,14 +125,13 @@ impl Store {
     /// is logged or kept.
     pub fn check_api_key(&self, key: &str) -> Result<ApiKeyCheck> {
         let hash = hash_api_key(key);
-        let found: Option<(String, String, Option<i64>)> = self
-            .conn
-            .query_row(
-                "SELECT id, project, revoked FROM api_keys WHERE key_hash = ?1",
-                [hash.as_slice()],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
-            .optional()?;
+        let found = match self.db.query_opt(
+            "SELECT id, project, revoked FROM api_keys WHERE key_hash = ?1",
+            args![hash.as_slice()],
+        )? {
+            Some(row) => Some((row.text(0)?, row.text(1)?, row.opt_int(2)?)),
+            None => None,
+        };
         Ok(match found {
             None => ApiKeyCheck::Unknown,
             Some((key_id, _, Some(_))) => ApiKeyCheck::Revoked { key_id },

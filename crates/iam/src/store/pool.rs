@@ -1,29 +1,31 @@
 //! A bounded pool of store connections for the key server, so that lookups run side by side
 //! instead of queueing behind one connection.
 //!
-//! In WAL mode readers never block each other nor the writer (another process running
-//! `esprit iam keys create`), so each lookup takes its own read-only connection. The pool is
+//! Readers never block each other nor the writer (SQLite in WAL mode; PostgreSQL's MVCC), so
+//! each lookup takes its own read-only connection, to the SQLite file or to PostgreSQL. The pool is
 //! bounded twice: at most `size` connections (each opened on first need, then kept), and a
 //! request waits at most `wait` for one before it fails with [`IamError::StoreBusy`] (the key
 //! server answers 503): a flood of checks is answered, never left hanging.
 //!
-//! The pool hands out `&Store`, so what runs on a pooled connection is the store's read API;
-//! a later store behind a trait (PostgreSQL) replaces what is pooled, not its callers.
+//! The pool hands out `&Store`, so what runs on a pooled connection is the store's read API,
+//! whichever the backend.
 
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
 
-use super::Store;
+use super::{Store, StoreLocation};
 use crate::{IamError, Result};
+
+/// The most connections a pool may have (`--store-pool-size`).
+pub const MAX_POOL_SIZE: usize = 256;
 
 /// Bounds of a [`StorePool`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PoolSettings {
     /// The most connections open at once (and lookups running at once). Default 8; 0 counts
-    /// as 1.
+    /// as 1, more than [`MAX_POOL_SIZE`] as [`MAX_POOL_SIZE`].
     pub size: usize,
     /// How long a lookup waits for a free connection before [`IamError::StoreBusy`]. Default
     /// 1 s, below the proxy's 2 s check timeout, so the proxy gets an answer (503) rather than
@@ -40,34 +42,39 @@ impl Default for PoolSettings {
     }
 }
 
-/// Read-only connections to one store file. Share it as `Arc<StorePool>`.
+/// Read-only connections to one store. Share it as `Arc<StorePool>`.
 #[derive(Debug)]
 pub struct StorePool {
-    path: PathBuf,
+    location: StoreLocation,
     idle: Mutex<Vec<Store>>,
     permits: Arc<Semaphore>,
     wait: Duration,
 }
 
 impl StorePool {
-    /// Opens the store at `path` (creating and migrating it as [`Store::open`] does, warning
-    /// about loose file modes), then keeps up to `settings.size` read-only connections to it.
-    pub fn open(path: &Path, settings: PoolSettings) -> Result<Arc<StorePool>> {
+    /// Opens the store at `location` (creating and migrating it as [`Store::open`] does,
+    /// warning about loose file modes), then keeps up to `settings.size` read-only connections
+    /// to it.
+    pub fn open(
+        location: impl Into<StoreLocation>,
+        settings: PoolSettings,
+    ) -> Result<Arc<StorePool>> {
+        let location = location.into();
         // The migration needs a writer; it is closed afterwards (lookups never write).
-        drop(Store::open(path)?);
-        let first = Store::open_reader(path)?;
-        let size = settings.size.max(1);
+        drop(Store::open(&location)?);
+        let first = Store::open_reader(&location)?;
+        let size = settings.size.clamp(1, MAX_POOL_SIZE);
         Ok(Arc::new(StorePool {
-            path: path.to_owned(),
+            location,
             idle: Mutex::new(vec![first]),
             permits: Arc::new(Semaphore::new(size)),
             wait: settings.wait,
         }))
     }
 
-    /// The store file.
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// Where the store is.
+    pub fn location(&self) -> &StoreLocation {
+        &self.location
     }
 
     /// Runs `lookup` on a pooled connection on tokio's blocking threads and returns its
@@ -89,7 +96,7 @@ impl StorePool {
             let _permit = permit;
             let store = match pool.take_idle() {
                 Some(store) => store,
-                None => Store::open_reader(&pool.path)?,
+                None => Store::open_reader(&pool.location)?,
             };
             let result = lookup(&store);
             pool.put_idle(store);

@@ -1,20 +1,12 @@
 //! Role bindings in the store: grant, revoke, list, and the bindings an authorization needs.
 
-use rusqlite::{Row, params};
-
+use super::db::{Row, args};
 use super::{Store, to_i64, to_u64};
 use crate::roles::{BindingFilter, Grant, Role, RoleBinding, member_name, resource_name};
 use crate::{IamError, Result};
 
-/// A binding row before its role name is checked.
-type BindingRow = (String, String, String, i64);
-
-fn binding_row(row: &Row<'_>) -> rusqlite::Result<BindingRow> {
-    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
-}
-
-fn binding(row: BindingRow) -> Result<RoleBinding> {
-    let (member, role, resource, created) = row;
+fn binding(row: &Row) -> Result<RoleBinding> {
+    let (member, role, resource, created) = (row.text(0)?, row.text(1)?, row.text(2)?, row.int(3)?);
     let role = role.parse::<Role>().map_err(|_| {
         IamError::StoreCorrupt(format!(
             "binding of {member} on {resource} has role {role:?}"
@@ -39,23 +31,25 @@ impl Store {
         resource: &str,
         now: u64,
     ) -> Result<Grant> {
-        let tx = self.conn.transaction()?;
-        for email in [member, resource] {
-            let exists: bool = tx.query_row(
-                "SELECT EXISTS (SELECT 1 FROM accounts WHERE email = ?1)",
-                [email],
-                |r| r.get(0),
-            )?;
-            if !exists {
-                return Err(IamError::UnknownAccount(email.to_owned()));
+        let inserted = self.write(|tx| {
+            for email in [member, resource] {
+                let exists = tx
+                    .db
+                    .query_one(
+                        "SELECT EXISTS (SELECT 1 FROM accounts WHERE email = ?1)",
+                        args![email],
+                    )?
+                    .bool(0)?;
+                if !exists {
+                    return Err(IamError::UnknownAccount(email.to_owned()));
+                }
             }
-        }
-        let inserted = tx.execute(
-            "INSERT OR IGNORE INTO role_bindings (member, role, resource, created)
-             VALUES (?1, ?2, ?3, ?4)",
-            params![member, role.name(), resource, to_i64(now)],
-        )?;
-        tx.commit()?;
+            tx.db.execute(
+                "INSERT INTO role_bindings (member, role, resource, created)
+                 VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
+                args![member, role.name(), resource, to_i64(now)],
+            )
+        })?;
         Ok(if inserted == 0 {
             Grant::AlreadyGranted
         } else {
@@ -69,9 +63,9 @@ impl Store {
     pub fn revoke_role(&mut self, member: &str, role: Role, resource: &str) -> Result<()> {
         self.account(member)?;
         self.account(resource)?;
-        let deleted = self.conn.execute(
+        let deleted = self.db.execute(
             "DELETE FROM role_bindings WHERE member = ?1 AND role = ?2 AND resource = ?3",
-            params![member, role.name(), resource],
+            args![member, role.name(), resource],
         )?;
         if deleted == 0 {
             return Err(IamError::NoSuchBinding {
@@ -85,20 +79,23 @@ impl Store {
 
     /// The bindings that match `filter`, by resource, role, then member.
     pub fn role_bindings(&self, filter: &BindingFilter) -> Result<Vec<RoleBinding>> {
-        let mut stmt = self.conn.prepare(
-            "SELECT member, role, resource, created FROM role_bindings
-             WHERE (?1 IS NULL OR member = ?1)
-               AND (?2 IS NULL OR role = ?2)
-               AND (?3 IS NULL OR resource = ?3)
-             ORDER BY resource, role, member",
-        )?;
-        let rows = stmt
-            .query_map(
-                params![filter.member, filter.role.map(Role::name), filter.resource],
-                binding_row,
+        // coalesce(?N, column): no filter on a column whose value is NULL (not given).
+        self.db
+            .query(
+                "SELECT member, role, resource, created FROM role_bindings
+                 WHERE member = coalesce(?1, member)
+                   AND role = coalesce(?2, role)
+                   AND resource = coalesce(?3, resource)
+                 ORDER BY resource, role, member",
+                args![
+                    filter.member.as_deref(),
+                    filter.role.map(Role::name),
+                    filter.resource.as_deref()
+                ],
             )?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        rows.into_iter().map(binding).collect()
+            .iter()
+            .map(binding)
+            .collect()
     }
 
     /// The Token Creator bindings on each of `resources` (account emails): what
@@ -128,7 +125,7 @@ mod tests {
 
     fn store_with(accounts: &[&str]) -> (tempfile::TempDir, Store, Vec<String>) {
         let dir = tempfile::tempdir().unwrap();
-        let mut store = Store::open(&dir.path().join("iam.db")).unwrap();
+        let mut store = Store::open(dir.path().join("iam.db")).unwrap();
         let emails = accounts
             .iter()
             .map(|name| store.create_account(name, "my-project", 10).unwrap().email)
@@ -237,8 +234,8 @@ mod tests {
         store.grant_role(c, TC, a, 1).unwrap(); // a as resource
         store.grant_role(c, TC, b, 1).unwrap(); // a not involved
         store
-            .conn
-            .execute("DELETE FROM accounts WHERE email = ?1", [a])
+            .db
+            .execute("DELETE FROM accounts WHERE email = ?1", super::args![a])
             .unwrap();
         let left = store.role_bindings(&BindingFilter::default()).unwrap();
         assert_eq!(left.len(), 1);

@@ -1,8 +1,7 @@
 //! Role bindings on services (`services/SERVICE`): grant, revoke, list, and the bindings a
 //! check's authorization needs.
 
-use rusqlite::{Row, params};
-
+use super::db::{Row, args};
 use super::{Store, to_i64, to_u64};
 use crate::roles::member_name;
 use crate::service_roles::{
@@ -10,15 +9,8 @@ use crate::service_roles::{
 };
 use crate::{Grant, IamError, Result};
 
-/// A binding row before its role name is checked.
-type BindingRow = (String, String, String, i64);
-
-fn binding_row(row: &Row<'_>) -> rusqlite::Result<BindingRow> {
-    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
-}
-
-fn binding(row: BindingRow) -> Result<ServiceRoleBinding> {
-    let (member, role, service, created) = row;
+fn binding(row: &Row) -> Result<ServiceRoleBinding> {
+    let (member, role, service, created) = (row.text(0)?, row.text(1)?, row.text(2)?, row.int(3)?);
     let role = role.parse::<ServiceRole>().map_err(|_| {
         IamError::StoreCorrupt(format!(
             "service binding of {member} on {service} has role {role:?}"
@@ -42,21 +34,23 @@ impl Store {
         service: &str,
         now: u64,
     ) -> Result<Grant> {
-        let tx = self.conn.transaction()?;
-        let exists: bool = tx.query_row(
-            "SELECT EXISTS (SELECT 1 FROM accounts WHERE email = ?1)",
-            [member],
-            |r| r.get(0),
-        )?;
-        if !exists {
-            return Err(IamError::UnknownAccount(member.to_owned()));
-        }
-        let inserted = tx.execute(
-            "INSERT OR IGNORE INTO service_role_bindings (member, role, service, created)
-             VALUES (?1, ?2, ?3, ?4)",
-            params![member, role.name(), service, to_i64(now)],
-        )?;
-        tx.commit()?;
+        let inserted = self.write(|tx| {
+            let exists = tx
+                .db
+                .query_one(
+                    "SELECT EXISTS (SELECT 1 FROM accounts WHERE email = ?1)",
+                    args![member],
+                )?
+                .bool(0)?;
+            if !exists {
+                return Err(IamError::UnknownAccount(member.to_owned()));
+            }
+            tx.db.execute(
+                "INSERT INTO service_role_bindings (member, role, service, created)
+                 VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
+                args![member, role.name(), service, to_i64(now)],
+            )
+        })?;
         Ok(if inserted == 0 {
             Grant::AlreadyGranted
         } else {
@@ -74,9 +68,9 @@ impl Store {
         service: &str,
     ) -> Result<()> {
         self.account(member)?;
-        let deleted = self.conn.execute(
+        let deleted = self.db.execute(
             "DELETE FROM service_role_bindings WHERE member = ?1 AND role = ?2 AND service = ?3",
-            params![member, role.name(), service],
+            args![member, role.name(), service],
         )?;
         if deleted == 0 {
             return Err(IamError::NoSuchBinding {
@@ -93,24 +87,23 @@ impl Store {
         &self,
         filter: &ServiceBindingFilter,
     ) -> Result<Vec<ServiceRoleBinding>> {
-        let mut stmt = self.conn.prepare(
-            "SELECT member, role, service, created FROM service_role_bindings
-             WHERE (?1 IS NULL OR member = ?1)
-               AND (?2 IS NULL OR role = ?2)
-               AND (?3 IS NULL OR service = ?3)
-             ORDER BY service, role, member",
-        )?;
-        let rows = stmt
-            .query_map(
-                params![
-                    filter.member,
+        // coalesce(?N, column): no filter on a column whose value is NULL (not given).
+        self.db
+            .query(
+                "SELECT member, role, service, created FROM service_role_bindings
+                 WHERE member = coalesce(?1, member)
+                   AND role = coalesce(?2, role)
+                   AND service = coalesce(?3, service)
+                 ORDER BY service, role, member",
+                args![
+                    filter.member.as_deref(),
                     filter.role.map(ServiceRole::name),
-                    filter.service
+                    filter.service.as_deref()
                 ],
-                binding_row,
             )?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        rows.into_iter().map(binding).collect()
+            .iter()
+            .map(binding)
+            .collect()
     }
 }
 
@@ -125,7 +118,7 @@ mod tests {
 
     fn store_with(accounts: &[&str]) -> (tempfile::TempDir, Store, Vec<String>) {
         let dir = tempfile::tempdir().unwrap();
-        let mut store = Store::open(&dir.path().join("iam.db")).unwrap();
+        let mut store = Store::open(dir.path().join("iam.db")).unwrap();
         let emails = accounts
             .iter()
             .map(|name| store.create_account(name, "my-project", 10).unwrap().email)

@@ -1,18 +1,16 @@
 //! [`TokenService`]: the token service's keys and tokens over the store.
 //!
-//! Blocking (SQLite, RSA key generation): async callers run it on `spawn_blocking`. One
+//! Blocking (store queries, RSA key generation): async callers run it on `spawn_blocking`. One
 //! read-write connection, behind a mutex, is the service's whole use of the store: writes are
 //! few (a key per rotation, a row per access token) and short.
 
 use std::collections::HashMap;
 use std::fmt;
-use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use clock::SharedClock;
-use rusqlite::TransactionBehavior;
 use serde_json::{Map, Value};
 
 use super::rotation::{
@@ -23,11 +21,12 @@ use crate::kek::Kek;
 use crate::keyfile::self_signed_certificate;
 use crate::model::{Account, KeyAlgorithm, StoredKey};
 use crate::server::CACHE_MAX_AGE_SECS;
+use crate::store::db::{Violation, violation};
 use crate::store::managed_keys::{
     access_token_owner, check_kek, delete_managed_key, insert_access_token, insert_managed_key,
     managed_keys, purge_access_tokens, set_window,
 };
-use crate::store::{KeyOwner, ManagedKey, Store};
+use crate::store::{KeyOwner, ManagedKey, Store, StoreLocation};
 use crate::{IamError, Result, render};
 
 /// Default of `--signing-key-rotation`: a token-service key signs for 24 h.
@@ -234,10 +233,13 @@ fn sha256(text: &str) -> Vec<u8> {
 }
 
 impl TokenService {
-    /// Opens the store at `store_path` (creating and migrating it), checks the KEK against the
+    /// Opens the store at `store` (creating and migrating it), checks the KEK against the
     /// store ([`IamError::KekMismatch`] when its managed keys were sealed with another), and
     /// brings the signing keys up to date (the first key is made now).
-    pub fn open(store_path: &Path, settings: TokenServiceSettings) -> Result<TokenService> {
+    pub fn open(
+        store: impl Into<StoreLocation>,
+        settings: TokenServiceSettings,
+    ) -> Result<TokenService> {
         let issuer = parse_issuer_url(&settings.issuer_url)?;
         let rotation = settings.rotation;
         if rotation < MIN_ROTATION || rotation > MAX_ROTATION {
@@ -247,8 +249,8 @@ impl TokenService {
                 max: MAX_ROTATION.as_secs(),
             });
         }
-        let mut store = Store::open(store_path)?;
-        check_kek(store.connection(), &settings.kek)?;
+        let store = Store::open(store)?;
+        check_kek(&store, &settings.kek)?;
         let service = TokenService {
             inner: Arc::new(Inner {
                 issuer,
@@ -291,12 +293,12 @@ impl TokenService {
     }
 
     /// The key that signs at `now` and the published keys, after carrying out the rotation
-    /// plan (in one immediate transaction that re-reads and re-plans, so that several servers
+    /// plan (in one write transaction that re-reads and re-plans, so that several servers
     /// on one store make one successor, not one each).
     fn token_keys(&self, now: u64) -> Result<(ManagedKey, Vec<ManagedKey>)> {
         let owner = KeyOwner::TokenService;
         let policy = &self.inner.policy;
-        let mut keys = managed_keys(self.store()?.connection(), &owner)?;
+        let mut keys = managed_keys(&*self.store()?, &owner)?;
         let plan = plan_rotation(&scheduled(&keys), now, policy);
         if !plan.is_empty() {
             // Made before the connection and the write lock are taken (RSA generation takes a
@@ -310,32 +312,35 @@ impl TokenService {
                 )?),
                 None => None,
             };
-            let mut store = self.store()?;
-            let conn = store.connection();
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let current = managed_keys(&tx, &owner)?;
-            let plan = plan_rotation(&scheduled(&current), now, policy);
-            for key_id in &plan.retire {
-                delete_managed_key(&tx, key_id)?;
-                tracing::info!(kid = %key_id, "token service key retired");
-            }
-            if let Some((key_id, window)) = &plan.extend {
-                set_window(&tx, key_id, window)?;
-                tracing::info!(kid = %key_id, sign_until = window.sign_until, "token service key extended until its successor may sign");
-            }
-            if let Some(window) = plan.create {
-                let mut key = match fresh.take() {
-                    Some(key) => key,
-                    None => {
-                        new_sealed_key(&self.inner.kek, owner.clone(), "esprit token service", now)?
-                    }
-                };
-                key.window = window;
-                insert_managed_key(&tx, &key, &self.inner.kek)?;
-                tracing::info!(kid = %key.key_id, sign_from = window.sign_from, "token service key created");
-            }
-            tx.commit()?;
-            keys = managed_keys(conn, &owner)?;
+            let store = self.store()?;
+            store.write(|tx| {
+                let current = managed_keys(tx, &owner)?;
+                let plan = plan_rotation(&scheduled(&current), now, policy);
+                for key_id in &plan.retire {
+                    delete_managed_key(tx, key_id)?;
+                    tracing::info!(kid = %key_id, "token service key retired");
+                }
+                if let Some((key_id, window)) = &plan.extend {
+                    set_window(tx, key_id, window)?;
+                    tracing::info!(kid = %key_id, sign_until = window.sign_until, "token service key extended until its successor may sign");
+                }
+                if let Some(window) = plan.create {
+                    let mut key = match fresh.take() {
+                        Some(key) => key,
+                        None => new_sealed_key(
+                            &self.inner.kek,
+                            owner.clone(),
+                            "esprit token service",
+                            now,
+                        )?,
+                    };
+                    key.window = window;
+                    insert_managed_key(tx, &key, &self.inner.kek)?;
+                    tracing::info!(kid = %key.key_id, sign_from = window.sign_from, "token service key created");
+                }
+                Ok(())
+            })?;
+            keys = managed_keys(&store, &owner)?;
         }
         let schedule = scheduled(&keys);
         let signer_id = signing_key(&schedule, now)
@@ -474,14 +479,11 @@ impl TokenService {
             base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random_bytes::<32>()?)
         );
         let expires = now + secs;
-        let mut store = self.store()?;
-        let conn = store.connection();
-        purge_access_tokens(conn, now, PURGE_BATCH)?;
-        match insert_access_token(conn, &sha256(&token), &account.email, scopes, expires) {
+        let store = self.store()?;
+        purge_access_tokens(&store, now, PURGE_BATCH)?;
+        match insert_access_token(&store, &sha256(&token), &account.email, scopes, expires) {
             Ok(()) => Ok((token, expires)),
-            Err(IamError::Store(rusqlite::Error::SqliteFailure(e, _)))
-                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
-            {
+            Err(err) if violation(&err).is_some() => {
                 Err(IamError::UnknownAccount(account.email.clone()))
             }
             Err(err) => Err(err),
@@ -494,8 +496,7 @@ impl TokenService {
             return Ok(None);
         }
         let now = self.now();
-        let mut store = self.store()?;
-        access_token_owner(store.connection(), &sha256(bearer), now)
+        access_token_owner(&*self.store()?, &sha256(bearer), now)
     }
 
     /// Signs `claims` (a JSON object) with a server-managed key of `account` (created on first use, sealed
@@ -508,7 +509,7 @@ impl TokenService {
     ) -> Result<(String, String)> {
         let owner = KeyOwner::Account(account.email.clone());
         let now = self.now();
-        let existing = managed_keys(self.store()?.connection(), &owner)?.pop();
+        let existing = managed_keys(&*self.store()?, &owner)?.pop();
         let key = {
             match existing {
                 Some(key) => key,
@@ -516,33 +517,27 @@ impl TokenService {
                     // Made before the connection is taken (RSA generation takes a while).
                     let mut fresh =
                         new_sealed_key(&self.inner.kek, owner.clone(), &account.email, now)?;
-                    let mut store = self.store()?;
-                    let conn = store.connection();
+                    let store = self.store()?;
                     fresh.window = KeyWindow {
                         sign_from: now,
                         sign_until: FOREVER,
                         publish_until: FOREVER,
                     };
-                    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                    // Another server may have made one meanwhile: use it.
-                    let key = match managed_keys(&tx, &owner)?.pop() {
-                        Some(key) => key,
-                        None => {
-                            match insert_managed_key(&tx, &fresh, &self.inner.kek) {
-                                Ok(()) => {}
-                                Err(IamError::Store(rusqlite::Error::SqliteFailure(e, _)))
-                                    if e.code == rusqlite::ErrorCode::ConstraintViolation =>
-                                {
-                                    return Err(IamError::UnknownAccount(account.email.clone()));
-                                }
-                                Err(err) => return Err(err),
-                            }
-                            tracing::info!(kid = %fresh.key_id, email = %account.email, "server-managed account key created");
-                            fresh
+                    store.write(|tx| {
+                        // Another server may have made one meanwhile: use it.
+                        if let Some(key) = managed_keys(tx, &owner)?.pop() {
+                            return Ok(key);
                         }
-                    };
-                    tx.commit()?;
-                    key
+                        match insert_managed_key(tx, &fresh, &self.inner.kek) {
+                            Ok(()) => {}
+                            Err(err) if violation(&err) == Some(Violation::ForeignKey) => {
+                                return Err(IamError::UnknownAccount(account.email.clone()));
+                            }
+                            Err(err) => return Err(err),
+                        }
+                        tracing::info!(kid = %fresh.key_id, email = %account.email, "server-managed account key created");
+                        Ok(fresh.clone())
+                    })?
                 }
             }
         };
@@ -576,7 +571,7 @@ mod tests {
     #[test]
     fn the_store_connection_is_lent_to_one_call_at_a_time_and_waits_are_bounded() {
         let dir = tempfile::tempdir().unwrap();
-        let slot = StoreSlot::new(Store::open(&dir.path().join("iam.db")).unwrap());
+        let slot = StoreSlot::new(Store::open(dir.path().join("iam.db")).unwrap());
         let held = slot.lend().unwrap();
         let started = Instant::now();
         let waited = std::thread::scope(|s| s.spawn(|| slot.lend().map(|_| ())).join().unwrap());

@@ -339,9 +339,10 @@ impl ApiKeyChecker {
                 break;
             }
             let timeout = replicas::attempt_timeout(remaining, plan.len() - tried);
-            let attempt = tokio::time::timeout(timeout, self.attempt(server, key, authorization.as_ref()))
-                .await
-                .unwrap_or(Attempt::Failed(Failure::Timeout(timeout)));
+            let attempt =
+                tokio::time::timeout(timeout, self.attempt(server, key, authorization.as_ref()))
+                    .await
+                    .unwrap_or(Attempt::Failed(Failure::Timeout(timeout)));
             self.record(index, server, &attempt);
             match attempt {
                 Attempt::Answered(answer) => return Ok(answer),
@@ -400,9 +401,7 @@ impl ApiKeyChecker {
         if let Some(authorization) = authorization {
             builder = builder.header(http::header::AUTHORIZATION, authorization.clone());
         }
-        let sent = builder
-            .send()
-            .await;
+        let sent = builder.send().await;
         let mut response = match sent {
             Ok(response) => response,
             Err(e) if e.is_timeout() => {

@@ -1,0 +1,915 @@
+//! The two backends of the store (a SQLite file, a PostgreSQL database) behind one small query
+//! API, so that each store function is written once.
+//!
+//! Queries are written in the SQL both understand, with SQLite's numbered placeholders (`?1`);
+//! [`postgres_query`] turns them into PostgreSQL's (`$1`). Migrations are written once, in
+//! SQLite's DDL, and [`postgres_ddl`] maps its types to PostgreSQL's: `INTEGER` → `BIGINT`,
+//! `BLOB` → `BYTEA`, `TEXT` → `TEXT COLLATE "C"` (byte order, as SQLite sorts), no `STRICT`,
+//! and an explicit `rowid` identity column in each table (SQLite tables have an implicit one,
+//! which queries use for insertion order). Values cross as [`Value`]: integers, text, bytes or
+//! NULL, booleans as 0/1 integers (as SQLite stores them).
+//!
+//! A PostgreSQL connection is the synchronous `postgres` client, which blocks on a runtime of
+//! its own and so must not run on a tokio worker thread: each connection lives on a thread of
+//! its own and the caller hands it the work ([`PgWorker`]), so a [`super::Store`] is usable
+//! from any thread, async tests included.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use postgres::types::{IsNull, ToSql as PgToSql, Type, to_sql_checked};
+use rusqlite::types::{ToSqlOutput, ValueRef};
+
+use crate::{IamError, Result};
+
+/// Where the store is: `--store` / `$ESPRIT_IAM_STORE`.
+#[derive(Clone, PartialEq, Eq)]
+pub enum StoreLocation {
+    /// A SQLite file (created if missing).
+    Sqlite(PathBuf),
+    /// A PostgreSQL database, `postgres://` or `postgresql://` URL (libpq's URL form).
+    Postgres(String),
+}
+
+impl StoreLocation {
+    /// `postgres://…` and `postgresql://…` name a PostgreSQL database, anything else a SQLite
+    /// file.
+    pub fn parse(text: &str) -> StoreLocation {
+        if is_postgres_url(text) {
+            StoreLocation::Postgres(text.to_owned())
+        } else {
+            StoreLocation::Sqlite(PathBuf::from(text))
+        }
+    }
+}
+
+fn is_postgres_url(text: &str) -> bool {
+    let lower = text.get(..13).unwrap_or(text).to_ascii_lowercase();
+    lower.starts_with("postgres://") || lower.starts_with("postgresql://")
+}
+
+impl FromStr for StoreLocation {
+    type Err = std::convert::Infallible;
+    fn from_str(text: &str) -> std::result::Result<Self, Self::Err> {
+        Ok(StoreLocation::parse(text))
+    }
+}
+
+impl fmt::Display for StoreLocation {
+    /// The file, or the URL with its password left out.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreLocation::Sqlite(path) => write!(f, "{}", path.display()),
+            StoreLocation::Postgres(url) => f.write_str(&redact_url(url)),
+        }
+    }
+}
+
+impl fmt::Debug for StoreLocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "StoreLocation({self})")
+    }
+}
+
+impl From<&Path> for StoreLocation {
+    fn from(path: &Path) -> Self {
+        StoreLocation::Sqlite(path.to_owned())
+    }
+}
+
+impl From<&PathBuf> for StoreLocation {
+    fn from(path: &PathBuf) -> Self {
+        StoreLocation::Sqlite(path.clone())
+    }
+}
+
+impl From<PathBuf> for StoreLocation {
+    fn from(path: PathBuf) -> Self {
+        StoreLocation::Sqlite(path)
+    }
+}
+
+impl From<&StoreLocation> for StoreLocation {
+    fn from(location: &StoreLocation) -> Self {
+        location.clone()
+    }
+}
+
+/// `url` with the password (in the user part or a `password=` parameter) replaced by `***`.
+pub(crate) fn redact_url(url: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let mut out = String::with_capacity(url.len());
+    match base.split_once("://") {
+        Some((scheme, rest)) => {
+            out.push_str(scheme);
+            out.push_str("://");
+            let (authority, path) = match rest.find('/') {
+                Some(i) => rest.split_at(i),
+                None => (rest, ""),
+            };
+            match authority.rsplit_once('@') {
+                Some((user, host)) => {
+                    match user.split_once(':') {
+                        Some((name, _)) => {
+                            out.push_str(name);
+                            out.push_str(":***");
+                        }
+                        None => out.push_str(user),
+                    }
+                    out.push('@');
+                    out.push_str(host);
+                }
+                None => out.push_str(authority),
+            }
+            out.push_str(path);
+        }
+        None => out.push_str(base),
+    }
+    if let Some(query) = query {
+        out.push('?');
+        let params: Vec<String> = query
+            .split('&')
+            .map(|param| match param.split_once('=') {
+                Some((name, _)) if name.eq_ignore_ascii_case("password") => format!("{name}=***"),
+                _ => param.to_owned(),
+            })
+            .collect();
+        out.push_str(&params.join("&"));
+    }
+    out
+}
+
+/// A value passed to or read from a query.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Value {
+    Null,
+    Int(i64),
+    Text(String),
+    Blob(Vec<u8>),
+}
+
+impl From<&str> for Value {
+    fn from(v: &str) -> Self {
+        Value::Text(v.to_owned())
+    }
+}
+impl From<&String> for Value {
+    fn from(v: &String) -> Self {
+        Value::Text(v.clone())
+    }
+}
+impl From<String> for Value {
+    fn from(v: String) -> Self {
+        Value::Text(v)
+    }
+}
+impl From<i64> for Value {
+    fn from(v: i64) -> Self {
+        Value::Int(v)
+    }
+}
+impl From<u32> for Value {
+    fn from(v: u32) -> Self {
+        Value::Int(i64::from(v))
+    }
+}
+impl From<bool> for Value {
+    fn from(v: bool) -> Self {
+        Value::Int(i64::from(v))
+    }
+}
+impl From<&[u8]> for Value {
+    fn from(v: &[u8]) -> Self {
+        Value::Blob(v.to_vec())
+    }
+}
+impl From<&Vec<u8>> for Value {
+    fn from(v: &Vec<u8>) -> Self {
+        Value::Blob(v.clone())
+    }
+}
+impl<T: Into<Value>> From<Option<T>> for Value {
+    fn from(v: Option<T>) -> Self {
+        v.map_or(Value::Null, Into::into)
+    }
+}
+
+/// `args![a, b]`: the values of a query's `?1`, `?2`.
+macro_rules! args {
+    ($($arg:expr),* $(,)?) => {
+        &[$($crate::store::db::Value::from($arg)),*][..]
+    };
+}
+pub(crate) use args;
+
+/// One result row.
+#[derive(Debug)]
+pub(crate) struct Row(Vec<Value>);
+
+impl Row {
+    fn value(&self, i: usize) -> Result<&Value> {
+        self.0
+            .get(i)
+            .ok_or_else(|| IamError::StoreCorrupt(format!("no column {i} in a result row")))
+    }
+
+    fn mismatch(&self, i: usize, wanted: &str) -> IamError {
+        IamError::StoreCorrupt(format!("column {i} is not {wanted}"))
+    }
+
+    pub(crate) fn text(&self, i: usize) -> Result<String> {
+        match self.value(i)? {
+            Value::Text(t) => Ok(t.clone()),
+            _ => Err(self.mismatch(i, "text")),
+        }
+    }
+
+    pub(crate) fn opt_text(&self, i: usize) -> Result<Option<String>> {
+        match self.value(i)? {
+            Value::Null => Ok(None),
+            _ => self.text(i).map(Some),
+        }
+    }
+
+    pub(crate) fn int(&self, i: usize) -> Result<i64> {
+        match self.value(i)? {
+            Value::Int(v) => Ok(*v),
+            _ => Err(self.mismatch(i, "an integer")),
+        }
+    }
+
+    pub(crate) fn opt_int(&self, i: usize) -> Result<Option<i64>> {
+        match self.value(i)? {
+            Value::Null => Ok(None),
+            _ => self.int(i).map(Some),
+        }
+    }
+
+    pub(crate) fn bool(&self, i: usize) -> Result<bool> {
+        Ok(self.int(i)? != 0)
+    }
+
+    pub(crate) fn blob(&self, i: usize) -> Result<Vec<u8>> {
+        match self.value(i)? {
+            Value::Blob(b) => Ok(b.clone()),
+            _ => Err(self.mismatch(i, "bytes")),
+        }
+    }
+
+    pub(crate) fn into_values(self) -> Vec<Value> {
+        self.0
+    }
+}
+
+impl rusqlite::ToSql for Value {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::Borrowed(match self {
+            Value::Null => ValueRef::Null,
+            Value::Int(v) => ValueRef::Integer(*v),
+            Value::Text(t) => ValueRef::Text(t.as_bytes()),
+            Value::Blob(b) => ValueRef::Blob(b),
+        }))
+    }
+}
+
+impl PgToSql for Value {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut BytesMut,
+    ) -> std::result::Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        match self {
+            Value::Null => Ok(IsNull::Yes),
+            Value::Int(v) => match *ty {
+                Type::INT8 => v.to_sql(ty, out),
+                Type::INT4 => i32::try_from(*v)?.to_sql(ty, out),
+                Type::INT2 => i16::try_from(*v)?.to_sql(ty, out),
+                Type::BOOL => (*v != 0).to_sql(ty, out),
+                _ => Err(format!("an integer given for a {ty} parameter").into()),
+            },
+            Value::Text(t) => t.to_sql(ty, out),
+            Value::Blob(b) => b.as_slice().to_sql(ty, out),
+        }
+    }
+
+    fn accepts(_ty: &Type) -> bool {
+        true
+    }
+
+    to_sql_checked!();
+}
+
+fn pg_value(row: &postgres::Row, i: usize) -> Result<Value> {
+    let ty = row.columns().get(i).map(|c| c.type_().clone());
+    let value = match ty {
+        Some(Type::INT8) => row.try_get::<_, Option<i64>>(i)?.map(Value::Int),
+        Some(Type::INT4) => row
+            .try_get::<_, Option<i32>>(i)?
+            .map(|v| Value::Int(v.into())),
+        Some(Type::INT2) => row
+            .try_get::<_, Option<i16>>(i)?
+            .map(|v| Value::Int(v.into())),
+        Some(Type::BOOL) => row
+            .try_get::<_, Option<bool>>(i)?
+            .map(|v| Value::Int(v.into())),
+        Some(Type::TEXT | Type::VARCHAR | Type::NAME | Type::BPCHAR) => {
+            row.try_get::<_, Option<String>>(i)?.map(Value::Text)
+        }
+        Some(Type::BYTEA) => row.try_get::<_, Option<Vec<u8>>>(i)?.map(Value::Blob),
+        other => {
+            return Err(IamError::StoreCorrupt(format!(
+                "column {i} has an unexpected type {other:?}"
+            )));
+        }
+    };
+    Ok(value.unwrap_or(Value::Null))
+}
+
+fn sqlite_value(value: ValueRef<'_>) -> Result<Value> {
+    Ok(match value {
+        ValueRef::Null => Value::Null,
+        ValueRef::Integer(v) => Value::Int(v),
+        ValueRef::Text(t) => Value::Text(
+            String::from_utf8(t.to_vec())
+                .map_err(|_| IamError::StoreCorrupt("text that is not UTF-8".into()))?,
+        ),
+        ValueRef::Blob(b) => Value::Blob(b.to_vec()),
+        ValueRef::Real(_) => return Err(IamError::StoreCorrupt("a floating-point value".into())),
+    })
+}
+
+/// A query in the shared dialect as PostgreSQL takes it: `?N` → `$N` outside string literals.
+pub(crate) fn postgres_query(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let mut chars = sql.chars().peekable();
+    let mut quoted = false;
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' => {
+                quoted = !quoted;
+                out.push(c);
+            }
+            '?' if !quoted && chars.peek().is_some_and(char::is_ascii_digit) => out.push('$'),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// A migration (SQLite DDL) as PostgreSQL takes it (see the module's documentation).
+pub(crate) fn postgres_ddl(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len() + 64);
+    let mut word = String::new();
+    let mut quoted = false;
+    let mut after_create_table = 0u8; // 1 after CREATE, 2 after CREATE TABLE
+    let flush = |word: &mut String, out: &mut String, state: &mut u8| {
+        if word.is_empty() {
+            return;
+        }
+        let w = word.as_str();
+        *state = match (w, *state) {
+            ("CREATE", _) => 1,
+            ("TABLE", 1) => 2,
+            (_, 2) => 2,
+            _ => 0,
+        };
+        match w {
+            "INTEGER" => out.push_str("BIGINT"),
+            "BLOB" => out.push_str("BYTEA"),
+            "TEXT" => out.push_str("TEXT COLLATE \"C\""),
+            "STRICT" => {
+                while out.ends_with(' ') {
+                    out.pop();
+                }
+            }
+            _ => out.push_str(w),
+        }
+        word.clear();
+    };
+    for c in sql.chars() {
+        if quoted {
+            out.push(c);
+            if c == '\'' {
+                quoted = false;
+            }
+            continue;
+        }
+        if c.is_ascii_alphanumeric() || c == '_' {
+            word.push(c);
+            continue;
+        }
+        flush(&mut word, &mut out, &mut after_create_table);
+        match c {
+            '\'' => {
+                quoted = true;
+                out.push(c);
+            }
+            '(' if after_create_table == 2 => {
+                out.push_str("(\n        rowid BIGINT GENERATED ALWAYS AS IDENTITY,");
+                after_create_table = 0;
+            }
+            _ => {
+                if !c.is_whitespace() {
+                    after_create_table = 0;
+                }
+                out.push(c);
+            }
+        }
+    }
+    flush(&mut word, &mut out, &mut after_create_table);
+    out
+}
+
+/// How long a SQLite statement waits for another process's write lock before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long connecting to PostgreSQL may take, unless the URL says (`connect_timeout=`).
+const PG_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The PostgreSQL advisory lock every write transaction (and migration) takes first: writers
+/// take turns, as SQLite's `BEGIN IMMEDIATE` makes them, so a read that decides a write sees
+/// every earlier write. Readers are never blocked. (The number is "esprit-iam" in ASCII.)
+pub(crate) const WRITE_LOCK: i64 = 0x0065_7370_7269_7469;
+
+/// Whether a connection may write.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Access {
+    ReadWrite,
+    ReadOnly,
+}
+
+/// The two kinds of constraint violation the store tells apart.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Violation {
+    /// A primary key or UNIQUE column already holds the value.
+    Unique,
+    /// A reference to a row that does not exist.
+    ForeignKey,
+    /// Another constraint (CHECK, NOT NULL).
+    Other,
+}
+
+/// The constraint `err` violates, if it is a violation.
+pub(crate) fn violation(err: &IamError) -> Option<Violation> {
+    match err {
+        IamError::Store(rusqlite::Error::SqliteFailure(e, _))
+            if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+        {
+            Some(match e.extended_code {
+                rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+                | rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE => Violation::Unique,
+                rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY => Violation::ForeignKey,
+                _ => Violation::Other,
+            })
+        }
+        IamError::StorePostgres(e) => {
+            let code = e.code()?;
+            if *code == postgres::error::SqlState::UNIQUE_VIOLATION {
+                Some(Violation::Unique)
+            } else if *code == postgres::error::SqlState::FOREIGN_KEY_VIOLATION {
+                Some(Violation::ForeignKey)
+            } else if code.code().starts_with("23") {
+                Some(Violation::Other)
+            } else {
+                None
+            }
+        }
+        _ => None,
+    }
+}
+
+/// An open connection of either backend.
+pub(crate) enum Db {
+    Sqlite(rusqlite::Connection),
+    Postgres(PgWorker),
+}
+
+impl fmt::Debug for Db {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Db::Sqlite(_) => f.write_str("Db::Sqlite"),
+            Db::Postgres(_) => f.write_str("Db::Postgres"),
+        }
+    }
+}
+
+impl Db {
+    /// Connects to `location`. A SQLite file is opened in WAL mode with foreign keys on (the
+    /// file must exist or be creatable); a PostgreSQL connection gets `default_transaction_read_only`
+    /// when `access` is read-only.
+    pub(crate) fn connect(location: &StoreLocation, access: Access) -> Result<Db> {
+        match location {
+            StoreLocation::Sqlite(path) => sqlite_connect(path, access).map(Db::Sqlite),
+            StoreLocation::Postgres(url) => PgWorker::connect(url, access).map(Db::Postgres),
+        }
+    }
+
+    pub(crate) fn is_postgres(&self) -> bool {
+        matches!(self, Db::Postgres(_))
+    }
+
+    /// Runs a statement; the number of rows it changed.
+    pub(crate) fn execute(&self, sql: &str, args: &[Value]) -> Result<u64> {
+        match self {
+            Db::Sqlite(conn) => {
+                let mut stmt = conn.prepare_cached(sql)?;
+                let changed = stmt.execute(rusqlite::params_from_iter(args.iter()))?;
+                Ok(u64::try_from(changed).unwrap_or(u64::MAX))
+            }
+            Db::Postgres(worker) => {
+                let (sql, args) = (sql.to_owned(), args.to_vec());
+                worker.run(move |pg| {
+                    let stmt = pg.prepare(&sql)?;
+                    Ok(pg.client.execute(&stmt, &pg_params(&args))?)
+                })
+            }
+        }
+    }
+
+    /// Runs a query; its rows.
+    pub(crate) fn query(&self, sql: &str, args: &[Value]) -> Result<Vec<Row>> {
+        match self {
+            Db::Sqlite(conn) => {
+                let mut stmt = conn.prepare_cached(sql)?;
+                let width = stmt.column_count();
+                let mut rows = stmt.query(rusqlite::params_from_iter(args.iter()))?;
+                let mut out = Vec::new();
+                while let Some(row) = rows.next()? {
+                    let values = (0..width)
+                        .map(|i| sqlite_value(row.get_ref(i)?))
+                        .collect::<Result<Vec<_>>>()?;
+                    out.push(Row(values));
+                }
+                Ok(out)
+            }
+            Db::Postgres(worker) => {
+                let (sql, args) = (sql.to_owned(), args.to_vec());
+                worker.run(move |pg| {
+                    let stmt = pg.prepare(&sql)?;
+                    let rows = pg.client.query(&stmt, &pg_params(&args))?;
+                    rows.iter()
+                        .map(|row| {
+                            (0..row.len())
+                                .map(|i| pg_value(row, i))
+                                .collect::<Result<Vec<_>>>()
+                                .map(Row)
+                        })
+                        .collect()
+                })
+            }
+        }
+    }
+
+    /// The first row of a query, if any.
+    pub(crate) fn query_opt(&self, sql: &str, args: &[Value]) -> Result<Option<Row>> {
+        Ok(self.query(sql, args)?.into_iter().next())
+    }
+
+    /// The first row of a query that always has one (`count(*)`, `EXISTS`).
+    pub(crate) fn query_one(&self, sql: &str, args: &[Value]) -> Result<Row> {
+        self.query_opt(sql, args)?
+            .ok_or_else(|| IamError::StoreCorrupt("a query that always answers did not".into()))
+    }
+
+    /// Runs statements without arguments, as they are (no dialect translation).
+    pub(crate) fn batch(&self, sql: &str) -> Result<()> {
+        match self {
+            Db::Sqlite(conn) => Ok(conn.execute_batch(sql)?),
+            Db::Postgres(worker) => {
+                let sql = sql.to_owned();
+                let (begins, ends) = (
+                    sql.starts_with("BEGIN"),
+                    sql == "COMMIT" || sql == "ROLLBACK",
+                );
+                worker.run(move |pg| {
+                    if ends {
+                        pg.in_transaction = false;
+                    }
+                    pg.client.batch_execute(&sql)?;
+                    if begins {
+                        pg.in_transaction = true;
+                    }
+                    Ok(())
+                })
+            }
+        }
+    }
+
+    /// Starts a write transaction: `BEGIN IMMEDIATE` in SQLite (the file's write lock), `BEGIN`
+    /// and the [`WRITE_LOCK`] advisory lock in PostgreSQL.
+    pub(crate) fn begin_write(&self) -> Result<()> {
+        match self {
+            Db::Sqlite(_) => self.batch("BEGIN IMMEDIATE"),
+            Db::Postgres(_) => {
+                self.batch("BEGIN")?;
+                let locked = self.execute("SELECT pg_advisory_xact_lock(?1)", args![WRITE_LOCK]);
+                if let Err(err) = locked {
+                    let _ = self.batch("ROLLBACK");
+                    return Err(err);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Starts a read-only transaction that sees one snapshot of the store throughout.
+    pub(crate) fn begin_read(&self) -> Result<()> {
+        match self {
+            Db::Sqlite(_) => self.batch("BEGIN DEFERRED"),
+            Db::Postgres(_) => self.batch("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"),
+        }
+    }
+
+    /// The columns of `table` in order, without PostgreSQL's `rowid`.
+    pub(crate) fn columns(&self, table: &str) -> Result<Vec<String>> {
+        let rows = match self {
+            Db::Sqlite(_) => self.query(
+                "SELECT name FROM pragma_table_info(?1) ORDER BY cid",
+                args![table],
+            )?,
+            Db::Postgres(_) => self.query(
+                "SELECT column_name::text FROM information_schema.columns
+                 WHERE table_schema = current_schema() AND table_name = ?1
+                   AND column_name <> 'rowid'
+                 ORDER BY ordinal_position",
+                args![table],
+            )?,
+        };
+        rows.iter().map(|row| row.text(0)).collect()
+    }
+
+    pub(crate) fn commit(&self) -> Result<()> {
+        self.batch("COMMIT")
+    }
+
+    pub(crate) fn rollback(&self) -> Result<()> {
+        self.batch("ROLLBACK")
+    }
+}
+
+fn pg_params(args: &[Value]) -> Vec<&(dyn PgToSql + Sync)> {
+    args.iter().map(|v| v as &(dyn PgToSql + Sync)).collect()
+}
+
+fn sqlite_connect(path: &Path, access: Access) -> Result<rusqlite::Connection> {
+    let opened = || -> rusqlite::Result<rusqlite::Connection> {
+        let conn = rusqlite::Connection::open(path)?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        // journal_mode answers with the mode in force; WAL persists in the file.
+        let _mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+        conn.pragma_update(None, "foreign_keys", true)?;
+        if access == Access::ReadOnly {
+            conn.pragma_update(None, "query_only", true)?;
+        }
+        Ok(conn)
+    };
+    opened().map_err(|source| IamError::StoreOpen {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// A PostgreSQL connection and its prepared statements (by query text in the shared dialect),
+/// with what it takes to connect again.
+pub(crate) struct PgConn {
+    client: postgres::Client,
+    statements: HashMap<String, postgres::Statement>,
+    config: postgres::Config,
+    access: Access,
+    redacted: String,
+    /// Between `BEGIN` and `COMMIT`/`ROLLBACK`: a lost connection lost the transaction, and
+    /// nothing is retried.
+    in_transaction: bool,
+}
+
+impl PgConn {
+    fn open(config: postgres::Config, access: Access, redacted: String) -> Result<PgConn> {
+        let client = pg_client(&config, access, &redacted)?;
+        Ok(PgConn {
+            client,
+            statements: HashMap::new(),
+            config,
+            access,
+            redacted,
+            in_transaction: false,
+        })
+    }
+
+    fn reconnect(&mut self) -> Result<()> {
+        self.client = pg_client(&self.config, self.access, &self.redacted)?;
+        self.statements.clear();
+        self.in_transaction = false;
+        Ok(())
+    }
+
+    fn prepare(&mut self, sql: &str) -> Result<postgres::Statement> {
+        if let Some(stmt) = self.statements.get(sql) {
+            return Ok(stmt.clone());
+        }
+        let stmt = self.client.prepare(&postgres_query(sql))?;
+        self.statements.insert(sql.to_owned(), stmt.clone());
+        Ok(stmt)
+    }
+
+    /// Runs `work`; when the connection turns out lost (the server restarted, or ended this
+    /// session) outside a transaction, connects again and runs it once more.
+    fn run<T>(&mut self, work: &dyn Fn(&mut PgConn) -> Result<T>) -> Result<T> {
+        if self.client.is_closed() && !self.in_transaction {
+            self.reconnect()?;
+        }
+        match work(self) {
+            Err(err) if connection_lost(&err) => {
+                if self.in_transaction {
+                    self.in_transaction = false;
+                    return Err(err);
+                }
+                tracing::warn!(store = %self.redacted, "IAM store connection lost; connecting again");
+                self.reconnect()?;
+                work(self)
+            }
+            done => done,
+        }
+    }
+}
+
+/// The connection is gone (closed, or the server ended the session), as opposed to a refusal
+/// of the statement.
+fn connection_lost(err: &IamError) -> bool {
+    match err {
+        IamError::StorePostgres(e) => {
+            e.is_closed()
+                || e.code().is_some_and(|code| {
+                    code.code().starts_with("57P") || code.code().starts_with("08")
+                })
+                || (e.code().is_none()
+                    && std::error::Error::source(e)
+                        .is_some_and(|source| source.is::<std::io::Error>()))
+        }
+        _ => false,
+    }
+}
+
+fn pg_client(
+    config: &postgres::Config,
+    access: Access,
+    redacted: &str,
+) -> Result<postgres::Client> {
+    let mut client = config
+        .connect(postgres::NoTls)
+        .map_err(|source| IamError::StoreConnect {
+            url: redacted.to_owned(),
+            source,
+        })?;
+    if access == Access::ReadOnly {
+        client.batch_execute("SET default_transaction_read_only = on")?;
+    }
+    Ok(client)
+}
+
+type Job = Box<dyn FnOnce(&mut PgConn) + Send>;
+
+/// A PostgreSQL connection on a thread of its own; [`PgWorker::run`] hands it work and waits
+/// for the answer. Dropping the worker ends the thread and closes the connection. A lost
+/// connection is made again on the next use (see [`PgConn::run`]).
+pub(crate) struct PgWorker {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl PgWorker {
+    fn connect(url: &str, access: Access) -> Result<PgWorker> {
+        let mut config = url
+            .parse::<postgres::Config>()
+            .map_err(|e| IamError::InvalidStoreUrl(e.to_string()))?;
+        // Without TLS support, `prefer` (the default) talks in clear; `require` must not.
+        if matches!(config.get_ssl_mode(), postgres::config::SslMode::Require) {
+            return Err(IamError::StoreTlsUnsupported);
+        }
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(PG_CONNECT_TIMEOUT);
+        }
+        if config.get_application_name().is_none() {
+            config.application_name("esprit-iam");
+        }
+        let redacted = redact_url(url);
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let (ready_tx, ready) = mpsc::sync_channel::<Result<()>>(1);
+        std::thread::Builder::new()
+            .name("iam-store-pg".into())
+            .spawn(move || {
+                let mut conn = match PgConn::open(config, access, redacted) {
+                    Ok(conn) => conn,
+                    Err(err) => {
+                        let _ = ready_tx.send(Err(err));
+                        return;
+                    }
+                };
+                let _ = ready_tx.send(Ok(()));
+                while let Ok(job) = queue.recv() {
+                    job(&mut conn);
+                }
+            })
+            .map_err(|e| IamError::StoreWorker(e.to_string()))?;
+        ready.recv().map_err(|_| IamError::StoreGone)??;
+        Ok(PgWorker { jobs })
+    }
+
+    /// Runs `work` on the connection's thread and returns its result.
+    fn run<T, F>(&self, work: F) -> Result<T>
+    where
+        F: Fn(&mut PgConn) -> Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let (answer_tx, answer) = mpsc::sync_channel(1);
+        self.jobs
+            .send(Box::new(move |conn| {
+                let _ = answer_tx.send(conn.run(&work));
+            }))
+            .map_err(|_| IamError::StoreGone)?;
+        answer.recv().map_err(|_| IamError::StoreGone)?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locations() {
+        assert_eq!(
+            StoreLocation::parse("esprit-iam.db"),
+            StoreLocation::Sqlite("esprit-iam.db".into())
+        );
+        assert_eq!(
+            StoreLocation::parse("/var/lib/x.db"),
+            StoreLocation::Sqlite("/var/lib/x.db".into())
+        );
+        for url in [
+            "postgres://h/db",
+            "postgresql://u@h:5432/db",
+            "POSTGRES://h/db",
+        ] {
+            assert_eq!(
+                StoreLocation::parse(url),
+                StoreLocation::Postgres(url.into())
+            );
+        }
+    }
+
+    #[test]
+    fn passwords_are_left_out() {
+        for (url, shown) in [
+            (
+                "postgres://esprit:s3cret@db.example:5432/iam",
+                "postgres://esprit:***@db.example:5432/iam",
+            ),
+            (
+                "postgresql://esprit@db/iam?password=s3cret&sslmode=require",
+                "postgresql://esprit@db/iam?password=***&sslmode=require",
+            ),
+            ("postgres://db/iam", "postgres://db/iam"),
+            (
+                "postgresql://postgres@/postgres?host=/run/pg",
+                "postgresql://postgres@/postgres?host=/run/pg",
+            ),
+        ] {
+            assert_eq!(redact_url(url), shown);
+            assert_eq!(StoreLocation::parse(url).to_string(), shown);
+        }
+    }
+
+    #[test]
+    fn placeholders() {
+        assert_eq!(
+            postgres_query("SELECT a FROM t WHERE b = ?1 AND c = '?2' AND d IS ?12"),
+            "SELECT a FROM t WHERE b = $1 AND c = '?2' AND d IS $12"
+        );
+    }
+
+    #[test]
+    fn ddl() {
+        let sql = "CREATE TABLE t (
+            id   INTEGER PRIMARY KEY CHECK (id = 1),
+            name TEXT NOT NULL CHECK (name IN ('TEXT', 'BLOB')),
+            data BLOB
+        ) STRICT;
+        CREATE INDEX t_by_name ON t(name);";
+        assert_eq!(
+            postgres_ddl(sql),
+            "CREATE TABLE t (
+        rowid BIGINT GENERATED ALWAYS AS IDENTITY,
+            id   BIGINT PRIMARY KEY CHECK (id = 1),
+            name TEXT COLLATE \"C\" NOT NULL CHECK (name IN ('TEXT', 'BLOB')),
+            data BYTEA
+        );
+        CREATE INDEX t_by_name ON t(name);"
+        );
+    }
+}
