@@ -58,6 +58,10 @@ impl Proxy {
             None => None,
         };
         let backend = crate::backend::BackendPool::new(&settings)?;
+        let cors = match &settings.cors {
+            Some(cors) => Some(crate::cors::CorsPolicy::new(cors)?),
+            None => None,
+        };
         let listener =
             TcpListener::bind(settings.listen)
                 .await
@@ -81,6 +85,8 @@ impl Proxy {
                 .backend_health
                 .as_ref()
                 .map(|_| Arc::new(BackendHealth::default())),
+            cors,
+            preflight_to_backend: config.allow_cors(),
         });
         let health_poll = match &settings.backend_health {
             Some(check) => Some((health_endpoint(&settings)?, check.clone())),

@@ -44,6 +44,8 @@ pub struct ProxySettings {
     /// Poll the backend's `grpc.health.v1.Health/Check` (`--health-check-grpc-backend`);
     /// `/readyz` and the `--healthz` path report it.
     pub backend_health: Option<BackendHealthCheck>,
+    /// CORS (`--cors-preset` and the other `--cors-*` flags); off when `None`.
+    pub cors: Option<crate::CorsSettings>,
 }
 
 /// The admin listener's settings.
@@ -107,6 +109,7 @@ impl ProxySettings {
             clock: clock::system(),
             admin: None,
             backend_health: None,
+            cors: None,
         }
     }
 }
