@@ -167,6 +167,66 @@ pub struct ProxyArgs {
         requires = "health_check_grpc_backend"
     )]
     health_check_grpc_backend_service: String,
+    #[command(flatten)]
+    cors: CorsArgs,
+}
+
+/// ESPv2's CORS flags (names with `-` for `_`, same defaults; the allowed and exposed headers
+/// add gRPC-Web's). Every other `--cors-*` flag requires `--cors-preset`, as in ESPv2.
+#[derive(Args)]
+struct CorsArgs {
+    /// Turn CORS on: `basic` allows --cors-allow-origin, `cors_with_regex` the origins
+    /// --cors-allow-origin-regex matches. Preflights are answered before any credential check.
+    #[arg(long, value_enum, value_name = "PRESET")]
+    cors_preset: Option<CorsPresetArg>,
+    /// The origin allowed with `basic` (`*`: any, echoed back).
+    #[arg(long, value_name = "ORIGIN", default_value = "*", requires = "cors_preset")]
+    cors_allow_origin: String,
+    /// With `cors_with_regex`: origins this regular expression matches whole are allowed.
+    #[arg(long, value_name = "REGEX", default_value = "", requires = "cors_preset")]
+    cors_allow_origin_regex: String,
+    /// Access-Control-Allow-Methods on preflight answers.
+    #[arg(long, value_name = "METHODS", default_value = proxy::DEFAULT_ALLOW_METHODS, requires = "cors_preset")]
+    cors_allow_methods: String,
+    /// Access-Control-Allow-Headers on preflight answers.
+    #[arg(long, value_name = "HEADERS", default_value = proxy::DEFAULT_ALLOW_HEADERS, requires = "cors_preset")]
+    cors_allow_headers: String,
+    /// Access-Control-Expose-Headers on other answers.
+    #[arg(long, value_name = "HEADERS", default_value = proxy::DEFAULT_EXPOSE_HEADERS, requires = "cors_preset")]
+    cors_expose_headers: String,
+    /// Send Access-Control-Allow-Credentials: true.
+    #[arg(long, requires = "cors_preset")]
+    cors_allow_credentials: bool,
+    /// Access-Control-Max-Age on preflight answers (whole seconds).
+    #[arg(long, value_name = "DURATION", default_value = "480h", requires = "cors_preset", value_parser = duration::CORS_MAX_AGE.parser())]
+    cors_max_age: Duration,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum CorsPresetArg {
+    #[value(name = "basic")]
+    Basic,
+    #[value(name = "cors_with_regex")]
+    CorsWithRegex,
+}
+
+impl CorsArgs {
+    fn settings(self) -> Option<proxy::CorsSettings> {
+        let preset = match self.cors_preset? {
+            CorsPresetArg::Basic => proxy::CorsPreset::Basic,
+            CorsPresetArg::CorsWithRegex => proxy::CorsPreset::CorsWithRegex,
+        };
+        Some(proxy::CorsSettings {
+            preset,
+            allow_origin: self.cors_allow_origin,
+            allow_origin_regex: self.cors_allow_origin_regex,
+            allow_methods: self.cors_allow_methods,
+            allow_headers: self.cors_allow_headers,
+            expose_headers: self.cors_expose_headers,
+            allow_credentials: self.cors_allow_credentials,
+            max_age: self.cors_max_age,
+        })
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -245,6 +305,7 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
             service: args.health_check_grpc_backend_service,
         });
     }
+    settings.cors = args.cors.settings();
     if args.service_control_fail_open {
         settings.api_keys.on_unreachable = proxy::OnUnreachable::FailOpen;
     }

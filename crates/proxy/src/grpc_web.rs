@@ -228,6 +228,11 @@ impl TextDecoder {
         Ok(decoded)
     }
 
+    /// Nothing waits for the next chunk.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.carry_len == 0
+    }
+
     /// The body ended: anything left over is a broken group.
     pub(crate) fn finish(&self) -> Result<(), BadText> {
         if self.carry_len == 0 {

@@ -76,7 +76,8 @@ impl Body for SanitizedBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        // A text body that ended inside a base64 group is not over: the next poll reports it.
+        self.inner.is_end_stream() && self.text.as_ref().is_none_or(TextDecoder::is_empty)
     }
 
     fn size_hint(&self) -> SizeHint {
