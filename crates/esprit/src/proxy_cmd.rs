@@ -119,8 +119,8 @@ pub struct ProxyArgs {
     /// esprit answers UNAVAILABLE; keys already cached as valid keep working either way.
     #[arg(long)]
     service_control_fail_open: bool,
-    /// Accept service config sections esprit does not enforce (quota, `http` rules, CORS,
-    /// backend routing, …), logging each one it ignores. Without it they are refused.
+    /// Accept service config sections esprit does not enforce (quota, `http` rules, backend
+    /// routing, …), logging each one it ignores. Without it they are refused.
     #[arg(long)]
     allow_unenforced_config: bool,
     /// Key-server checks outstanding at once (1 to 65536). A call that needs a check past this
@@ -180,10 +180,20 @@ struct CorsArgs {
     #[arg(long, value_enum, value_name = "PRESET")]
     cors_preset: Option<CorsPresetArg>,
     /// The origin allowed with `basic` (`*`: any, echoed back).
-    #[arg(long, value_name = "ORIGIN", default_value = "*", requires = "cors_preset")]
+    #[arg(
+        long,
+        value_name = "ORIGIN",
+        default_value = "*",
+        requires = "cors_preset"
+    )]
     cors_allow_origin: String,
     /// With `cors_with_regex`: origins this regular expression matches whole are allowed.
-    #[arg(long, value_name = "REGEX", default_value = "", requires = "cors_preset")]
+    #[arg(
+        long,
+        value_name = "REGEX",
+        default_value = "",
+        requires = "cors_preset"
+    )]
     cors_allow_origin_regex: String,
     /// Access-Control-Allow-Methods on preflight answers.
     #[arg(long, value_name = "METHODS", default_value = proxy::DEFAULT_ALLOW_METHODS, requires = "cors_preset")]

@@ -274,22 +274,30 @@ async fn several_key_servers_fail_over_to_the_live_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cors_flags() {
     let dir = tempfile::tempdir().unwrap();
-    let out = cli::output(no_backend_proxy(dir.path(), ECHO_CONFIG).args(["--cors-allow-credentials"]));
+    let out =
+        cli::output(no_backend_proxy(dir.path(), ECHO_CONFIG).args(["--cors-allow-credentials"]));
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("--cors-preset"), "{stderr}");
 
-    let out = cli::output(no_backend_proxy(dir.path(), ECHO_CONFIG).args(["--cors-preset", "cors_with_regex"]));
+    let out = cli::output(
+        no_backend_proxy(dir.path(), ECHO_CONFIG).args(["--cors-preset", "cors_with_regex"]),
+    );
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("--cors-allow-origin-regex cannot be empty when --cors-preset=cors_with_regex"),
+        stderr.contains(
+            "--cors-allow-origin-regex cannot be empty when --cors-preset=cors_with_regex"
+        ),
         "{stderr}"
     );
 
-    let out = cli::output(
-        no_backend_proxy(dir.path(), ECHO_CONFIG).args(["--cors-preset", "basic", "--cors-max-age", "400d"]),
-    );
+    let out = cli::output(no_backend_proxy(dir.path(), ECHO_CONFIG).args([
+        "--cors-preset",
+        "basic",
+        "--cors-max-age",
+        "400d",
+    ]));
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("at most 365d"));
 
@@ -319,8 +327,14 @@ async fn cors_flags() {
     )
     .await;
     assert_eq!(reply.status, 200, "{reply:?}");
-    assert_eq!(reply.header("access-control-allow-origin"), "https://app.example");
+    assert_eq!(
+        reply.header("access-control-allow-origin"),
+        "https://app.example"
+    );
     assert_eq!(reply.header("access-control-allow-credentials"), "true");
     assert_eq!(reply.header("access-control-max-age"), "600");
-    assert_eq!(reply.header("access-control-allow-methods"), proxy::DEFAULT_ALLOW_METHODS);
+    assert_eq!(
+        reply.header("access-control-allow-methods"),
+        proxy::DEFAULT_ALLOW_METHODS
+    );
 }

@@ -217,7 +217,9 @@ pub(crate) fn step(
     let origin = headers.get(ORIGIN);
     if preflight {
         return match origin {
-            Some(origin) if policy.allows(origin) => Step::Preflight(policy.preflight_headers(origin)),
+            Some(origin) if policy.allows(origin) => {
+                Step::Preflight(policy.preflight_headers(origin))
+            }
             _ => Step::Refuse(Rejection::CorsOriginNotAllowed),
         };
     }

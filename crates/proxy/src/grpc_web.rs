@@ -82,7 +82,10 @@ fn encoding(content_type: &[u8]) -> Option<Encoding> {
 impl GrpcWeb {
     /// Rewrites the request's headers into a gRPC call's (Envoy's `decodeHeaders`), and returns
     /// the decoder its body needs, if any.
-    pub(crate) fn to_grpc_request(&mut self, parts: &mut http::request::Parts) -> Option<TextDecoder> {
+    pub(crate) fn rewrite_request(
+        &mut self,
+        parts: &mut http::request::Parts,
+    ) -> Option<TextDecoder> {
         let headers = &mut parts.headers;
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
         // An HTTP/1.1 length says nothing of the HTTP/2 body the backend gets (text is decoded).
@@ -118,7 +121,9 @@ impl GrpcWeb {
             // (Envoy's transformation of non-gRPC answers, and its local replies' 200).
             if !parts.headers.contains_key(GRPC_STATUS) {
                 let code = code_for_http_status(parts.status);
-                parts.headers.insert(GRPC_STATUS, HeaderValue::from(code as i32));
+                parts
+                    .headers
+                    .insert(GRPC_STATUS, HeaderValue::from(code as i32));
                 let message = format!("HTTP status {}", parts.status.as_u16());
                 if let Ok(value) = HeaderValue::from_str(&message) {
                     parts.headers.insert(GRPC_MESSAGE, value);

@@ -55,7 +55,7 @@ impl Protocol {
         match self {
             Protocol::Grpc => Ok(()),
             Protocol::GrpcWeb(web, decoder) => {
-                *decoder = web.to_grpc_request(parts);
+                *decoder = web.rewrite_request(parts);
                 Ok(())
             }
             Protocol::Other { .. } => Err(Rejection::NotGrpc),
@@ -139,7 +139,11 @@ mod tests {
             (Version::HTTP_2, Some("application/json"), false),
             (Version::HTTP_2, Some("application/grpc-web"), true),
             (Version::HTTP_11, Some("application/grpc-web"), true),
-            (Version::HTTP_11, Some("application/grpc-web-text+proto"), true),
+            (
+                Version::HTTP_11,
+                Some("application/grpc-web-text+proto"),
+                true,
+            ),
             (Version::HTTP_11, Some("application/grpc-web+json"), false),
             (Version::HTTP_2, None, false),
             (Version::HTTP_11, Some("application/grpc"), false),
@@ -159,7 +163,14 @@ mod tests {
                 "{version:?} {content_type:?}"
             );
             if ok {
-                assert_eq!(parts.headers["content-type"].to_str().unwrap().split('+').next(), Some("application/grpc"));
+                assert_eq!(
+                    parts.headers["content-type"]
+                        .to_str()
+                        .unwrap()
+                        .split('+')
+                        .next(),
+                    Some("application/grpc")
+                );
             }
         }
     }

@@ -129,7 +129,9 @@ impl Rejection {
     fn answer_in_grpc(&self, grpc: bool) -> bool {
         grpc && !matches!(
             self,
-            Rejection::NotGrpc | Rejection::CorsOriginNotAllowed | Rejection::CorsPreflightIncomplete
+            Rejection::NotGrpc
+                | Rejection::CorsOriginNotAllowed
+                | Rejection::CorsPreflightIncomplete
         )
     }
 

@@ -68,7 +68,10 @@ async fn preflight(addr: std::net::SocketAddr, origin: &str) -> HttpReply {
         &[
             ("origin", origin),
             ("access-control-request-method", "POST"),
-            ("access-control-request-headers", "content-type,x-grpc-web,authorization"),
+            (
+                "access-control-request-headers",
+                "content-type,x-grpc-web,authorization",
+            ),
         ],
         Vec::new(),
     )
@@ -114,7 +117,8 @@ async fn preflights_by_exact_origin_before_any_credential_check() {
     );
 
     // OPTIONS without the preflight headers: ESPv2's 400.
-    let reply = testkit::servers::http1(proxy.addr, "OPTIONS", UNARY, &[("origin", APP)], vec![]).await;
+    let reply =
+        testkit::servers::http1(proxy.addr, "OPTIONS", UNARY, &[("origin", APP)], vec![]).await;
     assert_eq!(reply.status, 400);
     assert_no_cors(&reply);
 }
@@ -164,7 +168,10 @@ async fn preflights_by_regex_with_credentials_and_max_age() {
         reply.header("access-control-allow-origin"),
         "https://web-1.example.com"
     );
-    assert_eq!(reply.header("access-control-expose-headers"), "grpc-status,x-custom");
+    assert_eq!(
+        reply.header("access-control-expose-headers"),
+        "grpc-status,x-custom"
+    );
     assert_eq!(reply.header("access-control-allow-credentials"), "true");
     assert_eq!(reply.header("access-control-max-age"), "");
 }
@@ -181,12 +188,20 @@ async fn rejections_carry_cors_headers_for_allowed_origins_only() {
     assert_eq!(reply.status, 200);
     assert_eq!(reply.header("grpc-status"), "16", "{reply:?}");
     assert_eq!(reply.header("access-control-allow-origin"), APP);
-    let exposed = reply.header("access-control-expose-headers").to_ascii_lowercase();
+    let exposed = reply
+        .header("access-control-expose-headers")
+        .to_ascii_lowercase();
     assert!(exposed.split(',').any(|h| h == "grpc-status"), "{exposed}");
     assert!(exposed.split(',').any(|h| h == "grpc-message"), "{exposed}");
 
-    let reply =
-        testkit::servers::http1(proxy.addr, "POST", "/no.Such/Method", &[("origin", APP)], vec![]).await;
+    let reply = testkit::servers::http1(
+        proxy.addr,
+        "POST",
+        "/no.Such/Method",
+        &[("origin", APP)],
+        vec![],
+    )
+    .await;
     assert_eq!(reply.status, 404);
     assert_eq!(reply.header("access-control-allow-origin"), APP);
 
@@ -195,8 +210,12 @@ async fn rejections_carry_cors_headers_for_allowed_origins_only() {
     assert_eq!(reply.status, 415);
     assert_eq!(reply.header("access-control-allow-origin"), APP);
 
-    let evil = [("origin", "https://evil.example"), ("content-type", "application/grpc-web")];
-    let reply = testkit::servers::http1(proxy.addr, "POST", UNARY, &evil, vec![0, 0, 0, 0, 0]).await;
+    let evil = [
+        ("origin", "https://evil.example"),
+        ("content-type", "application/grpc-web"),
+    ];
+    let reply =
+        testkit::servers::http1(proxy.addr, "POST", UNARY, &evil, vec![0, 0, 0, 0, 0]).await;
     assert_eq!(reply.header("grpc-status"), "16");
     assert_no_cors(&reply);
 }
@@ -247,23 +266,27 @@ async fn preflight_backend(seen: Arc<AtomicUsize>) -> std::net::SocketAddr {
         loop {
             let (stream, _) = listener.accept().await.unwrap();
             let seen = seen.clone();
-            let service = hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
-                let seen = seen.clone();
-                async move {
-                    let mut response = http::Response::new(http_body_util::Empty::<bytes::Bytes>::new());
-                    if request.method() == http::Method::OPTIONS
-                        && request.headers().contains_key("access-control-request-method")
-                    {
-                        seen.fetch_add(1, Ordering::SeqCst);
-                        *response.status_mut() = http::StatusCode::NO_CONTENT;
-                        response.headers_mut().insert(
-                            "access-control-allow-origin",
-                            http::HeaderValue::from_static("from-backend"),
-                        );
+            let service =
+                hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
+                    let seen = seen.clone();
+                    async move {
+                        let mut response =
+                            http::Response::new(http_body_util::Empty::<bytes::Bytes>::new());
+                        if request.method() == http::Method::OPTIONS
+                            && request
+                                .headers()
+                                .contains_key("access-control-request-method")
+                        {
+                            seen.fetch_add(1, Ordering::SeqCst);
+                            *response.status_mut() = http::StatusCode::NO_CONTENT;
+                            response.headers_mut().insert(
+                                "access-control-allow-origin",
+                                http::HeaderValue::from_static("from-backend"),
+                            );
+                        }
+                        Ok::<_, std::convert::Infallible>(response)
                     }
-                    Ok::<_, std::convert::Infallible>(response)
-                }
-            });
+                });
             tokio::spawn(
                 hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
                     .serve_connection(hyper_util::rt::TokioIo::new(stream), service),

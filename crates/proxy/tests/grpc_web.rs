@@ -101,7 +101,10 @@ async fn h2_call(
         .unwrap();
     let (parts, body) = response.into_parts();
     let collected = body.collect().await.unwrap();
-    assert!(collected.trailers().is_none(), "no HTTP trailers in gRPC-Web");
+    assert!(
+        collected.trailers().is_none(),
+        "no HTTP trailers in gRPC-Web"
+    );
     (parts.status.as_u16(), parts.headers, collected.to_bytes())
 }
 
@@ -122,7 +125,11 @@ async fn binary_unary_over_http1_with_the_trailer_frame() {
     .await;
     assert_eq!(reply.status, 200);
     assert_eq!(reply.header("content-type"), "application/grpc-web+proto");
-    assert_eq!(reply.header("content-length"), "", "chunked, not the backend's length");
+    assert_eq!(
+        reply.header("content-length"),
+        "",
+        "chunked, not the backend's length"
+    );
     let (messages, trailers) = split(&reply.raw);
     assert_eq!(messages.len(), 1);
     assert_eq!(messages[0].payload.as_ref(), b"hello");
@@ -168,9 +175,10 @@ async fn text_mode_streams_base64_both_ways_over_http1_chunks() {
     let (_backend, proxy) = echo_stack().await;
     let text = STANDARD.encode(frame(&echo(b"text mode", 2)));
     let stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-        .await
-        .unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
     tokio::spawn(conn);
     // Chunks of 3 bytes: no chunk is a whole base64 group.
     let chunks: Vec<Result<http_body::Frame<Bytes>, std::convert::Infallible>> = text
@@ -193,7 +201,8 @@ async fn text_mode_streams_base64_both_ways_over_http1_chunks() {
     );
     let text = response.into_body().collect().await.unwrap().to_bytes();
     assert!(
-        text.iter().all(|b| b.is_ascii_alphanumeric() || b"+/=".contains(b)),
+        text.iter()
+            .all(|b| b.is_ascii_alphanumeric() || b"+/=".contains(b)),
         "base64 only"
     );
     let (messages, trailers) = split(&decode_text(&text));
@@ -276,7 +285,10 @@ async fn broken_base64_is_invalid_argument() {
             "" => split(&reply.raw).1,
             status => format!("grpc-status: {status}\r\n"),
         };
-        assert!(status.contains("grpc-status: 3\r\n"), "{body:?}: {status:?} {reply:?}");
+        assert!(
+            status.contains("grpc-status: 3\r\n"),
+            "{body:?}: {status:?} {reply:?}"
+        );
         assert!(
             reply.header("grpc-message").is_empty()
                 || message(&reply) == "Bad gRPC-web request, invalid base64 data.",
@@ -427,7 +439,10 @@ usage:
     );
     let backend = start_echo().await;
     let proxy = RunningProxy::start(&echo_service(&yaml), settings(backend.addr())).await;
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
     let claims = serde_json::json!({"iss": ISSUER, "sub": "1", "aud": SERVICE, "iat": now, "exp": now + 3600});
     let token = key
         .signer()

@@ -15,7 +15,11 @@ const ISSUER: &str = "web@consumer.example";
 const SERVICE: &str = "echo.example.com";
 
 /// Runs the connect client against `url` and returns what it printed.
-async fn connect_client(url: String, http_version: &str, token: Option<String>) -> serde_json::Value {
+async fn connect_client(
+    url: String,
+    http_version: &str,
+    token: Option<String>,
+) -> serde_json::Value {
     let dir = tempfile::tempdir().unwrap();
     let descriptors = dir.path().join("echo.pb");
     std::fs::write(&descriptors, echo::FILE_DESCRIPTOR_SET).unwrap();
@@ -66,7 +70,10 @@ usage:
     );
     let backend = start_echo().await;
     let proxy = RunningProxy::start(&echo_service(&yaml), settings(backend.addr())).await;
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
     let claims = serde_json::json!({"iss": ISSUER, "sub": "1", "aud": SERVICE, "iat": now, "exp": now + 3600});
     let token = key
         .signer()
@@ -76,14 +83,27 @@ usage:
 
     for http_version in ["1.1", "2"] {
         let ok = connect_client(proxy.url(), http_version, Some(token.clone())).await;
-        assert_eq!(ok["unary"]["payload"], "hello web", "HTTP/{http_version}: {ok}");
-        assert_eq!(ok["stream"]["indexes"], serde_json::json!([0, 1, 2]), "HTTP/{http_version}: {ok}");
+        assert_eq!(
+            ok["unary"]["payload"], "hello web",
+            "HTTP/{http_version}: {ok}"
+        );
+        assert_eq!(
+            ok["stream"]["indexes"],
+            serde_json::json!([0, 1, 2]),
+            "HTTP/{http_version}: {ok}"
+        );
 
         // connect's Code.Unauthenticated is 16, as gRPC's; the message is ESP's.
         let refused = connect_client(proxy.url(), http_version, None).await;
         for call in ["unary", "stream"] {
-            assert_eq!(refused[call]["code"], 16, "HTTP/{http_version} {call}: {refused}");
-            assert_eq!(refused[call]["message"], "Jwt is missing", "HTTP/{http_version} {call}: {refused}");
+            assert_eq!(
+                refused[call]["code"], 16,
+                "HTTP/{http_version} {call}: {refused}"
+            );
+            assert_eq!(
+                refused[call]["message"], "Jwt is missing",
+                "HTTP/{http_version} {call}: {refused}"
+            );
         }
 
         let bad = connect_client(proxy.url(), http_version, Some("not.a.token".into())).await;

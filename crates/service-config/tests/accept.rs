@@ -443,20 +443,13 @@ control:
 
     let refused = service_config::load(&path, &descriptors).expect_err("refused by default");
     let paths: Vec<&str> = refused.iter().map(|e| e.path()).collect();
-    assert_eq!(
-        paths,
-        vec!["quota", "http", "context"],
-        "{refused}"
-    );
+    assert_eq!(paths, vec!["quota", "http", "context"], "{refused}");
 
     let options = service_config::LoadOptions::default().allow_unenforced(true);
     let config = service_config::load_with(&path, &descriptors, options)
         .unwrap_or_else(|errors| panic!("allowed:\n{errors}"));
     assert_auth_model(&config);
-    assert_eq!(
-        config.ignored_sections(),
-        ["quota", "http", "context"]
-    );
+    assert_eq!(config.ignored_sections(), ["quota", "http", "context"]);
     // Loaded strictly, the unmodified fixture has nothing to ignore.
     assert!(
         load("api_config_auth.yaml", &["bookstore.pb"])
@@ -476,9 +469,18 @@ fn allow_cors_is_read() {
     };
     let cases = [
         ("", false),
-        ("endpoints:\n- name: b.example.com\n  allow_cors: false\n", false),
-        ("endpoints:\n- name: b.example.com\n  allow_cors: true\n", true),
-        ("endpoints:\n- name: b.example.com\n- name: c.example.com\n  allowCors: true\n  target: 1.2.3.4\n", true),
+        (
+            "endpoints:\n- name: b.example.com\n  allow_cors: false\n",
+            false,
+        ),
+        (
+            "endpoints:\n- name: b.example.com\n  allow_cors: true\n",
+            true,
+        ),
+        (
+            "endpoints:\n- name: b.example.com\n- name: c.example.com\n  allowCors: true\n  target: 1.2.3.4\n",
+            true,
+        ),
     ];
     for (extra, want) in cases {
         let config = service_config::from_yaml(&format!("{base}{extra}"), pb())
@@ -491,5 +493,8 @@ fn allow_cors_is_read() {
         pb(),
     )
     .expect_err("a typo");
-    assert!(typo.to_string().contains("did you mean \"allow_cors\""), "{typo}");
+    assert!(
+        typo.to_string().contains("did you mean \"allow_cors\""),
+        "{typo}"
+    );
 }

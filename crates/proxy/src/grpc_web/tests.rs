@@ -30,7 +30,8 @@ fn frame(message: &[u8]) -> Vec<u8> {
 #[test]
 fn content_types_and_accept_as_envoy_reads_them() {
     use Encoding::{Binary, Text};
-    let table: &[(&str, Option<&str>, Option<(Encoding, Encoding)>)] = &[
+    type Row<'a> = (&'a str, Option<&'a str>, Option<(Encoding, Encoding)>);
+    let table: &[Row] = &[
         ("application/grpc-web", None, Some((Binary, Binary))),
         ("application/grpc-web+proto", None, Some((Binary, Binary))),
         ("application/grpc-web-text", None, Some((Text, Binary))),
@@ -78,7 +79,10 @@ fn the_request_becomes_a_grpc_request() {
         .unwrap()
         .into_parts();
     let mut web = detect(&parts.headers).unwrap();
-    assert!(web.to_grpc_request(&mut parts).is_some(), "text needs a decoder");
+    assert!(
+        web.rewrite_request(&mut parts).is_some(),
+        "text needs a decoder"
+    );
     assert_eq!(parts.version, http::Version::HTTP_2);
     assert_eq!(parts.headers["content-type"], "application/grpc");
     assert_eq!(parts.headers["te"], "trailers");
@@ -93,7 +97,10 @@ fn the_request_becomes_a_grpc_request() {
         .unwrap()
         .into_parts();
     let mut web = detect(&parts.headers).unwrap();
-    assert!(web.to_grpc_request(&mut parts).is_none(), "binary passes through");
+    assert!(
+        web.rewrite_request(&mut parts).is_none(),
+        "binary passes through"
+    );
     assert_eq!(parts.headers["grpc-accept-encoding"], "gzip");
 }
 
@@ -104,7 +111,10 @@ fn trailer_frame_bytes() {
     let mut want = vec![0x80, 0, 0, 0, block.len() as u8];
     want.extend_from_slice(block);
     assert_eq!(trailer_frame(&trailers).as_ref(), want.as_slice());
-    assert_eq!(trailer_frame(&HeaderMap::new()).as_ref(), &[0x80, 0, 0, 0, 0]);
+    assert_eq!(
+        trailer_frame(&HeaderMap::new()).as_ref(),
+        &[0x80, 0, 0, 0, 0]
+    );
 }
 
 #[test]
@@ -142,14 +152,24 @@ fn padded_messages_may_follow_each_other() {
     );
     assert!(text[..text.len() - 1].contains('='), "{text}");
     let out = decoder.decode(text.as_bytes()).unwrap();
-    assert_eq!(out.as_ref(), [frame(b"a"), frame(b"bc")].concat().as_slice());
+    assert_eq!(
+        out.as_ref(),
+        [frame(b"a"), frame(b"bc")].concat().as_slice()
+    );
 }
 
 #[test]
 fn broken_text_is_refused_and_remembered() {
-    for chunks in [&["AAAA", "!!!!"][..], &["AA=A"], &["AAAA", "A\nAA"], &["AB=="]] {
+    for chunks in [
+        &["AAAA", "!!!!"][..],
+        &["AA=A"],
+        &["AAAA", "A\nAA"],
+        &["AB=="],
+    ] {
         let (mut decoder, flag) = decoder();
-        let failed = chunks.iter().any(|chunk| decoder.decode(chunk.as_bytes()).is_err());
+        let failed = chunks
+            .iter()
+            .any(|chunk| decoder.decode(chunk.as_bytes()).is_err());
         assert!(failed, "{chunks:?}");
         assert!(flag.load(Ordering::Acquire), "{chunks:?}");
     }

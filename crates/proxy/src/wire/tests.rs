@@ -346,9 +346,16 @@ async fn every_rejection_to_a_grpc_web_caller() {
     let limiter = crate::access_log::RejectedLines::new(Default::default());
     for row in rows() {
         let r = row.rejection;
-        let log = CallLog::new("127.0.0.1:1".parse().unwrap(), std::time::Instant::now(), &limiter);
+        let log = CallLog::new(
+            "127.0.0.1:1".parse().unwrap(),
+            std::time::Instant::now(),
+            &limiter,
+        );
         let mut headers = http::HeaderMap::new();
-        headers.insert("content-type", HeaderValue::from_static("application/grpc-web"));
+        headers.insert(
+            "content-type",
+            HeaderValue::from_static("application/grpc-web"),
+        );
         let web = crate::grpc_web::detect(&headers).unwrap();
         let response = web.respond(r.into_response(true, log));
         let (parts, body) = response.into_parts();
