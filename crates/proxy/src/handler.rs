@@ -116,13 +116,19 @@ async fn check(
     Ok(route)
 }
 
-/// Adds the CORS step's headers to an answer (replacing a backend's own).
+/// Adds the CORS step's headers to an answer, replacing a backend's own `Access-Control-*`;
+/// `Vary: Origin` is added to what the backend varies on.
 fn with_cors(
     mut response: Response<ResponseBody>,
     cors: Option<http::HeaderMap>,
 ) -> Response<ResponseBody> {
-    if let Some(cors) = cors {
-        response.headers_mut().extend(cors);
+    if let Some(mut cors) = cors {
+        let vary = cors.remove(http::header::VARY);
+        let headers = response.headers_mut();
+        headers.extend(cors);
+        if let Some(vary) = vary {
+            headers.append(http::header::VARY, vary);
+        }
     }
     response
 }

@@ -272,6 +272,14 @@ async fn preflight_backend(seen: Arc<AtomicUsize>) -> std::net::SocketAddr {
                     async move {
                         let mut response =
                             http::Response::new(http_body_util::Empty::<bytes::Bytes>::new());
+                        // Its own CORS and Vary headers, on every answer.
+                        response
+                            .headers_mut()
+                            .insert("vary", http::HeaderValue::from_static("accept-encoding"));
+                        response.headers_mut().insert(
+                            "access-control-allow-origin",
+                            http::HeaderValue::from_static("backend-says-any"),
+                        );
                         if request.method() == http::Method::OPTIONS
                             && request
                                 .headers()
@@ -294,4 +302,34 @@ async fn preflight_backend(seen: Arc<AtomicUsize>) -> std::net::SocketAddr {
         }
     });
     addr
+}
+
+/// The proxy's CORS headers replace a backend's own, and `Vary: Origin` joins the backend's Vary.
+#[tokio::test]
+async fn the_proxy_replaces_backend_cors_headers_and_keeps_its_vary() {
+    let backend = preflight_backend(Arc::new(AtomicUsize::new(0))).await;
+    let proxy = proxy_with(backend, &echo_config(), Some(basic(APP))).await;
+    let stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let request = http::Request::post(UNARY)
+        .header("host", "x")
+        .header("origin", APP)
+        .header("content-type", "application/grpc-web")
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(&[
+            0, 0, 0, 0, 0,
+        ])))
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    let headers = response.headers();
+    let origins: Vec<_> = headers
+        .get_all("access-control-allow-origin")
+        .iter()
+        .collect();
+    assert_eq!(origins, [APP], "{headers:?}");
+    let vary: Vec<_> = headers.get_all("vary").iter().collect();
+    assert_eq!(vary, ["accept-encoding", "Origin"], "{headers:?}");
 }
