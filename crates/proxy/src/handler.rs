@@ -70,6 +70,7 @@ pub(crate) async fn handle(
     ) {
         cors::Step::Proceed(cors) => cors,
         cors::Step::Preflight(cors) => {
+            log.set_path(parts.uri.path());
             return Ok(with_cors(preflight_response(log), Some(cors)));
         }
         cors::Step::Refuse(rejection) => {
@@ -134,7 +135,10 @@ fn with_cors(
 }
 
 /// An allowed preflight: 200, no body (Envoy's CORS filter), the headers added by the caller.
+/// Answered by the proxy itself, so its log line is rate-limited like a rejection's: a flood of
+/// preflights cannot flood the log.
 fn preflight_response(mut log: CallLog) -> Response<ResponseBody> {
+    log.set_rejected();
     log.set_http_status(StatusCode::OK);
     log.set_status(tonic::Code::Ok);
     Response::new(ResponseBody::Grpc(ProxyBody::empty(log)))
