@@ -145,13 +145,17 @@ fn preflight_response(mut log: CallLog) -> Response<ResponseBody> {
 }
 
 /// ESP with `endpoints[].allow_cors: true`: the backend answers preflights to the API's paths,
-/// which no credential check applies to (a preflight carries no credential).
+/// which no credential check applies to (a preflight carries no credential). Only a preflight
+/// goes: no body and no `content-type`, so a backend that ignores the method (a gRPC server)
+/// cannot be handed a call's message without its checks.
 async fn preflight_to_backend(
     state: &State,
-    parts: http::request::Parts,
+    mut parts: http::request::Parts,
     body: Incoming,
     mut log: CallLog,
 ) -> Response<ProxyBody> {
+    parts.headers.remove(http::header::CONTENT_TYPE);
+    parts.headers.remove(http::header::CONTENT_LENGTH);
     let route = match state.routes.route(parts.uri.path(), &mut log) {
         Ok(route) => route.clone(),
         Err(rejection) => {
@@ -159,7 +163,7 @@ async fn preflight_to_backend(
             return rejection.into_response(false, log);
         }
     };
-    let body = crate::request_body::SanitizedBody::new(body);
+    let body = crate::request_body::SanitizedBody::new(body).emptied();
     forward::forward(state, &route, parts, body, log).await
 }
 

@@ -18,12 +18,24 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: Incoming,
         text: Option<TextDecoder>,
+        // Sent as an empty body, the client's never read (a CORS preflight passed to the backend).
+        empty: bool,
     }
 }
 
 impl SanitizedBody {
     pub(crate) fn new(inner: Incoming) -> Self {
-        Self { inner, text: None }
+        Self {
+            inner,
+            text: None,
+            empty: false,
+        }
+    }
+
+    /// The backend gets an empty body, whatever the client sent.
+    pub(crate) fn emptied(mut self) -> Self {
+        self.empty = true;
+        self
     }
 
     /// The body is gRPC-Web text: its data frames are decoded on the way. Broken base64 fails
@@ -43,6 +55,9 @@ impl Body for SanitizedBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let mut this = self.project();
+        if *this.empty {
+            return Poll::Ready(None);
+        }
         loop {
             let frame = match ready!(this.inner.as_mut().poll_frame(cx)) {
                 Some(Ok(frame)) => frame,
@@ -77,11 +92,14 @@ impl Body for SanitizedBody {
 
     fn is_end_stream(&self) -> bool {
         // A text body that ended inside a base64 group is not over: the next poll reports it.
-        self.inner.is_end_stream() && self.text.as_ref().is_none_or(TextDecoder::is_empty)
+        self.empty
+            || (self.inner.is_end_stream() && self.text.as_ref().is_none_or(TextDecoder::is_empty))
     }
 
     fn size_hint(&self) -> SizeHint {
-        if self.text.is_some() {
+        if self.empty {
+            SizeHint::with_exact(0)
+        } else if self.text.is_some() {
             // Decoding changes the length.
             SizeHint::default()
         } else {

@@ -244,6 +244,22 @@ async fn allow_cors_passes_preflights_to_the_backend() {
         assert_eq!(reply.status, 204, "{reply:?}");
         assert_eq!(reply.header("access-control-allow-origin"), "from-backend");
         assert_eq!(seen.load(Ordering::SeqCst), before + 1);
+        // A "preflight" carrying a gRPC message: only the preflight reaches the backend, never
+        // the message (a gRPC server ignoring the method would run the call unchecked).
+        let reply = testkit::servers::http1(
+            proxy.addr,
+            "OPTIONS",
+            UNARY,
+            &[
+                ("origin", APP),
+                ("access-control-request-method", "POST"),
+                ("content-type", "application/grpc-web"),
+            ],
+            vec![0, 0, 0, 0, 0],
+        )
+        .await;
+        assert_eq!(reply.status, 204, "{reply:?}");
+        assert_eq!(seen.load(Ordering::SeqCst), before + 2);
         // An actual call still needs its token.
         let reply = testkit::servers::http1(
             proxy.addr,
@@ -254,7 +270,7 @@ async fn allow_cors_passes_preflights_to_the_backend() {
         )
         .await;
         assert_eq!(reply.header("grpc-status"), "16");
-        assert_eq!(seen.load(Ordering::SeqCst), before + 1, "not forwarded");
+        assert_eq!(seen.load(Ordering::SeqCst), before + 2, "not forwarded");
     }
 }
 
@@ -280,11 +296,21 @@ async fn preflight_backend(seen: Arc<AtomicUsize>) -> std::net::SocketAddr {
                             "access-control-allow-origin",
                             http::HeaderValue::from_static("backend-says-any"),
                         );
-                        if request.method() == http::Method::OPTIONS
+                        let preflight = request.method() == http::Method::OPTIONS
                             && request
                                 .headers()
-                                .contains_key("access-control-request-method")
-                        {
+                                .contains_key("access-control-request-method");
+                        let content_type = request.headers().contains_key("content-type");
+                        let body = http_body_util::BodyExt::collect(request.into_body())
+                            .await
+                            .unwrap()
+                            .to_bytes();
+                        if preflight && (content_type || !body.is_empty()) {
+                            // What a preflight never carries: flagged for the test to see.
+                            *response.status_mut() = http::StatusCode::IM_A_TEAPOT;
+                            return Ok::<_, std::convert::Infallible>(response);
+                        }
+                        if preflight {
                             seen.fetch_add(1, Ordering::SeqCst);
                             *response.status_mut() = http::StatusCode::NO_CONTENT;
                             response.headers_mut().insert(
