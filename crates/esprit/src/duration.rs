@@ -46,6 +46,8 @@ pub const API_KEY_CACHE_DURATION: Bound = bound(Duration::ZERO, secs(24 * 3600))
 /// `esprit proxy --service-control-check-timeout`.
 pub const SERVICE_CONTROL_CHECK_TIMEOUT: Bound = bound(Duration::from_millis(100), secs(60));
 /// `esprit proxy --health-check-grpc-backend-interval`.
+/// `--cors-max-age` (ESPv2's default 480h).
+pub const CORS_MAX_AGE: Bound = bound(Duration::ZERO, secs(365 * 24 * 3600));
 pub const HEALTH_CHECK_INTERVAL: Bound = bound(Duration::from_millis(100), secs(300));
 /// `esprit proxy --watch-config-interval`.
 pub const WATCH_CONFIG_INTERVAL: Bound =

@@ -245,7 +245,7 @@ fn unenforced_sections_are_problems_unless_allowed_then_listed() {
         "{AUTH_HEAD}    requirements:\n    - provider_id: google_service_account\n\
          usage:\n  rules:\n  - selector: \"*\"\n    allow_unregistered_calls: true\n\
          quota:\n  limits:\n  - name: reads\n    metric: read-calls\n\
-         endpoints:\n- name: bookstore.endpoints.my-project.cloud.goog\n  allow_cors: true\n"
+         context:\n  rules:\n  - selector: \"*\"\n    requested: [x]\n"
     );
     let out = check_text(&body, &[]);
     assert_eq!(out.status.code(), Some(1));
@@ -254,7 +254,7 @@ fn unenforced_sections_are_problems_unless_allowed_then_listed() {
         .lines()
         .map(|l| l.split(": ").next().unwrap_or_default())
         .collect();
-    assert_eq!(paths, vec!["quota", "endpoints[0].allow_cors"], "{stderr}");
+    assert_eq!(paths, vec!["quota", "context"], "{stderr}");
     assert!(
         stderr
             .lines()
@@ -270,7 +270,7 @@ fn unenforced_sections_are_problems_unless_allowed_then_listed() {
         "{stdout}"
     );
     assert!(
-        stdout.contains("ignored:   endpoints[0].allow_cors (not enforced by esprit)\n"),
+        stdout.contains("ignored:   context (not enforced by esprit)\n"),
         "{stdout}"
     );
 }

@@ -268,3 +268,73 @@ async fn several_key_servers_fail_over_to_the_live_one() {
         Some("cli-project")
     );
 }
+
+/// ESPv2's CORS flags: the others need `--cors-preset`; a preset without its origin refuses to
+/// start; a running proxy answers a preflight with the flags' values, before any credential.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let out =
+        cli::output(no_backend_proxy(dir.path(), ECHO_CONFIG).args(["--cors-allow-credentials"]));
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--cors-preset"), "{stderr}");
+
+    let out = cli::output(
+        no_backend_proxy(dir.path(), ECHO_CONFIG).args(["--cors-preset", "cors_with_regex"]),
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(
+            "--cors-allow-origin-regex cannot be empty when --cors-preset=cors_with_regex"
+        ),
+        "{stderr}"
+    );
+
+    let out = cli::output(no_backend_proxy(dir.path(), ECHO_CONFIG).args([
+        "--cors-preset",
+        "basic",
+        "--cors-max-age",
+        "400d",
+    ]));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("at most 365d"));
+
+    let backend = start_echo().await;
+    let proxy = start_proxy(
+        backend.addr(),
+        dir.path(),
+        &[
+            "--cors-preset",
+            "basic",
+            "--cors-allow-origin",
+            "https://app.example",
+            "--cors-allow-credentials",
+            "--cors-max-age",
+            "10m",
+        ],
+    );
+    let reply = testkit::servers::http1(
+        proxy.process.addr.parse().unwrap(),
+        "OPTIONS",
+        "/esprit.echo.v1.Echo/Unary",
+        &[
+            ("origin", "https://app.example"),
+            ("access-control-request-method", "POST"),
+        ],
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!(
+        reply.header("access-control-allow-origin"),
+        "https://app.example"
+    );
+    assert_eq!(reply.header("access-control-allow-credentials"), "true");
+    assert_eq!(reply.header("access-control-max-age"), "600");
+    assert_eq!(
+        reply.header("access-control-allow-methods"),
+        proxy::DEFAULT_ALLOW_METHODS
+    );
+}

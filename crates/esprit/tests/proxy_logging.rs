@@ -193,3 +193,60 @@ fn out_of_range_limits_are_refused() {
         assert!(stderr.contains(flag), "{flag} {value}: {stderr}");
     }
 }
+
+/// Preflights the proxy answers itself (`--cors-preset`) are logged like its rejections: within
+/// `--access-log-rejected-per-second`, the rest summed up, so a preflight flood cannot flood the
+/// log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preflight_lines_are_rate_limited_like_rejections() {
+    let backend = start_echo().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (_proxy, addr, stderr) = start_proxy(
+        backend.addr(),
+        dir.path(),
+        &[
+            "--access-log-rejected-per-second",
+            "0",
+            "--cors-preset",
+            "basic",
+        ],
+    );
+    let lines = cli::json_lines(stderr);
+    const PREFLIGHTS: u64 = 40;
+    for _ in 0..PREFLIGHTS {
+        let reply = testkit::servers::http1(
+            addr.parse().unwrap(),
+            "OPTIONS",
+            "/esprit.echo.v1.Echo/Unary",
+            &[
+                ("origin", "https://app.example"),
+                ("access-control-request-method", "POST"),
+            ],
+            Vec::new(),
+        )
+        .await;
+        assert_eq!(reply.status, 200);
+    }
+    let mut client = echo_client(&addr).await;
+    unary(&mut client).await;
+
+    let (mut logged, mut suppressed, mut ok) = (0u64, 0u64, 0);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while suppressed < PREFLIGHTS || ok < 1 {
+        let line = lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .unwrap_or_else(|_| panic!("suppressed {suppressed}, ok {ok}: lines missing"));
+        if line["target"] != "esprit::access" {
+            continue;
+        }
+        if line["message"] == "rejected-call lines suppressed" {
+            suppressed += line["suppressed"].as_u64().unwrap();
+        } else if line["selector"] == "-" {
+            logged += 1;
+        } else if line["grpc_status"] == "OK" {
+            ok += 1;
+        }
+    }
+    assert_eq!(logged, 0, "preflight lines past a limit of 0");
+    assert_eq!(suppressed, PREFLIGHTS);
+}

@@ -4,10 +4,10 @@
 use std::time::Duration;
 
 use http::{Request, Response};
-use hyper::body::Incoming;
 
 use crate::body::{CallLog, ProxyBody};
 use crate::handler::State;
+use crate::request_body::SanitizedBody;
 use crate::routes::Route;
 use crate::settings::BackendUrl;
 use crate::wire::Rejection;
@@ -20,7 +20,7 @@ pub(crate) async fn forward(
     state: &State,
     route: &Route,
     mut parts: http::request::Parts,
-    body: Incoming,
+    body: SanitizedBody,
     log: CallLog,
 ) -> Response<ProxyBody> {
     let timeouts = route.timeouts;

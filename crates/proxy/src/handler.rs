@@ -1,6 +1,6 @@
-//! One call, as a list of steps: sanitize → (trace) → route → protocol → authenticate (JWT) →
-//! API key → forward → log. Each step is a module with one job; a new capability is a new step here, not
-//! one more branch.
+//! One call, as a list of steps: sanitize → CORS → (trace) → route → protocol → authenticate
+//! (JWT) → API key → forward → log. Each step is a module with one job; a new capability is a new
+//! step here, not one more branch.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -15,10 +15,11 @@ use crate::access_log::RejectedLines;
 use crate::backend::BackendPool;
 use crate::body::{CallLog, ProxyBody};
 use crate::call_trace::AuthOutcome;
+use crate::protocol::{Protocol, ResponseBody};
 use crate::routes::{Route, RouteTable};
 use crate::settings::BackendUrl;
 use crate::wire::Rejection;
-use crate::{drain, forward, headers, protocol};
+use crate::{cors, drain, forward, headers};
 
 /// Everything a call needs, shared by all connections.
 pub(crate) struct State {
@@ -37,13 +38,17 @@ pub(crate) struct State {
     pub backend_health: Option<Arc<crate::health::BackendHealth>>,
     /// With `--otlp-endpoint`: spans, and the trace context passed on.
     pub tracing: Option<crate::call_trace::Tracing>,
+    /// With `--cors-preset`.
+    pub cors: Option<cors::CorsPolicy>,
+    /// The service config's `endpoints[].allow_cors`: preflights go to the backend.
+    pub preflight_to_backend: bool,
 }
 
 pub(crate) async fn handle(
     state: Arc<State>,
     peer: headers::Peer,
     request: Request<Incoming>,
-) -> Result<Response<ProxyBody>, Infallible> {
+) -> Result<Response<ResponseBody>, Infallible> {
     // log: one access-log line, written when the response body ends (`CallLog`'s drop).
     let mut log = CallLog::new(peer.addr, Instant::now(), &state.rejected_lines);
     let (mut parts, body) = request.into_parts();
@@ -58,23 +63,48 @@ pub(crate) async fn handle(
     );
     log.set_client(client);
     if state.healthz.as_deref() == Some(parts.uri.path()) {
-        return Ok(health_response(&state, log));
+        return Ok(health_response(&state, log).map(ResponseBody::Grpc));
     }
+    // CORS: a preflight is answered here, before any credential is looked at (it carries none);
+    // every other answer, rejections included, gets the headers that let the page read it.
+    let cors = match cors::step(
+        state.cors.as_ref(),
+        state.preflight_to_backend,
+        &parts.method,
+        &parts.headers,
+    ) {
+        cors::Step::Proceed(cors) => cors,
+        cors::Step::Preflight(cors) => {
+            log.set_path(parts.uri.path());
+            return Ok(with_cors(preflight_response(log), Some(cors)));
+        }
+        cors::Step::Refuse(rejection) => {
+            drain::drain(body, drain::MAX_DRAIN_BYTES, drain::MAX_DRAIN_WAIT).await;
+            return Ok(rejection.into_response(false, log).map(ResponseBody::Grpc));
+        }
+        cors::Step::ToBackend => {
+            return Ok(preflight_to_backend(&state, parts, body, log)
+                .await
+                .map(ResponseBody::Grpc));
+        }
+    };
     // trace (with `--otlp-endpoint`): the call's span, continuing the caller's W3C context.
     if let Some(tracing) = &state.tracing {
         log.set_trace(tracing.start(&parts.headers, &parts.method));
     }
-    match check(&state, &mut parts, &mut log).await {
+    let mut protocol = Protocol::detect(&parts);
+    let response = match check(&state, &mut parts, &mut protocol, &mut log).await {
         Ok(route) => {
             log.begin_backend_phase(&mut parts.headers);
-            Ok(forward::forward(&state, &route, parts, body, log).await)
+            let body = protocol.request_body(body);
+            forward::forward(&state, &route, parts, body, log).await
         }
         Err(rejection) => {
             drain::drain(body, drain::MAX_DRAIN_BYTES, drain::MAX_DRAIN_WAIT).await;
-            let grpc = headers::is_grpc(&parts.headers);
-            Ok(rejection.into_response(grpc, log))
+            rejection.into_response(protocol.answers_in_grpc(), log)
         }
-    }
+    };
+    Ok(with_cors(protocol.respond(response), cors))
 }
 
 /// route → protocol → authenticate (JWT) → API key. Protocol comes before any credential work:
@@ -83,10 +113,11 @@ pub(crate) async fn handle(
 async fn check(
     state: &State,
     parts: &mut http::request::Parts,
+    protocol: &mut Protocol,
     log: &mut CallLog,
 ) -> Result<Arc<Route>, Rejection> {
     let route = state.routes.load().route(parts.uri.path(), log)?.clone();
-    protocol::require_grpc(parts)?;
+    protocol.require(parts)?;
     let started = log.trace_clock();
     let verdict = credentials(&route, parts, log).await;
     let outcome = match (&verdict, route.jwt.is_some() || route.api_key.is_some()) {
@@ -111,6 +142,56 @@ async fn credentials(
         api_key.check(parts, log).await?;
     }
     Ok(())
+}
+
+/// Adds the CORS step's headers to an answer, replacing a backend's own `Access-Control-*`;
+/// `Vary: Origin` is added to what the backend varies on.
+fn with_cors(
+    mut response: Response<ResponseBody>,
+    cors: Option<http::HeaderMap>,
+) -> Response<ResponseBody> {
+    if let Some(mut cors) = cors {
+        let vary = cors.remove(http::header::VARY);
+        let headers = response.headers_mut();
+        headers.extend(cors);
+        if let Some(vary) = vary {
+            headers.append(http::header::VARY, vary);
+        }
+    }
+    response
+}
+
+/// An allowed preflight: 200, no body (Envoy's CORS filter), the headers added by the caller.
+/// Answered by the proxy itself, so its log line is rate-limited like a rejection's: a flood of
+/// preflights cannot flood the log.
+fn preflight_response(mut log: CallLog) -> Response<ResponseBody> {
+    log.set_rejected();
+    log.set_http_status(StatusCode::OK);
+    log.set_status(tonic::Code::Ok);
+    Response::new(ResponseBody::Grpc(ProxyBody::empty(log)))
+}
+
+/// ESP with `endpoints[].allow_cors: true`: the backend answers preflights to the API's paths,
+/// which no credential check applies to (a preflight carries no credential). Only a preflight
+/// goes: no body and no `content-type`, so a backend that ignores the method (a gRPC server)
+/// cannot be handed a call's message without its checks.
+async fn preflight_to_backend(
+    state: &State,
+    mut parts: http::request::Parts,
+    body: Incoming,
+    mut log: CallLog,
+) -> Response<ProxyBody> {
+    parts.headers.remove(http::header::CONTENT_TYPE);
+    parts.headers.remove(http::header::CONTENT_LENGTH);
+    let route = match state.routes.load().route(parts.uri.path(), &mut log) {
+        Ok(route) => route.clone(),
+        Err(rejection) => {
+            drain::drain(body, drain::MAX_DRAIN_BYTES, drain::MAX_DRAIN_WAIT).await;
+            return rejection.into_response(false, log);
+        }
+    };
+    let body = crate::request_body::SanitizedBody::new(body).emptied();
+    forward::forward(state, &route, parts, body, log).await
 }
 
 fn health_response(state: &State, mut log: CallLog) -> Response<ProxyBody> {

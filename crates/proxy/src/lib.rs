@@ -1,6 +1,7 @@
 //! The I/O shell of esprit: accepts HTTP/2 (h2c or TLS) and HTTP/1.1 connections, decides per call
-//! whether the request belongs to the configured API, and forwards gRPC calls to one backend with
-//! their metadata, trailers, status and deadline intact.
+//! whether the request belongs to the configured API, and forwards gRPC calls (and gRPC-Web calls,
+//! translated) to one backend with their metadata, trailers, status and deadline intact; answers
+//! CORS preflights.
 //!
 //! What it deliberately does not do: parse or re-encode protobuf messages (bodies are streamed
 //! frame by frame, never buffered), or make authentication decisions itself (those are pure
@@ -13,8 +14,10 @@ mod auth;
 mod backend;
 mod body;
 mod call_trace;
+mod cors;
 mod drain;
 mod forward;
+mod grpc_web;
 mod handler;
 mod headers;
 mod health;
@@ -36,6 +39,10 @@ pub use api_key::{
 };
 pub use auth::AuthSettings;
 pub use conn_guard::ConnectionLimits;
+pub use cors::{
+    CorsError, CorsPreset, CorsSettings, DEFAULT_ALLOW_HEADERS, DEFAULT_ALLOW_METHODS,
+    DEFAULT_EXPOSE_HEADERS, DEFAULT_MAX_AGE,
+};
 pub use reload::{ConfigFiles, Reloader, WATCH_INTERVAL_MAX, WATCH_INTERVAL_MIN};
 pub use routes::Unenforceable;
 pub use server::Proxy;
@@ -113,4 +120,6 @@ pub enum ProxyError {
     ReloadTask(String),
     #[error("setting up the OTLP span exporter: {0}")]
     Tracing(String),
+    #[error("setting up CORS")]
+    Cors(#[from] cors::CorsError),
 }

@@ -1,20 +1,128 @@
-//! The protocol step: the API's methods are served over gRPC only (HTTP/2, `application/grpc…`).
+//! The protocol step: which protocol a call speaks, and the translation to and from gRPC (the
+//! only protocol the backend is spoken to in). gRPC over HTTP/2 passes as it is; gRPC-Web
+//! (`grpc_web.rs`, HTTP/1.1 or HTTP/2) is translated; anything else is refused with
+//! [`Rejection::NotGrpc`] (415). HTTP/JSON transcoding would be one more [`Protocol`] here, with
+//! its response body one more [`ResponseBody`] variant.
+//!
 //! It runs before any credential is looked at, so a call that can never be served costs no
 //! signature check and no key-server request, and cannot tell a caller whether a token or key is
-//! valid (issue: a key-validity oracle over HTTP/1.1). HTTP/JSON transcoding and gRPC-Web would
-//! be further protocols accepted here.
+//! valid (issue: a key-validity oracle over HTTP/1.1). The translation of the request happens
+//! here too, so the checks after it see the call as the backend will.
 
-use http::Version;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
+use bytes::Bytes;
+use http::{Response, Version};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+
+use crate::body::ProxyBody;
+use crate::grpc_web::{GrpcWeb, TextDecoder, WebBody};
 use crate::headers;
+use crate::request_body::SanitizedBody;
 use crate::wire::Rejection;
 
-/// `Ok` for a gRPC call; [`Rejection::NotGrpc`] (415) for anything else.
-pub(crate) fn require_grpc(parts: &http::request::Parts) -> Result<(), Rejection> {
-    if parts.version == Version::HTTP_2 && headers::is_grpc(&parts.headers) {
-        Ok(())
-    } else {
-        Err(Rejection::NotGrpc)
+/// The protocol a call speaks, read from its headers alone (the answer's form depends on it,
+/// whatever step refuses the call).
+#[derive(Debug)]
+pub(crate) enum Protocol {
+    /// gRPC over HTTP/2.
+    Grpc,
+    /// gRPC-Web; its request body is decoded with the decoder, when text.
+    GrpcWeb(GrpcWeb, Option<TextDecoder>),
+    /// Something else. `grpc_content_type`: it claimed `application/grpc` (over HTTP/1.1).
+    Other { grpc_content_type: bool },
+}
+
+impl Protocol {
+    pub(crate) fn detect(parts: &http::request::Parts) -> Self {
+        let grpc = headers::is_grpc(&parts.headers);
+        if grpc && parts.version == Version::HTTP_2 {
+            Protocol::Grpc
+        } else if let Some(web) = crate::grpc_web::detect(&parts.headers) {
+            Protocol::GrpcWeb(web, None)
+        } else {
+            Protocol::Other {
+                grpc_content_type: grpc,
+            }
+        }
+    }
+
+    /// The step: `Ok` for a protocol the proxy serves, with the request rewritten into gRPC;
+    /// [`Rejection::NotGrpc`] (415) for anything else.
+    pub(crate) fn require(&mut self, parts: &mut http::request::Parts) -> Result<(), Rejection> {
+        match self {
+            Protocol::Grpc => Ok(()),
+            Protocol::GrpcWeb(web, decoder) => {
+                *decoder = web.rewrite_request(parts);
+                Ok(())
+            }
+            Protocol::Other { .. } => Err(Rejection::NotGrpc),
+        }
+    }
+
+    /// Whether the proxy's own answers take the gRPC form (trailers-only) before translation.
+    pub(crate) fn answers_in_grpc(&self) -> bool {
+        match self {
+            Protocol::Grpc | Protocol::GrpcWeb(..) => true,
+            Protocol::Other { grpc_content_type } => *grpc_content_type,
+        }
+    }
+
+    /// The request body on its way to the backend.
+    pub(crate) fn request_body(&mut self, body: Incoming) -> SanitizedBody {
+        let body = SanitizedBody::new(body);
+        match self {
+            Protocol::GrpcWeb(_, decoder) => match decoder.take() {
+                Some(decoder) => body.decoding_text(decoder),
+                None => body,
+            },
+            _ => body,
+        }
+    }
+
+    /// The gRPC answer (the backend's or the proxy's) in the caller's protocol.
+    pub(crate) fn respond(self, response: Response<ProxyBody>) -> Response<ResponseBody> {
+        match self {
+            Protocol::GrpcWeb(web, _) => web.respond(response).map(ResponseBody::GrpcWeb),
+            Protocol::Grpc | Protocol::Other { .. } => response.map(ResponseBody::Grpc),
+        }
+    }
+}
+
+/// The body of every answer, in the caller's protocol.
+pub(crate) enum ResponseBody {
+    Grpc(ProxyBody),
+    GrpcWeb(WebBody),
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match self.get_mut() {
+            ResponseBody::Grpc(body) => Pin::new(body).poll_frame(cx),
+            ResponseBody::GrpcWeb(body) => Pin::new(body).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ResponseBody::Grpc(body) => body.is_end_stream(),
+            ResponseBody::GrpcWeb(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ResponseBody::Grpc(body) => body.size_hint(),
+            ResponseBody::GrpcWeb(body) => body.size_hint(),
+        }
     }
 }
 
@@ -24,12 +132,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn grpc_over_http2_only() {
+    fn grpc_over_http2_or_grpc_web_over_any_version() {
         let table = [
             (Version::HTTP_2, Some("application/grpc"), true),
             (Version::HTTP_2, Some("application/grpc+proto"), true),
             (Version::HTTP_2, Some("application/json"), false),
-            (Version::HTTP_2, Some("application/grpc-web"), false),
+            (Version::HTTP_2, Some("application/grpc-web"), true),
+            (Version::HTTP_11, Some("application/grpc-web"), true),
+            (
+                Version::HTTP_11,
+                Some("application/grpc-web-text+proto"),
+                true,
+            ),
+            (Version::HTTP_11, Some("application/grpc-web+json"), false),
             (Version::HTTP_2, None, false),
             (Version::HTTP_11, Some("application/grpc"), false),
             (Version::HTTP_11, Some("application/json"), false),
@@ -40,12 +155,23 @@ mod tests {
             if let Some(ct) = content_type {
                 request = request.header("content-type", ct);
             }
-            let (parts, ()) = request.body(()).unwrap().into_parts();
+            let (mut parts, ()) = request.body(()).unwrap().into_parts();
+            let mut protocol = Protocol::detect(&parts);
             assert_eq!(
-                require_grpc(&parts).is_ok(),
+                protocol.require(&mut parts).is_ok(),
                 ok,
                 "{version:?} {content_type:?}"
             );
+            if ok {
+                assert_eq!(
+                    parts.headers["content-type"]
+                        .to_str()
+                        .unwrap()
+                        .split('+')
+                        .next(),
+                    Some("application/grpc")
+                );
+            }
         }
     }
 }

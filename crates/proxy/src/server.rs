@@ -69,6 +69,10 @@ impl Proxy {
             ),
             None => None,
         };
+        let cors = match &settings.cors {
+            Some(cors) => Some(crate::cors::CorsPolicy::new(cors)?),
+            None => None,
+        };
         let listener =
             TcpListener::bind(settings.listen)
                 .await
@@ -93,6 +97,8 @@ impl Proxy {
                 .as_ref()
                 .map(|_| Arc::new(BackendHealth::default())),
             tracing,
+            cors,
+            preflight_to_backend: config.allow_cors(),
         });
         let health_poll = match &settings.backend_health {
             Some(check) => Some((health_endpoint(&settings)?, check.clone())),

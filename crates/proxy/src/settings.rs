@@ -52,6 +52,8 @@ pub struct ProxySettings {
     /// Distributed tracing (`--otlp-endpoint`): off when `None`, and then no trace header is
     /// read or written and no span is made.
     pub tracing: Option<TracingSettings>,
+    /// CORS (`--cors-preset` and the other `--cors-*` flags); off when `None`.
+    pub cors: Option<crate::CorsSettings>,
 }
 
 /// Spans exported over OTLP/HTTP protobuf. Documented in README.md ("Tracing").
@@ -184,6 +186,7 @@ impl ProxySettings {
             config_files: None,
             watch_config: None,
             tracing: None,
+            cors: None,
         }
     }
 }

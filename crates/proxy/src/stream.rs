@@ -15,7 +15,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::task::AtomicWaker;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
 use crate::request_body::SanitizedBody;
@@ -102,9 +101,9 @@ impl CallActivity {
         }))
     }
 
-    pub(crate) fn watch_request(&self, inner: Incoming) -> RequestBody {
+    pub(crate) fn watch_request(&self, inner: SanitizedBody) -> RequestBody {
         RequestBody {
-            inner: SanitizedBody::new(inner),
+            inner,
             activity: self.0.clone(),
         }
     }
@@ -230,7 +229,7 @@ impl Body for RequestBody {
                 this.activity.touch();
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(Some(Err(err))) => Poll::Ready(Some(Err(Box::new(err)))),
+            Poll::Ready(Some(Err(err))) => Poll::Ready(Some(Err(err))),
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => Poll::Pending,
         }

@@ -57,6 +57,20 @@ pub enum Rejection {
     /// A state the proxy should never be in; answered rather than forwarded unchecked.
     #[error("internal error: {0}")]
     Internal(&'static str),
+    /// A `grpc-web-text` request whose body is not base64 (Envoy's `grpc_web` filter text).
+    /// The backend's stream is reset; the caller gets this in the answer's status.
+    #[error("Bad gRPC-web request, invalid base64 data.")]
+    GrpcWebBadText,
+    /// A CORS preflight from an origin `--cors-allow-origin` / `--cors-allow-origin-regex` does
+    /// not allow. Answered without any CORS header, so the browser refuses the call.
+    #[error("The CORS preflight request's origin is not allowed.")]
+    CorsOriginNotAllowed,
+    /// ESPv2: an `OPTIONS` request, with CORS on, lacking a preflight's headers.
+    #[error(
+        "The CORS preflight request is missing one (or more) of the following required headers: \
+         Origin, Access-Control-Request-Method"
+    )]
+    CorsPreflightIncomplete,
 }
 
 impl Rejection {
@@ -74,6 +88,9 @@ impl Rejection {
             Rejection::BackendUnavailable(_) => Code::Unavailable,
             Rejection::DeadlineExceeded => Code::DeadlineExceeded,
             Rejection::StreamIdleTimeout => Code::DeadlineExceeded,
+            Rejection::GrpcWebBadText => Code::InvalidArgument,
+            Rejection::CorsOriginNotAllowed => Code::PermissionDenied,
+            Rejection::CorsPreflightIncomplete => Code::InvalidArgument,
         }
     }
 
@@ -94,6 +111,9 @@ impl Rejection {
             Rejection::BackendUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Rejection::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
             Rejection::StreamIdleTimeout => StatusCode::REQUEST_TIMEOUT,
+            Rejection::GrpcWebBadText => StatusCode::BAD_REQUEST,
+            Rejection::CorsOriginNotAllowed => StatusCode::FORBIDDEN,
+            Rejection::CorsPreflightIncomplete => StatusCode::BAD_REQUEST,
         }
     }
 
@@ -104,9 +124,15 @@ impl Rejection {
     }
 
     /// Whether the answer is gRPC (trailers-only) for a caller that sent a gRPC content type.
-    /// A call refused for its protocol is answered in plain HTTP whatever it claimed to be.
+    /// A call refused for its protocol, or a CORS preflight (never a gRPC call), is answered in
+    /// plain HTTP whatever it claimed to be.
     fn answer_in_grpc(&self, grpc: bool) -> bool {
-        grpc && !matches!(self, Rejection::NotGrpc)
+        grpc && !matches!(
+            self,
+            Rejection::NotGrpc
+                | Rejection::CorsOriginNotAllowed
+                | Rejection::CorsPreflightIncomplete
+        )
     }
 
     /// `WWW-Authenticate` (RFC 6750) for JWT failures.

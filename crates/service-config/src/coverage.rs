@@ -5,13 +5,13 @@
 //!
 //! - **descriptive**: documentation, telemetry descriptions, type listings, provenance. They do
 //!   not change who may call or how a call is treated; accepted silently.
-//! - **enforced elsewhere**: read by another part of esprit (none today besides the per-method
-//!   deadline of `backend.rules`); accepted silently.
+//! - **enforced elsewhere**: read by another part of esprit (the per-method deadline of
+//!   `backend.rules`); accepted silently. (`endpoints[].allow_cors` is read by `raw`.)
 //! - **unenforced**: they would change who may call or how calls are treated (quotas, HTTP
 //!   rules, CORS, backend routing, …) and esprit does not implement them. Refused with their
 //!   path, unless the caller allows unenforced sections, in which case they are returned so the
-//!   caller can log each one. A section holding only default values (`quota: {}`,
-//!   `allow_cors: false`) asks for nothing and is accepted silently.
+//!   caller can log each one. A section holding only default values (`quota: {}`) asks for
+//!   nothing and is accepted silently.
 //! - **unknown**: anything else, typically a typo (`requirement:` for `requirements:`) that
 //!   would silently drop a rule. Always an error, with the closest known name when one is close.
 //!
@@ -84,7 +84,6 @@ const SECTIONS: &[(&str, Treatment)] = &[
     ("backend", Unenforced),
     ("context", Unenforced),
     ("experimental", Unenforced),
-    ("endpoints[].allow_cors", Unenforced),
     ("apis[].mixins", Unenforced),
     ("authentication.rules[].oauth", Unenforced),
     ("usage.requirements", Unenforced),
@@ -238,6 +237,7 @@ fn read_fields(parent: &str) -> &'static [&'static str] {
         "authentication.rules[].requirements[]" => fields_of::<raw::Requirement>(),
         "usage" => fields_of::<raw::Usage>(),
         "usage.rules[]" => fields_of::<raw::UsageRule>(),
+        "endpoints[]" => fields_of::<raw::Endpoint>(),
         "system_parameters" => fields_of::<raw::SystemParameters>(),
         "system_parameters.rules[]" => fields_of::<raw::SystemParameterRule>(),
         "system_parameters.rules[].parameters[]" => fields_of::<raw::SystemParameter>(),

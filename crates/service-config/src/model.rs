@@ -235,6 +235,7 @@ pub struct ServiceConfig {
     pub(crate) by_path: HashMap<String, usize>,
     pub(crate) by_selector: HashMap<String, usize>,
     pub(crate) ignored_sections: Vec<String>,
+    pub(crate) allow_cors: bool,
 }
 
 impl ServiceConfig {
@@ -251,6 +252,11 @@ impl ServiceConfig {
     /// ([`crate::LoadOptions::allow_unenforced`]); empty otherwise.
     pub fn ignored_sections(&self) -> &[String] {
         &self.ignored_sections
+    }
+
+    /// Some `endpoints[].allow_cors` is true: CORS preflights are the backend's to answer (ESP).
+    pub fn allow_cors(&self) -> bool {
+        self.allow_cors
     }
 
     pub fn id(&self) -> &ConfigId {

@@ -23,6 +23,15 @@ pub(crate) struct Service {
     pub system_parameters: Option<SystemParameters>,
     #[serde(alias = "sourceInfo")]
     pub source_info: Option<SourceInfo>,
+    pub endpoints: Option<Vec<Endpoint>>,
+}
+
+/// `google.api.Endpoint`: esprit reads `allow_cors` (CORS preflights go to the backend).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct Endpoint {
+    #[serde(alias = "allowCors")]
+    pub allow_cors: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

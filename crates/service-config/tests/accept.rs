@@ -429,9 +429,10 @@ http:
   rules:
   - selector: endpoints.examples.bookstore.Bookstore.ListShelves
     get: /v1/shelves
-endpoints:
-- name: bookstore.endpoints.my-project.cloud.goog
-  allow_cors: true
+context:
+  rules:
+  - selector: \"*\"
+    requested: [x]
 control:
   environment: servicecontrol.googleapis.com
 ";
@@ -442,24 +443,58 @@ control:
 
     let refused = service_config::load(&path, &descriptors).expect_err("refused by default");
     let paths: Vec<&str> = refused.iter().map(|e| e.path()).collect();
-    assert_eq!(
-        paths,
-        vec!["quota", "http", "endpoints[0].allow_cors"],
-        "{refused}"
-    );
+    assert_eq!(paths, vec!["quota", "http", "context"], "{refused}");
 
     let options = service_config::LoadOptions::default().allow_unenforced(true);
     let config = service_config::load_with(&path, &descriptors, options)
         .unwrap_or_else(|errors| panic!("allowed:\n{errors}"));
     assert_auth_model(&config);
-    assert_eq!(
-        config.ignored_sections(),
-        ["quota", "http", "endpoints[0].allow_cors"]
-    );
+    assert_eq!(config.ignored_sections(), ["quota", "http", "context"]);
     // Loaded strictly, the unmodified fixture has nothing to ignore.
     assert!(
         load("api_config_auth.yaml", &["bookstore.pb"])
             .ignored_sections()
             .is_empty()
+    );
+}
+
+/// `endpoints[].allow_cors` is read (ESP: CORS preflights go to the backend), in both spellings;
+/// its neighbours stay descriptive and a typo stays an error.
+#[test]
+fn allow_cors_is_read() {
+    let base = std::fs::read_to_string(fixture("api_config_auth.yaml")).expect("fixture");
+    let pb = || {
+        Descriptor::from_file_descriptor_set(std::fs::read(fixture("bookstore.pb")).expect("pb"))
+            .expect("descriptor")
+    };
+    let cases = [
+        ("", false),
+        (
+            "endpoints:\n- name: b.example.com\n  allow_cors: false\n",
+            false,
+        ),
+        (
+            "endpoints:\n- name: b.example.com\n  allow_cors: true\n",
+            true,
+        ),
+        (
+            "endpoints:\n- name: b.example.com\n- name: c.example.com\n  allowCors: true\n  target: 1.2.3.4\n",
+            true,
+        ),
+    ];
+    for (extra, want) in cases {
+        let config = service_config::from_yaml(&format!("{base}{extra}"), pb())
+            .unwrap_or_else(|errors| panic!("{extra}: {errors}"));
+        assert_eq!(config.allow_cors(), want, "{extra}");
+        assert!(config.ignored_sections().is_empty(), "{extra}");
+    }
+    let typo = service_config::from_yaml(
+        &format!("{base}endpoints:\n- name: b.example.com\n  allow_cros: true\n"),
+        pb(),
+    )
+    .expect_err("a typo");
+    assert!(
+        typo.to_string().contains("did you mean \"allow_cors\""),
+        "{typo}"
     );
 }

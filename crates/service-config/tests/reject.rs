@@ -432,11 +432,6 @@ fn unenforced_sections_are_refused_with_their_path() {
             "control.method_policies",
         ),
         (
-            "endpoints",
-            json!([{"name": "b.example.com", "allowCors": true}]),
-            "endpoints[0].allow_cors",
-        ),
-        (
             "backend",
             json!({"rules": [{"selector": "*", "deadline": 5.0, "address": "grpc://elsewhere:1"}]}),
             "backend.rules[0].address",

@@ -79,6 +79,43 @@ pub fn run_python(script: &str, args: &[&str]) -> Output {
         .unwrap_or_else(|err| panic!("running {}: {err}", path.display()))
 }
 
+/// The `node_modules` that `scripts/node-env.sh` installs from `tests/node/package-lock.json`
+/// (@connectrpc/connect-node…, on first use) and prints. Panics, failing the test, when Node or
+/// the packages cannot be had: interop tests are never skipped.
+pub fn node_modules() -> PathBuf {
+    static MODULES: OnceLock<PathBuf> = OnceLock::new();
+    MODULES
+        .get_or_init(|| {
+            let script = repo_root().join("scripts/node-env.sh");
+            let out = Command::new("bash")
+                .arg(&script)
+                .output()
+                .unwrap_or_else(|err| panic!("running {}: {err}", script.display()));
+            assert!(
+                out.status.success(),
+                "{} failed ({}):\n{}",
+                script.display(),
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let stdout = String::from_utf8(out.stdout).unwrap();
+            PathBuf::from(stdout.lines().last().unwrap().trim())
+        })
+        .clone()
+}
+
+/// Runs `tests/node/<script>` with `node`, its packages from [`node_modules`] (blocking; call
+/// from `spawn_blocking` in async tests).
+pub fn run_node(script: &str, args: &[&str]) -> Output {
+    let path = repo_root().join("tests/node").join(script);
+    Command::new("node")
+        .env("NODE_PATH", node_modules())
+        .arg(&path)
+        .args(args)
+        .output()
+        .unwrap_or_else(|err| panic!("running node {}: {err}", path.display()))
+}
+
 /// Fails the test with the script's output unless it exited 0.
 pub fn assert_success(what: &str, out: &Output) {
     assert!(

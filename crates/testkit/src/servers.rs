@@ -406,6 +406,8 @@ pub struct HttpReply {
     pub status: u16,
     pub headers: hyper::HeaderMap,
     pub body: String,
+    /// The body's bytes, for binary answers (gRPC-Web).
+    pub raw: bytes::Bytes,
 }
 
 impl HttpReply {
@@ -458,6 +460,7 @@ pub async fn http1(
             status,
             headers,
             body: String::from_utf8_lossy(&body).into_owned(),
+            raw: body,
         }
     };
     tokio::time::timeout(std::time::Duration::from_secs(10), call)

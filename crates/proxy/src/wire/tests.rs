@@ -20,9 +20,12 @@ fn variant(rejection: &Rejection) -> usize {
         Rejection::ApiKeyCheckOverloaded => 8,
         Rejection::Internal(_) => 9,
         Rejection::StreamIdleTimeout => 10,
+        Rejection::GrpcWebBadText => 11,
+        Rejection::CorsOriginNotAllowed => 12,
+        Rejection::CorsPreflightIncomplete => 13,
     }
 }
-const VARIANTS: usize = 11;
+const VARIANTS: usize = 14;
 
 struct Row {
     rejection: Rejection,
@@ -178,6 +181,36 @@ fn rows() -> Vec<Row> {
             true,
             None,
         ),
+        // Envoy's grpc_web filter text.
+        row(
+            Rejection::GrpcWebBadText,
+            Code::InvalidArgument,
+            400,
+            "Bad gRPC-web request, invalid base64 data.",
+            200,
+            true,
+            None,
+        ),
+        // CORS preflights are never gRPC calls: plain HTTP answers, without CORS headers.
+        row(
+            Rejection::CorsOriginNotAllowed,
+            Code::PermissionDenied,
+            403,
+            "The CORS preflight request's origin is not allowed.",
+            403,
+            false,
+            None,
+        ),
+        // ESPv2's direct response text.
+        row(
+            Rejection::CorsPreflightIncomplete,
+            Code::InvalidArgument,
+            400,
+            "The CORS preflight request is missing one (or more) of the following required headers: Origin, Access-Control-Request-Method",
+            400,
+            false,
+            None,
+        ),
     ]
 }
 
@@ -301,5 +334,47 @@ fn the_bookstore_client_prints_the_same_names() {
     assert_eq!(Code::from_i32(16), Code::Unauthenticated, "the last code");
     for code in codes {
         assert_eq!(bookstore::code_name(code), code_name(code), "{code:?}");
+    }
+}
+
+/// A gRPC-Web caller (Envoy's `grpc_web` filter over a local reply): HTTP 200, the gRPC-Web
+/// content type, the code and message in the headers, no body; a CORS or protocol refusal
+/// stays plain HTTP.
+#[tokio::test]
+async fn every_rejection_to_a_grpc_web_caller() {
+    use http_body_util::BodyExt as _;
+    let limiter = crate::access_log::RejectedLines::new(Default::default());
+    for row in rows() {
+        let r = row.rejection;
+        let log = CallLog::new(
+            "127.0.0.1:1".parse().unwrap(),
+            std::time::Instant::now(),
+            &limiter,
+        );
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
+            "content-type",
+            HeaderValue::from_static("application/grpc-web"),
+        );
+        let web = crate::grpc_web::detect(&headers).unwrap();
+        let response = web.respond(r.into_response(true, log));
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.unwrap().to_bytes();
+        if row.grpc_answer {
+            assert_eq!(parts.status, 200, "{}", row.message);
+            assert_eq!(parts.headers["content-type"], "application/grpc-web+proto");
+            assert_eq!(
+                parts.headers["grpc-status"],
+                (row.code as i32).to_string().as_str(),
+                "{}",
+                row.message
+            );
+            assert!(body.is_empty(), "{}", row.message);
+        } else {
+            // Not gRPC at all: the HTTP status becomes a gRPC-Web status, the JSON is dropped.
+            assert_eq!(parts.status, 200, "{}", row.message);
+            assert!(parts.headers.contains_key("grpc-status"), "{}", row.message);
+            assert!(body.is_empty(), "{}", row.message);
+        }
     }
 }

@@ -92,7 +92,7 @@ fn default_values_ask_for_nothing() {
 fn sections_skipped_whole_are_looked_into() {
     let tree = serde_json::json!({
         "backend": {"rules": [{"selector": "*", "deadline": 5.0, "address": "grpc://x"}]},
-        "endpoints": [{"name": "a", "allowCors": false, "target": "1.2.3.4", "allow_cros": true}],
+        "endpoints": [{"name": "a", "aliases": ["b"], "target": "1.2.3.4", "allow_cros": true}],
         "control": {"environment": "servicecontrol.googleapis.com"},
         "quota": {},
     });

@@ -164,6 +164,12 @@ pub(crate) fn build(
         by_path,
         by_selector,
         ignored_sections,
+        // ESP: `allow_cors` on any endpoint sends preflights to the backend.
+        allow_cors: service
+            .endpoints
+            .iter()
+            .flatten()
+            .any(|e| e.allow_cors == Some(true)),
     })
 }
 
