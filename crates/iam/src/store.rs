@@ -14,6 +14,7 @@ mod api_keys;
 mod copy;
 pub(crate) mod db;
 mod files;
+mod location;
 pub(crate) mod managed_keys;
 mod pool;
 mod roles;

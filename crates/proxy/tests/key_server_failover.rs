@@ -299,8 +299,10 @@ async fn both_replicas_down_fails_closed_or_open_within_the_budget() {
     }
 }
 
-/// A 4xx is an answer (the key is invalid), not a failure: never asked of another replica,
-/// and never a reason to eject.
+/// A 4xx is an answer, not a failure: never asked of another replica, and never a reason to
+/// eject. A 400 or 429 means the key is invalid; a 401 or 403 refuses the proxy's own
+/// credentials, so the call fails closed (`UNAVAILABLE`, never cached), as
+/// `proxy/tests/check_auth.rs` shows with a real key server.
 #[tokio::test]
 async fn a_4xx_is_an_answer_and_is_not_retried() {
     let first = ScriptedServer::start().await.unwrap();
@@ -315,8 +317,12 @@ async fn a_4xx_is_an_answer_and_is_not_retried() {
         first.set(CHECK_PATH, Reply::status(status));
         second.set(CHECK_PATH, Reply::status(status));
         let refused = call(&proxy, &format!("AIzaRefused{i}")).await.unwrap_err();
-        assert_eq!(refused.code(), Code::InvalidArgument, "{status}");
-        assert_eq!(refused.message(), INVALID, "{status}");
+        if matches!(status, 401 | 403) {
+            assert_eq!(refused.code(), Code::Unavailable, "{status}");
+        } else {
+            assert_eq!(refused.code(), Code::InvalidArgument, "{status}");
+            assert_eq!(refused.message(), INVALID, "{status}");
+        }
         assert_eq!(
             first.hits(CHECK_PATH) + second.hits(CHECK_PATH),
             i + 1,
