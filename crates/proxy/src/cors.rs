@@ -179,17 +179,24 @@ fn value(text: &str, flag: &'static str) -> Result<HeaderValue, CorsError> {
 /// What the handler does with a request, CORS-wise.
 #[derive(Debug)]
 pub(crate) enum Step {
-    /// A preflight the proxy answers itself: 200 with these headers.
-    Preflight(HeaderMap),
-    /// A preflight refused (origin not allowed, or not a whole preflight): this answer, with no
-    /// CORS header.
-    Refuse(Rejection),
-    /// A preflight for the backend to answer (`endpoints[].allow_cors: true`): forwarded with
-    /// no credential check.
-    ToBackend,
     /// Any other request: the call proceeds, and its answer gets these headers (none when CORS
     /// is off, the request has no `Origin`, or the origin is not allowed).
     Proceed(Option<HeaderMap>),
+    /// A preflight: the call ends at this step.
+    End(Preflight),
+}
+
+/// How a preflight is answered.
+#[derive(Debug)]
+pub(crate) enum Preflight {
+    /// Answered by the proxy itself: 200 with these headers.
+    Answer(HeaderMap),
+    /// Refused (origin not allowed, or not a whole preflight): this answer, with no CORS
+    /// header.
+    Refuse(Rejection),
+    /// For the backend to answer (`endpoints[].allow_cors: true`): forwarded with no
+    /// credential check.
+    ToBackend,
 }
 
 /// A preflight: `OPTIONS` with `Origin` and `Access-Control-Request-Method` (Fetch standard).
@@ -209,7 +216,7 @@ pub(crate) fn step(
 ) -> Step {
     let preflight = is_preflight(method, headers);
     if preflight && preflight_to_backend {
-        return Step::ToBackend;
+        return Step::End(Preflight::ToBackend);
     }
     let Some(policy) = policy else {
         return Step::Proceed(None);
@@ -218,14 +225,14 @@ pub(crate) fn step(
     if preflight {
         return match origin {
             Some(origin) if policy.allows(origin) => {
-                Step::Preflight(policy.preflight_headers(origin))
+                Step::End(Preflight::Answer(policy.preflight_headers(origin)))
             }
-            _ => Step::Refuse(Rejection::CorsOriginNotAllowed),
+            _ => Step::End(Preflight::Refuse(Rejection::CorsOriginNotAllowed)),
         };
     }
     if method == Method::OPTIONS {
         // ESPv2: an OPTIONS without the preflight headers, with CORS on, is a broken preflight.
-        return Step::Refuse(Rejection::CorsPreflightIncomplete);
+        return Step::End(Preflight::Refuse(Rejection::CorsPreflightIncomplete));
     }
     Step::Proceed(
         origin

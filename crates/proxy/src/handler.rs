@@ -74,18 +74,8 @@ pub(crate) async fn handle(
         &parts.headers,
     ) {
         cors::Step::Proceed(cors) => cors,
-        cors::Step::Preflight(cors) => {
-            log.set_path(parts.uri.path());
-            return Ok(with_cors(preflight_response(log), Some(cors)));
-        }
-        cors::Step::Refuse(rejection) => {
-            drain::drain(body, drain::MAX_DRAIN_BYTES, drain::MAX_DRAIN_WAIT).await;
-            return Ok(rejection.into_response(false, log).map(ResponseBody::Grpc));
-        }
-        cors::Step::ToBackend => {
-            return Ok(preflight_to_backend(&state, parts, body, log)
-                .await
-                .map(ResponseBody::Grpc));
+        cors::Step::End(preflight) => {
+            return Ok(answer_preflight(&state, preflight, parts, body, log).await);
         }
     };
     // trace (with `--otlp-endpoint`): the call's span, continuing the caller's W3C context.
@@ -105,6 +95,29 @@ pub(crate) async fn handle(
         }
     };
     Ok(with_cors(protocol.respond(response), cors))
+}
+
+/// The end of a preflight call: answered by the proxy, refused, or passed to the backend.
+async fn answer_preflight(
+    state: &State,
+    preflight: cors::Preflight,
+    parts: http::request::Parts,
+    body: Incoming,
+    mut log: CallLog,
+) -> Response<ResponseBody> {
+    match preflight {
+        cors::Preflight::Answer(cors) => {
+            log.set_path(parts.uri.path());
+            with_cors(preflight_response(log), Some(cors))
+        }
+        cors::Preflight::Refuse(rejection) => {
+            drain::drain(body, drain::MAX_DRAIN_BYTES, drain::MAX_DRAIN_WAIT).await;
+            rejection.into_response(false, log).map(ResponseBody::Grpc)
+        }
+        cors::Preflight::ToBackend => preflight_to_backend(state, parts, body, log)
+            .await
+            .map(ResponseBody::Grpc),
+    }
 }
 
 /// route → protocol → authenticate (JWT) → API key. Protocol comes before any credential work:

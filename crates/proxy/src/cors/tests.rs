@@ -48,12 +48,14 @@ fn outcome(
     (method, headers): &(Method, HeaderMap),
 ) -> String {
     match step(policy, to_backend, method, headers) {
-        Step::Preflight(h) => format!(
+        Step::End(Preflight::Answer(h)) => format!(
             "preflight {}",
             h["access-control-allow-origin"].to_str().unwrap()
         ),
-        Step::Refuse(rejection) => format!("refuse {}", rejection.http_status().as_u16()),
-        Step::ToBackend => "backend".to_owned(),
+        Step::End(Preflight::Refuse(rejection)) => {
+            format!("refuse {}", rejection.http_status().as_u16())
+        }
+        Step::End(Preflight::ToBackend) => "backend".to_owned(),
         Step::Proceed(Some(h)) => format!(
             "proceed {}",
             h["access-control-allow-origin"].to_str().unwrap()
@@ -214,7 +216,7 @@ fn decisions() {
 #[test]
 fn preflight_headers_with_espv2_defaults() {
     let (method, headers) = preflight("https://app.example");
-    let Step::Preflight(h) = step(
+    let Step::End(Preflight::Answer(h)) = step(
         Some(&basic("https://app.example")),
         false,
         &method,
@@ -259,7 +261,7 @@ fn actual_headers_expose_grpc_web_status_and_credentials_when_asked() {
     }
     assert!(!h.contains_key("access-control-max-age"));
     let (method, headers) = preflight("https://app.example");
-    let Step::Preflight(h) = step(Some(&policy), false, &method, &headers) else {
+    let Step::End(Preflight::Answer(h)) = step(Some(&policy), false, &method, &headers) else {
         panic!("not answered");
     };
     assert_eq!(h["access-control-max-age"], "60");
