@@ -14,6 +14,16 @@
 #
 # Idempotent: when the server already runs it only checks that it answers. Concurrent runs
 # (parallel tests) wait for each other on a lock file beside the directory.
+#
+#   postgres-env.sh --tls DIR PORT PID
+#
+# instead starts a server of its own for the TLS tests (testkit's `postgres_tls_server()`): a new
+# cluster in DIR/data listening on 127.0.0.1:PORT with `ssl=on` and DIR/server.crt and
+# DIR/server.key (written by the caller), where TCP connections must use TLS and log in with a
+# password (`hostssl … scram-sha-256`, no `host`/`hostnossl` line: a clear connection is refused),
+# and the Unix socket in DIR/run (port PORT) is `trust` for the caller's setup. When process PID
+# is gone the server is stopped and DIR removed. It prints `ready` once the server answers; when
+# PORT was taken it exits 3 (the caller picks another port and runs it again on the same DIR).
 set -euo pipefail
 
 bindir=""
@@ -41,6 +51,43 @@ else
     dir=${ESPRIT_PG_DIR:-$HOME/.cache/esprit-postgres}
     owner=$(id -un)
 fi
+if [ "${1:-}" = "--tls" ]; then
+    tls_dir=$2 port=$3 watch_pid=$4
+    data="$tls_dir/data" run="$tls_dir/run" log="$tls_dir/server.log"
+    if [ "$(id -u)" = 0 ]; then
+        chown -R postgres "$tls_dir"
+    fi
+    chmod 0700 "$tls_dir"
+    chmod 0600 "$tls_dir/server.key"
+    if [ ! -s "$data/PG_VERSION" ]; then
+        (cd / && "${as_server[@]}" "$bindir/initdb" --pgdata="$data" --username=postgres \
+            --auth=trust --encoding=UTF8 --locale=C.UTF-8 >&2)
+        "${as_server[@]}" mkdir -p "$run"
+        printf '%s\n' 'local all all trust' 'hostssl all all 127.0.0.1/32 scram-sha-256' \
+            | "${as_server[@]}" tee "$data/pg_hba.conf" >/dev/null
+        # Stops the server and removes the directory once the test process is gone.
+        setsid bash -c 'while kill -0 "$1" 2>/dev/null; do sleep 1; done
+            (cd / && "${@:4}" "$2/pg_ctl" stop --pgdata="$3/data" --mode=immediate) || true
+            rm -rf "$3"' watcher "$watch_pid" "$bindir" "$tls_dir" "${as_server[@]}" \
+            </dev/null >/dev/null 2>&1 &
+    fi
+    if ! (cd / && "${as_server[@]}" "$bindir/pg_ctl" start --pgdata="$data" --log="$log" --wait \
+        --timeout=60 --options="-c listen_addresses=127.0.0.1 -c port=$port \
+        -c unix_socket_directories='$run' -c ssl=on -c ssl_cert_file='$tls_dir/server.crt' \
+        -c ssl_key_file='$tls_dir/server.key' -c fsync=off -c synchronous_commit=off \
+        -c full_page_writes=off -c max_connections=100 -c shared_buffers=16MB" \
+        </dev/null >&2); then
+        if grep -q 'Address already in use' "$log" 2>/dev/null; then
+            exit 3
+        fi
+        echo "postgres-env: the TLS server did not start (see $log)" >&2
+        cat "$log" >&2 || true
+        exit 1
+    fi
+    echo ready
+    exit 0
+fi
+
 data="$dir/data"
 run="$dir/run"
 log="$dir/server.log"

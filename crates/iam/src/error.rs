@@ -109,12 +109,10 @@ pub enum IamError {
     /// hold a password.
     #[error("invalid PostgreSQL store URL: {0}")]
     InvalidStoreUrl(String),
-    /// A `postgres://` store URL asks for TLS (`sslmode=require`), which this build cannot do.
-    #[error(
-        "sslmode=require: TLS to PostgreSQL is not supported by this esprit; connect over a \
-         trusted network, a Unix socket (host=/path) or a TLS tunnel"
-    )]
-    StoreTlsUnsupported,
+    /// The TLS settings of a `postgres://` store URL cannot be used (`sslrootcert` unreadable or
+    /// without a certificate, no system roots).
+    #[error("IAM store TLS: {0}")]
+    StoreTls(String),
     /// The PostgreSQL store could not be reached or logged in to.
     #[error("cannot connect to the IAM store {url}")]
     StoreConnect {

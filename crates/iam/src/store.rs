@@ -16,6 +16,7 @@ pub(crate) mod db;
 mod files;
 mod location;
 pub(crate) mod managed_keys;
+mod pg_tls;
 mod pool;
 mod roles;
 mod service_roles;

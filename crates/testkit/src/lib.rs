@@ -21,7 +21,10 @@ pub use servers::{
     peer_closes, post_form, serve_router, settings, settings_with_admin, start_bookstore,
     start_bookstore_on, start_echo, wait_for_status,
 };
-pub use stores::{Backend, PgDatabase, TestStore, postgres_server};
+pub use stores::{
+    Backend, PgDatabase, PgTlsDatabase, PgTlsServer, TestStore, postgres_server,
+    postgres_tls_server,
+};
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

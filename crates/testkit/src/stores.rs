@@ -157,6 +157,171 @@ impl Drop for PgDatabase {
     }
 }
 
+/// The PostgreSQL server of the TLS tests, one per test process, started on first use by
+/// `scripts/postgres-env.sh --tls` (a cluster of its own, ~1-2 s; stopped and removed when the
+/// process ends): it listens on 127.0.0.1 with `ssl=on` and a server certificate for `localhost`
+/// and `127.0.0.1` issued by a private CA made here ([`PgTlsServer::ca_pem`]); a TCP connection
+/// must use TLS and log in as [`PgTlsServer::USER`] with [`PgTlsServer::password`]
+/// (`hostssl … scram-sha-256` only: a clear connection is refused). Panics, failing the test,
+/// when no server can be had.
+#[derive(Debug)]
+pub struct PgTlsServer {
+    dir: PathBuf,
+    port: u16,
+    ca_pem: String,
+    password: String,
+}
+
+/// See [`PgTlsServer`].
+pub fn postgres_tls_server() -> &'static PgTlsServer {
+    static SERVER: OnceLock<PgTlsServer> = OnceLock::new();
+    SERVER.get_or_init(PgTlsServer::start)
+}
+
+impl PgTlsServer {
+    /// The role that tests log in as (it owns their databases).
+    pub const USER: &'static str = "esprit_tls";
+
+    fn start() -> PgTlsServer {
+        let pki = keysets::test_server::TestPki::generate().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("esprit-pgtls")
+            .tempdir()
+            .unwrap()
+            .keep();
+        std::fs::write(dir.join("server.crt"), &pki.server_cert_pem).unwrap();
+        std::fs::write(dir.join("server.key"), &pki.server_key_pem).unwrap();
+        let script = repo_root().join("scripts/postgres-env.sh");
+        let mut port = 0;
+        for _ in 0..5 {
+            // A free port now; when another process takes it first, the script says so (3).
+            port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let out = Command::new("bash")
+                .arg(&script)
+                .args(["--tls", &dir.display().to_string(), &port.to_string()])
+                .arg(std::process::id().to_string())
+                .output()
+                .unwrap_or_else(|err| panic!("running {}: {err}", script.display()));
+            if out.status.code() == Some(3) {
+                continue;
+            }
+            assert!(
+                out.status.success(),
+                "{} --tls failed ({}): PostgreSQL is needed for the TLS store tests\n{}",
+                script.display(),
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .subsec_nanos();
+            let server = PgTlsServer {
+                dir,
+                port,
+                ca_pem: pki.ca_pem,
+                password: format!("pgtls-s3cret-{}-{nanos}", std::process::id()),
+            };
+            server.admin(format!(
+                "CREATE ROLE {} LOGIN PASSWORD '{}'",
+                PgTlsServer::USER,
+                server.password
+            ));
+            return server;
+        }
+        panic!("no free port for the TLS PostgreSQL server (last tried {port})");
+    }
+
+    /// Runs SQL as the superuser over the server's Unix socket (`trust`), on a thread of its
+    /// own.
+    fn admin(&self, sql: String) {
+        let url = format!(
+            "postgresql://postgres@/postgres?host={}/run&port={}",
+            self.dir.display(),
+            self.port
+        );
+        std::thread::spawn(move || {
+            postgres::Client::connect(&url, postgres::NoTls)
+                .and_then(|mut client| client.batch_execute(&sql))
+        })
+        .join()
+        .unwrap()
+        .unwrap_or_else(|err| panic!("the TLS PostgreSQL server: {err}"));
+    }
+
+    /// The server's TCP port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The private CA that issued the server's certificate, PEM.
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
+    }
+
+    /// [`PgTlsServer::USER`]'s password.
+    pub fn password(&self) -> &str {
+        &self.password
+    }
+
+    /// A new database owned by [`PgTlsServer::USER`], dropped with the value.
+    pub fn create_database(&'static self) -> PgTlsDatabase {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let name = format!(
+            "esprit_tls_{}_{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        self.admin(format!(
+            "CREATE DATABASE {name} OWNER {}",
+            PgTlsServer::USER
+        ));
+        PgTlsDatabase { name, server: self }
+    }
+}
+
+/// A database on the [`PgTlsServer`], dropped with this value.
+#[derive(Debug)]
+pub struct PgTlsDatabase {
+    name: String,
+    server: &'static PgTlsServer,
+}
+
+impl PgTlsDatabase {
+    /// `postgres://esprit_tls:PASSWORD@HOST:PORT/DATABASE`, then `?` and `params` when not
+    /// empty (`sslmode=verify-full&sslrootcert=…`). `host` is the name TLS checks: `localhost`
+    /// or `127.0.0.1` reach the server, any other name needs `hostaddr=127.0.0.1` in `params`.
+    pub fn url(&self, host: &str, params: &str) -> String {
+        let url = format!(
+            "postgres://{}:{}@{host}:{}/{}",
+            PgTlsServer::USER,
+            self.server.password,
+            self.server.port,
+            self.name
+        );
+        if params.is_empty() {
+            url
+        } else {
+            format!("{url}?{params}")
+        }
+    }
+}
+
+impl Drop for PgTlsDatabase {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            self.server.admin(format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ));
+        }
+    }
+}
+
 /// A new, empty store of one backend, with a temporary directory for the test's other files
 /// (key files and the like). Both are removed with this value.
 #[derive(Debug)]

@@ -26,6 +26,8 @@ use rusqlite::types::{ToSqlOutput, ValueRef};
 
 pub use super::location::StoreLocation;
 pub(crate) use super::location::redact_url;
+use super::location::{HostKind, TlsPlan, split_tls_params, tcp_host_kind, tls_plan};
+use super::pg_tls;
 use crate::{IamError, Result};
 
 /// A value passed to or read from a query.
@@ -564,6 +566,7 @@ pub(crate) struct PgConn {
     client: postgres::Client,
     statements: HashMap<String, postgres::Statement>,
     config: postgres::Config,
+    tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
     access: Access,
     redacted: String,
     /// Between `BEGIN` and `COMMIT`/`ROLLBACK`: a lost connection lost the transaction, and
@@ -572,12 +575,18 @@ pub(crate) struct PgConn {
 }
 
 impl PgConn {
-    fn open(config: postgres::Config, access: Access, redacted: String) -> Result<PgConn> {
-        let client = pg_client(&config, access, &redacted)?;
+    fn open(
+        config: postgres::Config,
+        tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
+        access: Access,
+        redacted: String,
+    ) -> Result<PgConn> {
+        let client = pg_client(&config, tls.as_ref(), access, &redacted)?;
         Ok(PgConn {
             client,
             statements: HashMap::new(),
             config,
+            tls,
             access,
             redacted,
             in_transaction: false,
@@ -585,7 +594,7 @@ impl PgConn {
     }
 
     fn reconnect(&mut self) -> Result<()> {
-        self.client = pg_client(&self.config, self.access, &self.redacted)?;
+        self.client = pg_client(&self.config, self.tls.as_ref(), self.access, &self.redacted)?;
         self.statements.clear();
         self.in_transaction = false;
         Ok(())
@@ -638,17 +647,22 @@ fn connection_lost(err: &IamError) -> bool {
     }
 }
 
+/// A connection: in clear without `tls` (the config's `sslmode` is then `disable`), else with
+/// TLS as the config's `sslmode` (`prefer` or `require`) says.
 fn pg_client(
     config: &postgres::Config,
+    tls: Option<&tokio_postgres_rustls::MakeRustlsConnect>,
     access: Access,
     redacted: &str,
 ) -> Result<postgres::Client> {
-    let mut client = config
-        .connect(postgres::NoTls)
-        .map_err(|source| IamError::StoreConnect {
-            url: redacted.to_owned(),
-            source,
-        })?;
+    let connected = match tls {
+        None => config.connect(postgres::NoTls),
+        Some(tls) => config.connect(tls.clone()),
+    };
+    let mut client = connected.map_err(|source| IamError::StoreConnect {
+        url: redacted.to_owned(),
+        source,
+    })?;
     if access == Access::ReadOnly {
         client.batch_execute("SET default_transaction_read_only = on")?;
     }
@@ -666,13 +680,30 @@ pub(crate) struct PgWorker {
 
 impl PgWorker {
     fn connect(url: &str, access: Access) -> Result<PgWorker> {
-        let mut config = url
+        let url_tls = split_tls_params(url).map_err(IamError::InvalidStoreUrl)?;
+        let mut config = url_tls
+            .url
             .parse::<postgres::Config>()
             .map_err(|e| IamError::InvalidStoreUrl(e.to_string()))?;
-        // Without TLS support, `prefer` (the default) talks in clear; `require` must not.
-        if matches!(config.get_ssl_mode(), postgres::config::SslMode::Require) {
-            return Err(IamError::StoreTlsUnsupported);
-        }
+        let plan = tls_plan(
+            url_tls.mode,
+            url_tls.root_certs.is_some(),
+            &host_kinds(&config),
+        );
+        let tls = match plan {
+            TlsPlan::Off => {
+                config.ssl_mode(postgres::config::SslMode::Disable);
+                None
+            }
+            TlsPlan::Prefer(verify) => {
+                config.ssl_mode(postgres::config::SslMode::Prefer);
+                Some(pg_tls::connector(verify, url_tls.root_certs.as_ref())?)
+            }
+            TlsPlan::Require(verify) => {
+                config.ssl_mode(postgres::config::SslMode::Require);
+                Some(pg_tls::connector(verify, url_tls.root_certs.as_ref())?)
+            }
+        };
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(PG_CONNECT_TIMEOUT);
         }
@@ -685,7 +716,7 @@ impl PgWorker {
         std::thread::Builder::new()
             .name("iam-store-pg".into())
             .spawn(move || {
-                let mut conn = match PgConn::open(config, access, redacted) {
+                let mut conn = match PgConn::open(config, tls, access, redacted) {
                     Ok(conn) => conn,
                     Err(err) => {
                         let _ = ready_tx.send(Err(err));
@@ -716,6 +747,21 @@ impl PgWorker {
             .map_err(|_| IamError::StoreGone)?;
         answer.recv().map_err(|_| IamError::StoreGone)?
     }
+}
+
+/// Where each of the config's hosts is (its `hostaddr`, when given, is where TCP goes).
+fn host_kinds(config: &postgres::Config) -> Vec<HostKind> {
+    let (hosts, addrs) = (config.get_hosts(), config.get_hostaddrs());
+    (0..hosts.len().max(addrs.len()))
+        .map(|i| match hosts.get(i) {
+            #[cfg(unix)]
+            Some(postgres::config::Host::Unix(_)) => HostKind::Socket,
+            Some(postgres::config::Host::Tcp(name)) => {
+                tcp_host_kind(Some(name), addrs.get(i).copied())
+            }
+            None => tcp_host_kind(None, addrs.get(i).copied()),
+        })
+        .collect()
 }
 
 #[cfg(test)]
