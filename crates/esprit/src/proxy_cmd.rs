@@ -193,6 +193,16 @@ pub struct ProxyArgs {
     tracing_sample_rate: f64,
     #[command(flatten)]
     cors: CorsArgs,
+    /// Answer gRPC server reflection (grpc.reflection.v1 and v1alpha) from the descriptor this
+    /// proxy enforces, listing only the API's services (`grpcurl list` / `describe` through the
+    /// proxy). Never forwarded to the backend. Off by default, as ESP forwards nothing outside
+    /// the API.
+    #[arg(long)]
+    reflection: bool,
+    /// The method (selector, e.g. `pkg.Service.Method`) whose JWT and API-key rules reflection
+    /// calls must pass; default: the API's first method.
+    #[arg(long, value_name = "SELECTOR", requires = "reflection")]
+    reflection_rules_of: Option<String>,
 }
 
 /// A ratio from 0.0 to 1.0.
@@ -369,6 +379,11 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
         settings.tracing = Some(tracing);
     }
     settings.cors = args.cors.settings();
+    if args.reflection {
+        settings.reflection = Some(proxy::ReflectionSettings {
+            rules_of: args.reflection_rules_of,
+        });
+    }
     if args.service_control_fail_open {
         settings.api_keys.on_unreachable = proxy::OnUnreachable::FailOpen;
     }

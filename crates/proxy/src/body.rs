@@ -231,6 +231,8 @@ enum Kind {
         idle: IdleTimer,
     },
     Full(Option<Bytes>),
+    /// A service the proxy answers itself (reflection).
+    Local(tonic::body::Body),
     Done,
 }
 
@@ -275,6 +277,15 @@ impl ProxyBody {
         }
     }
 
+    /// The body of a service the proxy answers itself; `headers` are its response headers.
+    pub(crate) fn local(inner: tonic::body::Body, headers: &HeaderMap, mut log: CallLog) -> Self {
+        log.observe(headers);
+        Self {
+            kind: Kind::Local(inner),
+            log,
+        }
+    }
+
     /// Ends the stream with a status of our own in the trailers.
     fn finish_with(
         &mut self,
@@ -307,6 +318,20 @@ impl Body for ProxyBody {
                 this.kind = Kind::Done;
                 Poll::Ready(frame)
             }
+            Kind::Local(inner) => match Pin::new(inner).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let Some(trailers) = frame.trailers_ref() {
+                        this.log.observe(trailers);
+                    }
+                    Poll::Ready(Some(Ok(frame)))
+                }
+                Poll::Ready(Some(Err(status))) => this.finish_with(status),
+                Poll::Ready(None) => {
+                    this.kind = Kind::Done;
+                    Poll::Ready(None)
+                }
+                Poll::Pending => Poll::Pending,
+            },
             Kind::Backend {
                 inner,
                 deadline,
@@ -356,6 +381,7 @@ impl Body for ProxyBody {
             // client as one HEADERS frame with END_STREAM: grpcio reads a status in headers
             // followed by an empty DATA frame as a missing status (UNKNOWN).
             Kind::Backend { inner, .. } => inner.is_end_stream(),
+            Kind::Local(inner) => inner.is_end_stream(),
         }
     }
 
@@ -365,6 +391,7 @@ impl Body for ProxyBody {
             Kind::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             Kind::Full(None) => SizeHint::with_exact(0),
             Kind::Backend { inner, .. } => inner.size_hint(),
+            Kind::Local(inner) => inner.size_hint(),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! One call, as a list of steps: sanitize → CORS → (trace) → route → protocol → authenticate
-//! (JWT) → API key → forward → log. Each step is a module with one job; a new capability is a new
-//! step here, not one more branch.
+//! (JWT) → API key → forward (or, for the reflection routes of `--reflection`, answered here) →
+//! log. Each step is a module with one job; a new capability is a new step here, not one more
+//! branch.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -19,7 +20,7 @@ use crate::protocol::{Protocol, ResponseBody};
 use crate::routes::{Route, RouteTable};
 use crate::settings::BackendUrl;
 use crate::wire::Rejection;
-use crate::{cors, drain, forward, headers};
+use crate::{cors, drain, forward, headers, reflection};
 
 /// Everything a call needs, shared by all connections.
 pub(crate) struct State {
@@ -84,11 +85,18 @@ pub(crate) async fn handle(
     }
     let mut protocol = Protocol::detect(&parts);
     let response = match check(&state, &mut parts, &mut protocol, &mut log).await {
-        Ok(route) => {
-            log.begin_backend_phase(&mut parts.headers);
-            let body = protocol.request_body(body);
-            forward::forward(&state, &route, parts, body, log).await
-        }
+        // reflection (`--reflection`): answered here from the descriptor, never forwarded.
+        Ok(route) => match &route.reflection {
+            Some(reflection) => {
+                let body = protocol.request_body(body);
+                reflection::serve(reflection, parts, body, log).await
+            }
+            None => {
+                log.begin_backend_phase(&mut parts.headers);
+                let body = protocol.request_body(body);
+                forward::forward(&state, &route, parts, body, log).await
+            }
+        },
         Err(rejection) => {
             drain::drain(body, drain::MAX_DRAIN_BYTES, drain::MAX_DRAIN_WAIT).await;
             rejection.into_response(protocol.answers_in_grpc(), log)

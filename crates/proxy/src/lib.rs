@@ -23,6 +23,7 @@ mod headers;
 mod health;
 mod metrics;
 mod protocol;
+mod reflection;
 mod reload;
 mod request_body;
 mod routes;
@@ -43,12 +44,16 @@ pub use cors::{
     CorsError, CorsPreset, CorsSettings, DEFAULT_ALLOW_HEADERS, DEFAULT_ALLOW_METHODS,
     DEFAULT_EXPOSE_HEADERS, DEFAULT_MAX_AGE,
 };
+pub use reflection::{
+    MAX_REQUEST_BYTES as REFLECTION_MAX_REQUEST_BYTES,
+    MAX_REQUESTS_PER_STREAM as REFLECTION_MAX_REQUESTS_PER_STREAM,
+};
 pub use reload::{ConfigFiles, Reloader, WATCH_INTERVAL_MAX, WATCH_INTERVAL_MIN};
 pub use routes::Unenforceable;
 pub use server::Proxy;
 pub use settings::{
     AdminSettings, BackendHealthCheck, BackendUrl, Http2Limits, OtlpEndpoint, ProxySettings,
-    SettingsError, TlsFiles, TracingSettings,
+    ReflectionSettings, SettingsError, TlsFiles, TracingSettings,
 };
 pub use wire::{Rejection, code_name};
 

@@ -16,6 +16,9 @@ use crate::api_key::{ApiKeyChecker, KeyRequirement};
 use crate::auth::{Authenticator, JwtRequirement};
 use crate::body::CallLog;
 use crate::metrics::{MethodMetrics, ProxyMetrics, UNDEFINED_METHOD};
+use crate::reflection::{
+    Index, Reflection, V1_PATH, V1_SELECTOR, V1ALPHA_PATH, V1ALPHA_SELECTOR, Version,
+};
 use crate::settings::ProxySettings;
 use crate::stream::{CallTimeouts, call_timeouts};
 use crate::wire::Rejection;
@@ -30,6 +33,12 @@ pub enum Unenforceable {
         .0.join(", ")
     )]
     ApiKeys(Vec<String>),
+    /// `--reflection-rules-of` names a method the API does not have (or the API has none).
+    #[error(
+        "--reflection-rules-of: reflection calls follow the rules of a method of the API, \
+         and {0:?} is not one"
+    )]
+    ReflectionRules(String),
 }
 
 /// One method of the API as the proxy needs it on the hot path.
@@ -46,12 +55,16 @@ pub(crate) struct Route {
     pub timeouts: CallTimeouts,
     /// The method's metrics, when the admin listener is on.
     pub metrics: Option<Arc<MethodMetrics>>,
+    /// `Some` for the reflection paths (`--reflection`): the proxy answers, never the backend.
+    pub reflection: Option<Reflection>,
 }
 
 /// gRPC path (`/package.Service/Method`) → route.
 #[derive(Default)]
 pub(crate) struct RouteTable {
     by_path: HashMap<Box<str>, Arc<Route>>,
+    /// With `--reflection`: the reflection paths, answered by the proxy (not methods of the API).
+    reflection: Vec<(&'static str, Arc<Route>)>,
     /// The metrics of paths that are not methods (one label value for all of them).
     undefined: Option<Arc<MethodMetrics>>,
     /// The key sets, when some method checks JWTs (readiness and metrics read them).
@@ -140,10 +153,15 @@ impl RouteTable {
                     stream_idle_timeout,
                 ),
                 metrics: metrics.map(|metrics| metrics.method(m.selector.as_str())),
+                reflection: None,
             };
             (m.grpc_path.clone(), route)
         });
         let mut table = Self::new(routes);
+        if let Some(reflection) = &settings.reflection {
+            table.reflection =
+                reflection_routes(config, reflection, &table, metrics, stream_idle_timeout)?;
+        }
         table.undefined = metrics.map(|metrics| metrics.method(UNDEFINED_METHOD));
         table.keys = authenticator.as_ref().map(|a| a.keys().clone());
         table.authenticator = authenticator;
@@ -159,6 +177,7 @@ impl RouteTable {
             .collect();
         Self {
             by_path,
+            reflection: Vec::new(),
             undefined: None,
             keys: None,
             authenticator: None,
@@ -178,7 +197,13 @@ impl RouteTable {
 
     /// The step: the method at `path`, or "not defined by this API" (ESP's 404).
     pub(crate) fn route(&self, path: &str, log: &mut CallLog) -> Result<&Arc<Route>, Rejection> {
-        match self.by_path.get(path) {
+        let reflection = || {
+            self.reflection
+                .iter()
+                .find(|(at, _)| *at == path)
+                .map(|(_, route)| route)
+        };
+        match self.by_path.get(path).or_else(reflection) {
             Some(route) => {
                 log.set_selector(route.selector.clone());
                 log.set_metrics(route.metrics.as_ref());
@@ -191,6 +216,54 @@ impl RouteTable {
             }
         }
     }
+}
+
+/// The two reflection routes, with the checks of the method `--reflection-rules-of` names (the
+/// API's first method by default), so reflection asks the credentials that method asks.
+fn reflection_routes(
+    config: &service_config::ServiceConfig,
+    settings: &crate::settings::ReflectionSettings,
+    table: &RouteTable,
+    metrics: Option<&ProxyMetrics>,
+    stream_idle_timeout: std::time::Duration,
+) -> Result<Vec<(&'static str, Arc<Route>)>, ProxyError> {
+    let method = match &settings.rules_of {
+        Some(selector) => config.method_by_selector(selector),
+        None => config.methods().first(),
+    };
+    let rules = method
+        .and_then(|m| table.by_path.get(m.grpc_path.as_str()))
+        .ok_or_else(|| {
+            Unenforceable::ReflectionRules(settings.rules_of.clone().unwrap_or_default())
+        })?;
+    let index = Arc::new(Index::new(config));
+    let versions = [
+        (V1_PATH, V1_SELECTOR, Version::V1),
+        (V1ALPHA_PATH, V1ALPHA_SELECTOR, Version::V1Alpha),
+    ];
+    Ok(versions
+        .into_iter()
+        .map(|(path, selector, version)| {
+            let route = Route {
+                selector: Arc::from(selector),
+                jwt: rules.jwt.as_ref().map(|jwt| JwtRequirement {
+                    policy: jwt.policy.clone(),
+                    authenticator: jwt.authenticator.clone(),
+                }),
+                api_key: rules.api_key.as_ref().map(|key| KeyRequirement {
+                    locations: key.locations.clone(),
+                    checker: key.checker.clone(),
+                }),
+                timeouts: call_timeouts(None, true, stream_idle_timeout),
+                metrics: metrics.map(|metrics| metrics.method(selector)),
+                reflection: Some(Reflection {
+                    version,
+                    index: index.clone(),
+                }),
+            };
+            (path, Arc::new(route))
+        })
+        .collect())
 }
 
 #[cfg(test)]
@@ -209,6 +282,7 @@ mod tests {
                 api_key: None,
                 timeouts: call_timeouts(None, false, std::time::Duration::from_secs(300)),
                 metrics: None,
+                reflection: None,
             };
             (p.to_string(), route)
         }))

@@ -54,6 +54,17 @@ pub struct ProxySettings {
     pub tracing: Option<TracingSettings>,
     /// CORS (`--cors-preset` and the other `--cors-*` flags); off when `None`.
     pub cors: Option<crate::CorsSettings>,
+    /// gRPC server reflection answered by the proxy (`--reflection`); off when `None`.
+    pub reflection: Option<ReflectionSettings>,
+}
+
+/// `--reflection`: the proxy answers `grpc.reflection.v1` and `v1alpha` from the descriptor it
+/// enforces, listing only the API's services. Documented in README.md ("Server reflection").
+#[derive(Debug, Clone, Default)]
+pub struct ReflectionSettings {
+    /// The method (selector) whose JWT and API-key rules reflection calls must pass
+    /// (`--reflection-rules-of`); `None`: the API's first method.
+    pub rules_of: Option<String>,
 }
 
 /// Spans exported over OTLP/HTTP protobuf. Documented in README.md ("Tracing").
@@ -187,6 +198,7 @@ impl ProxySettings {
             watch_config: None,
             tracing: None,
             cors: None,
+            reflection: None,
         }
     }
 }
