@@ -28,8 +28,10 @@ use serve::{ServeArgs, serve};
 #[derive(Args)]
 pub struct IamArgs {
     /// The IAM store: a SQLite file (created if missing), or a PostgreSQL database as
-    /// postgres://USER:PASSWORD@HOST:PORT/DB (PostgreSQL 15+; the database must exist). Holds
-    /// accounts, public keys and API-key hashes: never a private key or an API key.
+    /// postgres://USER:PASSWORD@HOST:PORT/DB (PostgreSQL 15+; the database must exist; TLS by
+    /// libpq's ?sslmode=disable|prefer|require|verify-ca|verify-full and &sslrootcert=FILE,
+    /// required to any non-loopback host unless sslmode says otherwise). Holds accounts, public
+    /// keys and API-key hashes: never a private key or an API key.
     #[arg(
         long,
         global = true,
