@@ -5,6 +5,7 @@
 //! lines come, the queue fills and further lines are dropped, not waited for; drops are counted
 //! and reported in a warning line (once a second at most, and at exit).
 
+use std::io::IsTerminal as _;
 use std::time::Duration;
 
 use tracing_appender::non_blocking::{ErrorCounter, NonBlockingBuilder, WorkerGuard};
@@ -46,8 +47,12 @@ pub fn init(format: LogFormat, buffer_lines: u32) -> LogGuard {
         .finish(std::io::stderr());
     let counter = writer.error_counter();
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colour codes only for a person at a terminal (and not with NO_COLOR): a log file or a
+    // collector gets plain text, and the proxy does not format escapes on every line.
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(writer);
     // A second initialisation (tests calling twice) is harmless; ignore it.
     let installed = match format {
