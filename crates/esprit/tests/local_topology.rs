@@ -144,13 +144,14 @@ struct Outcome {
     error: Option<(tonic::Code, String)>,
 }
 
-/// Whether a failure is one the proxy never answered itself: the connection was refused or
-/// closed (a draining proxy's GOAWAY, or its closed listener), so the call never reached it and a
-/// client may send it to another proxy.
+/// Whether a failure is one the proxy never took on: the connection was refused (its listener is
+/// closed) or the stream was refused before any processing (HTTP/2 REFUSED_STREAM after its
+/// GOAWAY), so a client may send the call to another proxy. A call cut short once taken on is
+/// not one of these.
 fn not_answered(status: &tonic::Status) -> bool {
-    status.code() == tonic::Code::Unavailable && status.message() != KEY_SERVICE_UNAVAILABLE
-        || status.code() == tonic::Code::Unknown && status.message().contains("transport")
-        || status.code() == tonic::Code::Cancelled
+    status.code() == tonic::Code::Unavailable
+        && (status.message().contains("connect error")
+            || status.message().contains("refused stream"))
 }
 
 async fn get_shelf(channel: Channel, token: &str, api_key: &str) -> Result<(), tonic::Status> {
@@ -370,7 +371,8 @@ async fn local_topology_survives_a_killed_key_server_a_drained_proxy_and_a_postg
     );
     for o in &failures {
         let (code, message) = o.error.as_ref().unwrap();
-        let drained_proxy = o.proxy == 2 && o.started >= drained;
+        let status = tonic::Status::new(*code, message.clone());
+        let drained_proxy = o.proxy == 2 && o.started >= drained && not_answered(&status);
         let during_restart = *code == tonic::Code::Unavailable
             && message == KEY_SERVICE_UNAVAILABLE
             && o.ended - o.started < CHECK_TIMEOUT
