@@ -240,6 +240,11 @@ done
 
 trap - EXIT
 api_key=$(cat "$dir/api-key")
+pg_hint=""
+if [ "$store_kind" = postgres ]; then
+    pg_hint="
+  $dir/pg_ctl restart --mode=fast    # PostgreSQL's pg_ctl, with its options"
+fi
 cat <<EOF
 esprit's local topology is up (directory $dir; logs in $dir/logs).
 
@@ -253,8 +258,7 @@ Try it:
   TOKEN=\$(esprit token --key-file $dir/client-key.json --audiences $service)
   bookstore-client --port ${proxy_ports[0]} --auth-token "\$TOKEN" list-shelves
   bookstore-client --port ${proxy_ports[1]} --auth-token "\$TOKEN" --api-key $api_key get-shelf 1
-  curl -s http://127.0.0.1:${proxy_admin_ports[2]}/metrics | grep esprit_api_key_checks_total
-$( [ "$store_kind" = postgres ] && echo "  $dir/pg_ctl restart --mode=fast     # PostgreSQL, with its options" )
+  curl -s http://127.0.0.1:${proxy_admin_ports[2]}/metrics | grep esprit_api_key_checks_total${pg_hint}
 
 Stop it: ESPRIT_LOCAL_DIR=$dir $root/deploy/local/down.sh
 EOF
