@@ -24,6 +24,19 @@ if [ ! -d "$dir" ]; then
     exit 0
 fi
 
+# Whether process PID still runs: a zombie (exited, not yet reaped by whoever adopted it when
+# up.sh exited) has stopped.
+running() {
+    kill -0 "$1" 2>/dev/null || return 1
+    if [ -r "/proc/$1/stat" ]; then
+        local stat
+        stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+        stat=${stat##*) }
+        [ "${stat%% *}" != Z ] || return 1
+    fi
+    return 0
+}
+
 # Proxies first, so that they drain while their backends and key servers still answer.
 pids=()
 if [ -f "$dir/pids" ]; then
@@ -42,7 +55,7 @@ if [ -f "$dir/pids" ]; then
             for _ in $(seq 1 110); do
                 alive=false
                 for pid in "${pids[@]}"; do
-                    kill -0 "$pid" 2>/dev/null && alive=true
+                    running "$pid" && alive=true
                 done
                 $alive || break
                 sleep 0.1
@@ -53,7 +66,7 @@ fi
 for _ in $(seq 1 150); do
     alive=()
     for pid in "${pids[@]}"; do
-        kill -0 "$pid" 2>/dev/null && alive+=("$pid")
+        running "$pid" && alive+=("$pid")
     done
     [ ${#alive[@]} -eq 0 ] && break
     sleep 0.1

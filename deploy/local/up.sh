@@ -13,6 +13,8 @@
 #   ESPRIT_LOCAL_STORE      postgres (default) or sqlite: one SQLite file instead of PostgreSQL
 #   ESPRIT_BIN_DIR          where esprit, bookstore-server and bookstore-client are (default:
 #                           `cargo build --release` of this repository, then its target/release)
+#   ESPRIT_LOCAL_PROXY_FLAGS  more flags for every proxy, split on spaces (e.g.
+#                           "--api-key-cache-duration 2s"; default none)
 #
 # PostgreSQL comes from Debian's `postgresql` package (15 or later: apt-get install postgresql);
 # it runs as the caller, or as the `postgres` user when the caller is root (PostgreSQL refuses
@@ -23,6 +25,7 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 dir=${ESPRIT_LOCAL_DIR:-${TMPDIR:-/tmp}/esprit-local}
 base=${ESPRIT_LOCAL_BASE_PORT:-18000}
 store_kind=${ESPRIT_LOCAL_STORE:-postgres}
+read -r -a proxy_flags <<<"${ESPRIT_LOCAL_PROXY_FLAGS:-}"
 
 say() { echo "local: $*" >&2; }
 die() {
@@ -133,8 +136,12 @@ if [ "$store_kind" = postgres ]; then
         chown -R postgres: "$dir/pg"
     fi
     chmod 0700 "$dir/pg"
+    if [ ${#as_pg[@]} -gt 0 ] && ! "${as_pg[@]}" test -x "$dir/pg"; then
+        die "the postgres user cannot reach $dir/pg: every directory above it must be searchable (chmod o+x), or choose another ESPRIT_LOCAL_DIR"
+    fi
     chmod 0600 "$dir/pg/pwfile"
     say "PostgreSQL ($pgbin) on 127.0.0.1:$pg_port"
+    pg_options="-c listen_addresses=127.0.0.1 -p $pg_port -c unix_socket_directories='$dir/pg/run'"
     (cd / && "${as_pg[@]}" "$pgbin/initdb" --pgdata="$dir/pg/data" --username=esprit \
         --pwfile="$dir/pg/pwfile" --auth=scram-sha-256 --encoding=UTF8 --locale=C.UTF-8 \
         >"$dir/logs/postgres-initdb.log" 2>&1) || die "initdb failed; see $dir/logs/postgres-initdb.log"
@@ -142,9 +149,17 @@ if [ "$store_kind" = postgres ]; then
     "${as_pg[@]}" mkdir -p "$dir/pg/run"
     (cd / && "${as_pg[@]}" "$pgbin/pg_ctl" start --pgdata="$dir/pg/data" --wait --timeout=60 \
         --log="$dir/pg/server.log" \
-        --options="-c listen_addresses=127.0.0.1 -p $pg_port -c unix_socket_directories='$dir/pg/run'" \
+        --options="$pg_options" \
         >&2) || die "PostgreSQL did not start; see $dir/pg/server.log"
     echo "$pgbin" >"$dir/pg-bindir"
+    # $dir/pg_ctl stop|start|restart|status …: this server's pg_ctl, as its owner, with its
+    # options (port, socket, log), e.g. `$dir/pg_ctl restart --mode=fast`.
+    {
+        echo '#!/bin/sh'
+        printf 'cd / && exec %s %q "$@" --pgdata=%q --log=%q --options=%q\n' "${as_pg[*]:-}" \
+            "$pgbin/pg_ctl" "$dir/pg/data" "$dir/pg/server.log" "$pg_options"
+    } >"$dir/pg_ctl"
+    chmod 0755 "$dir/pg_ctl"
     PGPASSWORD=$password "$pgbin/createdb" --host=127.0.0.1 --port="$pg_port" --username=esprit esprit
     store="postgres://esprit:$password@127.0.0.1:$pg_port/esprit"
 else
@@ -195,7 +210,7 @@ EOF
 for i in 0 1; do
     start "iam-$((i + 1))" "$esprit" iam serve --listen 127.0.0.1:"${iam_ports[$i]}" \
         --admin-listen 127.0.0.1:"${iam_admin_ports[$i]}" --store-pool-size 4 \
-        --issuer-url http://127.0.0.1:"${iam_ports[0]}" --kek-file "$dir/kek"
+        --issuer-url http://127.0.0.1:"${iam_ports[0]}" --kek-file "$dir/kek" --check-auth required
 done
 for i in 0 1; do
     wait_ready "iam-$((i + 1))" "http://127.0.0.1:${iam_admin_ports[$i]}/readyz"
@@ -216,7 +231,8 @@ for i in 0 1 2; do
         --service-control-url http://127.0.0.1:"${iam_ports[0]}" \
         --service-control-url http://127.0.0.1:"${iam_ports[1]}" \
         --service-account-key "$dir/proxy-key.json" \
-        --health-check-grpc-backend --admin-listen 127.0.0.1:"${proxy_admin_ports[$i]}"
+        --health-check-grpc-backend --admin-listen 127.0.0.1:"${proxy_admin_ports[$i]}" \
+        ${proxy_flags[@]+"${proxy_flags[@]}"}
 done
 for i in 0 1 2; do
     wait_ready "proxy-$((i + 1))" "http://127.0.0.1:${proxy_admin_ports[$i]}/readyz"
@@ -224,6 +240,11 @@ done
 
 trap - EXIT
 api_key=$(cat "$dir/api-key")
+pg_hint=""
+if [ "$store_kind" = postgres ]; then
+    pg_hint="
+  $dir/pg_ctl restart --mode=fast    # PostgreSQL's pg_ctl, with its options"
+fi
 cat <<EOF
 esprit's local topology is up (directory $dir; logs in $dir/logs).
 
@@ -237,7 +258,7 @@ Try it:
   TOKEN=\$(esprit token --key-file $dir/client-key.json --audiences $service)
   bookstore-client --port ${proxy_ports[0]} --auth-token "\$TOKEN" list-shelves
   bookstore-client --port ${proxy_ports[1]} --auth-token "\$TOKEN" --api-key $api_key get-shelf 1
-  curl -s http://127.0.0.1:${proxy_admin_ports[2]}/metrics | grep esprit_api_key_checks_total
+  curl -s http://127.0.0.1:${proxy_admin_ports[2]}/metrics | grep esprit_api_key_checks_total${pg_hint}
 
 Stop it: ESPRIT_LOCAL_DIR=$dir $root/deploy/local/down.sh
 EOF

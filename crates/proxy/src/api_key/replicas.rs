@@ -12,8 +12,11 @@
 //!   each further ejection up to [`EjectionPolicy::max_ejection`]. Readmission is the end of
 //!   that time; any answer from the replica (a verdict, or a 4xx) resets both its failure count
 //!   and its back-off.
-//! - When every replica is ejected, a check still asks one: the least recently ejected (its
-//!   last failure is the oldest), rather than failing without trying.
+//! - When every replica is ejected, a check still asks them, least recently ejected first (its
+//!   last failure is the oldest), each at most once, rather than failing without trying (Envoy's
+//!   panic mode). Asking only the oldest would keep refusing every check while that one stays
+//!   dead, even once another is back (a key server killed, then the store restarted under the
+//!   other: 5xx from it until the restart ends, then its ejection's whole time refused).
 //! - Budget: each attempt may take an equal share of what is left of the check's timeout among
 //!   the attempts still planned ([`attempt_timeout`]), so a replica that never answers cannot
 //!   use up the time the others need. With one replica, the attempt has the whole timeout.
@@ -113,16 +116,16 @@ impl Replicas {
     }
 
     /// The replicas one check may ask, in order: those not ejected, starting one step further
-    /// along than the previous check; when all are ejected, the least recently ejected alone.
+    /// along than the previous check; when all are ejected, all of them, least recently ejected
+    /// first.
     pub(crate) fn plan(&mut self, now: SystemTime) -> Vec<usize> {
         let admitted: Vec<usize> = (0..self.states.len())
             .filter(|&i| !self.states[i].is_ejected(now))
             .collect();
         if admitted.is_empty() {
-            let oldest = (0..self.states.len())
-                .min_by_key(|&i| self.states[i].ejected.map(|e| e.at))
-                .unwrap_or(0);
-            return vec![oldest];
+            let mut all: Vec<usize> = (0..self.states.len()).collect();
+            all.sort_by_key(|&i| self.states[i].ejected.map(|e| e.at));
+            return all;
         }
         let start = self.cursor % admitted.len();
         self.cursor = self.cursor.wrapping_add(1);

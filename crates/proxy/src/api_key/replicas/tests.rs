@@ -144,7 +144,7 @@ fn failures_while_ejected_do_not_extend_the_ejection() {
 }
 
 #[test]
-fn when_every_replica_is_ejected_the_least_recently_ejected_is_still_tried() {
+fn when_every_replica_is_ejected_all_are_still_tried_least_recently_ejected_first() {
     let mut r = Replicas::new(3, policy());
     for (replica, when) in [(2, 0), (0, 1), (1, 2)] {
         for _ in 0..3 {
@@ -152,8 +152,12 @@ fn when_every_replica_is_ejected_the_least_recently_ejected_is_still_tried() {
         }
     }
     assert_eq!(r.ejected(at(3)), 3);
-    assert_eq!(r.plan(at(3)), [2]);
-    assert_eq!(r.plan(at(4)), [2]);
+    // Each at most once: when the oldest is still down, the check fails over to the others.
+    assert_eq!(r.plan(at(3)), [2, 0, 1]);
+    assert_eq!(r.plan(at(4)), [2, 0, 1]);
+    // A failure of the last-resort attempts does not extend or reorder the ejections.
+    assert_eq!(r.record(2, Health::Failed, at(4)), Transition::None);
+    assert_eq!(r.plan(at(4)), [2, 0, 1]);
     // It answers: readmitted at once, with a fresh back-off.
     assert_eq!(r.record(2, Health::Answered, at(5)), Transition::Readmitted);
     assert_eq!(r.ejected(at(5)), 2);
