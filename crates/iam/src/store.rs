@@ -15,6 +15,7 @@ mod copy;
 pub(crate) mod db;
 mod files;
 mod location;
+mod pg_conn;
 pub(crate) mod managed_keys;
 mod pg_tls;
 mod pool;
