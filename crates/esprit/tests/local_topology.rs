@@ -145,13 +145,19 @@ struct Outcome {
 }
 
 /// Whether a failure is one the proxy never took on: the connection was refused (its listener is
-/// closed) or the stream was refused before any processing (HTTP/2 REFUSED_STREAM after its
-/// GOAWAY), so a client may send the call to another proxy. A call cut short once taken on is
-/// not one of these.
+/// closed), the stream was refused before any processing (HTTP/2 REFUSED_STREAM after its
+/// GOAWAY), or the client never sent it (hyper's "operation was canceled": a request still
+/// queued on a connection that closed), so a client may send the call to another proxy. A call
+/// cut short once taken on is not one of these.
 fn not_answered(status: &tonic::Status) -> bool {
-    status.code() == tonic::Code::Unavailable
-        && (status.message().contains("connect error")
-            || status.message().contains("refused stream"))
+    match status.code() {
+        tonic::Code::Unavailable => {
+            status.message().contains("connect error")
+                || status.message().contains("refused stream")
+        }
+        tonic::Code::Cancelled => status.message() == "operation was canceled",
+        _ => false,
+    }
 }
 
 async fn get_shelf(channel: Channel, token: &str, api_key: &str) -> Result<(), tonic::Status> {

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::mpsc;
 
 use super::db::{Access, PG_CONNECT_TIMEOUT, postgres_query};
-use super::location::{HostKind, redact_url, TlsPlan, split_tls_params, tcp_host_kind, tls_plan};
+use super::location::{HostKind, TlsPlan, redact_url, split_tls_params, tcp_host_kind, tls_plan};
 use super::pg_tls;
 use crate::{IamError, Result};
 
