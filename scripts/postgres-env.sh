@@ -10,7 +10,7 @@
 # `trust` authentication: the socket directory is mode 0700, so only its owner (and root) can
 # connect. PostgreSQL refuses to run as root: when the caller is root the server runs as the
 # unprivileged `postgres` user, and because that user cannot enter root's 0700 home the directory
-# then defaults to /var/tmp/esprit-postgres instead.
+# then defaults to $TMPDIR/esprit-postgres (/tmp when TMPDIR is unset) instead.
 #
 # Idempotent: when the server already runs it only checks that it answers. Concurrent runs
 # (parallel tests) wait for each other on a lock file beside the directory.
@@ -44,7 +44,7 @@ fi
 
 as_server=()
 if [ "$(id -u)" = 0 ]; then
-    dir=${ESPRIT_PG_DIR:-/var/tmp/esprit-postgres}
+    dir=${ESPRIT_PG_DIR:-${TMPDIR:-/tmp}/esprit-postgres}
     as_server=(setpriv --reuid=postgres --regid=postgres --init-groups --)
     owner=postgres
 else

@@ -16,13 +16,13 @@
 
 use std::borrow::Cow;
 
-use jose::{Jwt, KeySet, KeySource};
+use jose::Jwt;
 use keycheck::{CALLER_AUDIENCE, CALLER_TOKEN_SKEW_SECS, MAX_CALLER_TOKEN_LIFETIME_SECS};
 
 use crate::iam_credentials::Unauthenticated;
 use crate::model::StoredKey;
-use crate::render;
 use crate::token::ACCESS_TOKEN_PREFIX;
+use crate::token::assertion::{KeyMismatch, verify_with_stored_key};
 
 /// Whether the key server asks callers of the check endpoint for credentials.
 #[derive(Clone, Debug)]
@@ -190,20 +190,13 @@ pub fn claimed_issuer(jwt: &Jwt) -> Result<&str, CallerRefusal> {
 pub fn verify_caller_jwt(jwt: &Jwt, keys: &[StoredKey], now: u64) -> Result<String, CallerRefusal> {
     let iss = claimed_issuer(jwt)?;
     let kid = jwt.header().kid.as_ref().ok_or(CallerRefusal::UnknownKey)?;
-    let key: Vec<StoredKey> = keys
+    let candidates = keys
         .iter()
-        .filter(|k| k.key_id == kid.as_str() && k.email == iss)
-        .cloned()
-        .collect();
-    if key.is_empty() {
-        return Err(CallerRefusal::UnknownKey);
-    }
-    // The one key as a JWKS with its `alg`: jose picks the algorithm from the key.
-    let set = render::jwks(&key)
-        .ok()
-        .and_then(|doc| KeySet::parse(doc.as_bytes(), KeySource::Remote).ok())
-        .ok_or(CallerRefusal::UnknownKey)?;
-    jose::verify(jwt.jws(), &set).map_err(|_| CallerRefusal::BadSignature)?;
+        .filter(|k| k.key_id == kid.as_str() && k.email == iss);
+    verify_with_stored_key(jwt, candidates).map_err(|err| match err {
+        KeyMismatch::UnknownKey => CallerRefusal::UnknownKey,
+        KeyMismatch::BadSignature => CallerRefusal::BadSignature,
+    })?;
     let claims = jwt.claims();
     if claims.aud.len() != 1 || claims.aud[0] != CALLER_AUDIENCE {
         return Err(CallerRefusal::WrongAudience);

@@ -15,6 +15,35 @@ use serde_json::Value;
 use crate::model::StoredKey;
 use crate::render;
 
+/// Why a JWT does not verify with a stored key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KeyMismatch {
+    /// No stored key among the candidates (or it cannot be rendered as a key set).
+    UnknownKey,
+    /// No valid signature by it: a wrong signature, or the key's algorithm is not the token's.
+    BadSignature,
+}
+
+/// Verifies `jwt`'s signature with the stored key among `candidates` (those its `kid` and
+/// issuer name): the key as a one-key JWKS with its `alg`, so jose takes the algorithm from the
+/// key, never from the token. Shared by the token endpoint's assertions and key-server callers.
+pub(crate) fn verify_with_stored_key<'a>(
+    jwt: &Jwt,
+    candidates: impl Iterator<Item = &'a StoredKey>,
+) -> Result<(), KeyMismatch> {
+    let key: Vec<StoredKey> = candidates.cloned().collect();
+    if key.is_empty() {
+        return Err(KeyMismatch::UnknownKey);
+    }
+    let set = render::jwks(&key)
+        .ok()
+        .and_then(|doc| KeySet::parse(doc.as_bytes(), KeySource::Remote).ok())
+        .ok_or(KeyMismatch::UnknownKey)?;
+    jose::verify(jwt.jws(), &set)
+        .map(|_| ())
+        .map_err(|_| KeyMismatch::BadSignature)
+}
+
 /// The only grant type: RFC 7523's JWT bearer.
 pub const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 
@@ -213,22 +242,12 @@ pub fn check_assertion(
     let iss = claims.iss.as_deref().ok_or(Refusal::MissingIssuer)?;
     let keys = keys.ok_or(Refusal::UnknownAccount)?;
     let kid = jwt.header().kid.as_ref().ok_or(Refusal::MissingKid)?;
-    let key: Vec<StoredKey> = keys
-        .iter()
-        .filter(|k| k.key_id == kid.as_str())
-        .cloned()
-        .collect();
-    if key.is_empty() {
-        return Err(Refusal::UnknownKey);
-    }
-    // The one key as a JWKS with its `alg`: jose picks the algorithm from the key.
-    let set = render::jwks(&key)
-        .ok()
-        .and_then(|doc| KeySet::parse(doc.as_bytes(), KeySource::Remote).ok())
-        .ok_or(Refusal::UnknownKey)?;
-    // No candidate (the key's algorithm is not the token's) or no valid signature: both are a
-    // signature that does not verify with the key `kid` names.
-    jose::verify(jwt.jws(), &set).map_err(|_| Refusal::BadSignature)?;
+    verify_with_stored_key(jwt, keys.iter().filter(|k| k.key_id == kid.as_str())).map_err(
+        |err| match err {
+            KeyMismatch::UnknownKey => Refusal::UnknownKey,
+            KeyMismatch::BadSignature => Refusal::BadSignature,
+        },
+    )?;
     if claims.aud.len() != 1
         || !(claims.aud[0] == GOOGLE_TOKEN_AUDIENCE || claims.aud[0] == token_endpoint)
     {
