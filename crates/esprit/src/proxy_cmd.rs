@@ -10,6 +10,9 @@ use clap::{Args, ValueEnum};
 
 use crate::duration;
 
+mod http_args;
+use http_args::{CorsArgs, TranscodingArgs};
+
 #[derive(Args)]
 pub struct ProxyArgs {
     /// The service configuration: `google.api.Service` YAML, or the expanded JSON form.
@@ -193,6 +196,8 @@ pub struct ProxyArgs {
     tracing_sample_rate: f64,
     #[command(flatten)]
     cors: CorsArgs,
+    #[command(flatten)]
+    transcoding: TranscodingArgs,
     /// Answer gRPC server reflection (grpc.reflection.v1 and v1alpha) from the descriptor this
     /// proxy enforces, listing only the API's services (`grpcurl list` / `describe` through the
     /// proxy). Never forwarded to the backend. Off by default, as ESP forwards nothing outside
@@ -210,74 +215,6 @@ fn parse_sample_rate(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(rate) if (0.0..=1.0).contains(&rate) => Ok(rate),
         _ => Err("expected a number from 0.0 to 1.0".to_owned()),
-    }
-}
-
-/// ESPv2's CORS flags (names with `-` for `_`, same defaults; the allowed and exposed headers
-/// add gRPC-Web's). Every other `--cors-*` flag requires `--cors-preset`, as in ESPv2.
-#[derive(Args)]
-struct CorsArgs {
-    /// Turn CORS on: `basic` allows --cors-allow-origin, `cors_with_regex` the origins
-    /// --cors-allow-origin-regex matches. Preflights are answered before any credential check.
-    #[arg(long, value_enum, value_name = "PRESET")]
-    cors_preset: Option<CorsPresetArg>,
-    /// The origin allowed with `basic` (`*`: any, echoed back).
-    #[arg(
-        long,
-        value_name = "ORIGIN",
-        default_value = "*",
-        requires = "cors_preset"
-    )]
-    cors_allow_origin: String,
-    /// With `cors_with_regex`: origins this regular expression matches whole are allowed.
-    #[arg(
-        long,
-        value_name = "REGEX",
-        default_value = "",
-        requires = "cors_preset"
-    )]
-    cors_allow_origin_regex: String,
-    /// Access-Control-Allow-Methods on preflight answers.
-    #[arg(long, value_name = "METHODS", default_value = proxy::DEFAULT_ALLOW_METHODS, requires = "cors_preset")]
-    cors_allow_methods: String,
-    /// Access-Control-Allow-Headers on preflight answers.
-    #[arg(long, value_name = "HEADERS", default_value = proxy::DEFAULT_ALLOW_HEADERS, requires = "cors_preset")]
-    cors_allow_headers: String,
-    /// Access-Control-Expose-Headers on other answers.
-    #[arg(long, value_name = "HEADERS", default_value = proxy::DEFAULT_EXPOSE_HEADERS, requires = "cors_preset")]
-    cors_expose_headers: String,
-    /// Send Access-Control-Allow-Credentials: true.
-    #[arg(long, requires = "cors_preset")]
-    cors_allow_credentials: bool,
-    /// Access-Control-Max-Age on preflight answers (whole seconds).
-    #[arg(long, value_name = "DURATION", default_value = "480h", requires = "cors_preset", value_parser = duration::CORS_MAX_AGE.parser())]
-    cors_max_age: Duration,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum CorsPresetArg {
-    #[value(name = "basic")]
-    Basic,
-    #[value(name = "cors_with_regex")]
-    CorsWithRegex,
-}
-
-impl CorsArgs {
-    fn settings(self) -> Option<proxy::CorsSettings> {
-        let preset = match self.cors_preset? {
-            CorsPresetArg::Basic => proxy::CorsPreset::Basic,
-            CorsPresetArg::CorsWithRegex => proxy::CorsPreset::CorsWithRegex,
-        };
-        Some(proxy::CorsSettings {
-            preset,
-            allow_origin: self.cors_allow_origin,
-            allow_origin_regex: self.cors_allow_origin_regex,
-            allow_methods: self.cors_allow_methods,
-            allow_headers: self.cors_allow_headers,
-            expose_headers: self.cors_expose_headers,
-            allow_credentials: self.cors_allow_credentials,
-            max_age: self.cors_max_age,
-        })
     }
 }
 
@@ -379,6 +316,7 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
         settings.tracing = Some(tracing);
     }
     settings.cors = args.cors.settings();
+    settings.transcoding = args.transcoding.settings();
     if args.reflection {
         settings.reflection = Some(proxy::ReflectionSettings {
             rules_of: args.reflection_rules_of,

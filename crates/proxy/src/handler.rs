@@ -88,13 +88,17 @@ pub(crate) async fn handle(
         // reflection (`--reflection`): answered here from the descriptor, never forwarded.
         Ok(route) => match &route.reflection {
             Some(reflection) => {
-                let body = protocol.request_body(body);
-                reflection::serve(reflection, parts, body, log).await
+                match protocol.request_body(body).await {
+                    Ok(body) => reflection::serve(reflection, parts, body, log).await,
+                    Err(rejection) => rejection.into_response(protocol.answers_in_grpc(), log),
+                }
             }
             None => {
                 log.begin_backend_phase(&mut parts.headers);
-                let body = protocol.request_body(body);
-                forward::forward(&state, &route, parts, body, log).await
+                match protocol.request_body(body).await {
+                    Ok(body) => forward::forward(&state, &route, parts, body, log).await,
+                    Err(rejection) => rejection.into_response(protocol.answers_in_grpc(), log),
+                }
             }
         },
         Err(rejection) => {
@@ -102,7 +106,7 @@ pub(crate) async fn handle(
             rejection.into_response(protocol.answers_in_grpc(), log)
         }
     };
-    Ok(with_cors(protocol.respond(response), cors))
+    Ok(with_cors(protocol.respond(response).await, cors))
 }
 
 /// The end of a preflight call: answered by the proxy, refused, or passed to the backend.
@@ -137,7 +141,11 @@ async fn check(
     protocol: &mut Protocol,
     log: &mut CallLog,
 ) -> Result<Arc<Route>, Rejection> {
-    let route = state.routes.load().route(parts.uri.path(), log)?.clone();
+    let route = state
+        .routes
+        .load()
+        .route_call(parts, protocol, log)?
+        .clone();
     protocol.require(parts)?;
     let started = log.trace_clock();
     let verdict = credentials(&route, parts, log).await;

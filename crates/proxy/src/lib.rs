@@ -23,6 +23,7 @@ mod headers;
 mod health;
 mod metrics;
 mod protocol;
+mod transcoding;
 mod reflection;
 mod reload;
 mod request_body;
@@ -51,6 +52,8 @@ pub use reflection::{
 pub use reload::{ConfigFiles, Reloader, WATCH_INTERVAL_MAX, WATCH_INTERVAL_MIN};
 pub use routes::Unenforceable;
 pub use server::Proxy;
+pub use transcode::JsonOptions;
+pub use transcoding::MAX_BODY_BYTES as MAX_HTTP_JSON_BODY_BYTES;
 pub use settings::{
     AdminSettings, BackendHealthCheck, BackendUrl, Http2Limits, OtlpEndpoint, ProxySettings,
     ReflectionSettings, SettingsError, TlsFiles, TracingSettings,

@@ -1,8 +1,8 @@
 //! The protocol step: which protocol a call speaks, and the translation to and from gRPC (the
 //! only protocol the backend is spoken to in). gRPC over HTTP/2 passes as it is; gRPC-Web
-//! (`grpc_web.rs`, HTTP/1.1 or HTTP/2) is translated; anything else is refused with
-//! [`Rejection::NotGrpc`] (415). HTTP/JSON transcoding would be one more [`Protocol`] here, with
-//! its response body one more [`ResponseBody`] variant.
+//! (`grpc_web.rs`, HTTP/1.1 or HTTP/2) is translated; so is a plain HTTP request that an HTTP
+//! rule binds to a method (`transcoding.rs`, found by the route step); anything else is refused
+//! with [`Rejection::NotGrpc`] (415).
 //!
 //! It runs before any credential is looked at, so a call that can never be served costs no
 //! signature check and no key-server request, and cannot tell a caller whether a token or key is
@@ -21,6 +21,7 @@ use crate::body::ProxyBody;
 use crate::grpc_web::{GrpcWeb, TextDecoder, WebBody};
 use crate::headers;
 use crate::request_body::SanitizedBody;
+use crate::transcoding::{Transcoded, TranscodedBody};
 use crate::wire::Rejection;
 
 /// The protocol a call speaks, read from its headers alone (the answer's form depends on it,
@@ -31,6 +32,8 @@ pub(crate) enum Protocol {
     Grpc,
     /// gRPC-Web; its request body is decoded with the decoder, when text.
     GrpcWeb(GrpcWeb, Option<TextDecoder>),
+    /// HTTP/JSON: a request an HTTP rule binds to a method (set by the route step).
+    Transcoded(Box<Transcoded>),
     /// Something else. `grpc_content_type`: it claimed `application/grpc` (over HTTP/1.1).
     Other { grpc_content_type: bool },
 }
@@ -49,6 +52,17 @@ impl Protocol {
         }
     }
 
+    /// Whether the call may be an HTTP/JSON one, for the route step to look up in the HTTP
+    /// rules: a plain HTTP request (no gRPC or gRPC-Web content type).
+    pub(crate) fn may_transcode(&self) -> bool {
+        matches!(
+            self,
+            Protocol::Other {
+                grpc_content_type: false
+            }
+        )
+    }
+
     /// The step: `Ok` for a protocol the proxy serves, with the request rewritten into gRPC;
     /// [`Rejection::NotGrpc`] (415) for anything else.
     pub(crate) fn require(&mut self, parts: &mut http::request::Parts) -> Result<(), Rejection> {
@@ -58,6 +72,7 @@ impl Protocol {
                 *decoder = web.rewrite_request(parts);
                 Ok(())
             }
+            Protocol::Transcoded(call) => call.rewrite_request(parts),
             Protocol::Other { .. } => Err(Rejection::NotGrpc),
         }
     }
@@ -66,26 +81,35 @@ impl Protocol {
     pub(crate) fn answers_in_grpc(&self) -> bool {
         match self {
             Protocol::Grpc | Protocol::GrpcWeb(..) => true,
+            Protocol::Transcoded(_) => false,
             Protocol::Other { grpc_content_type } => *grpc_content_type,
         }
     }
 
-    /// The request body on its way to the backend.
-    pub(crate) fn request_body(&mut self, body: Incoming) -> SanitizedBody {
-        let body = SanitizedBody::new(body);
+    /// The request body on its way to the backend. An HTTP/JSON call's body is read here (the
+    /// call is allowed by now) and becomes its message; a body that cannot is refused.
+    pub(crate) async fn request_body(&mut self, mut body: Incoming) -> Result<SanitizedBody, Rejection> {
         match self {
-            Protocol::GrpcWeb(_, decoder) => match decoder.take() {
-                Some(decoder) => body.decoding_text(decoder),
-                None => body,
-            },
-            _ => body,
+            Protocol::GrpcWeb(_, decoder) => {
+                let body = SanitizedBody::new(body);
+                Ok(match decoder.take() {
+                    Some(decoder) => body.decoding_text(decoder),
+                    None => body,
+                })
+            }
+            Protocol::Transcoded(call) => {
+                let message = call.request_message(&mut body).await?;
+                Ok(SanitizedBody::new(body).replaced_by(message))
+            }
+            Protocol::Grpc | Protocol::Other { .. } => Ok(SanitizedBody::new(body)),
         }
     }
 
     /// The gRPC answer (the backend's or the proxy's) in the caller's protocol.
-    pub(crate) fn respond(self, response: Response<ProxyBody>) -> Response<ResponseBody> {
+    pub(crate) async fn respond(self, response: Response<ProxyBody>) -> Response<ResponseBody> {
         match self {
             Protocol::GrpcWeb(web, _) => web.respond(response).map(ResponseBody::GrpcWeb),
+            Protocol::Transcoded(call) => (*call).respond(response).await.map(ResponseBody::Json),
             Protocol::Grpc | Protocol::Other { .. } => response.map(ResponseBody::Grpc),
         }
     }
@@ -95,6 +119,7 @@ impl Protocol {
 pub(crate) enum ResponseBody {
     Grpc(ProxyBody),
     GrpcWeb(WebBody),
+    Json(TranscodedBody),
 }
 
 impl Body for ResponseBody {
@@ -108,6 +133,7 @@ impl Body for ResponseBody {
         match self.get_mut() {
             ResponseBody::Grpc(body) => Pin::new(body).poll_frame(cx),
             ResponseBody::GrpcWeb(body) => Pin::new(body).poll_frame(cx),
+            ResponseBody::Json(body) => Pin::new(body).poll_frame(cx),
         }
     }
 
@@ -115,6 +141,7 @@ impl Body for ResponseBody {
         match self {
             ResponseBody::Grpc(body) => body.is_end_stream(),
             ResponseBody::GrpcWeb(body) => body.is_end_stream(),
+            ResponseBody::Json(body) => body.is_end_stream(),
         }
     }
 
@@ -122,6 +149,7 @@ impl Body for ResponseBody {
         match self {
             ResponseBody::Grpc(body) => body.size_hint(),
             ResponseBody::GrpcWeb(body) => body.size_hint(),
+            ResponseBody::Json(body) => body.size_hint(),
         }
     }
 }

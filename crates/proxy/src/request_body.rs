@@ -18,8 +18,10 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: Incoming,
         text: Option<TextDecoder>,
-        // Sent as an empty body, the client's never read (a CORS preflight passed to the backend).
+        // Sent as an empty body, the client's never read (a CORS preflight passed to the backend),
+        // or as `replacement` (an HTTP/JSON call's message, the client's body read already).
         empty: bool,
+        replacement: Option<Bytes>,
     }
 }
 
@@ -29,12 +31,20 @@ impl SanitizedBody {
             inner,
             text: None,
             empty: false,
+            replacement: None,
         }
     }
 
     /// The backend gets an empty body, whatever the client sent.
     pub(crate) fn emptied(mut self) -> Self {
         self.empty = true;
+        self
+    }
+
+    /// The backend gets `bytes` as the whole body, whatever is left of the client's.
+    pub(crate) fn replaced_by(mut self, bytes: Bytes) -> Self {
+        self.empty = true;
+        self.replacement = Some(bytes);
         self
     }
 
@@ -56,7 +66,7 @@ impl Body for SanitizedBody {
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let mut this = self.project();
         if *this.empty {
-            return Poll::Ready(None);
+            return Poll::Ready(this.replacement.take().map(|bytes| Ok(Frame::data(bytes))));
         }
         loop {
             let frame = match ready!(this.inner.as_mut().poll_frame(cx)) {
@@ -92,13 +102,13 @@ impl Body for SanitizedBody {
 
     fn is_end_stream(&self) -> bool {
         // A text body that ended inside a base64 group is not over: the next poll reports it.
-        self.empty
-            || (self.inner.is_end_stream() && self.text.as_ref().is_none_or(TextDecoder::is_empty))
+        (self.empty && self.replacement.is_none())
+            || (!self.empty && self.inner.is_end_stream() && self.text.as_ref().is_none_or(TextDecoder::is_empty))
     }
 
     fn size_hint(&self) -> SizeHint {
         if self.empty {
-            SizeHint::with_exact(0)
+            SizeHint::with_exact(self.replacement.as_ref().map_or(0, |b| b.len() as u64))
         } else if self.text.is_some() {
             // Decoding changes the length.
             SizeHint::default()

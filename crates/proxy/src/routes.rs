@@ -16,11 +16,13 @@ use crate::api_key::{ApiKeyChecker, KeyRequirement};
 use crate::auth::{Authenticator, JwtRequirement};
 use crate::body::CallLog;
 use crate::metrics::{MethodMetrics, ProxyMetrics, UNDEFINED_METHOD};
+use crate::protocol::Protocol;
 use crate::reflection::{
     Index, Reflection, V1_PATH, V1_SELECTOR, V1ALPHA_PATH, V1ALPHA_SELECTOR, Version,
 };
 use crate::settings::ProxySettings;
 use crate::stream::{CallTimeouts, call_timeouts};
+use crate::transcoding::HttpRoutes;
 use crate::wire::Rejection;
 
 /// A configuration that asks for checks the proxy was not set up to perform.
@@ -67,6 +69,8 @@ pub(crate) struct RouteTable {
     reflection: Vec<(&'static str, Arc<Route>)>,
     /// The metrics of paths that are not methods (one label value for all of them).
     undefined: Option<Arc<MethodMetrics>>,
+    /// The HTTP rules of the API's methods (HTTP/JSON transcoding), when some method has one.
+    http: Option<HttpRoutes>,
     /// The key sets, when some method checks JWTs (readiness and metrics read them).
     pub keys: Option<keysets::JwksCache>,
     /// What the next configuration's table may keep: the authenticator (key caches), and the
@@ -163,6 +167,7 @@ impl RouteTable {
                 reflection_routes(config, reflection, &table, metrics, stream_idle_timeout)?;
         }
         table.undefined = metrics.map(|metrics| metrics.method(UNDEFINED_METHOD));
+        table.http = HttpRoutes::new(config, &settings.transcoding);
         table.keys = authenticator.as_ref().map(|a| a.keys().clone());
         table.authenticator = authenticator;
         table.checker = checker.map(|checker| (config.name().to_owned(), checker));
@@ -179,6 +184,7 @@ impl RouteTable {
             by_path,
             reflection: Vec::new(),
             undefined: None,
+            http: None,
             keys: None,
             authenticator: None,
             checker: None,
@@ -195,7 +201,37 @@ impl RouteTable {
         self.by_path.len()
     }
 
-    /// The step: the method at `path`, or "not defined by this API" (ESP's 404).
+    /// The step: the method a call is for, by its gRPC path, or, for a plain HTTP request, by
+    /// the HTTP rule that binds its method and path (the call then speaks HTTP/JSON: `protocol`
+    /// becomes [`Protocol::Transcoded`]); else "not defined by this API" (ESP's 404).
+    pub(crate) fn route_call(
+        &self,
+        parts: &http::request::Parts,
+        protocol: &mut Protocol,
+        log: &mut CallLog,
+    ) -> Result<&Arc<Route>, Rejection> {
+        let path = parts.uri.path();
+        match self.route(path, log) {
+            Err(Rejection::UndefinedMethod) if protocol.may_transcode() => {
+                let call = self
+                    .http
+                    .as_ref()
+                    .and_then(|http| http.find(&parts.method, path))
+                    .ok_or(Rejection::UndefinedMethod)?;
+                let route = self
+                    .by_path
+                    .get(call.grpc_path.as_str())
+                    .ok_or(Rejection::UndefinedMethod)?;
+                log.set_selector(route.selector.clone());
+                log.set_metrics(route.metrics.as_ref());
+                *protocol = Protocol::Transcoded(Box::new(call));
+                Ok(route)
+            }
+            found => found,
+        }
+    }
+
+    /// The method at `path`, or "not defined by this API" (ESP's 404).
     pub(crate) fn route(&self, path: &str, log: &mut CallLog) -> Result<&Arc<Route>, Rejection> {
         let reflection = || {
             self.reflection

@@ -56,6 +56,8 @@ pub struct ProxySettings {
     pub cors: Option<crate::CorsSettings>,
     /// gRPC server reflection answered by the proxy (`--reflection`); off when `None`.
     pub reflection: Option<ReflectionSettings>,
+    /// How HTTP/JSON calls are translated (`--transcoding-*`, ESPv2's flags).
+    pub transcoding: transcode::JsonOptions,
 }
 
 /// `--reflection`: the proxy answers `grpc.reflection.v1` and `v1alpha` from the descriptor it
@@ -199,6 +201,7 @@ impl ProxySettings {
             tracing: None,
             cors: None,
             reflection: None,
+            transcoding: transcode::JsonOptions::default(),
         }
     }
 }

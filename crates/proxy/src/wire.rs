@@ -65,6 +65,21 @@ pub enum Rejection {
     /// not allow. Answered without any CORS header, so the browser refuses the call.
     #[error("The CORS preflight request's origin is not allowed.")]
     CorsOriginNotAllowed,
+    /// An HTTP/JSON call whose path, query or body does not make the method's request message
+    /// (the transcoder's message: which parameter or field, and why).
+    #[error(transparent)]
+    Transcode(transcode::TranscodeError),
+    /// An HTTP/JSON call's body over [`crate::transcoding::MAX_BODY_BYTES`].
+    #[error("The request body is over the 4 MiB limit of HTTP/JSON calls.")]
+    RequestBodyTooLarge,
+    /// An HTTP/JSON call's body the client did not finish sending.
+    #[error("The request body ended before it was complete.")]
+    RequestBodyIncomplete,
+    /// An HTTP rule binds a client- or bidirectional-streaming method: not callable over HTTP.
+    #[error(
+        "This method streams its requests, which HTTP/JSON cannot carry: call it over gRPC or gRPC-Web."
+    )]
+    StreamingOverHttp,
     /// ESPv2: an `OPTIONS` request, with CORS on, lacking a preflight's headers.
     #[error(
         "The CORS preflight request is missing one (or more) of the following required headers: \
@@ -91,6 +106,10 @@ impl Rejection {
             Rejection::GrpcWebBadText => Code::InvalidArgument,
             Rejection::CorsOriginNotAllowed => Code::PermissionDenied,
             Rejection::CorsPreflightIncomplete => Code::InvalidArgument,
+            Rejection::Transcode(err) => Code::from_i32(i32::try_from(err.grpc_code()).unwrap_or(2)),
+            Rejection::RequestBodyTooLarge => Code::ResourceExhausted,
+            Rejection::RequestBodyIncomplete => Code::InvalidArgument,
+            Rejection::StreamingOverHttp => Code::Unimplemented,
         }
     }
 
@@ -114,6 +133,11 @@ impl Rejection {
             Rejection::GrpcWebBadText => StatusCode::BAD_REQUEST,
             Rejection::CorsOriginNotAllowed => StatusCode::FORBIDDEN,
             Rejection::CorsPreflightIncomplete => StatusCode::BAD_REQUEST,
+            Rejection::Transcode(err) => StatusCode::from_u16(transcode::http_status(err.grpc_code()))
+                .unwrap_or(StatusCode::BAD_REQUEST),
+            Rejection::RequestBodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Rejection::RequestBodyIncomplete => StatusCode::BAD_REQUEST,
+            Rejection::StreamingOverHttp => StatusCode::NOT_IMPLEMENTED,
         }
     }
 
