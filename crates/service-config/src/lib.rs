@@ -18,6 +18,7 @@ mod caller;
 mod coverage;
 mod descriptor;
 mod error;
+mod http;
 mod model;
 mod raw;
 mod resolve;
@@ -31,6 +32,7 @@ use base64::Engine as _;
 pub use caller::{AllowedCallers, Caller, CallerClaim};
 pub use descriptor::Descriptor;
 pub use error::{ConfigError, ConfigErrors};
+pub use http::{HttpBinding, HttpBody, HttpMatch, PathTemplate, TemplateError};
 pub use model::{
     Api, ApiKeyLocation, ApiKeyRequirement, Audience, AuthProvider, ConfigId, ExpClaim, Issuer,
     JwksUri, JwtLocation, Method, MethodAuth, OnMissing, ProviderId, Requirement, ServiceConfig,
