@@ -11,15 +11,27 @@ fn every_grammar_feature_parses_and_prints_back() {
     let cases: &[(&str, &str, &[&str])] = &[
         ("/", "/", &[]),
         ("/v1/shelves", "/v1/shelves", &[]),
-        ("/v1/{name=shelves/*}/books", "/v1/{name=shelves/*}/books", &["name"]),
+        (
+            "/v1/{name=shelves/*}/books",
+            "/v1/{name=shelves/*}/books",
+            &["name"],
+        ),
         ("/v1/{a.b.c}", "/v1/{a.b.c}", &["a.b.c"]),
         ("/v1/{a=*}", "/v1/{a}", &["a"]),
         ("/v1/*/x", "/v1/*/x", &[]),
         ("/v1/{path=**}", "/v1/{path=**}", &["path"]),
         ("/v1/**", "/v1/**", &[]),
         ("/v1/x:verb", "/v1/x:verb", &[]),
-        ("/v1/{name=a/*/b/**}:cancel", "/v1/{name=a/*/b/**}:cancel", &["name"]),
-        ("/v1/{shelf}/books/{book}", "/v1/{shelf}/books/{book}", &["shelf", "book"]),
+        (
+            "/v1/{name=a/*/b/**}:cancel",
+            "/v1/{name=a/*/b/**}:cancel",
+            &["name"],
+        ),
+        (
+            "/v1/{shelf}/books/{book}",
+            "/v1/{shelf}/books/{book}",
+            &["shelf", "book"],
+        ),
         ("/v1/{_a1.b_2}", "/v1/{_a1.b_2}", &["_a1.b_2"]),
         // Escapes of unreserved characters are decoded, others upper-cased.
         ("/v1/%7euser/a%2fb", "/v1/~user/a%2Fb", &[]),
@@ -30,9 +42,17 @@ fn every_grammar_feature_parses_and_prints_back() {
         let template =
             PathTemplate::parse(text).unwrap_or_else(|e| panic!("{text:?} should parse: {e}"));
         assert_eq!(template.to_string(), *printed, "{text:?}");
-        assert_eq!(template.variables().collect::<Vec<_>>(), *variables, "{text:?}");
+        assert_eq!(
+            template.variables().collect::<Vec<_>>(),
+            *variables,
+            "{text:?}"
+        );
         // The printed form is itself a template with the same meaning.
-        assert_eq!(PathTemplate::parse(printed).as_ref(), Ok(&template), "{printed:?}");
+        assert_eq!(
+            PathTemplate::parse(printed).as_ref(),
+            Ok(&template),
+            "{printed:?}"
+        );
     }
     assert_eq!(
         PathTemplate::parse("/v1/x:verb").expect("parses").verb(),
@@ -61,22 +81,55 @@ fn each_syntax_error_says_what_and_where() {
             "/v1/{shelf=}",
             "unexpected '}' at position 12, expected a segment",
         ),
-        ("/v1/{}", "unexpected '}' at position 6, expected a field name"),
-        ("/v1/{1a}", "unexpected '1' at position 6, expected a field name"),
-        ("/v1/{a.}", "unexpected '}' at position 8, expected a field name"),
+        (
+            "/v1/{}",
+            "unexpected '}' at position 6, expected a field name",
+        ),
+        (
+            "/v1/{1a}",
+            "unexpected '1' at position 6, expected a field name",
+        ),
+        (
+            "/v1/{a.}",
+            "unexpected '}' at position 8, expected a field name",
+        ),
         ("/v1/{a-b}", "unexpected '-' at position 7, expected '}'"),
         ("/v1/{a={b}}", "variables cannot be nested (position 8)"),
-        ("/v1/shel ves", "unexpected ' ' at position 9, expected '/', ':' or the end of the template"),
-        ("/v1/a*b", "unexpected '*' at position 6, expected '/', ':' or the end of the template"),
-        ("/v1/%zz", "unexpected '%' at position 5, expected two hex digits after '%'"),
-        ("/v1/x:", "unexpected end of template at position 7, expected a verb after ':'"),
-        ("/v1/x:a:b", "unexpected ':' at position 8, expected '/', ':' or the end of the template"),
-        ("/v1/x:a/b", "unexpected '/' at position 8, expected '/', ':' or the end of the template"),
+        (
+            "/v1/shel ves",
+            "unexpected ' ' at position 9, expected '/', ':' or the end of the template",
+        ),
+        (
+            "/v1/a*b",
+            "unexpected '*' at position 6, expected '/', ':' or the end of the template",
+        ),
+        (
+            "/v1/%zz",
+            "unexpected '%' at position 5, expected two hex digits after '%'",
+        ),
+        (
+            "/v1/x:",
+            "unexpected end of template at position 7, expected a verb after ':'",
+        ),
+        (
+            "/v1/x:a:b",
+            "unexpected ':' at position 8, expected '/', ':' or the end of the template",
+        ),
+        (
+            "/v1/x:a/b",
+            "unexpected '/' at position 8, expected '/', ':' or the end of the template",
+        ),
         ("/:verb", "unexpected ':' at position 2, expected a segment"),
         ("/v1/**/x", "'**' must be the last segment (position 5)"),
-        ("/v1/{path=**}/x", "'**' must be the last segment (position 11)"),
+        (
+            "/v1/{path=**}/x",
+            "'**' must be the last segment (position 11)",
+        ),
         ("/v1/{a}/{a}", "field \"a\" is bound by two variables"),
-        ("/v1/{a.b}/x/{a.b=*}", "field \"a.b\" is bound by two variables"),
+        (
+            "/v1/{a.b}/x/{a.b=*}",
+            "field \"a.b\" is bound by two variables",
+        ),
         ("/v1/?x", "unexpected '?' at position 5, expected a segment"),
     ];
     for (text, want) in cases {
@@ -98,7 +151,9 @@ fn config(bindings: &[(&str, &str, &str)], fully_decode: bool) -> ServiceConfig 
     let mut yaml = String::from(
         "type: google.api.Service\nname: routing.example.com\napis:\n- name: test.routing.Routing\nhttp:\n",
     );
-    yaml.push_str(&format!("  fully_decode_reserved_expansion: {fully_decode}\n  rules:\n"));
+    yaml.push_str(&format!(
+        "  fully_decode_reserved_expansion: {fully_decode}\n  rules:\n"
+    ));
     for (method, pattern, template) in bindings {
         yaml.push_str(&format!("  - selector: test.routing.Routing.{method}\n"));
         match *pattern {
@@ -115,7 +170,11 @@ fn config(bindings: &[(&str, &str, &str)], fully_decode: bool) -> ServiceConfig 
 }
 
 /// (HTTP method, path) → `None`, or the method short name and variables.
-type Case<'a> = (&'a str, &'a str, Option<(&'a str, &'a [(&'a str, &'a str)])>);
+type Case<'a> = (
+    &'a str,
+    &'a str,
+    Option<(&'a str, &'a [(&'a str, &'a str)])>,
+);
 
 fn check_cases(config: &ServiceConfig, cases: &[Case<'_>]) {
     for (method, path, want) in cases {
@@ -160,7 +219,11 @@ fn requests_route_with_esp_precedence_verbs_and_decoding() {
         ("GET", "/v1/q/x", Some(("R4", &[]))),
         ("GET", "/v1/shelves", Some(("R3", &[("path", "shelves")]))),
         ("GET", "/v1/a/b/c", Some(("R3", &[("path", "a/b/c")]))),
-        ("GET", "/v1/shelves/7/x", Some(("R3", &[("path", "shelves/7/x")]))),
+        (
+            "GET",
+            "/v1/shelves/7/x",
+            Some(("R3", &[("path", "shelves/7/x")])),
+        ),
         // `**` matches zero segments.
         ("GET", "/v1", Some(("R3", &[("path", "")]))),
         // A literal branch that fails further on falls back to `*`.
@@ -173,16 +236,28 @@ fn requests_route_with_esp_precedence_verbs_and_decoding() {
         ("GET", "v1/shelves/7", None),
         ("GET", "", None),
         // Verbs: matched exactly, and a verb no template declares stays part of the segment.
-        ("POST", "/v3/ops/1:cancel", Some(("R7", &[("name", "ops/1")]))),
+        (
+            "POST",
+            "/v3/ops/1:cancel",
+            Some(("R7", &[("name", "ops/1")])),
+        ),
         ("GET", "/v3/ops/1:cancel", None),
         ("POST", "/v3/ops/1:Cancel", None),
         ("GET", "/v3/ops/1", Some(("R8", &[("name", "ops/1")]))),
         ("GET", "/v3/ops/a:b", Some(("R8", &[("name", "ops/a:b")]))),
         ("POST", "/v3/ops/1", None),
-        ("POST", "/v3/ops/1:%63ancel", Some(("R7", &[("name", "ops/1")]))),
+        (
+            "POST",
+            "/v3/ops/1:%63ancel",
+            Some(("R7", &[("name", "ops/1")])),
+        ),
         // An encoded ':' is data, not the verb separator.
         ("POST", "/v3/ops/1%3Acancel", None),
-        ("POST", "/v4/a/x/b/c/d:run", Some(("R9", &[("name", "a/x/b/c/d")]))),
+        (
+            "POST",
+            "/v4/a/x/b/c/d:run",
+            Some(("R9", &[("name", "a/x/b/c/d")])),
+        ),
         ("POST", "/v4/a/x/b:run", Some(("R9", &[("name", "a/x/b")]))),
         ("POST", "/v4/a/x/c:run", None),
         // Custom kinds: an exact method first, then `*` (any method).
@@ -194,7 +269,11 @@ fn requests_route_with_esp_precedence_verbs_and_decoding() {
         ("GET", "/v1/shelves/7/", Some(("R1", &[("shelf", "7")]))),
         ("GET", "/v1/shelves/7//", Some(("R1", &[("shelf", "7")]))),
         ("GET", "/v1//x", Some(("R4", &[]))),
-        ("GET", "/v1/shelves//x", Some(("R3", &[("path", "shelves//x")]))),
+        (
+            "GET",
+            "/v1/shelves//x",
+            Some(("R3", &[("path", "shelves//x")])),
+        ),
         // Literals compare after decoding unreserved characters, never reserved ones.
         ("GET", "/v1/%73helves/speci%61l", Some(("R2", &[]))),
         (
@@ -208,7 +287,11 @@ fn requests_route_with_esp_precedence_verbs_and_decoding() {
             "/v1/shelves/a%2Fb%20c%3A%25",
             Some(("R1", &[("shelf", "a/b c:%")])),
         ),
-        ("GET", "/v1/shelves/%C3%A9t%c3%a9", Some(("R1", &[("shelf", "été")]))),
+        (
+            "GET",
+            "/v1/shelves/%C3%A9t%c3%a9",
+            Some(("R1", &[("shelf", "été")])),
+        ),
         // A multi-segment variable keeps reserved characters encoded.
         (
             "GET",

@@ -134,7 +134,11 @@ impl Router {
 
     /// The payload of the binding `method` `path` calls, with the path cut into segments.
     /// `path` is the request URI's path, percent-encoded, without the query string.
-    pub fn lookup<'p>(&self, method: &str, path: &'p str) -> Option<((usize, usize), RequestPath<'p>)> {
+    pub fn lookup<'p>(
+        &self,
+        method: &str,
+        path: &'p str,
+    ) -> Option<((usize, usize), RequestPath<'p>)> {
         let request = self.split(path)?;
         let normalized: Vec<String> = request
             .parts

@@ -286,7 +286,10 @@ impl Parser {
             Some(c) if c.is_ascii_alphabetic() || c == '_' => {}
             _ => return Err(self.unexpected("a field name")),
         }
-        while let Some(c) = self.peek().filter(|c| c.is_ascii_alphanumeric() || *c == '_') {
+        while let Some(c) = self
+            .peek()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+        {
             out.push(c);
             self.at += 1;
         }

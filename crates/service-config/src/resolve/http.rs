@@ -3,8 +3,7 @@
 //! request and response messages, and the router built from them.
 
 use prost_reflect::{
-    DescriptorPool, DynamicMessage, FieldDescriptor, Kind, MessageDescriptor, ReflectMessage,
-    Value,
+    DescriptorPool, DynamicMessage, FieldDescriptor, Kind, MessageDescriptor, ReflectMessage, Value,
 };
 
 use super::providers::is_http_token;
@@ -54,15 +53,17 @@ pub(super) fn build_http(
             None => {
                 let options = method.descriptor.options();
                 from_option = match &option {
-                    Some(ext) if options.has_extension(ext) => match options.get_extension(ext).as_ref() {
-                        Value::Message(message) => parse_rule(
-                            &rule_from_option(message),
-                            &format!("{} (google.api.http)", method.selector),
-                            false,
-                            check.errors,
-                        ),
-                        _ => Vec::new(),
-                    },
+                    Some(ext) if options.has_extension(ext) => {
+                        match options.get_extension(ext).as_ref() {
+                            Value::Message(message) => parse_rule(
+                                &rule_from_option(message),
+                                &format!("{} (google.api.http)", method.selector),
+                                false,
+                                check.errors,
+                            ),
+                            _ => Vec::new(),
+                        }
+                    }
                     _ => Vec::new(),
                 };
                 &from_option
@@ -321,10 +322,16 @@ fn resolve_path(message: &MessageDescriptor, path: &str) -> Result<FieldDescript
     let mut steps = path.split('.').peekable();
     while let Some(name) = steps.next() {
         let Some(field) = current.get_field_by_name(name) else {
+            // As for unknown config fields: close enough to be a typo.
             let suggestion = current
                 .fields()
-                .map(|f| (strsim::damerau_levenshtein(name, f.name()), f.name().to_owned()))
-                .filter(|(distance, _)| *distance <= 2)
+                .map(|f| {
+                    (
+                        strsim::damerau_levenshtein(name, f.name()),
+                        f.name().to_owned(),
+                    )
+                })
+                .filter(|(distance, known)| *distance <= 2.min(known.len() / 3).max(1))
                 .min_by_key(|(distance, _)| *distance)
                 .map(|(_, name)| format!(" (did you mean {name:?}?)"))
                 .unwrap_or_default();
