@@ -3,7 +3,8 @@
 //! request and response messages, and the router built from them.
 
 use prost_reflect::{
-    DescriptorPool, DynamicMessage, FieldDescriptor, Kind, MessageDescriptor, ReflectMessage, Value,
+    DescriptorPool, DynamicMessage, ExtensionDescriptor, FieldDescriptor, Kind, MessageDescriptor,
+    ReflectMessage, Value,
 };
 
 use super::providers::is_http_token;
@@ -16,7 +17,7 @@ use crate::raw;
 use crate::selector::RuleSelector;
 
 /// A binding parsed from one rule (or nested binding), with the path errors about it carry.
-struct Parsed {
+struct ParsedBinding {
     /// `http.rules[0]`, `http.rules[0].additional_bindings[1]`, or for an option
     /// `<method> (google.api.http)`.
     base: String,
@@ -32,7 +33,7 @@ pub(super) fn build_http(
     pool: Option<&DescriptorPool>,
     check: &mut RuleCheck<'_>,
 ) -> Router {
-    let mut rules: Vec<(RuleSelector, Vec<Parsed>)> = Vec::new();
+    let mut rules: Vec<(RuleSelector, Vec<ParsedBinding>)> = Vec::new();
     for (i, rule) in http.rules.iter().flatten().enumerate() {
         let base = format!("http.rules[{i}]");
         let selector = check.selector(&base, &rule.selector);
@@ -51,21 +52,7 @@ pub(super) fn build_http(
             // ESP: a rule of the service config replaces the method's option.
             Some(parsed) => parsed,
             None => {
-                let options = method.descriptor.options();
-                from_option = match &option {
-                    Some(ext) if options.has_extension(ext) => {
-                        match options.get_extension(ext).as_ref() {
-                            Value::Message(message) => parse_rule(
-                                &rule_from_option(message),
-                                &format!("{} (google.api.http)", method.selector),
-                                false,
-                                check.errors,
-                            ),
-                            _ => Vec::new(),
-                        }
-                    }
-                    _ => Vec::new(),
-                };
+                from_option = option_bindings(method, option.as_ref(), check.errors);
                 &from_option
             }
         };
@@ -99,6 +86,27 @@ pub(super) fn build_http(
     router
 }
 
+/// The bindings of a method's `google.api.http` option, if it has one.
+fn option_bindings(
+    method: &Method,
+    option: Option<&ExtensionDescriptor>,
+    errors: &mut Vec<ConfigError>,
+) -> Vec<ParsedBinding> {
+    let options = method.descriptor.options();
+    let Some(option) = option.filter(|option| options.has_extension(option)) else {
+        return Vec::new();
+    };
+    match options.get_extension(option).as_ref() {
+        Value::Message(rule) => parse_rule(
+            &rule_from_option(rule),
+            &format!("{} (google.api.http)", method.selector),
+            false,
+            errors,
+        ),
+        _ => Vec::new(),
+    }
+}
+
 /// The syntax of one rule: exactly one pattern, a valid template, a valid custom kind; its
 /// additional bindings follow it (one level only).
 fn parse_rule(
@@ -106,7 +114,7 @@ fn parse_rule(
     base: &str,
     nested: bool,
     errors: &mut Vec<ConfigError>,
-) -> Vec<Parsed> {
+) -> Vec<ParsedBinding> {
     let mut out = Vec::new();
     let mut patterns: Vec<(&'static str, String, &str)> = Vec::new();
     for (field, method, text) in [
@@ -161,7 +169,7 @@ fn parse_rule(
     };
     if let Some((pattern, method, text)) = primary {
         match PathTemplate::parse(text) {
-            Ok(template) => out.push(Parsed {
+            Ok(template) => out.push(ParsedBinding {
                 base: base.to_owned(),
                 pattern,
                 binding: HttpBinding {
@@ -260,7 +268,7 @@ fn rule_from_option(message: &DynamicMessage) -> raw::HttpRule {
 
 /// The fields a binding names exist in the method's messages and can hold what is bound.
 fn check_fields(
-    parsed: &Parsed,
+    parsed: &ParsedBinding,
     input: &MessageDescriptor,
     output: &MessageDescriptor,
     errors: &mut Vec<ConfigError>,
