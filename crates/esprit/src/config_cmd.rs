@@ -15,7 +15,8 @@ pub struct ConfigArgs {
 
 #[derive(Subcommand)]
 enum ConfigCommand {
-    /// Load and validate a service config; print every method with the checks that apply to it.
+    /// Load and validate a service config; print every method with the checks that apply to it,
+    /// then every HTTP route (from `google.api.http` options and `http.rules`).
     /// On an invalid config, print one line per problem to stderr and exit 1.
     Check(CheckArgs),
 }
@@ -29,7 +30,7 @@ struct CheckArgs {
     /// with the JSON form, which embeds it.
     #[arg(long, value_name = "FILE")]
     descriptor: Vec<PathBuf>,
-    /// Accept sections esprit does not enforce (quota, `http` rules, CORS, backend routing, …)
+    /// Accept sections esprit does not enforce (quota, CORS, backend routing, …)
     /// and list them as ignored, as `esprit proxy --allow-unenforced-config` would run. Without
     /// it they are reported as problems.
     #[arg(long)]
@@ -95,16 +96,36 @@ fn render(config: &ServiceConfig) -> String {
         "ALLOW WITHOUT CREDENTIAL",
         "JWT (provider, accepted audiences, token locations)",
     ];
-    let rows: Vec<[String; 5]> = config.methods().iter().map(|m| row(config, m)).collect();
-    let mut widths = header.map(str::len);
-    for row in &rows {
+    let rows: Vec<Vec<String>> = config
+        .methods()
+        .iter()
+        .map(|m| row(config, m).to_vec())
+        .collect();
+    write_table(&mut out, &header, &rows);
+
+    // Each method's HTTP bindings, primary first: `POST /v1/shelves body=shelf`.
+    let routes: Vec<Vec<String>> = config
+        .http_routes()
+        .map(|(method, binding)| vec![binding.to_string(), method.selector.to_string()])
+        .collect();
+    if !routes.is_empty() {
+        let _ = writeln!(out);
+        write_table(&mut out, &["HTTP ROUTE", "SELECTOR"], &routes);
+    }
+    out
+}
+
+/// Columns padded to their widest cell, two spaces apart; the last one unpadded.
+fn write_table(out: &mut String, header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
         for (width, cell) in widths.iter_mut().zip(row) {
             *width = (*width).max(cell.len());
         }
     }
-    let mut write_row = |cells: [&str; 5]| {
+    let mut write_row = |cells: &[&str]| {
         let mut line = String::new();
-        for (i, (cell, width)) in cells.iter().zip(widths).enumerate() {
+        for (i, (cell, width)) in cells.iter().zip(&widths).enumerate() {
             if i + 1 == cells.len() {
                 line.push_str(cell);
             } else {
@@ -114,10 +135,9 @@ fn render(config: &ServiceConfig) -> String {
         let _ = writeln!(out, "{}", line.trim_end());
     };
     write_row(header);
-    for row in &rows {
-        write_row(row.each_ref().map(String::as_str));
+    for row in rows {
+        write_row(&row.iter().map(String::as_str).collect::<Vec<_>>());
     }
-    out
 }
 
 fn row(config: &ServiceConfig, method: &Method) -> [String; 5] {

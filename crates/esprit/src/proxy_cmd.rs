@@ -129,8 +129,8 @@ pub struct ProxyArgs {
     /// esprit answers UNAVAILABLE; keys already cached as valid keep working either way.
     #[arg(long)]
     service_control_fail_open: bool,
-    /// Accept service config sections esprit does not enforce (quota, `http` rules, backend
-    /// routing, …), logging each one it ignores. Without it they are refused.
+    /// Accept service config sections esprit does not enforce (quota, backend routing, …),
+    /// logging each one it ignores. Without it they are refused.
     #[arg(long)]
     allow_unenforced_config: bool,
     /// Key-server checks outstanding at once (1 to 65536). A call that needs a check past this

@@ -48,6 +48,29 @@ fn row<'a>(stdout: &'a str, method: &str) -> Vec<&'a str> {
         .collect()
 }
 
+/// The rows of the HTTP ROUTE table, split on runs of two or more spaces.
+fn routes(stdout: &str) -> Vec<Vec<String>> {
+    stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("HTTP ROUTE "))
+        .skip(1)
+        .map(|line| {
+            line.split("  ")
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .collect()
+}
+
+fn route_row(route: &str, method: &str) -> Vec<String> {
+    vec![
+        route.to_owned(),
+        format!("endpoints.examples.bookstore.Bookstore.{method}"),
+    ]
+}
+
 #[test]
 fn valid_configs_print_every_method() {
     let locations = "[in: header Authorization prefix \"Bearer \", header X-Goog-Iap-Jwt-Assertion, query access_token]";
@@ -98,6 +121,30 @@ fn valid_configs_print_every_method() {
                 "{config}: {method}"
             );
         }
+    }
+    // The HTTP routes of the Bookstore's google.api.http options, in method order.
+    let want_routes = [
+        ("GET /v1/shelves", "ListShelves"),
+        ("POST /v1/shelves body=shelf", "CreateShelf"),
+        ("GET /v1/shelves/{shelf}", "GetShelf"),
+        ("DELETE /v1/shelves/{shelf}", "DeleteShelf"),
+        ("GET /v1/shelves/{shelf}/books", "ListBooks"),
+        ("POST /v1/shelves/{shelf}/books body=book", "CreateBook"),
+        ("GET /v1/shelves/{shelf}/books/{book}", "GetBook"),
+        ("DELETE /v1/shelves/{shelf}/books/{book}", "DeleteBook"),
+    ];
+    for config in ["api_config.yaml", "service.json"] {
+        let descriptors: &[&str] = if config == "service.json" {
+            &[]
+        } else {
+            &["bookstore.pb"]
+        };
+        let stdout = text(&check(config, descriptors).stdout);
+        assert_eq!(
+            routes(&stdout),
+            want_routes.map(|(r, m)| route_row(r, m)),
+            "{stdout}"
+        );
     }
     let auth = text(&check("api_config_auth.yaml", &["bookstore.pb"]).stdout);
     assert!(auth.contains(
@@ -272,5 +319,43 @@ fn unenforced_sections_are_problems_unless_allowed_then_listed() {
     assert!(
         stdout.contains("ignored:   context (not enforced by esprit)\n"),
         "{stdout}"
+    );
+}
+
+/// `http.rules` replace a method's option; their bindings are listed with body and
+/// response_body, and a route bound twice is a problem naming both methods.
+#[test]
+fn http_rules_are_listed_and_checked() {
+    let tutorial = std::fs::read_to_string(fixture("api_config.yaml")).expect("fixture");
+    let config = format!(
+        "{tutorial}http:\n  rules:\n  - selector: endpoints.examples.bookstore.Bookstore.GetShelf\n\
+         \x20   get: /v2/shelves/{{shelf}}\n    response_body: theme\n\
+         \x20   additional_bindings:\n    - post: /v2/shelves/{{shelf}}:get\n      body: '*'\n"
+    );
+    let out = check_text(&config, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let rows = routes(&stdout);
+    assert_eq!(rows.len(), 9, "{stdout}");
+    assert_eq!(
+        rows[2..4],
+        [
+            route_row("GET /v2/shelves/{shelf} response_body=theme", "GetShelf"),
+            route_row("POST /v2/shelves/{shelf}:get body=*", "GetShelf"),
+        ],
+        "{stdout}"
+    );
+
+    let conflict = format!(
+        "{tutorial}http:\n  rules:\n  - selector: endpoints.examples.bookstore.Bookstore.GetShelf\n\
+         \x20   get: /v1/shelves\n"
+    );
+    let out = check_text(&conflict, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr),
+        "http.rules[0].get: HTTP route GET /v1/shelves is bound to both \
+         endpoints.examples.bookstore.Bookstore.ListShelves and \
+         endpoints.examples.bookstore.Bookstore.GetShelf\n"
     );
 }

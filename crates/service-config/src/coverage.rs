@@ -7,10 +7,10 @@
 //!   not change who may call or how a call is treated; accepted silently.
 //! - **enforced elsewhere**: read by another part of esprit (the per-method deadline of
 //!   `backend.rules`); accepted silently. (`endpoints[].allow_cors` is read by `raw`.)
-//! - **unenforced**: they would change who may call or how calls are treated (quotas, HTTP
-//!   rules, CORS, backend routing, …) and esprit does not implement them. Refused with their
-//!   path, unless the caller allows unenforced sections, in which case they are returned so the
-//!   caller can log each one. A section holding only default values (`quota: {}`) asks for
+//! - **unenforced**: they would change who may call or how calls are treated (quotas, CORS,
+//!   backend routing, …) and esprit does not implement them. Refused with their path, unless
+//!   the caller allows unenforced sections, in which case they are returned so the caller can
+//!   log each one. A section holding only default values (`quota: {}`) asks for
 //!   nothing and is accepted silently.
 //! - **unknown**: anything else, typically a typo (`requirement:` for `requirements:`) that
 //!   would silently drop a rule. Always an error, with the closest known name when one is close.
@@ -79,7 +79,6 @@ const SECTIONS: &[(&str, Treatment)] = &[
     ("backend.rules[].deadline", EnforcedElsewhere),
     // Unenforced: they would change who may call or how calls are treated.
     ("quota", Unenforced),
-    ("http", Unenforced),
     ("control", Unenforced),
     ("backend", Unenforced),
     ("context", Unenforced),
@@ -238,6 +237,11 @@ fn read_fields(parent: &str) -> &'static [&'static str] {
         "usage" => fields_of::<raw::Usage>(),
         "usage.rules[]" => fields_of::<raw::UsageRule>(),
         "endpoints[]" => fields_of::<raw::Endpoint>(),
+        "http" => fields_of::<raw::Http>(),
+        "http.rules[]" | "http.rules[].additional_bindings[]" => fields_of::<raw::HttpRule>(),
+        "http.rules[].custom" | "http.rules[].additional_bindings[].custom" => {
+            fields_of::<raw::CustomHttpPattern>()
+        }
         "system_parameters" => fields_of::<raw::SystemParameters>(),
         "system_parameters.rules[]" => fields_of::<raw::SystemParameterRule>(),
         "system_parameters.rules[].parameters[]" => fields_of::<raw::SystemParameter>(),

@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+use crate::http::TemplateError;
 use crate::selector::SelectorFault;
 
 /// A problem with a service configuration or its descriptor.
@@ -99,6 +100,22 @@ pub enum ConfigError {
         #[source]
         source: Box<protox::Error>,
     },
+    /// An HTTP path template (`http.rules[].get`, or a `google.api.http` option) does not parse.
+    #[error("{path}: invalid path template {template:?}: {error}")]
+    InvalidTemplate {
+        path: String,
+        template: String,
+        error: TemplateError,
+    },
+    /// Two bindings route the same HTTP method and path template. `second` is the selector of the
+    /// binding at `path`, `first` the one bound earlier (they may be the same method).
+    #[error("{path}: HTTP route {route} is bound to both {first} and {second}")]
+    HttpRouteConflict {
+        path: String,
+        route: String,
+        first: String,
+        second: String,
+    },
     /// An embedded descriptor is not valid base64.
     #[error("{path}: invalid base64")]
     InvalidBase64 {
@@ -128,6 +145,8 @@ impl ConfigError {
             | Self::NoDescriptor { path }
             | Self::InvalidDescriptor { path, .. }
             | Self::ProtoCompile { path, .. }
+            | Self::InvalidTemplate { path, .. }
+            | Self::HttpRouteConflict { path, .. }
             | Self::InvalidBase64 { path, .. } => path,
         }
     }

@@ -5,19 +5,22 @@
 //! `FileDescriptorSet`, or `.proto` files compiled in-process with the two googleapis files
 //! vendored), and the expanded JSON form that `gcloud endpoints configs describe --format=json`
 //! prints, with its embedded descriptor. It resolves every rule (`authentication`, `usage`,
-//! `system_parameters`; last match wins) per method and applies ESP's defaults, so the proxy
-//! only looks methods up. Invalid configs are rejected with every problem and its field path.
+//! `system_parameters`, `backend`, `http`; last match wins) per method and applies ESP's
+//! defaults, so the proxy only looks methods up: by gRPC path, or by HTTP method and path
+//! ([`ServiceConfig::http_route`], from the `google.api.http` options and `http.rules`).
+//! Invalid configs are rejected with every problem and its field path.
 //!
 //! It deliberately does no I/O beyond reading the named files, never touches the network (no key
-//! fetching, no OpenID discovery), and does not interpret `http` rules, quotas, logging or
-//! monitoring; the descriptor pool is exposed for whoever needs more. Sections that would change
-//! who may call or how calls are treated, but that esprit does not enforce, are refused unless
+//! fetching, no OpenID discovery), and does not interpret quotas, logging or monitoring; the
+//! descriptor pool is exposed for whoever needs more. Sections that would change who may call
+//! or how calls are treated, but that esprit does not enforce, are refused unless
 //! [`LoadOptions::allow_unenforced`] is set; unknown fields are always refused (`coverage`).
 
 mod caller;
 mod coverage;
 mod descriptor;
 mod error;
+mod http;
 mod model;
 mod raw;
 mod resolve;
@@ -31,6 +34,7 @@ use base64::Engine as _;
 pub use caller::{AllowedCallers, Caller, CallerClaim};
 pub use descriptor::Descriptor;
 pub use error::{ConfigError, ConfigErrors};
+pub use http::{HttpBinding, HttpBody, HttpMatch, PathTemplate, TemplateError};
 pub use model::{
     Api, ApiKeyLocation, ApiKeyRequirement, Audience, AuthProvider, ConfigId, ExpClaim, Issuer,
     JwksUri, JwtLocation, Method, MethodAuth, OnMissing, ProviderId, Requirement, ServiceConfig,
@@ -47,7 +51,7 @@ const TEXT_LABEL: &str = "service config";
 #[derive(Debug, Clone, Copy, Default)]
 #[non_exhaustive]
 pub struct LoadOptions {
-    /// Accept sections esprit does not enforce (quota, `http` rules, CORS, …) and list them in
+    /// Accept sections esprit does not enforce (quota, CORS, …) and list them in
     /// [`ServiceConfig::ignored_sections`] instead of refusing the config. Unknown fields are
     /// refused either way.
     pub allow_unenforced: bool,

@@ -8,6 +8,8 @@ use prost_reflect::{DescriptorPool, MethodDescriptor};
 
 use crate::caller::AllowedCallers;
 use crate::descriptor::Descriptor;
+use crate::http::router::Router;
+use crate::http::{HttpBinding, HttpMatch};
 use crate::selector::Selector;
 
 macro_rules! string_newtype {
@@ -218,6 +220,10 @@ pub struct Method {
     /// `backend.rules[].deadline` of the last matching rule, rounded to milliseconds as ESPv2
     /// does; `None` when no rule sets one (or it is 0).
     pub backend_deadline: Option<Duration>,
+    /// HTTP bindings: the primary one first, then its `additional_bindings` in order; empty
+    /// when the method has none. From the config's last matching `http.rules[]` entry, else from
+    /// the method's `google.api.http` option.
+    pub http: Vec<HttpBinding>,
     pub descriptor: MethodDescriptor,
 }
 
@@ -236,6 +242,7 @@ pub struct ServiceConfig {
     pub(crate) by_selector: HashMap<String, usize>,
     pub(crate) ignored_sections: Vec<String>,
     pub(crate) allow_cors: bool,
+    pub(crate) router: Router,
 }
 
 impl ServiceConfig {
@@ -296,5 +303,28 @@ impl ServiceConfig {
 
     pub fn descriptor(&self) -> &Descriptor {
         &self.descriptor
+    }
+
+    /// The method and binding an HTTP request calls, with its path variables decoded; `None`
+    /// when no binding matches (ESP answers 404). `method` is the request's HTTP method, `path`
+    /// its URI path still percent-encoded, without the query string. A variable whose value does
+    /// not decode to UTF-8 also gives `None`.
+    pub fn http_route(&self, method: &str, path: &str) -> Option<HttpMatch<'_>> {
+        let ((m, b), request) = self.router.lookup(method, path)?;
+        let method = &self.methods[m];
+        let binding = &method.http[b];
+        let variables = self.router.bind(&binding.template, &request)?;
+        Some(HttpMatch {
+            method,
+            binding,
+            variables,
+        })
+    }
+
+    /// Every HTTP binding of every method, in [`Self::methods`] order.
+    pub fn http_routes(&self) -> impl Iterator<Item = (&Method, &HttpBinding)> {
+        self.methods
+            .iter()
+            .flat_map(|method| method.http.iter().map(move |binding| (method, binding)))
     }
 }

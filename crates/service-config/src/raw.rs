@@ -24,6 +24,42 @@ pub(crate) struct Service {
     #[serde(alias = "sourceInfo")]
     pub source_info: Option<SourceInfo>,
     pub endpoints: Option<Vec<Endpoint>>,
+    pub http: Option<Http>,
+}
+
+/// `google.api.Http`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct Http {
+    pub rules: Option<Vec<HttpRule>>,
+    #[serde(alias = "fullyDecodeReservedExpansion")]
+    pub fully_decode_reserved_expansion: Option<bool>,
+}
+
+/// `google.api.HttpRule`; also the form the `google.api.http` method option is read into.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct HttpRule {
+    pub selector: Option<String>,
+    pub get: Option<String>,
+    pub put: Option<String>,
+    pub post: Option<String>,
+    pub delete: Option<String>,
+    pub patch: Option<String>,
+    pub custom: Option<CustomHttpPattern>,
+    pub body: Option<String>,
+    #[serde(alias = "responseBody")]
+    pub response_body: Option<String>,
+    #[serde(alias = "additionalBindings")]
+    pub additional_bindings: Option<Vec<HttpRule>>,
+}
+
+/// `google.api.CustomHttpPattern`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct CustomHttpPattern {
+    pub kind: Option<String>,
+    pub path: Option<String>,
 }
 
 /// `google.api.Endpoint`: esprit reads `allow_cors` (CORS preflights go to the backend).

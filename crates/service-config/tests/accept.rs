@@ -443,13 +443,13 @@ control:
 
     let refused = service_config::load(&path, &descriptors).expect_err("refused by default");
     let paths: Vec<&str> = refused.iter().map(|e| e.path()).collect();
-    assert_eq!(paths, vec!["quota", "http", "context"], "{refused}");
+    assert_eq!(paths, vec!["quota", "context"], "{refused}");
 
     let options = service_config::LoadOptions::default().allow_unenforced(true);
     let config = service_config::load_with(&path, &descriptors, options)
         .unwrap_or_else(|errors| panic!("allowed:\n{errors}"));
     assert_auth_model(&config);
-    assert_eq!(config.ignored_sections(), ["quota", "http", "context"]);
+    assert_eq!(config.ignored_sections(), ["quota", "context"]);
     // Loaded strictly, the unmodified fixture has nothing to ignore.
     assert!(
         load("api_config_auth.yaml", &["bookstore.pb"])

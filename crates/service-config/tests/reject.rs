@@ -422,11 +422,6 @@ fn unenforced_sections_are_refused_with_their_path() {
             "quota",
         ),
         (
-            "http",
-            json!({"rules": [{"selector": "*", "get": "/v1/shelves"}]}),
-            "http",
-        ),
-        (
             "control",
             json!({"environment": "servicecontrol.googleapis.com", "methodPolicies": [{"selector": "*"}]}),
             "control.method_policies",

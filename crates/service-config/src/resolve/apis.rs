@@ -60,6 +60,7 @@ pub(super) fn build_apis(
                 api_key: ApiKeyRequirement::Required,
                 api_key_locations: ApiKeyLocation::defaults(),
                 backend_deadline: None,
+                http: Vec::new(),
                 descriptor: method,
             });
         }

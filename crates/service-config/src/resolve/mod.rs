@@ -4,6 +4,7 @@
 //! of a config at once.
 
 mod apis;
+mod http;
 mod providers;
 mod rules;
 
@@ -14,6 +15,7 @@ use crate::selector::Selector;
 use crate::{LoadOptions, Parsed};
 
 use apis::build_apis;
+use http::build_http;
 use providers::build_providers;
 use rules::{
     RuleCheck, build_auth_rules, build_backend_rules, build_system_parameter_rules,
@@ -140,6 +142,13 @@ pub(crate) fn build(
             .unwrap_or_else(ApiKeyLocation::defaults);
     }
 
+    let router = build_http(
+        service.http.unwrap_or_default(),
+        &mut methods,
+        descriptor.as_ref().map(Descriptor::pool),
+        &mut rules,
+    );
+
     let Some(descriptor) = descriptor.filter(|_| errors.is_empty()) else {
         return Err(ConfigErrors::new(errors));
     };
@@ -170,6 +179,7 @@ pub(crate) fn build(
             .iter()
             .flatten()
             .any(|e| e.allow_cors == Some(true)),
+        router,
     })
 }
 

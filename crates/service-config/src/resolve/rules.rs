@@ -23,7 +23,11 @@ pub(super) struct RuleCheck<'a> {
 
 impl RuleCheck<'_> {
     /// Parses `<base>.selector`; `None` when invalid (already reported).
-    fn selector(&mut self, base: &str, selector: &Option<String>) -> Option<RuleSelector> {
+    pub(super) fn selector(
+        &mut self,
+        base: &str,
+        selector: &Option<String>,
+    ) -> Option<RuleSelector> {
         let path = format!("{base}.selector");
         let Some(text) = present(selector) else {
             self.errors.push(ConfigError::MissingField { path });
