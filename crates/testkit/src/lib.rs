@@ -9,6 +9,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod cli;
+pub mod mirror;
 pub mod otlp;
 pub mod servers;
 pub mod stores;
