@@ -13,7 +13,8 @@ pub enum TranscodeError {
     #[error("Invalid JSON body: {detail}")]
     InvalidJson { detail: String },
     /// The body is JSON but not the request message's JSON mapping (a wrong type, an invalid
-    /// timestamp, two fields of one oneof, …); the detail is prost-reflect's.
+    /// timestamp, two fields of one oneof, …); the detail is prost-reflect's, after the path of
+    /// the field it is about (`nested.child.count: …`, `rNested[1].tags: …`) when found.
     #[error("Invalid request body: {detail}")]
     InvalidBody { detail: String },
     /// A path variable or query parameter names a field the message does not have (Envoy's

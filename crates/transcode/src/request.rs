@@ -85,16 +85,69 @@ pub fn request_message(
         }
     }
 
-    let message = DynamicMessage::deserialize_with_options(
-        input.clone(),
-        root,
+    let message = read_message(input, &root).map_err(|error| TranscodeError::InvalidBody {
+        detail: match locate_error(input, &root, LOCATE_DEPTH) {
+            Some((path, detail)) => format!("{path}: {detail}"),
+            None => error.to_string(),
+        },
+    })?;
+    Ok(Bytes::from(message.encode_to_vec()))
+}
+
+fn read_message(
+    message: &MessageDescriptor,
+    json: &Value,
+) -> Result<DynamicMessage, serde_json::Error> {
+    DynamicMessage::deserialize_with_options(
+        message.clone(),
+        json,
         // Envoy's transcoder ignores unknown fields in the body (ignore_unknown_fields = true).
         &DeserializeOptions::new().deny_unknown_fields(false),
     )
-    .map_err(|error| TranscodeError::InvalidBody {
-        detail: error.to_string(),
-    })?;
-    Ok(Bytes::from(message.encode_to_vec()))
+}
+
+/// How many message levels deep a body error is located (each level reads its part again, so
+/// the cost of an error stays a small multiple of the body's size).
+const LOCATE_DEPTH: usize = 8;
+
+/// The field (`nested.count`, `rNested[1].name`) whose JSON prost-reflect refused, and why:
+/// prost-reflect's errors do not say where. Reads each field of the object alone and descends
+/// into the first that fails.
+fn locate_error(
+    message: &MessageDescriptor,
+    json: &Value,
+    depth: usize,
+) -> Option<(String, String)> {
+    let Value::Object(fields) = json else {
+        return None;
+    };
+    if depth == 0 || is_well_known(message) {
+        return None;
+    }
+    for (key, value) in fields {
+        let Some(field) = find_field(message, key) else {
+            continue;
+        };
+        let single = Value::Object(Map::from_iter([(key.clone(), value.clone())]));
+        let Err(error) = read_message(message, &single) else {
+            continue;
+        };
+        let inner = match (field.kind(), value) {
+            (Kind::Message(nested), Value::Object(_)) if !field.is_map() && !field.is_list() => {
+                locate_error(&nested, value, depth - 1)
+                    .map(|(path, detail)| (format!("{key}.{path}"), detail))
+            }
+            (Kind::Message(nested), Value::Array(items)) if field.is_list() => {
+                items.iter().enumerate().find_map(|(i, item)| {
+                    locate_error(&nested, item, depth - 1)
+                        .map(|(path, detail)| (format!("{key}[{i}].{path}"), detail))
+                })
+            }
+            _ => None,
+        };
+        return Some(inner.unwrap_or_else(|| (key.clone(), error.to_string())));
+    }
+    None
 }
 
 /// The body as JSON; an empty (or all-whitespace) body is absent, as Envoy reads it as `{}`.

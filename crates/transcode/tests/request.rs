@@ -308,7 +308,16 @@ fn cases() -> Vec<Case> {
             .err("Invalid JSON body: trailing characters at line 1 column 4"),
         case("a wrong type")
             .body(BodyRule::Whole, r#"{"fInt32":"abc"}"#)
-            .err(r#"Invalid request body: invalid digit found in string"#),
+            .err(r#"Invalid request body: fInt32: invalid digit found in string"#),
+        case("a wrong type deep down is located")
+            .body(BodyRule::Whole, r#"{"fString":"ok","nested":{"name":"n","child":{"count":true}}}"#)
+            .err(r#"Invalid request body: nested.child.count: invalid type: boolean `true`, expected a 32-bit signed integer"#),
+        case("in a list of messages")
+            .body(BodyRule::Whole, r#"{"rNested":[{},{"tags":"not a list"}]}"#)
+            .err(r#"Invalid request body: rNested[1].tags: invalid type: string "not a list", expected a list"#),
+        case("an invalid well-known type value")
+            .body(BodyRule::Whole, r#"{"duration":"5 minutes"}"#)
+            .err(r#"Invalid request body: duration: failed to parse duration"#),
         case("an unknown enum name in the body is refused")
             .body(BodyRule::Whole, r#"{"nested":{"flavor":"SPICY"}}"#)
             .err(r#"Invalid value "SPICY" for enum field "kitchen.v1.Nested.flavor" of type "kitchen.v1.Flavor""#),
@@ -321,7 +330,7 @@ fn cases() -> Vec<Case> {
             .ok(r#"{"timestamp":"1972-01-01T10:00:20.021Z","duration":"-3.000001s","fieldMask":"a.b,cD","struct":{"k":[1,"two",null,{"x":true}]},"value":{"n":null},"listValue":[1.5,"s"],"any":{"@type":"type.googleapis.com/kitchen.v1.Nested","name":"in any"},"empty":{},"wDouble":"NaN","wInt64":"9","wBytes":"AQI=","wString":""}"#),
         case("an Any of an unknown type is refused")
             .body(BodyRule::Whole, r#"{"any":{"@type":"type.googleapis.com/no.Such","x":1}}"#)
-            .err("Invalid request body: message 'no.Such' not found"),
+            .err("Invalid request body: any: message 'no.Such' not found"),
     ]
 }
 
