@@ -425,3 +425,27 @@ fn errors_map_to_grpc_codes() {
     let response = TranscodeError::InvalidResponse { detail: "x".into() };
     assert_eq!(response.grpc_code(), 13);
 }
+
+#[test]
+fn kitchen_proto_carries_its_http_bindings() {
+    // The lead's end-to-end test routes by these annotations: they must survive compilation.
+    let service = common::pool()
+        .get_service_by_name("kitchen.v1.KitchenService")
+        .expect("service");
+    let http = common::pool()
+        .get_extension_by_name("google.api.http")
+        .expect("google.api.http");
+    for (name, server_streaming) in [("Echo", false), ("EchoNested", false), ("EchoStream", true)] {
+        let method = service
+            .methods()
+            .find(|method| method.name() == name)
+            .expect(name);
+        assert_eq!(method.is_server_streaming(), server_streaming, "{name}");
+        assert_eq!(method.input().full_name(), "kitchen.v1.Kitchen", "{name}");
+        assert_eq!(method.output().full_name(), "kitchen.v1.Kitchen", "{name}");
+        assert!(
+            method.options().has_extension(&http),
+            "{name} has no http rule"
+        );
+    }
+}
