@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the pinned npm packages of esprit's gRPC-Web interop tests (tests/node/package.json and
-# package-lock.json: @connectrpc/connect-node and its peers) outside the clone, and prints the
-# path of their node_modules on stdout (everything else goes to stderr).
+# package-lock.json: @connectrpc/connect-node, @connectrpc/connect-web and their peers, and
+# esbuild, whose platform binary is an npm package too) outside the clone, and prints the path of
+# their node_modules on stdout (everything else goes to stderr).
 #
 #   directory: ${ESPRIT_NODE_DIR:-$HOME/.cache/esprit-node}
 #   node:      the `node`/`npm` on PATH (20 or later)

@@ -1,5 +1,6 @@
 //! Test support shared by esprit's crates (a dev-dependency only): one way to start each server
-//! on `127.0.0.1:0` ([`servers`]), one runner for the workspace's binaries ([`cli`]), where the
+//! on `127.0.0.1:0` ([`servers`]), one runner for the workspace's binaries ([`cli`]), headless
+//! Chromium over WebDriver ([`browser`]), the proxies' access log ([`access_log`]), where the
 //! repository is, and the Python interpreter of the interop tests.
 //!
 //! testkit depends on the crates whose servers it starts, and they dev-depend on it: Cargo
@@ -8,6 +9,8 @@
 //! not use testkit.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod access_log;
+pub mod browser;
 pub mod cli;
 pub mod mirror;
 pub mod otlp;
