@@ -88,14 +88,14 @@ pub(crate) async fn handle(
         // reflection (`--reflection`): answered here from the descriptor, never forwarded.
         Ok(route) => match &route.reflection {
             Some(reflection) => {
-                match protocol.request_body(body).await {
+                match protocol.request_body(body, route.timeouts.idle).await {
                     Ok(body) => reflection::serve(reflection, parts, body, log).await,
                     Err(rejection) => rejection.into_response(protocol.answers_in_grpc(), log),
                 }
             }
             None => {
                 log.begin_backend_phase(&mut parts.headers);
-                match protocol.request_body(body).await {
+                match protocol.request_body(body, route.timeouts.idle).await {
                     Ok(body) => forward::forward(&state, &route, parts, body, log).await,
                     Err(rejection) => rejection.into_response(protocol.answers_in_grpc(), log),
                 }

@@ -88,7 +88,12 @@ impl Protocol {
 
     /// The request body on its way to the backend. An HTTP/JSON call's body is read here (the
     /// call is allowed by now) and becomes its message; a body that cannot is refused.
-    pub(crate) async fn request_body(&mut self, mut body: Incoming) -> Result<SanitizedBody, Rejection> {
+    /// Reading it waits at most `idle` (the stream idle timeout) for each chunk.
+    pub(crate) async fn request_body(
+        &mut self,
+        mut body: Incoming,
+        idle: std::time::Duration,
+    ) -> Result<SanitizedBody, Rejection> {
         match self {
             Protocol::GrpcWeb(_, decoder) => {
                 let body = SanitizedBody::new(body);
@@ -98,7 +103,7 @@ impl Protocol {
                 })
             }
             Protocol::Transcoded(call) => {
-                let message = call.request_message(&mut body).await?;
+                let message = call.request_message(&mut body, idle).await?;
                 Ok(SanitizedBody::new(body).replaced_by(message))
             }
             Protocol::Grpc | Protocol::Other { .. } => Ok(SanitizedBody::new(body)),

@@ -56,9 +56,11 @@ impl HttpRoutes {
     /// `None` when no method of the API has an HTTP rule.
     pub(crate) fn new(config: &ServiceConfig, options: &JsonOptions) -> Option<Self> {
         config.http_routes().next()?;
+        let mut options = options.clone();
+        options.ignored_query_parameters.extend(credential_parameters(config));
         Some(Self {
             config: Arc::new(config.clone()),
-            options: Arc::new(options.clone()),
+            options: Arc::new(options),
         })
     }
 
@@ -80,6 +82,26 @@ impl HttpRoutes {
             options: self.options.clone(),
         })
     }
+}
+
+/// The query parameters that carry credentials (the providers' JWT query locations, the API-key
+/// locations): read by the credential steps, never fields of a message, so never "unknown"
+/// (ESPv2 adds them to the transcoder's ignored parameters too).
+fn credential_parameters(config: &ServiceConfig) -> Vec<String> {
+    let jwt = config.providers().iter().flat_map(|p| &p.jwt_locations);
+    let jwt = jwt.filter_map(|location| match location {
+        service_config::JwtLocation::Query { name } => Some(name.clone()),
+        service_config::JwtLocation::Header { .. } => None,
+    });
+    let keys = config.methods().iter().flat_map(|m| &m.api_key_locations);
+    let keys = keys.filter_map(|location| match location {
+        service_config::ApiKeyLocation::Query(name) => Some(name.clone()),
+        _ => None,
+    });
+    let mut names: Vec<String> = jwt.chain(keys).collect();
+    names.sort();
+    names.dedup();
+    names
 }
 
 /// One HTTP/JSON call matched to a method.
@@ -146,9 +168,20 @@ impl Transcoded {
 
     /// Reads the HTTP body (at most [`MAX_BODY_BYTES`]) and makes the call's one gRPC message of
     /// it, framed. Sent to the backend in place of the body.
-    pub(crate) async fn request_message(&self, body: &mut Incoming) -> Result<Bytes, Rejection> {
+    /// Each chunk must come within `idle` (the stream idle timeout), so a client cannot hold the
+    /// call open by sending its body slowly.
+    pub(crate) async fn request_message(
+        &self,
+        body: &mut Incoming,
+        idle: std::time::Duration,
+    ) -> Result<Bytes, Rejection> {
         let mut data = BytesMut::new();
-        while let Some(frame) = body.frame().await {
+        loop {
+            let frame = match tokio::time::timeout(idle, body.frame()).await {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break,
+                Err(_) => return Err(Rejection::StreamIdleTimeout),
+            };
             let frame = frame.map_err(|_| Rejection::RequestBodyIncomplete)?;
             if let Ok(chunk) = frame.into_data() {
                 if data.len() + chunk.len() > MAX_BODY_BYTES {
@@ -457,4 +490,94 @@ fn error_response(headers: HeaderMap, status: &Status) -> Response<TranscodedBod
         .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let body = transcode::error_body(status.code, &status.message, status.details.as_deref());
     json_response(http, headers, Bytes::from(body))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn log() -> crate::body::CallLog {
+        crate::body::CallLog::new(
+            "127.0.0.1:1".parse().unwrap(),
+            std::time::Instant::now(),
+            &crate::access_log::RejectedLines::new(Default::default()),
+        )
+    }
+
+    fn reader(bytes: &[u8]) -> GrpcReader {
+        GrpcReader {
+            body: ProxyBody::empty(log()),
+            buffer: BytesMut::from(bytes),
+            status: None,
+        }
+    }
+
+    #[test]
+    fn messages_are_read_whole_and_bounded() {
+        let two = [frame_message(b"ab"), frame_message(b"")].concat();
+        let mut r = reader(&two);
+        assert!(matches!(r.complete_message(), Some(Event::Message(m)) if &m[..] == b"ab"));
+        assert!(matches!(r.complete_message(), Some(Event::Message(m)) if m.is_empty()));
+        assert!(r.complete_message().is_none(), "nothing left");
+        // A partial frame waits for more.
+        let framed = frame_message(b"abc");
+        for cut in 0..framed.len() {
+            assert!(reader(&framed[..cut]).complete_message().is_none(), "cut {cut}");
+        }
+        // Compressed, or over the bound: the proxy's INTERNAL, not a wait.
+        let mut compressed = framed.to_vec();
+        compressed[0] = 1;
+        assert!(matches!(reader(&compressed).complete_message(), Some(Event::End(s)) if s.code == 13));
+        let over = u32::try_from(MAX_BODY_BYTES + 1).unwrap().to_be_bytes();
+        let header = [&[0u8][..], &over[..]].concat();
+        assert!(matches!(reader(&header).complete_message(), Some(Event::End(s)) if s.code == 13));
+    }
+
+    #[tokio::test]
+    async fn a_body_without_a_status_or_cut_inside_a_message_is_internal() {
+        let mut r = reader(&frame_message(b"abc")[..4]);
+        assert!(matches!(r.next().await, Event::End(s) if s.code == 13 && s.message.contains("inside")));
+        let mut r = reader(&[]);
+        assert!(matches!(r.next().await, Event::End(s) if s.code == 13 && s.message.contains("without a status")));
+        let mut r = reader(&[]);
+        r.status = Some(Status::internal("x"));
+        assert!(matches!(r.next().await, Event::End(s) if s.message == "x"));
+    }
+
+    #[test]
+    fn a_stream_closes_its_array_and_reports_a_failure_in_trailers() {
+        let ok = closing(&Status {
+            code: 0,
+            message: String::new(),
+            details: None,
+        });
+        assert_eq!(ok.len(), 1);
+        assert_eq!(ok[0].data_ref().unwrap(), &Bytes::from_static(b"]"));
+        let failed = closing(&Status {
+            code: 14,
+            message: "gone away".into(),
+            details: None,
+        });
+        assert_eq!(failed.len(), 2);
+        let trailers = failed[1].trailers_ref().unwrap();
+        assert_eq!(trailers["grpc-status"], "14");
+        assert_eq!(trailers["grpc-message"], "gone%20away");
+    }
+
+    #[test]
+    fn statuses_are_read_from_headers() {
+        let mut headers = HeaderMap::new();
+        assert!(status_of(&headers).is_none());
+        headers.insert("grpc-status", HeaderValue::from_static("5"));
+        headers.insert("grpc-message", HeaderValue::from_static("no%20such%20shelf"));
+        assert_eq!(
+            status_of(&headers),
+            Some(Status {
+                code: 5,
+                message: "no such shelf".into(),
+                details: None
+            })
+        );
+    }
 }

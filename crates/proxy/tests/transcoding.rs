@@ -323,3 +323,36 @@ async fn jwt_checks_apply_to_http_calls() {
     assert_eq!(bad.status, 401);
     assert_eq!(bad.headers["www-authenticate"], "Bearer, error=\"invalid_token\"");
 }
+
+/// A body sent too slowly is given up after the stream idle timeout (the client cannot hold the
+/// call open), with ESP's "stream timeout" as JSON; nothing is forwarded.
+#[tokio::test]
+async fn a_stalled_body_ends_at_the_stream_idle_timeout() {
+    use http_body_util::BodyExt as _;
+    let backend = start_bookstore().await;
+    let mut settings = settings(backend.addr());
+    settings.stream_idle_timeout = std::time::Duration::from_millis(300);
+    let proxy = RunningProxy::start(&bookstore_config(), settings).await;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<http_body::Frame<bytes::Bytes>, std::convert::Infallible>>(1);
+    let body = http_body_util::StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+    let mut sender = h2c(proxy.addr).await;
+    let request = http::Request::post(format!("http://{}/v1/shelves", proxy.addr))
+        .header("content-type", "application/json")
+        .body(body)
+        .unwrap();
+    tx.send(Ok(http_body::Frame::data(bytes::Bytes::from_static(b"{\"theme\"")))).await.unwrap();
+    let started = std::time::Instant::now();
+    let response = tokio::time::timeout(std::time::Duration::from_secs(10), sender.send_request(request))
+        .await
+        .expect("answered within the bound")
+        .unwrap();
+    assert_eq!(response.status(), 408);
+    assert!(started.elapsed() >= std::time::Duration::from_millis(250));
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let json: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(json, json!({"code": 408, "message": "stream timeout"}));
+    drop(tx);
+    let client = reqwest::Client::new();
+    let shelves = call(&client, reqwest::Method::GET, format!("{}/v1/shelves", proxy.url()), None, &[]).await;
+    assert_eq!(shelves.json["shelves"].as_array().unwrap().len(), 2);
+}

@@ -229,7 +229,7 @@ pub struct Method {
 
 /// A loaded service configuration. Immutable; share it as `Arc<ServiceConfig>` and swap the
 /// whole `Arc` to reload.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct ServiceConfig {
     pub(crate) name: String,
     pub(crate) title: Option<String>,

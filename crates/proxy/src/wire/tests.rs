@@ -23,9 +23,13 @@ fn variant(rejection: &Rejection) -> usize {
         Rejection::GrpcWebBadText => 11,
         Rejection::CorsOriginNotAllowed => 12,
         Rejection::CorsPreflightIncomplete => 13,
+        Rejection::Transcode(_) => 14,
+        Rejection::RequestBodyTooLarge => 15,
+        Rejection::RequestBodyIncomplete => 16,
+        Rejection::StreamingOverHttp => 17,
     }
 }
-const VARIANTS: usize = 14;
+const VARIANTS: usize = 18;
 
 struct Row {
     rejection: Rejection,
@@ -209,6 +213,46 @@ fn rows() -> Vec<Row> {
             "The CORS preflight request is missing one (or more) of the following required headers: Origin, Access-Control-Request-Method",
             400,
             false,
+            None,
+        ),
+        // HTTP/JSON calls only (their answers are never gRPC); the code is the transcoder's.
+        row(
+            Rejection::Transcode(transcode::TranscodeError::UnknownField {
+                field: "nope".into(),
+                message_type: "pkg.Request".into(),
+            }),
+            Code::InvalidArgument,
+            400,
+            "Could not find field \"nope\" in the type \"pkg.Request\".",
+            200,
+            true,
+            None,
+        ),
+        row(
+            Rejection::RequestBodyTooLarge,
+            Code::ResourceExhausted,
+            413,
+            "The request body is over the 4 MiB limit of HTTP/JSON calls.",
+            200,
+            true,
+            None,
+        ),
+        row(
+            Rejection::RequestBodyIncomplete,
+            Code::InvalidArgument,
+            400,
+            "The request body ended before it was complete.",
+            200,
+            true,
+            None,
+        ),
+        row(
+            Rejection::StreamingOverHttp,
+            Code::Unimplemented,
+            501,
+            "This method streams its requests, which HTTP/JSON cannot carry: call it over gRPC or gRPC-Web.",
+            200,
+            true,
             None,
         ),
     ]

@@ -15,7 +15,7 @@ use super::template::{PathTemplate, Segment, escaped_byte, normalize_literal};
 /// `*` as a binding's HTTP method: any method.
 pub(crate) const ANY_METHOD: &str = "*";
 
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub(crate) struct Router {
     root: Node,
     /// Every verb some template declares, normalised.
@@ -26,7 +26,7 @@ pub(crate) struct Router {
     fully_decode_reserved: bool,
 }
 
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 struct Node {
     literals: HashMap<String, Node>,
     single: Option<Box<Node>>,
@@ -34,7 +34,7 @@ struct Node {
     ends: Vec<End>,
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct End {
     verb: Option<String>,
     method: String,
@@ -82,7 +82,7 @@ impl Node {
 }
 
 /// A request path cut into segments: the raw (still percent-encoded) text and the verb.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct RequestPath<'p> {
     pub parts: Vec<&'p str>,
     pub verb: Option<String>,

@@ -3,10 +3,7 @@
 //! A bearer token makes the request non-simple, so the browser preflights it; without a token
 //! the GET is simple (no preflight) and the page reads the proxy's 401 only because it carries
 //! the CORS headers. From an origin the proxy does not allow, the page reads nothing.
-//!
-//! Not compiled yet (`.pending`): rename to `browser_rest.rs` when HTTP/JSON transcoding lands.
-//! The stage (browser, origins, proxy with `--cors-preset basic`, access log) is browser.rs's;
-//! if transcoding needs a setting to be on, set it in `browser_support::Stage::start`.
+//! The stage (browser, origins, proxy with `--cors-preset basic`, access log) is browser.rs's.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed unwrap is a failed test
 
 mod browser_support;
