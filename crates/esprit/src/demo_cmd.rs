@@ -48,6 +48,7 @@ use setup::{
 use transcript::{command, output, print_try_by_hand, step};
 
 mod calls;
+mod rest;
 mod setup;
 mod stringent;
 mod transcript;
@@ -394,6 +395,7 @@ async fn demo(dir: &Path, keep_running: bool) -> anyhow::Result<usize> {
     };
     failures += stringent::run(&mut client, &files, &accounts).await?;
     drop(client);
+    failures += rest::run(proxy_addr, &token, &api_key).await?;
 
     if keep_running {
         let stopped = crate::signals::terminated();

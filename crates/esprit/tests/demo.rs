@@ -93,6 +93,10 @@ fn demo_shows_the_tutorials_outcomes_and_leaves_nothing_behind() {
          --role roles/iam.serviceAccountTokenCreator \
          --resource projects/-/serviceAccounts/bookstore-client@consumer-project.iam.gserviceaccount.com\n",
         "$ IMPERSONATED=$(esprit token --key-file ",
+        // The same API over HTTP/JSON, as curl calls it.
+        "$ curl -s -H \"Authorization: Bearer $JWT_TOKEN\" http://127.0.0.1:",
+        "/v1/shelves  # without a token\n",
+        "/v1/shelves/1?key=$API_KEY\"\n",
     ];
     let mut from = 0;
     for want in commands {
@@ -133,10 +137,15 @@ fn demo_shows_the_tutorials_outcomes_and_leaves_nothing_behind() {
          -> as expected: refused without the Token Creator role\n",
         "--auth_token $IMPERSONATED  # other-client@other-project.iam.gserviceaccount.com acting as \
          the consumer\nshelf 1: Fiction\nshelf 2: Fantasy\n  -> as expected: the shelves\n",
+        // REST: the shelves as JSON (int64 ids are strings), ESP's 401 JSON, shelf 1.
+        "/v1/shelves\n{\"shelves\":[{\"id\":\"1\",\"theme\":\"Fiction\"},{\"id\":\"2\",\"theme\":\"Fantasy\"}]}\n  \
+         -> as expected: HTTP 200\n",
+        "# without a token\n{\"code\":401,\"message\":\"Jwt is missing\"}\n  -> as expected: HTTP 401\n",
+        "?key=$API_KEY\"\n{\"id\":\"1\",\"theme\":\"Fiction\"}\n  -> as expected: HTTP 200\n",
     ] {
         assert!(stdout.contains(want), "{want:?} missing in:\n{stdout}");
     }
-    assert_eq!(stdout.matches("  -> as expected").count(), 12, "{stdout}");
+    assert_eq!(stdout.matches("  -> as expected").count(), 15, "{stdout}");
     assert!(!stdout.contains("UNEXPECTED"), "{stdout}");
 
     // The token is shown (it is the point of the demo); private keys never are.
@@ -198,7 +207,11 @@ async fn keep_running_serves_calls_until_sigterm_then_cleans_up() {
         }
     });
     let mut lines = std::iter::from_fn(|| lines_rx.recv_timeout(PATIENCE).ok());
-    let shown = read_until(&mut lines, "$ curl -s http://").join("\n");
+    // The transcript (whose REST step has curl lines of its own), then the instructions up to
+    // their last line.
+    let mut shown = read_until(&mut lines, "# The stack stays up until Ctrl-C");
+    shown.extend(read_until(&mut lines, "$ curl -s http://"));
+    let shown = shown.join("\n");
     // What the demo prints for trying it by hand, after the transcript.
     let (_, shown) = shown
         .split_once("# The stack stays up until Ctrl-C")

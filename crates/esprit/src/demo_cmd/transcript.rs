@@ -48,6 +48,9 @@ pub(super) fn print_try_by_hand(
             "bookstore-client --port {proxy_port} --auth_token $JWT_TOKEN --api_key $API_KEY get-shelf 1"
         ),
         format!("bookstore-client --port {proxy_port} --auth_token $JWT_TOKEN get-shelf 1"),
+        format!(
+            "curl -s -H \"Authorization: Bearer $JWT_TOKEN\" \"http://127.0.0.1:{proxy_port}/v1/shelves/1?key=$API_KEY\""
+        ),
         format!("esprit iam api-keys list --project {}", CONSUMER.1),
         format!(
             "esprit token --key-file {} --audiences {SERVICE_NAME}",
