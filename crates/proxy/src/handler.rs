@@ -87,12 +87,10 @@ pub(crate) async fn handle(
     let response = match check(&state, &mut parts, &mut protocol, &mut log).await {
         // reflection (`--reflection`): answered here from the descriptor, never forwarded.
         Ok(route) => match &route.reflection {
-            Some(reflection) => {
-                match protocol.request_body(body, route.timeouts.idle).await {
-                    Ok(body) => reflection::serve(reflection, parts, body, log).await,
-                    Err(rejection) => rejection.into_response(protocol.answers_in_grpc(), log),
-                }
-            }
+            Some(reflection) => match protocol.request_body(body, route.timeouts.idle).await {
+                Ok(body) => reflection::serve(reflection, parts, body, log).await,
+                Err(rejection) => rejection.into_response(protocol.answers_in_grpc(), log),
+            },
             None => {
                 log.begin_backend_phase(&mut parts.headers);
                 match protocol.request_body(body, route.timeouts.idle).await {

@@ -23,7 +23,6 @@ mod headers;
 mod health;
 mod metrics;
 mod protocol;
-mod transcoding;
 mod reflection;
 mod reload;
 mod request_body;
@@ -32,6 +31,7 @@ mod server;
 mod settings;
 mod stream;
 mod trace_context;
+mod transcoding;
 mod wire;
 
 pub use access_log::AccessLogSettings;
@@ -52,12 +52,12 @@ pub use reflection::{
 pub use reload::{ConfigFiles, Reloader, WATCH_INTERVAL_MAX, WATCH_INTERVAL_MIN};
 pub use routes::Unenforceable;
 pub use server::Proxy;
-pub use transcode::JsonOptions;
-pub use transcoding::MAX_BODY_BYTES as MAX_HTTP_JSON_BODY_BYTES;
 pub use settings::{
     AdminSettings, BackendHealthCheck, BackendUrl, Http2Limits, OtlpEndpoint, ProxySettings,
     ReflectionSettings, SettingsError, TlsFiles, TracingSettings,
 };
+pub use transcode::JsonOptions;
+pub use transcoding::MAX_BODY_BYTES as MAX_HTTP_JSON_BODY_BYTES;
 pub use wire::{Rejection, code_name};
 
 impl From<conn_guard::tls::TlsFileError> for ProxyError {

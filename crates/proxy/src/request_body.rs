@@ -103,7 +103,9 @@ impl Body for SanitizedBody {
     fn is_end_stream(&self) -> bool {
         // A text body that ended inside a base64 group is not over: the next poll reports it.
         (self.empty && self.replacement.is_none())
-            || (!self.empty && self.inner.is_end_stream() && self.text.as_ref().is_none_or(TextDecoder::is_empty))
+            || (!self.empty
+                && self.inner.is_end_stream()
+                && self.text.as_ref().is_none_or(TextDecoder::is_empty))
     }
 
     fn size_hint(&self) -> SizeHint {

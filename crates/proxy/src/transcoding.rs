@@ -57,7 +57,9 @@ impl HttpRoutes {
     pub(crate) fn new(config: &ServiceConfig, options: &JsonOptions) -> Option<Self> {
         config.http_routes().next()?;
         let mut options = options.clone();
-        options.ignored_query_parameters.extend(credential_parameters(config));
+        options
+            .ignored_query_parameters
+            .extend(credential_parameters(config));
         Some(Self {
             config: Arc::new(config.clone()),
             options: Arc::new(options),
@@ -317,7 +319,11 @@ fn frame_message(message: &[u8]) -> Bytes {
     let mut framed = BytesMut::with_capacity(5 + message.len());
     framed.extend_from_slice(&[0]);
     // Bounded by MAX_BODY_BYTES's message, far below u32::MAX.
-    framed.extend_from_slice(&u32::try_from(message.len()).unwrap_or(u32::MAX).to_be_bytes());
+    framed.extend_from_slice(
+        &u32::try_from(message.len())
+            .unwrap_or(u32::MAX)
+            .to_be_bytes(),
+    );
     framed.extend_from_slice(message);
     framed.freeze()
 }
@@ -407,7 +413,12 @@ impl GrpcReader {
                 "the backend sent a compressed message, which the proxy cannot translate",
             )));
         }
-        let len = u32::from_be_bytes([self.buffer[1], self.buffer[2], self.buffer[3], self.buffer[4]]);
+        let len = u32::from_be_bytes([
+            self.buffer[1],
+            self.buffer[2],
+            self.buffer[3],
+            self.buffer[4],
+        ]);
         let len = usize::try_from(len).unwrap_or(usize::MAX);
         if len > MAX_BODY_BYTES {
             return Some(Event::End(Status::internal(
@@ -476,7 +487,11 @@ fn set_json_headers(headers: &mut HeaderMap) {
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
 }
 
-fn json_response(status: StatusCode, mut headers: HeaderMap, json: Bytes) -> Response<TranscodedBody> {
+fn json_response(
+    status: StatusCode,
+    mut headers: HeaderMap,
+    json: Bytes,
+) -> Response<TranscodedBody> {
     set_json_headers(&mut headers);
     let mut response = Response::new(TranscodedBody::full(json));
     *response.status_mut() = status;
@@ -523,12 +538,17 @@ mod tests {
         // A partial frame waits for more.
         let framed = frame_message(b"abc");
         for cut in 0..framed.len() {
-            assert!(reader(&framed[..cut]).complete_message().is_none(), "cut {cut}");
+            assert!(
+                reader(&framed[..cut]).complete_message().is_none(),
+                "cut {cut}"
+            );
         }
         // Compressed, or over the bound: the proxy's INTERNAL, not a wait.
         let mut compressed = framed.to_vec();
         compressed[0] = 1;
-        assert!(matches!(reader(&compressed).complete_message(), Some(Event::End(s)) if s.code == 13));
+        assert!(
+            matches!(reader(&compressed).complete_message(), Some(Event::End(s)) if s.code == 13)
+        );
         let over = u32::try_from(MAX_BODY_BYTES + 1).unwrap().to_be_bytes();
         let header = [&[0u8][..], &over[..]].concat();
         assert!(matches!(reader(&header).complete_message(), Some(Event::End(s)) if s.code == 13));
@@ -537,9 +557,13 @@ mod tests {
     #[tokio::test]
     async fn a_body_without_a_status_or_cut_inside_a_message_is_internal() {
         let mut r = reader(&frame_message(b"abc")[..4]);
-        assert!(matches!(r.next().await, Event::End(s) if s.code == 13 && s.message.contains("inside")));
+        assert!(
+            matches!(r.next().await, Event::End(s) if s.code == 13 && s.message.contains("inside"))
+        );
         let mut r = reader(&[]);
-        assert!(matches!(r.next().await, Event::End(s) if s.code == 13 && s.message.contains("without a status")));
+        assert!(
+            matches!(r.next().await, Event::End(s) if s.code == 13 && s.message.contains("without a status"))
+        );
         let mut r = reader(&[]);
         r.status = Some(Status::internal("x"));
         assert!(matches!(r.next().await, Event::End(s) if s.message == "x"));
@@ -570,7 +594,10 @@ mod tests {
         let mut headers = HeaderMap::new();
         assert!(status_of(&headers).is_none());
         headers.insert("grpc-status", HeaderValue::from_static("5"));
-        headers.insert("grpc-message", HeaderValue::from_static("no%20such%20shelf"));
+        headers.insert(
+            "grpc-message",
+            HeaderValue::from_static("no%20such%20shelf"),
+        );
         assert_eq!(
             status_of(&headers),
             Some(Status {

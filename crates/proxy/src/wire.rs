@@ -106,7 +106,9 @@ impl Rejection {
             Rejection::GrpcWebBadText => Code::InvalidArgument,
             Rejection::CorsOriginNotAllowed => Code::PermissionDenied,
             Rejection::CorsPreflightIncomplete => Code::InvalidArgument,
-            Rejection::Transcode(err) => Code::from_i32(i32::try_from(err.grpc_code()).unwrap_or(2)),
+            Rejection::Transcode(err) => {
+                Code::from_i32(i32::try_from(err.grpc_code()).unwrap_or(2))
+            }
             Rejection::RequestBodyTooLarge => Code::ResourceExhausted,
             Rejection::RequestBodyIncomplete => Code::InvalidArgument,
             Rejection::StreamingOverHttp => Code::Unimplemented,
@@ -133,8 +135,10 @@ impl Rejection {
             Rejection::GrpcWebBadText => StatusCode::BAD_REQUEST,
             Rejection::CorsOriginNotAllowed => StatusCode::FORBIDDEN,
             Rejection::CorsPreflightIncomplete => StatusCode::BAD_REQUEST,
-            Rejection::Transcode(err) => StatusCode::from_u16(transcode::http_status(err.grpc_code()))
-                .unwrap_or(StatusCode::BAD_REQUEST),
+            Rejection::Transcode(err) => {
+                StatusCode::from_u16(transcode::http_status(err.grpc_code()))
+                    .unwrap_or(StatusCode::BAD_REQUEST)
+            }
             Rejection::RequestBodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Rejection::RequestBodyIncomplete => StatusCode::BAD_REQUEST,
             Rejection::StreamingOverHttp => StatusCode::NOT_IMPLEMENTED,

@@ -47,8 +47,8 @@ async fn call(
         .map(|v| v.to_str().unwrap().to_owned())
         .unwrap_or_default();
     let text = response.text().await.unwrap();
-    let json = serde_json::from_str(&text)
-        .unwrap_or_else(|err| panic!("not JSON ({err}): {text:?}"));
+    let json =
+        serde_json::from_str(&text).unwrap_or_else(|err| panic!("not JSON ({err}): {text:?}"));
     Answer {
         status,
         content_type,
@@ -106,7 +106,14 @@ async fn the_bookstore_over_http_matches_its_grpc_answers() {
             .into_inner();
         assert_eq!(shelf.theme, "Poetry");
         assert_eq!(answer.json, shelf_json(&shelf));
-        let answer = call(client, reqwest::Method::GET, url(&format!("/v1/shelves/{id}")), None, &[]).await;
+        let answer = call(
+            client,
+            reqwest::Method::GET,
+            url(&format!("/v1/shelves/{id}")),
+            None,
+            &[],
+        )
+        .await;
         assert_eq!(answer.json, shelf_json(&shelf));
 
         // A path variable and `body: "book"`.
@@ -128,13 +135,34 @@ async fn the_bookstore_over_http_matches_its_grpc_answers() {
         assert_eq!(books.len(), 1);
         assert_eq!(answer.json, book_json(&books[0]));
         let book = books[0].id;
-        let listed = call(client, reqwest::Method::GET, url(&format!("/v1/shelves/{id}/books")), None, &[]).await;
+        let listed = call(
+            client,
+            reqwest::Method::GET,
+            url(&format!("/v1/shelves/{id}/books")),
+            None,
+            &[],
+        )
+        .await;
         assert_eq!(listed.json, json!({"books": [book_json(&books[0])]}));
-        let got = call(client, reqwest::Method::GET, url(&format!("/v1/shelves/{id}/books/{book}")), None, &[]).await;
+        let got = call(
+            client,
+            reqwest::Method::GET,
+            url(&format!("/v1/shelves/{id}/books/{book}")),
+            None,
+            &[],
+        )
+        .await;
         assert_eq!(got.json, book_json(&books[0]));
 
         // DELETE answers google.protobuf.Empty as `{}`; the book is gone for gRPC too.
-        let deleted = call(client, reqwest::Method::DELETE, url(&format!("/v1/shelves/{id}/books/{book}")), None, &[]).await;
+        let deleted = call(
+            client,
+            reqwest::Method::DELETE,
+            url(&format!("/v1/shelves/{id}/books/{book}")),
+            None,
+            &[],
+        )
+        .await;
         assert_eq!((deleted.status, deleted.json.clone()), (200, json!({})));
         let status = grpc
             .get_book(GetBookRequest { shelf: id, book })
@@ -143,11 +171,25 @@ async fn the_bookstore_over_http_matches_its_grpc_answers() {
         assert_eq!(status.code(), tonic::Code::NotFound);
 
         // The backend's NOT_FOUND: HTTP 404 and the status as JSON, its message the backend's.
-        let gone = call(client, reqwest::Method::GET, url(&format!("/v1/shelves/{id}/books/{book}")), None, &[]).await;
+        let gone = call(
+            client,
+            reqwest::Method::GET,
+            url(&format!("/v1/shelves/{id}/books/{book}")),
+            None,
+            &[],
+        )
+        .await;
         assert_eq!(gone.status, 404);
         assert_eq!(gone.json["code"], json!(5));
         assert_eq!(gone.json["message"], json!(status.message()));
-        let deleted = call(client, reqwest::Method::DELETE, url(&format!("/v1/shelves/{id}")), None, &[]).await;
+        let deleted = call(
+            client,
+            reqwest::Method::DELETE,
+            url(&format!("/v1/shelves/{id}")),
+            None,
+            &[],
+        )
+        .await;
         assert_eq!(deleted.status, 200);
     }
 }
@@ -165,7 +207,14 @@ async fn unbound_routes_are_esp_404s() {
         (reqwest::Method::POST, "/v1/shelves/1"),
         (reqwest::Method::GET, "/"),
     ] {
-        let answer = call(&client, method.clone(), format!("{}{path}", proxy.url()), None, &[]).await;
+        let answer = call(
+            &client,
+            method.clone(),
+            format!("{}{path}", proxy.url()),
+            None,
+            &[],
+        )
+        .await;
         assert_eq!(answer.status, 404, "{method} {path}");
         assert_eq!(
             answer.json,
@@ -176,7 +225,10 @@ async fn unbound_routes_are_esp_404s() {
     let answer = call(
         &client,
         reqwest::Method::POST,
-        format!("{}/endpoints.examples.bookstore.Bookstore/ListShelves", proxy.url()),
+        format!(
+            "{}/endpoints.examples.bookstore.Bookstore/ListShelves",
+            proxy.url()
+        ),
         Some("{}"),
         &[],
     )
@@ -191,18 +243,49 @@ async fn bad_requests_are_refused_with_the_reason() {
     let (_backend, proxy) = bookstore_stack().await;
     let client = reqwest::Client::new();
     let url = |path: &str| format!("{}{path}", proxy.url());
-    let not_json = call(&client, reqwest::Method::POST, url("/v1/shelves"), Some("{not json"), &[]).await;
+    let not_json = call(
+        &client,
+        reqwest::Method::POST,
+        url("/v1/shelves"),
+        Some("{not json"),
+        &[],
+    )
+    .await;
     assert_eq!(not_json.status, 400, "{}", not_json.json);
-    assert!(not_json.json["message"].as_str().unwrap().len() > 10, "{}", not_json.json);
-    let not_a_number = call(&client, reqwest::Method::GET, url("/v1/shelves/abc"), None, &[]).await;
+    assert!(
+        not_json.json["message"].as_str().unwrap().len() > 10,
+        "{}",
+        not_json.json
+    );
+    let not_a_number = call(
+        &client,
+        reqwest::Method::GET,
+        url("/v1/shelves/abc"),
+        None,
+        &[],
+    )
+    .await;
     assert_eq!(not_a_number.status, 400, "{}", not_a_number.json);
     assert!(
-        not_a_number.json["message"].as_str().unwrap().contains("shelf"),
+        not_a_number.json["message"]
+            .as_str()
+            .unwrap()
+            .contains("shelf"),
         "{}",
         not_a_number.json
     );
-    let big = format!(r#"{{"theme": "{}"}}"#, "x".repeat(proxy::MAX_HTTP_JSON_BODY_BYTES));
-    let too_big = call(&client, reqwest::Method::POST, url("/v1/shelves"), Some(&big), &[]).await;
+    let big = format!(
+        r#"{{"theme": "{}"}}"#,
+        "x".repeat(proxy::MAX_HTTP_JSON_BODY_BYTES)
+    );
+    let too_big = call(
+        &client,
+        reqwest::Method::POST,
+        url("/v1/shelves"),
+        Some(&big),
+        &[],
+    )
+    .await;
     assert_eq!(too_big.status, 413);
     assert_eq!(
         too_big.json["message"],
@@ -233,12 +316,23 @@ async fn config_http_rules_override_annotations_and_streaming_requests_are_refus
     for path in ["/v2/all-shelves", "/v2/shelves:list"] {
         let answer = call(&client, reqwest::Method::GET, url(path), None, &[]).await;
         assert_eq!(answer.status, 200, "{path}");
-        assert_eq!(answer.json["shelves"].as_array().unwrap().len(), 2, "{path}");
+        assert_eq!(
+            answer.json["shelves"].as_array().unwrap().len(),
+            2,
+            "{path}"
+        );
     }
     // The annotation's route is replaced, the other methods' stay.
     let old = call(&client, reqwest::Method::GET, url("/v1/shelves"), None, &[]).await;
     assert_eq!(old.status, 404);
-    let other = call(&client, reqwest::Method::GET, url("/v1/shelves/1"), None, &[]).await;
+    let other = call(
+        &client,
+        reqwest::Method::GET,
+        url("/v1/shelves/1"),
+        None,
+        &[],
+    )
+    .await;
     assert_eq!(other.status, 200);
 
     let echo = start_echo().await;
@@ -251,11 +345,20 @@ async fn config_http_rules_override_annotations_and_streaming_requests_are_refus
 "
     ));
     let proxy = RunningProxy::start(&config, settings(echo.addr())).await;
-    let answer = call(&client, reqwest::Method::POST, format!("{}/v1/upload", proxy.url()), Some("{}"), &[]).await;
+    let answer = call(
+        &client,
+        reqwest::Method::POST,
+        format!("{}/v1/upload", proxy.url()),
+        Some("{}"),
+        &[],
+    )
+    .await;
     assert_eq!(answer.status, 501);
     assert_eq!(
         answer.json["message"],
-        json!("This method streams its requests, which HTTP/JSON cannot carry: call it over gRPC or gRPC-Web.")
+        json!(
+            "This method streams its requests, which HTTP/JSON cannot carry: call it over gRPC or gRPC-Web."
+        )
     );
 }
 
@@ -271,7 +374,8 @@ fn now() -> u64 {
 
 fn token(key: &GeneratedKey) -> String {
     let now = now();
-    let claims = json!({"iss": ISSUER, "sub": ISSUER, "aud": SERVICE, "iat": now, "exp": now + 600});
+    let claims =
+        json!({"iss": ISSUER, "sub": ISSUER, "aud": SERVICE, "iat": now, "exp": now + 600});
     key.signer()
         .unwrap()
         .sign_jwt(Some("k1"), key.algorithm, &claims)
@@ -305,23 +409,57 @@ async fn jwt_checks_apply_to_http_calls() {
 
     let missing = call(&client, reqwest::Method::GET, url("/v1/shelves"), None, &[]).await;
     assert_eq!(missing.status, 401);
-    assert_eq!(missing.json, json!({"code": 401, "message": "Jwt is missing"}));
+    assert_eq!(
+        missing.json,
+        json!({"code": 401, "message": "Jwt is missing"})
+    );
     assert_eq!(missing.headers["www-authenticate"], "Bearer");
     // Refused before the body is read: a POST without a token creates nothing.
-    let refused = call(&client, reqwest::Method::POST, url("/v1/shelves"), Some(r#"{"theme":"X"}"#), &[]).await;
+    let refused = call(
+        &client,
+        reqwest::Method::POST,
+        url("/v1/shelves"),
+        Some(r#"{"theme":"X"}"#),
+        &[],
+    )
+    .await;
     assert_eq!(refused.status, 401);
 
     let token = token(&key);
     let bearer = format!("Bearer {token}");
-    let ok = call(&client, reqwest::Method::GET, url("/v1/shelves"), None, &[("authorization", &bearer)]).await;
+    let ok = call(
+        &client,
+        reqwest::Method::GET,
+        url("/v1/shelves"),
+        None,
+        &[("authorization", &bearer)],
+    )
+    .await;
     assert_eq!(ok.status, 200, "{}", ok.json);
     assert_eq!(ok.json["shelves"].as_array().unwrap().len(), 2);
-    let query = call(&client, reqwest::Method::GET, url(&format!("/v1/shelves/1?access_token={token}")), None, &[]).await;
+    let query = call(
+        &client,
+        reqwest::Method::GET,
+        url(&format!("/v1/shelves/1?access_token={token}")),
+        None,
+        &[],
+    )
+    .await;
     assert_eq!(query.status, 200, "{}", query.json);
     assert_eq!(query.json["theme"], json!("Fiction"));
-    let bad = call(&client, reqwest::Method::GET, url("/v1/shelves"), None, &[("authorization", "Bearer a.b.c")]).await;
+    let bad = call(
+        &client,
+        reqwest::Method::GET,
+        url("/v1/shelves"),
+        None,
+        &[("authorization", "Bearer a.b.c")],
+    )
+    .await;
     assert_eq!(bad.status, 401);
-    assert_eq!(bad.headers["www-authenticate"], "Bearer, error=\"invalid_token\"");
+    assert_eq!(
+        bad.headers["www-authenticate"],
+        "Bearer, error=\"invalid_token\""
+    );
 }
 
 /// A body sent too slowly is given up after the stream idle timeout (the client cannot hold the
@@ -333,19 +471,28 @@ async fn a_stalled_body_ends_at_the_stream_idle_timeout() {
     let mut settings = settings(backend.addr());
     settings.stream_idle_timeout = std::time::Duration::from_millis(300);
     let proxy = RunningProxy::start(&bookstore_config(), settings).await;
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<http_body::Frame<bytes::Bytes>, std::convert::Infallible>>(1);
+    let (tx, rx) = tokio::sync::mpsc::channel::<
+        Result<http_body::Frame<bytes::Bytes>, std::convert::Infallible>,
+    >(1);
     let body = http_body_util::StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx));
     let mut sender = h2c(proxy.addr).await;
     let request = http::Request::post(format!("http://{}/v1/shelves", proxy.addr))
         .header("content-type", "application/json")
         .body(body)
         .unwrap();
-    tx.send(Ok(http_body::Frame::data(bytes::Bytes::from_static(b"{\"theme\"")))).await.unwrap();
+    tx.send(Ok(http_body::Frame::data(bytes::Bytes::from_static(
+        b"{\"theme\"",
+    ))))
+    .await
+    .unwrap();
     let started = std::time::Instant::now();
-    let response = tokio::time::timeout(std::time::Duration::from_secs(10), sender.send_request(request))
-        .await
-        .expect("answered within the bound")
-        .unwrap();
+    let response = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        sender.send_request(request),
+    )
+    .await
+    .expect("answered within the bound")
+    .unwrap();
     assert_eq!(response.status(), 408);
     assert!(started.elapsed() >= std::time::Duration::from_millis(250));
     let body = response.into_body().collect().await.unwrap().to_bytes();
@@ -353,6 +500,13 @@ async fn a_stalled_body_ends_at_the_stream_idle_timeout() {
     assert_eq!(json, json!({"code": 408, "message": "stream timeout"}));
     drop(tx);
     let client = reqwest::Client::new();
-    let shelves = call(&client, reqwest::Method::GET, format!("{}/v1/shelves", proxy.url()), None, &[]).await;
+    let shelves = call(
+        &client,
+        reqwest::Method::GET,
+        format!("{}/v1/shelves", proxy.url()),
+        None,
+        &[],
+    )
+    .await;
     assert_eq!(shelves.json["shelves"].as_array().unwrap().len(), 2);
 }

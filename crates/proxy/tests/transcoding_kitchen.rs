@@ -48,12 +48,8 @@ fn kitchen(config: &ServiceConfig) -> MessageDescriptor {
 
 /// The protobuf form of `json` (what a gRPC client would send for the same data).
 fn message(descriptor: &MessageDescriptor, json: &Value) -> DynamicMessage {
-    DynamicMessage::deserialize_with_options(
-        descriptor.clone(),
-        json,
-        &DeserializeOptions::new(),
-    )
-    .unwrap()
+    DynamicMessage::deserialize_with_options(descriptor.clone(), json, &DeserializeOptions::new())
+        .unwrap()
 }
 
 /// The JSON of a message as the proxy prints it by default.
@@ -70,7 +66,10 @@ fn received(mirror: &Mirror, descriptor: &MessageDescriptor) -> (String, Dynamic
     (last.path, message)
 }
 
-async fn stack(http: &str, tune: impl FnOnce(&mut proxy::ProxySettings)) -> (Mirror, RunningProxy, ServiceConfig) {
+async fn stack(
+    http: &str,
+    tune: impl FnOnce(&mut proxy::ProxySettings),
+) -> (Mirror, RunningProxy, ServiceConfig) {
     let mirror = Mirror::start().await;
     let config = config(http);
     let mut settings = settings(mirror.addr);
@@ -88,7 +87,9 @@ async fn send(
     let client = reqwest::Client::new();
     let mut request = client.request(method, url);
     if let Some(body) = body {
-        request = request.header("content-type", "application/json").body(body);
+        request = request
+            .header("content-type", "application/json")
+            .body(body);
     }
     for (name, value) in headers {
         request = request.header(*name, *value);
@@ -101,7 +102,10 @@ async fn send(
         "every answer is JSON"
     );
     let text = response.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}")))
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}")),
+    )
 }
 
 /// Every field kind and every well-known type, in a body (`body: "*"`) and back.
@@ -143,7 +147,10 @@ async fn every_type_round_trips_through_a_body() {
     assert_eq!(status, 200, "{answer}");
     let (path, got) = received(&mirror, &descriptor);
     assert_eq!(path, "/kitchen.v1.KitchenService/Echo");
-    assert_eq!(got, expected, "the backend got the protobuf form of the JSON");
+    assert_eq!(
+        got, expected,
+        "the backend got the protobuf form of the JSON"
+    );
     assert_eq!(answer, json_of(&expected), "and the answer is its JSON");
     // The backend was called as gRPC.
     let headers = mirror.last().headers;
@@ -161,7 +168,13 @@ async fn path_variables_query_parameters_and_body_fields() {
     let query = "fInt32=5&r_string=a&r_string=b&nested.count=3&nested.child.name=kid\
                  &flavor=SOUR&timestamp=2020-01-01T00:00:00Z&duration=1.5s&wString=w%20s\
                  &fieldMask=a,b.c&rFlavor=SWEET&rFlavor=2&fBytes=AQI%3D&wInt64=-9&fBool=true";
-    let (status, answer) = send(reqwest::Method::GET, url(&format!("/v1/kitchen/a%2Fb%20c?{query}")), None, &[]).await;
+    let (status, answer) = send(
+        reqwest::Method::GET,
+        url(&format!("/v1/kitchen/a%2Fb%20c?{query}")),
+        None,
+        &[],
+    )
+    .await;
     assert_eq!(status, 200, "{answer}");
     let expected = message(
         &descriptor,
@@ -178,10 +191,22 @@ async fn path_variables_query_parameters_and_body_fields() {
     assert_eq!(answer, json_of(&expected));
 
     // Two variables, one a nested field, one an enum by name.
-    let (status, _) = send(reqwest::Method::GET, url("/v1/kitchen/pie/flavors/BITTER"), None, &[]).await;
+    let (status, _) = send(
+        reqwest::Method::GET,
+        url("/v1/kitchen/pie/flavors/BITTER"),
+        None,
+        &[],
+    )
+    .await;
     assert_eq!(status, 200);
     let (_, got) = received(&mirror, &descriptor);
-    assert_eq!(got, message(&descriptor, &json!({"nested": {"name": "pie"}, "flavor": "BITTER"})));
+    assert_eq!(
+        got,
+        message(
+            &descriptor,
+            &json!({"nested": {"name": "pie"}, "flavor": "BITTER"})
+        )
+    );
 
     // `body: "nested"` fills that field; `response_body: "nested"` answers only it.
     let (status, answer) = send(
@@ -196,24 +221,45 @@ async fn path_variables_query_parameters_and_body_fields() {
     assert_eq!(path, "/kitchen.v1.KitchenService/EchoNested");
     assert_eq!(
         got,
-        message(&descriptor, &json!({"fString": "outer", "fInt32": 1, "nested": {"name": "inner", "tags": ["t"]}}))
+        message(
+            &descriptor,
+            &json!({"fString": "outer", "fInt32": 1, "nested": {"name": "inner", "tags": ["t"]}})
+        )
     );
     assert_eq!(answer, json!({"name": "inner", "tags": ["t"]}));
 
     // PATCH with `body: "*"` and a path variable.
-    let (status, _) = send(reqwest::Method::PATCH, url("/v1/kitchen/p"), Some(r#"{"fInt64": "77"}"#.to_owned()), &[]).await;
+    let (status, _) = send(
+        reqwest::Method::PATCH,
+        url("/v1/kitchen/p"),
+        Some(r#"{"fInt64": "77"}"#.to_owned()),
+        &[],
+    )
+    .await;
     assert_eq!(status, 200);
     let (_, got) = received(&mirror, &descriptor);
-    assert_eq!(got, message(&descriptor, &json!({"fString": "p", "fInt64": "77"})));
+    assert_eq!(
+        got,
+        message(&descriptor, &json!({"fString": "p", "fInt64": "77"}))
+    );
 
     // An unknown query parameter is a 400 naming it; the API-key parameters are not (nor a
     // provider's JWT query locations: `transcoding.rs` tests `access_token`).
     let before = mirror.received().len();
     let (status, answer) = send(reqwest::Method::GET, url("/v1/kitchen/x?nope=1"), None, &[]).await;
     assert_eq!(status, 400, "{answer}");
-    assert!(answer["message"].as_str().unwrap().contains("nope"), "{answer}");
+    assert!(
+        answer["message"].as_str().unwrap().contains("nope"),
+        "{answer}"
+    );
     assert_eq!(mirror.received().len(), before, "not forwarded");
-    let (status, _) = send(reqwest::Method::GET, url("/v1/kitchen/x?key=k&api_key=k"), None, &[]).await;
+    let (status, _) = send(
+        reqwest::Method::GET,
+        url("/v1/kitchen/x?key=k&api_key=k"),
+        None,
+        &[],
+    )
+    .await;
     assert_eq!(status, 200);
 }
 
@@ -238,12 +284,42 @@ async fn template_features_from_config_rules() {
     let descriptor = kitchen(&config);
     let url = |path: &str| format!("{}{path}", proxy.url());
     let table: [(reqwest::Method, &str, Option<&str>, Value); 6] = [
-        (reqwest::Method::GET, "/v1/shelves/s1/books", None, json!({"fString": "shelves/s1"})),
-        (reqwest::Method::GET, "/v1/shelves/a%20b/books", None, json!({"fString": "shelves/a b"})),
-        (reqwest::Method::GET, "/v1/files/a/b/c.txt", None, json!({"nested": {"name": "files/a/b/c.txt"}})),
-        (reqwest::Method::GET, "/v1/anything/wild/7", None, json!({"fInt32": 7})),
-        (reqwest::Method::POST, "/v1/job-1:cancel", Some(r#"{"fBool": true}"#), json!({"fString": "job-1", "fBool": true})),
-        (reqwest::Method::GET, "/v1/shelves/s1/books?fInt64=3", None, json!({"fString": "shelves/s1", "fInt64": "3"})),
+        (
+            reqwest::Method::GET,
+            "/v1/shelves/s1/books",
+            None,
+            json!({"fString": "shelves/s1"}),
+        ),
+        (
+            reqwest::Method::GET,
+            "/v1/shelves/a%20b/books",
+            None,
+            json!({"fString": "shelves/a b"}),
+        ),
+        (
+            reqwest::Method::GET,
+            "/v1/files/a/b/c.txt",
+            None,
+            json!({"nested": {"name": "files/a/b/c.txt"}}),
+        ),
+        (
+            reqwest::Method::GET,
+            "/v1/anything/wild/7",
+            None,
+            json!({"fInt32": 7}),
+        ),
+        (
+            reqwest::Method::POST,
+            "/v1/job-1:cancel",
+            Some(r#"{"fBool": true}"#),
+            json!({"fString": "job-1", "fBool": true}),
+        ),
+        (
+            reqwest::Method::GET,
+            "/v1/shelves/s1/books?fInt64=3",
+            None,
+            json!({"fString": "shelves/s1", "fInt64": "3"}),
+        ),
     ];
     for (method, path, body, want) in table {
         let (status, answer) = send(method.clone(), url(path), body.map(str::to_owned), &[]).await;
@@ -252,12 +328,21 @@ async fn template_features_from_config_rules() {
         assert_eq!(got, message(&descriptor, &want), "{method} {path}");
     }
     // HEAD by a custom rule reaches the method (no body in the answer, by HTTP).
-    let response = reqwest::Client::new().head(url("/v1/head/h")).send().await.unwrap();
+    let response = reqwest::Client::new()
+        .head(url("/v1/head/h"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
     let (_, got) = received(&mirror, &descriptor);
     assert_eq!(got, message(&descriptor, &json!({"fString": "h"})));
     // The annotation's routes are gone; near misses do not match.
-    for path in ["/v1/kitchen/x", "/v1/shelves/s1/s2/books", "/v1/job-1:stop", "/v1/file"] {
+    for path in [
+        "/v1/kitchen/x",
+        "/v1/shelves/s1/s2/books",
+        "/v1/job-1:stop",
+        "/v1/file",
+    ] {
         let (status, _) = send(reqwest::Method::GET, url(path), None, &[]).await;
         assert_eq!(status, 404, "{path}");
     }
@@ -311,15 +396,32 @@ async fn server_streams_are_json_arrays() {
 async fn backend_errors_map_to_http_statuses() {
     let (_mirror, proxy, _config) = stack("", |_| {}).await;
     let url = format!("{}/v1/kitchen/e", proxy.url());
-    for (code, http) in [(3, 400), (5, 404), (7, 403), (8, 429), (13, 500), (14, 503), (16, 401), (4, 504), (12, 501)] {
+    for (code, http) in [
+        (3, 400),
+        (5, 404),
+        (7, 403),
+        (8, 429),
+        (13, 500),
+        (14, 503),
+        (16, 401),
+        (4, 504),
+        (12, 501),
+    ] {
         let (status, answer) = send(
             reqwest::Method::GET,
             url.clone(),
             None,
-            &[("mirror-status", &code.to_string()), ("mirror-message", "why")],
+            &[
+                ("mirror-status", &code.to_string()),
+                ("mirror-message", "why"),
+            ],
         )
         .await;
-        assert_eq!((status, answer), (http, json!({"code": code, "message": "why"})), "code {code}");
+        assert_eq!(
+            (status, answer),
+            (http, json!({"code": code, "message": "why"})),
+            "code {code}"
+        );
     }
     let (status, answer) = send(reqwest::Method::GET, url, None, &[("mirror-status", "0")]).await;
     assert_eq!(status, 500);
@@ -370,5 +472,8 @@ async fn print_options_apply() {
     .await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["flavor"], json!("SOUR"));
-    assert!(answer.get("fInt32").is_none(), "defaults omitted by default");
+    assert!(
+        answer.get("fInt32").is_none(),
+        "defaults omitted by default"
+    );
 }

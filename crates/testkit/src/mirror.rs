@@ -32,7 +32,8 @@ pub struct Mirror {
     received: Arc<Mutex<Vec<Received>>>,
 }
 
-type Answer = StreamBody<futures::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, Infallible>>>>;
+type Answer =
+    StreamBody<futures::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, Infallible>>>>;
 
 impl Mirror {
     /// Messages a server-streaming call is answered with.

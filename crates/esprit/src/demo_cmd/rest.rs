@@ -20,7 +20,9 @@ struct RestCall {
 /// Step 12: ListShelves and GetShelf as `curl` calls them. Returns how many calls did not do
 /// what they should.
 pub(super) async fn run(proxy: SocketAddr, token: &str, api_key: &str) -> anyhow::Result<usize> {
-    step("12. The same API over HTTP/JSON: curl through the proxy (transcoded from the proto's google.api.http rules)");
+    step(
+        "12. The same API over HTTP/JSON: curl through the proxy (transcoded from the proto's google.api.http rules)",
+    );
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
@@ -55,14 +57,23 @@ pub(super) async fn run(proxy: SocketAddr, token: &str, api_key: &str) -> anyhow
         if let Some(token) = &call.token {
             request = request.bearer_auth(token);
         }
-        let response = request.send().await.context("calling the proxy over HTTP")?;
+        let response = request
+            .send()
+            .await
+            .context("calling the proxy over HTTP")?;
         let status = response.status().as_u16();
-        let body = response.text().await.context("reading the proxy's answer")?;
+        let body = response
+            .text()
+            .await
+            .context("reading the proxy's answer")?;
         output(&body);
         if status == call.want {
             output(&format!("  -> as expected: HTTP {status}"));
         } else {
-            output(&format!("  -> UNEXPECTED: HTTP {status}, wanted {}", call.want));
+            output(&format!(
+                "  -> UNEXPECTED: HTTP {status}, wanted {}",
+                call.want
+            ));
             failures += 1;
         }
     }

@@ -75,7 +75,6 @@ impl CorsArgs {
     }
 }
 
-
 /// ESPv2's `--transcoding_*` flags: how HTTP/JSON calls are translated to and from messages.
 #[derive(Args)]
 pub(super) struct TranscodingArgs {
