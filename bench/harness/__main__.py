@@ -58,7 +58,7 @@ def calibration(load, quick):
     """The warm-up run before a profile; its rate sizes the measured run."""
     if load.rps:
         return load.sized(int(load.rps * load.clients * (0.1 if quick else 1.0)))
-    per_stream, floor = (10, 300) if quick else (200, 5000)
+    per_stream, floor = (10, 300) if quick else (200, 2000)
     return load.sized(max(load.clients * load.streams * per_stream, floor))
 
 

@@ -119,10 +119,11 @@ GUARD_LAYOUTS = ("pinned", "sidecar")
 MIN_TWO_WORKER_SCALING = 1.6
 
 
-def guard(result, limit=MAX_CPU_VS_PEER):
+def guard(result, limit=None):
     """[{layout, name, ref, ratio, ok}] for every measured row with a `guard` row measured in the
     same layout (of GUARD_LAYOUTS): saturation proxy CPU per call, median over rounds, row over
     its reference."""
+    limit = MAX_CPU_VS_PEER if limit is None else limit
     rows = _rows(result)
     out = []
     for (layout, name), row in sorted(rows.items()):
