@@ -20,7 +20,7 @@
 # --rounds N: times every row is measured (default 3; --quick 1); ratios carry their spread.
 # --quick: a smoke run of about a minute (what CI runs). Exits non-zero on a missing tool, a build
 # failure, a set-up that does not start, or any failed call, in either mode; --quick also when
-# esprit's CPU per call exceeds 3x nghttpx's (the regression guard, harness/targets.py).
+# esprit's CPU per call exceeds 3.5x nghttpx's (the regression guard, harness/targets.py).
 # --compare-bin-dir DIR: instead, an A/B of this build against the esprit in DIR by counts per
 # call (callgrind instructions, perf stat syscalls and context switches; bench/harness/ab.py),
 # which a busy machine does not move; writes results/ab/ab.{json,md}. Needs valgrind and perf.

@@ -107,14 +107,17 @@ PAIRINGS = (("", "nghttpx", "no access log (esprit `RUST_LOG=warn`, nghttpx with
             ("-log", "nghttpx-log", "access log (esprit's default, nghttpx `--accesslog-file`)"))
 
 # The regression guard (`bench/run.sh --quick` in CI fails past it): esprit's proxy CPU per
-# call at saturation over nghttpx's in the same run, layout and access-log pairing. Today's
-# ratios are 1.1-1.3x pinned and up to 2.4x as a sidecar (issue 15); one quick round on this
-# shared 2-core VM moved a ratio by up to ±25 % (bench/README.md). 3x stays clear of both, and
-# still catches a regression that doubles esprit's cost per call in the pinned layout.
-MAX_CPU_VS_PEER = 3.0
+# call at saturation over nghttpx's in the same run, layout and access-log pairing. A ratio: a
+# slow or loaded machine slows both. What it was on 7e0ac61 (full run of 2026-12-01, 3 rounds, a
+# machine at load 7 with 10 compilers running): medians 1.7-1.9x pinned, 1.7-2.7x sidecar, single
+# rounds up to 2.92x (sidecar, access-log pairing; esprit's log line is the difference); quick
+# rounds on the same machine 1.5-2.5x. On a quiet machine issue 15 measured 1.1-1.2x pinned and
+# 2.0-2.4x sidecar. 3.5x clears the worst round seen by 20 %, so a busy CI machine does not fail
+# it, and still fails a change that doubles the cost of a no-log row (1.7-1.8x today).
+MAX_CPU_VS_PEER = 3.5
 # Not the two-core layout: there esprit's multi-threaded runtime hands work between its threads
-# (0.5-1 context switch per call against nghttpx's 0.05), which put it at 2.1-2.8x nghttpx in one
-# quick round; reported, not guarded, until the two-worker target of issue 15 is worked on.
+# (0.4-1 context switch per call against nghttpx's 0.07); its ratio went from 2.3x to 3.1x between
+# rounds of one run. Reported, not guarded, until issue 15's two-worker target is worked on.
 GUARD_LAYOUTS = ("pinned", "sidecar")
 MIN_TWO_WORKER_SCALING = 1.6
 

@@ -82,6 +82,14 @@ class Guard(unittest.TestCase):
         self.assertAlmostEqual(checks["esprit-open"]["ratio"], 2.9)
         self.assertFalse(checks["esprit-jwt-rs256-hit"]["ok"])
 
+    def test_the_default_limit_is_the_named_constant(self):
+        from . import targets
+        over = targets.MAX_CPU_VS_PEER * 1.01
+        rows = [_row("sidecar", "nghttpx", [_sat(10.0)]),
+                _row("sidecar", "esprit-open", [_sat(10.0 * over)], guard="nghttpx")]
+        [check] = targets.guard(self._result(rows))
+        self.assertFalse(check["ok"])
+
     def test_a_slow_machine_alone_does_not_trip_it(self):
         # Everything 5x slower (a loaded machine): the ratio, and so the verdict, is unchanged.
         from . import targets
