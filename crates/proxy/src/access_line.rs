@@ -119,9 +119,9 @@ impl AccessLine<'_> {
             json_display_str(out, "trace_id", trace_id);
         }
         json_str(out, "grpc_status", self.grpc_status());
-        let _ = write!(
+        let _ = writeln!(
             out,
-            ",\"http_status\":{},\"duration_us\":{},\"target\":\"esprit::access\"}}\n",
+            ",\"http_status\":{},\"duration_us\":{},\"target\":\"esprit::access\"}}",
             self.http_status, self.duration_us
         );
     }
@@ -165,7 +165,8 @@ impl AccessLine<'_> {
 
 /// Printable ASCII other than `"` and `\`: written as is by both `Debug` and JSON.
 fn plain(s: &str) -> bool {
-    s.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+    s.bytes()
+        .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
 }
 
 /// ` name="value"`, quoted and escaped as `Debug` does (as `tracing`'s text formatter does).
@@ -316,8 +317,8 @@ mod tests {
             }
         };
         tracing::dispatcher::with_default(&dispatch, || line.emit_event());
-        let text = String::from_utf8(written.lock().unwrap().clone()).unwrap();
-        text
+        let bytes = written.lock().unwrap().clone();
+        String::from_utf8(bytes).unwrap()
     }
 
     struct Capture(Arc<Mutex<Vec<u8>>>);

@@ -60,7 +60,9 @@ struct Shared {
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, Queue> {
         // No code that can panic runs under this lock; if it ever did, the queue is still whole.
-        self.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.queue
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Half the line limit: a batch that large is written at once, so a burst cannot reach the
@@ -307,7 +309,11 @@ mod tests {
         wait_for("lines missing", || out.all().len() == expected.len());
         assert_eq!(String::from_utf8(out.all()).unwrap(), expected);
         // About 1 MiB in 64 KiB batches, not one write per line.
-        assert!(out.calls() <= N / 100, "{} writes for {N} lines", out.calls());
+        assert!(
+            out.calls() <= N / 100,
+            "{} writes for {N} lines",
+            out.calls()
+        );
         assert_eq!(sink.dropped(), 0);
         drop(guard);
     }
@@ -370,7 +376,10 @@ mod tests {
         drop(guard);
         let expected: String = (0..100).map(line).collect();
         assert_eq!(String::from_utf8(out.all()).unwrap(), expected);
-        assert!(!sink.push(b"after the exit\n"), "a closed sink takes no line");
+        assert!(
+            !sink.push(b"after the exit\n"),
+            "a closed sink takes no line"
+        );
     }
 
     #[test]
