@@ -83,16 +83,20 @@ impl AccessLine<'_> {
             text_str(out, "auth_provider", outcome.auth_provider);
             text_str(out, "api_key", outcome.api_key);
         }
-        text_display(out, "peer", &self.peer);
-        if let Some(client) = &self.client {
-            text_display(out, "client", client);
+        out.extend_from_slice(b" peer=");
+        push_socket_addr(out, self.peer);
+        if let Some(client) = self.client {
+            out.extend_from_slice(b" client=");
+            push_ip(out, client);
         }
         if let Some(trace_id) = &self.trace_id {
             text_display(out, "trace_id", trace_id);
         }
         text_str(out, "grpc_status", self.grpc_status());
-        text_display(out, "http_status", &self.http_status);
-        text_display(out, "duration_us", &self.duration_us);
+        out.extend_from_slice(b" http_status=");
+        push_int(out, self.http_status);
+        out.extend_from_slice(b" duration_us=");
+        push_int(out, self.duration_us);
         out.push(b'\n');
     }
 
@@ -111,19 +115,23 @@ impl AccessLine<'_> {
             json_str(out, "api_key", outcome.api_key);
         }
         // Addresses and hex digits: nothing to escape.
-        json_display_str(out, "peer", &self.peer);
-        if let Some(client) = &self.client {
-            json_display_str(out, "client", client);
+        out.extend_from_slice(b",\"peer\":\"");
+        push_socket_addr(out, self.peer);
+        out.push(b'"');
+        if let Some(client) = self.client {
+            out.extend_from_slice(b",\"client\":\"");
+            push_ip(out, client);
+            out.push(b'"');
         }
         if let Some(trace_id) = &self.trace_id {
             json_display_str(out, "trace_id", trace_id);
         }
         json_str(out, "grpc_status", self.grpc_status());
-        let _ = writeln!(
-            out,
-            ",\"http_status\":{},\"duration_us\":{},\"target\":\"esprit::access\"}}",
-            self.http_status, self.duration_us
-        );
+        out.extend_from_slice(b",\"http_status\":");
+        push_int(out, self.http_status);
+        out.extend_from_slice(b",\"duration_us\":");
+        push_int(out, self.duration_us);
+        out.extend_from_slice(b",\"target\":\"esprit::access\"}\n");
     }
 
     /// The same line as a `tracing` event (where no log sink is installed, or where the text is
@@ -159,6 +167,42 @@ impl AccessLine<'_> {
                 duration_us = self.duration_us,
                 "call ended before a status"
             ),
+        }
+    }
+}
+
+/// Decimal digits without the formatting machinery (as `Display` writes them).
+fn push_int(out: &mut Vec<u8>, n: impl itoa::Integer) {
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+}
+
+/// As `Display` writes the address; IPv4 (every address on most deployments) digit by digit.
+fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, c, d] = v4.octets();
+            push_int(out, a);
+            for octet in [b, c, d] {
+                out.push(b'.');
+                push_int(out, octet);
+            }
+        }
+        IpAddr::V6(v6) => {
+            let _ = write!(out, "{v6}");
+        }
+    }
+}
+
+/// As `Display` writes it: `a.b.c.d:port`, `[v6]:port`.
+fn push_socket_addr(out: &mut Vec<u8>, addr: SocketAddr) {
+    match addr {
+        SocketAddr::V4(v4) => {
+            push_ip(out, IpAddr::V4(*v4.ip()));
+            out.push(b':');
+            push_int(out, v4.port());
+        }
+        SocketAddr::V6(v6) => {
+            let _ = write!(out, "{v6}");
         }
     }
 }
@@ -298,6 +342,29 @@ mod tests {
             assert_eq!(value["path"], *path);
             assert_eq!(value["target"], "esprit::access");
             assert_eq!(value["selector"], "esprit.echo.v1.Echo.Unary");
+        }
+    }
+
+    proptest::proptest! {
+        /// Addresses and numbers written digit by digit read as `Display` writes them.
+        #[test]
+        fn addresses_and_numbers_as_display(
+            v4 in proptest::prelude::any::<std::net::Ipv4Addr>(),
+            v6 in proptest::prelude::any::<std::net::Ipv6Addr>(),
+            port in proptest::prelude::any::<u16>(),
+            n in proptest::prelude::any::<u64>(),
+        ) {
+            for addr in [SocketAddr::from((v4, port)), SocketAddr::from((v6, port))] {
+                let mut out = Vec::new();
+                push_socket_addr(&mut out, addr);
+                proptest::prop_assert_eq!(String::from_utf8(out).unwrap(), addr.to_string());
+                let mut out = Vec::new();
+                push_ip(&mut out, addr.ip());
+                proptest::prop_assert_eq!(String::from_utf8(out).unwrap(), addr.ip().to_string());
+            }
+            let mut out = Vec::new();
+            push_int(&mut out, n);
+            proptest::prop_assert_eq!(String::from_utf8(out).unwrap(), n.to_string());
         }
     }
 
