@@ -300,7 +300,15 @@ mod tests {
     #[test]
     fn many_lines_go_out_whole_in_order_in_few_writes() {
         let out = Recorder::new();
-        let (sink, guard) = LogSink::spawn(out.clone(), settings()).unwrap();
+        // Batches cut by size, not by a preempted test thread's pauses (the last one by time).
+        let (sink, guard) = LogSink::spawn(
+            out.clone(),
+            SinkSettings {
+                flush_interval: Duration::from_millis(500),
+                ..settings()
+            },
+        )
+        .unwrap();
         const N: usize = 5_000;
         for i in 0..N {
             assert!(sink.push(line(i).as_bytes()));
