@@ -2,19 +2,25 @@
 # The esprit benchmark: direct, nginx, nghttpx and esprit side by side on loopback.
 #
 #   bench/run.sh [--quick] [--no-install] [--bin-dir DIR] [--only NAME,...] [--keep-workdir]
+#                [--layout pinned,sidecar,two-core] [--rounds N]
 #                [--no-criterion] [--results DIR] [--compare-bin-dir DIR]
 #
 # Installs what it needs when missing (Debian: nginx, nghttp2-client for h2load and nghttp,
-# nghttp2-proxy for nghttpx; needs root), builds release binaries (`cargo build --release -p esprit
-# -p esprit-echo` into $CARGO_TARGET_DIR, default $HOME/.cache/esprit-target) unless --bin-dir names a
+# nghttp2-proxy for nghttpx, linux-perf for perf's per-call counts; needs root), builds release
+# binaries (`cargo build --release -p esprit -p esprit-echo` into $CARGO_TARGET_DIR, default
+# $HOME/.cache/esprit-target) unless --bin-dir names a
 # directory holding `esprit` and `echo-server`, runs bench/harness, which writes
 # bench/results/latest.md and latest.json (--quick: bench/results/quick/), then, in full mode,
 # the criterion micro-benchmark of the authentication decision (`cargo bench -p esprit-authn --bench
 # decision`; --no-criterion skips it), whose numbers are added to the same report.
 # The token pools are minted with the project's Python venv (scripts/python-env.sh: PyJWT).
 #
-# --quick: a smoke run of a few seconds (what CI runs). Exits non-zero on a missing tool, a build
-# failure, a set-up that does not start, or any failed call, in either mode.
+# --layout: the core layouts to run (default: all this machine allows): pinned (the proxy alone
+# on a core), sidecar (proxy and backend share a core), two-core (no pinning, two workers).
+# --rounds N: times every row is measured (default 3; --quick 1); ratios carry their spread.
+# --quick: a smoke run of about a minute (what CI runs). Exits non-zero on a missing tool, a build
+# failure, a set-up that does not start, or any failed call, in either mode; --quick also when
+# esprit's CPU per call exceeds 3.5x nghttpx's (the regression guard, harness/targets.py).
 # --compare-bin-dir DIR: instead, an A/B of this build against the esprit in DIR by counts per
 # call (callgrind instructions, perf stat syscalls and context switches; bench/harness/ab.py),
 # which a busy machine does not move; writes results/ab/ab.{json,md}. Needs valgrind and perf.
@@ -40,10 +46,14 @@ while [ $# -gt 0 ]; do
         --only) harness_args+=(--only "$2"); shift ;;
         --only=*) harness_args+=(--only "${1#*=}") ;;
         --keep-workdir) harness_args+=(--keep-workdir) ;;
+        --layout) harness_args+=(--layout "$2"); shift ;;
+        --layout=*) harness_args+=(--layout "${1#*=}") ;;
+        --rounds) harness_args+=(--rounds "$2"); shift ;;
+        --rounds=*) harness_args+=(--rounds "${1#*=}") ;;
         --no-criterion) criterion=0 ;;
         --compare-bin-dir) compare_dir="$2"; shift ;;
         --compare-bin-dir=*) compare_dir="${1#*=}" ;;
-        -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "bench/run.sh: unknown argument: $1" >&2; exit 2 ;;
     esac
     shift
@@ -82,6 +92,14 @@ if [ ${#missing[@]} -gt 0 ]; then
             exit 1
         fi
     done
+fi
+# perf gives the per-call counts (syscalls, context switches, instructions); without it, or where
+# the kernel refuses, the report shows "—" with the reason, and the run goes on.
+if ! perf version >/dev/null 2>&1 && [ "$install" = 1 ] && [ "$(id -u)" = 0 ] \
+    && command -v apt-get >/dev/null; then
+    echo "installing linux-perf" >&2
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq linux-perf; } >/dev/null 2>&1 \
+        || echo "bench/run.sh: linux-perf not installed; per-call counts will read —" >&2
 fi
 
 if [ -z "$bin_dir" ]; then

@@ -9,11 +9,12 @@ import argparse
 import datetime
 import os
 import shutil
+import statistics
 import sys
 import tempfile
 
 from . import load as h2
-from . import creds, machine, report, setups, targets, wire
+from . import counts, creds, machine, report, setups, stats, targets, wire
 from .procs import HarnessError
 
 
@@ -24,6 +25,8 @@ class Context:
         self.bench_dir = bench_dir
         self.repo_dir = os.path.dirname(bench_dir)
         self.layout = layout
+        self.round = 1
+        self.perf_notes = set()  # why a perf count is missing ("—" in the report)
         self.tag = ""  # the set-up being measured: names its processes' output files
         self.creds = None
         self.pool_size = 0
@@ -31,16 +34,23 @@ class Context:
         self.start_timeout = 15.0
 
 
+# Seconds each measured run is sized to last, per profile: (full, quick). A full run repeats
+# every row ROUNDS times; quick runs one round. Quick's saturation run is the regression guard's
+# (CPU time is read in 10 ms clock ticks: 1.5 s keeps that under a few % of the figure).
+DURATIONS = {"saturation": (5, 1.5), "rate": (3, 0.2), "serial": (2, 0.2)}
+ROUNDS = 3
+
+
 def profiles(quick):
-    """(name, about, Load sized later). Full runs: about 10 s each; quick runs: about 0.3 s."""
-    secs = 0.3 if quick else 10
+    """(name, about, Load sized later)."""
+    secs = {name: d[1] if quick else d[0] for name, d in DURATIONS.items()}
     return [
         ("saturation", "as many calls as the set-up completes (16 connections x 10 streams)",
-         h2.Load(16, 10, duration_s=secs)),
+         h2.Load(16, 10, duration_s=secs["saturation"])),
         ("rate", "a fixed moderate rate, 5 000 calls/s, for latency under load",
-         h2.Load(10, 1, duration_s=secs, rps=500)),
+         h2.Load(10, 1, duration_s=secs["rate"], rps=500)),
         ("serial", "one call at a time on one connection, the latency floor",
-         h2.Load(1, 1, duration_s=secs)),
+         h2.Load(1, 1, duration_s=secs["serial"])),
     ]
 
 
@@ -48,7 +58,7 @@ def calibration(load, quick):
     """The warm-up run before a profile; its rate sizes the measured run."""
     if load.rps:
         return load.sized(int(load.rps * load.clients * (0.1 if quick else 1.0)))
-    per_stream, floor = (10, 300) if quick else (200, 5000)
+    per_stream, floor = (10, 300) if quick else (200, 2000)
     return load.sized(max(load.clients * load.streams * per_stream, floor))
 
 
@@ -66,20 +76,23 @@ class Call:
     one token of the pool in its URI's `access_token` parameter, h2load cycling through them.
     """
 
-    def __init__(self, workdir, token, api_key, sleep_ms=0, pool=None):
+    def __init__(self, workdir, token, api_key, sleep_ms=0, pool=None, kind="grpc"):
         self.pool = pool
-        self.headers = wire.request_headers(None if pool else token, api_key)
+        self.kind = kind
+        self.headers = wire.request_headers(None if pool else token, api_key, kind=kind)
         self.header_args = wire.header_args(self.headers)
         self.body = wire.grpc_frame(wire.echo_request(sleep_ms=sleep_ms))
-        self.body_path = os.path.join(workdir, "request-sleep%d.bin" % sleep_ms)
-        with open(self.body_path, "wb") as out:
-            out.write(self.body)
+        self.body_path = None
+        if wire.has_body(kind):
+            self.body_path = os.path.join(workdir, "request-sleep%d.bin" % sleep_ms)
+            with open(self.body_path, "wb") as out:
+                out.write(self.body)
 
     def targets(self, port, workdir, name):
         """(URL of the traced call, what h2load is given instead of a URL)."""
         base = "http://127.0.0.1:%d" % port
         if not self.pool:
-            url = base + wire.METHOD_PATH
+            url = base + wire.call_path(self.kind)
             return url, url
         with open(self.pool) as f:
             tokens = f.read().split()
@@ -92,15 +105,18 @@ class Call:
 
 def call_for(ctx, setup, sleep_ms=0):
     pool = ctx.creds.pool(setup.pool, ctx.pool_size) if setup.pool else None
-    return Call(ctx.workdir, ctx.creds.token, ctx.creds.api_key, sleep_ms=sleep_ms, pool=pool)
+    return Call(ctx.workdir, ctx.creds.token, ctx.creds.api_key, sleep_ms=sleep_ms, pool=pool,
+                kind=setup.kind)
 
 
 def measure(ctx, setup, runs, quick):
-    """One set-up through every profile. Returns its row (with `error` set on failure)."""
+    """One set-up through every profile of the context's layout, once (one round). Returns its
+    row (with `error` set on failure)."""
     row = {"name": setup.name, "label": setup.label, "peer": setup.peer, "profiles": {}}
+    runs = [r for r in runs if r[0] in ctx.layout.profiles]
     backend = proxy = None
     try:
-        ctx.tag = setup.name
+        ctx.tag = "%s-%s-r%d" % (ctx.layout.name, setup.name, ctx.round)
         call = call_for(ctx, setup)
         if setup.pool:
             row["pool"] = {"algorithm": setup.pool, "tokens": ctx.pool_size,
@@ -108,12 +124,12 @@ def measure(ctx, setup, runs, quick):
         backend, backend_port = setups.start_backend(ctx)
         proxy, port = setup.start(ctx, backend_port)
         trace_url, url = call.targets(port, ctx.workdir, setup.name)
-        size = h2.trace_call(trace_url, call.header_args, call.body_path)
+        size = h2.trace_call(trace_url, call.header_args, call.body_path, kind=call.kind)
         row["response_data_bytes"] = size
         if proxy:
             row["idle_rss_kib"] = proxy.memory_kib()[0]
         row["backend_idle_rss_kib"] = backend.memory_kib()[0]
-        log = os.path.join(ctx.workdir, setup.name + ".log")
+        log = os.path.join(ctx.workdir, ctx.tag + ".log")
         verified = 0
         for name, _about, load in runs:
             # Warm-up (connections, allocator, caches), verified then discarded; for closed-loop
@@ -122,7 +138,7 @@ def measure(ctx, setup, runs, quick):
             verified += warm["calls"]
             rate = load.rps * load.clients if load.rps else warm["calls_per_s"]
             m = _run(ctx, load.sized(int(rate * load.duration_s)), url, call, size, log, proxy,
-                     backend)
+                     backend, count=True)
             verified += m["calls"]
             row["profiles"][name] = m
         if proxy:
@@ -141,13 +157,20 @@ def measure(ctx, setup, runs, quick):
     return row
 
 
-def _run(ctx, load, url, call, size, log, proxy, backend):
+def _run(ctx, load, url, call, size, log, proxy, backend, count=False):
+    """One verified h2load run; `count`: with `perf stat` on the proxy's processes."""
     h2.remove(log)
+    perf = None
+    if count and proxy:
+        perf = counts.PerfStat(proxy.pids(), log + ".perf")
     cpu0 = proxy.cpu_seconds() if proxy else None
     bcpu0 = backend.cpu_seconds()
     s = h2.run_h2load(load, url, call.header_args, call.body_path, log, ctx.layout.loadgen)
     cpu1 = proxy.cpu_seconds() if proxy else None
     bcpu1 = backend.cpu_seconds()
+    per_call = counts.per_call(perf.stop(), s["total"]) if perf else {}
+    if perf and perf.note:
+        ctx.perf_notes.add(perf.note)
     h2.verify(s, size)
     lat = h2.latencies_us(log)
     if len(lat) != s["total"]:
@@ -167,6 +190,7 @@ def _run(ctx, load, url, call, size, log, proxy, backend):
         "backend_cpu_us_per_call": (bcpu1 - bcpu0) * 1e6 / calls,
         "data_bytes": s["bytes_data"],
         "header_bytes": s["bytes_headers"],
+        **per_call,
     }
 
 
@@ -181,7 +205,8 @@ def concurrency(ctx, setup, quick):
         backend, backend_port = setups.start_backend(ctx)
         proxy, port = setup.start(ctx, backend_port)
         trace_url, url = call.targets(port, ctx.workdir, setup.name + "-concurrency")
-        size = h2.trace_call(trace_url, call.header_args, call.body_path)
+        size = h2.trace_call(trace_url, call.header_args, call.body_path, kind=call.kind)
+        idle = proxy.memory_kib()[0] if proxy else None
         peaks = {"proxy": 0, "backend": 0}
 
         def sample():
@@ -195,10 +220,14 @@ def concurrency(ctx, setup, quick):
         h2.verify(s, size)
         lat = h2.latencies_us(log)
         rate = s["total"] / s["seconds"]
+        in_flight = rate * (sum(lat) / len(lat)) / 1e6
         row.update({
             "calls": s["total"],
-            "in_flight": rate * (sum(lat) / len(lat)) / 1e6,
+            "in_flight": in_flight,
+            "proxy_idle_rss_kib": idle,
             "proxy_max_rss_kib": peaks["proxy"] if proxy else None,
+            # What each call in flight holds: the RSS it added over idle, per call.
+            "kib_per_stream": (peaks["proxy"] - idle) / in_flight if proxy and in_flight else None,
             "backend_max_rss_kib": peaks["backend"],
             "p50_us": h2.percentile(lat, 0.5),
             "max_us": lat[-1],
@@ -214,51 +243,102 @@ def concurrency(ctx, setup, quick):
     return row, load.describe(), sleep_ms
 
 
-def _measure_all(ctx, result, runs, only, quick):
-    """Every selected set-up into `result`; True if any failed."""
+def _selected(layouts, only):
+    """[(layout, setup)] in measuring order: layout by layout, rows in report order."""
+    out = []
+    for layout in layouts:
+        for setup in setups.all_setups():
+            if layout.name in setup.layouts and (not only or setup.name in only):
+                out.append((layout, setup))
+    return out
+
+
+def _print_round(row):
+    for name, m in row["profiles"].items():
+        extra = ""
+        if m.get("syscalls_per_call") is not None:
+            extra = "  %.2f syscalls, %.3f cs /call" % (m["syscalls_per_call"],
+                                                      m["context_switches_per_call"] or 0)
+        print("   %-10s %9.0f calls/s  p50 %6d µs  p99 %6d µs  proxy CPU %s µs/call%s"
+              % (name, m["calls_per_s"], m["p50_us"], m["p99_us"],
+                 "%.1f" % m["proxy_cpu_us_per_call"]
+                 if m["proxy_cpu_us_per_call"] is not None else "—", extra),
+              file=sys.stderr, flush=True)
+
+
+def _measure_all(ctx, result, runs, only, quick, layouts, rounds):
+    """Every selected set-up into `result`, `rounds` times over (every row once per round, so
+    a drift of the machine's load hits neighbouring rows alike); True if any failed."""
     failed = False
-    conc_rows, conc_desc = [], None
-    for setup in setups.all_setups():
-        if only and setup.name not in only:
-            continue
+    selected = _selected(layouts, only)
+    rows = {}
+    for layout, setup in selected:
+        row = {"layout": layout.name, "name": setup.name, "label": setup.label,
+               "peer": setup.peer, "esprit": setup.esprit, "kind": setup.kind,
+               "access_log": setup.access_log, "guard": setup.guard, "compare": setup.compare,
+               "rounds": [], "calls_verified": 0}
         if not setup.enabled:
-            result["setups"].append({"name": setup.name, "label": setup.label,
-                                     "peer": setup.peer, "disabled": setup.why_disabled})
-            continue
-        print("== %s" % setup.label, file=sys.stderr, flush=True)
-        row = measure(ctx, setup, runs, quick)
+            row["disabled"] = setup.why_disabled
+        rows[(layout.name, setup.name)] = row
         result["setups"].append(row)
-        if row.get("error"):
-            failed = True
-            print("   ERROR: %s" % row["error"], file=sys.stderr, flush=True)
-        else:
-            for name, m in row["profiles"].items():
-                print("   %-10s %9.0f calls/s  p50 %6d µs  p99 %6d µs  proxy CPU %s µs/call"
-                      % (name, m["calls_per_s"], m["p50_us"], m["p99_us"],
-                         "%.1f" % m["proxy_cpu_us_per_call"]
-                         if m["proxy_cpu_us_per_call"] is not None else "—"),
-                      file=sys.stderr, flush=True)
-        if setup.many_streams:
-            crow, conc_desc, sleep_ms = concurrency(ctx, setup, quick)
-            conc_rows.append(crow)
-            if crow.get("error"):
+    for rnd in range(rounds):
+        ctx.round = rnd + 1
+        for layout, setup in selected:
+            row = rows[(layout.name, setup.name)]
+            if row.get("disabled") or row.get("error"):
+                continue
+            ctx.layout = layout
+            print("== round %d/%d, %s: %s" % (rnd + 1, rounds, layout.name, setup.label),
+                  file=sys.stderr, flush=True)
+            one = measure(ctx, setup, runs, quick)
+            if one.get("error"):
                 failed = True
-                print("   ERROR (concurrency): %s" % crow["error"], file=sys.stderr, flush=True)
-            else:
-                print("   %d calls, %.0f in flight, proxy max RSS %s KiB"
-                      % (crow["calls"], crow["in_flight"], crow["proxy_max_rss_kib"]),
-                      file=sys.stderr, flush=True)
+                row["error"] = "round %d: %s" % (rnd + 1, one["error"])
+                print("   ERROR: %s" % one["error"], file=sys.stderr, flush=True)
+                continue
+            _print_round(one)
+            row["rounds"].append(one["profiles"])
+            row["calls_verified"] += one.get("calls_verified", 0)
+            row["response_data_bytes"] = one.get("response_data_bytes")
+            for key in ("idle_rss_kib", "backend_idle_rss_kib"):
+                if one.get(key):
+                    row.setdefault(key + "_rounds", []).append(one[key])
+            for key in ("peak_rss_kib", "backend_peak_rss_kib"):
+                if one.get(key):
+                    row[key] = max(row.get(key, 0), one[key])
+    for row in rows.values():
+        if row.get("error"):
+            row["profiles"] = {}
+            continue
+        row["profiles"] = stats.aggregate(row["rounds"])
+        for key in ("idle_rss_kib", "backend_idle_rss_kib"):
+            if row.get(key + "_rounds"):
+                row[key] = statistics.median(row[key + "_rounds"])
+
+    # Memory with 10 000 calls in flight: once, in the pinned layout.
+    conc_rows, conc_desc, sleep_ms = [], None, 0
+    pinned = next((lay for lay in layouts if lay.name == "pinned"), None)
+    for layout, setup in selected:
+        if layout is not pinned or not setup.many_streams or not setup.enabled:
+            continue
+        ctx.layout = layout
+        print("== many streams, %s: %s" % (layout.name, setup.label), file=sys.stderr, flush=True)
+        crow, conc_desc, sleep_ms = concurrency(ctx, setup, quick)
+        conc_rows.append(crow)
+        if crow.get("error"):
+            failed = True
+            print("   ERROR (concurrency): %s" % crow["error"], file=sys.stderr, flush=True)
+            rows[(layout.name, setup.name)].setdefault("error", "concurrency run: " + crow["error"])
+        else:
+            print("   %d calls, %.0f in flight, proxy max RSS %s KiB, %s KiB per stream"
+                  % (crow["calls"], crow["in_flight"], crow["proxy_max_rss_kib"],
+                     "%.1f" % crow["kib_per_stream"] if crow["kib_per_stream"] else "—"),
+                  file=sys.stderr, flush=True)
     if conc_rows:
         result["concurrency"] = {
             "load": conc_desc, "sleep_ms": sleep_ms, "rows": conc_rows,
-            "left_out": [s.label for s in setups.all_setups()
-                         if s.enabled and not s.many_streams and (not only or s.name in only)],
+            "left_out": ["nginx grpc_pass"] if pinned and (not only or "nginx" in only) else [],
         }
-        for crow in conc_rows:
-            if crow.get("error"):
-                next(r for r in result["setups"] if r["name"] == crow["name"]).setdefault(
-                    "error", "concurrency run: " + crow["error"])
-
     return failed
 
 
@@ -286,6 +366,11 @@ def main():
                         "compiler running")
     parser.add_argument("--criterion-since", type=float, default=0,
                         help="ignore criterion estimates older than this Unix time")
+    parser.add_argument("--layout", default="",
+                        help="comma-separated layouts (%s; default: all this machine allows)"
+                        % ", ".join(machine.LAYOUTS))
+    parser.add_argument("--rounds", type=int,
+                        help="times every row is measured (default %d; 1 with --quick)" % ROUNDS)
     args = parser.parse_args()
 
     bench_dir = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -301,8 +386,22 @@ def main():
             print("error: %s is not an executable" % path, file=sys.stderr)
             return 1
 
+    allowed = machine.available_layouts()
+    wanted = [n for n in args.layout.split(",") if n]
+    unknown = [n for n in wanted if n not in machine.LAYOUTS]
+    if unknown:
+        print("error: unknown layout %s (known: %s)" % (", ".join(unknown),
+                                                        ", ".join(machine.LAYOUTS)),
+              file=sys.stderr)
+        return 2
+    layouts = [lay for lay in allowed if not wanted or lay.name in wanted]
+    skipped = [n for n in wanted if n not in [lay.name for lay in allowed]]
+    if skipped:
+        print("note: this machine does not allow layout %s (too few cores)" % ", ".join(skipped),
+              file=sys.stderr)
+    rounds = args.rounds or (1 if args.quick else ROUNDS)
     workdir = tempfile.mkdtemp(prefix="esprit-bench-")
-    layout = machine.choose_layout()
+    layout = allowed[0]  # pinned: where the key server and token minting run
     ctx = Context(bins, workdir, bench_dir, layout)
     ctx.pool_size = args.pool_size or (1000 if args.quick else 10000)
     runs = profiles(args.quick)
@@ -325,6 +424,9 @@ def main():
         "machine": machine.describe(),
         "quiet_at_start": quiet,
         "layout": layout.as_dict(),
+        "layouts": [lay.as_dict() for lay in layouts],
+        "layouts_not_allowed": skipped,
+        "rounds": rounds,
         "call": {"path": wire.METHOD_PATH, "body_bytes": len(call.body),
                  "header_names": [name for name, _ in call.headers],
                  "authorization_bytes": len(dict(call.headers)["authorization"]),
@@ -334,14 +436,16 @@ def main():
         "setups": [],
     }
     try:
-        failed = _measure_all(ctx, result, runs, only, args.quick)
+        failed = _measure_all(ctx, result, runs, only, args.quick, layouts, rounds)
     finally:
         ctx.creds.stop()
     result["minting_s"] = ctx.creds.mint_seconds
+    result["perf_notes"] = sorted(ctx.perf_notes)
     if args.criterion_dir:
         result["criterion"] = targets.read_criterion(args.criterion_dir,
                                                       args.criterion_since)
     result["targets"] = targets.evaluate(result)
+    result["guard"] = {"limit": targets.MAX_CPU_VS_PEER, "checks": targets.guard(result)}
     os.makedirs(results_dir, exist_ok=True)
     report.write_json(os.path.join(results_dir, "latest.json"), result)
     report.write_markdown(os.path.join(results_dir, "latest.md"), result)
@@ -352,6 +456,15 @@ def main():
         shutil.rmtree(workdir, ignore_errors=True)
     if failed:
         print("FAILED: some set-ups could not be measured or had failed calls", file=sys.stderr)
+        return 1
+    over = [c for c in result["guard"]["checks"] if not c["ok"]]
+    for c in result["guard"]["checks"]:
+        print("guard: %s/%s CPU per call %.2f× %s's (limit %.1f×)%s"
+              % (c["layout"], c["name"], c["ratio"], c["ref"], targets.MAX_CPU_VS_PEER,
+                 "" if c["ok"] else "  EXCEEDED"), file=sys.stderr)
+    if over and args.quick:
+        print("FAILED: the regression guard: esprit's CPU per call over %.1f× nghttpx's"
+              % targets.MAX_CPU_VS_PEER, file=sys.stderr)
         return 1
     return 0
 

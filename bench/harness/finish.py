@@ -30,6 +30,7 @@ def main():
               file=sys.stderr)
         return 1
     result["targets"] = targets.evaluate(result)
+    result["guard"] = {"limit": targets.MAX_CPU_VS_PEER, "checks": targets.guard(result)}
     report.write_json(path, result)
     report.write_markdown(os.path.join(args.results, "latest.md"), result)
     print("added criterion's numbers to %s/latest.{json,md}" % args.results, file=sys.stderr)

@@ -9,6 +9,7 @@ h2load counts HTTP statuses only; a failed gRPC call is usually an HTTP 200 whos
      no message (0 bytes), so a single failed call among millions breaks the equality.
 """
 
+import json
 import os
 import re
 import subprocess
@@ -56,24 +57,62 @@ class Load:
         return " ".join(parts)
 
 
-def trace_call(url, header_args, body_path):
-    """One call with `nghttp -v`: returns the response DATA size; raises unless gRPC status 0."""
-    argv = ["nghttp", "-v", "-d", body_path] + header_args + [url]
+def trace_call(url, header_args, body_path, kind="grpc"):
+    """One call with `nghttp -v`: returns the response DATA size; raises unless it succeeded:
+    gRPC: `grpc-status: 0` in the trailers and a message; gRPC-Web: HTTP 200 and a body ending in
+    the trailer frame (flag 0x80) that carries `grpc-status:0`; HTTP/JSON: HTTP 200 and a JSON
+    body. `body_path` None: a GET without body."""
+    data_args = ["-d", body_path] if body_path else []
+    argv = ["nghttp", "-v"] + data_args + header_args + [url]
     proc = subprocess.run(argv, capture_output=True, timeout=30)
     text = proc.stdout.decode("latin-1") + proc.stderr.decode("latin-1")
     status = re.findall(r"recv \(stream_id=\d+\) :status: (\d+)", text)
     grpc_status = re.findall(r"recv \(stream_id=\d+\) grpc-status: (\S+)", text)
     data = [int(n) for n in re.findall(r"recv DATA frame <length=(\d+)", text)]
-    if proc.returncode != 0 or status != ["200"] or grpc_status != ["0"]:
-        message = re.findall(r"grpc-message: (.*)", text)
-        raise HarnessError(
-            "traced call failed: exit %d, :status %s, grpc-status %s %s"
-            % (proc.returncode, status, grpc_status, message)
-        )
     total = sum(data)
-    if total < 5:
-        raise HarnessError("traced call returned no gRPC message (%d DATA bytes)" % total)
+    if kind == "grpc":
+        if proc.returncode != 0 or status != ["200"] or grpc_status != ["0"]:
+            message = re.findall(r"grpc-message: (.*)", text)
+            raise HarnessError(
+                "traced call failed: exit %d, :status %s, grpc-status %s %s"
+                % (proc.returncode, status, grpc_status, message)
+            )
+        if total < 5:
+            raise HarnessError("traced call returned no gRPC message (%d DATA bytes)" % total)
+        return total
+    if proc.returncode != 0 or status != ["200"] or grpc_status:
+        raise HarnessError("traced %s call failed: exit %d, :status %s, grpc-status in headers %s"
+                           % (kind, proc.returncode, status, grpc_status))
+    # The body itself (nghttp without -v writes only the body to stdout).
+    body = subprocess.run(["nghttp"] + data_args + header_args + [url], capture_output=True,
+                          timeout=30).stdout
+    check_body(kind, body)
+    if len(body) != total:
+        raise HarnessError("traced %s call: %d body bytes, %d DATA bytes" % (kind, len(body), total))
     return total
+
+
+def check_body(kind, body):
+    """Raises unless `body` is a successful response of `kind` (grpc-web or http-json)."""
+    if kind == "grpc-web":
+        frames, pos = [], 0
+        while pos + 5 <= len(body):
+            length = int.from_bytes(body[pos + 1:pos + 5], "big")
+            frames.append((body[pos], body[pos + 5:pos + 5 + length]))
+            pos += 5 + length
+        if pos != len(body) or len(frames) < 2 or frames[-1][0] != 0x80:
+            raise HarnessError("gRPC-Web body is not messages then a trailer frame: %r"
+                               % body[:80])
+        trailers = frames[-1][1].decode("latin-1").lower().split("\r\n")
+        if "grpc-status:0" not in [t.replace(" ", "") for t in trailers]:
+            raise HarnessError("gRPC-Web trailer frame without grpc-status 0: %r" % trailers)
+    elif kind == "http-json":
+        try:
+            json.loads(body.decode("utf-8"))
+        except ValueError as err:
+            raise HarnessError("HTTP/JSON body is not JSON: %s: %r" % (err, body[:80]))
+    else:
+        raise HarnessError("unknown call kind %r" % kind)
 
 
 _REQUESTS = re.compile(
@@ -95,7 +134,8 @@ def run_h2load(load, url, header_args, body_path, log_path, cpus, sample=None):
     argv = (
         ["taskset", "-c", cpus, "h2load"]
         + load.args()
-        + ["--log-file=" + log_path, "-d", body_path]
+        + ["--log-file=" + log_path]
+        + (["-d", body_path] if body_path else [])
         + header_args
         + (list(url) if isinstance(url, (list, tuple)) else [url])
     )

@@ -7,18 +7,35 @@ import time
 
 
 class Layout:
-    """Cores for the proxy under test, the echo backend and h2load (taskset lists)."""
+    """Cores for the proxy under test, the echo backend and h2load (taskset lists), and the
+    proxy's workers (nginx `worker_processes`, nghttpx `workers`, esprit `--worker-threads`).
 
-    def __init__(self, proxy, backend, loadgen, description):
+    `name`: pinned, sidecar or two-core (see LAYOUTS). `profiles`: the load profiles run in it.
+    """
+
+    def __init__(self, proxy, backend, loadgen, description, name="pinned", threads=None,
+                 profiles=("saturation", "rate", "serial")):
+        self.name = name
         self.proxy = proxy
         self.backend = backend
         self.loadgen = loadgen
-        self.proxy_threads = len(_cpu_list(proxy))
+        self.proxy_threads = threads or len(_cpu_list(proxy))
         self.description = description
+        self.profiles = tuple(profiles)
 
     def as_dict(self):
-        return {"proxy": self.proxy, "backend": self.backend, "loadgen": self.loadgen,
-                "proxy_threads": self.proxy_threads, "description": self.description}
+        return {"name": self.name, "proxy": self.proxy, "backend": self.backend,
+                "loadgen": self.loadgen, "proxy_threads": self.proxy_threads,
+                "description": self.description, "profiles": list(self.profiles)}
+
+
+# The layouts a run can measure, in order; `--layout` picks some. What each stands for:
+#   pinned:   the proxy alone on a core; backend and h2load on the other (the proxy's cost alone)
+#   sidecar:  the proxy and the backend share one core, h2load on the other (ESP as a sidecar:
+#             what the proxy takes from the service it sits beside)
+#   two-core: no pinning within two cores, load generator included; the proxy with two workers
+#             (and esprit with one, for its own scaling)
+LAYOUTS = ("pinned", "sidecar", "two-core")
 
 
 def _cpu_list(spec):
@@ -33,7 +50,8 @@ def _cpu_list(spec):
 
 
 def choose_layout():
-    """BENCH_PROXY_CPUS / BENCH_BACKEND_CPUS / BENCH_LOADGEN_CPUS override the default."""
+    """The pinned layout. BENCH_PROXY_CPUS / BENCH_BACKEND_CPUS / BENCH_LOADGEN_CPUS override
+    its default."""
     n = len(os.sched_getaffinity(0))
     if n >= 4:
         default = ("0-%d" % (n // 2 - 1), str(n // 2), "%d-%d" % (n // 2 + 1, n - 1))
@@ -54,14 +72,32 @@ def choose_layout():
     )
     if n == 2 and (proxy, backend, loadgen) == default:
         description += (
-            " With 2 cores the proxy gets a core of its own, so what is compared is the proxy "
-            "and nothing else competes with it; the price is that h2load and the backend share "
-            "the other core, which caps saturation throughput for every row alike (and for the "
-            "direct row, which then uses only one core). Putting the proxy next to the backend "
-            "or the load generator instead would make each proxy's score depend on how much "
-            "CPU it leaves them."
+            " The proxy gets a core of its own, so what is compared is the proxy and nothing "
+            "else competes with it; h2load and the backend share the other core, which caps "
+            "saturation throughput for every row alike."
         )
     return Layout(proxy, backend, loadgen, description)
+
+
+def available_layouts(cpus=None):
+    """Every layout this machine allows (`cpus`: how many cores, default this process's
+    affinity): the sidecar and two-core layouts need two cores."""
+    n = cpus or len(os.sched_getaffinity(0))
+    out = [choose_layout()]
+    if n < 2:
+        return out
+    out.append(Layout(
+        "0", "0", "1",
+        "sidecar: proxy (1 worker) and echo backend share core 0, h2load (one thread) on core 1. "
+        "As ESP runs beside its service: every cycle the proxy spends is taken from the backend.",
+        name="sidecar", threads=1, profiles=("saturation", "rate")))
+    out.append(Layout(
+        "0-1", "0-1", "0-1",
+        "two cores, no pinning: proxy, echo backend and h2load all free to run on cores 0-1; "
+        "the proxy with 2 workers (nghttpx `workers=2`, esprit `--worker-threads 2`) and esprit "
+        "also with one, for its own scaling.",
+        name="two-core", threads=2, profiles=("saturation",)))
+    return out
 
 
 def _first_line(argv):

@@ -41,7 +41,12 @@ class Proc:
         self.stdout_path = os.path.join(workdir, name + ".stdout")
         self.stderr_path = os.path.join(workdir, name + ".stderr")
         full_env = dict(os.environ)
-        full_env.update(env or {})
+        for key, value in (env or {}).items():
+            # None: the variable is removed (esprit's default log when RUST_LOG is unset).
+            if value is None:
+                full_env.pop(key, None)
+            else:
+                full_env[key] = value
         self.argv = ["taskset", "-c", cpus] + list(argv)
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
             # A new session, so stopping it never signals the harness.
@@ -94,6 +99,10 @@ class Proc:
             pids.append(pid)
             todo.extend(children.get(pid, []))
         return pids
+
+    def pids(self):
+        """The live PIDs of the tree (for `perf stat -p`)."""
+        return [pid for pid in self.tree() if os.path.exists("/proc/%d" % pid)]
 
     def cpu_seconds(self):
         """utime + stime of the whole tree (every thread, live or exited), in seconds."""

@@ -8,14 +8,30 @@ wait for, and the report lists them.
 import os
 import shutil
 
-from . import creds
+from . import creds, wire
 from .procs import HarnessError, Proc, free_port, wait_for_port
 
 
+ALL_LAYOUTS = ("pinned", "sidecar", "two-core")
+
+
 class Setup:
+    """One row. `layouts`: where it runs (machine.LAYOUTS). `kind`: the call it makes
+    (wire.CALL_KINDS: grpc, grpc-web, http-json). `access_log`: the proxy writes one line per call
+    (nghttpx `accesslog-file`, esprit's default log) rather than none. `guard`: the row of the same
+    layout whose CPU per call this one's may exceed by at most targets.MAX_CPU_VS_PEER (the
+    regression guard). `compare`: the row its ratios are taken to (gRPC-Web and transcoding: esprit's
+    own plain gRPC, since nghttpx does neither)."""
+
     def __init__(self, name, label, start, peer=False, esprit=False, enabled=True, why="",
-                 many_streams=True, pool=None):
+                 many_streams=False, pool=None, layouts=("pinned",), kind="grpc",
+                 access_log=False, guard=None, compare=None):
         self.name = name
+        self.layouts = tuple(layouts)
+        self.kind = kind
+        self.access_log = access_log
+        self.guard = guard
+        self.compare = compare
         # Rows 6: each call carries a different token of this algorithm's pool, in the URI.
         self.pool = pool
         # Part of the 10 000-calls-in-flight memory run (see all_setups for nginx).
@@ -80,24 +96,36 @@ def _nginx(ctx, backend_port):
     return proc, port
 
 
-def _nghttpx(ctx, backend_port):
-    port = free_port()
-    conf = os.path.join(ctx.workdir, "nghttpx.conf")
-    _render(
-        os.path.join(ctx.bench_dir, "configs", "nghttpx.conf.in"),
-        conf,
-        {"WORKERS": ctx.layout.proxy_threads, "WORK": ctx.workdir, "PORT": port,
-         "BACKEND_PORT": backend_port},
-    )
-    proc = Proc("nghttpx-" + ctx.tag, [shutil.which("nghttpx") or "nghttpx", "--conf=" + conf],
-                ctx.layout.proxy, ctx.workdir)
-    wait_for_port(port, proc.popen)
-    return proc, port
+def _nghttpx(access_log=False):
+    """nghttpx; with `access_log`, its access log goes to a file in the work dir, on the same
+    disk as esprit's log (its stderr, also a file in the work dir)."""
+
+    def start(ctx, backend_port):
+        port = free_port()
+        conf = os.path.join(ctx.workdir, "nghttpx-%s.conf" % ctx.tag)
+        _render(
+            os.path.join(ctx.bench_dir, "configs", "nghttpx.conf.in"),
+            conf,
+            {"WORKERS": ctx.layout.proxy_threads, "WORK": ctx.workdir, "PORT": port,
+             "BACKEND_PORT": backend_port},
+        )
+        argv = [shutil.which("nghttpx") or "nghttpx", "--conf=" + conf]
+        if access_log:
+            argv.append("--accesslog-file=" + os.path.join(ctx.workdir,
+                                                           "nghttpx-%s-access.log" % ctx.tag))
+        proc = Proc("nghttpx-" + ctx.tag, argv, ctx.layout.proxy, ctx.workdir)
+        wait_for_port(port, proc.popen)
+        return proc, port
+
+    return start
 
 
-def _esprit(config, extra_args=()):
+def _esprit(config, extra_args=(), access_log=False, threads=None):
     """`config`: a file in bench/configs, or a function of the context writing one and
-    returning its path (configs naming the run's key server)."""
+    returning its path (configs naming the run's key server). `access_log`: esprit's default
+    log (`RUST_LOG` unset: one access-log line per call on stderr, a file in the work dir);
+    otherwise `RUST_LOG=warn`, no access log. `threads`: `--worker-threads`, default the
+    layout's."""
 
     def start(ctx, backend_port):
         port = free_port()
@@ -112,14 +140,14 @@ def _esprit(config, extra_args=()):
             "--descriptor", os.path.join(ctx.repo_dir, "crates", "echo", "proto", "echo.proto"),
             "--backend", "grpc://127.0.0.1:%d" % backend_port,
             "--listen", "127.0.0.1:%d" % port,
-            "--worker-threads", str(ctx.layout.proxy_threads),
+            "--worker-threads", str(threads or ctx.layout.proxy_threads),
         ] + list(extra_args)
         if "--service-control-url" in extra_args:
             argv[argv.index("--service-control-url") + 1] = ctx.creds.url
-        # Fairness: warn hides esprit's per-call access-log line, as `access_log off` does for
-        # nginx (nghttpx logs no access unless told to).
-        proc = Proc("esprit-" + ctx.tag, argv, ctx.layout.proxy, ctx.workdir,
-                    env={"RUST_LOG": "warn"})
+        # Like with like: warn hides esprit's per-call access-log line, as `access_log off` does
+        # for nginx and no `accesslog-file` for nghttpx; the "-log" rows keep esprit's default.
+        env = {"RUST_LOG": None} if access_log else {"RUST_LOG": "warn"}
+        proc = Proc("esprit-" + ctx.tag, argv, ctx.layout.proxy, ctx.workdir, env=env)
         wait_for_port(port, proc.popen, timeout=ctx.start_timeout)
         return proc, port
 
@@ -164,22 +192,61 @@ def _api_key_config(ctx):
 _NO_CACHE = ("--jwt-cache-size", "0")
 
 
+def _transcoded_config(ctx):
+    """The echo service with an HTTP rule for `Unary` (`GET /v1/echo/{payload}`), no caller
+    checks: for the transcoded row once esprit transcodes."""
+    path = os.path.join(ctx.workdir, "echo_transcoded.yaml")
+    with open(path, "w") as out:
+        out.write(_CONFIG_HEAD % creds.SERVICE_NAME + _NO_API_KEY + wire.TRANSCODED_HTTP_RULE)
+    return path
+
+
+HIT_LABEL = "esprit, JWT RS256, one token (cache hit)"
+LOG = ", access log"
+
+
 def all_setups():
+    """Every row, in report order. Names are unique within a layout; a row runs in each of its
+    `layouts`. The "-log" rows are the access-log pairing: nghttpx with `--accesslog-file`
+    against esprit with its default access log; the rows without are nghttpx without one against
+    esprit with `RUST_LOG=warn`."""
+    both = ("pinned", "sidecar")
     return [
-        Setup("direct", "direct (no proxy)", _direct),
+        Setup("direct", "direct (no proxy)", _direct, layouts=both),
         # Not in the 10 000-calls-in-flight run: nginx holds one upstream connection per call in
         # flight, so the run opens 10 000 backend connections at once, and in one of two trials
         # 186 of 20 000 calls failed with HTTP 5xx; a run with failed calls is not a result.
-        Setup("nginx", "nginx grpc_pass", _nginx, peer=True, many_streams=False),
-        Setup("nghttpx", "nghttpx", _nghttpx, peer=True),
+        Setup("nginx", "nginx grpc_pass", _nginx, peer=True),
+        Setup("nghttpx", "nghttpx", _nghttpx(), peer=True, many_streams=True,
+              layouts=ALL_LAYOUTS),
+        Setup("nghttpx-log", "nghttpx" + LOG, _nghttpx(access_log=True), peer=True,
+              layouts=ALL_LAYOUTS, access_log=True),
         Setup("esprit-open", "esprit, no authentication rule", _esprit("echo_open.yaml"),
-              esprit=True),
-        Setup("esprit-jwt-rs256-hit", "esprit, JWT RS256, one token (cache hit)",
-              _esprit(_jwt_config), esprit=True),
+              esprit=True, many_streams=True, layouts=both, guard="nghttpx"),
+        Setup("esprit-open-log", "esprit, no authentication rule" + LOG,
+              _esprit("echo_open.yaml", access_log=True), esprit=True, layouts=both,
+              guard="nghttpx-log", access_log=True),
+        Setup("esprit-jwt-rs256-hit", HIT_LABEL, _esprit(_jwt_config), esprit=True,
+              many_streams=True, layouts=ALL_LAYOUTS, guard="nghttpx"),
+        Setup("esprit-jwt-rs256-hit-log", HIT_LABEL + LOG,
+              _esprit(_jwt_config, access_log=True), esprit=True, layouts=ALL_LAYOUTS,
+              guard="nghttpx-log", access_log=True),
+        # The two-core layout's reference for esprit's own scaling (two workers ≥ 1.6× one).
+        Setup("esprit-jwt-rs256-hit-1w", HIT_LABEL + ", one worker",
+              _esprit(_jwt_config, threads=1), esprit=True, layouts=("two-core",)),
         Setup("esprit-jwt-rs256-miss", "esprit, JWT RS256, new token every call (cache off)",
               _esprit(_jwt_config, _NO_CACHE), esprit=True, pool="RS256"),
         Setup("esprit-jwt-es256-miss", "esprit, JWT ES256, new token every call (cache off)",
               _esprit(_jwt_config, _NO_CACHE), esprit=True, pool="ES256"),
         Setup("esprit-api-key", "esprit, API key (check cached)",
-              _esprit(_api_key_config, ("--service-control-url", "")), esprit=True),
+              _esprit(_api_key_config, ("--service-control-url", "")), esprit=True,
+              guard="nghttpx"),
+        # nghttpx does neither gRPC-Web nor transcoding: these compare with esprit's plain gRPC.
+        Setup("esprit-grpc-web", "esprit, gRPC-Web (binary), no authentication rule",
+              _esprit("echo_open.yaml"), esprit=True, kind="grpc-web", compare="esprit-open"),
+        Setup("esprit-transcoded", "esprit, HTTP/JSON `GET /v1/echo/…` (transcoded), no "
+              "authentication rule", _esprit(_transcoded_config), esprit=True, kind="http-json",
+              compare="esprit-open", enabled=False,
+              why="esprit does not transcode yet (another branch); set enabled=True in "
+              "harness/setups.py once it does"),
     ]

@@ -1,22 +1,23 @@
 """The issue's targets, computed from one run, and the criterion micro-benchmark's numbers.
 
-Each target is a dict {id, what, value, target, verdict} with verdict PASS, MISS or "—" (a row it
-needs was not run). The thresholds are here, in one place.
+Each target is a dict {id, what, value, target, verdict} with verdict PASS, TIE (missed by the
+median but met in some round: within the run's noise), MISS or "—" (a row it needs was not run).
+The thresholds are here, in one place, and so is the regression guard (`guard`).
 """
 
 import glob
 import json
 import os
 
+from . import stats
+
 HIT = "esprit-jwt-rs256-hit"
 OPEN = "esprit-open"
 PEERS = ("nginx", "nghttpx")
 ALGORITHMS = ("RS256", "ES256", "EdDSA")
 
-# Thresholds. (d), (e) and the criterion ratio are the issue's numbers; for (a), (b) and (c) the
-# issue compares with the peers ("at least the requests/s of nghttpx", "less proxy CPU per call
-# than nginx and nghttpx", "p99 no worse than theirs"). (f) is only to be reported: the issue sets
-# no bound on RSS under 10 000 streams, so it is shown next to nghttpx's without a verdict.
+# Thresholds: issue 15's. (a)-(d) in the pinned and sidecar layouts, each in both access-log
+# pairings; (g) in the two-core layout; (f) memory per in-flight stream against nghttpx's.
 MAX_HIT_CPU_VS_OPEN = 1.05
 MAX_IDLE_RSS_MIB = 20.0
 MAX_MISS_VS_BARE = 1.20
@@ -75,11 +76,13 @@ def criterion_table(crit):
 
 
 def _rows(result):
-    return {r["name"]: r for r in result.get("setups", []) if r.get("profiles")}
+    """{(layout, name): row} of the rows measured."""
+    return {(r.get("layout", "pinned"), r["name"]): r for r in result.get("setups", [])
+            if r.get("profiles")}
 
 
-def _m(rows, name, profile, key):
-    return rows.get(name, {}).get("profiles", {}).get(profile, {}).get(key)
+def _m(rows, name, profile, key, layout="pinned"):
+    return rows.get((layout, name), {}).get("profiles", {}).get(profile, {}).get(key)
 
 
 def _target(tid, what, value, target, ok):
@@ -87,73 +90,130 @@ def _target(tid, what, value, target, ok):
         return {"id": tid, "what": what, "value": value or "not measured", "target": target,
                 "verdict": "—"}
     return {"id": tid, "what": what, "value": value, "target": target,
-            "verdict": "PASS" if ok else "MISS"}
+            "verdict": ok if isinstance(ok, str) else ("PASS" if ok else "MISS")}
+
+
+def ratio(rows, layout, a, b, profile, key):
+    """Row a over row b of one layout, round by round (stats.paired_ratio)."""
+    ra, rb = rows.get((layout, a)), rows.get((layout, b))
+    if not (ra and rb):
+        return None
+    return stats.paired_ratio(ra.get("rounds", [ra["profiles"]]), rb.get("rounds", [rb["profiles"]]),
+                              profile, key)
+
+
+# Like with like: (suffix of the esprit rows, nghttpx row, what the pairing is).
+PAIRINGS = (("", "nghttpx", "no access log (esprit `RUST_LOG=warn`, nghttpx without one)"),
+            ("-log", "nghttpx-log", "access log (esprit's default, nghttpx `--accesslog-file`)"))
+
+# The regression guard (`bench/run.sh --quick` in CI fails past it): esprit's proxy CPU per
+# call at saturation over nghttpx's in the same run, layout and access-log pairing. A ratio: a
+# slow or loaded machine slows both. What it was on 7e0ac61 (full run of 2026-12-01, 3 rounds, a
+# machine at load 7 with 10 compilers running): medians 1.7-1.9x pinned, 1.7-2.7x sidecar, single
+# rounds up to 2.92x (sidecar, access-log pairing; esprit's log line is the difference); quick
+# rounds on the same machine 1.5-2.5x. On a quiet machine issue 15 measured 1.1-1.2x pinned and
+# 2.0-2.4x sidecar. 3.5x clears the worst round seen by 20 %, so a busy CI machine does not fail
+# it, and still fails a change that doubles the cost of a no-log row (1.7-1.8x today).
+MAX_CPU_VS_PEER = 3.5
+# Not the two-core layout: there esprit's multi-threaded runtime hands work between its threads
+# (0.4-1 context switch per call against nghttpx's 0.07); its ratio went from 2.3x to 3.1x between
+# rounds of one run. Reported, not guarded, until issue 15's two-worker target is worked on.
+GUARD_LAYOUTS = ("pinned", "sidecar")
+MIN_TWO_WORKER_SCALING = 1.6
+
+
+def guard(result, limit=None):
+    """[{layout, name, ref, ratio, ok}] for every measured row with a `guard` row measured in the
+    same layout (of GUARD_LAYOUTS): saturation proxy CPU per call, median over rounds, row over
+    its reference."""
+    limit = MAX_CPU_VS_PEER if limit is None else limit
+    rows = _rows(result)
+    out = []
+    for (layout, name), row in sorted(rows.items()):
+        ref = row.get("guard")
+        if layout not in GUARD_LAYOUTS:
+            continue
+        cpu = _m(rows, name, "saturation", "proxy_cpu_us_per_call", layout)
+        base = _m(rows, ref, "saturation", "proxy_cpu_us_per_call", layout) if ref else None
+        if cpu is None or not base:
+            continue
+        out.append({"layout": layout, "name": name, "ref": ref, "ratio": cpu / base,
+                    "ok": cpu / base <= limit})
+    return out
 
 
 def evaluate(result):
     rows = _rows(result)
     out = []
+    hit = "esprit-jwt-rs256-hit"
+    for layout in ("pinned", "sidecar"):
+        for sfx, peer, about in PAIRINGS:
+            me = hit + sfx
+            if (layout, me) not in rows or (layout, peer) not in rows:
+                continue
+            tag = "%s, %s" % (layout, about)
+            r = ratio(rows, layout, me, peer, "saturation", "calls_per_s")
+            out.append(_target("a", "JWT cache hit: calls/s at saturation / %s's; %s" % (peer, tag),
+                               stats.describe(r) if r else None, "≥ 1.00",
+                               stats.verdict(r, 1.0, True) if r else None))
+            r = ratio(rows, layout, me, peer, "saturation", "proxy_cpu_us_per_call")
+            out.append(_target("b", "JWT cache hit: proxy CPU/call at saturation / %s's; %s"
+                               % (peer, tag), stats.describe(r) if r else None, "≤ 1.00",
+                               stats.verdict(r, 1.0, False) if r else None))
+            r = ratio(rows, layout, me, peer, "rate", "p99_us")
+            out.append(_target("c", "JWT cache hit: p99 at 5 000 calls/s / %s's; %s" % (peer, tag),
+                               stats.describe(r) if r else None, "≤ 1.00",
+                               stats.verdict(r, 1.0, False) if r else None))
+            r = ratio(rows, layout, me, "esprit-open" + sfx, "saturation", "proxy_cpu_us_per_call")
+            out.append(_target("d", "JWT cache hit: proxy CPU/call / esprit without "
+                               "authentication's, saturation; %s" % tag,
+                               stats.describe(r) if r else None, "≤ %.2f" % MAX_HIT_CPU_VS_OPEN,
+                               stats.verdict(r, MAX_HIT_CPU_VS_OPEN, False) if r else None))
+    layout = "two-core"
+    for sfx, peer, about in PAIRINGS:
+        r = ratio(rows, layout, hit + sfx, peer, "saturation", "calls_per_s")
+        if r:
+            out.append(_target("g", "two workers, two cores: JWT cache hit calls/s / %s "
+                               "`--workers=2`; %s" % (peer, about), stats.describe(r), "≥ 1.00",
+                               stats.verdict(r, 1.0, True)))
+    r = ratio(rows, layout, hit, hit + "-1w", "saturation", "calls_per_s")
+    if r:
+        out.append(_target("g", "two workers, two cores: JWT cache hit calls/s / esprit's own "
+                           "with one worker (same layout, no access log)", stats.describe(r),
+                           "≥ %.2f" % MIN_TWO_WORKER_SCALING,
+                           stats.verdict(r, MIN_TWO_WORKER_SCALING, True)))
 
-    hit = _m(rows, HIT, "saturation", "calls_per_s")
-    nghttpx = _m(rows, "nghttpx", "saturation", "calls_per_s")
-    out.append(_target(
-        "a", "JWT cache hit: calls/s at saturation vs nghttpx",
-        "%.0f vs %.0f calls/s (%.2f×)" % (hit, nghttpx, hit / nghttpx) if hit and nghttpx
-        else None, "≥ 1.00× nghttpx", hit >= nghttpx if hit and nghttpx else None))
-
-    for profile in ("saturation", "rate", "serial"):
-        cpu = _m(rows, HIT, profile, "proxy_cpu_us_per_call")
-        peers = {p: _m(rows, p, profile, "proxy_cpu_us_per_call") for p in PEERS}
-        have = cpu is not None and all(peers.values())
-        out.append(_target(
-            "b" if profile == "saturation" else "b (%s)" % profile,
-            "JWT cache hit: proxy CPU/call vs nginx and nghttpx, %s" % profile,
-            "%.1f µs vs nginx %.1f (%.2f×), nghttpx %.1f (%.2f×)" % (
-                cpu, peers["nginx"], cpu / peers["nginx"], peers["nghttpx"],
-                cpu / peers["nghttpx"]) if have else None,
-            "≤ both peers", cpu <= min(peers.values()) if have else None))
-
-    p99 = _m(rows, HIT, "rate", "p99_us")
-    peers = {p: _m(rows, p, "rate", "p99_us") for p in PEERS}
-    have = p99 is not None and all(peers.values())
-    out.append(_target(
-        "c", "JWT cache hit: p99 at the moderate rate (5 000 calls/s) vs peers",
-        "%d µs vs nginx %d, nghttpx %d (%.2f× the better)" % (
-            p99, peers["nginx"], peers["nghttpx"], p99 / min(peers.values())) if have else None,
-        "≤ the better peer", p99 <= min(peers.values()) if have else None))
-
-    for profile in ("saturation", "rate", "serial"):
-        cpu = _m(rows, HIT, profile, "proxy_cpu_us_per_call")
-        base = _m(rows, OPEN, profile, "proxy_cpu_us_per_call")
-        have = cpu is not None and base
-        out.append(_target(
-            "d" if profile == "saturation" else "d (%s)" % profile,
-            "JWT cache hit: proxy CPU/call vs esprit without authentication, %s" % profile,
-            "%.1f vs %.1f µs (%.3f×)" % (cpu, base, cpu / base) if have else None,
-            "≤ %.2f×" % MAX_HIT_CPU_VS_OPEN,
-            cpu / base <= MAX_HIT_CPU_VS_OPEN if have else None))
-
-    idle = {r["label"]: r["idle_rss_kib"] / 1024 for n, r in rows.items()
-            if n.startswith("esprit") and r.get("idle_rss_kib")}
+    idle = {"%s/%s" % k: r["idle_rss_kib"] / 1024 for k, r in rows.items()
+            if k[1].startswith("esprit") and r.get("idle_rss_kib")}
     worst = max(idle.values()) if idle else None
     out.append(_target(
         "e", "esprit idle RSS (largest of its rows)",
-        "%.1f MiB (%s)" % (worst, ", ".join("%.1f" % v for v in idle.values())) if idle
-        else None, "< %.0f MiB" % MAX_IDLE_RSS_MIB,
-        worst < MAX_IDLE_RSS_MIB if idle else None))
+        "%.1f MiB (%s)" % (worst, max(idle, key=idle.get)) if idle else None,
+        "< %.0f MiB" % MAX_IDLE_RSS_MIB, worst < MAX_IDLE_RSS_MIB if idle else None))
 
     conc = {c["name"]: c for c in result.get("concurrency", {}).get("rows", [])
-            if not c.get("error") and c.get("proxy_max_rss_kib")}
-    ref = conc.get("nghttpx", {}).get("proxy_max_rss_kib")
-    for name in (OPEN, HIT):
-        mine = conc.get(name, {}).get("proxy_max_rss_kib")
+            if not c.get("error") and c.get("kib_per_stream")}
+    ref = conc.get("nghttpx", {}).get("kib_per_stream")
+    for name in ("esprit-open", hit):
+        mine = conc.get(name, {}).get("kib_per_stream")
         have = mine is not None and ref
         out.append(_target(
-            "f" if name == HIT else "f (no auth)",
-            "RSS with 10 000 calls in flight: %s vs nghttpx" % (
-                "JWT cache hit" if name == HIT else "esprit without authentication"),
-            "%.1f vs %.1f MiB (%.2f×)" % (mine / 1024, ref / 1024, mine / ref) if have
-            else None, "reported (no bound in the issue)", None))
+            "f", "memory per in-flight stream (10 000 in flight), %s / nghttpx's" % (
+                "JWT cache hit" if name == hit else "esprit without authentication"),
+            "%.1f / %.1f KiB (%.2f×); max RSS %.1f / %.1f MiB" % (
+                mine, ref, mine / ref, conc[name]["proxy_max_rss_kib"] / 1024,
+                conc["nghttpx"]["proxy_max_rss_kib"] / 1024) if have else None,
+            "≤ 1.00", mine <= ref if have else None))
+
+    for name in ("esprit-grpc-web", "esprit-transcoded"):
+        for key, what in (("proxy_cpu_us_per_call", "proxy CPU/call"),
+                          ("calls_per_s", "calls/s")):
+            r = ratio(rows, "pinned", name, "esprit-open", "saturation", key)
+            if r:
+                out.append(_target("w", "%s: %s at saturation / esprit's plain gRPC's" % (
+                    rows[("pinned", name)]["label"], what), stats.describe(r),
+                    "reported (no target)", None))
+                out[-1]["value"] = stats.describe(r)
 
     for row in criterion_table(result.get("criterion", {})):
         out.append(_target(

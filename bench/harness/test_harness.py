@@ -54,6 +54,154 @@ class PureChecks(unittest.TestCase):
         self.assertTrue(body.endswith(b"\x18\xe8\x07"))  # field 3, varint 1000
 
 
+def _row(layout, name, rounds, guard=None):
+    """A measured row as the driver stores it: per-round profiles and their medians."""
+    from . import stats
+    return {"layout": layout, "name": name, "label": name, "guard": guard, "rounds": rounds,
+            "profiles": stats.aggregate(rounds)}
+
+
+def _sat(cpu, cps=1000.0, p99=100):
+    return {"saturation": {"proxy_cpu_us_per_call": cpu, "calls_per_s": cps, "p99_us": p99}}
+
+
+class Guard(unittest.TestCase):
+    """The regression guard of `bench/run.sh --quick`: a ratio to nghttpx of the same run,
+    layout and access-log pairing, never an absolute time."""
+
+    def _result(self, rows):
+        return {"setups": rows}
+
+    def test_within_the_multiple_passes_and_past_it_fails(self):
+        from . import targets
+        rows = [_row("pinned", "nghttpx", [_sat(10.0)]),
+                _row("pinned", "esprit-open", [_sat(29.0)], guard="nghttpx"),
+                _row("pinned", "esprit-jwt-rs256-hit", [_sat(31.0)], guard="nghttpx")]
+        checks = {c["name"]: c for c in targets.guard(self._result(rows), limit=3.0)}
+        self.assertTrue(checks["esprit-open"]["ok"])
+        self.assertAlmostEqual(checks["esprit-open"]["ratio"], 2.9)
+        self.assertFalse(checks["esprit-jwt-rs256-hit"]["ok"])
+
+    def test_the_default_limit_is_the_named_constant(self):
+        from . import targets
+        over = targets.MAX_CPU_VS_PEER * 1.01
+        rows = [_row("sidecar", "nghttpx", [_sat(10.0)]),
+                _row("sidecar", "esprit-open", [_sat(10.0 * over)], guard="nghttpx")]
+        [check] = targets.guard(self._result(rows))
+        self.assertFalse(check["ok"])
+
+    def test_a_slow_machine_alone_does_not_trip_it(self):
+        # Everything 5x slower (a loaded machine): the ratio, and so the verdict, is unchanged.
+        from . import targets
+        rows = [_row("pinned", "nghttpx", [_sat(50.0)]),
+                _row("pinned", "esprit-open", [_sat(80.0)], guard="nghttpx")]
+        self.assertTrue(all(c["ok"] for c in targets.guard(self._result(rows))))
+
+    def test_pairs_like_with_like_in_the_same_layout(self):
+        from . import targets
+        rows = [_row("pinned", "nghttpx", [_sat(10.0)]),
+                _row("pinned", "nghttpx-log", [_sat(20.0)]),
+                _row("sidecar", "nghttpx-log", [_sat(5.0)]),
+                _row("pinned", "esprit-open-log", [_sat(50.0)], guard="nghttpx-log")]
+        [check] = targets.guard(self._result(rows))
+        self.assertEqual((check["layout"], check["ref"]), ("pinned", "nghttpx-log"))
+        self.assertAlmostEqual(check["ratio"], 2.5)
+        self.assertTrue(check["ok"])
+
+    def test_unguarded_layouts_and_rows_without_reference_are_not_checked(self):
+        from . import targets
+        rows = [_row("two-core", "nghttpx", [_sat(10.0)]),
+                _row("two-core", "esprit-jwt-rs256-hit", [_sat(90.0)], guard="nghttpx"),
+                _row("pinned", "esprit-open", [_sat(90.0)], guard="nghttpx")]
+        self.assertEqual(targets.guard(self._result(rows)), [])
+
+    def test_the_guard_uses_the_median_over_rounds(self):
+        from . import targets
+        rows = [_row("pinned", "nghttpx", [_sat(10.0), _sat(10.0), _sat(10.0)]),
+                _row("pinned", "esprit-open", [_sat(25.0), _sat(90.0), _sat(26.0)],
+                     guard="nghttpx")]
+        [check] = targets.guard(self._result(rows))
+        self.assertAlmostEqual(check["ratio"], 2.6)
+        self.assertTrue(check["ok"])
+
+
+class Ratios(unittest.TestCase):
+    def test_ratios_are_paired_by_round_with_their_range(self):
+        from . import stats
+        a = [_sat(12.0), _sat(22.0), _sat(11.0)]
+        b = [_sat(10.0), _sat(20.0), _sat(10.0)]
+        r = stats.paired_ratio(a, b, "saturation", "proxy_cpu_us_per_call")
+        self.assertEqual(r["n"], 3)
+        self.assertAlmostEqual(r["median"], 1.1)
+        self.assertAlmostEqual(r["min"], 1.1)
+        self.assertAlmostEqual(r["max"], 1.2)
+        self.assertIsNone(stats.paired_ratio(a, [{}] * 3, "saturation", "calls_per_s"))
+
+    def test_verdicts_pass_tie_miss(self):
+        from . import stats
+        self.assertEqual(stats.verdict({"median": 0.98, "min": 0.9, "max": 1.05, "n": 3},
+                                        1.0, False), "PASS")
+        self.assertEqual(stats.verdict({"median": 1.03, "min": 0.97, "max": 1.1, "n": 3},
+                                       1.0, False), "TIE")
+        self.assertEqual(stats.verdict({"median": 1.2, "min": 1.1, "max": 1.3, "n": 3},
+                                       1.0, False), "MISS")
+        self.assertEqual(stats.verdict({"median": 0.97, "min": 0.9, "max": 1.02, "n": 3},
+                                       1.0, True), "TIE")
+        # One round has no noise figure: no tie.
+        self.assertEqual(stats.verdict({"median": 1.03, "min": 1.03, "max": 1.03, "n": 1},
+                                       1.0, False), "MISS")
+
+    def test_aggregate_takes_medians_and_spreads(self):
+        from . import stats
+        agg = stats.aggregate([_sat(3.0, 100), _sat(1.0, 300), _sat(2.0, 200)])["saturation"]
+        self.assertEqual(agg["proxy_cpu_us_per_call"], 2.0)
+        self.assertEqual(agg["spread"]["calls_per_s"], [100, 300])
+        self.assertEqual(agg["rounds"], 3)
+
+
+class CallKinds(unittest.TestCase):
+    def test_grpc_web_body_needs_a_trailer_frame_with_status_0(self):
+        msg = wire.grpc_frame(wire.echo_request())
+        ok = msg + b"\x80" + struct.pack(">I", 15) + b"grpc-status:0\r\n"
+        h2.check_body("grpc-web", ok)
+        bad = msg + b"\x80" + struct.pack(">I", 15) + b"grpc-status:5\r\n"
+        for body in (bad, msg, b"", ok[:-1]):
+            with self.assertRaises(HarnessError):
+                h2.check_body("grpc-web", body)
+
+    def test_grpc_web_and_transcoded_headers(self):
+        web = dict(wire.request_headers("t", kind="grpc-web"))
+        self.assertEqual(web["content-type"], "application/grpc-web+proto")
+        self.assertNotIn("te", web)
+        self.assertEqual(web["authorization"], "Bearer t")
+        get = dict(wire.request_headers("t", kind="http-json"))
+        self.assertNotIn("content-type", get)
+        self.assertFalse(wire.has_body("http-json"))
+        self.assertTrue(wire.call_path("http-json").startswith("/v1/echo/"))
+
+    def test_layouts_on_one_and_two_cores(self):
+        from . import machine
+        self.assertEqual([lay.name for lay in machine.available_layouts(1)], ["pinned"])
+        two = {lay.name: lay for lay in machine.available_layouts(2)}
+        self.assertEqual(list(two), list(machine.LAYOUTS))
+        self.assertEqual(two["sidecar"].proxy, two["sidecar"].backend)
+        self.assertNotEqual(two["sidecar"].proxy, two["sidecar"].loadgen)
+        self.assertEqual(two["two-core"].proxy_threads, 2)
+
+    def test_perf_counts_per_call(self):
+        from . import counts
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "perf.txt")
+            with open(path, "w") as f:
+                f.write("<not supported>,,instructions:u,0,100.00,,\n"
+                        "1500,,raw_syscalls:sys_enter,1901497,100.00,57.323,K/sec\n"
+                        "30,,context-switches,1901497,100.00,525.901,/sec\n")
+            per = counts.per_call(counts.parse(path), 1000)
+        self.assertEqual(per["syscalls_per_call"], 1.5)
+        self.assertEqual(per["context_switches_per_call"], 0.03)
+        self.assertIsNone(per["instructions_u_per_call"])
+
+
 class AbCounts(unittest.TestCase):
     """The A/B mode's readers (harness.ab): counts per call must come from the right numbers."""
 

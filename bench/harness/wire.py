@@ -75,7 +75,28 @@ def fixed_token():
 API_KEY = "AIzaSyBenchBenchBenchBenchBenchBench01"
 
 
-def request_headers(token, api_key=API_KEY):
+# The calls a row can make (setups.Setup.kind). Every kind sends the same token and API key.
+#   grpc:      POST METHOD_PATH, `application/grpc`, the gRPC-framed EchoRequest
+#   grpc-web:  POST METHOD_PATH, `application/grpc-web+proto` (binary: the same framed bytes as
+#              gRPC), `x-grpc-web: 1` as grpc-web clients send, no `te`
+#   http-json: GET TRANSCODED_PATH, no body (the payload in the path), `accept: application/json`
+CALL_KINDS = ("grpc", "grpc-web", "http-json")
+TRANSCODED_PATH = "/v1/echo/" + PAYLOAD.decode("ascii")
+# The service config's HTTP rule for the transcoded row (google.api.http).
+TRANSCODED_HTTP_RULE = (
+    "http:\n  rules:\n  - selector: esprit.echo.v1.Echo.Unary\n    get: /v1/echo/{payload}\n"
+)
+
+
+def call_path(kind):
+    return TRANSCODED_PATH if kind == "http-json" else METHOD_PATH
+
+
+def has_body(kind):
+    return kind != "http-json"
+
+
+def request_headers(token, api_key=API_KEY, kind="grpc"):
     """The request headers of every call, as (name, value) pairs; no `authorization` header when
     `token` is None (the token-pool rows carry their token in the URI instead).
 
@@ -83,13 +104,16 @@ def request_headers(token, api_key=API_KEY):
     (the tracer) have different defaults, so that the traced call and the load carry the same
     bytes through the proxy.
     """
+    content_type = {"grpc": "application/grpc", "grpc-web": "application/grpc-web+proto",
+                    "http-json": None}[kind]
     headers = [
-        ("content-type", "application/grpc"),
-        ("te", "trailers"),
+        ("content-type", content_type),
+        ("te", "trailers" if kind == "grpc" else None),
+        ("x-grpc-web", "1" if kind == "grpc-web" else None),
         ("authorization", "Bearer " + token if token else None),
         ("x-api-key", api_key),
         ("user-agent", "esprit-bench/1"),
-        ("accept", "*/*"),
+        ("accept", "application/json" if kind == "http-json" else "*/*"),
         ("accept-encoding", "identity"),
     ]
     return [(name, value) for name, value in headers if value is not None]

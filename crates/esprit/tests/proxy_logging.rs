@@ -250,3 +250,48 @@ async fn preflight_lines_are_rate_limited_like_rejections() {
     assert_eq!(logged, 0, "preflight lines past a limit of 0");
     assert_eq!(suppressed, PREFLIGHTS);
 }
+
+/// The access log is written outside `tracing`'s formatter, but `RUST_LOG` still decides:
+/// `esprit::access=off` leaves every call's line out and the other lines in. And a clean exit
+/// writes every queued line (they are written in batches, so some are still queued at SIGTERM).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_log_filters_the_access_log_and_exit_writes_every_line() {
+    let backend = start_echo().await;
+    let dir = tempfile::tempdir().unwrap();
+    for (filter, expected) in [("info,esprit::access=off", 0), ("info", 60)] {
+        let mut command = cli::proxy_command(
+            env!("CARGO_BIN_EXE_esprit"),
+            dir.path(),
+            ECHO_CONFIG,
+            echo::FILE_DESCRIPTOR_SET,
+            backend.addr(),
+        );
+        command
+            .args(["--log-format", "json"])
+            .env("RUST_LOG", filter);
+        let proxy = Listening::json_log(command);
+        let mut client = echo_client(&proxy.addr).await;
+        for _ in 0..50 {
+            unary(&mut client).await;
+        }
+        undefined_method_calls(&proxy.addr, 10).await;
+        drop(client);
+        let (status, logs) = tokio::task::spawn_blocking(move || proxy.sigterm_and_wait())
+            .await
+            .unwrap();
+        assert!(status.success(), "{status}: {logs}");
+        let lines: Vec<serde_json::Value> = logs
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let access = lines
+            .iter()
+            .filter(|l| l["target"] == "esprit::access")
+            .count();
+        assert_eq!(access, expected, "RUST_LOG={filter}: {logs}");
+        assert!(
+            lines.iter().any(|l| l["message"] == "drained"),
+            "RUST_LOG={filter}: other lines missing: {logs}"
+        );
+    }
+}

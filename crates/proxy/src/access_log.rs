@@ -2,10 +2,58 @@
 //! rejected itself are rate-limited, so a flood of bad calls cannot flood the log (or, through a
 //! slow log consumer, the proxy). Suppressed lines are counted and reported once per
 //! [`SUMMARY_INTERVAL`].
+//!
+//! Where the lines go: with a [`LogSink`] installed ([`install`], the `esprit` binary does), each
+//! line is formatted once by the call's thread and queued whole for the sink's writer thread;
+//! otherwise (or when a terminal gets coloured text) it is a `tracing` event like any other.
 
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::access_line::{AccessLine, AccessLogFormat};
+use crate::log_sink::LogSink;
+
+static SINK: OnceLock<(LogSink, AccessLogFormat)> = OnceLock::new();
+
+/// Access lines go to `sink` in `format` from now on, for the life of the process. `false` when
+/// a sink was installed already (that one stays).
+pub fn install(sink: LogSink, format: AccessLogFormat) -> bool {
+    SINK.set((sink, format)).is_ok()
+}
+
+thread_local! {
+    /// Each thread's line buffer, reused from call to call.
+    static LINE: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(512));
+}
+
+/// Writes one call's line, unless `RUST_LOG` leaves `esprit::access` out.
+pub(crate) fn write(line: &AccessLine<'_>) {
+    if !tracing::enabled!(target: "esprit::access", tracing::Level::INFO) {
+        return;
+    }
+    let Some((sink, format)) = SINK.get() else {
+        line.emit_event();
+        return;
+    };
+    let now = SystemTime::now();
+    let queued = LINE.try_with(|buffer| {
+        let Ok(mut buffer) = buffer.try_borrow_mut() else {
+            return false;
+        };
+        buffer.clear();
+        line.write(*format, now, &mut buffer);
+        sink.push(&buffer);
+        true
+    });
+    if queued != Ok(true) {
+        // The thread is exiting (or re-entered): a buffer of its own.
+        let mut buffer = Vec::with_capacity(512);
+        line.write(*format, now, &mut buffer);
+        sink.push(&buffer);
+    }
+}
 
 /// How often suppressed rejected-call lines are summed up in one line (while there are some).
 pub const SUMMARY_INTERVAL: Duration = Duration::from_secs(1);

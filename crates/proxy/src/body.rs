@@ -13,6 +13,7 @@ use hyper::body::Incoming;
 use tokio::time::Sleep;
 use tonic::Code;
 
+use crate::access_line::{AccessLine, Outcome};
 use crate::access_log::RejectedLines;
 use crate::call_trace::{AuthOutcome, CallSummary, CallTrace};
 use crate::stream::{CallActivity, IdleTimer};
@@ -182,44 +183,25 @@ impl Drop for CallLog {
         if self.rejected && !self.limiter.admit() {
             return;
         }
-        let client = self.client.as_ref().map(tracing::field::display);
-        let trace_id = trace_id.as_ref().map(tracing::field::display);
-        let duration_us = elapsed.as_micros() as u64;
-        let selector = self.selector.as_deref().unwrap_or("-");
-        let path = self.path.as_deref().unwrap_or("");
         let (auth_check, auth_provider) = match &self.auth_failure {
             Some((check, provider)) => (*check, provider.as_deref().unwrap_or("")),
             None => ("", ""),
         };
-        match self.status {
-            Some(code) => tracing::info!(
-                target: "esprit::access",
-                selector,
-                path,
+        crate::access_log::write(&AccessLine {
+            selector: self.selector.as_deref().unwrap_or("-"),
+            path: self.path.as_deref().unwrap_or(""),
+            outcome: self.status.map(|code| Outcome {
                 auth_check,
                 auth_provider,
-                api_key = self.api_key,
-                peer = %self.peer,
-                client,
-                trace_id,
-                grpc_status = code_name(code),
-                http_status = self.http_status,
-                duration_us,
-                "call"
-            ),
-            None => tracing::info!(
-                target: "esprit::access",
-                selector,
-                path,
-                peer = %self.peer,
-                client,
-                trace_id,
-                grpc_status = "CANCELLED",
-                http_status = self.http_status,
-                duration_us,
-                "call ended before a status"
-            ),
-        }
+                api_key: self.api_key,
+                grpc_status: code_name(code),
+            }),
+            peer: self.peer,
+            client: self.client,
+            trace_id,
+            http_status: self.http_status,
+            duration_us: elapsed.as_micros() as u64,
+        });
     }
 }
 

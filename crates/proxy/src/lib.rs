@@ -8,6 +8,7 @@
 //! functions in other crates; this crate gathers their inputs — clock, key caches — and applies
 //! their verdicts).
 
+mod access_line;
 mod access_log;
 mod api_key;
 mod auth;
@@ -21,6 +22,7 @@ mod grpc_web;
 mod handler;
 mod headers;
 mod health;
+pub mod log_sink;
 mod metrics;
 mod protocol;
 mod reflection;
@@ -34,7 +36,8 @@ mod trace_context;
 mod transcoding;
 mod wire;
 
-pub use access_log::AccessLogSettings;
+pub use access_line::AccessLogFormat;
+pub use access_log::{AccessLogSettings, install as install_access_log};
 pub use api_key::{
     ApiKeySettings, CallerCredentials, EjectionPolicy, OnUnreachable, RESIGN_BEFORE_EXPIRY_SECS,
     check_url_transport, find_api_key,
