@@ -194,7 +194,7 @@ _NO_CACHE = ("--jwt-cache-size", "0")
 
 def _transcoded_config(ctx):
     """The echo service with an HTTP rule for `Unary` (`GET /v1/echo/{payload}`), no caller
-    checks: for the transcoded row once esprit transcodes."""
+    checks: the transcoded row."""
     path = os.path.join(ctx.workdir, "echo_transcoded.yaml")
     with open(path, "w") as out:
         out.write(_CONFIG_HEAD % creds.SERVICE_NAME + _NO_API_KEY + wire.TRANSCODED_HTTP_RULE)
@@ -246,7 +246,5 @@ def all_setups():
               _esprit("echo_open.yaml"), esprit=True, kind="grpc-web", compare="esprit-open"),
         Setup("esprit-transcoded", "esprit, HTTP/JSON `GET /v1/echo/…` (transcoded), no "
               "authentication rule", _esprit(_transcoded_config), esprit=True, kind="http-json",
-              compare="esprit-open", enabled=False,
-              why="esprit does not transcode yet (another branch); set enabled=True in "
-              "harness/setups.py once it does"),
+              compare="esprit-open"),
     ]
