@@ -121,6 +121,7 @@ async fn answer_preflight(
             with_cors(preflight_response(log), Some(cors))
         }
         cors::Preflight::Refuse(rejection) => {
+            log.set_path(parts.uri.path());
             drain::drain(body, drain::MAX_DRAIN_BYTES, drain::MAX_DRAIN_WAIT).await;
             rejection.into_response(false, log).map(ResponseBody::Grpc)
         }

@@ -161,11 +161,11 @@ pub fn preflights(lines: &[Value], path: &str) -> usize {
         .count()
 }
 
-/// The access-log lines of preflights the proxy refused (403; the line names no path).
-pub fn refused_preflights(lines: &[Value]) -> usize {
+/// The access-log lines of preflights the proxy refused (403), with the path they were for.
+pub fn refused_preflights(lines: &[Value], path: &str) -> usize {
     lines
         .iter()
-        .filter(|l| l["selector"] == "-" && l["http_status"] == 403)
+        .filter(|l| l["selector"] == "-" && l["path"] == path && l["http_status"] == 403)
         .count()
 }
 
