@@ -37,10 +37,7 @@ pub(crate) async fn forward(
     };
     let activity = stream::CallActivity::new(timeouts.idle);
     let body = activity.watch_request(body);
-    let upstream = state
-        .backend
-        .pick()
-        .request(Request::from_parts(parts, body));
+    let upstream = state.backend.send(Request::from_parts(parts, body));
     let result = match activity.bound(deadline, upstream).await {
         Ok(result) => result,
         Err(rejection) => return rejection.into_response(true, log),
