@@ -10,6 +10,11 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use std::future::Future;
+use std::pin::Pin;
+
+use futures::FutureExt;
+use futures::future::Either;
 use http::{Request, Response, Uri};
 use hyper::body::Incoming;
 use hyper::client::conn::http2::{self, SendRequest};
@@ -138,31 +143,67 @@ where
     /// Sends the call on the next connection in turn, opening it if needed. A call the
     /// connection refused before sending anything (it closed meanwhile) is sent once more on a
     /// new connection, as hyper-util's client does.
-    pub(crate) async fn send(
+    ///
+    /// The call is handed to the connection here, not when the future is first polled. Every
+    /// call in flight holds the returned future, so its size is memory per stream: it keeps
+    /// only hyper's response future on the hot path; connecting and sending again are boxed.
+    pub(crate) fn send(
         &self,
         request: Request<B>,
-    ) -> Result<Response<Incoming>, BackendError> {
+    ) -> impl Future<Output = Result<Response<Incoming>, BackendError>> + Send + '_
+    where
+        B: Sync,
+    {
         let slot = &self.slots[self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len()];
-        let (mut sender, reused) = match slot.take_stream() {
-            Some(sender) => (sender, true),
-            None => (self.connect(slot).await?, false),
-        };
-        match sender.try_send_request(request).await {
-            Ok(response) => Ok(response),
-            Err(mut err) => match err.take_message() {
-                Some(request) if reused => {
-                    let mut sender = match slot.take_stream() {
-                        Some(sender) => sender,
-                        None => self.connect(slot).await?,
-                    };
-                    sender
-                        .send_request(request)
-                        .await
-                        .map_err(BackendError::Call)
-                }
-                _ => Err(BackendError::Call(err.into_error())),
-            },
+        match slot.take_stream() {
+            Some(mut sender) => {
+                let response = sender.try_send_request(request);
+                // A combinator, not an `async` block, which would hold hyper's future twice.
+                Either::Left(response.then(move |result| match result {
+                    Ok(response) => Either::Left(std::future::ready(Ok(response))),
+                    Err(err) => match self.again(slot, err) {
+                        Ok(again) => Either::Right(again),
+                        Err(err) => Either::Left(std::future::ready(Err(err))),
+                    },
+                }))
+            }
+            None => Either::Right(Box::pin(async move {
+                let mut sender = self.connect(slot).await?;
+                sender
+                    .send_request(request)
+                    .await
+                    .map_err(BackendError::Call)
+            })),
         }
+    }
+
+    /// A call the slot's connection refused unsent (it had closed): once more, on a new one.
+    /// Any other failure is the call's.
+    #[allow(clippy::type_complexity)]
+    fn again<'a>(
+        &'a self,
+        slot: &'a Slot<B>,
+        mut err: hyper::client::conn::TrySendError<Request<B>>,
+    ) -> Result<
+        Pin<Box<dyn Future<Output = Result<Response<Incoming>, BackendError>> + Send + 'a>>,
+        BackendError,
+    >
+    where
+        B: Sync,
+    {
+        let Some(request) = err.take_message() else {
+            return Err(BackendError::Call(err.into_error()));
+        };
+        Ok(Box::pin(async move {
+            let mut sender = match slot.take_stream() {
+                Some(sender) => sender,
+                None => self.connect(slot).await?,
+            };
+            sender
+                .send_request(request)
+                .await
+                .map_err(BackendError::Call)
+        }))
     }
 
     /// A new connection for `slot` (or the one another call just opened), with one stream
