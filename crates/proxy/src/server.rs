@@ -228,7 +228,10 @@ impl Proxy {
             let state = state.clone();
             let service = conn_guard::track(conn_state.clone(), {
                 let peer = crate::headers::Peer::new(peer);
-                service_fn(move |req| handler::handle(state.clone(), peer.clone(), req))
+                // Boxed: hyper spawns a task per stream holding this future, and tokio moves a
+                // task's future by value several times (spawn, completion); a pointer moves
+                // cheaply, the call's whole state would be copied each time.
+                service_fn(move |req| Box::pin(handler::handle(state.clone(), peer.clone(), req)))
             });
             let builder = builder.clone();
             let watcher = drain.watcher();
