@@ -20,10 +20,11 @@ use hyper::body::Incoming;
 use hyper::client::conn::http2::{self, SendRequest};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::TokioTimer;
 use tower::ServiceExt;
 
 use crate::ProxyError;
+use crate::exec::BoxingExecutor;
 use crate::settings::{BackendUrl, ProxySettings};
 use crate::stream::RequestBody;
 
@@ -59,7 +60,7 @@ pub(crate) struct BackendPool<B = RequestBody> {
     slots: Box<[Slot<B>]>,
     next: AtomicUsize,
     connector: Connector,
-    h2: http2::Builder<TokioExecutor>,
+    h2: http2::Builder<BoxingExecutor>,
     backend: BackendUrl,
     connect_timeout: Duration,
     streams_per_connection: u64,
@@ -245,9 +246,9 @@ where
     }
 }
 
-fn h2_builder(settings: &ProxySettings) -> http2::Builder<TokioExecutor> {
+fn h2_builder(settings: &ProxySettings) -> http2::Builder<BoxingExecutor> {
     let limits = &settings.http2;
-    let mut builder = http2::Builder::new(TokioExecutor::new());
+    let mut builder = http2::Builder::new(BoxingExecutor);
     builder
         .timer(TokioTimer::new())
         .initial_stream_window_size(limits.initial_stream_window_size)
@@ -380,7 +381,7 @@ mod tests {
         S::Future: Send + 'static,
         S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+        let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
             .serve_connection(TokioIo::new(stream), service)
             .await;
     }
