@@ -6,12 +6,11 @@
 //! A call holds a clone of its connection's [`SendRequest`] handle: no pool checkout, no key
 //! hashing, no idle bookkeeping per call (what hyper-util's general-purpose client does).
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
-
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use futures::FutureExt;
 use futures::future::Either;
@@ -55,6 +54,10 @@ impl BackendError {
 
 type Connector = HttpsConnector<HttpConnector>;
 
+/// A call sent once more on a new connection (boxed: rare).
+type Resending<'a> =
+    Pin<Box<dyn Future<Output = Result<Response<Incoming>, BackendError>> + Send + 'a>>;
+
 /// Generic over the request body only so that its tests can send bodies of their own.
 pub(crate) struct BackendPool<B = RequestBody> {
     slots: Box<[Slot<B>]>,
@@ -86,7 +89,7 @@ impl<B> Default for Slot<B> {
 struct Live<B> {
     sender: SendRequest<B>,
     /// Streams this connection may still open.
-    streams_left: Arc<AtomicU64>,
+    streams_left: u64,
 }
 
 impl<B> Slot<B> {
@@ -96,16 +99,17 @@ impl<B> Slot<B> {
             .live
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let usable = live.as_ref().is_some_and(|l| {
-            !l.sender.is_closed() && l.streams_left.fetch_sub(1, Ordering::Relaxed) > 0
-        });
-        if usable {
-            live.as_ref().map(|l| l.sender.clone())
-        } else {
-            // Closed or exhausted: dropping our handle lets the connection end once its
-            // in-flight calls have.
-            *live = None;
-            None
+        match live.as_mut() {
+            Some(l) if l.streams_left > 0 && !l.sender.is_closed() => {
+                l.streams_left -= 1;
+                Some(l.sender.clone())
+            }
+            _ => {
+                // Closed or exhausted: dropping our handle lets the connection end once its
+                // in-flight calls have.
+                *live = None;
+                None
+            }
         }
     }
 
@@ -116,7 +120,7 @@ impl<B> Slot<B> {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         *live = Some(Live {
             sender,
-            streams_left: Arc::new(AtomicU64::new(streams)),
+            streams_left: streams,
         });
     }
 }
@@ -180,15 +184,11 @@ where
 
     /// A call the slot's connection refused unsent (it had closed): once more, on a new one.
     /// Any other failure is the call's.
-    #[allow(clippy::type_complexity)]
     fn again<'a>(
         &'a self,
         slot: &'a Slot<B>,
         mut err: hyper::client::conn::TrySendError<Request<B>>,
-    ) -> Result<
-        Pin<Box<dyn Future<Output = Result<Response<Incoming>, BackendError>> + Send + 'a>>,
-        BackendError,
-    >
+    ) -> Result<Resending<'a>, BackendError>
     where
         B: Sync,
     {
