@@ -37,11 +37,15 @@ pub(crate) async fn forward(
     };
     let activity = stream::CallActivity::new(timeouts.idle);
     let body = activity.watch_request(body);
-    let upstream = state
-        .backend
-        .pick()
-        .request(Request::from_parts(parts, body));
-    let result = match activity.bound(deadline, upstream).await {
+    // Built in place: a future moved into another keeps its own slot in this one (rustc), and
+    // every call in flight holds this future.
+    let result = match activity
+        .bound(
+            deadline,
+            state.backend.send(Request::from_parts(parts, body)),
+        )
+        .await
+    {
         Ok(result) => result,
         Err(rejection) => return rejection.into_response(true, log),
     };

@@ -17,6 +17,7 @@ mod body;
 mod call_trace;
 mod cors;
 mod drain;
+mod exec;
 mod forward;
 mod grpc_web;
 mod handler;

@@ -9,11 +9,12 @@ use std::time::Duration;
 
 use conn_guard::tls::TlsAcceptor;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 
 use crate::ProxyError;
+use crate::exec::BoxingExecutor;
 use crate::handler::{self, State};
 use crate::health::{BackendHealth, ProxyReadiness, health_endpoint};
 use crate::metrics::{ProxyMetrics, ScrapeCollector};
@@ -27,7 +28,7 @@ pub struct Proxy {
     listener: TcpListener,
     state: Arc<State>,
     tls: Option<TlsAcceptor>,
-    builder: auto::Builder<TokioExecutor>,
+    builder: auto::Builder<BoxingExecutor>,
     drain_timeout: Duration,
     admission: Arc<conn_guard::Admission>,
     admin: Option<admin::AdminServer>,
@@ -228,7 +229,10 @@ impl Proxy {
             let state = state.clone();
             let service = conn_guard::track(conn_state.clone(), {
                 let peer = crate::headers::Peer::new(peer);
-                service_fn(move |req| handler::handle(state.clone(), peer.clone(), req))
+                // Boxed: hyper spawns a task per stream holding this future, and tokio moves a
+                // task's future by value several times (spawn, completion); a pointer moves
+                // cheaply, the call's whole state would be copied each time.
+                service_fn(move |req| Box::pin(handler::handle(state.clone(), peer.clone(), req)))
             });
             let builder = builder.clone();
             let watcher = drain.watcher();
@@ -288,9 +292,9 @@ impl Drop for AbortOnDrop {
     }
 }
 
-fn connection_builder(settings: &ProxySettings) -> auto::Builder<TokioExecutor> {
+fn connection_builder(settings: &ProxySettings) -> auto::Builder<BoxingExecutor> {
     let limits = &settings.http2;
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(BoxingExecutor);
     builder
         .http1()
         .timer(TokioTimer::new())

@@ -110,31 +110,12 @@ impl CallActivity {
 
     /// Waits for the backend's response headers, up to the deadline and while the stream is
     /// not idle.
-    pub(crate) async fn bound<T>(
-        &self,
-        deadline: Option<Instant>,
-        response: impl Future<Output = T>,
-    ) -> Result<T, Rejection> {
-        let deadline = async {
-            match deadline {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            result = response => Ok(result),
-            () = deadline => Err(Rejection::DeadlineExceeded),
-            () = self.idle() => Err(Rejection::StreamIdleTimeout),
-        }
-    }
-
-    async fn idle(&self) {
-        loop {
-            let at = self.0.idle_deadline();
-            if Instant::now() >= at {
-                return;
-            }
-            tokio::time::sleep_until(at).await;
+    pub(crate) fn bound<F: Future>(&self, deadline: Option<Instant>, response: F) -> Bound<'_, F> {
+        Bound {
+            response,
+            deadline: deadline.map(tokio::time::sleep_until),
+            idle: tokio::time::sleep_until(self.0.idle_deadline()),
+            activity: &self.0,
         }
     }
 
@@ -156,6 +137,46 @@ impl Drop for CallActivity {
     fn drop(&mut self) {
         self.0.ended.store(true, Ordering::Release);
         self.0.request.wake();
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// [`CallActivity::bound`]: written out rather than an `async fn` over `select!`, which
+    /// holds the response future twice (argument and branch); every call in flight holds this.
+    pub(crate) struct Bound<'a, F> {
+        #[pin]
+        response: F,
+        #[pin]
+        deadline: Option<Sleep>,
+        #[pin]
+        idle: Sleep,
+        activity: &'a Activity,
+    }
+}
+
+impl<F: Future> Future for Bound<'_, F> {
+    type Output = Result<F::Output, Rejection>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        // The answer first: one that is ready wins over a timer that is too.
+        if let Poll::Ready(response) = this.response.poll(cx) {
+            return Poll::Ready(Ok(response));
+        }
+        if let Some(deadline) = this.deadline.as_pin_mut()
+            && deadline.poll(cx).is_ready()
+        {
+            return Poll::Ready(Err(Rejection::DeadlineExceeded));
+        }
+        // The idle clock: when it rings, frames may have moved the deadline on.
+        while this.idle.as_mut().poll(cx).is_ready() {
+            let at = this.activity.idle_deadline();
+            if Instant::now() >= at {
+                return Poll::Ready(Err(Rejection::StreamIdleTimeout));
+            }
+            this.idle.as_mut().reset(at);
+        }
+        Poll::Pending
     }
 }
 
