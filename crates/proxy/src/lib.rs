@@ -35,6 +35,7 @@ mod stream;
 mod trace_context;
 mod transcoding;
 mod wire;
+mod workers;
 
 pub use access_line::AccessLogFormat;
 pub use access_log::{AccessLogSettings, install as install_access_log};
@@ -131,6 +132,8 @@ pub enum ProxyError {
     ReloadTask(String),
     #[error("setting up the OTLP span exporter: {0}")]
     Tracing(String),
+    #[error("starting the worker threads")]
+    Workers(#[source] std::io::Error),
     #[error("setting up CORS")]
     Cors(#[from] cors::CorsError),
 }
