@@ -118,7 +118,7 @@ MAX_CPU_VS_PEER = 3.5
 # Not the two-core layout: when this guard was set, esprit's multi-threaded runtime handed work
 # between its threads (0.4-1 context switch per call against nghttpx's 0.07) and its ratio went
 # from 2.3x to 3.1x between rounds of one run. Its workers are now single-threaded runtimes
-# (0.12 context switch per call, 1.7-2.2x nghttpx's CPU per call in quick runs of 2026-12-01);
+# (0.12 context switch per call, 1.6-2.1x nghttpx's CPU per call in quick runs of 2026-12-01);
 # guarding it too waits for more runs on the CI machine.
 GUARD_LAYOUTS = ("pinned", "sidecar")
 MIN_TWO_WORKER_SCALING = 1.6
