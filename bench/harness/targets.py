@@ -115,9 +115,11 @@ PAIRINGS = (("", "nghttpx", "no access log (esprit `RUST_LOG=warn`, nghttpx with
 # 2.0-2.4x sidecar. 3.5x clears the worst round seen by 20 %, so a busy CI machine does not fail
 # it, and still fails a change that doubles the cost of a no-log row (1.7-1.8x today).
 MAX_CPU_VS_PEER = 3.5
-# Not the two-core layout: there esprit's multi-threaded runtime hands work between its threads
-# (0.4-1 context switch per call against nghttpx's 0.07); its ratio went from 2.3x to 3.1x between
-# rounds of one run. Reported, not guarded, until issue 15's two-worker target is worked on.
+# Not the two-core layout: when this guard was set, esprit's multi-threaded runtime handed work
+# between its threads (0.4-1 context switch per call against nghttpx's 0.07) and its ratio went
+# from 2.3x to 3.1x between rounds of one run. Its workers are now single-threaded runtimes
+# (0.12 context switch per call, 1.6-2.1x nghttpx's CPU per call in quick runs of 2026-12-01);
+# guarding it too waits for more runs on the CI machine.
 GUARD_LAYOUTS = ("pinned", "sidecar")
 MIN_TWO_WORKER_SCALING = 1.6
 

@@ -50,7 +50,8 @@ pub struct ProxyArgs {
     /// After SIGTERM/SIGINT, how long in-flight calls may continue before the proxy exits.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = duration::DRAIN_TIMEOUT.parser())]
     drain_timeout: Duration,
-    /// Threads of the async runtime. Default: the number of cores.
+    /// Threads serving connections, each with its own event loop and backend connections; a
+    /// connection goes to the one serving the fewest. Default: the number of cores.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     worker_threads: Option<u16>,
     /// HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS per client connection.
@@ -326,18 +327,14 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
         settings.api_keys.on_unreachable = proxy::OnUnreachable::FailOpen;
     }
 
-    let mut runtime = match args.worker_threads {
-        // One thread: tokio's single-threaded scheduler, which skips the work-stealing
-        // machinery a lone worker has no use for.
-        Some(1) => tokio::runtime::Builder::new_current_thread(),
-        Some(n) => {
-            let mut runtime = tokio::runtime::Builder::new_multi_thread();
-            runtime.worker_threads(usize::from(n));
-            runtime
-        }
-        None => tokio::runtime::Builder::new_multi_thread(),
+    settings.workers = match args.worker_threads {
+        Some(n) => usize::from(n),
+        None => std::thread::available_parallelism().map_or(1, usize::from),
     };
-    let runtime = runtime
+    // Every worker is a single-threaded runtime (no work stealing: a call stays on the thread
+    // that accepted its connection); this one is the first, and also accepts and runs the
+    // background tasks. The proxy starts the others.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;

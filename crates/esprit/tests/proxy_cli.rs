@@ -110,6 +110,115 @@ async fn sigterm_drains_in_flight_calls_and_exits_zero() {
     );
 }
 
+/// Voluntary context switches of each thread of process `pid`, by thread name; the main
+/// thread (worker 0) is listed as "main".
+#[cfg(target_os = "linux")]
+fn switches_by_thread(pid: u32) -> std::collections::HashMap<String, u64> {
+    let mut threads = std::collections::HashMap::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let task = task.unwrap().path();
+        let (Ok(comm), Ok(status)) = (
+            std::fs::read_to_string(task.join("comm")),
+            std::fs::read_to_string(task.join("status")),
+        ) else {
+            continue; // a thread that just ended
+        };
+        let name = if task.ends_with(pid.to_string()) {
+            "main".to_owned()
+        } else {
+            comm.trim().to_owned()
+        };
+        let switches = status
+            .lines()
+            .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+            .map(|n| n.trim().parse::<u64>().unwrap())
+            .unwrap();
+        threads.insert(name, switches);
+    }
+    threads
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_each_serve_their_connections_and_drain_on_sigterm() {
+    use echo::pb::echo_client::EchoClient;
+    let backend = start_echo().await;
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = start_proxy(
+        backend.addr(),
+        dir.path(),
+        &["--worker-threads", "2", "--drain-timeout", "5s"],
+    );
+    let pid = proxy.process.child.id();
+    let url = format!("http://{}", proxy.process.addr);
+    let call = |payload: &'static [u8], sleep_ms| {
+        tonic::Request::new(EchoRequest {
+            payload: Bytes::from_static(payload),
+            sleep_ms,
+            ..Default::default()
+        })
+    };
+    // A connection goes to the worker serving the fewest: the first to worker 0 (the main
+    // thread), the second, while the first is open, to worker 1.
+    let mut first = EchoClient::connect(url.clone()).await.unwrap();
+    first.unary(call(b"first", 0)).await.unwrap();
+    let mut second = EchoClient::connect(url).await.unwrap();
+    second.unary(call(b"second", 0)).await.unwrap();
+
+    let before = switches_by_thread(pid);
+    assert!(
+        before.contains_key("esprit-worker-1"),
+        "a second worker thread: {before:?}"
+    );
+    // Each call wakes the thread serving its connection (the request, then the backend's
+    // answer): both workers' threads wake about twice per call on their own connection.
+    const CALLS: u64 = 20;
+    for _ in 0..CALLS {
+        first.unary(call(b"first", 0)).await.unwrap();
+        second.unary(call(b"second", 0)).await.unwrap();
+    }
+    let after = switches_by_thread(pid);
+    for worker in ["main", "esprit-worker-1"] {
+        let woken = after[worker] - before[worker];
+        assert!(
+            woken >= CALLS / 2,
+            "{worker} woke {woken} times for {CALLS} calls on its connection: {before:?} → {after:?}"
+        );
+    }
+
+    // SIGTERM while each worker has a call in flight: both finish, then the process exits 0.
+    let in_flight =
+        [(first, &b"first"[..]), (second, &b"second"[..])].map(|(mut client, payload)| {
+            let request = call(payload, 800);
+            tokio::spawn(async move { client.unary(request).await })
+        });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    cli::sigterm(pid);
+    for (call, payload) in in_flight.into_iter().zip([&b"first"[..], b"second"]) {
+        let reply = call
+            .await
+            .unwrap()
+            .expect("an in-flight call on either worker completes during the drain");
+        assert_eq!(&reply.into_inner().payload[..], payload);
+    }
+    let mut process = proxy.process;
+    let status = tokio::task::spawn_blocking(move || process.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "exit 0 once both workers drained");
+    let lines: Vec<serde_json::Value> = proxy.lines.try_iter().collect();
+    let access = lines
+        .iter()
+        .filter(|l| l["target"] == "esprit::access")
+        .count();
+    assert_eq!(
+        access as u64,
+        2 * CALLS + 4,
+        "one line per call: {lines:#?}"
+    );
+}
+
 #[test]
 fn an_invalid_config_refuses_to_start_with_the_field_path() {
     let dir = tempfile::tempdir().unwrap();

@@ -20,6 +20,7 @@ use crate::protocol::{Protocol, ResponseBody};
 use crate::routes::{Route, RouteTable};
 use crate::settings::BackendUrl;
 use crate::wire::Rejection;
+use crate::workers::PerWorker;
 use crate::{cors, drain, forward, headers, reflection};
 
 /// Everything a call needs, shared by all connections.
@@ -27,7 +28,8 @@ pub(crate) struct State {
     /// The table in force; a reload swaps in a new one ([`crate::Reloader`]). A call keeps the
     /// `Arc<Route>` it was routed with until it ends.
     pub routes: arc_swap::ArcSwap<RouteTable>,
-    pub backend: BackendPool,
+    /// The calling worker's own pool ([`crate::workers::PerWorker`]).
+    pub backend: PerWorker<BackendPool>,
     pub backend_url: BackendUrl,
     pub healthz: Option<String>,
     pub draining: AtomicBool,

@@ -36,6 +36,7 @@ mod stream;
 mod trace_context;
 mod transcoding;
 mod wire;
+mod workers;
 
 pub use access_line::AccessLogFormat;
 pub use access_log::{AccessLogSettings, install as install_access_log};
@@ -132,6 +133,8 @@ pub enum ProxyError {
     ReloadTask(String),
     #[error("setting up the OTLP span exporter: {0}")]
     Tracing(String),
+    #[error("starting the worker threads")]
+    Workers(#[source] std::io::Error),
     #[error("setting up CORS")]
     Cors(#[from] cors::CorsError),
 }

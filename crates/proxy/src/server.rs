@@ -41,6 +41,8 @@ pub struct Proxy {
         crate::settings::BackendHealthCheck,
     )>,
     reloader: Reloader,
+    /// The threads serving connections besides the serving runtime.
+    workers: crate::workers::Workers,
     /// `--watch-config`'s interval, when set and there are files to watch.
     watch_config: Option<Duration>,
 }
@@ -62,7 +64,10 @@ impl Proxy {
             Some(files) => Some(conn_guard::tls::acceptor(&files.cert, &files.key)?),
             None => None,
         };
-        let backend = crate::backend::BackendPool::new(&settings)?;
+        let workers = crate::workers::Workers::start(settings.workers)?;
+        let backend = crate::workers::PerWorker::new(settings.workers, |_| {
+            crate::backend::BackendPool::new(&settings)
+        })?;
         let tracing = match &settings.tracing {
             Some(tracing) => Some(
                 crate::call_trace::Tracing::new(tracing, config.name())
@@ -155,6 +160,7 @@ impl Proxy {
             accepting,
             health_poll,
             reloader,
+            workers,
             watch_config,
         })
     }
@@ -196,6 +202,7 @@ impl Proxy {
             accepting,
             health_poll,
             reloader,
+            workers,
             watch_config,
         } = self;
         // The admin listener outlives the drain (`/readyz` says DRAINING meanwhile).
@@ -237,7 +244,7 @@ impl Proxy {
             let builder = builder.clone();
             let watcher = drain.watcher();
             let tls = tls.clone();
-            tokio::spawn(async move {
+            workers.spawn(stream, move |stream| async move {
                 match tls {
                     None => {
                         let conn = builder.serve_connection(TokioIo::new(stream), service);
@@ -269,6 +276,7 @@ impl Proxy {
                 false
             }
         };
+        workers.stop().await;
         drop(poller);
         drop(config_watch);
         // Every call has ended (or the drain gave up): their spans are queued; export them.

@@ -16,6 +16,10 @@ pub struct ProxySettings {
     pub backend_connect_timeout: Duration,
     /// HTTP/2 connections to the backend, used in turn (default 1).
     pub backend_connections: usize,
+    /// Threads serving connections (`--worker-threads`), each a single-threaded runtime with
+    /// its own `backend_connections` connections to the backend; the runtime that calls
+    /// [`crate::Proxy::serve`] is the first. Default 1: only that runtime.
+    pub workers: usize,
     /// Serve TLS on the listener with this certificate chain and key.
     pub tls: Option<TlsFiles>,
     /// HTTP path answered by the proxy itself with 200 while serving (503 while draining).
@@ -183,6 +187,7 @@ impl ProxySettings {
             backend_ca: None,
             backend_connect_timeout: Duration::from_secs(5),
             backend_connections: 1,
+            workers: 1,
             tls: None,
             healthz: None,
             drain_timeout: Duration::from_secs(10),
