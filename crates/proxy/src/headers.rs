@@ -1,7 +1,6 @@
 //! Header hygiene between client and backend.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, OnceLock};
 
 use http::header::HeaderName;
 use http::uri::Authority;
@@ -108,17 +107,13 @@ pub(crate) struct Forwarding {
 }
 
 /// The TCP peer of a connection, with its `x-forwarded-for` entry formatted once when the
-/// connection is accepted rather than on every call. Cloned for every call of the connection.
+/// connection is accepted rather than on every call.
 #[derive(Debug, Clone)]
 pub(crate) struct Peer {
     pub addr: SocketAddr,
     ip: IpAddr,
     /// The peer's address as an `x-forwarded-for` entry.
     entry: HeaderValue,
-    /// The first `:authority` of the connection as an `x-forwarded-host` value, shared by its
-    /// calls: a client sends the same authority on every call of a connection, and a clone is
-    /// a reference count where a new value is an allocation and a copy per call.
-    host: Arc<OnceLock<HeaderValue>>,
 }
 
 impl Peer {
@@ -127,34 +122,9 @@ impl Peer {
         // An IP address is always a valid header value.
         let entry = HeaderValue::from_str(&ip.to_string())
             .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
-        Self {
-            addr,
-            ip,
-            entry,
-            host: Arc::default(),
-        }
-    }
-
-    /// `authority` as an `x-forwarded-host` value: the connection's shared one when it is the
-    /// same, else a new one (the first becomes the connection's).
-    fn forwarded_host(&self, authority: &str) -> Option<HeaderValue> {
-        if let Some(host) = self.host.get()
-            && host.as_bytes() == authority.as_bytes()
-        {
-            return Some(host.clone());
-        }
-        let host = HeaderValue::from_str(authority).ok()?;
-        // Already set (another authority came first): this call's value is used, not kept.
-        let _ = self.host.set(host.clone());
-        Some(host)
+        Self { addr, ip, entry }
     }
 }
-
-/// Headers the proxy may add to a forwarded request: the three forwarding headers, the
-/// verified token's `x-endpoint-api-userinfo`, and hyper's `content-length`. Reserved in one
-/// step, so the header table grows at most once per call instead of once per insertion past
-/// its capacity (each growth reallocates and rehashes it).
-const ADDED_HEADERS: usize = 5;
 
 /// Rewrites the forwarding headers of a request about to be forwarded and returns the client
 /// address the proxy derived (the TCP peer, or the address the outermost trusted proxy saw).
@@ -173,7 +143,6 @@ pub(crate) fn set_forwarding(
     peer: &Peer,
     forwarding: Forwarding,
 ) -> IpAddr {
-    headers.reserve(ADDED_HEADERS);
     let trusted = trusted_xff_entries(headers, forwarding.trusted_hops);
     let client = trusted.first().copied().unwrap_or(peer.ip);
     let xff = if trusted.is_empty() {
@@ -204,7 +173,7 @@ pub(crate) fn set_forwarding(
         }
     }
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
-    match authority.and_then(|a| peer.forwarded_host(a.as_str())) {
+    match authority.and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
         Some(value) => {
             headers.insert(X_FORWARDED_HOST, value);
         }
@@ -335,8 +304,7 @@ mod tests {
         assert_eq!(forward(&[], None, 0).1, peer);
     }
 
-    /// The connection's first authority is shared by its calls; a call with another authority
-    /// on the same connection still forwards its own.
+    /// Every call forwards its own authority, whatever the connection's earlier calls sent.
     #[test]
     fn forwarded_host_follows_each_calls_authority() {
         let peer = Peer::new("192.0.2.7:5555".parse().unwrap());
