@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::HeaderValue;
 use jose::{Jwt, KeySet, UnixTime};
 use service_config::ProviderId;
 
@@ -47,11 +48,26 @@ impl KeySets for HashMap<ProviderId, Arc<KeySet>> {
 pub struct VerifiedToken {
     provider: ProviderId,
     jwt: Jwt,
+    /// The payload segment as a header value, made once when the token is verified: a cache
+    /// hit hands out a clone (a reference count) instead of copying and validating it per call.
+    /// `None` never happens for a parsed token (base64url is always a valid header value).
+    userinfo: Option<HeaderValue>,
 }
 
 impl VerifiedToken {
     pub(crate) fn new(provider: ProviderId, jwt: Jwt) -> VerifiedToken {
-        VerifiedToken { provider, jwt }
+        let userinfo = HeaderValue::from_str(jwt.payload_segment()).ok();
+        VerifiedToken {
+            provider,
+            jwt,
+            userinfo,
+        }
+    }
+
+    /// The payload segment as `X-Endpoint-API-UserInfo`'s value (ESPv2), shared by every call
+    /// that presents this token.
+    pub fn userinfo(&self) -> Option<&HeaderValue> {
+        self.userinfo.as_ref()
     }
 
     /// The provider whose key set verified the signature.

@@ -73,6 +73,12 @@ impl Principal {
         self.token.jwt().payload_segment()
     }
 
+    /// [`Self::payload_segment`] as a header value, made once per verified token (a clone is a
+    /// reference count, not a copy).
+    pub fn userinfo(&self) -> Option<&http::HeaderValue> {
+        self.token.userinfo()
+    }
+
     /// All claims of the token.
     pub fn claims(&self) -> &jose::Claims {
         self.token.jwt().claims()

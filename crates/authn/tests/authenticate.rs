@@ -527,6 +527,11 @@ fn principal_carries_the_payload_segment() {
     assert_eq!(principal.subject(), Some("user@example.com"));
     assert_eq!(principal.payload_segment(), good.split('.').nth(1).unwrap());
     assert!(!principal.payload_segment().contains('='));
+    // The same segment, ready to forward as `x-endpoint-api-userinfo`.
+    assert_eq!(
+        principal.userinfo().map(|v| v.as_bytes()),
+        Some(principal.payload_segment().as_bytes())
+    );
     assert_eq!(principal.claims().aud, vec![SERVICE.to_owned()]);
 }
 

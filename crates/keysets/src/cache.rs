@@ -29,7 +29,9 @@ pub struct JwksCache {
 struct Inner {
     settings: JwksSettings,
     fetcher: Fetcher,
-    slots: HashMap<ProviderId, Arc<Running>>,
+    /// Read on every call that checks a JWT; the keys come from the configuration, so a fast
+    /// hasher (randomly seeded all the same) is safe here.
+    slots: HashMap<ProviderId, Arc<Running>, foldhash::fast::RandomState>,
 }
 
 /// A provider's state and its refresh task. Shared by the caches of successive configurations

@@ -7,7 +7,6 @@ use std::time::{Duration, SystemTime};
 use clock::SharedClock;
 
 use authn::{Allowed, AuthError, AuthInputs, MethodPolicy, VerifiedToken};
-use http::HeaderValue;
 use keysets::{JwksCache, Refetch};
 use service_config::ProviderId;
 
@@ -38,9 +37,10 @@ impl JwtRequirement {
         let Allowed { principal } = verdict.map_err(Rejection::Auth)?;
         if let Some(principal) = principal {
             // ESPv2: the verified token's payload segment, base64url without padding, as it
-            // appeared in the token: always a valid header value.
-            let value = HeaderValue::from_str(principal.payload_segment())
-                .map_err(|_| Rejection::Internal("verified claims are not a header value"))?;
+            // appeared in the token: always a valid header value, made once per verified token.
+            let value = principal.userinfo().cloned().ok_or(Rejection::Internal(
+                "verified claims are not a header value",
+            ))?;
             parts.headers.insert(USERINFO, value);
         }
         Ok(())
@@ -228,13 +228,19 @@ struct Entry<V> {
     expires_at: SystemTime,
 }
 
-type VerifiedCache = moka::sync::Cache<TokenKey, Entry<Arc<VerifiedToken>>>;
+/// Hashed with foldhash (randomly seeded per cache), not moka's default SipHash: every call
+/// with a token hashes the whole token (about 1 KiB) for the lookup, and only verified tokens
+/// are inserted, so a client cannot choose colliding keys anyway.
+type Hasher = foldhash::fast::RandomState;
+
+type VerifiedCache = moka::sync::Cache<TokenKey, Entry<Arc<VerifiedToken>>, Hasher>;
 
 /// What a verified token of `token_len` bytes occupies: the key (the token), and the parsed
-/// token keeping its signing input, the decoded payload and header, the signature and the
-/// parsed claims, about four bytes per token byte, plus the entry's bookkeeping.
+/// token keeping its signing input, the decoded payload and header, the signature, the parsed
+/// claims and the payload segment as a header value, about five bytes per token byte, plus the
+/// entry's bookkeeping.
 pub(crate) fn verified_weight(token_len: usize) -> u32 {
-    let bytes = token_len.saturating_mul(4).saturating_add(1024);
+    let bytes = token_len.saturating_mul(5).saturating_add(1024);
     u32::try_from(bytes).unwrap_or(u32::MAX)
 }
 
@@ -245,19 +251,19 @@ pub(crate) fn verified_weight(token_len: usize) -> u32 {
 /// is held.
 fn verified_cache<V: Clone + Send + Sync + 'static>(
     settings: &AuthSettings,
-) -> moka::sync::Cache<TokenKey, Entry<V>> {
+) -> moka::sync::Cache<TokenKey, Entry<V>, Hasher> {
     let floor = settings.jwt_cache_bytes / settings.jwt_cache_size.max(1);
     let floor = u32::try_from(floor).unwrap_or(u32::MAX);
     moka::sync::Cache::builder()
         .max_capacity(settings.jwt_cache_bytes)
         .weigher(move |_: &TokenKey, entry: &Entry<V>| entry.weight.max(floor))
         .time_to_live(settings.jwks.cache_duration)
-        .build()
+        .build_with_hasher(Hasher::default())
 }
 
 /// The verified-token cache as one decision sees it: `now` is read once per decision.
 struct Verified<'a, V = Arc<VerifiedToken>> {
-    cache: &'a moka::sync::Cache<TokenKey, Entry<V>>,
+    cache: &'a moka::sync::Cache<TokenKey, Entry<V>, Hasher>,
     now: SystemTime,
     lifetime: Duration,
     /// Counts hits and misses (with `--admin-listen`).
@@ -315,7 +321,7 @@ mod tests {
         settings: &AuthSettings,
         token_len: usize,
         n: u32,
-    ) -> moka::sync::Cache<TokenKey, Entry<()>> {
+    ) -> moka::sync::Cache<TokenKey, Entry<()>, Hasher> {
         let cache = verified_cache::<()>(settings);
         for i in 0..n {
             let token = format!("{i:0>width$}", width = token_len);

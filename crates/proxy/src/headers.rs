@@ -304,6 +304,29 @@ mod tests {
         assert_eq!(forward(&[], None, 0).1, peer);
     }
 
+    /// Every call forwards its own authority, whatever the connection's earlier calls sent.
+    #[test]
+    fn forwarded_host_follows_each_calls_authority() {
+        let peer = Peer::new("192.0.2.7:5555".parse().unwrap());
+        let forwarding = Forwarding {
+            trusted_hops: 0,
+            tls: false,
+        };
+        for authority in [
+            "a.example:443",
+            "a.example:443",
+            "b.example",
+            "a.example:443",
+        ] {
+            let authority: Authority = authority.parse().unwrap();
+            let mut h = HeaderMap::new();
+            h.insert("x-forwarded-host", "forged.example".parse().unwrap());
+            set_forwarding(&mut h, Some(&authority), &peer.clone(), forwarding);
+            let hosts: Vec<_> = h.get_all("x-forwarded-host").iter().collect();
+            assert_eq!(hosts, vec![authority.as_str()]);
+        }
+    }
+
     #[test]
     fn forwarded_proto_is_ours_unless_a_trusted_hop_set_it() {
         assert_eq!(

@@ -64,7 +64,9 @@ pub(crate) struct Route {
 /// gRPC path (`/package.Service/Method`) → route.
 #[derive(Default)]
 pub(crate) struct RouteTable {
-    by_path: HashMap<Box<str>, Arc<Route>>,
+    /// Read on every call. The keys come from the configuration (a client's path is only looked
+    /// up, never inserted), so a fast hasher (randomly seeded all the same) is safe here.
+    by_path: HashMap<Box<str>, Arc<Route>, foldhash::fast::RandomState>,
     /// With `--reflection`: the reflection paths, answered by the proxy (not methods of the API).
     reflection: Vec<(&'static str, Arc<Route>)>,
     /// The metrics of paths that are not methods (one label value for all of them).
