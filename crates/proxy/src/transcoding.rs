@@ -214,7 +214,7 @@ impl Transcoded {
     pub(crate) async fn respond(self, response: Response<ProxyBody>) -> Response<TranscodedBody> {
         let (parts, body) = response.into_parts();
         if !headers::is_grpc(&parts.headers) {
-            return Response::from_parts(parts, TranscodedBody::boxed(body));
+            return Response::from_parts(parts, TranscodedBody::new(body));
         }
         let mut reader = GrpcReader {
             body,
@@ -442,10 +442,6 @@ impl TranscodedBody {
         B: http_body::Body<Data = Bytes, Error = Infallible> + Send + 'static,
     {
         Self(UnsyncBoxBody::new(body))
-    }
-
-    fn boxed(body: ProxyBody) -> Self {
-        Self::new(body)
     }
 
     fn full(bytes: Bytes) -> Self {

@@ -34,7 +34,7 @@ fn routes(config: &ServiceConfig) -> Vec<String> {
         .collect()
 }
 
-/// ESP_REFERENCE "HTTP bindings": the eight bindings of the Bookstore's annotations, read from
+/// docs/esp-compatibility.md ("Google's key files and the sample"): the eight bindings of the Bookstore's annotations, read from
 /// every descriptor form.
 #[test]
 fn bookstore_annotations_give_its_eight_bindings() {
