@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::Output;
 
 fn fixture(name: &str) -> String {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"))
         .join("../service-config/tests/fixtures")
         .join(name)
         .display()

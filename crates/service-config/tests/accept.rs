@@ -22,7 +22,7 @@ const METHODS: [&str; 8] = [
 ];
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
         .join(name)
 }
@@ -304,8 +304,10 @@ fn proto_and_descriptor_set_files_merge_into_one_pool() {
 #[test]
 fn bookstore_proto_matches_the_example_server() {
     let ours = std::fs::read_to_string(fixture("bookstore.proto")).expect("fixture");
-    let theirs_path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../examples/bookstore/proto/bookstore.proto");
+    let theirs_path = PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"),
+    )
+    .join("../../examples/bookstore/proto/bookstore.proto");
     let theirs = std::fs::read_to_string(&theirs_path).expect("examples/bookstore proto");
     assert_eq!(ours, theirs);
 }

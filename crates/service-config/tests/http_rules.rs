@@ -8,7 +8,7 @@ use service_config::{ConfigErrors, Descriptor, HttpBody, ServiceConfig};
 const PKG: &str = "endpoints.examples.bookstore.Bookstore";
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
         .join(name)
 }

@@ -141,7 +141,10 @@ fn each_syntax_error_says_what_and_where() {
 }
 
 fn routing_descriptor() -> Descriptor {
-    let proto = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/routing.proto");
+    let proto = PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"),
+    )
+    .join("tests/fixtures/routing.proto");
     Descriptor::compile_protos(&[proto]).expect("routing.proto compiles")
 }
 

@@ -10,7 +10,10 @@ use service_config::{
 const PKG: &str = "endpoints.examples.bookstore.Bookstore";
 
 fn descriptor() -> Descriptor {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bookstore.pb");
+    let path = PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"),
+    )
+    .join("tests/fixtures/bookstore.pb");
     Descriptor::from_file_descriptor_set(std::fs::read(path).expect("fixture")).expect("valid")
 }
 

@@ -34,9 +34,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-/// The repository root.
+/// The repository root, from the running test's package directory (every workspace member is
+/// two levels down). Read at run time, where cargo and nextest set it: a path compiled in with
+/// `env!` goes stale when one build cache serves clones in different folders (cargo does not
+/// rebuild for a moved workspace), and the tests then read a deleted clone's files.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    Path::new(&std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"))
+        .join("../..")
 }
 
 /// Writes `text` over `path` as a deployer does: to a temporary file beside it, then renamed

@@ -104,7 +104,10 @@ authentication:
 
 /// Loads `yaml` with the Bookstore descriptor.
 pub fn load(yaml: &str) -> Result<ServiceConfig, service_config::ConfigErrors> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bookstore.pb");
+    let path = PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"),
+    )
+    .join("tests/fixtures/bookstore.pb");
     let descriptor = Descriptor::from_file_descriptor_set(std::fs::read(path).unwrap()).unwrap();
     service_config::from_yaml(yaml, descriptor)
 }

@@ -10,7 +10,10 @@ use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor};
 pub fn pool() -> &'static DescriptorPool {
     static POOL: OnceLock<DescriptorPool> = OnceLock::new();
     POOL.get_or_init(|| {
-        let proto = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/proto/kitchen.proto");
+        let proto = std::path::PathBuf::from(
+            std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"),
+        )
+        .join("tests/proto/kitchen.proto");
         service_config::Descriptor::compile_protos(&[proto])
             .expect("kitchen.proto compiles")
             .pool()
