@@ -55,16 +55,7 @@ pub(crate) async fn handle(
     // log: one access-log line, written when the response body ends (`CallLog`'s drop).
     let mut log = CallLog::new(peer.addr, Instant::now(), &state.rejected_lines);
     let (mut parts, body) = request.into_parts();
-    // sanitize: before anything reads the headers, forged copies of what we vouch for go, and
-    // the forwarding headers become the proxy's own.
-    headers::sanitize_request(&mut parts.headers);
-    let client = headers::set_forwarding(
-        &mut parts.headers,
-        parts.uri.authority(),
-        &peer,
-        state.forwarding,
-    );
-    log.set_client(client);
+    sanitize(&state, &peer, &mut parts, &mut log);
     if state.healthz.as_deref() == Some(parts.uri.path()) {
         return Ok(health_response(&state, log).map(ResponseBody::Grpc));
     }
@@ -87,26 +78,55 @@ pub(crate) async fn handle(
     }
     let mut protocol = Protocol::detect(&parts);
     let response = match check(&state, &mut parts, &mut protocol, &mut log).await {
-        // reflection (`--reflection`): answered here from the descriptor, never forwarded.
-        Ok(route) => match &route.reflection {
-            Some(reflection) => match protocol.request_body(body, route.timeouts.idle).await {
-                Ok(body) => reflection::serve(reflection, parts, body, log).await,
-                Err(rejection) => rejection.into_response(protocol.answers_in_grpc(), log),
-            },
-            None => {
-                log.begin_backend_phase(&mut parts.headers);
-                match protocol.request_body(body, route.timeouts.idle).await {
-                    Ok(body) => forward::forward(&state, &route, parts, body, log).await,
-                    Err(rejection) => rejection.into_response(protocol.answers_in_grpc(), log),
-                }
-            }
-        },
+        Ok(route) => serve(&state, &route, &mut protocol, parts, body, log).await,
         Err(rejection) => {
             drain::drain(body, drain::MAX_DRAIN_BYTES, drain::MAX_DRAIN_WAIT).await;
             rejection.into_response(protocol.answers_in_grpc(), log)
         }
     };
     Ok(with_cors(protocol.respond(response).await, cors))
+}
+
+/// sanitize: before anything reads the headers, forged copies of what we vouch for go, and the
+/// forwarding headers become the proxy's own.
+fn sanitize(
+    state: &State,
+    peer: &headers::Peer,
+    parts: &mut http::request::Parts,
+    log: &mut CallLog,
+) {
+    headers::sanitize_request(&mut parts.headers);
+    let client = headers::set_forwarding(
+        &mut parts.headers,
+        parts.uri.authority(),
+        peer,
+        state.forwarding,
+    );
+    log.set_client(client);
+}
+
+/// A call that passed its checks: the request body through the protocol's mapping, then forward
+/// (or, for the reflection routes of `--reflection`, answered here from the descriptor, never
+/// forwarded).
+async fn serve(
+    state: &State,
+    route: &Route,
+    protocol: &mut Protocol,
+    mut parts: http::request::Parts,
+    body: Incoming,
+    mut log: CallLog,
+) -> Response<ProxyBody> {
+    if route.reflection.is_none() {
+        log.begin_backend_phase(&mut parts.headers);
+    }
+    let body = match protocol.request_body(body, route.timeouts.idle).await {
+        Ok(body) => body,
+        Err(rejection) => return rejection.into_response(protocol.answers_in_grpc(), log),
+    };
+    match &route.reflection {
+        Some(reflection) => reflection::serve(reflection, parts, body, log).await,
+        None => forward::forward(state, route, parts, body, log).await,
+    }
 }
 
 /// The end of a preflight call: answered by the proxy, refused, or passed to the backend.
