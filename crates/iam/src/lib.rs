@@ -54,6 +54,7 @@ mod kek;
 mod keyfile;
 mod metrics;
 mod model;
+pub mod readiness;
 pub mod render;
 pub mod roles;
 mod server;
@@ -74,6 +75,7 @@ pub use ids::{
 pub use kek::{KEK_ENV, KEK_LEN, Kek};
 pub use keyfile::{KeyFileSlot, NewKey, new_key};
 pub use metrics::IamMetrics;
+pub use readiness::{ProbeSettings, StoreProbe, StoreState};
 pub use model::{Account, KeyAlgorithm, KeyServerUrl, KeyStatus, StoredKey};
 pub use roles::{BindingFilter, Denied, Grant, Role, RoleBinding};
 pub use server::{
