@@ -417,7 +417,11 @@ async fn the_proxy_checks_keys_over_tls_with_a_private_ca_and_its_credentials() 
     let api_key = api_key.trim().to_owned();
 
     let pki = keysets::test_server::TestPki::generate().unwrap();
-    let (ca, cert, key) = (cli.path("ca.pem"), cli.path("cert.pem"), cli.path("key.pem"));
+    let (ca, cert, key) = (
+        cli.path("ca.pem"),
+        cli.path("cert.pem"),
+        cli.path("key.pem"),
+    );
     std::fs::write(&ca, &pki.ca_pem).unwrap();
     std::fs::write(&cert, &pki.server_cert_pem).unwrap();
     std::fs::write(&key, &pki.server_key_pem).unwrap();

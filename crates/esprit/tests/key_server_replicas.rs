@@ -135,7 +135,13 @@ impl Replica {
     }
 
     /// An IAM Credentials call on `target` with the access token `bearer`.
-    async fn credentials(&self, bearer: &str, target: &str, method: &str, body: Value) -> HttpReply {
+    async fn credentials(
+        &self,
+        bearer: &str,
+        target: &str,
+        method: &str,
+        body: Value,
+    ) -> HttpReply {
         http1(
             self.addr,
             "POST",
@@ -180,7 +186,10 @@ fn store_with_kek() -> (TestStore, String, String) {
 }
 
 fn account(store: &str, name: &str) -> String {
-    ok(store, &["accounts", "create", name, "--project", "my-project"])
+    ok(
+        store,
+        &["accounts", "create", name, "--project", "my-project"],
+    )
 }
 
 fn key_file(ts: &TestStore, store: &str, email: &str, name: &str) -> (std::path::PathBuf, String) {
@@ -224,9 +233,11 @@ async fn any_replica_answers_with_what_any_other_or_the_cli_wrote() {
         CONTROLLER,
         &format!("services/{SERVICE}"),
     );
-    let created: Value =
-        serde_json::from_str(&ok(&store, &["api-keys", "create", "--project", "consumer-one", "--json"]))
-            .unwrap();
+    let created: Value = serde_json::from_str(&ok(
+        &store,
+        &["api-keys", "create", "--project", "consumer-one", "--json"],
+    ))
+    .unwrap();
     let api_key = created["key"].as_str().unwrap().to_owned();
     let api_key_id = created["id"].as_str().unwrap().to_owned();
 
@@ -240,7 +251,12 @@ async fn any_replica_answers_with_what_any_other_or_the_cli_wrote() {
     let from_b = b.access_token(&caller_key, &caller).await;
     let self_signed =
         testkit::tokens::sign_with_key_file(&caller_key, &caller, CHECK_AUD, &nonce());
-    for (replica, bearer) in [(&b, &from_a), (&a, &from_b), (&a, &self_signed), (&b, &self_signed)] {
+    for (replica, bearer) in [
+        (&b, &from_a),
+        (&a, &from_b),
+        (&a, &self_signed),
+        (&b, &self_signed),
+    ] {
         let reply = replica.check(bearer, &api_key).await;
         assert_eq!(reply.status, 200, "{}", reply.body);
         assert_eq!(reply.json()["valid"], json!(true), "{}", reply.body);
@@ -250,12 +266,21 @@ async fn any_replica_answers_with_what_any_other_or_the_cli_wrote() {
     // Both replicas publish the same token-service keys: an ID token signed by one verifies
     // against the other's certificates (JWKS and X.509).
     let id_by_a = a
-        .token(&caller_key, &caller, ("target_audience", "https://bookstore.test"))
+        .token(
+            &caller_key,
+            &caller,
+            ("target_audience", "https://bookstore.test"),
+        )
         .await;
     assert_eq!(id_by_a.status, 200, "{}", id_by_a.body);
     let id_by_a = id_by_a.json()["id_token"].as_str().unwrap().to_owned();
     let id_by_b = b
-        .credentials(&from_a, &target, "generateIdToken", json!({"audience": "https://bookstore.test"}))
+        .credentials(
+            &from_a,
+            &target,
+            "generateIdToken",
+            json!({"audience": "https://bookstore.test"}),
+        )
         .await;
     assert_eq!(id_by_b.status, 200, "{}", id_by_b.body);
     let id_by_b = id_by_b.json()["token"].as_str().unwrap().to_owned();
@@ -266,11 +291,19 @@ async fn any_replica_answers_with_what_any_other_or_the_cli_wrote() {
             assert_eq!(claims["aud"], json!("https://bookstore.test"));
         }
     }
-    assert_eq!(a.get("/oauth2/v3/certs").await, b.get("/oauth2/v3/certs").await);
+    assert_eq!(
+        a.get("/oauth2/v3/certs").await,
+        b.get("/oauth2/v3/certs").await
+    );
 
     // signJwt at A makes the target's server-managed key; B publishes it at once.
     let signed = a
-        .credentials(&from_b, &target, "signJwt", json!({"payload": json!({"aud": "x"}).to_string()}))
+        .credentials(
+            &from_b,
+            &target,
+            "signJwt",
+            json!({"payload": json!({"aud": "x"}).to_string()}),
+        )
         .await;
     assert_eq!(signed.status, 200, "{}", signed.body);
     let signed = signed.json()["signedJwt"].as_str().unwrap().to_owned();
@@ -307,7 +340,12 @@ async fn any_replica_answers_with_what_any_other_or_the_cli_wrote() {
     role(&store, "revoke", &caller, TOKEN_CREATOR, &target);
     for replica in both {
         let reply = replica
-            .credentials(&from_b, &target, "generateIdToken", json!({"audience": "a"}))
+            .credentials(
+                &from_b,
+                &target,
+                "generateIdToken",
+                json!({"audience": "a"}),
+            )
             .await;
         assert_eq!(reply.status, 403, "{}", reply.body);
     }
@@ -318,7 +356,12 @@ async fn any_replica_answers_with_what_any_other_or_the_cli_wrote() {
             .token(&caller_key, &caller, ("scope", CLOUD_PLATFORM))
             .await;
         assert_eq!(reply.status, 400, "{}", reply.body);
-        assert_eq!(reply.json()["error"], json!("invalid_grant"), "{}", reply.body);
+        assert_eq!(
+            reply.json()["error"],
+            json!("invalid_grant"),
+            "{}",
+            reply.body
+        );
     }
     // The account deleted: its access tokens stop working everywhere.
     ok(&store, &["accounts", "delete", &caller]);
@@ -380,9 +423,12 @@ async fn replicas_and_cli_writing_at_once_lose_no_update() {
             tokio::task::spawn_blocking(move || {
                 let mut created = 0;
                 for (i, name) in names.iter().enumerate() {
-                    if run(&store, &["accounts", "create", name, "--project", "my-project"])
-                        .status
-                        .success()
+                    if run(
+                        &store,
+                        &["accounts", "create", name, "--project", "my-project"],
+                    )
+                    .status
+                    .success()
                     {
                         created += 1;
                     }
@@ -393,7 +439,15 @@ async fn replicas_and_cli_writing_at_once_lose_no_update() {
                     // Recorded whole, or refused: the other CLI deletes the account.
                     let _ = run(
                         &store,
-                        &["keys", "create", doomed, "--algorithm", "ES256", "--out", file.to_str().unwrap()],
+                        &[
+                            "keys",
+                            "create",
+                            doomed,
+                            "--algorithm",
+                            "ES256",
+                            "--out",
+                            file.to_str().unwrap(),
+                        ],
                     );
                     let _ = run(&store, &["accounts", "delete", doomed]);
                 }
@@ -420,18 +474,36 @@ async fn replicas_and_cli_writing_at_once_lose_no_update() {
                         .credentials(&bearer, target, "signJwt", json!({"payload": "{}"}))
                         .await;
                     assert_eq!(reply.status, 200, "{}", reply.body);
-                    signed.push((target.clone(), reply.json()["signedJwt"].as_str().unwrap().to_owned()));
+                    signed.push((
+                        target.clone(),
+                        reply.json()["signedJwt"].as_str().unwrap().to_owned(),
+                    ));
                     let reply = replica
-                        .credentials(&bearer, target, "generateIdToken", json!({"audience": "aud"}))
+                        .credentials(
+                            &bearer,
+                            target,
+                            "generateIdToken",
+                            json!({"audience": "aud"}),
+                        )
                         .await;
                     assert_eq!(reply.status, 200, "{}", reply.body);
                     // A target being deleted: signed for whole (200), refused (403: its
                     // binding is gone), or not found (404: deleted between the role check and
                     // the signature); never a 500 of a half-made key.
                     let reply = replica
-                        .credentials(&bearer, &doomed[i % doomed.len()], "signJwt", json!({"payload": "{}"}))
+                        .credentials(
+                            &bearer,
+                            &doomed[i % doomed.len()],
+                            "signJwt",
+                            json!({"payload": "{}"}),
+                        )
                         .await;
-                    assert!(matches!(reply.status, 200 | 403 | 404), "{} {}", reply.status, reply.body);
+                    assert!(
+                        matches!(reply.status, 200 | 403 | 404),
+                        "{} {}",
+                        reply.status,
+                        reply.body
+                    );
                     tokens.push(bearer);
                 }
                 (tokens, signed)
@@ -477,13 +549,21 @@ async fn replicas_and_cli_writing_at_once_lose_no_update() {
     for (i, bearer) in tokens.iter().enumerate() {
         let replica = if i % 2 == 0 { &b } else { &a };
         let reply = replica
-            .credentials(bearer, &targets[0], "generateIdToken", json!({"audience": "aud"}))
+            .credentials(
+                bearer,
+                &targets[0],
+                "generateIdToken",
+                json!({"audience": "aud"}),
+            )
             .await;
         assert_eq!(reply.status, 200, "{}", reply.body);
     }
     // Every signed JWT verifies against its target's published keys, at either replica.
     for (target, jwt) in &signed {
-        let path = format!("/service_accounts/v1/jwk/{}", iam::encode_path_segment(target));
+        let path = format!(
+            "/service_accounts/v1/jwk/{}",
+            iam::encode_path_segment(target)
+        );
         verify(jwt, &a.get(&path).await);
         verify(jwt, &b.get(&path).await);
     }
@@ -510,7 +590,9 @@ async fn replicas_and_cli_writing_at_once_lose_no_update() {
     }
     for doomed in &doomed {
         assert_eq!(
-            ts.query_raw(&format!("SELECT email FROM accounts WHERE email = '{doomed}'")),
+            ts.query_raw(&format!(
+                "SELECT email FROM accounts WHERE email = '{doomed}'"
+            )),
             Vec::<String>::new()
         );
     }
@@ -560,7 +642,11 @@ async fn readyz_follows_the_store() {
     let back = wait_for_status(replica.admin, "/readyz", 200, within).await;
     assert!(back.contains("\"store\":\"ok\""), "{back}");
     // And it serves again.
-    let (status, body) = http_get(replica.addr, "/service_accounts/v1/jwk/nobody%40my-project.iam.gserviceaccount.com").await;
+    let (status, body) = http_get(
+        replica.addr,
+        "/service_accounts/v1/jwk/nobody%40my-project.iam.gserviceaccount.com",
+    )
+    .await;
     assert_eq!(status, 404, "{body}");
     let (status, _) = replica.process.sigterm_and_wait();
     assert!(status.success());

@@ -75,8 +75,8 @@ pub use ids::{
 pub use kek::{KEK_ENV, KEK_LEN, Kek};
 pub use keyfile::{KeyFileSlot, NewKey, new_key};
 pub use metrics::IamMetrics;
-pub use readiness::{ProbeSettings, StoreProbe, StoreState};
 pub use model::{Account, KeyAlgorithm, KeyServerUrl, KeyStatus, StoredKey};
+pub use readiness::{ProbeSettings, StoreProbe, StoreState};
 pub use roles::{BindingFilter, Denied, Grant, Role, RoleBinding};
 pub use server::{
     CACHE_MAX_AGE_SECS, CHECK_BODY_LIMIT, serve, serve_observed, serve_pool, serve_tokens,

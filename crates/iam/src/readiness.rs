@@ -110,6 +110,18 @@ impl StoreProbe {
         StoreProbe { state, task }
     }
 
+    /// Waits (at most the probe's timeout and a little) for the first verdict, so that a
+    /// server whose store answers is ready as soon as its admin listener is up.
+    pub async fn first_verdict(&mut self, settings: &ProbeSettings) -> StoreState {
+        let wait = settings.timeout + Duration::from_millis(100);
+        let _ = tokio::time::timeout(
+            wait,
+            self.state.wait_for(|state| *state != StoreState::Starting),
+        )
+        .await;
+        self.state()
+    }
+
     /// The last verdict.
     pub fn state(&self) -> StoreState {
         self.state.borrow().clone()

@@ -246,14 +246,23 @@ async fn health_command_is_a_probe() {
     let server = start_bookstore().await;
     let port = server.addr().port();
     let run = run_client(port, &["health"]).await;
-    assert_eq!((run.code, run.stdout.as_str()), (Some(0), "SERVING\n"), "{}", run.stderr);
+    assert_eq!(
+        (run.code, run.stdout.as_str()),
+        (Some(0), "SERVING\n"),
+        "{}",
+        run.stderr
+    );
     let run = run_client(port, &["health", "--json"]).await;
     assert_eq!(run.stdout, "{\"status\":\"SERVING\"}\n");
     let run = run_client(port, &["health", "--service", bookstore::SERVICE_NAME]).await;
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     let run = run_client(port, &["health", "--service", "no.such.Service"]).await;
     assert_eq!(run.code, Some(1));
-    assert!(run.stderr.starts_with("error: NOT_FOUND: "), "{}", run.stderr);
+    assert!(
+        run.stderr.starts_with("error: NOT_FOUND: "),
+        "{}",
+        run.stderr
+    );
     server.stop().await.unwrap();
 
     let (reporter, service) = tonic_health::server::health_reporter();
@@ -270,5 +279,9 @@ async fn health_command_is_a_probe() {
     let dead = testkit::dead_addr().await.port();
     let run = run_client(dead, &["health", "--timeout", "5"]).await;
     assert_eq!(run.code, Some(1));
-    assert!(run.stderr.starts_with("error: UNAVAILABLE: "), "{}", run.stderr);
+    assert!(
+        run.stderr.starts_with("error: UNAVAILABLE: "),
+        "{}",
+        run.stderr
+    );
 }

@@ -217,7 +217,9 @@ pub(super) fn serve(store: &StoreLocation, args: ServeArgs) -> anyhow::Result<Ex
         });
         // Ready while the store answers (a probe a second on a connection of its own), so a
         // load balancer stops sending requests a replica could only fail.
-        let probe = iam::StoreProbe::spawn(pool.clone(), iam::ProbeSettings::default());
+        let probe_settings = iam::ProbeSettings::default();
+        let mut probe = iam::StoreProbe::spawn(pool.clone(), probe_settings);
+        probe.first_verdict(&probe_settings).await;
         let state = admin::AdminState {
             registry,
             readiness: std::sync::Arc::new(KeyServerReadiness(probe)),

@@ -185,16 +185,17 @@ async fn run(args: &Args) -> Result<Outcome, Failure> {
         .map(|token| MetadataValue::try_from(format!("Bearer {token}")))
         .transpose()
         .context("--auth-token is not a valid header value")?;
-    let mut client = BookstoreClient::with_interceptor(channel.clone(), move |mut request: Request<()>| {
-        request.set_timeout(timeout);
-        if let Some(key) = &api_key {
-            request.metadata_mut().insert("x-api-key", key.clone());
-        }
-        if let Some(auth) = &authorization {
-            request.metadata_mut().insert("authorization", auth.clone());
-        }
-        Ok(request)
-    });
+    let mut client =
+        BookstoreClient::with_interceptor(channel.clone(), move |mut request: Request<()>| {
+            request.set_timeout(timeout);
+            if let Some(key) = &api_key {
+                request.metadata_mut().insert("x-api-key", key.clone());
+            }
+            if let Some(auth) = &authorization {
+                request.metadata_mut().insert("authorization", auth.clone());
+            }
+            Ok(request)
+        });
 
     let command = args.command.clone().unwrap_or(Command::ListShelves);
     let outcome = match command {

@@ -11,8 +11,13 @@ pub enum Outcome {
     Shelf(Shelf),
     Books(ListBooksResponse),
     Book(Book),
-    ShelfDeleted { shelf: i64 },
-    BookDeleted { shelf: i64, book: i64 },
+    ShelfDeleted {
+        shelf: i64,
+    },
+    BookDeleted {
+        shelf: i64,
+        book: i64,
+    },
     /// `grpc.health.v1` said `SERVING` (the status's name).
     Health(String),
 }
