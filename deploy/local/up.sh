@@ -3,7 +3,8 @@
 # cluster: PostgreSQL, two key servers (`esprit iam serve`) on it, two Bookstore backends and
 # three proxies, each proxy checking API keys with both key servers and authenticating those
 # checks with its service-account key. Everything listens on 127.0.0.1; everything it makes
-# (store, keys, logs, pids) is in one directory. Stop it with deploy/local/down.sh.
+# (store, keys, logs, pids) is in one directory. Usually run as `deploy/local/local.sh up`
+# (`local.sh status`, `local.sh down`); stop it with deploy/local/down.sh.
 #
 #   deploy/local/up.sh            # from anywhere; builds the release binaries if needed
 #
@@ -56,7 +57,7 @@ esac
 command -v curl >/dev/null || die "curl is needed (apt-get install curl)"
 
 if [ -e "$dir/pids" ]; then
-    die "$dir holds a running topology (or a stale one): run deploy/local/down.sh first"
+    die "$dir holds a running topology (or a stale one): run deploy/local/local.sh down first"
 fi
 
 if [ -z "${ESPRIT_BIN_DIR:-}" ]; then
@@ -75,6 +76,8 @@ rm -rf "$dir"
 mkdir -p "$dir/logs"
 chmod 0711 "$dir"
 : >"$dir/pids"
+: >"$dir/health"
+echo "$bin" >"$dir/bin"
 
 # If anything below fails, stop what was started.
 on_exit() {
@@ -93,6 +96,12 @@ start() {
     shift
     "$@" >"$dir/logs/$name.log" 2>&1 &
     echo "$name $!" >>"$dir/pids"
+}
+
+# Records how `local.sh status` asks NAME whether it is ready: KIND `http` (TARGET: its admin
+# /readyz URL) or `grpc` (TARGET: the port of its grpc.health.v1 service).
+health() {
+    echo "$1 $2 $3" >>"$dir/health"
 }
 
 # Waits until URL answers 200 (a server's /readyz), or fails naming the log to read.
@@ -213,6 +222,7 @@ for i in 0 1; do
         --issuer-url http://127.0.0.1:"${iam_ports[0]}" --kek-file "$dir/kek" --check-auth required
 done
 for i in 0 1; do
+    health "iam-$((i + 1))" http "http://127.0.0.1:${iam_admin_ports[$i]}/readyz"
     wait_ready "iam-$((i + 1))" "http://127.0.0.1:${iam_admin_ports[$i]}/readyz"
 done
 
@@ -220,6 +230,7 @@ done
 for i in 0 1; do
     start "bookstore-$((i + 1))" "$bin/bookstore-server" --host 127.0.0.1 \
         --port "${backend_ports[$i]}" --db :memory:
+    health "bookstore-$((i + 1))" grpc "${backend_ports[$i]}"
 done
 
 # --- proxies: proxy N forwards to backend (N-1) mod 2 and asks both key servers ------------------
@@ -235,6 +246,7 @@ for i in 0 1 2; do
         ${proxy_flags[@]+"${proxy_flags[@]}"}
 done
 for i in 0 1 2; do
+    health "proxy-$((i + 1))" http "http://127.0.0.1:${proxy_admin_ports[$i]}/readyz"
     wait_ready "proxy-$((i + 1))" "http://127.0.0.1:${proxy_admin_ports[$i]}/readyz"
 done
 
@@ -260,5 +272,6 @@ Try it:
   bookstore-client --port ${proxy_ports[1]} --auth-token "\$TOKEN" --api-key $api_key get-shelf 1
   curl -s http://127.0.0.1:${proxy_admin_ports[2]}/metrics | grep esprit_api_key_checks_total${pg_hint}
 
-Stop it: ESPRIT_LOCAL_DIR=$dir $root/deploy/local/down.sh
+Check it: ESPRIT_LOCAL_DIR=$dir $root/deploy/local/local.sh status
+Stop it:  ESPRIT_LOCAL_DIR=$dir $root/deploy/local/local.sh down
 EOF

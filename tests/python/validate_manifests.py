@@ -10,7 +10,7 @@ Usage: validate_manifests.py DIR KUBERNETES_VERSION [--outside-kustomization FIL
 - Every pod template (Deployment, StatefulSet, DaemonSet, Job) must meet what the deployment
   promises: runAsNonRoot; for each container, resource requests and a memory limit, no privilege
   escalation, a read-only root filesystem, all capabilities dropped; for each long-running
-  container of the esprit image, readiness and liveness probes.
+  container of the esprit image (esprit and the Bookstore), readiness and liveness probes.
 - Each absolute file path an esprit container is given (`--flag=/path`) lies in one of its
   volume mounts, and when that volume is a ConfigMap or Secret of DIR, the key exists; so does
   the key of each env entry taken from a ConfigMap or Secret of DIR.
@@ -28,6 +28,8 @@ import kubernetes_validate.utils as kv
 
 KUSTOMIZATION = "kustomization.yaml"
 POD_TEMPLATE_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job"}
+# The image the manifests name for esprit's binaries (set by `kustomize edit set image`).
+ESPRIT_IMAGE = "registry.example/esprit"
 
 
 def load(path):
@@ -67,8 +69,10 @@ def check_pod_policies(file, name, spec, problems):
             problems.append(f"{cwhere}: readOnlyRootFilesystem is not true")
         if sc.get("capabilities", {}).get("drop") != ["ALL"]:
             problems.append(f"{cwhere}: capabilities.drop is not [ALL]")
-        is_esprit = container.get("command", [""])[0].endswith("/esprit")
-        if is_esprit and not init:
+        # esprit's image runs esprit and the Bookstore: each long-running container of it
+        # needs both probes.
+        ours = container.get("image", "").split("@")[0].split(":")[0] == ESPRIT_IMAGE
+        if ours and not init:
             for probe in ("readinessProbe", "livenessProbe"):
                 if probe not in container:
                     problems.append(f"{cwhere}: no {probe}")

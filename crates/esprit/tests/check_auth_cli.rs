@@ -395,3 +395,121 @@ fn iam_serve_requires_check_credentials_when_asked_and_keeps_keys_public() {
     let bad = cli.run(&["serve", "--check-auth", "sometimes"]);
     assert_eq!(bad.status.code(), Some(2));
 }
+
+/// Issue 12 items 3 and 4 together, as processes: `esprit proxy` checks API keys with an
+/// `esprit iam serve --tls-cert/--tls-key --check-auth required` over `https://`, trusting the
+/// key server's private CA (`--service-control-ca`) and authenticating with its key file
+/// (`--service-account-key`). A valid key passes and an unknown one is refused; without the CA
+/// the TLS handshake fails and the call fails closed; with the key of an account lacking the
+/// Service Controller role the key server refuses the proxy (403), and so does the proxy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxy_checks_keys_over_tls_with_a_private_ca_and_its_credentials() {
+    let cli = Cli::new();
+    let (proxy_email, proxy_key) = cli.account_with_key("esprit-proxy", "producer-project");
+    let (_, stranger_key) = cli.account_with_key("no-role-proxy", "producer-project");
+    stderr_of(&cli.roles(
+        "grant",
+        &format!("serviceAccount:{proxy_email}"),
+        CONTROLLER,
+        &format!("services/{SERVICE}"),
+    ));
+    let (api_key, _) = cli.ok(&["api-keys", "create", "--project", "consumer-project"]);
+    let api_key = api_key.trim().to_owned();
+
+    let pki = keysets::test_server::TestPki::generate().unwrap();
+    let (ca, cert, key) = (
+        cli.path("ca.pem"),
+        cli.path("cert.pem"),
+        cli.path("key.pem"),
+    );
+    std::fs::write(&ca, &pki.ca_pem).unwrap();
+    std::fs::write(&cert, &pki.server_cert_pem).unwrap();
+    std::fs::write(&key, &pki.server_key_pem).unwrap();
+    let mut key_server = cli::iam_serve(
+        ESPRIT,
+        &cli.store,
+        &[
+            "--check-auth",
+            "required",
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    key_server.discard_output();
+    let url = key_server.addr.clone();
+    assert!(url.starts_with("https://127.0.0.1:"), "{url}");
+    let backend = start_echo().await;
+    let ca_arg = ca.to_str().unwrap();
+
+    // The CA and the role: checked over TLS, answered.
+    let mut trusted = proxy_process(
+        cli.dir.path(),
+        backend.addr(),
+        &[
+            "--service-control-url",
+            &url,
+            "--service-control-ca",
+            ca_arg,
+            "--service-account-key",
+            proxy_key.to_str().unwrap(),
+        ],
+    );
+    trusted.discard_output();
+    call(&trusted, &api_key).await.unwrap();
+    let unknown = call(&trusted, "AIzaSyNotAKeyOfThisStore0000000000000000")
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), tonic::Code::InvalidArgument, "{unknown:?}");
+
+    // Without the CA: the key server's certificate is not trusted; fail closed.
+    let mut untrusting = proxy_process(
+        cli.dir.path(),
+        backend.addr(),
+        &[
+            "--service-control-url",
+            &url,
+            "--service-account-key",
+            proxy_key.to_str().unwrap(),
+        ],
+    );
+    let logs = untrusting.json_lines();
+    let refused = call(&untrusting, &api_key).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+    assert!(
+        refused.message().contains("the key service is unavailable"),
+        "{refused:?}"
+    );
+    let line = std::iter::from_fn(|| logs.recv_timeout(Duration::from_secs(10)).ok())
+        .find(|l| l["message"] == "API key could not be checked")
+        .expect("a log line for the failed check");
+    assert!(!line.to_string().contains("HTTP 403"), "{line}");
+
+    // The CA, but an account without the role: refused by the key server, and by the proxy.
+    let mut stranger = proxy_process(
+        cli.dir.path(),
+        backend.addr(),
+        &[
+            "--service-control-url",
+            &url,
+            "--service-control-ca",
+            ca_arg,
+            "--service-account-key",
+            stranger_key.to_str().unwrap(),
+        ],
+    );
+    let logs = stranger.json_lines();
+    let refused = call(&stranger, &api_key).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+    let line = std::iter::from_fn(|| logs.recv_timeout(Duration::from_secs(10)).ok())
+        .find(|l| l["message"] == "API key could not be checked")
+        .expect("a log line for the refused check");
+    assert!(
+        line["error"]
+            .as_str()
+            .unwrap()
+            .contains("refused the proxy's credentials (HTTP 403"),
+        "{line}"
+    );
+}

@@ -87,7 +87,7 @@ fn manifests_validate_against_the_kubernetes_schema_of_a_current_release() {
 }
 
 /// The validation is not a formality: a copy of deploy/k8s with an unknown field, a wrong type,
-/// a file left out of the kustomization, a missing probe and a path to a key the Secret does
+/// a file left out of the kustomization, missing probes (esprit's, the Bookstore's) and a path to a key the Secret does
 /// not have is refused, naming each.
 #[test]
 fn a_broken_manifest_is_rejected() {
@@ -109,6 +109,11 @@ fn a_broken_manifest_is_rejected() {
     edit("iam.yaml", "replicas: 2", "replicas: two");
     edit("kustomization.yaml", "- postgres.yaml\n", "");
     edit("iam.yaml", "/etc/esprit/kek/kek", "/etc/esprit/kek/key");
+    edit(
+        "bookstore.yaml",
+        "        livenessProbe:\n          exec:",
+        "        startupProbe:\n          exec:",
+    );
     let out = validate(dir.path());
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -118,6 +123,7 @@ fn a_broken_manifest_is_rejected() {
         "iam.yaml: Deployment/esprit-iam: spec/replicas: 'two' is not of type 'integer'",
         "kustomization.yaml: does not list postgres.yaml",
         "container esprit: no readinessProbe",
+        "container bookstore: no livenessProbe",
         "--kek-file=/etc/esprit/kek/key: secret esprit-iam-kek has no key key",
     ] {
         assert!(stderr.contains(expected), "{expected:?} not in:\n{stderr}");

@@ -1,5 +1,5 @@
 //! The IAM store on PostgreSQL through the real `esprit` binary: `--store postgres://…`,
-//! concurrent writers (CLI processes and in-process stores) losing no update, concurrent
+//! concurrent writers (CLI processes and in-process stores; also on SQLite) losing no update, concurrent
 //! `iam migrate`, a store of a newer version refused, and `iam store copy` from SQLite into
 //! PostgreSQL with a key server on the copy answering as on the original.
 
@@ -34,14 +34,12 @@ fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-/// Four writers at once on one PostgreSQL store — two `esprit` processes (each command a
-/// process of its own) and two in-process stores, as two key servers hold — create the same
-/// accounts, revoke the same API keys, disable the same keys and add keys to accounts being
-/// deleted. Every conflict has exactly one winner (no revocation or account is written twice
-/// or lost) and no key is left without its account.
-#[test]
-fn concurrent_writers_on_postgres_lose_no_update() {
-    let ts = TestStore::postgres();
+/// Four writers at once on one store, PostgreSQL or SQLite — two `esprit` processes (each
+/// command a process of its own) and two in-process stores, as two key servers hold — create
+/// the same accounts, revoke the same API keys, disable the same keys and add keys to accounts
+/// being deleted. Every conflict has exactly one winner (no revocation or account is written
+/// twice or lost) and no key is left without its account.
+fn concurrent_writers_lose_no_update(ts: TestStore) {
     let mut store = Store::open(ts.location()).unwrap();
     let owner = store
         .create_account("key-owner", "my-project", NOW)
@@ -187,6 +185,8 @@ fn concurrent_writers_on_postgres_lose_no_update() {
         assert!(store.account(doomed).is_err(), "{doomed} was deleted");
     }
 }
+
+testkit::store_tests!(concurrent_writers_lose_no_update);
 
 /// Two `esprit iam migrate` at once on a new PostgreSQL database: one migrates, the other
 /// waits for it and finds the schema up to date; neither fails.

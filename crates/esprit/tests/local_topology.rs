@@ -1,8 +1,9 @@
-//! `deploy/local/up.sh` as a user runs it (PostgreSQL, two key servers, two Bookstore backends,
-//! three proxies with authenticated checks), under load through all three proxies while one key
-//! server is SIGKILLed, one proxy is drained with SIGTERM and PostgreSQL is restarted; then an API
-//! key revoked through the CLI is refused by every remaining proxy within the API-key cache
-//! duration. `deploy/local/down.sh` stops everything, however the test ends.
+//! `deploy/local/local.sh up` as a user runs it (PostgreSQL, two key servers, two Bookstore
+//! backends, three proxies with authenticated checks), under load through all three proxies while
+//! one key server is SIGKILLed (`local.sh status` says so), one proxy is drained with SIGTERM and
+//! PostgreSQL is restarted and stopped (the key server's `/readyz` follows it); then an API key
+//! revoked through the CLI is refused by every remaining proxy within the API-key cache duration.
+//! `local.sh down` stops everything, however the test ends.
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
@@ -54,7 +55,17 @@ fn free_base_port() -> u16 {
     panic!("no free range of ports for the local topology");
 }
 
-/// The topology's directory; `down.sh` runs when this is dropped, pass or fail.
+/// `deploy/local/local.sh ARGS` for the topology in `dir`.
+fn local_sh(dir: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new("bash");
+    command
+        .arg(testkit::repo_root().join("deploy/local/local.sh"))
+        .args(args)
+        .env("ESPRIT_LOCAL_DIR", dir);
+    command
+}
+
+/// The topology's directory; `local.sh down` runs when this is dropped, pass or fail.
 struct Topology {
     dir: PathBuf,
     _parent: tempfile::TempDir,
@@ -62,14 +73,20 @@ struct Topology {
 
 impl Drop for Topology {
     fn drop(&mut self) {
-        let _ = Command::new("bash")
-            .arg(testkit::repo_root().join("deploy/local/down.sh"))
-            .env("ESPRIT_LOCAL_DIR", &self.dir)
-            .status();
+        let _ = local_sh(&self.dir, &["down"]).status();
     }
 }
 
 impl Topology {
+    /// `local.sh status`: its exit code and what it printed.
+    fn status(&self) -> (Option<i32>, String) {
+        let out = local_sh(&self.dir, &["status"]).output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    }
+
     fn read(&self, file: &str) -> String {
         std::fs::read_to_string(self.dir.join(file))
             .unwrap()
@@ -191,9 +208,7 @@ async fn local_topology_survives_a_killed_key_server_a_drained_proxy_and_a_postg
         _parent: parent,
     };
     let base = free_base_port();
-    let up = Command::new("bash")
-        .arg(testkit::repo_root().join("deploy/local/up.sh"))
-        .env("ESPRIT_LOCAL_DIR", &topology.dir)
+    let up = local_sh(&topology.dir, &["up"])
         .env("ESPRIT_LOCAL_BASE_PORT", base.to_string())
         .env("ESPRIT_BIN_DIR", bin_dir)
         .env(
@@ -209,12 +224,32 @@ async fn local_topology_survives_a_killed_key_server_a_drained_proxy_and_a_postg
         .unwrap();
     assert!(
         up.status.success(),
-        "up.sh failed ({}):\n{}\n{}",
+        "local.sh up failed ({}):\n{}\n{}",
         up.status,
         String::from_utf8_lossy(&up.stderr),
         topology.logs()
     );
     let up_took = test_started.elapsed();
+    let (code, status) = topology.status();
+    assert_eq!(code, Some(0), "{status}");
+    for name in [
+        "postgres",
+        "iam-1",
+        "iam-2",
+        "bookstore-1",
+        "bookstore-2",
+        "proxy-1",
+        "proxy-2",
+        "proxy-3",
+    ] {
+        assert!(
+            status
+                .lines()
+                .any(|l| l.starts_with(&format!("{name} ")) && l.contains("running")),
+            "{name}: {status}"
+        );
+    }
+    assert_eq!(status.matches("running, ready").count(), 7, "{status}");
 
     let api_key = topology.read("api-key");
     let token = testkit::cli::ok(testkit::cli::command(esprit).args([
@@ -292,6 +327,14 @@ async fn local_topology_survives_a_killed_key_server_a_drained_proxy_and_a_postg
     let iam_killed = t0.elapsed();
     signal(topology.pid("iam-1"), "-KILL");
     tokio::time::sleep(phase).await;
+    let (code, status) = topology.status();
+    assert_eq!(code, Some(3), "{status}");
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("iam-1 ") && l.ends_with("stopped")),
+        "{status}"
+    );
 
     // (b) a proxy is drained.
     let proxy3 = topology.pid("proxy-3");
@@ -332,9 +375,17 @@ async fn local_topology_survives_a_killed_key_server_a_drained_proxy_and_a_postg
     };
     let outage_started = t0.elapsed();
     pg_ctl("stop");
-    tokio::time::sleep(KEY_CACHE + Duration::from_secs(1)).await;
+    let stopped_at = Instant::now();
+    // The remaining key server's /readyz follows its store: not ready while it is down.
+    let iam2_admin: std::net::SocketAddr = format!("127.0.0.1:{}", base + 122).parse().unwrap();
+    let not_ready =
+        testkit::wait_for_status(iam2_admin, "/readyz", 503, Duration::from_secs(20)).await;
+    assert!(not_ready.contains("IAM store"), "{not_ready}");
+    let down_for = KEY_CACHE + Duration::from_secs(1);
+    tokio::time::sleep(down_for.saturating_sub(stopped_at.elapsed())).await;
     pg_ctl("start");
     let outage_ended = t0.elapsed();
+    testkit::wait_for_status(iam2_admin, "/readyz", 200, Duration::from_secs(30)).await;
     tokio::time::sleep(phase + KEY_CACHE).await;
     stop.store(true, Ordering::Relaxed);
     for caller in callers {

@@ -54,6 +54,7 @@ mod kek;
 mod keyfile;
 mod metrics;
 mod model;
+pub mod readiness;
 pub mod render;
 pub mod roles;
 mod server;
@@ -75,6 +76,7 @@ pub use kek::{KEK_ENV, KEK_LEN, Kek};
 pub use keyfile::{KeyFileSlot, NewKey, new_key};
 pub use metrics::IamMetrics;
 pub use model::{Account, KeyAlgorithm, KeyServerUrl, KeyStatus, StoredKey};
+pub use readiness::{ProbeSettings, StoreProbe, StoreState};
 pub use roles::{BindingFilter, Denied, Grant, Role, RoleBinding};
 pub use server::{
     CACHE_MAX_AGE_SECS, CHECK_BODY_LIMIT, serve, serve_observed, serve_pool, serve_tokens,

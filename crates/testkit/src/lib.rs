@@ -14,6 +14,7 @@ pub mod browser;
 pub mod cli;
 pub mod mirror;
 pub mod otlp;
+pub mod relay;
 pub mod servers;
 pub mod stores;
 pub mod tokens;

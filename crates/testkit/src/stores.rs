@@ -427,6 +427,39 @@ impl TestStore {
         }
     }
 
+    /// Where a [`Relay`](crate::relay::Relay) in front of this PostgreSQL store's server
+    /// connects: the server's Unix socket or TCP address.
+    pub fn postgres_target(&self) -> crate::relay::RelayTarget {
+        let config: postgres::Config = self.arg().parse().unwrap();
+        let port = config.get_ports().first().copied().unwrap_or(5432);
+        match config.get_hosts().first() {
+            Some(postgres::config::Host::Unix(dir)) => {
+                crate::relay::RelayTarget::Unix(dir.join(format!(".s.PGSQL.{port}")))
+            }
+            Some(postgres::config::Host::Tcp(host)) => {
+                let addr = std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), port))
+                    .unwrap()
+                    .next()
+                    .unwrap();
+                crate::relay::RelayTarget::Tcp(addr)
+            }
+            None => panic!("the test PostgreSQL URL names no host"),
+        }
+    }
+
+    /// This PostgreSQL store's URL through a relay listening on `relay` (same user, password
+    /// and database; clear text, as the relay's far side is the test server's).
+    pub fn postgres_url_via(&self, relay: std::net::SocketAddr) -> String {
+        let config: postgres::Config = self.arg().parse().unwrap();
+        let user = config.get_user().unwrap_or("postgres");
+        let password = config
+            .get_password()
+            .map(|p| format!(":{}", String::from_utf8_lossy(p)))
+            .unwrap_or_default();
+        let database = config.get_dbname().unwrap();
+        format!("postgres://{user}{password}@{relay}/{database}?sslmode=disable")
+    }
+
     /// Sets the store's schema version as a newer esprit would (the store must exist).
     pub fn set_schema_version(&self, version: i64) {
         match self.backend {

@@ -238,3 +238,50 @@ async fn sends_api_key_bearer_token_and_deadline() {
     assert!(md.get("x-api-key").is_none());
     assert!(md.get("authorization").is_none());
 }
+
+/// `bookstore-client health`, the pod's probe (deploy/k8s): `SERVING` exits 0; a server that
+/// says otherwise, an unknown service and no server exit 1 with the reason.
+#[tokio::test]
+async fn health_command_is_a_probe() {
+    let server = start_bookstore().await;
+    let port = server.addr().port();
+    let run = run_client(port, &["health"]).await;
+    assert_eq!(
+        (run.code, run.stdout.as_str()),
+        (Some(0), "SERVING\n"),
+        "{}",
+        run.stderr
+    );
+    let run = run_client(port, &["health", "--json"]).await;
+    assert_eq!(run.stdout, "{\"status\":\"SERVING\"}\n");
+    let run = run_client(port, &["health", "--service", bookstore::SERVICE_NAME]).await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let run = run_client(port, &["health", "--service", "no.such.Service"]).await;
+    assert_eq!(run.code, Some(1));
+    assert!(
+        run.stderr.starts_with("error: NOT_FOUND: "),
+        "{}",
+        run.stderr
+    );
+    server.stop().await.unwrap();
+
+    let (reporter, service) = tonic_health::server::health_reporter();
+    reporter
+        .set_service_status("", tonic_health::ServingStatus::NotServing)
+        .await;
+    let addr =
+        testkit::serve_router(tonic::transport::Server::builder().add_service(service)).await;
+    let run = run_client(addr.port(), &["health"]).await;
+    assert_eq!(run.code, Some(1));
+    assert_eq!(run.stderr, "error: UNAVAILABLE: NOT_SERVING\n");
+    assert_eq!(run.stdout, "");
+
+    let dead = testkit::dead_addr().await.port();
+    let run = run_client(dead, &["health", "--timeout", "5"]).await;
+    assert_eq!(run.code, Some(1));
+    assert!(
+        run.stderr.starts_with("error: UNAVAILABLE: "),
+        "{}",
+        run.stderr
+    );
+}

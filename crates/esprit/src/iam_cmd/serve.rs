@@ -81,6 +81,19 @@ enum CheckAuthMode {
     Off,
 }
 
+/// `/readyz` of `iam serve`: serving (`listener`), and the store answers (`store`).
+struct KeyServerReadiness(iam::StoreProbe);
+
+impl admin::Readiness for KeyServerReadiness {
+    fn checks(&self) -> Vec<admin::Check> {
+        let store = match self.0.state().failing() {
+            None => admin::Check::pass("store"),
+            Some(why) => admin::Check::fail("store", why),
+        };
+        vec![admin::Check::pass("listener"), store]
+    }
+}
+
 /// The mode `iam serve` runs: the flag's, else `required` off loopback and `off` on it.
 fn check_auth_mode(flag: Option<CheckAuthMode>, listen: &SocketAddr) -> CheckAuthMode {
     flag.unwrap_or(if listen.ip().is_loopback() {
@@ -202,9 +215,14 @@ pub(super) fn serve(store: &StoreLocation, args: ServeArgs) -> anyhow::Result<Ex
             sources: vec![store.to_string()],
             loaded_at: SystemTime::now(),
         });
+        // Ready while the store answers (a probe a second on a connection of its own), so a
+        // load balancer stops sending requests a replica could only fail.
+        let probe_settings = iam::ProbeSettings::default();
+        let mut probe = iam::StoreProbe::spawn(pool.clone(), probe_settings);
+        probe.first_verdict(&probe_settings).await;
         let state = admin::AdminState {
             registry,
-            readiness: std::sync::Arc::new(admin::AlwaysReady),
+            readiness: std::sync::Arc::new(KeyServerReadiness(probe)),
             config,
         };
         let server = admin::AdminServer::bind(admin_addr, admin::LIMITS, state).await?;

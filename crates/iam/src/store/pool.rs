@@ -77,6 +77,12 @@ impl StorePool {
         &self.location
     }
 
+    /// A read-only connection of its own, outside the pool and its bound: the readiness
+    /// probe's ([`crate::readiness`]), which must not wait behind lookups.
+    pub(crate) fn dedicated_reader(&self) -> Result<Store> {
+        Store::open_reader(&self.location)
+    }
+
     /// Runs `lookup` on a pooled connection on tokio's blocking threads and returns its
     /// result. Waits at most the pool's `wait` for a connection ([`IamError::StoreBusy`]).
     /// A connection whose lookup panicked is dropped, not returned to the pool.

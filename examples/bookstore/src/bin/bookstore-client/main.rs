@@ -81,6 +81,13 @@ enum Command {
     GetBook { shelf: i64, book: i64 },
     /// Delete a book.
     DeleteBook { shelf: i64, book: i64 },
+    /// Ask `grpc.health.v1.Health/Check` (a liveness or readiness probe, as grpc_health_probe):
+    /// prints `SERVING` and exits 0, or exits 1 with the status or the error.
+    Health {
+        /// The service to ask about; empty: the server as a whole.
+        #[arg(long, default_value = "")]
+        service: String,
+    },
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -178,16 +185,17 @@ async fn run(args: &Args) -> Result<Outcome, Failure> {
         .map(|token| MetadataValue::try_from(format!("Bearer {token}")))
         .transpose()
         .context("--auth-token is not a valid header value")?;
-    let mut client = BookstoreClient::with_interceptor(channel, move |mut request: Request<()>| {
-        request.set_timeout(timeout);
-        if let Some(key) = &api_key {
-            request.metadata_mut().insert("x-api-key", key.clone());
-        }
-        if let Some(auth) = &authorization {
-            request.metadata_mut().insert("authorization", auth.clone());
-        }
-        Ok(request)
-    });
+    let mut client =
+        BookstoreClient::with_interceptor(channel.clone(), move |mut request: Request<()>| {
+            request.set_timeout(timeout);
+            if let Some(key) = &api_key {
+                request.metadata_mut().insert("x-api-key", key.clone());
+            }
+            if let Some(auth) = &authorization {
+                request.metadata_mut().insert("authorization", auth.clone());
+            }
+            Ok(request)
+        });
 
     let command = args.command.clone().unwrap_or(Command::ListShelves);
     let outcome = match command {
@@ -245,6 +253,29 @@ async fn run(args: &Args) -> Result<Outcome, Failure> {
                 .await?;
             Outcome::BookDeleted { shelf, book }
         }
+        Command::Health { service } => return health(channel, timeout, service).await,
     };
     Ok(outcome)
+}
+
+/// `grpc.health.v1.Health/Check` for `service`: `SERVING`, else a failure naming the status.
+async fn health(
+    channel: tonic::transport::Channel,
+    timeout: Duration,
+    service: String,
+) -> Result<Outcome, Failure> {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+
+    let mut request = Request::new(HealthCheckRequest { service });
+    request.set_timeout(timeout);
+    let status = HealthClient::new(channel)
+        .check(request)
+        .await?
+        .into_inner()
+        .status();
+    match status {
+        ServingStatus::Serving => Ok(Outcome::Health(status.as_str_name().to_owned())),
+        other => Err(Failure::Call(Status::unavailable(other.as_str_name()))),
+    }
 }

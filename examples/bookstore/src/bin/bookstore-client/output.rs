@@ -11,8 +11,15 @@ pub enum Outcome {
     Shelf(Shelf),
     Books(ListBooksResponse),
     Book(Book),
-    ShelfDeleted { shelf: i64 },
-    BookDeleted { shelf: i64, book: i64 },
+    ShelfDeleted {
+        shelf: i64,
+    },
+    BookDeleted {
+        shelf: i64,
+        book: i64,
+    },
+    /// `grpc.health.v1` said `SERVING` (the status's name).
+    Health(String),
 }
 
 pub fn render(outcome: &Outcome, json: bool) -> anyhow::Result<String> {
@@ -41,6 +48,7 @@ fn render_text(outcome: &Outcome) -> String {
         Outcome::Book(book) => book_line(book),
         Outcome::ShelfDeleted { shelf } => format!("deleted shelf {shelf}"),
         Outcome::BookDeleted { shelf, book } => format!("deleted book {book} from shelf {shelf}"),
+        Outcome::Health(status) => status.clone(),
     }
 }
 
@@ -56,6 +64,7 @@ fn render_json(outcome: &Outcome) -> anyhow::Result<String> {
         Outcome::Books(m) => ("ListBooksResponse", m.encode_to_vec()),
         Outcome::Book(m) => ("Book", m.encode_to_vec()),
         Outcome::ShelfDeleted { .. } | Outcome::BookDeleted { .. } => return Ok("{}".to_owned()),
+        Outcome::Health(status) => return Ok(serde_json::json!({ "status": status }).to_string()),
     };
     let pool = DescriptorPool::decode(bookstore::FILE_DESCRIPTOR_SET)?;
     let full_name = format!("endpoints.examples.bookstore.{name}");
