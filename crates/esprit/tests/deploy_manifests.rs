@@ -19,11 +19,10 @@ const KUBERNETES_VERSION: &str = "1.37.0";
 /// Applied by hand, never by `kubectl apply -k` (it holds placeholders).
 const OUTSIDE_KUSTOMIZATION: &str = "secrets.yaml";
 
-/// Flags (or, with `*`, whole subcommands) that the manifests use and that work under way adds
-/// to esprit: the PostgreSQL store (`iam migrate`, `--store-pool-size`) and authenticated
-/// API-key checks (`--service-account-key`). They may be missing from the binary. As soon as the
-/// binary accepts one, the test fails until its entry is removed here, so no entry outlives its
-/// reason and the manifests are then checked like every other flag.
+/// Flags (or, with `*`, whole subcommands) that the manifests may use before the binary has
+/// them: `(subcommand, flag)` pairs, empty while the binary accepts everything the manifests
+/// use. An entry lets a manifest name a flag that work in progress adds; as soon as the binary
+/// accepts it the test fails until the entry is removed, so no entry outlives its reason.
 const PENDING: &[(&str, &str)] = &[];
 
 fn k8s_dir() -> PathBuf {

@@ -1,11 +1,11 @@
 //! The API-key check endpoint over real sockets: `iam::serve` on 127.0.0.1:0, keys created and
-//! revoked by a second store connection (as the CLI would) while it serves, raw HTTP/1.1 for
-//! the malformed requests, and one HTTP/2 (h2c) client.
+//! revoked by a second store connection (as the CLI would) while it serves, on both store
+//! backends; raw HTTP/1.1 for the malformed requests, and one HTTP/2 (h2c) client (the wire
+//! protocol, on SQLite only).
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
@@ -14,7 +14,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use iam::{KeyServerUrl, Store};
 use keycheck::CheckResponse;
 use serde_json::{Value, json};
-use testkit::KeyServer;
+use testkit::{KeyServer, TestStore};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
@@ -85,18 +85,14 @@ async fn check(addr: SocketAddr, key: &str) -> CheckResponse {
     CheckResponse::from_json(reply.body.as_bytes()).unwrap()
 }
 
-fn setup() -> (tempfile::TempDir, PathBuf, Store) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("iam.db");
-    let store = Store::open(&path).unwrap();
-    (dir, path, store)
+fn setup(ts: &TestStore) -> Store {
+    Store::open(ts.location()).unwrap()
 }
 
-#[tokio::test]
-async fn answers_valid_unknown_revoked_and_follows_the_store() {
-    let (_dir, path, mut cli) = setup();
+async fn answers_valid_unknown_revoked_and_follows_the_store(ts: TestStore) {
+    let mut cli = setup(&ts);
     let (key, record) = cli.create_api_key("my-project", Some("web"), NOW).unwrap();
-    let server = KeyServer::start(&path).await;
+    let server = KeyServer::start(ts.location()).await;
 
     // The exact bodies of the protocol.
     let body = json!({ "api_key": key }).to_string();
@@ -171,9 +167,10 @@ async fn answers_valid_unknown_revoked_and_follows_the_store() {
 
 #[tokio::test]
 async fn malformed_requests_get_json_errors() {
-    let (_dir, path, mut cli) = setup();
+    let ts = TestStore::sqlite();
+    let mut cli = setup(&ts);
     let (key, _) = cli.create_api_key("my-project", None, NOW).unwrap();
-    let server = KeyServer::start(&path).await;
+    let server = KeyServer::start(ts.location()).await;
     let addr = server.addr;
 
     let bad_bodies: &[&[u8]] = &[
@@ -257,9 +254,10 @@ async fn malformed_requests_get_json_errors() {
 
 #[tokio::test]
 async fn answers_over_h2c_at_the_url_key_server_url_builds() {
-    let (_dir, path, mut cli) = setup();
+    let ts = TestStore::sqlite();
+    let mut cli = setup(&ts);
     let (key, _record) = cli.create_api_key("my-project", None, NOW).unwrap();
-    let server = KeyServer::start(&path).await;
+    let server = KeyServer::start(ts.location()).await;
     let base = KeyServerUrl::parse(&format!("http://{}", server.addr)).unwrap();
     let url = base.check_url("bookstore.endpoints.my-project.cloud.goog");
     assert_eq!(url, format!("http://{}{CHECK}", server.addr));
@@ -291,3 +289,5 @@ async fn answers_over_h2c_at_the_url_key_server_url_builds() {
     drop(sender);
     server.stop().await;
 }
+
+testkit::store_tests!(async: answers_valid_unknown_revoked_and_follows_the_store);

@@ -1,18 +1,18 @@
 //! Authenticated API-key checks over real sockets: the key server with `CheckAuth::Required`
 //! on 127.0.0.1:0, accounts, key files, role bindings and API keys made through a second store
-//! connection (as the CLI would) while it serves; callers' JWTs signed with the key files, and
-//! token-service access tokens.
+//! connection (as the CLI would) while it serves, on both store backends; callers' JWTs signed
+//! with the key files, and token-service access tokens.
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use iam::{CheckAuth, Kek, KeyAlgorithm, KeyServerUrl, KeyStatus, ServiceRole, Store};
 use keycheck::{CALLER_AUDIENCE, CheckResponse};
 use serde_json::{Value, json};
-use testkit::{HttpReply, KeyServer, http1};
+use testkit::{HttpReply, KeyServer, TestStore, http1};
 
 const SERVICE: &str = "bookstore.endpoints.my-project.cloud.goog";
 const OTHER_SERVICE: &str = "other.endpoints.my-project.cloud.goog";
@@ -20,22 +20,16 @@ const CHECK: &str = "/v1/services/bookstore.endpoints.my-project.cloud.goog:chec
 const SC: ServiceRole = ServiceRole::ServiceController;
 
 struct Fixture {
-    _dir: tempfile::TempDir,
-    dir: PathBuf,
-    store_path: PathBuf,
+    ts: TestStore,
     store: Store,
     clock: clock::ManualClock,
 }
 
 impl Fixture {
-    fn new() -> Fixture {
-        let dir = tempfile::tempdir().unwrap();
-        let store_path = dir.path().join("iam.db");
-        let store = Store::open(&store_path).unwrap();
+    fn new(ts: TestStore) -> Fixture {
+        let store = Store::open(ts.location()).unwrap();
         Fixture {
-            dir: dir.path().to_owned(),
-            _dir: dir,
-            store_path,
+            ts,
             store,
             clock: clock::ManualClock::starting_now(),
         }
@@ -54,7 +48,7 @@ impl Fixture {
             .create_account(name, "my-project", now)
             .unwrap()
             .email;
-        let out = self.dir.join(format!("{name}.json"));
+        let out = self.ts.file(&format!("{name}.json"));
         self.store
             .create_key(
                 &email,
@@ -135,9 +129,8 @@ fn answer(reply: &HttpReply) -> CheckResponse {
     CheckResponse::from_json(reply.body.as_bytes()).unwrap()
 }
 
-#[tokio::test]
-async fn checks_answer_only_callers_holding_the_role_on_that_service() {
-    let mut fx = Fixture::new();
+async fn checks_answer_only_callers_holding_the_role_on_that_service(ts: TestStore) {
+    let mut fx = Fixture::new(ts);
     let (proxy, proxy_key) = fx.account("proxy-one");
     let (_lacking, lacking_key) = fx.account("no-role-one");
     let (elsewhere, elsewhere_key) = fx.account("elsewhere-one");
@@ -161,9 +154,12 @@ async fn checks_answer_only_callers_holding_the_role_on_that_service() {
         .create_api_key("consumer-project", None, now)
         .unwrap();
 
-    let server =
-        KeyServer::start_checked(&fx.store_path, None, CheckAuth::Required(fx.clock.shared()))
-            .await;
+    let server = KeyServer::start_checked(
+        fx.ts.location(),
+        None,
+        CheckAuth::Required(fx.clock.shared()),
+    )
+    .await;
     let addr = server.addr;
 
     // 401: no token, or one that does not prove an account.
@@ -314,9 +310,8 @@ async fn checks_answer_only_callers_holding_the_role_on_that_service() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn token_service_access_tokens_need_a_check_scope_and_the_role() {
-    let mut fx = Fixture::new();
+async fn token_service_access_tokens_need_a_check_scope_and_the_role(ts: TestStore) {
+    let mut fx = Fixture::new(ts);
     let (proxy, _) = fx.account("proxy-one");
     let (lacking, _) = fx.account("no-role-one");
     let now = fx.now();
@@ -328,7 +323,7 @@ async fn token_service_access_tokens_need_a_check_scope_and_the_role() {
         .create_api_key("consumer-project", None, now)
         .unwrap();
     let tokens = iam::TokenService::open(
-        &fx.store_path,
+        fx.ts.location(),
         iam::TokenServiceSettings {
             clock: fx.clock.shared(),
             ..iam::TokenServiceSettings::new("http://127.0.0.1:1", Kek::generate().unwrap())
@@ -347,7 +342,7 @@ async fn token_service_access_tokens_need_a_check_scope_and_the_role() {
     let iam_only = issue(&proxy, "https://www.googleapis.com/auth/iam");
     let lacking_token = issue(&lacking, "https://www.googleapis.com/auth/cloud-platform");
     let server = KeyServer::start_checked(
-        &fx.store_path,
+        fx.ts.location(),
         Some(tokens.clone()),
         CheckAuth::Required(fx.clock.shared()),
     )
@@ -380,9 +375,12 @@ async fn token_service_access_tokens_need_a_check_scope_and_the_role() {
 
     // A key server without the token service takes no access token.
     let token = issue(&proxy, "https://www.googleapis.com/auth/servicecontrol");
-    let server =
-        KeyServer::start_checked(&fx.store_path, None, CheckAuth::Required(fx.clock.shared()))
-            .await;
+    let server = KeyServer::start_checked(
+        fx.ts.location(),
+        None,
+        CheckAuth::Required(fx.clock.shared()),
+    )
+    .await;
     assert_refused(
         "access token without a token service",
         &check(server.addr, Some(&token), &api_key).await,
@@ -392,17 +390,22 @@ async fn token_service_access_tokens_need_a_check_scope_and_the_role() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn with_check_auth_off_anyone_is_answered_as_before() {
-    let mut fx = Fixture::new();
+async fn with_check_auth_off_anyone_is_answered_as_before(ts: TestStore) {
+    let mut fx = Fixture::new(ts);
     let now = fx.now();
     let (api_key, _) = fx
         .store
         .create_api_key("consumer-project", None, now)
         .unwrap();
-    let server = KeyServer::start_checked(&fx.store_path, None, CheckAuth::Off).await;
+    let server = KeyServer::start_checked(fx.ts.location(), None, CheckAuth::Off).await;
     assert!(answer(&check(server.addr, None, &api_key).await).is_valid());
     // A token is not looked at.
     assert!(answer(&check(server.addr, Some("garbage"), &api_key).await).is_valid());
     server.stop().await;
 }
+
+testkit::store_tests!(async:
+    checks_answer_only_callers_holding_the_role_on_that_service,
+    token_service_access_tokens_need_a_check_scope_and_the_role,
+    with_check_auth_off_anyone_is_answered_as_before,
+);

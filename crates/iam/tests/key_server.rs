@@ -1,18 +1,23 @@
-//! The key server over real sockets: `iam::serve` on 127.0.0.1:0, a store file changed by a
-//! second connection (as the CLI would) while it serves, and a plain HTTP/1.1 client.
+//! The key server over real sockets, on both store backends: `iam::serve` on 127.0.0.1:0, a
+//! store changed by a second connection (as the CLI would) while it serves, and a plain
+//! HTTP/1.1 client.
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Empty};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
-use iam::{KeyAlgorithm, KeyServerUrl, KeyStatus, Store, encode_path_segment};
+use iam::{
+    BindingFilter, IamError, KeyAlgorithm, KeyServerUrl, KeyStatus, PoolSettings, Role,
+    SCHEMA_VERSION, Store, StorePool, encode_path_segment,
+};
 use serde_json::Value;
-use testkit::KeyServer;
+use testkit::{KeyServer, TestStore};
 use tokio::net::TcpStream;
 
 const NOW: u64 = 1_750_000_000;
@@ -82,31 +87,28 @@ fn map_kids(map: &Value) -> Vec<String> {
     kids
 }
 
-fn setup() -> (tempfile::TempDir, PathBuf, Store, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("iam.db");
-    let mut store = Store::open(&path).unwrap();
+fn setup(ts: &TestStore) -> (Store, String) {
+    let mut store = Store::open(ts.location()).unwrap();
     let email = store
         .create_account("bookstore-client", "my-project", NOW)
         .unwrap()
         .email;
-    (dir, path, store, email)
+    (store, email)
 }
 
-#[tokio::test]
-async fn serves_both_documents_and_follows_the_store() {
-    let (dir, path, mut cli, email) = setup();
+async fn serves_both_documents_and_follows_the_store(ts: TestStore) {
+    let (mut cli, email) = setup(&ts);
     let base = KeyServerUrl::default();
     let rsa = cli
         .create_key(
             &email,
             KeyAlgorithm::Rs256,
             &base,
-            &dir.path().join("rsa.json"),
+            &ts.file("rsa.json"),
             NOW,
         )
         .unwrap();
-    let server = KeyServer::start(&path).await;
+    let server = KeyServer::start(ts.location()).await;
 
     let jwks = call(server.addr, Method::GET, &jwk_path(&email)).await;
     assert_eq!(jwks.status, StatusCode::OK);
@@ -142,13 +144,7 @@ async fn serves_both_documents_and_follows_the_store() {
 
     // A key created by another connection while serving appears at the next request.
     let ec = cli
-        .create_key(
-            &email,
-            KeyAlgorithm::Es256,
-            &base,
-            &dir.path().join("ec.json"),
-            NOW,
-        )
+        .create_key(&email, KeyAlgorithm::Es256, &base, &ts.file("ec.json"), NOW)
         .unwrap();
     let mut both = vec![rsa.key_id.clone(), ec.key_id.clone()];
     both.sort();
@@ -192,10 +188,9 @@ async fn serves_both_documents_and_follows_the_store() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn unknown_accounts_and_paths_are_json_404s() {
-    let (_dir, path, mut cli, _email) = setup();
-    let server = KeyServer::start(&path).await;
+async fn unknown_accounts_and_paths_are_json_404s(ts: TestStore) {
+    let (mut cli, _email) = setup(&ts);
+    let server = KeyServer::start(ts.location()).await;
     let nobody = "nobody-here@my-project.iam.gserviceaccount.com";
     for p in [x509_path(nobody), jwk_path(nobody)] {
         let reply = call(server.addr, Method::GET, &p).await;
@@ -251,3 +246,63 @@ async fn an_unusable_store_fails_before_serving() {
         .unwrap_err();
     assert!(matches!(err, iam::IamError::StoreTooNew { .. }), "{err:?}");
 }
+
+/// A key server keeps serving while another esprit migrates its store: once the schema version
+/// is newer than this build's, its lookups (checked again every `schema_check`) and its write
+/// transactions refuse the store instead of misreading it, and nothing is written.
+async fn a_store_migrated_by_a_newer_esprit_is_refused_while_serving(ts: TestStore) {
+    let (mut cli, email) = setup(&ts);
+    let key = cli
+        .create_key(
+            &email,
+            KeyAlgorithm::Es256,
+            &KeyServerUrl::default(),
+            &ts.file("k.json"),
+            NOW,
+        )
+        .unwrap();
+    let settings = PoolSettings {
+        schema_check: Duration::ZERO,
+        ..PoolSettings::default()
+    };
+    let pool = StorePool::open(ts.location(), settings).unwrap();
+    let server = KeyServer::start_pool(Arc::clone(&pool)).await;
+    let served = call(server.addr, Method::GET, &jwk_path(&email)).await;
+    assert_eq!(served.status, StatusCode::OK);
+    assert_eq!(kids(&served.body), vec![key.key_id.clone()]);
+
+    ts.set_schema_version(SCHEMA_VERSION + 1);
+    for path in [jwk_path(&email), x509_path(&email)] {
+        let refused = call(server.addr, Method::GET, &path).await;
+        assert_eq!(refused.status, StatusCode::INTERNAL_SERVER_ERROR, "{path}");
+    }
+    let err = pool.with_store(|_| Ok(())).await.unwrap_err();
+    assert!(
+        matches!(err, IamError::StoreTooNew { found, supported }
+            if found == SCHEMA_VERSION + 1 && supported == SCHEMA_VERSION),
+        "{err:?}"
+    );
+    // A connection opened before the migration refuses to write (in a write transaction).
+    let other = cli
+        .create_account("other-account", "my-project", NOW)
+        .unwrap()
+        .email;
+    let err = cli.grant_role(&other, Role::ServiceAccountTokenCreator, &email, NOW);
+    assert!(matches!(err, Err(IamError::StoreTooNew { .. })), "{err:?}");
+    ts.set_schema_version(SCHEMA_VERSION);
+    assert!(
+        cli.role_bindings(&BindingFilter::default())
+            .unwrap()
+            .is_empty()
+    );
+    // Back at this build's version (as in a rollback of the migration), it serves again.
+    let served = call(server.addr, Method::GET, &jwk_path(&email)).await;
+    assert_eq!(served.status, StatusCode::OK);
+    server.stop().await;
+}
+
+testkit::store_tests!(async:
+    serves_both_documents_and_follows_the_store,
+    unknown_accounts_and_paths_are_json_404s,
+    a_store_migrated_by_a_newer_esprit_is_refused_while_serving,
+);

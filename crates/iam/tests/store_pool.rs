@@ -108,6 +108,7 @@ async fn checks_do_not_serialize_behind_a_busy_connection(ts: TestStore) {
         PoolSettings {
             size: 4,
             wait: PATIENCE,
+            ..PoolSettings::default()
         },
     )
     .unwrap();
@@ -145,7 +146,15 @@ async fn checks_do_not_serialize_behind_a_busy_connection(ts: TestStore) {
 async fn an_exhausted_pool_answers_503_not_a_hang(ts: TestStore) {
     let key = store_with_key(&ts);
     let wait = Duration::from_millis(200);
-    let pool = StorePool::open(ts.location(), PoolSettings { size: 1, wait }).unwrap();
+    let pool = StorePool::open(
+        ts.location(),
+        PoolSettings {
+            size: 1,
+            wait,
+            ..PoolSettings::default()
+        },
+    )
+    .unwrap();
     let server = KeyServer::start_pool(Arc::clone(&pool)).await;
     let addr = server.addr;
     let held = hold_one(&pool).await;

@@ -1,21 +1,20 @@
 //! The token service's endpoints over real sockets: `iam::serve_tokens` on 127.0.0.1:0 (through
 //! testkit), assertions signed with key files made by the store, tokens verified with jose
-//! against the served certificates.
+//! against the served certificates; what depends on the store runs on both backends.
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use iam::{Account, Kek, KeyAlgorithm, KeyServerUrl, KeyStatus, Store, TokenServiceSettings};
 use serde_json::{Value, json};
-use testkit::{KeyServer, http1, post_form};
+use testkit::{KeyServer, TestStore, http1, post_form};
 
 const GOOGLE_AUD: &str = "https://oauth2.googleapis.com/token";
 const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 
 struct Fixture {
-    _dir: tempfile::TempDir,
-    path: PathBuf,
+    ts: TestStore,
     clock: clock::ManualClock,
     server: KeyServer,
     tokens: iam::TokenService,
@@ -37,22 +36,19 @@ fn key_file(store: &mut Store, dir: &Path, email: &str, name: &str) -> jose::Ser
     jose::ServiceAccountKey::from_json(&std::fs::read_to_string(out).unwrap()).unwrap()
 }
 
-async fn fixture() -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("iam.db");
-    let mut store = Store::open(&path).unwrap();
+async fn fixture(ts: TestStore) -> Fixture {
+    let mut store = Store::open(ts.location()).unwrap();
     let account = store.create_account("token-user", "my-project", 1).unwrap();
-    let key_file = key_file(&mut store, dir.path(), &account.email, "key.json");
+    let key_file = key_file(&mut store, ts.dir(), &account.email, "key.json");
     let clock = clock::ManualClock::starting_now();
     let shared = clock.shared();
-    let (server, tokens) = KeyServer::start_tokens(&path, |url| TokenServiceSettings {
+    let (server, tokens) = KeyServer::start_tokens(ts.location(), |url| TokenServiceSettings {
         clock: shared,
         ..TokenServiceSettings::new(url, Kek::generate().unwrap())
     })
     .await;
     Fixture {
-        _dir: dir,
-        path,
+        ts,
         clock,
         server,
         tokens,
@@ -106,9 +102,8 @@ fn verify(token: &str, doc: &str) -> jose::Claims {
     jwt.claims().clone()
 }
 
-#[tokio::test]
-async fn id_tokens_verify_against_both_published_documents() {
-    let f = fixture().await;
+async fn id_tokens_verify_against_both_published_documents(ts: TestStore) {
+    let f = fixture(ts).await;
     let reply = f
         .grant(&f.assertion(&f.id_claims("https://svc.example.com")))
         .await;
@@ -168,7 +163,7 @@ async fn id_tokens_verify_against_both_published_documents() {
 
 #[tokio::test]
 async fn discovery_names_the_issuer_and_its_endpoints() {
-    let f = fixture().await;
+    let f = fixture(TestStore::sqlite()).await;
     let reply = f.get("/.well-known/openid-configuration").await;
     assert_eq!(reply.status, 200);
     let doc = reply.json();
@@ -204,9 +199,8 @@ async fn discovery_names_the_issuer_and_its_endpoints() {
 
 #[tokio::test]
 async fn without_a_token_service_its_paths_are_404() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("iam.db");
-    let server = KeyServer::start(&path).await;
+    let ts = TestStore::sqlite();
+    let server = KeyServer::start(ts.location()).await;
     for (method, path) in [
         ("GET", "/.well-known/openid-configuration"),
         ("GET", "/oauth2/v3/certs"),
@@ -218,9 +212,8 @@ async fn without_a_token_service_its_paths_are_404() {
     }
 }
 
-#[tokio::test]
-async fn access_tokens_round_trip_and_die_with_the_account() {
-    let f = fixture().await;
+async fn access_tokens_round_trip_and_die_with_the_account(ts: TestStore) {
+    let f = fixture(ts).await;
     let now = f.now();
     let claims = json!({"iss": f.account.email, "aud": GOOGLE_AUD, "iat": now, "exp": now + 3600,
                         "scope": "https://www.googleapis.com/auth/iam openid"});
@@ -233,7 +226,7 @@ async fn access_tokens_round_trip_and_die_with_the_account() {
     let (account, scopes) = f.tokens.access_token_owner(&token).unwrap().unwrap();
     assert_eq!(account, f.account);
     assert_eq!(scopes, ["https://www.googleapis.com/auth/iam", "openid"]);
-    Store::open(&f.path)
+    Store::open(f.ts.location())
         .unwrap()
         .delete_account(&f.account.email)
         .unwrap();
@@ -262,19 +255,18 @@ const REASONS: &[(&str, &str)] = &[
     ("oversize body", "larger than 65536 bytes"),
 ];
 
-#[tokio::test]
-async fn refusals_are_400_with_the_oauth_error_and_no_token() {
-    let f = fixture().await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut store = Store::open(&f.path).unwrap();
+async fn refusals_are_400_with_the_oauth_error_and_no_token(ts: TestStore) {
+    let f = fixture(ts).await;
+    let dir = f.ts.dir();
+    let mut store = Store::open(f.ts.location()).unwrap();
     let email = f.account.email.clone();
     // A second key, disabled; an account that is then deleted; a key the store never saw.
-    let disabled = key_file(&mut store, dir.path(), &email, "disabled.json");
+    let disabled = key_file(&mut store, dir, &email, "disabled.json");
     store
         .set_key_state(&email, &disabled.private_key_id, KeyStatus::Disabled)
         .unwrap();
     let gone = store.create_account("gone-user", "my-project", 1).unwrap();
-    let gone_key = key_file(&mut store, dir.path(), &gone.email, "gone.json");
+    let gone_key = key_file(&mut store, dir, &gone.email, "gone.json");
     store.delete_account(&gone.email).unwrap();
     let stranger = jose::generate_rsa_2048().unwrap();
     let stranger_key =
@@ -454,9 +446,8 @@ async fn refusals_are_400_with_the_oauth_error_and_no_token() {
     assert_eq!(f.grant(&good).await.status, 200);
 }
 
-#[tokio::test]
-async fn sign_jwt_as_keys_are_served_with_the_accounts_keys() {
-    let f = fixture().await;
+async fn sign_jwt_as_keys_are_served_with_the_accounts_keys(ts: TestStore) {
+    let f = fixture(ts).await;
     let mut claims = serde_json::Map::new();
     claims.insert("iss".into(), f.account.email.clone().into());
     claims.insert("aud".into(), "https://svc.example.com".into());
@@ -479,3 +470,10 @@ async fn sign_jwt_as_keys_are_served_with_the_accounts_keys() {
     let service = f.get("/oauth2/v3/certs").await;
     assert!(!service.body.contains(&kid));
 }
+
+testkit::store_tests!(async:
+    id_tokens_verify_against_both_published_documents,
+    access_tokens_round_trip_and_die_with_the_account,
+    refusals_are_400_with_the_oauth_error_and_no_token,
+    sign_jwt_as_keys_are_served_with_the_accounts_keys,
+);

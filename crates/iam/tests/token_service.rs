@@ -1,5 +1,5 @@
-//! The token service's Rust API on a temporary store: ID tokens, access tokens, signJwt keys,
-//! the KEK check. (Endpoints over sockets are in `token_endpoints.rs`.)
+//! The token service's Rust API on a temporary store, on both backends: ID tokens, access
+//! tokens, signJwt keys, the KEK check. (Endpoints over sockets are in `token_endpoints.rs`.)
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
@@ -7,18 +7,16 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use iam::{Account, IamError, Kek, Store, TokenService, TokenServiceSettings};
 use serde_json::{Map, Value, json};
+use testkit::{Backend, TestStore};
 
 const START: u64 = 1_800_000_000;
 const ISSUER: &str = "http://127.0.0.1:9/";
 
-fn setup() -> (tempfile::TempDir, std::path::PathBuf, Account) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("iam.db");
-    let account = Store::open(&path)
+fn setup(ts: &TestStore) -> Account {
+    Store::open(ts.location())
         .unwrap()
         .create_account("token-user", "my-project", START)
-        .unwrap();
-    (dir, path, account)
+        .unwrap()
 }
 
 fn settings(kek: &Kek, clock: &clock::ManualClock) -> TokenServiceSettings {
@@ -40,12 +38,12 @@ fn verify(token: &str, keys: &str) -> jose::Claims {
     jwt.claims().clone()
 }
 
-#[test]
-fn id_tokens_carry_the_specified_claims_and_verify_against_both_documents() {
-    let (_dir, path, account) = setup();
+fn id_tokens_carry_the_specified_claims_and_verify_against_both_documents(ts: TestStore) {
+    let account = setup(&ts);
+    let path = ts.location();
     let kek = Kek::generate().unwrap();
     let clock = manual_clock();
-    let service = TokenService::open(&path, settings(&kek, &clock)).unwrap();
+    let service = TokenService::open(path, settings(&kek, &clock)).unwrap();
     assert_eq!(service.issuer_url(), "http://127.0.0.1:9");
 
     let token = service
@@ -78,11 +76,11 @@ fn id_tokens_carry_the_specified_claims_and_verify_against_both_documents() {
     assert!(!claims.all.contains_key("email_verified"));
 }
 
-#[test]
-fn access_tokens_round_trip_expire_and_die_with_the_account() {
-    let (_dir, path, account) = setup();
+fn access_tokens_round_trip_expire_and_die_with_the_account(ts: TestStore) {
+    let account = setup(&ts);
+    let path = ts.location();
     let clock = manual_clock();
-    let service = TokenService::open(&path, settings(&Kek::generate().unwrap(), &clock)).unwrap();
+    let service = TokenService::open(path, settings(&Kek::generate().unwrap(), &clock)).unwrap();
     let scopes = vec!["https://www.googleapis.com/auth/iam".to_owned()];
     let (token, expires) = service
         .issue_access_token(&account, &scopes, Duration::from_secs(600))
@@ -109,7 +107,7 @@ fn access_tokens_round_trip_expire_and_die_with_the_account() {
         .issue_access_token(&account, &scopes, Duration::from_secs(3600))
         .unwrap();
     assert!(service.access_token_owner(&token).unwrap().is_some());
-    Store::open(&path)
+    Store::open(path)
         .unwrap()
         .delete_account(&account.email)
         .unwrap();
@@ -120,18 +118,18 @@ fn access_tokens_round_trip_expire_and_die_with_the_account() {
     ));
 }
 
-#[test]
-fn sign_jwt_as_uses_one_published_server_managed_key_per_account() {
-    let (_dir, path, account) = setup();
+fn sign_jwt_as_uses_one_published_server_managed_key_per_account(ts: TestStore) {
+    let account = setup(&ts);
+    let path = ts.location();
     let clock = manual_clock();
-    let service = TokenService::open(&path, settings(&Kek::generate().unwrap(), &clock)).unwrap();
+    let service = TokenService::open(path, settings(&Kek::generate().unwrap(), &clock)).unwrap();
     let mut claims = Map::new();
     claims.insert("iss".into(), account.email.clone().into());
     claims.insert("custom".into(), json!({"a": [1]}));
     let (kid, jwt) = service.sign_jwt_as(&account, &claims).unwrap();
     let (kid2, _) = service.sign_jwt_as(&account, &claims).unwrap();
     assert_eq!(kid, kid2);
-    let store = Store::open(&path).unwrap();
+    let store = Store::open(path).unwrap();
     let served = store.served_keys(&account.email).unwrap();
     assert_eq!(served.len(), 1);
     assert_eq!(served[0].key_id, kid);
@@ -150,57 +148,67 @@ fn sign_jwt_as_uses_one_published_server_managed_key_per_account() {
     );
 }
 
-#[test]
-fn a_store_with_managed_keys_refuses_another_kek() {
-    let (_dir, path, _account) = setup();
+fn a_store_with_managed_keys_refuses_another_kek(ts: TestStore) {
+    setup(&ts);
+    let path = ts.location();
     let clock = manual_clock();
     let kek = Kek::generate().unwrap();
     // A store without server-managed keys accepts any KEK.
-    assert!(TokenService::open(&path, settings(&kek, &clock)).is_ok());
+    assert!(TokenService::open(path, settings(&kek, &clock)).is_ok());
     let other = Kek::generate().unwrap();
-    let err = TokenService::open(&path, settings(&other, &clock)).unwrap_err();
+    let err = TokenService::open(path, settings(&other, &clock)).unwrap_err();
     assert!(matches!(err, IamError::KekMismatch { .. }), "{err:?}");
     assert!(
         err.to_string()
             .starts_with("the key-encryption key does not match the IAM store"),
         "{err}"
     );
-    assert!(TokenService::open(&path, settings(&kek, &clock)).is_ok());
+    assert!(TokenService::open(path, settings(&kek, &clock)).is_ok());
 }
 
-#[test]
-fn expired_access_token_rows_are_purged_as_new_tokens_are_issued() {
-    let (_dir, path, account) = setup();
+fn expired_access_token_rows_are_purged_as_new_tokens_are_issued(ts: TestStore) {
+    let account = setup(&ts);
+    let path = ts.location();
     let clock = manual_clock();
-    let service = TokenService::open(&path, settings(&Kek::generate().unwrap(), &clock)).unwrap();
-    let rows = || -> i64 {
-        rusqlite::Connection::open(&path)
-            .unwrap()
-            .query_row("SELECT count(*) FROM access_tokens", [], |r| r.get(0))
-            .unwrap()
-    };
+    let service = TokenService::open(path, settings(&Kek::generate().unwrap(), &clock)).unwrap();
+    let rows = || ts.query_raw("SELECT CAST(count(*) AS TEXT) FROM access_tokens");
     for _ in 0..3 {
         service
             .issue_access_token(&account, &[], Duration::from_secs(10))
             .unwrap();
     }
-    assert_eq!(rows(), 3);
+    assert_eq!(rows(), ["3"]);
     clock.advance(Duration::from_secs(10));
     let (live, _) = service
         .issue_access_token(&account, &[], Duration::from_secs(10))
         .unwrap();
-    assert_eq!(rows(), 1);
+    assert_eq!(rows(), ["1"]);
     assert!(service.access_token_owner(&live).unwrap().is_some());
     // The store keeps the token's SHA-256, not the token.
-    let stored: Vec<u8> = rusqlite::Connection::open(&path)
-        .unwrap()
-        .query_row("SELECT token_hash FROM access_tokens", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(stored.len(), 32);
-    assert!(
-        !std::fs::read(&path)
-            .unwrap()
-            .windows(live.len())
-            .any(|w| w == live.as_bytes())
-    );
+    let stored = ts.query_raw(match ts.backend {
+        Backend::Sqlite => "SELECT lower(hex(token_hash)) FROM access_tokens",
+        Backend::Postgres => "SELECT encode(token_hash, 'hex') FROM access_tokens",
+    });
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, live.as_bytes());
+    let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(stored, [hex]);
+    let columns =
+        ts.query_raw("SELECT scopes FROM access_tokens UNION ALL SELECT email FROM access_tokens");
+    assert!(columns.iter().all(|c| !c.contains(&live)), "{columns:?}");
+    if let Some(file) = ts.sqlite_path() {
+        assert!(
+            !std::fs::read(file)
+                .unwrap()
+                .windows(live.len())
+                .any(|w| w == live.as_bytes())
+        );
+    }
 }
+
+testkit::store_tests!(
+    id_tokens_carry_the_specified_claims_and_verify_against_both_documents,
+    access_tokens_round_trip_expire_and_die_with_the_account,
+    sign_jwt_as_uses_one_published_server_managed_key_per_account,
+    a_store_with_managed_keys_refuses_another_kek,
+    expired_access_token_rows_are_purged_as_new_tokens_are_issued,
+);

@@ -215,10 +215,10 @@ impl KeyServer {
     }
 
     /// `iam::serve_observed` with `auth` for API-key checks (`iam::CheckAuth::Required`: only
-    /// authenticated callers holding the Service Controller role), on the store file at `store`;
+    /// authenticated callers holding the Service Controller role), on the store at `store`;
     /// with `tokens` (a token service on the same store) its access tokens are accepted too.
     pub async fn start_checked(
-        store: &Path,
+        store: impl Into<iam::StoreLocation>,
         tokens: Option<iam::TokenService>,
         auth: iam::CheckAuth,
     ) -> KeyServer {

@@ -180,6 +180,7 @@ pub(super) fn serve(store: &StoreLocation, args: ServeArgs) -> anyhow::Result<Ex
         let settings = iam::PoolSettings {
             size: usize::from(args.store_pool_size),
             wait: args.store_pool_wait,
+            ..iam::PoolSettings::default()
         };
         let location = store.clone();
         let pool = tokio::task::spawn_blocking(move || iam::StorePool::open(location, settings))

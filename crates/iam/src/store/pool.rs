@@ -9,9 +9,14 @@
 //!
 //! The pool hands out `&Store`, so what runs on a pooled connection is the store's read API,
 //! whichever the backend.
+//!
+//! A key server runs for weeks while other processes may migrate its store: at most every
+//! `schema_check` a lookup first reads the schema version again, and once a newer esprit has
+//! migrated the store every lookup fails with [`IamError::StoreTooNew`] (the key server answers
+//! 500) until this one is replaced by the newer version.
 
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
 
@@ -31,6 +36,9 @@ pub struct PoolSettings {
     /// 1 s, below the proxy's 2 s check timeout, so the proxy gets an answer (503) rather than
     /// a timeout.
     pub wait: Duration,
+    /// How often a lookup reads the store's schema version again (a newer esprit may have
+    /// migrated it). Default 10 s; zero checks before every lookup.
+    pub schema_check: Duration,
 }
 
 impl Default for PoolSettings {
@@ -38,6 +46,7 @@ impl Default for PoolSettings {
         PoolSettings {
             size: 8,
             wait: Duration::from_secs(1),
+            schema_check: Duration::from_secs(10),
         }
     }
 }
@@ -49,6 +58,9 @@ pub struct StorePool {
     idle: Mutex<Vec<Store>>,
     permits: Arc<Semaphore>,
     wait: Duration,
+    schema_check: Duration,
+    /// When the schema version was last found known.
+    checked: Mutex<Instant>,
 }
 
 impl StorePool {
@@ -69,6 +81,8 @@ impl StorePool {
             idle: Mutex::new(vec![first]),
             permits: Arc::new(Semaphore::new(size)),
             wait: settings.wait,
+            schema_check: settings.schema_check,
+            checked: Mutex::new(Instant::now()),
         }))
     }
 
@@ -104,12 +118,27 @@ impl StorePool {
                 Some(store) => store,
                 None => Store::open_reader(&pool.location)?,
             };
-            let result = lookup(&store);
+            let result = pool.check_schema(&store).and_then(|()| lookup(&store));
             pool.put_idle(store);
             result
         })
         .await;
         ran.unwrap_or_else(|join| Err(IamError::StoreWorker(join.to_string())))
+    }
+
+    /// Reads the schema version again when the last check is older than `schema_check`
+    /// (the time is taken only once the version is found known, so a newer store is refused
+    /// on every lookup).
+    fn check_schema(&self, store: &Store) -> Result<()> {
+        let due = {
+            let checked = self.checked.lock().unwrap_or_else(PoisonError::into_inner);
+            checked.elapsed() >= self.schema_check
+        };
+        if due {
+            store.refuse_newer_schema()?;
+            *self.checked.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
+        }
+        Ok(())
     }
 
     fn take_idle(&self) -> Option<Store> {
