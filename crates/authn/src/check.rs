@@ -170,13 +170,20 @@ fn check_requirement<T: Trace>(
     let at = Some(index);
     let claims = jwt.claims();
     let time =
-        jose::check_time(claims, inputs.now, inputs.skew, requirement.exp).map_err(AuthError::Time);
+        jose::check_time(claims, inputs.now, inputs.skew, requirement.exp).map_err(|error| {
+            AuthError::Time {
+                provider: requirement.provider.clone(),
+                error,
+            }
+        });
     record(trace, Stage::Time, at, time)?;
 
     let audience = if requirement.accepts_audience(&claims.aud) {
         Ok(())
     } else {
-        Err(AuthError::AudienceNotAllowed)
+        Err(AuthError::AudienceNotAllowed {
+            provider: requirement.provider.clone(),
+        })
     };
     record(trace, Stage::Audience, at, audience)?;
 

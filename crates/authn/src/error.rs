@@ -93,12 +93,19 @@ pub enum AuthError {
     #[error("Jwt issuer is not configured")]
     IssuerNotConfigured,
     /// `exp` missing (when required), expired, or not yet valid (`nbf`).
-    #[error(transparent)]
-    Time(JoseError),
-    /// No `aud` of the token is one of the requirement's audiences. The only failure that is
-    /// `PERMISSION_DENIED`.
+    #[error("{error}")]
+    Time {
+        /// The provider whose issuer the token named (whose requirement checked the times).
+        provider: ProviderId,
+        /// What `jose::check_time` said; its message is this error's message.
+        error: JoseError,
+    },
+    /// No `aud` of the token is one of the requirement's audiences. `PERMISSION_DENIED`.
     #[error("Audiences in Jwt are not allowed")]
-    AudienceNotAllowed,
+    AudienceNotAllowed {
+        /// The provider whose issuer the token named (whose requirement lists the audiences).
+        provider: ProviderId,
+    },
     /// No key set has been obtained for the provider, or the last one is stale beyond the
     /// allowed maximum: fail closed.
     #[error("Jwks remote fetch is failed")]
@@ -147,8 +154,8 @@ impl AuthError {
             AuthError::Missing => Stage::Extract,
             AuthError::Malformed(_) => Stage::Parse,
             AuthError::IssuerNotConfigured => Stage::Issuer,
-            AuthError::Time(_) => Stage::Time,
-            AuthError::AudienceNotAllowed => Stage::Audience,
+            AuthError::Time { .. } => Stage::Time,
+            AuthError::AudienceNotAllowed { .. } => Stage::Audience,
             AuthError::KeysNotFetched { .. } | AuthError::Key { .. } => Stage::Key,
             AuthError::Signature { .. } => Stage::Signature,
             AuthError::CallerNotAllowed { .. } | AuthError::CallerUnidentified { .. } => {
@@ -162,19 +169,21 @@ impl AuthError {
         self.stage().name()
     }
 
-    /// The provider the failure is about, when the failing check was per provider.
+    /// The provider the failure is about: the one whose issuer the token named, for every
+    /// check after the issuer's (time, audience, key, signature, caller). When several of the
+    /// method's providers share that issuer, the one whose checks got furthest (the first in
+    /// the method's requirements on a tie), as for the error itself. `None` before a provider
+    /// is known (no token, a malformed one, an unknown issuer).
     pub fn provider(&self) -> Option<&ProviderId> {
         match self {
-            AuthError::KeysNotFetched { provider }
+            AuthError::Time { provider, .. }
+            | AuthError::AudienceNotAllowed { provider }
+            | AuthError::KeysNotFetched { provider }
             | AuthError::Key { provider, .. }
             | AuthError::Signature { provider, .. }
             | AuthError::CallerNotAllowed { provider }
             | AuthError::CallerUnidentified { provider } => Some(provider),
-            AuthError::Missing
-            | AuthError::Malformed(_)
-            | AuthError::IssuerNotConfigured
-            | AuthError::Time(_)
-            | AuthError::AudienceNotAllowed => None,
+            AuthError::Missing | AuthError::Malformed(_) | AuthError::IssuerNotConfigured => None,
         }
     }
 
@@ -192,8 +201,8 @@ impl AuthError {
             | AuthError::Missing
             | AuthError::Malformed(_)
             | AuthError::IssuerNotConfigured
-            | AuthError::Time(_)
-            | AuthError::AudienceNotAllowed
+            | AuthError::Time { .. }
+            | AuthError::AudienceNotAllowed { .. }
             | AuthError::Signature { .. }
             | AuthError::CallerNotAllowed { .. }
             | AuthError::CallerUnidentified { .. } => None,
@@ -213,8 +222,8 @@ impl AuthError {
             | AuthError::Missing
             | AuthError::Malformed(_)
             | AuthError::IssuerNotConfigured
-            | AuthError::Time(_)
-            | AuthError::AudienceNotAllowed
+            | AuthError::Time { .. }
+            | AuthError::AudienceNotAllowed { .. }
             | AuthError::Signature { .. }
             | AuthError::CallerNotAllowed { .. }
             | AuthError::CallerUnidentified { .. } => None,
@@ -226,13 +235,13 @@ impl AuthError {
     /// `_` arm so that a new variant must be placed.
     pub fn code(&self) -> GrpcCode {
         match self {
-            AuthError::AudienceNotAllowed
+            AuthError::AudienceNotAllowed { .. }
             | AuthError::CallerNotAllowed { .. }
             | AuthError::CallerUnidentified { .. } => GrpcCode::PermissionDenied,
             AuthError::Missing
             | AuthError::Malformed(_)
             | AuthError::IssuerNotConfigured
-            | AuthError::Time(_)
+            | AuthError::Time { .. }
             | AuthError::KeysNotFetched { .. }
             | AuthError::Key { .. }
             | AuthError::Signature { .. } => GrpcCode::Unauthenticated,
@@ -259,8 +268,8 @@ impl AuthError {
             }
             AuthError::Malformed(_)
             | AuthError::IssuerNotConfigured
-            | AuthError::Time(_)
-            | AuthError::AudienceNotAllowed
+            | AuthError::Time { .. }
+            | AuthError::AudienceNotAllowed { .. }
             | AuthError::KeysNotFetched { .. }
             | AuthError::Key { .. }
             | AuthError::Signature { .. } => "Bearer, error=\"invalid_token\"",

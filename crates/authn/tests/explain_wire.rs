@@ -215,7 +215,10 @@ fn every_error_maps_to_the_wire() {
             "Jwt issuer is not configured",
         ),
         (
-            AuthError::Time(JoseError::Expired),
+            AuthError::Time {
+                provider: p(),
+                error: JoseError::Expired,
+            },
             16,
             401,
             invalid,
@@ -223,7 +226,10 @@ fn every_error_maps_to_the_wire() {
             "Jwt is expired",
         ),
         (
-            AuthError::Time(JoseError::NotYetValid),
+            AuthError::Time {
+                provider: p(),
+                error: JoseError::NotYetValid,
+            },
             16,
             401,
             invalid,
@@ -231,7 +237,7 @@ fn every_error_maps_to_the_wire() {
             "Jwt not yet valid",
         ),
         (
-            AuthError::AudienceNotAllowed,
+            AuthError::AudienceNotAllowed { provider: p() },
             7,
             403,
             invalid,

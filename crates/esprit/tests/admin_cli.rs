@@ -1,13 +1,15 @@
 //! `--admin-listen` on the real binaries: `esprit proxy` and `esprit iam serve` each serve their
 //! admin pages on a second, loopback address when given a bare port, and the pages parse with
-//! Prometheus' own Python parser.
+//! Prometheus' own Python parser; `esprit proxy --health-check-grpc-backend` makes `/readyz`
+//! follow the backend's `grpc.health.v1` status.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed unwrap is a failed test
 
 use std::io::{BufRead as _, Read as _, Write as _};
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use testkit::cli;
-use testkit::{ECHO_CONFIG, MetricsPage};
+use testkit::{BOOKSTORE_CONFIG, ECHO_CONFIG, MetricsPage};
 
 const ESPRIT: &str = env!("CARGO_BIN_EXE_esprit");
 
@@ -160,4 +162,78 @@ fn iam_serve_counts_requests_by_route_and_status() {
     assert_eq!(get(admin, "/healthz").0, 200);
     assert_eq!(get(admin, "/readyz").0, 200);
     drop(server);
+}
+
+/// `esprit proxy --admin-listen 0 --health-check-grpc-backend` in front of `backend`: the
+/// process and its admin address.
+fn proxy_checking_health(
+    dir: &std::path::Path,
+    config: &str,
+    descriptors: &[u8],
+    backend: SocketAddr,
+) -> (cli::Listening, SocketAddr) {
+    let mut command = cli::proxy_command(ESPRIT, dir, config, descriptors, backend);
+    command.args([
+        "--log-format",
+        "json",
+        "--admin-listen",
+        "0",
+        "--health-check-grpc-backend",
+        "--health-check-grpc-backend-interval",
+        "100ms",
+    ]);
+    let mut proxy = cli::Listening::json_log(command);
+    proxy.discard_output();
+    let admin = proxy.listening["admin"].as_str().unwrap().parse().unwrap();
+    (proxy, admin)
+}
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// Through the binary: `/readyz` is 200 while the backend reports SERVING, 503 while it
+/// reports NOT_SERVING, and 503 once the backend is down.
+#[tokio::test]
+async fn readyz_follows_the_backends_health_through_the_binary() {
+    // A backend whose health the test sets.
+    let (reporter, health) = tonic_health::server::health_reporter();
+    let backend = testkit::serve_router(
+        tonic::transport::Server::builder()
+            .add_service(health)
+            .add_service(echo::echo_server()),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let (proxy, admin) = tokio::task::spawn_blocking({
+        let dir = dir.path().to_owned();
+        move || proxy_checking_health(&dir, ECHO_CONFIG, echo::FILE_DESCRIPTOR_SET, backend)
+    })
+    .await
+    .unwrap();
+    testkit::wait_for_status(admin, "/readyz", 200, WAIT).await;
+    reporter
+        .set_service_status("", tonic_health::ServingStatus::NotServing)
+        .await;
+    let body = testkit::wait_for_status(admin, "/readyz", 503, WAIT).await;
+    assert!(body.contains("NOT_SERVING"), "{body}");
+    reporter
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
+    testkit::wait_for_status(admin, "/readyz", 200, WAIT).await;
+    drop(proxy);
+
+    // The Bookstore (which serves grpc.health.v1 itself), then stopped.
+    let bookstore = testkit::start_bookstore().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (proxy, admin) = tokio::task::spawn_blocking({
+        let dir = dir.path().to_owned();
+        let addr = bookstore.addr();
+        move || proxy_checking_health(&dir, BOOKSTORE_CONFIG, bookstore::FILE_DESCRIPTOR_SET, addr)
+    })
+    .await
+    .unwrap();
+    testkit::wait_for_status(admin, "/readyz", 200, WAIT).await;
+    bookstore.stop().await.unwrap();
+    let body = testkit::wait_for_status(admin, "/readyz", 503, WAIT).await;
+    assert!(body.contains("backend"), "{body}");
+    drop(proxy);
 }

@@ -130,6 +130,40 @@ pub(crate) struct ProxyReadiness {
     pub state: Arc<State>,
     pub accepting: Arc<AtomicBool>,
     pub require_keys: bool,
+    /// Set the first time every provider's keys were found fetched: from then on the keys
+    /// check passes, so a reload that adds a provider (or changes one's `jwks_uri`) does not
+    /// make a serving proxy unready; the new provider's calls refetch on demand and fail
+    /// closed until its keys come.
+    pub keys_ready_once: AtomicBool,
+}
+
+impl ProxyReadiness {
+    /// The keys check: which providers' key sets were never fetched, until every one has been
+    /// once (then always passes).
+    fn keys_check(&self) -> Option<Check> {
+        if !self.require_keys {
+            return None;
+        }
+        if self.keys_ready_once.load(Ordering::Relaxed) {
+            return Some(Check::pass("keys"));
+        }
+        let routes = self.state.routes.load();
+        let missing = routes
+            .keys
+            .as_ref()
+            .map(|keys| keys.never_fetched())
+            .unwrap_or_default();
+        Some(if missing.is_empty() {
+            self.keys_ready_once.store(true, Ordering::Relaxed);
+            Check::pass("keys")
+        } else {
+            let ids: Vec<&str> = missing.iter().map(|p| p.as_str()).collect();
+            Check::fail(
+                "keys",
+                format!("key sets never fetched for providers: {}", ids.join(", ")),
+            )
+        })
+    }
 }
 
 impl admin::Readiness for ProxyReadiness {
@@ -142,20 +176,7 @@ impl admin::Readiness for ProxyReadiness {
         } else {
             Check::pass("listener")
         });
-        if self.require_keys
-            && let Some(keys) = &self.state.routes.load().keys
-        {
-            let missing = keys.never_fetched();
-            checks.push(if missing.is_empty() {
-                Check::pass("keys")
-            } else {
-                let ids: Vec<&str> = missing.iter().map(|p| p.as_str()).collect();
-                Check::fail(
-                    "keys",
-                    format!("key sets never fetched for providers: {}", ids.join(", ")),
-                )
-            });
-        }
+        checks.extend(self.keys_check());
         if let Some(health) = &self.state.backend_health {
             checks.push(match health.problem() {
                 None => Check::pass("backend"),

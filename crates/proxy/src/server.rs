@@ -129,6 +129,7 @@ impl Proxy {
                     state: state.clone(),
                     accepting: accepting.clone(),
                     require_keys: admin_settings.ready_requires_keys,
+                    keys_ready_once: AtomicBool::new(false),
                 };
                 let server = admin::AdminServer::bind(
                     admin_settings.listen,

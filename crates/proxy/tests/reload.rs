@@ -83,7 +83,7 @@ fn mint(key: &GeneratedKey) -> String {
 
 /// A key server, an echo backend, config files on disk and a proxy started from them.
 struct World {
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     config_path: PathBuf,
     jwks: JwksServer,
     key: GeneratedKey,
@@ -111,7 +111,7 @@ impl World {
         // The keys are fetched.
         wait_for_status(proxy.admin(), "/readyz", 200, WAIT).await;
         World {
-            _dir: dir,
+            dir,
             config_path,
             jwks: jwks_server,
             key,
@@ -380,6 +380,13 @@ async fn an_unchanged_provider_keeps_its_keys_across_a_reload() {
     assert_eq!(unary(&mut client, Some(&token), 0).await, Code::Ok);
     let fetched = world.jwks.hits("/jwks");
     assert_eq!(fetched, 1);
+    let jwt_cache = |page: &MetricsPage| {
+        (
+            page.sum("esprit_jwt_cache_hits_total", &[]),
+            page.sum("esprit_jwt_cache_misses_total", &[]),
+        )
+    };
+    assert_eq!(jwt_cache(&world.metrics().await), (0.0, 1.0));
 
     // Only a rule changes (Unary opens, Bidi closes): the provider is the same.
     world.write(&yaml(&world.jwks_uri(), &[BIDI]));
@@ -399,6 +406,8 @@ async fn an_unchanged_provider_keeps_its_keys_across_a_reload() {
         page.sum("esprit_jwks_fetches_total", &[("provider", "consumer")]),
         1.0
     );
+    // The verified-token cache was kept too: the same token, after two reloads, is a hit.
+    assert_eq!(jwt_cache(&page), (1.0, 1.0));
 
     // The provider's jwks_uri changes: a new cache, fetched from the new place.
     world
@@ -409,6 +418,11 @@ async fn an_unchanged_provider_keeps_its_keys_across_a_reload() {
     assert_eq!(unary(&mut client, Some(&token), 0).await, Code::Ok);
     assert!(world.jwks.hits("/jwks2") >= 1);
     assert_eq!(world.jwks.hits("/jwks"), fetched);
+    // ...and an empty verified-token cache: the token is verified again (a miss, or two when
+    // the call came before the new key set and waited for its fetch).
+    let (hits, misses) = jwt_cache(&world.metrics().await);
+    assert_eq!(hits, 1.0);
+    assert!(misses >= 2.0, "{misses}");
 }
 
 #[tokio::test]
@@ -506,4 +520,170 @@ async fn the_api_key_cache_is_kept_while_the_service_name_is() {
     world.proxy.reloader.reload().await.unwrap();
     call(&mut client).await.unwrap();
     assert_eq!(cache(&world.metrics().await), (1.0, 2.0));
+}
+
+/// The echo API's descriptors without `method` of `esprit.echo.v1.Echo`.
+fn descriptor_without(method: &str) -> Vec<u8> {
+    use prost::Message as _;
+    let mut set = prost_types::FileDescriptorSet::decode(echo::FILE_DESCRIPTOR_SET).unwrap();
+    let mut removed = 0;
+    for file in &mut set.file {
+        for service in &mut file.service {
+            let before = service.method.len();
+            service.method.retain(|m| m.name() != method);
+            removed += before - service.method.len();
+        }
+    }
+    assert_eq!(removed, 1, "{method} is not a method of the echo API");
+    set.encode_to_vec()
+}
+
+/// `descriptor` written over the file at `path` as a deploy would (a rename).
+fn replace_descriptor(path: &std::path::Path, descriptor: &[u8]) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, descriptor).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+async fn bidi_code(url: String) -> Code {
+    bidi_with(url, None).await
+}
+
+async fn bidi_with(url: String, token: Option<&str>) -> Code {
+    let mut client = echo_client(url).await;
+    let mut request = Request::new(tokio_stream::iter(vec![EchoRequest::default()]));
+    if let Some(token) = token {
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    }
+    match client.bidi(request).await {
+        Ok(response) => {
+            let mut stream = response.into_inner();
+            loop {
+                match stream.message().await {
+                    Ok(Some(_)) => {}
+                    Ok(None) => return Code::Ok,
+                    Err(status) => return status.code(),
+                }
+            }
+        }
+        Err(status) => status.code(),
+    }
+}
+
+/// Calls Bidi until it ends with `want` (panics after `WAIT`).
+async fn wait_for_bidi(url: &str, want: Code) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let got = bidi_code(url.to_owned()).await;
+        if got == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Bidi still ends {got:?}, not {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn watch_config_picks_up_a_changed_descriptor() {
+    let world = World::start(&[], |settings| {
+        settings.watch_config = Some(Duration::from_millis(100));
+    })
+    .await;
+    let url = world.proxy.url();
+    let descriptor = world.dir.path().join("echo.pb");
+    assert_eq!(bidi_code(url.clone()).await, Code::Ok);
+    let id = world.config_id().await;
+
+    // The method leaves the descriptor: it becomes an unknown method.
+    replace_descriptor(&descriptor, &descriptor_without("Bidi"));
+    wait_for_bidi(&url, Code::Unimplemented).await;
+    let without = world.config_id().await;
+    assert_ne!(without, id);
+    // The rest of the API still serves.
+    let mut client = echo_client(url.clone()).await;
+    assert_eq!(unary(&mut client, None, 0).await, Code::Ok);
+
+    // It comes back: routable again, under the first config's id.
+    replace_descriptor(&descriptor, echo::FILE_DESCRIPTOR_SET);
+    wait_for_bidi(&url, Code::Ok).await;
+    assert_eq!(world.config_id().await, id);
+    let page = world.metrics().await;
+    assert_eq!(reloads(&page, "success"), 2.0);
+    assert_eq!(reloads(&page, "failure"), 0.0);
+}
+
+const NEWCOMER: &str = "newcomer@other-project.iam.gserviceaccount.com";
+
+/// The config of `yaml` plus a provider `newcomer` (keys at `jwks_uri`) that Bidi requires.
+fn with_newcomer(yaml: &str, jwks_uri: &str) -> String {
+    yaml.replacen(
+        "  rules:\n",
+        &format!(
+            "  - id: newcomer\n    issuer: {NEWCOMER}\n    jwks_uri: {jwks_uri}\n  rules:\n  - selector: {BIDI}\n    requirements:\n    - provider_id: newcomer\n"
+        ),
+        1,
+    )
+}
+
+/// A reload that adds a provider whose keys cannot be fetched leaves a ready proxy ready: the
+/// keys check gates start-up only. The new provider's method fails closed meanwhile.
+#[tokio::test]
+async fn a_provider_added_by_a_reload_does_not_make_the_proxy_unready() {
+    let world = World::start(&[UNARY], |settings| {
+        settings.auth.jwks.retry_initial = Duration::from_millis(50);
+        settings.auth.jwks.retry_max = Duration::from_millis(100);
+    })
+    .await;
+    world.jwks.set("/down", Reply::status(500));
+    let text = with_newcomer(&yaml(&world.jwks_uri(), &[UNARY]), &world.jwks.url("/down"));
+    world.write(&text);
+    world.proxy.reloader.reload().await.unwrap();
+
+    // The newcomer's fetches fail (several, so it has been tried and retried)...
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let page = world.metrics().await;
+        if page.sum(
+            "esprit_jwks_fetch_failures_total",
+            &[("provider", "newcomer")],
+        ) >= 2.0
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the newcomer's keys were never asked for"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // ...and the proxy stays ready; calls of the other provider are served, the newcomer's
+    // method fails closed.
+    let (status, body) = http_get(world.proxy.admin(), "/readyz").await;
+    assert_eq!(status, 200, "{body}");
+    let mut client = echo_client(world.proxy.url()).await;
+    assert_eq!(
+        unary(&mut client, Some(&mint(&world.key)), 0).await,
+        Code::Ok
+    );
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let claims =
+        json!({"iss": NEWCOMER, "sub": "1", "aud": SERVICE, "iat": now, "exp": now + 3600});
+    let newcomers = world
+        .key
+        .signer()
+        .unwrap()
+        .sign_jwt(Some("k1"), world.key.algorithm, &claims)
+        .unwrap();
+    assert_eq!(
+        bidi_with(world.proxy.url(), Some(&newcomers)).await,
+        Code::Unauthenticated
+    );
 }

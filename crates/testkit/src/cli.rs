@@ -103,6 +103,9 @@ pub struct Listening {
     pub addr: String,
     /// With [`Listening::json_log`]: the JSON log lines before "listening".
     pub startup: Vec<Value>,
+    /// With [`Listening::json_log`]: the "listening" line itself (its `admin` field is the
+    /// admin listener's address); `Null` otherwise.
+    pub listening: Value,
     stdout: Option<ChildStdout>,
     stderr: Option<BufReader<ChildStderr>>,
 }
@@ -116,7 +119,7 @@ impl Listening {
         let mut stderr = BufReader::new(child.stderr.take().unwrap());
         let mut startup = Vec::new();
         let mut line = String::new();
-        let addr = loop {
+        let listening = loop {
             line.clear();
             if stderr.read_line(&mut line).unwrap() == 0 {
                 let _ = child.kill();
@@ -125,14 +128,15 @@ impl Listening {
             let value: Value = serde_json::from_str(&line)
                 .unwrap_or_else(|e| panic!("log line is not JSON ({e}): {line}"));
             if value["message"] == "listening" {
-                break value["listen"].as_str().unwrap().to_owned();
+                break value;
             }
             startup.push(value);
         };
         Listening {
             child,
-            addr,
+            addr: listening["listen"].as_str().unwrap().to_owned(),
             startup,
+            listening,
             stdout: None,
             stderr: Some(stderr),
         }
@@ -157,6 +161,7 @@ impl Listening {
             child,
             addr: addr.trim().to_owned(),
             startup: Vec::new(),
+            listening: Value::Null,
             stdout: Some(stdout.into_inner()),
             stderr,
         }

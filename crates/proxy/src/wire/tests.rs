@@ -64,7 +64,9 @@ fn rows() -> Vec<Row> {
             Some("Bearer"),
         ),
         row(
-            Rejection::Auth(authn::AuthError::AudienceNotAllowed),
+            Rejection::Auth(authn::AuthError::AudienceNotAllowed {
+                provider: service_config::ProviderId::new("p"),
+            }),
             Code::PermissionDenied,
             403,
             "Audiences in Jwt are not allowed",
