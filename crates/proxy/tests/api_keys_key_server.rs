@@ -29,10 +29,7 @@ async fn key_server_down_fails_closed_but_cached_keys_keep_working() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::Unavailable);
-    assert_eq!(
-        status.message(),
-        "API key could not be checked: the key service is unavailable."
-    );
+    assert_eq!(status.message(), UNAVAILABLE);
     assert!(
         started.elapsed() < Duration::from_secs(3),
         "{:?}",
@@ -265,10 +262,7 @@ async fn key_server_over_tls_with_a_private_ca() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::Unavailable);
-    assert_eq!(
-        status.message(),
-        "API key could not be checked: the key service is unavailable."
-    );
+    assert_eq!(status.message(), UNAVAILABLE);
 }
 
 #[tokio::test]

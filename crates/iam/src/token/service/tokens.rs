@@ -10,11 +10,11 @@ use super::super::rotation::KeyWindow;
 use super::{ACCESS_TOKEN_PREFIX, ID_TOKEN_LIFETIME_SECS, TokenService, new_sealed_key};
 use crate::ids::random_bytes;
 use crate::model::Account;
-use crate::store::KeyOwner;
 use crate::store::db::{Violation, violation};
 use crate::store::managed_keys::{
     access_token_owner, insert_access_token, insert_managed_key, managed_keys, purge_access_tokens,
 };
+use crate::store::{KeyOwner, ManagedKey};
 use crate::{IamError, Result};
 
 /// Expired access-token rows deleted at most per issued token.
@@ -33,6 +33,11 @@ impl TokenService {
     /// Signs `claims` with the token service's current key: `(kid, JWT)`.
     fn sign_as_service(&self, claims: &Map<String, Value>) -> Result<(String, String)> {
         let (key, _) = self.token_keys(self.now())?;
+        self.sign_with(key, claims)
+    }
+
+    /// Signs `claims` with `key` (RS256, the key's id as `kid`): `(kid, JWT)`.
+    fn sign_with(&self, key: ManagedKey, claims: &Map<String, Value>) -> Result<(String, String)> {
         let signer = self.signer(&key)?;
         let token = signer.sign_jwt(
             Some(&key.key_id),
@@ -168,12 +173,6 @@ impl TokenService {
                 }
             }
         };
-        let signer = self.signer(&key)?;
-        let token = signer.sign_jwt(
-            Some(&key.key_id),
-            jose::Algorithm::RS256,
-            &Value::Object(claims.clone()),
-        )?;
-        Ok((key.key_id, token))
+        self.sign_with(key, claims)
     }
 }
