@@ -16,21 +16,30 @@
 //!   Errors: the HTTP status of the gRPC code (ESPv2's table) and the body
 //!   `{"code": …, "message": …, "details": […]}`.
 //! - Client and bidirectional streaming methods are refused over HTTP, with a message saying so.
+//!
+//! Parts: [`frames`] frames the request's message and reads the backend's answer message by
+//! message; [`answer`] is the HTTP/JSON answer's body, headers and error form.
+
+mod answer;
+mod frames;
 
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use futures::StreamExt as _;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, TE};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, Version};
 use http_body::Frame;
-use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt as _, StreamBody};
 use hyper::body::Incoming;
 use prost_reflect::MessageDescriptor;
 use service_config::{HttpBody, ServiceConfig};
 use transcode::{BodyRule, JsonOptions};
+
+pub(crate) use answer::TranscodedBody;
+use answer::{closing, error_response, json_response, set_json_headers};
+use frames::{Event, GrpcReader, Status, frame_message, status_of};
 
 use crate::body::ProxyBody;
 use crate::headers;
@@ -301,306 +310,5 @@ impl Transcoded {
     }
 }
 
-/// The end of a streamed array: `]`, and a failure's status in the trailers.
-fn closing(status: &Status) -> Vec<Frame<Bytes>> {
-    let mut frames = vec![Frame::data(Bytes::from_static(b"]"))];
-    if status.code != 0 {
-        let mut trailers = HeaderMap::new();
-        let code = tonic::Code::from_i32(i32::try_from(status.code).unwrap_or(2));
-        // Fails only for a message that cannot be a header value even percent-encoded.
-        let _ = tonic::Status::new(code, status.message.clone()).add_header(&mut trailers);
-        frames.push(Frame::trailers(trailers));
-    }
-    frames
-}
-
-/// A gRPC message with its 5-byte prefix (uncompressed).
-fn frame_message(message: &[u8]) -> Bytes {
-    let mut framed = BytesMut::with_capacity(5 + message.len());
-    framed.extend_from_slice(&[0]);
-    // Bounded by MAX_BODY_BYTES's message, far below u32::MAX.
-    framed.extend_from_slice(
-        &u32::try_from(message.len())
-            .unwrap_or(u32::MAX)
-            .to_be_bytes(),
-    );
-    framed.extend_from_slice(message);
-    framed.freeze()
-}
-
-/// A gRPC status as the transcoder reads it from headers or trailers.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Status {
-    code: u32,
-    message: String,
-    details: Option<Bytes>,
-}
-
-impl Status {
-    fn internal(message: &str) -> Self {
-        Self {
-            code: tonic::Code::Internal as u32,
-            message: message.to_owned(),
-            details: None,
-        }
-    }
-}
-
-/// The status in `headers`, if they carry one (tonic reads `grpc-status`, the percent-encoded
-/// `grpc-message` and the base64 `grpc-status-details-bin`).
-fn status_of(headers: &HeaderMap) -> Option<Status> {
-    let status = tonic::Status::from_header_map(headers)?;
-    let details = status.details();
-    Some(Status {
-        code: status.code() as u32,
-        message: status.message().to_owned(),
-        details: (!details.is_empty()).then(|| Bytes::copy_from_slice(details)),
-    })
-}
-
-/// What the backend sent next.
-enum Event {
-    Message(Bytes),
-    /// The status: from the trailers (or a trailers-only answer's headers); a body that ended
-    /// without one, or a message the proxy will not translate, is the proxy's own status.
-    End(Status),
-}
-
-/// Reads a gRPC answer's messages one at a time (each at most [`MAX_BODY_BYTES`]).
-struct GrpcReader {
-    body: ProxyBody,
-    buffer: BytesMut,
-    /// A trailers-only answer's status, from its headers.
-    status: Option<Status>,
-}
-
-impl GrpcReader {
-    async fn next(&mut self) -> Event {
-        loop {
-            if let Some(event) = self.complete_message() {
-                return event;
-            }
-            match self.body.frame().await {
-                Some(Ok(frame)) => match frame.into_data() {
-                    Ok(data) => self.buffer.extend_from_slice(&data),
-                    Err(frame) => {
-                        if let Some(trailers) = frame.trailers_ref() {
-                            self.status = status_of(trailers);
-                        }
-                    }
-                },
-                Some(Err(never)) => match never {},
-                None => {
-                    return Event::End(match self.status.take() {
-                        _ if !self.buffer.is_empty() => {
-                            Status::internal("the backend's answer ended inside a message")
-                        }
-                        Some(status) => status,
-                        None => Status::internal("the backend's answer ended without a status"),
-                    });
-                }
-            }
-        }
-    }
-
-    /// The next whole message in the buffer, or the reason not to wait for one.
-    fn complete_message(&mut self) -> Option<Event> {
-        if self.buffer.len() < 5 {
-            return None;
-        }
-        if self.buffer[0] != 0 {
-            return Some(Event::End(Status::internal(
-                "the backend sent a compressed message, which the proxy cannot translate",
-            )));
-        }
-        let len = u32::from_be_bytes([
-            self.buffer[1],
-            self.buffer[2],
-            self.buffer[3],
-            self.buffer[4],
-        ]);
-        let len = usize::try_from(len).unwrap_or(usize::MAX);
-        if len > MAX_BODY_BYTES {
-            return Some(Event::End(Status::internal(
-                "the backend's message is over the proxy's 4 MiB limit for HTTP/JSON answers",
-            )));
-        }
-        if self.buffer.len() < 5 + len {
-            return None;
-        }
-        self.buffer.advance(5);
-        Some(Event::Message(self.buffer.split_to(len).freeze()))
-    }
-}
-
-/// The body of an HTTP/JSON answer.
-pub(crate) struct TranscodedBody(UnsyncBoxBody<Bytes, Infallible>);
-
-impl TranscodedBody {
-    fn new<B>(body: B) -> Self
-    where
-        B: http_body::Body<Data = Bytes, Error = Infallible> + Send + 'static,
-    {
-        Self(UnsyncBoxBody::new(body))
-    }
-
-    fn full(bytes: Bytes) -> Self {
-        Self::new(http_body_util::Full::new(bytes))
-    }
-}
-
-impl http_body::Body for TranscodedBody {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        std::pin::Pin::new(&mut self.0).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.0.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.0.size_hint()
-    }
-}
-
-fn set_json_headers(headers: &mut HeaderMap) {
-    for name in [
-        GRPC_STATUS,
-        GRPC_MESSAGE,
-        GRPC_STATUS_DETAILS,
-        GRPC_ENCODING,
-        GRPC_ACCEPT_ENCODING,
-        CONTENT_LENGTH,
-    ] {
-        headers.remove(name);
-    }
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-}
-
-fn json_response(
-    status: StatusCode,
-    mut headers: HeaderMap,
-    json: Bytes,
-) -> Response<TranscodedBody> {
-    set_json_headers(&mut headers);
-    let mut response = Response::new(TranscodedBody::full(json));
-    *response.status_mut() = status;
-    *response.headers_mut() = headers;
-    response
-}
-
-/// A failed call: the HTTP status of its gRPC code and `{"code", "message", "details"}`.
-fn error_response(headers: HeaderMap, status: &Status) -> Response<TranscodedBody> {
-    let http = StatusCode::from_u16(transcode::http_status(status.code))
-        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let body = transcode::error_body(status.code, &status.message, status.details.as_deref());
-    json_response(http, headers, Bytes::from(body))
-}
-
 #[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use super::*;
-
-    fn log() -> crate::body::CallLog {
-        crate::body::CallLog::new(
-            "127.0.0.1:1".parse().unwrap(),
-            std::time::Instant::now(),
-            &crate::access_log::RejectedLines::new(Default::default()),
-        )
-    }
-
-    fn reader(bytes: &[u8]) -> GrpcReader {
-        GrpcReader {
-            body: ProxyBody::empty(log()),
-            buffer: BytesMut::from(bytes),
-            status: None,
-        }
-    }
-
-    #[test]
-    fn messages_are_read_whole_and_bounded() {
-        let two = [frame_message(b"ab"), frame_message(b"")].concat();
-        let mut r = reader(&two);
-        assert!(matches!(r.complete_message(), Some(Event::Message(m)) if &m[..] == b"ab"));
-        assert!(matches!(r.complete_message(), Some(Event::Message(m)) if m.is_empty()));
-        assert!(r.complete_message().is_none(), "nothing left");
-        // A partial frame waits for more.
-        let framed = frame_message(b"abc");
-        for cut in 0..framed.len() {
-            assert!(
-                reader(&framed[..cut]).complete_message().is_none(),
-                "cut {cut}"
-            );
-        }
-        // Compressed, or over the bound: the proxy's INTERNAL, not a wait.
-        let mut compressed = framed.to_vec();
-        compressed[0] = 1;
-        assert!(
-            matches!(reader(&compressed).complete_message(), Some(Event::End(s)) if s.code == 13)
-        );
-        let over = u32::try_from(MAX_BODY_BYTES + 1).unwrap().to_be_bytes();
-        let header = [&[0u8][..], &over[..]].concat();
-        assert!(matches!(reader(&header).complete_message(), Some(Event::End(s)) if s.code == 13));
-    }
-
-    #[tokio::test]
-    async fn a_body_without_a_status_or_cut_inside_a_message_is_internal() {
-        let mut r = reader(&frame_message(b"abc")[..4]);
-        assert!(
-            matches!(r.next().await, Event::End(s) if s.code == 13 && s.message.contains("inside"))
-        );
-        let mut r = reader(&[]);
-        assert!(
-            matches!(r.next().await, Event::End(s) if s.code == 13 && s.message.contains("without a status"))
-        );
-        let mut r = reader(&[]);
-        r.status = Some(Status::internal("x"));
-        assert!(matches!(r.next().await, Event::End(s) if s.message == "x"));
-    }
-
-    #[test]
-    fn a_stream_closes_its_array_and_reports_a_failure_in_trailers() {
-        let ok = closing(&Status {
-            code: 0,
-            message: String::new(),
-            details: None,
-        });
-        assert_eq!(ok.len(), 1);
-        assert_eq!(ok[0].data_ref().unwrap(), &Bytes::from_static(b"]"));
-        let failed = closing(&Status {
-            code: 14,
-            message: "gone away".into(),
-            details: None,
-        });
-        assert_eq!(failed.len(), 2);
-        let trailers = failed[1].trailers_ref().unwrap();
-        assert_eq!(trailers["grpc-status"], "14");
-        assert_eq!(trailers["grpc-message"], "gone%20away");
-    }
-
-    #[test]
-    fn statuses_are_read_from_headers() {
-        let mut headers = HeaderMap::new();
-        assert!(status_of(&headers).is_none());
-        headers.insert("grpc-status", HeaderValue::from_static("5"));
-        headers.insert(
-            "grpc-message",
-            HeaderValue::from_static("no%20such%20shelf"),
-        );
-        assert_eq!(
-            status_of(&headers),
-            Some(Status {
-                code: 5,
-                message: "no such shelf".into(),
-                details: None
-            })
-        );
-    }
-}
+mod tests;

@@ -10,7 +10,7 @@ use iam::service_roles::{
 use iam::{BindingFilter, Grant, StoreLocation};
 use serde_json::json;
 
-use super::{now, open, print_table, rfc3339};
+use super::{now, open, print_list, rfc3339};
 
 /// `--member`, `--role`, `--resource` of `roles grant` and `roles revoke`.
 #[derive(Args)]
@@ -166,26 +166,25 @@ pub(super) fn roles(path: &StoreLocation, command: RolesCommand) -> anyhow::Resu
                         .map(|b| (b.resource_name(), b.role.name(), b.member_name(), b.created)),
                 );
             }
-            if json {
-                let list: Vec<_> = rows
-                    .iter()
-                    .map(|(resource, role, member, created)| {
-                        json!({
-                            "member": member, "role": role,
-                            "resource": resource, "created": rfc3339(*created),
-                        })
+            print_list(
+                &rows,
+                json,
+                |(resource, role, member, created)| {
+                    json!({
+                        "member": member, "role": role,
+                        "resource": resource, "created": rfc3339(*created),
                     })
-                    .collect();
-                println!("{}", serde_json::to_string_pretty(&list)?);
-            } else {
-                let rows: Vec<Vec<String>> = rows
-                    .into_iter()
-                    .map(|(resource, role, member, created)| {
-                        vec![resource, role.to_owned(), member, rfc3339(created)]
-                    })
-                    .collect();
-                print_table(&["RESOURCE", "ROLE", "MEMBER", "CREATED"], &rows);
-            }
+                },
+                &["RESOURCE", "ROLE", "MEMBER", "CREATED"],
+                |(resource, role, member, created)| {
+                    vec![
+                        resource.clone(),
+                        (*role).to_owned(),
+                        member.clone(),
+                        rfc3339(*created),
+                    ]
+                },
+            )?;
         }
     }
     Ok(ExitCode::SUCCESS)

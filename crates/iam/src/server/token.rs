@@ -8,8 +8,8 @@
 //! `target_audience`) or `{"access_token", "expires_in", "token_type": "Bearer"}` (with `scope`);
 //! refusals are 400 `{"error", "error_description"}` with an RFC 6749 §5.2 code, never a status or
 //! code that google-auth retries; a store failure is 500 `server_error`, a store connection
-//! busy for [`STORE_WAIT`](crate::token::service::STORE_WAIT) 503 `temporarily_unavailable`
-//! (both retried by google-auth, as they should be). All carry
+//! busy for [`STORE_WAIT`](crate::token::service::store_slot::STORE_WAIT) 503
+//! `temporarily_unavailable` (both retried by google-auth, as they should be). All carry
 //! `Cache-Control: no-store`. The assertion and the tokens are never logged.
 
 use std::time::Duration;

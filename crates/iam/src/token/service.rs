@@ -3,31 +3,35 @@
 //! Blocking (store queries, RSA key generation): async callers run it on `spawn_blocking`. One
 //! read-write connection, behind a mutex, is the service's whole use of the store: writes are
 //! few (a key per rotation, a row per access token) and short.
+//!
+//! Parts: [`store_slot`] lends the store connection to one call at a time; [`tokens`] issues
+//! the ID and access tokens and signs as accounts. This file holds the settings, the signing
+//! keys' rotation and the published keys.
+
+mod store_slot;
+mod tokens;
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
-use base64::Engine as _;
 use clock::SharedClock;
-use serde_json::{Map, Value};
 
 use super::rotation::{
     KeyWindow, RotationPolicy, ScheduledKey, plan_rotation, published_keys, signing_key,
 };
-use crate::ids::{new_key_id, random_bytes};
+use crate::ids::new_key_id;
 use crate::kek::Kek;
 use crate::keyfile::self_signed_certificate;
 use crate::model::{Account, KeyAlgorithm, StoredKey};
 use crate::server::CACHE_MAX_AGE_SECS;
-use crate::store::db::{Violation, violation};
 use crate::store::managed_keys::{
-    access_token_owner, check_kek, delete_managed_key, insert_access_token, insert_managed_key,
-    managed_keys, purge_access_tokens, set_window,
+    check_kek, delete_managed_key, insert_managed_key, managed_keys, set_window,
 };
 use crate::store::{KeyOwner, ManagedKey, Store, StoreLocation};
 use crate::{IamError, Result, render};
+use store_slot::{Lent, StoreSlot};
 
 /// Default of `--signing-key-rotation`: a token-service key signs for 24 h.
 pub const DEFAULT_ROTATION: Duration = Duration::from_secs(24 * 3600);
@@ -44,86 +48,6 @@ pub const PUBLISH_AHEAD_SECS: u64 = CACHE_MAX_AGE_SECS + 120;
 pub const RETIRE_MARGIN_SECS: u64 = 300;
 /// Access tokens are this prefix and 43 base64url characters (32 random bytes).
 pub const ACCESS_TOKEN_PREFIX: &str = "esprit-at.";
-
-/// Expired access-token rows deleted at most per issued token.
-const PURGE_BATCH: u32 = 100;
-
-/// The longest a call waits for the service's store connection before [`IamError::StoreBusy`].
-pub const STORE_WAIT: Duration = Duration::from_secs(2);
-
-/// The service's one read-write store connection, lent to one call at a time; a call waits at
-/// most [`STORE_WAIT`] for it (the bounded writer path of `iam serve`, beside the read-only pool).
-struct StoreSlot {
-    store: Mutex<Store>,
-    busy: Mutex<bool>,
-    free: Condvar,
-}
-
-/// The connection, lent until dropped.
-struct Lent<'a> {
-    slot: &'a StoreSlot,
-    store: MutexGuard<'a, Store>,
-}
-
-impl StoreSlot {
-    fn new(store: Store) -> StoreSlot {
-        StoreSlot {
-            store: Mutex::new(store),
-            busy: Mutex::new(false),
-            free: Condvar::new(),
-        }
-    }
-
-    fn lend(&self) -> Result<Lent<'_>> {
-        let deadline = Instant::now() + STORE_WAIT;
-        let mut busy = self.busy.lock().unwrap_or_else(PoisonError::into_inner);
-        while *busy {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(IamError::StoreBusy { waited: STORE_WAIT });
-            }
-            busy = self
-                .free
-                .wait_timeout(busy, left)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-        }
-        *busy = true;
-        drop(busy);
-        Ok(Lent {
-            slot: self,
-            store: self.store.lock().unwrap_or_else(PoisonError::into_inner),
-        })
-    }
-}
-
-impl Drop for Lent<'_> {
-    fn drop(&mut self) {
-        // Also on a panic of the borrower: the slot is never left busy.
-        *self
-            .slot
-            .busy
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = false;
-        self.slot.free.notify_one();
-    }
-}
-
-impl std::ops::Deref for Lent<'_> {
-    type Target = Store;
-    fn deref(&self) -> &Store {
-        &self.store
-    }
-}
-
-impl std::ops::DerefMut for Lent<'_> {
-    fn deref_mut(&mut self) -> &mut Store {
-        &mut self.store
-    }
-}
-
-/// Token-service keys sign until this date when they do not rotate (account keys).
-const FOREVER: u64 = i64::MAX as u64;
 
 /// How `iam serve` runs its token service.
 #[derive(Clone, Debug)]
@@ -226,12 +150,6 @@ fn new_sealed_key(kek: &Kek, owner: KeyOwner, common_name: &str, now: u64) -> Re
     })
 }
 
-fn sha256(text: &str) -> Vec<u8> {
-    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, text.as_bytes())
-        .as_ref()
-        .to_vec()
-}
-
 impl TokenService {
     /// Opens the store at `store` (creating and migrating it), checks the KEK against the
     /// store ([`IamError::KekMismatch`] when its managed keys were sealed with another), and
@@ -287,7 +205,8 @@ impl TokenService {
         self.inner.clock.unix_secs()
     }
 
-    /// The service's store connection, waiting at most [`STORE_WAIT`] for it.
+    /// The service's store connection, waiting at most
+    /// [`STORE_WAIT`](store_slot::STORE_WAIT) for it.
     fn store(&self) -> Result<Lent<'_>> {
         self.inner.store.lend()
     }
@@ -403,153 +322,6 @@ impl TokenService {
         Ok(render::x509_map(&self.published_keys()?))
     }
 
-    /// Signs `claims` with the token service's current key: `(kid, JWT)`.
-    fn sign_as_service(&self, claims: &Map<String, Value>) -> Result<(String, String)> {
-        let (key, _) = self.token_keys(self.now())?;
-        let signer = self.signer(&key)?;
-        let token = signer.sign_jwt(
-            Some(&key.key_id),
-            jose::Algorithm::RS256,
-            &Value::Object(claims.clone()),
-        )?;
-        Ok((key.key_id, token))
-    }
-
-    /// ID token signed by the token service: iss = issuer_url, aud = audience, sub = account.unique_id,
-    /// azp = unique_id, email + email_verified only when include_email, iat/exp integers, exp = iat + 3600.
-    pub fn issue_id_token(
-        &self,
-        account: &Account,
-        audience: &str,
-        include_email: bool,
-    ) -> Result<String> {
-        self.issue_id_token_with(account, audience, include_email, false)
-    }
-
-    /// [`issue_id_token`](Self::issue_id_token), with `azp` = the account's email instead of
-    /// its unique id when `email_azp` (the IAM Credentials API's `useEmailAzp`).
-    pub fn issue_id_token_with(
-        &self,
-        account: &Account,
-        audience: &str,
-        include_email: bool,
-        email_azp: bool,
-    ) -> Result<String> {
-        let now = self.now();
-        let mut claims = Map::new();
-        claims.insert("iss".into(), self.inner.issuer.clone().into());
-        claims.insert("aud".into(), audience.into());
-        let azp = if email_azp {
-            &account.email
-        } else {
-            &account.unique_id
-        };
-        claims.insert("azp".into(), azp.clone().into());
-        claims.insert("sub".into(), account.unique_id.clone().into());
-        if include_email {
-            claims.insert("email".into(), account.email.clone().into());
-            claims.insert("email_verified".into(), true.into());
-        }
-        claims.insert("iat".into(), now.into());
-        claims.insert("exp".into(), (now + ID_TOKEN_LIFETIME_SECS).into());
-        let (kid, token) = self.sign_as_service(&claims)?;
-        tracing::debug!(%kid, email = %account.email, "ID token issued");
-        Ok(token)
-    }
-
-    /// An access token for `account` (lifetime ≤ 3600 s, refused above). Returns (token, expires_at unix secs).
-    ///
-    /// The token is [`ACCESS_TOKEN_PREFIX`] and 32 random bytes in base64url; the store keeps
-    /// its SHA-256 with the account, scopes and expiry (deleted with the account); up to 100
-    /// expired rows are purged first. [`IamError::UnknownAccount`] when the account is gone,
-    /// [`IamError::AccessTokenLifetime`] outside 1..=3600 s (whole seconds).
-    pub fn issue_access_token(
-        &self,
-        account: &Account,
-        scopes: &[String],
-        lifetime: Duration,
-    ) -> Result<(String, u64)> {
-        let secs = lifetime.as_secs();
-        if lifetime.subsec_nanos() != 0 || !(1..=ID_TOKEN_LIFETIME_SECS).contains(&secs) {
-            return Err(IamError::AccessTokenLifetime { secs });
-        }
-        let now = self.now();
-        let token = format!(
-            "{ACCESS_TOKEN_PREFIX}{}",
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random_bytes::<32>()?)
-        );
-        let expires = now + secs;
-        let store = self.store()?;
-        purge_access_tokens(&store, now, PURGE_BATCH)?;
-        match insert_access_token(&store, &sha256(&token), &account.email, scopes, expires) {
-            Ok(()) => Ok((token, expires)),
-            Err(err) if violation(&err).is_some() => {
-                Err(IamError::UnknownAccount(account.email.clone()))
-            }
-            Err(err) => Err(err),
-        }
-    }
-
-    /// The account (still existing) and scopes an unexpired access token was issued to; Ok(None) when unknown/expired/account gone.
-    pub fn access_token_owner(&self, bearer: &str) -> Result<Option<(Account, Vec<String>)>> {
-        if !bearer.starts_with(ACCESS_TOKEN_PREFIX) || bearer.len() > 256 {
-            return Ok(None);
-        }
-        let now = self.now();
-        access_token_owner(&*self.store()?, &sha256(bearer), now)
-    }
-
-    /// Signs `claims` (a JSON object) with a server-managed key of `account` (created on first use, sealed
-    /// with the KEK, published in that account's /robot/v1/metadata/x509 and /service_accounts/v1/jwk documents).
-    /// Returns (kid, compact JWT). Validates nothing about the claims (the endpoint does).
-    pub fn sign_jwt_as(
-        &self,
-        account: &Account,
-        claims: &Map<String, Value>,
-    ) -> Result<(String, String)> {
-        let owner = KeyOwner::Account(account.email.clone());
-        let now = self.now();
-        let existing = managed_keys(&*self.store()?, &owner)?.pop();
-        let key = {
-            match existing {
-                Some(key) => key,
-                None => {
-                    // Made before the connection is taken (RSA generation takes a while).
-                    let mut fresh =
-                        new_sealed_key(&self.inner.kek, owner.clone(), &account.email, now)?;
-                    let store = self.store()?;
-                    fresh.window = KeyWindow {
-                        sign_from: now,
-                        sign_until: FOREVER,
-                        publish_until: FOREVER,
-                    };
-                    store.write(|tx| {
-                        // Another server may have made one meanwhile: use it.
-                        if let Some(key) = managed_keys(tx, &owner)?.pop() {
-                            return Ok(key);
-                        }
-                        match insert_managed_key(tx, &fresh, &self.inner.kek) {
-                            Ok(()) => {}
-                            Err(err) if violation(&err) == Some(Violation::ForeignKey) => {
-                                return Err(IamError::UnknownAccount(account.email.clone()));
-                            }
-                            Err(err) => return Err(err),
-                        }
-                        tracing::info!(kid = %fresh.key_id, email = %account.email, "server-managed account key created");
-                        Ok(fresh.clone())
-                    })?
-                }
-            }
-        };
-        let signer = self.signer(&key)?;
-        let token = signer.sign_jwt(
-            Some(&key.key_id),
-            jose::Algorithm::RS256,
-            &Value::Object(claims.clone()),
-        )?;
-        Ok((key.key_id, token))
-    }
-
     /// The account `email` ([`IamError::UnknownAccount`] when there is none).
     pub fn account(&self, email: &str) -> Result<Account> {
         self.store()?.account(email)
@@ -567,36 +339,6 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-
-    #[test]
-    fn the_store_connection_is_lent_to_one_call_at_a_time_and_waits_are_bounded() {
-        let dir = tempfile::tempdir().unwrap();
-        let slot = StoreSlot::new(Store::open(dir.path().join("iam.db")).unwrap());
-        let held = slot.lend().unwrap();
-        let started = Instant::now();
-        let waited = std::thread::scope(|s| s.spawn(|| slot.lend().map(|_| ())).join().unwrap());
-        assert!(
-            matches!(waited, Err(IamError::StoreBusy { .. })),
-            "{waited:?}"
-        );
-        assert!(started.elapsed() >= STORE_WAIT);
-        // A waiter gets it as soon as it is returned.
-        std::thread::scope(|s| {
-            let waiter = s.spawn(|| slot.lend().map(|_| ()));
-            std::thread::sleep(Duration::from_millis(50));
-            drop(held);
-            waiter.join().unwrap().unwrap();
-        });
-        // A borrower that panics returns it too.
-        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let _lent = slot.lend().unwrap();
-            panic!("borrower fails");
-        }));
-        assert!(panicked.is_err());
-        let started = Instant::now();
-        slot.lend().unwrap();
-        assert!(started.elapsed() < STORE_WAIT);
-    }
 
     #[test]
     fn issuer_urls() {

@@ -2,6 +2,8 @@
 //! `testkit`), real clients.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod api_keys;
+
 use std::net::SocketAddr;
 
 pub use testkit::servers::*;
