@@ -9,6 +9,8 @@ use std::process::{Command, Output};
 use serde_json::Value;
 use testkit::cli;
 
+pub mod store_cli;
+
 /// `esprit iam` on a store of its own in a temporary folder.
 pub struct Cli {
     pub dir: tempfile::TempDir,

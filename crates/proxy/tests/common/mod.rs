@@ -2,6 +2,7 @@
 //! `testkit`), real clients.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod admin;
 pub mod api_keys;
 
 use std::net::SocketAddr;
