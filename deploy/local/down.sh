@@ -24,18 +24,8 @@ if [ ! -d "$dir" ]; then
     exit 0
 fi
 
-# Whether process PID still runs: a zombie (exited, not yet reaped by whoever adopted it when
-# up.sh exited) has stopped.
-running() {
-    kill -0 "$1" 2>/dev/null || return 1
-    if [ -r "/proc/$1/stat" ]; then
-        local stat
-        stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
-        stat=${stat##*) }
-        [ "${stat%% *}" != Z ] || return 1
-    fi
-    return 0
-}
+# shellcheck source=deploy/local/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # Proxies first, so that they drain while their backends and key servers still answer.
 pids=()

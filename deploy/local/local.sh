@@ -19,17 +19,8 @@ usage() {
     exit 2
 }
 
-# Whether process PID runs (a zombie has stopped).
-running() {
-    kill -0 "$1" 2>/dev/null || return 1
-    if [ -r "/proc/$1/stat" ]; then
-        local stat
-        stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
-        stat=${stat##*) }
-        [ "${stat%% *}" != Z ] || return 1
-    fi
-    return 0
-}
+# shellcheck source=deploy/local/lib.sh
+. "$here/lib.sh"
 
 # Whether NAME says it is ready, as recorded by up.sh in $dir/health: "ready", or why not.
 readiness() {
