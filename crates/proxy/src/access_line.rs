@@ -70,12 +70,9 @@ impl AccessLine<'_> {
     }
 
     fn write_text(&self, now: SystemTime, out: &mut Vec<u8>) {
-        let _ = write!(
-            out,
-            "{}  INFO esprit::access: {}",
-            humantime::format_rfc3339_micros(now),
-            self.message()
-        );
+        push_timestamp(out, now);
+        out.extend_from_slice(b"  INFO esprit::access: ");
+        out.extend_from_slice(self.message().as_bytes());
         text_str(out, "selector", self.selector);
         text_str(out, "path", self.path);
         if let Some(outcome) = &self.outcome {
@@ -101,12 +98,11 @@ impl AccessLine<'_> {
     }
 
     fn write_json(&self, now: SystemTime, out: &mut Vec<u8>) {
-        let _ = write!(
-            out,
-            "{{\"timestamp\":\"{}\",\"level\":\"INFO\",\"message\":\"{}\"",
-            humantime::format_rfc3339_micros(now),
-            self.message()
-        );
+        out.extend_from_slice(b"{\"timestamp\":\"");
+        push_timestamp(out, now);
+        out.extend_from_slice(b"\",\"level\":\"INFO\",\"message\":\"");
+        out.extend_from_slice(self.message().as_bytes());
+        out.push(b'"');
         json_str(out, "selector", self.selector);
         json_str(out, "path", self.path);
         if let Some(outcome) = &self.outcome {
@@ -172,6 +168,45 @@ impl AccessLine<'_> {
 }
 
 /// Decimal digits without the formatting machinery (as `Display` writes them).
+/// `now` as `humantime::format_rfc3339_micros` writes it (`2026-12-01T04:15:00.123456Z`), the
+/// date and time of day formatted once per second on each thread: calls in the same second
+/// only add their microseconds.
+fn push_timestamp(out: &mut Vec<u8>, now: SystemTime) {
+    thread_local! {
+        /// The whole second last formatted, and its `YYYY-MM-DDTHH:MM:SS`.
+        static SECOND: std::cell::Cell<(u64, [u8; 19])> = const { std::cell::Cell::new((u64::MAX, [0; 19])) };
+    }
+    let Ok(since_epoch) = now.duration_since(SystemTime::UNIX_EPOCH) else {
+        let _ = write!(out, "{}", humantime::format_rfc3339_micros(now));
+        return;
+    };
+    let secs = since_epoch.as_secs();
+    let (cached, mut text) = SECOND.get();
+    if cached != secs {
+        let whole = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+        let formatted = humantime::format_rfc3339_seconds(whole).to_string();
+        match formatted.as_bytes().get(..19) {
+            Some(prefix) => text.copy_from_slice(prefix),
+            // Beyond year 9999: not cached.
+            None => {
+                let _ = write!(out, "{}", humantime::format_rfc3339_micros(now));
+                return;
+            }
+        }
+        SECOND.set((secs, text));
+    }
+    out.extend_from_slice(&text);
+    let micros = since_epoch.subsec_micros();
+    let mut digits = [b'.', b'0', b'0', b'0', b'0', b'0', b'0', b'Z'];
+    let mut rest = micros;
+    for digit in digits[1..7].iter_mut().rev() {
+        // `rest % 10` is a single digit.
+        *digit = b'0' + (rest % 10) as u8;
+        rest /= 10;
+    }
+    out.extend_from_slice(&digits);
+}
+
 fn push_int(out: &mut Vec<u8>, n: impl itoa::Integer) {
     out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
@@ -346,6 +381,25 @@ mod tests {
     }
 
     proptest::proptest! {
+        /// The cached second plus microseconds is what humantime writes, whatever the instant
+        /// (seconds apart, the same second again, before and after a cached one).
+        #[test]
+        fn timestamps_are_humantimes(
+            micros in proptest::collection::vec(0u64..253_402_300_799_999_999, 1..8),
+        ) {
+            for &m in &micros {
+                for at in [m, m / 1_000_000 * 1_000_000, m.saturating_sub(1)] {
+                    let now = SystemTime::UNIX_EPOCH + Duration::from_micros(at);
+                    let mut out = Vec::new();
+                    push_timestamp(&mut out, now);
+                    proptest::prop_assert_eq!(
+                        String::from_utf8(out).unwrap(),
+                        humantime::format_rfc3339_micros(now).to_string()
+                    );
+                }
+            }
+        }
+
         /// Addresses and numbers written digit by digit read as `Display` writes them.
         #[test]
         fn addresses_and_numbers_as_display(

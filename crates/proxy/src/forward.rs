@@ -1,10 +1,16 @@
 //! The forward step: the checked call goes to the backend with the caller's `grpc-timeout`
 //! enforced; the backend's answer streams back through [`ProxyBody`].
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
+use futures::future::Either;
 use http::{Request, Response};
+use hyper::body::Incoming;
 
+use crate::backend::BackendError;
 use crate::body::{CallLog, ProxyBody};
 use crate::handler::State;
 use crate::request_body::SanitizedBody;
@@ -16,13 +22,17 @@ use crate::{headers, stream};
 /// Sends the call to the backend and returns its answer, or the proxy's when the backend is
 /// unreachable, the deadline passes first (the shorter of the caller's `grpc-timeout` and the
 /// method's `backend.rules[].deadline`), or the stream goes idle.
-pub(crate) async fn forward(
-    state: &State,
+///
+/// The call is handed to the backend connection here; the future returned only waits for the
+/// answer. It is not an `async fn`: every call in flight holds this future, and an `async fn`
+/// keeps its arguments (the request's parts and body) for its whole life, twice (rustc).
+pub(crate) fn forward<'a>(
+    state: &'a State,
     route: &Route,
     mut parts: http::request::Parts,
     body: SanitizedBody,
     log: CallLog,
-) -> Response<ProxyBody> {
+) -> impl Future<Output = Response<ProxyBody>> + Send + 'a {
     let timeouts = route.timeouts;
     let client_timeout = parts
         .headers
@@ -33,44 +43,85 @@ pub(crate) async fn forward(
     parts.uri = match backend_uri(&state.backend_url, &parts.uri) {
         Some(uri) => uri,
         // Unreachable for a path that matched a route; answered rather than assumed.
-        None => return Rejection::UndefinedMethod.into_response(true, log),
+        None => {
+            return Either::Left(std::future::ready(
+                Rejection::UndefinedMethod.into_response(true, log),
+            ));
+        }
     };
     let activity = stream::CallActivity::new(timeouts.idle);
     let body = activity.watch_request(body);
-    // Built in place: a future moved into another keeps its own slot in this one (rustc), and
-    // every call in flight holds this future.
-    let result = match activity
-        .bound(
-            deadline,
-            state.backend.send(Request::from_parts(parts, body)),
-        )
-        .await
-    {
-        Ok(result) => result,
-        Err(rejection) => return rejection.into_response(true, log),
-    };
-    match result {
-        Ok(response) => {
-            let (mut parts, body) = response.into_parts();
-            headers::sanitize_response(&mut parts.headers);
-            let mut log = log;
-            log.set_http_status(parts.status);
-            let deadline = deadline.map(|at| Box::pin(tokio::time::sleep_until(at)));
-            let body = ProxyBody::backend(body, &parts.headers, deadline, activity, log);
-            Response::from_parts(parts, body)
-        }
-        Err(err) => {
-            let reason = if err.is_connect() {
-                if let Some(metrics) = &state.metrics {
-                    metrics.backend_connect_failures.inc();
-                }
-                "connection failure"
-            } else {
-                "remote reset"
-            };
-            tracing::warn!(error = %DisplayChain(&err), backend = %state.backend_url.authority, "backend call failed");
-            Rejection::BackendUnavailable(reason).into_response(true, log)
-        }
+    let bound = activity.bound(
+        deadline,
+        state.backend.send(Request::from_parts(parts, body)),
+    );
+    Either::Right(Forwarding {
+        bound,
+        call: Some(Waiting { activity, log }),
+        state,
+    })
+}
+
+pin_project_lite::pin_project! {
+    /// A forwarded call waiting for the backend's response headers.
+    struct Forwarding<'a, F> {
+        #[pin]
+        bound: stream::Bound<F>,
+        // Taken when the answer comes.
+        call: Option<Waiting>,
+        state: &'a State,
+    }
+}
+
+struct Waiting {
+    activity: stream::CallActivity,
+    log: CallLog,
+}
+
+impl<F> Future for Forwarding<'_, F>
+where
+    F: Future<Output = Result<Response<Incoming>, BackendError>>,
+{
+    type Output = Response<ProxyBody>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        // Polled again after its answer: it has none left to give.
+        let Some(call) = this.call.as_ref() else {
+            return Poll::Pending;
+        };
+        let result = ready!(this.bound.as_mut().poll_bound(&call.activity, cx));
+        let Some(Waiting { activity, log }) = this.call.take() else {
+            return Poll::Pending;
+        };
+        let result = match result {
+            Ok(result) => result,
+            Err(rejection) => return Poll::Ready(rejection.into_response(true, log)),
+        };
+        Poll::Ready(match result {
+            Ok(response) => {
+                let (mut parts, body) = response.into_parts();
+                headers::sanitize_response(&mut parts.headers);
+                let mut log = log;
+                log.set_http_status(parts.status);
+                let deadline = this.bound.take_deadline();
+                let body = ProxyBody::backend(body, &parts.headers, deadline, activity, log);
+                Response::from_parts(parts, body)
+            }
+            Err(err) => {
+                let state = *this.state;
+                let reason = if err.is_connect() {
+                    if let Some(metrics) = &state.metrics {
+                        metrics.backend_connect_failures.inc();
+                    }
+                    "connection failure"
+                } else {
+                    "remote reset"
+                };
+                tracing::warn!(error = %DisplayChain(&err), backend = %state.backend_url.authority, "backend call failed");
+                Rejection::BackendUnavailable(reason).into_response(true, log)
+            }
+        })
     }
 }
 

@@ -4,11 +4,14 @@
 //! branch.
 
 use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use bytes::Bytes;
+use futures::future::{BoxFuture, Either};
 use http::{HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
@@ -47,17 +50,33 @@ pub(crate) struct State {
     pub preflight_to_backend: bool,
 }
 
-pub(crate) async fn handle(
-    state: Arc<State>,
-    peer: headers::Peer,
+/// One call's future. Boxed (hyper spawns a task per stream holding it, and tokio moves a
+/// task's future by value several times: a pointer moves cheaply, the call's state would be
+/// copied), and of the size of the branch taken: a preflight's or a health check's state is
+/// not part of every gRPC call's.
+type CallFuture = Pin<Box<dyn Future<Output = Result<Response<ResponseBody>, Infallible>> + Send>>;
+
+/// The steps up to the first that can wait run here, before the call's future is made: that
+/// future then holds only what the later steps need (an `async fn` would keep its arguments,
+/// the whole request, for the call's life, twice). An opaque type rather than [`CallFuture`]
+/// itself: with the boxed `dyn` type rustc cannot prove the connection task `Send`.
+pub(crate) fn handle(
+    state: &Arc<State>,
+    peer: &headers::Peer,
     request: Request<Incoming>,
-) -> Result<Response<ResponseBody>, Infallible> {
+) -> impl Future<Output = Result<Response<ResponseBody>, Infallible>> + Send + use<> {
+    start(state, peer, request)
+}
+
+fn start(state: &Arc<State>, peer: &headers::Peer, request: Request<Incoming>) -> CallFuture {
     // log: one access-log line, written when the response body ends (`CallLog`'s drop).
     let mut log = CallLog::new(peer.addr, Instant::now(), &state.rejected_lines);
     let (mut parts, body) = request.into_parts();
-    sanitize(&state, &peer, &mut parts, &mut log);
+    sanitize(state, peer, &mut parts, &mut log);
     if state.healthz.as_deref() == Some(parts.uri.path()) {
-        return Ok(health_response(&state, log).map(ResponseBody::Grpc));
+        return Box::pin(std::future::ready(Ok(
+            health_response(state, log).map(ResponseBody::Grpc)
+        )));
     }
     // CORS: a preflight is answered here, before any credential is looked at (it carries none);
     // every other answer, rejections included, gets the headers that let the page read it.
@@ -69,22 +88,44 @@ pub(crate) async fn handle(
     ) {
         cors::Step::Proceed(cors) => cors,
         cors::Step::End(preflight) => {
-            return Ok(answer_preflight(&state, preflight, parts, body, log).await);
+            let state = Arc::clone(state);
+            return Box::pin(async move {
+                Ok(answer_preflight(&state, preflight, parts, body, log).await)
+            });
         }
     };
     // trace (with `--otlp-endpoint`): the call's span, continuing the caller's W3C context.
     if let Some(tracing) = &state.tracing {
         log.set_trace(tracing.start(&parts.headers, &parts.method));
     }
-    let mut protocol = Protocol::detect(&parts);
-    let response = match check(&state, &mut parts, &mut protocol, &mut log).await {
-        Ok(route) => serve(&state, &route, &mut protocol, parts, body, log).await,
-        Err(rejection) => {
-            drain::drain(body, drain::MAX_DRAIN_BYTES, drain::MAX_DRAIN_WAIT).await;
-            rejection.into_response(protocol.answers_in_grpc(), log)
-        }
-    };
-    Ok(with_cors(protocol.respond(response).await, cors))
+    let protocol = Protocol::detect(&parts);
+    Box::pin(call(Arc::clone(state), parts, body, log, protocol, cors))
+}
+
+/// The steps that can wait: check, serve (or refuse), answer in the caller's protocol. Not an
+/// `async fn`, which would hold its arguments twice.
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an async fn stores its arguments twice; this block, once"
+)]
+fn call(
+    state: Arc<State>,
+    mut parts: http::request::Parts,
+    body: Incoming,
+    mut log: CallLog,
+    mut protocol: Protocol,
+    cors: Option<http::HeaderMap>,
+) -> impl Future<Output = Result<Response<ResponseBody>, Infallible>> + Send {
+    async move {
+        let response = match check(&state, &mut parts, &mut protocol, &mut log).await {
+            Ok(route) => serve(&state, &route, &mut protocol, parts, body, log).await,
+            Err(rejection) => {
+                drain::drain(body, drain::MAX_DRAIN_BYTES, drain::MAX_DRAIN_WAIT).await;
+                rejection.into_response(protocol.answers_in_grpc(), log)
+            }
+        };
+        Ok(with_cors(protocol.respond(response).await, cors))
+    }
 }
 
 /// sanitize: before anything reads the headers, forged copies of what we vouch for go, and the
@@ -107,25 +148,38 @@ fn sanitize(
 
 /// A call that passed its checks: the request body through the protocol's mapping, then forward
 /// (or, for the reflection routes of `--reflection`, answered here from the descriptor, never
-/// forwarded).
-async fn serve(
-    state: &State,
-    route: &Route,
-    protocol: &mut Protocol,
+/// forwarded). Not an `async fn`: on the common path (a gRPC or gRPC-Web call forwarded) the
+/// request is handed to the backend here and the future returned holds only the wait for its
+/// answer; reading an HTTP/JSON body and answering reflection are boxed.
+fn serve<'a>(
+    state: &'a State,
+    route: &'a Route,
+    protocol: &'a mut Protocol,
     mut parts: http::request::Parts,
     body: Incoming,
     mut log: CallLog,
-) -> Response<ProxyBody> {
+) -> Either<impl Future<Output = Response<ProxyBody>> + Send + 'a, BoxFuture<'a, Response<ProxyBody>>>
+{
     if route.reflection.is_none() {
         log.begin_backend_phase(&mut parts.headers);
     }
-    let body = match protocol.request_body(body, route.timeouts.idle).await {
-        Ok(body) => body,
-        Err(rejection) => return rejection.into_response(protocol.answers_in_grpc(), log),
-    };
-    match &route.reflection {
-        Some(reflection) => reflection::serve(reflection, parts, body, log).await,
-        None => forward::forward(state, route, parts, body, log).await,
+    match (protocol.passed_body(body), &route.reflection) {
+        (Ok(body), None) => Either::Left(forward::forward(state, route, parts, body, log)),
+        (body, reflection) => Either::Right(Box::pin(async move {
+            let body = match body {
+                Ok(body) => body,
+                Err(body) => match protocol.request_body(body, route.timeouts.idle).await {
+                    Ok(body) => body,
+                    Err(rejection) => {
+                        return rejection.into_response(protocol.answers_in_grpc(), log);
+                    }
+                },
+            };
+            match reflection {
+                Some(reflection) => reflection::serve(reflection, parts, body, log).await,
+                None => forward::forward(state, route, parts, body, log).await,
+            }
+        })),
     }
 }
 
@@ -272,4 +326,23 @@ fn health_response(state: &State, mut log: CallLog) -> Response<ProxyBody> {
         HeaderValue::from_static("application/json"),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The size of the future `f` returns, from its type alone.
+    fn future_size<A, B, C, D, E, G, F: Future>(_: impl FnOnce(A, B, C, D, E, G) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// Every call in flight holds its future (boxed) until the backend answers: its size is
+    /// memory per stream. It was 4.4 KiB (debug build) when `handle` was an `async fn` holding
+    /// the request twice, with the preflight, reflection and HTTP/JSON branches inline.
+    #[test]
+    fn a_calls_future_is_small() {
+        let size = future_size(call);
+        assert!(size <= 1536, "the call's future is {size} bytes");
+    }
 }

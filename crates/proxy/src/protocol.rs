@@ -9,10 +9,12 @@
 //! valid (issue: a key-validity oracle over HTTP/1.1). The translation of the request happens
 //! here too, so the checks after it see the call as the backend will.
 
+use std::future::{Ready, ready};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use futures::future::{BoxFuture, Either};
 use http::{Response, Version};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
@@ -86,14 +88,9 @@ impl Protocol {
         }
     }
 
-    /// The request body on its way to the backend. An HTTP/JSON call's body is read here (the
-    /// call is allowed by now) and becomes its message; a body that cannot is refused.
-    /// Reading it waits at most `idle` (the stream idle timeout) for each chunk.
-    pub(crate) async fn request_body(
-        &mut self,
-        mut body: Incoming,
-        idle: std::time::Duration,
-    ) -> Result<SanitizedBody, Rejection> {
+    /// The request body on its way to the backend, when it needs no reading: every protocol
+    /// but HTTP/JSON, whose body is given back (`Err`) for [`Self::request_body`].
+    pub(crate) fn passed_body(&mut self, body: Incoming) -> Result<SanitizedBody, Incoming> {
         match self {
             Protocol::GrpcWeb(_, decoder) => {
                 let body = SanitizedBody::new(body);
@@ -102,20 +99,50 @@ impl Protocol {
                     None => body,
                 })
             }
-            Protocol::Transcoded(call) => {
-                let message = call.request_message(&mut body, idle).await?;
-                Ok(SanitizedBody::new(body).replaced_by(message))
-            }
+            Protocol::Transcoded(_) => Err(body),
             Protocol::Grpc | Protocol::Other { .. } => Ok(SanitizedBody::new(body)),
         }
     }
 
-    /// The gRPC answer (the backend's or the proxy's) in the caller's protocol.
-    pub(crate) async fn respond(self, response: Response<ProxyBody>) -> Response<ResponseBody> {
+    /// The request body on its way to the backend. An HTTP/JSON call's body is read here (the
+    /// call is allowed by now) and becomes its message; a body that cannot is refused.
+    /// Reading it waits at most `idle` (the stream idle timeout) for each chunk.
+    pub(crate) async fn request_body(
+        &mut self,
+        body: Incoming,
+        idle: std::time::Duration,
+    ) -> Result<SanitizedBody, Rejection> {
+        let mut body = match self.passed_body(body) {
+            Ok(body) => return Ok(body),
+            Err(body) => body,
+        };
         match self {
-            Protocol::GrpcWeb(web, _) => web.respond(response).map(ResponseBody::GrpcWeb),
-            Protocol::Transcoded(call) => (*call).respond(response).await.map(ResponseBody::Json),
-            Protocol::Grpc | Protocol::Other { .. } => response.map(ResponseBody::Grpc),
+            Protocol::Transcoded(call) => {
+                let message = call.request_message(&mut body, idle).await?;
+                Ok(SanitizedBody::new(body).replaced_by(message))
+            }
+            // `passed_body` took every other protocol.
+            _ => Ok(SanitizedBody::new(body)),
+        }
+    }
+
+    /// The gRPC answer (the backend's or the proxy's) in the caller's protocol. Only an
+    /// HTTP/JSON answer waits (for the backend's message); its future is boxed, so that every
+    /// other call's future stays small.
+    pub(crate) fn respond(
+        self,
+        response: Response<ProxyBody>,
+    ) -> Either<Ready<Response<ResponseBody>>, BoxFuture<'static, Response<ResponseBody>>> {
+        match self {
+            Protocol::GrpcWeb(web, _) => {
+                Either::Left(ready(web.respond(response).map(ResponseBody::GrpcWeb)))
+            }
+            Protocol::Transcoded(call) => Either::Right(Box::pin(async move {
+                (*call).respond(response).await.map(ResponseBody::Json)
+            })),
+            Protocol::Grpc | Protocol::Other { .. } => {
+                Either::Left(ready(response.map(ResponseBody::Grpc)))
+            }
         }
     }
 }

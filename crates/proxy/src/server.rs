@@ -237,10 +237,8 @@ impl Proxy {
             let state = state.clone();
             let service = conn_guard::track(conn_state.clone(), {
                 let peer = crate::headers::Peer::new(peer);
-                // Boxed: hyper spawns a task per stream holding this future, and tokio moves a
-                // task's future by value several times (spawn, completion); a pointer moves
-                // cheaply, the call's whole state would be copied each time.
-                service_fn(move |req| Box::pin(handler::handle(state.clone(), peer.clone(), req)))
+                // The call's future comes boxed (`handler::handle`).
+                service_fn(move |req| handler::handle(&state, &peer, req))
             });
             let builder = builder.clone();
             let watcher = drain.watcher();

@@ -109,13 +109,12 @@ impl CallActivity {
     }
 
     /// Waits for the backend's response headers, up to the deadline and while the stream is
-    /// not idle.
-    pub(crate) fn bound<F: Future>(&self, deadline: Option<Instant>, response: F) -> Bound<'_, F> {
+    /// not idle ([`Bound::poll_bound`], with this activity).
+    pub(crate) fn bound<F: Future>(&self, deadline: Option<Instant>, response: F) -> Bound<F> {
         Bound {
             response,
-            deadline: deadline.map(tokio::time::sleep_until),
+            deadline: deadline.map(|at| Box::pin(tokio::time::sleep_until(at))),
             idle: tokio::time::sleep_until(self.0.idle_deadline()),
-            activity: &self.0,
         }
     }
 
@@ -143,40 +142,50 @@ impl Drop for CallActivity {
 pin_project_lite::pin_project! {
     /// [`CallActivity::bound`]: written out rather than an `async fn` over `select!`, which
     /// holds the response future twice (argument and branch); every call in flight holds this.
-    pub(crate) struct Bound<'a, F> {
+    /// It borrows nothing, so the forwarding future can hold it beside the activity.
+    pub(crate) struct Bound<F> {
         #[pin]
         response: F,
-        #[pin]
-        deadline: Option<Sleep>,
+        // Boxed: most calls carry no deadline, and then hold no timer. The response body
+        // keeps the same timer ([`Bound::take_deadline`]).
+        deadline: Option<Pin<Box<Sleep>>>,
         #[pin]
         idle: Sleep,
-        activity: &'a Activity,
     }
 }
 
-impl<F: Future> Future for Bound<'_, F> {
-    type Output = Result<F::Output, Rejection>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+impl<F: Future> Bound<F> {
+    /// The response, or the rejection of a call whose deadline passed or whose stream went
+    /// idle first; `activity` is the call's, which made this.
+    pub(crate) fn poll_bound(
+        self: Pin<&mut Self>,
+        activity: &CallActivity,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<F::Output, Rejection>> {
         let mut this = self.project();
         // The answer first: one that is ready wins over a timer that is too.
         if let Poll::Ready(response) = this.response.poll(cx) {
             return Poll::Ready(Ok(response));
         }
-        if let Some(deadline) = this.deadline.as_pin_mut()
-            && deadline.poll(cx).is_ready()
+        if let Some(deadline) = this.deadline.as_mut()
+            && deadline.as_mut().poll(cx).is_ready()
         {
             return Poll::Ready(Err(Rejection::DeadlineExceeded));
         }
         // The idle clock: when it rings, frames may have moved the deadline on.
         while this.idle.as_mut().poll(cx).is_ready() {
-            let at = this.activity.idle_deadline();
+            let at = activity.0.idle_deadline();
             if Instant::now() >= at {
                 return Poll::Ready(Err(Rejection::StreamIdleTimeout));
             }
             this.idle.as_mut().reset(at);
         }
         Poll::Pending
+    }
+
+    /// The deadline's timer, for the response body (one timer per call, not two).
+    pub(crate) fn take_deadline(self: Pin<&mut Self>) -> Option<Pin<Box<Sleep>>> {
+        self.project().deadline.take()
     }
 }
 
