@@ -557,19 +557,7 @@ async fn bidi_with(url: String, token: Option<&str>) -> Code {
             .metadata_mut()
             .insert("authorization", format!("Bearer {token}").parse().unwrap());
     }
-    match client.bidi(request).await {
-        Ok(response) => {
-            let mut stream = response.into_inner();
-            loop {
-                match stream.message().await {
-                    Ok(Some(_)) => {}
-                    Ok(None) => return Code::Ok,
-                    Err(status) => return status.code(),
-                }
-            }
-        }
-        Err(status) => status.code(),
-    }
+    stream_outcome(client.bidi(request).await).await
 }
 
 /// Calls Bidi until it ends with `want` (panics after `WAIT`).

@@ -167,19 +167,7 @@ pub async fn server_stream(url: String, token: &str) -> Code {
     request
         .metadata_mut()
         .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    match client.server_stream(request).await {
-        Ok(response) => {
-            let mut stream = response.into_inner();
-            loop {
-                match stream.message().await {
-                    Ok(Some(_)) => {}
-                    Ok(None) => return Code::Ok,
-                    Err(status) => return status.code(),
-                }
-            }
-        }
-        Err(status) => status.code(),
-    }
+    stream_outcome(client.server_stream(request).await).await
 }
 
 pub fn auth(page: &MetricsPage, provider: &str, result: &str) -> f64 {

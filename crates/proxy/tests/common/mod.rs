@@ -9,6 +9,26 @@ use std::net::SocketAddr;
 
 pub use testkit::servers::*;
 
+/// How a streaming call ended: `Ok` after reading every message, else the status it ended with
+/// (when the call starts or mid-stream).
+pub async fn stream_outcome<T>(
+    call: Result<tonic::Response<tonic::Streaming<T>>, tonic::Status>,
+) -> tonic::Code {
+    match call {
+        Ok(response) => {
+            let mut stream = response.into_inner();
+            loop {
+                match stream.message().await {
+                    Ok(Some(_)) => {}
+                    Ok(None) => return tonic::Code::Ok,
+                    Err(status) => return status.code(),
+                }
+            }
+        }
+        Err(status) => status.code(),
+    }
+}
+
 pub async fn echo_client(
     url: String,
 ) -> echo::pb::echo_client::EchoClient<tonic::transport::Channel> {
