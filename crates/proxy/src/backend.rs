@@ -54,9 +54,19 @@ impl BackendError {
 
 type Connector = HttpsConnector<HttpConnector>;
 
+/// The byte stream to the backend (TCP, or TLS over TCP), behind a pointer. hyper spawns two
+/// tasks per call (its response future and its request-body pipe) as variants of one enum whose
+/// third variant is the connection itself: inline, the connection's stream (rustls' state
+/// among it) made each of those tasks 2.5 KB; boxed, a call's tasks are the size of what they
+/// hold. One indirect call per read or write of the connection is the price.
+type BackendIo = Box<dyn Io>;
+
+trait Io: hyper::rt::Read + hyper::rt::Write + Send + Unpin {}
+
+impl<T: hyper::rt::Read + hyper::rt::Write + Send + Unpin> Io for T {}
+
 /// A call sent once more on a new connection (boxed: rare).
-type Resending<'a> =
-    Pin<Box<dyn Future<Output = Result<Response<Incoming>, BackendError>> + Send + 'a>>;
+type Resending = Pin<Box<dyn Future<Output = Result<Response<Incoming>, BackendError>> + Send>>;
 
 /// Generic over the request body only so that its tests can send bodies of their own.
 pub(crate) struct BackendPool<B = RequestBody> {
@@ -153,27 +163,28 @@ where
     /// call in flight holds the returned future, so its size is memory per stream: it keeps
     /// only hyper's response future on the hot path; connecting and sending again are boxed.
     pub(crate) fn send(
-        &self,
+        self: &Arc<Self>,
         request: Request<B>,
-    ) -> impl Future<Output = Result<Response<Incoming>, BackendError>> + Send + '_
+    ) -> impl Future<Output = Result<Response<Incoming>, BackendError>> + Send + use<B>
     where
         B: Sync,
     {
-        let slot = &self.slots[self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len()];
-        match slot.take_stream() {
+        let slot = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len();
+        let pool = Arc::clone(self);
+        match self.slots[slot].take_stream() {
             Some(mut sender) => {
                 let response = sender.try_send_request(request);
                 // A combinator, not an `async` block, which would hold hyper's future twice.
                 Either::Left(response.then(move |result| match result {
                     Ok(response) => Either::Left(std::future::ready(Ok(response))),
-                    Err(err) => match self.again(slot, err) {
+                    Err(err) => match pool.again(slot, err) {
                         Ok(again) => Either::Right(again),
                         Err(err) => Either::Left(std::future::ready(Err(err))),
                     },
                 }))
             }
             None => Either::Right(Box::pin(async move {
-                let mut sender = self.connect(slot).await?;
+                let mut sender = pool.connect(&pool.slots[slot]).await?;
                 sender
                     .send_request(request)
                     .await
@@ -184,11 +195,11 @@ where
 
     /// A call the slot's connection refused unsent (it had closed): once more, on a new one.
     /// Any other failure is the call's.
-    fn again<'a>(
-        &'a self,
-        slot: &'a Slot<B>,
+    fn again(
+        self: Arc<Self>,
+        slot: usize,
         mut err: hyper::client::conn::TrySendError<Request<B>>,
-    ) -> Result<Resending<'a>, BackendError>
+    ) -> Result<Resending, BackendError>
     where
         B: Sync,
     {
@@ -196,6 +207,7 @@ where
             return Err(BackendError::Call(err.into_error()));
         };
         Ok(Box::pin(async move {
+            let slot = &self.slots[slot];
             let mut sender = match slot.take_stream() {
                 Some(sender) => sender,
                 None => self.connect(slot).await?,
@@ -228,6 +240,7 @@ where
                 .oneshot(target)
                 .await
                 .map_err(BackendError::Connect)?;
+            let io: BackendIo = Box::new(io);
             self.h2.handshake(io).await.map_err(BackendError::Handshake)
         };
         let (sender, connection) = tokio::time::timeout(self.connect_timeout, handshake)
@@ -386,11 +399,21 @@ mod tests {
             .await;
     }
 
-    fn pool(addr: std::net::SocketAddr, connections: usize) -> BackendPool<Empty<Bytes>> {
+    fn pool(addr: std::net::SocketAddr, connections: usize) -> Arc<BackendPool<Empty<Bytes>>> {
+        pool_with(addr, connections, STREAMS_PER_CONNECTION)
+    }
+
+    fn pool_with(
+        addr: std::net::SocketAddr,
+        connections: usize,
+        streams_per_connection: u64,
+    ) -> Arc<BackendPool<Empty<Bytes>>> {
         let backend = format!("grpc://{addr}").parse().unwrap();
         let mut settings = ProxySettings::new("127.0.0.1:0".parse().unwrap(), backend);
         settings.backend_connections = connections;
-        BackendPool::new(&settings).unwrap()
+        let mut pool = BackendPool::new(&settings).unwrap();
+        pool.streams_per_connection = streams_per_connection;
+        Arc::new(pool)
     }
 
     fn call(addr: std::net::SocketAddr) -> Request<Empty<Bytes>> {
@@ -401,7 +424,7 @@ mod tests {
             .unwrap()
     }
 
-    async fn call_ok(pool: &BackendPool<Empty<Bytes>>, addr: std::net::SocketAddr) {
+    async fn call_ok(pool: &Arc<BackendPool<Empty<Bytes>>>, addr: std::net::SocketAddr) {
         let response = pool.send(call(addr)).await.unwrap();
         assert_eq!(response.status(), http::StatusCode::OK);
     }
@@ -416,10 +439,24 @@ mod tests {
         assert_eq!(backend.accepted(), 3);
     }
 
+    /// hyper's client spawns two tasks per call (the response future, the request-body pipe)
+    /// as variants of one enum with the connection's own task: every call in flight holds one
+    /// of that enum's size. With the connection's byte stream inline (rustls' state among it)
+    /// it was 2536 bytes (debug build); boxed, 1440.
+    #[tokio::test]
+    async fn the_tasks_spawned_per_call_do_not_hold_the_connection_inline() {
+        let backend = Backend::start().await;
+        let pool = pool(backend.addr, 1);
+        call_ok(&pool, backend.addr).await;
+        let size = crate::exec::spawned::largest_client_task();
+        assert!(size > 0, "no client task was recorded");
+        assert!(size <= 1600, "hyper's per-call client task is {size} bytes");
+    }
+
     #[tokio::test]
     async fn calls_arriving_together_share_one_new_connection() {
         let backend = Backend::start().await;
-        let pool = Arc::new(pool(backend.addr, 1));
+        let pool = pool(backend.addr, 1);
         let calls: Vec<_> = (0..20)
             .map(|_| {
                 let pool = pool.clone();
@@ -436,8 +473,7 @@ mod tests {
     #[tokio::test]
     async fn a_connection_is_replaced_once_its_streams_are_used_up() {
         let backend = Backend::start().await;
-        let mut pool = pool(backend.addr, 1);
-        pool.streams_per_connection = 3;
+        let pool = pool_with(backend.addr, 1, 3);
         for _ in 0..7 {
             call_ok(&pool, backend.addr).await;
         }

@@ -15,6 +15,27 @@ where
     F::Output: Send + 'static,
 {
     fn execute(&self, future: F) {
+        #[cfg(test)]
+        spawned::record::<F>();
         tokio::spawn(Box::pin(future));
+    }
+}
+
+/// What the tests learn of the futures hyper spawns (its types cannot be named outside hyper).
+#[cfg(test)]
+pub(crate) mod spawned {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    static LARGEST_CLIENT_TASK: AtomicUsize = AtomicUsize::new(0);
+
+    pub(super) fn record<F>() {
+        if std::any::type_name::<F>().starts_with("hyper::proto::h2::client::") {
+            LARGEST_CLIENT_TASK.fetch_max(std::mem::size_of::<F>(), Ordering::Relaxed);
+        }
+    }
+
+    /// The size of the largest task hyper's HTTP/2 client has spawned in this process.
+    pub(crate) fn largest_client_task() -> usize {
+        LARGEST_CLIENT_TASK.load(Ordering::Relaxed)
     }
 }

@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -26,13 +27,13 @@ use crate::{headers, stream};
 /// The call is handed to the backend connection here; the future returned only waits for the
 /// answer. It is not an `async fn`: every call in flight holds this future, and an `async fn`
 /// keeps its arguments (the request's parts and body) for its whole life, twice (rustc).
-pub(crate) fn forward<'a>(
-    state: &'a State,
+pub(crate) fn forward(
+    state: &Arc<State>,
     route: &Route,
     mut parts: http::request::Parts,
     body: SanitizedBody,
     log: CallLog,
-) -> impl Future<Output = Response<ProxyBody>> + Send + 'a {
+) -> impl Future<Output = Response<ProxyBody>> + Send + use<> {
     let timeouts = route.timeouts;
     let client_timeout = parts
         .headers
@@ -58,18 +59,18 @@ pub(crate) fn forward<'a>(
     Either::Right(Forwarding {
         bound,
         call: Some(Waiting { activity, log }),
-        state,
+        state: Arc::clone(state),
     })
 }
 
 pin_project_lite::pin_project! {
     /// A forwarded call waiting for the backend's response headers.
-    struct Forwarding<'a, F> {
+    struct Forwarding<F> {
         #[pin]
         bound: stream::Bound<F>,
         // Taken when the answer comes.
         call: Option<Waiting>,
-        state: &'a State,
+        state: Arc<State>,
     }
 }
 
@@ -78,7 +79,7 @@ struct Waiting {
     log: CallLog,
 }
 
-impl<F> Future for Forwarding<'_, F>
+impl<F> Future for Forwarding<F>
 where
     F: Future<Output = Result<Response<Incoming>, BackendError>>,
 {
@@ -109,7 +110,7 @@ where
                 Response::from_parts(parts, body)
             }
             Err(err) => {
-                let state = *this.state;
+                let state = &**this.state;
                 let reason = if err.is_connect() {
                     if let Some(metrics) = &state.metrics {
                         metrics.backend_connect_failures.inc();

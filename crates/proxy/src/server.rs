@@ -66,7 +66,7 @@ impl Proxy {
         };
         let workers = crate::workers::Workers::start(settings.workers)?;
         let backend = crate::workers::PerWorker::new(settings.workers, |_| {
-            crate::backend::BackendPool::new(&settings)
+            crate::backend::BackendPool::new(&settings).map(Arc::new)
         })?;
         let tracing = match &settings.tracing {
             Some(tracing) => Some(
