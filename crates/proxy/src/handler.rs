@@ -194,10 +194,7 @@ fn serve(
             return Either::Right(Box::pin(async move {
                 drain::drain(body, drain::MAX_DRAIN_BYTES, drain::MAX_DRAIN_WAIT).await;
                 let response = rejection.into_response(protocol.answers_in_grpc(), log);
-                Ok(with_cors(
-                    protocol.respond(response).await,
-                    cors.map(|c| *c),
-                ))
+                Ok(with_cors(protocol.respond(response).await, cors))
             }));
         }
     };
@@ -208,7 +205,7 @@ fn serve(
         (Ok(body), None) => Either::Left(
             forward::forward(&state, &route, parts, body, log)
                 .then(move |response| protocol.respond(response))
-                .map(move |response| Ok(with_cors(response, cors.map(|c| *c)))),
+                .map(move |response| Ok(with_cors(response, cors))),
         ),
         (body, _) => Either::Right(Box::pin(async move {
             let response = match body {
@@ -222,10 +219,7 @@ fn serve(
                 }
                 (Ok(body), None) => forward::forward(&state, &route, parts, body, log).await,
             };
-            Ok(with_cors(
-                protocol.respond(response).await,
-                cors.map(|c| *c),
-            ))
+            Ok(with_cors(protocol.respond(response).await, cors))
         })),
     }
 }
@@ -241,7 +235,7 @@ async fn answer_preflight(
     match preflight {
         cors::Preflight::Answer(cors) => {
             log.set_path(parts.uri.path());
-            with_cors(preflight_response(log), Some(cors))
+            with_cors(preflight_response(log), Some(Box::new(cors)))
         }
         cors::Preflight::Refuse(rejection) => {
             log.set_path(parts.uri.path());
@@ -299,9 +293,10 @@ async fn credentials(
 /// `Vary: Origin` is added to what the backend varies on.
 fn with_cors(
     mut response: Response<ResponseBody>,
-    cors: Option<http::HeaderMap>,
+    cors: Option<Box<http::HeaderMap>>,
 ) -> Response<ResponseBody> {
-    if let Some(mut cors) = cors {
+    if let Some(cors) = cors {
+        let mut cors = *cors;
         let vary = cors.remove(http::header::VARY);
         let headers = response.headers_mut();
         headers.extend(cors);
