@@ -91,7 +91,7 @@ async fn sigterm_drains_in_flight_calls_and_exits_zero() {
     );
 
     // One access-log line for the call, with what operators need and never the token.
-    let lines: Vec<serde_json::Value> = proxy.lines.try_iter().collect();
+    let lines = cli::remaining_lines(&proxy.lines, Duration::from_secs(10));
     let access: Vec<&serde_json::Value> = lines
         .iter()
         .filter(|l| l["target"] == "esprit::access")
@@ -207,7 +207,7 @@ async fn two_workers_each_serve_their_connections_and_drain_on_sigterm() {
         .unwrap()
         .unwrap();
     assert_eq!(status.code(), Some(0), "exit 0 once both workers drained");
-    let lines: Vec<serde_json::Value> = proxy.lines.try_iter().collect();
+    let lines = cli::remaining_lines(&proxy.lines, Duration::from_secs(10));
     let access = lines
         .iter()
         .filter(|l| l["target"] == "esprit::access")

@@ -227,6 +227,21 @@ pub fn json_lines(stderr: BufReader<ChildStderr>) -> mpsc::Receiver<Value> {
     rx
 }
 
+/// Every line still to come from `lines` (a [`json_lines`] receiver) once its process has
+/// exited: the reader thread may not have passed on the last ones yet when `wait` returns.
+/// Reads until the thread ends at the end of the stream, for at most `within`.
+pub fn remaining_lines(lines: &mpsc::Receiver<Value>, within: Duration) -> Vec<Value> {
+    let deadline = std::time::Instant::now() + within;
+    let mut rest = Vec::new();
+    while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+        match lines.recv_timeout(left) {
+            Ok(value) => rest.push(value),
+            Err(_) => break,
+        }
+    }
+    rest
+}
+
 /// Sends SIGTERM to `child` and waits (up to a generous 10 s) for it to exit.
 pub async fn sigterm_and_wait(child: &mut tokio::process::Child) -> std::process::ExitStatus {
     sigterm(child.id().expect("the process has exited already"));
