@@ -261,7 +261,7 @@ async fn impersonation_errors_are_clear() {
         "{err}"
     );
     // Nothing listens at the IAM Credentials URL.
-    let dead = testkit::dead_addr().await;
+    let dead = testkit::dead_addr();
     let out = run(&[
         "token",
         "--key-file",

@@ -342,7 +342,8 @@ async fn several_key_servers_fail_over_to_the_live_one() {
         .create_api_key("cli-project", None, 0)
         .unwrap();
     let live = testkit::KeyServer::start(&store).await;
-    let down = format!("http://{}", testkit::dead_addr().await);
+    let down_addr = testkit::dead_addr();
+    let down = format!("http://{down_addr}");
     let backend = start_echo().await;
     // Without its usage rules every method needs an API key.
     let config = ECHO_CONFIG.split("usage:").next().unwrap();

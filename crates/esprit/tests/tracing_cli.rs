@@ -83,7 +83,7 @@ async fn json_access_lines_carry_the_trace_id_and_sigterm_flushes_the_spans() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_export_is_logged() {
     let backend = start_echo().await;
-    let nobody = testkit::dead_addr().await;
+    let nobody = testkit::dead_addr();
     let dir = tempfile::tempdir().unwrap();
     let mut command = cli::proxy_command(
         env!("CARGO_BIN_EXE_esprit"),

@@ -336,8 +336,9 @@ usage:
     allow_unregistered_calls: false
 "#
     ));
-    let mut settings = settings_with_admin(dead_addr().await);
-    let key_server = dead_addr().await;
+    let backend = dead_addr();
+    let mut settings = settings_with_admin(backend.addr());
+    let key_server = dead_addr();
     settings.api_keys.service_control_urls = vec![format!("http://{key_server}")];
     let proxy = RunningProxy::start(&config, settings).await;
     let mut client = echo_client(proxy.url()).await;

@@ -418,7 +418,7 @@ async fn token_times_follow_the_injected_clock() {
 
 #[tokio::test]
 async fn keys_never_fetched_fail_closed() {
-    let dead_addr = dead_addr().await;
+    let dead_addr = dead_addr();
     let backend = start_echo().await;
     let mut settings = settings(backend.addr());
     settings.auth.jwks.fetch_timeout = Duration::from_millis(500);

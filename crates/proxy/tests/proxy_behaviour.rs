@@ -12,7 +12,6 @@ use common::*;
 use echo::pb::EchoRequest;
 use http_body_util::StreamBody;
 use hyper::body::Frame;
-use tokio::net::TcpListener;
 use tonic::metadata::MetadataValue;
 use tonic::{Code, Request};
 
@@ -174,13 +173,22 @@ async fn the_proxy_enforces_grpc_timeout_before_and_after_response_headers() {
 
 #[tokio::test]
 async fn backend_down_is_unavailable_promptly_then_recovers_without_restart() {
-    // Reserve a port, then free it: nothing listens there.
-    let backend_addr = dead_addr().await;
-    let proxy = RunningProxy::start(&echo_config(), settings(backend_addr)).await;
+    // A port reserved but not listening: connections are refused.
+    let backend_port = dead_addr();
+    let proxy = RunningProxy::start(&echo_config(), settings(backend_port.addr())).await;
     let mut client = echo_client(proxy.url()).await;
 
+    // A bound on each call, so that a call that hangs fails here, not at the test timeout.
+    let bounded = |request: EchoRequest| {
+        let mut request = tonic::Request::new(request);
+        request.set_timeout(Duration::from_secs(10));
+        request
+    };
     let started = Instant::now();
-    let status = client.unary(EchoRequest::default()).await.unwrap_err();
+    let status = client
+        .unary(bounded(EchoRequest::default()))
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
     assert!(
         status.message().contains("connection failure"),
@@ -194,13 +202,12 @@ async fn backend_down_is_unavailable_promptly_then_recovers_without_restart() {
     );
 
     // The backend comes up on the same address; the same proxy and client now succeed.
-    let listener = TcpListener::bind(backend_addr).await.unwrap();
-    let _backend = echo::RunningServer::start(listener).unwrap();
+    let _backend = echo::RunningServer::start(backend_port.listen()).unwrap();
     let reply = client
-        .unary(EchoRequest {
+        .unary(bounded(EchoRequest {
             payload: Bytes::from_static(b"back"),
             ..Default::default()
-        })
+        }))
         .await
         .unwrap()
         .into_inner();

@@ -46,7 +46,7 @@ impl ChromeDriver {
         let program = required_program("chromedriver");
         let mut last_error = String::new();
         for _ in 0..3 {
-            let port = crate::dead_addr().await.port();
+            let port = crate::free_port().await;
             let child = Command::new(&program)
                 .arg(format!("--port={port}"))
                 .arg("--allowed-ips=127.0.0.1")

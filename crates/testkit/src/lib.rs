@@ -20,11 +20,11 @@ pub mod stores;
 pub mod tokens;
 
 pub use servers::{
-    BOOKSTORE_CONFIG, ECHO_CONFIG, HttpReply, KeyServer, RunningProxy, answers_get,
+    BOOKSTORE_CONFIG, DeadAddr, ECHO_CONFIG, HttpReply, KeyServer, RunningProxy, answers_get,
     assert_closes_silent_and_partial_preface, bookstore_config, bookstore_service, bookstore_stack,
-    connect_from, dead_addr, echo_config, echo_service, echo_stack, h2c, http_get, http1, listener,
-    peer_closes, post_form, serve_router, settings, settings_with_admin, start_bookstore,
-    start_bookstore_on, start_echo, wait_for_status,
+    connect_from, dead_addr, echo_config, echo_service, echo_stack, free_port, h2c, http_get,
+    http1, listener, peer_closes, post_form, serve_router, settings, settings_with_admin,
+    start_bookstore, start_bookstore_on, start_echo, wait_for_status,
 };
 pub use stores::{
     Backend, PgDatabase, PgTlsDatabase, PgTlsServer, TestStore, postgres_server,

@@ -27,10 +27,44 @@ pub async fn listener() -> TcpListener {
     TcpListener::bind("127.0.0.1:0").await.unwrap()
 }
 
-/// An address nothing listens on (a port reserved, then freed).
-pub async fn dead_addr() -> SocketAddr {
-    let reserved = listener().await;
-    reserved.local_addr().unwrap()
+/// An address of 127.0.0.1 that refuses connections: a port bound but not listening, held while
+/// this value lives. A port bound and then freed is not enough: under a parallel test run another
+/// test process can be handed the same port meanwhile, and its server then answers (or silently
+/// accepts) the calls that were meant to fail.
+pub struct DeadAddr {
+    socket: tokio::net::TcpSocket,
+    addr: SocketAddr,
+}
+
+impl DeadAddr {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Starts listening on this same address (the server that comes up where none was).
+    pub fn listen(self) -> TcpListener {
+        self.socket.listen(1024).unwrap()
+    }
+}
+
+impl std::fmt::Display for DeadAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.addr.fmt(f)
+    }
+}
+
+/// A [`DeadAddr`] on a port of its own.
+pub fn dead_addr() -> DeadAddr {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+    let addr = socket.local_addr().unwrap();
+    DeadAddr { socket, addr }
+}
+
+/// A port of 127.0.0.1 free right now, for a program that binds it itself (reserved, then
+/// freed: another process may take it first, so a caller retries when its program cannot bind).
+pub async fn free_port() -> u16 {
+    listener().await.local_addr().unwrap().port()
 }
 
 /// The echo backend.

@@ -136,9 +136,8 @@ async fn errors_print_code_and_message_and_exit_1() {
 
 #[tokio::test]
 async fn unreachable_server_is_unavailable() {
-    // Bind then drop, so nothing listens on the port.
-    let port = testkit::dead_addr().await.port();
-    let run = run_client(port, &["--timeout", "5"]).await;
+    let dead = testkit::dead_addr();
+    let run = run_client(dead.addr().port(), &["--timeout", "5"]).await;
     assert_eq!(run.code, Some(1));
     assert!(
         run.stderr.starts_with("error: UNAVAILABLE: "),
@@ -276,8 +275,8 @@ async fn health_command_is_a_probe() {
     assert_eq!(run.stderr, "error: UNAVAILABLE: NOT_SERVING\n");
     assert_eq!(run.stdout, "");
 
-    let dead = testkit::dead_addr().await.port();
-    let run = run_client(dead, &["health", "--timeout", "5"]).await;
+    let dead = testkit::dead_addr();
+    let run = run_client(dead.addr().port(), &["health", "--timeout", "5"]).await;
     assert_eq!(run.code, Some(1));
     assert!(
         run.stderr.starts_with("error: UNAVAILABLE: "),
