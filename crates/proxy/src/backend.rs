@@ -3,36 +3,47 @@
 //! again when it has closed (the backend restarted, went away, or sent GOAWAY) or has opened
 //! [`STREAMS_PER_CONNECTION`] streams (HTTP/2 stream ids run out at 2³¹).
 //!
-//! A call holds a clone of its connection's [`SendRequest`] handle: no pool checkout, no key
-//! hashing, no idle bookkeeping per call (what hyper-util's general-purpose client does).
+//! Calls go through h2's client directly. hyper's client, used before, passes each request
+//! through a channel to its connection task and spawns two tasks per call (its response future
+//! and its request-body pipe). Here a call's headers are handed to the connection when it is
+//! sent; its request body is written from the caller's own task while it waits for the answer,
+//! and only a body that outlives the response headers (client and bidirectional streaming) is
+//! given a task of its own. A call holds a clone of its connection's [`SendRequest`] handle: no
+//! pool checkout, no key hashing, no idle bookkeeping per call.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker, ready};
 use std::time::Duration;
 
-use futures::FutureExt;
-use futures::future::Either;
+use bytes::Bytes;
+use h2::client::{ResponseFuture, SendRequest};
+use h2::{PingPong, Reason, RecvStream, SendStream};
 use http::{Request, Response, Uri};
-use hyper::body::Incoming;
-use hyper::client::conn::http2::{self, SendRequest};
-use hyper_rustls::HttpsConnector;
+use http_body::{Body, Frame};
+use hyper_rustls::{HttpsConnector, MaybeHttpsStream};
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioTimer;
+use hyper_util::rt::TokioIo;
 use tower::ServiceExt;
 
 use crate::ProxyError;
-use crate::exec::BoxingExecutor;
 use crate::settings::{BackendUrl, ProxySettings};
-use crate::stream::RequestBody;
 
 /// Client stream ids are odd and below 2³¹: a connection can open 2³⁰ streams. It is replaced a
 /// little before, so no call ever meets an exhausted connection.
 pub(crate) const STREAMS_PER_CONNECTION: u64 = (1 << 30) - 1024;
 
-/// Why a call could not reach the backend. `Connect` answers "connection failure", the others
-/// "remote reset" (the wire table in `wire.rs`).
+/// What hyper's client sent before we used h2 directly, kept: how many streams a connection
+/// may open before the backend's SETTINGS say how many it allows, and how much of a request
+/// body h2 may buffer per stream beyond what the backend's window lets through.
+const INITIAL_MAX_SEND_STREAMS: usize = 100;
+const MAX_SEND_BUFFER_SIZE: usize = 1024 * 1024;
+const MAX_FRAME_SIZE: u32 = 16 * 1024;
+
+/// Why a call could not reach the backend. The connection variants answer "connection
+/// failure", the others "remote reset" (the wire table in `wire.rs`).
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum BackendError {
     #[error("connecting to the backend")]
@@ -40,107 +51,135 @@ pub(crate) enum BackendError {
     #[error("connecting to the backend: timed out after {0:?}")]
     ConnectTimeout(Duration),
     #[error("HTTP/2 handshake with the backend")]
-    Handshake(#[source] hyper::Error),
+    Handshake(#[source] h2::Error),
     #[error("backend call")]
-    Call(#[source] hyper::Error),
+    Call(#[source] h2::Error),
+    #[error("the backend closed the call's stream")]
+    StreamClosed,
+    #[error("reading the caller's request body")]
+    RequestBody(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 impl BackendError {
     /// No connection could be made (the metric `backend_connect_failures`).
     pub(crate) fn is_connect(&self) -> bool {
-        !matches!(self, BackendError::Call(_))
+        matches!(
+            self,
+            BackendError::Connect(_) | BackendError::ConnectTimeout(_) | BackendError::Handshake(_)
+        )
     }
 }
 
 type Connector = HttpsConnector<HttpConnector>;
 
-/// The byte stream to the backend (TCP, or TLS over TCP), behind a pointer. hyper spawns two
-/// tasks per call (its response future and its request-body pipe) as variants of one enum whose
-/// third variant is the connection itself: inline, the connection's stream (rustls' state
-/// among it) made each of those tasks 2.5 KB; boxed, a call's tasks are the size of what they
-/// hold. One indirect call per read or write of the connection is the price.
-type BackendIo = Box<dyn Io>;
+/// Pings on a connection with calls in flight, as hyper's `keep_alive_interval` /
+/// `keep_alive_timeout` did: a ping not answered in `timeout` closes the connection, and its
+/// calls fail rather than wait on a backend that is gone without a word.
+#[derive(Debug, Clone, Copy)]
+struct KeepAlive {
+    interval: Duration,
+    timeout: Duration,
+}
 
-trait Io: hyper::rt::Read + hyper::rt::Write + Send + Unpin {}
-
-impl<T: hyper::rt::Read + hyper::rt::Write + Send + Unpin> Io for T {}
-
-/// A call sent once more on a new connection (boxed: rare).
-type Resending = Pin<Box<dyn Future<Output = Result<Response<Incoming>, BackendError>> + Send>>;
-
-/// Generic over the request body only so that its tests can send bodies of their own.
-pub(crate) struct BackendPool<B = RequestBody> {
-    slots: Box<[Slot<B>]>,
+pub(crate) struct BackendPool {
+    slots: Box<[Slot]>,
     next: AtomicUsize,
     connector: Connector,
-    h2: http2::Builder<BoxingExecutor>,
+    h2: h2::client::Builder,
+    keep_alive: KeepAlive,
     backend: BackendUrl,
     connect_timeout: Duration,
     streams_per_connection: u64,
 }
 
 /// One connection's place in the pool.
-struct Slot<B> {
-    live: Mutex<Option<Live<B>>>,
+#[derive(Default)]
+struct Slot {
+    live: Mutex<Option<Live>>,
     /// Held while connecting: calls arriving meanwhile wait for that connection rather than
     /// each opening their own.
     connecting: tokio::sync::Mutex<()>,
 }
 
-impl<B> Default for Slot<B> {
-    fn default() -> Self {
-        Self {
-            live: Mutex::new(None),
-            connecting: tokio::sync::Mutex::new(()),
-        }
-    }
-}
-
-struct Live<B> {
-    sender: SendRequest<B>,
+struct Live {
+    sender: SendRequest<Bytes>,
+    shared: Arc<Shared>,
     /// Streams this connection may still open.
     streams_left: u64,
 }
 
-impl<B> Slot<B> {
-    /// The open connection's handle, counting the stream the caller is about to open.
-    fn take_stream(&self) -> Option<SendRequest<B>> {
+/// What a connection's task and its calls share.
+#[derive(Debug, Default)]
+struct Shared {
+    /// Set when the connection's task has ended.
+    closed: AtomicBool,
+    /// Calls in flight. The keep-alive pings only while there are some, as hyper's did: gRPC
+    /// servers count pings on an idle connection against the client.
+    calls: AtomicUsize,
+}
+
+/// A call's place on its connection, held until its answer has been read or dropped.
+#[derive(Debug)]
+pub(crate) struct OnConnection(Arc<Shared>);
+
+impl OnConnection {
+    fn new(shared: &Arc<Shared>) -> Self {
+        shared.calls.fetch_add(1, Ordering::Relaxed);
+        Self(Arc::clone(shared))
+    }
+}
+
+impl Drop for OnConnection {
+    fn drop(&mut self) {
+        self.0.calls.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Slot {
+    /// The open connection's handle, counting the stream the caller is about to open; `None`
+    /// when there is none or it can take no new stream (closed, GOAWAY received, exhausted).
+    fn take_stream(&self) -> Option<(SendRequest<Bytes>, OnConnection)> {
         let mut live = self
             .live
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        match live.as_mut() {
-            Some(l) if l.streams_left > 0 && !l.sender.is_closed() => {
-                l.streams_left -= 1;
-                Some(l.sender.clone())
-            }
-            _ => {
-                // Closed or exhausted: dropping our handle lets the connection end once its
-                // in-flight calls have.
-                *live = None;
-                None
-            }
+        if let Some(l) = live.as_mut()
+            && l.streams_left > 0
+            && !l.shared.closed.load(Ordering::Acquire)
+            && accepts_streams(&mut l.sender)
+        {
+            l.streams_left -= 1;
+            return Some((l.sender.clone(), OnConnection::new(&l.shared)));
         }
+        // Dropping our handle lets the connection end once its in-flight calls have.
+        *live = None;
+        None
     }
 
-    fn store(&self, sender: SendRequest<B>, streams: u64) {
+    fn store(&self, sender: SendRequest<Bytes>, shared: Arc<Shared>, streams: u64) {
         let mut live = self
             .live
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         *live = Some(Live {
             sender,
+            shared,
             streams_left: streams,
         });
     }
 }
 
-impl<B> BackendPool<B>
-where
-    B: http_body::Body + Send + Unpin + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
+/// Whether the connection takes new streams: not after a GOAWAY or a connection error. h2
+/// answers at once (a handle that has sent nothing registers no waker), so the call is sent
+/// on a new connection rather than refused on this one.
+fn accepts_streams(sender: &mut SendRequest<Bytes>) -> bool {
+    matches!(
+        sender.poll_ready(&mut Context::from_waker(Waker::noop())),
+        Poll::Ready(Ok(()))
+    )
+}
+
+impl BackendPool {
     pub(crate) fn new(settings: &ProxySettings) -> Result<Self, ProxyError> {
         Ok(Self {
             slots: (0..settings.backend_connections.max(1))
@@ -149,83 +188,49 @@ where
             next: AtomicUsize::new(0),
             connector: connector(settings)?,
             h2: h2_builder(settings),
+            keep_alive: KeepAlive {
+                interval: settings.http2.keep_alive_interval,
+                timeout: settings.http2.keep_alive_timeout,
+            },
             backend: settings.backend.clone(),
             connect_timeout: settings.backend_connect_timeout,
             streams_per_connection: STREAMS_PER_CONNECTION,
         })
     }
 
-    /// Sends the call on the next connection in turn, opening it if needed. A call the
-    /// connection refused before sending anything (it closed meanwhile) is sent once more on a
-    /// new connection, as hyper-util's client does.
-    ///
-    /// The call is handed to the connection here, not when the future is first polled. Every
-    /// call in flight holds the returned future, so its size is memory per stream: it keeps
-    /// only hyper's response future on the hot path; connecting and sending again are boxed.
-    pub(crate) fn send(
-        self: &Arc<Self>,
-        request: Request<B>,
-    ) -> impl Future<Output = Result<Response<Incoming>, BackendError>> + Send + use<B>
+    /// Sends the call on the next connection in turn, opening it if needed. The request's
+    /// headers are handed to the connection here when it is open; the returned future writes
+    /// the request body and waits for the response headers, in the caller's task.
+    pub(crate) fn send<B>(self: &Arc<Self>, request: Request<B>) -> Sending<B>
     where
-        B: Sync,
+        B: Body<Data = Bytes> + Send + Unpin + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let slot = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len();
-        let pool = Arc::clone(self);
         match self.slots[slot].take_stream() {
-            Some(mut sender) => {
-                let response = sender.try_send_request(request);
-                // A combinator, not an `async` block, which would hold hyper's future twice.
-                Either::Left(response.then(move |result| match result {
-                    Ok(response) => Either::Left(std::future::ready(Ok(response))),
-                    Err(err) => match pool.again(slot, err) {
-                        Ok(again) => Either::Right(again),
-                        Err(err) => Either::Left(std::future::ready(Err(err))),
-                    },
+            Some((sender, on)) => Sending::start(sender, on, request),
+            None => {
+                let pool = Arc::clone(self);
+                Sending::Connecting(Box::pin(async move {
+                    let (sender, on) = pool.connect(slot).await?;
+                    Ok(Sending::start(sender, on, request))
                 }))
             }
-            None => Either::Right(Box::pin(async move {
-                let mut sender = pool.connect(&pool.slots[slot]).await?;
-                sender
-                    .send_request(request)
-                    .await
-                    .map_err(BackendError::Call)
-            })),
         }
-    }
-
-    /// A call the slot's connection refused unsent (it had closed): once more, on a new one.
-    /// Any other failure is the call's.
-    fn again(
-        self: Arc<Self>,
-        slot: usize,
-        mut err: hyper::client::conn::TrySendError<Request<B>>,
-    ) -> Result<Resending, BackendError>
-    where
-        B: Sync,
-    {
-        let Some(request) = err.take_message() else {
-            return Err(BackendError::Call(err.into_error()));
-        };
-        Ok(Box::pin(async move {
-            let slot = &self.slots[slot];
-            let mut sender = match slot.take_stream() {
-                Some(sender) => sender,
-                None => self.connect(slot).await?,
-            };
-            sender
-                .send_request(request)
-                .await
-                .map_err(BackendError::Call)
-        }))
     }
 
     /// A new connection for `slot` (or the one another call just opened), with one stream
     /// counted for the caller.
-    async fn connect(&self, slot: &Slot<B>) -> Result<SendRequest<B>, BackendError> {
+    async fn connect(
+        &self,
+        slot: usize,
+    ) -> Result<(SendRequest<Bytes>, OnConnection), BackendError> {
+        let slot = &self.slots[slot];
         let _connecting = slot.connecting.lock().await;
-        if let Some(sender) = slot.take_stream() {
-            return Ok(sender);
+        if let Some(open) = slot.take_stream() {
+            return Ok(open);
         }
+        let shared = Arc::new(Shared::default());
         let handshake = async {
             // What the connector dials: `http`/`https` and the backend's authority.
             let target = Uri::builder()
@@ -240,35 +245,353 @@ where
                 .oneshot(target)
                 .await
                 .map_err(BackendError::Connect)?;
-            let io: BackendIo = Box::new(io);
-            self.h2.handshake(io).await.map_err(BackendError::Handshake)
+            match io {
+                MaybeHttpsStream::Http(tcp) => self.handshake(tcp.into_inner(), &shared).await,
+                tls @ MaybeHttpsStream::Https(_) => {
+                    self.handshake(TokioIo::new(tls), &shared).await
+                }
+            }
         };
-        let (sender, connection) = tokio::time::timeout(self.connect_timeout, handshake)
+        let sender = tokio::time::timeout(self.connect_timeout, handshake)
             .await
             .map_err(|_| BackendError::ConnectTimeout(self.connect_timeout))??;
-        tokio::spawn(async move {
-            if let Err(err) = connection.await {
-                tracing::debug!(error = %err, "backend connection ended");
-            }
-        });
+        let on = OnConnection::new(&shared);
         slot.store(
             sender.clone(),
+            shared,
             self.streams_per_connection.saturating_sub(1),
         );
+        Ok((sender, on))
+    }
+
+    /// The HTTP/2 handshake, then the connection's own task: it reads and writes for every call
+    /// on the connection, and pings while calls are in flight.
+    async fn handshake<T>(
+        &self,
+        io: T,
+        shared: &Arc<Shared>,
+    ) -> Result<SendRequest<Bytes>, BackendError>
+    where
+        T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+    {
+        let (sender, mut connection) = self
+            .h2
+            .handshake::<T, Bytes>(io)
+            .await
+            .map_err(BackendError::Handshake)?;
+        let pings = connection.ping_pong();
+        let keep_alive = self.keep_alive;
+        let shared = Arc::clone(shared);
+        tokio::spawn(async move {
+            tokio::select! {
+                ended = &mut connection => {
+                    if let Err(err) = ended {
+                        tracing::debug!(error = %err, "backend connection ended");
+                    }
+                }
+                () = keep_alive.watch(pings, &shared) => {
+                    tracing::warn!(
+                        timeout = ?keep_alive.timeout,
+                        "backend connection closed: a keep-alive ping got no answer"
+                    );
+                }
+            }
+            shared.closed.store(true, Ordering::Release);
+            // Dropping the connection fails the calls still on it.
+        });
         Ok(sender)
     }
 }
 
-fn h2_builder(settings: &ProxySettings) -> http2::Builder<BoxingExecutor> {
+impl KeepAlive {
+    /// Returns when a ping went unanswered; pends forever otherwise.
+    async fn watch(self, pings: Option<PingPong>, shared: &Shared) {
+        let Some(mut pings) = pings else {
+            return std::future::pending().await;
+        };
+        loop {
+            tokio::time::sleep(self.interval).await;
+            if shared.calls.load(Ordering::Relaxed) == 0 {
+                continue;
+            }
+            match tokio::time::timeout(self.timeout, pings.ping(h2::Ping::opaque())).await {
+                Ok(Ok(_pong)) => {}
+                // The connection failed: its own future ends the task and says why.
+                Ok(Err(_)) => return std::future::pending().await,
+                Err(_elapsed) => return,
+            }
+        }
+    }
+}
+
+/// A call on its way to the backend: its request body is written, from the caller's task,
+/// while it waits for the response headers.
+pub(crate) enum Sending<B> {
+    /// No connection was open (boxed: rare).
+    Connecting(Pin<Box<dyn Future<Output = Result<Sending<B>, BackendError>> + Send>>),
+    Open {
+        response: ResponseFuture,
+        /// The rest of the request body, until it has all been handed to h2.
+        upload: Option<Upload<B>>,
+        /// Taken by the response body.
+        on: Option<OnConnection>,
+    },
+    Failed(Option<BackendError>),
+}
+
+impl<B> Sending<B>
+where
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn start(mut sender: SendRequest<Bytes>, on: OnConnection, request: Request<B>) -> Self {
+        let (parts, body) = request.into_parts();
+        let end = body.is_end_stream();
+        match sender.send_request(Request::from_parts(parts, ()), end) {
+            Ok((response, stream)) => Sending::Open {
+                response,
+                upload: (!end).then(|| Upload {
+                    stream,
+                    body,
+                    sent: false,
+                }),
+                on: Some(on),
+            },
+            Err(err) => Sending::Failed(Some(BackendError::Call(err))),
+        }
+    }
+}
+
+impl<B> Future for Sending<B>
+where
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Output = Result<Response<BackendBody>, BackendError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        loop {
+            match this {
+                Sending::Connecting(connecting) => match ready!(connecting.as_mut().poll(cx)) {
+                    Ok(open) => *this = open,
+                    Err(err) => {
+                        *this = Sending::Failed(None);
+                        return Poll::Ready(Err(err));
+                    }
+                },
+                Sending::Failed(err) => {
+                    return Poll::Ready(Err(err.take().unwrap_or(BackendError::StreamClosed)));
+                }
+                Sending::Open {
+                    response,
+                    upload,
+                    on,
+                } => {
+                    let mut failed = None;
+                    if let Some(sending) = upload {
+                        match sending.poll_send(cx) {
+                            Poll::Ready(Ok(())) => *upload = None,
+                            Poll::Ready(Err(BackendError::RequestBody(_))) => {
+                                // The caller's stream failed (most often: the client reset it)
+                                // and the backend's stream has been reset. Not answered in this
+                                // poll: hyper's server looks for the client's reset right after
+                                // a pending poll and then drops the call unanswered, which is
+                                // what counts it as reset before its response (the rapid-reset
+                                // guard). Polled again, the call answers with the reset.
+                                *upload = None;
+                                cx.waker().wake_by_ref();
+                                return Poll::Pending;
+                            }
+                            Poll::Ready(Err(err)) => {
+                                *upload = None;
+                                failed = Some(err);
+                            }
+                            Poll::Pending => {}
+                        }
+                    }
+                    // A backend may answer (and end the stream) before it has read the whole
+                    // request: its answer wins over a failure to send the rest.
+                    let head = match Pin::new(response).poll(cx) {
+                        Poll::Ready(Ok(head)) => head,
+                        Poll::Ready(Err(err)) => return Poll::Ready(Err(BackendError::Call(err))),
+                        Poll::Pending => {
+                            return match failed {
+                                Some(err) => Poll::Ready(Err(err)),
+                                None => Poll::Pending,
+                            };
+                        }
+                    };
+                    if let Some(rest) = upload.take() {
+                        // Client and bidirectional streaming: the body goes on after the answer
+                        // has started, in a task of its own.
+                        tokio::spawn(rest.finish());
+                    }
+                    let on = on.take();
+                    return Poll::Ready(Ok(head.map(|recv| BackendBody {
+                        recv,
+                        data_done: false,
+                        done: false,
+                        _on: on,
+                    })));
+                }
+            }
+        }
+    }
+}
+
+/// A request body being handed to h2.
+pub(crate) struct Upload<B> {
+    stream: SendStream<Bytes>,
+    body: B,
+    /// Whether a frame has been sent. The first one goes without waiting for send capacity
+    /// (the stream has none until the connection's task has opened it, and a unary call's one
+    /// message then goes out with its headers); each later one waits until h2 has room for it,
+    /// so a body is read from the caller no faster than the backend takes it.
+    sent: bool,
+}
+
+impl<B> Upload<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    /// Ready when the whole body, with its end or trailers, has been handed to h2.
+    fn poll_send(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BackendError>> {
+        loop {
+            if self.sent {
+                self.stream.reserve_capacity(1);
+                if self.stream.capacity() == 0 {
+                    loop {
+                        match ready!(self.stream.poll_capacity(cx)) {
+                            Some(Ok(0)) => {}
+                            Some(Ok(_)) => break,
+                            Some(Err(err)) => return Poll::Ready(Err(BackendError::Call(err))),
+                            None => return Poll::Ready(Err(BackendError::StreamClosed)),
+                        }
+                    }
+                } else if let Poll::Ready(reset) = self.stream.poll_reset(cx) {
+                    return Poll::Ready(Err(match reset {
+                        Ok(reason) => BackendError::Call(reason.into()),
+                        Err(err) => BackendError::Call(err),
+                    }));
+                }
+            }
+            let frame = match ready!(Pin::new(&mut self.body).poll_frame(cx)) {
+                Some(Ok(frame)) => frame,
+                Some(Err(err)) => {
+                    // The caller's stream failed, or the call ended: the backend's stream is
+                    // reset rather than left waiting for the rest.
+                    self.stream.send_reset(Reason::CANCEL);
+                    return Poll::Ready(Err(BackendError::RequestBody(err.into())));
+                }
+                None => {
+                    return Poll::Ready(
+                        self.stream
+                            .send_data(Bytes::new(), true)
+                            .map_err(BackendError::Call),
+                    );
+                }
+            };
+            match frame.into_data() {
+                Ok(data) => {
+                    let end = self.body.is_end_stream();
+                    self.stream
+                        .send_data(data, end)
+                        .map_err(BackendError::Call)?;
+                    self.sent = true;
+                    if end {
+                        return Poll::Ready(Ok(()));
+                    }
+                }
+                Err(frame) => {
+                    if let Ok(trailers) = frame.into_trailers() {
+                        return Poll::Ready(
+                            self.stream
+                                .send_trailers(trailers)
+                                .map_err(BackendError::Call),
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// The rest of the body, after the answer has started.
+    async fn finish(mut self) {
+        if let Err(err) = std::future::poll_fn(|cx| self.poll_send(cx)).await {
+            tracing::debug!(error = %err, "request body to the backend ended early");
+        }
+    }
+}
+
+/// The backend's response body, read from h2, its flow-control window released as it is read.
+#[derive(Debug)]
+pub(crate) struct BackendBody {
+    recv: RecvStream,
+    data_done: bool,
+    done: bool,
+    _on: Option<OnConnection>,
+}
+
+impl Body for BackendBody {
+    type Data = Bytes;
+    type Error = h2::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, h2::Error>>> {
+        let this = self.get_mut();
+        if this.done {
+            return Poll::Ready(None);
+        }
+        if !this.data_done {
+            match ready!(this.recv.poll_data(cx)) {
+                Some(Ok(data)) => {
+                    // Only fails for a stream already gone, whose next poll reports it.
+                    let _ = this.recv.flow_control().release_capacity(data.len());
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Some(Err(err)) => {
+                    this.done = true;
+                    // A stream the backend ends with NO_ERROR or CANCEL after its answer ends
+                    // the body without failing it, as hyper's client reads it.
+                    return match err.reason() {
+                        Some(Reason::NO_ERROR | Reason::CANCEL) => Poll::Ready(None),
+                        _ => Poll::Ready(Some(Err(err))),
+                    };
+                }
+                None => this.data_done = true,
+            }
+        }
+        let trailers = ready!(this.recv.poll_trailers(cx));
+        this.done = true;
+        match trailers {
+            Ok(Some(trailers)) => Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
+            Ok(None) => Poll::Ready(None),
+            Err(err) => Poll::Ready(Some(Err(err))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done || self.recv.is_end_stream()
+    }
+}
+
+/// hyper's HTTP/2 client settings (which the proxy used before), with our windows and header
+/// list size.
+fn h2_builder(settings: &ProxySettings) -> h2::client::Builder {
     let limits = &settings.http2;
-    let mut builder = http2::Builder::new(BoxingExecutor);
+    let mut builder = h2::client::Builder::new();
     builder
-        .timer(TokioTimer::new())
-        .initial_stream_window_size(limits.initial_stream_window_size)
+        .initial_max_send_streams(INITIAL_MAX_SEND_STREAMS)
+        .initial_window_size(limits.initial_stream_window_size)
         .initial_connection_window_size(limits.initial_connection_window_size)
         .max_header_list_size(limits.max_header_list_size)
-        .keep_alive_interval(limits.keep_alive_interval)
-        .keep_alive_timeout(limits.keep_alive_timeout);
+        .max_send_buffer_size(MAX_SEND_BUFFER_SIZE)
+        .max_frame_size(MAX_FRAME_SIZE)
+        .enable_push(false);
     builder
 }
 
@@ -327,13 +650,14 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use bytes::Bytes;
-    use http_body_util::Empty;
-    use hyper_util::rt::TokioIo;
+    use futures::StreamExt;
+    use http_body_util::{BodyExt, Empty, StreamBody};
     use tokio::net::TcpListener;
+    use tokio::sync::{Notify, mpsc};
     use tokio::task::JoinHandle;
 
-    /// An HTTP/2 backend on 127.0.0.1:0 that answers every request with 200 and counts the
-    /// connections it accepted.
+    /// An HTTP/2 backend on 127.0.0.1:0 (hyper's server) that answers every request with 200
+    /// and counts the connections it accepted.
     struct Backend {
         addr: std::net::SocketAddr,
         accepted: Arc<AtomicUsize>,
@@ -343,6 +667,27 @@ mod tests {
 
     impl Backend {
         async fn start() -> Self {
+            Self::serving(|stream| {
+                let service = hyper::service::service_fn(|_req| async {
+                    Ok::<_, std::convert::Infallible>(Response::new(Empty::<Bytes>::new()))
+                });
+                async move {
+                    let _ = hyper::server::conn::http2::Builder::new(
+                        hyper_util::rt::TokioExecutor::new(),
+                    )
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+                }
+            })
+            .await
+        }
+
+        /// Serves each connection it accepts with `serve`.
+        async fn serving<F, Fut>(serve: F) -> Self
+        where
+            F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+            Fut: Future<Output = ()> + Send + 'static,
+        {
             let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
             let addr = listener.local_addr().unwrap();
             let accepted = Arc::new(AtomicUsize::new(0));
@@ -353,11 +698,10 @@ mod tests {
                 async move {
                     while let Ok((stream, _)) = listener.accept().await {
                         accepted.fetch_add(1, Ordering::SeqCst);
-                        let service = hyper::service::service_fn(|_req| async {
-                            Ok::<_, std::convert::Infallible>(Response::new(Empty::<Bytes>::new()))
-                        });
-                        let conn = serve_h2(stream, service);
-                        connections.lock().unwrap().push(tokio::spawn(conn));
+                        connections
+                            .lock()
+                            .unwrap()
+                            .push(tokio::spawn(serve(stream)));
                     }
                 }
             });
@@ -388,45 +732,65 @@ mod tests {
         }
     }
 
-    async fn serve_h2<S>(stream: tokio::net::TcpStream, service: S)
-    where
-        S: hyper::service::HttpService<hyper::body::Incoming, ResBody = Empty<Bytes>>,
-        S::Future: Send + 'static,
-        S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    {
-        let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
-            .serve_connection(TokioIo::new(stream), service)
-            .await;
+    fn settings(addr: std::net::SocketAddr, connections: usize) -> ProxySettings {
+        let backend = format!("grpc://{addr}").parse().unwrap();
+        let mut settings = ProxySettings::new("127.0.0.1:0".parse().unwrap(), backend);
+        settings.backend_connections = connections;
+        settings
     }
 
-    fn pool(addr: std::net::SocketAddr, connections: usize) -> Arc<BackendPool<Empty<Bytes>>> {
-        pool_with(addr, connections, STREAMS_PER_CONNECTION)
+    fn pool(addr: std::net::SocketAddr, connections: usize) -> Arc<BackendPool> {
+        Arc::new(BackendPool::new(&settings(addr, connections)).unwrap())
     }
 
     fn pool_with(
         addr: std::net::SocketAddr,
         connections: usize,
         streams_per_connection: u64,
-    ) -> Arc<BackendPool<Empty<Bytes>>> {
-        let backend = format!("grpc://{addr}").parse().unwrap();
-        let mut settings = ProxySettings::new("127.0.0.1:0".parse().unwrap(), backend);
-        settings.backend_connections = connections;
-        let mut pool = BackendPool::new(&settings).unwrap();
+    ) -> Arc<BackendPool> {
+        let mut pool = BackendPool::new(&settings(addr, connections)).unwrap();
         pool.streams_per_connection = streams_per_connection;
         Arc::new(pool)
     }
 
-    fn call(addr: std::net::SocketAddr) -> Request<Empty<Bytes>> {
+    fn call_with<B>(addr: std::net::SocketAddr, path: &str, body: B) -> Request<B> {
         Request::builder()
             .method("POST")
-            .uri(format!("http://{addr}/p.S/M"))
-            .body(Empty::new())
+            .uri(format!("http://{addr}{path}"))
+            .body(body)
             .unwrap()
     }
 
-    async fn call_ok(pool: &Arc<BackendPool<Empty<Bytes>>>, addr: std::net::SocketAddr) {
+    fn call(addr: std::net::SocketAddr) -> Request<Empty<Bytes>> {
+        call_with(addr, "/p.S/M", Empty::new())
+    }
+
+    async fn call_ok(pool: &Arc<BackendPool>, addr: std::net::SocketAddr) {
         let response = pool.send(call(addr)).await.unwrap();
         assert_eq!(response.status(), http::StatusCode::OK);
+    }
+
+    /// Waits (bounded) until `done` holds.
+    async fn until(what: &str, mut done: impl FnMut() -> bool) {
+        let waiting = async {
+            while !done() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), waiting)
+            .await
+            .unwrap_or_else(|_| panic!("timed out waiting until {what}"));
+    }
+
+    fn slot_is_open(pool: &BackendPool) -> bool {
+        pool.slots[0]
+            .live
+            .lock()
+            .unwrap()
+            .as_mut()
+            .is_some_and(|l| {
+                !l.shared.closed.load(Ordering::Acquire) && accepts_streams(&mut l.sender)
+            })
     }
 
     #[tokio::test]
@@ -437,20 +801,6 @@ mod tests {
             call_ok(&pool, backend.addr).await;
         }
         assert_eq!(backend.accepted(), 3);
-    }
-
-    /// hyper's client spawns two tasks per call (the response future, the request-body pipe)
-    /// as variants of one enum with the connection's own task: every call in flight holds one
-    /// of that enum's size. With the connection's byte stream inline (rustls' state among it)
-    /// it was 2536 bytes (debug build); boxed, 1440.
-    #[tokio::test]
-    async fn the_tasks_spawned_per_call_do_not_hold_the_connection_inline() {
-        let backend = Backend::start().await;
-        let pool = pool(backend.addr, 1);
-        call_ok(&pool, backend.addr).await;
-        let size = crate::exec::spawned::largest_client_task();
-        assert!(size > 0, "no client task was recorded");
-        assert!(size <= 1600, "hyper's per-call client task is {size} bytes");
     }
 
     #[tokio::test]
@@ -487,35 +837,287 @@ mod tests {
         let pool = pool(backend.addr, 1);
         call_ok(&pool, backend.addr).await;
         backend.close_connections();
-        // Wait (bounded) until the pool's connection task has seen the close.
-        let closed = async {
-            loop {
-                let closed = pool.slots[0]
-                    .live
-                    .lock()
-                    .unwrap()
-                    .as_ref()
-                    .is_none_or(|l| l.sender.is_closed());
-                if closed {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        };
-        tokio::time::timeout(Duration::from_secs(10), closed)
-            .await
-            .unwrap();
+        until("the pool has seen the close", || !slot_is_open(&pool)).await;
         call_ok(&pool, backend.addr).await;
         assert_eq!(backend.accepted(), 2);
     }
 
     #[tokio::test]
     async fn nothing_listening_is_a_connect_error() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        drop(listener);
+        // Bound, not listening (and held): connections are refused.
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = socket.local_addr().unwrap();
         let pool = pool(addr, 1);
         let err = pool.send(call(addr)).await.unwrap_err();
         assert!(err.is_connect(), "{err:?}");
+    }
+
+    /// An h2 server that answers `/slow` only once `release` is notified, everything else at
+    /// once, and sends GOAWAY when `shut` is notified (then serves its open streams to the end).
+    async fn serve_until_goaway(
+        stream: tokio::net::TcpStream,
+        shut: Arc<Notify>,
+        release: Arc<Notify>,
+    ) {
+        let mut conn = h2::server::handshake(stream).await.unwrap();
+        let mut shutting = false;
+        loop {
+            let next = tokio::select! {
+                next = conn.accept() => next,
+                () = shut.notified(), if !shutting => {
+                    shutting = true;
+                    conn.graceful_shutdown();
+                    continue;
+                }
+            };
+            let Some(Ok((request, mut respond))) = next else {
+                return;
+            };
+            let release = release.clone();
+            tokio::spawn(async move {
+                if request.uri().path() == "/slow" {
+                    release.notified().await;
+                }
+                let _ = respond.send_response(Response::new(()), true);
+            });
+        }
+    }
+
+    /// After GOAWAY a connection takes no new stream: the next call goes on a new connection
+    /// and succeeds, and the call already on the old one is answered there.
+    #[tokio::test]
+    async fn a_connection_the_backend_sends_goaway_on_is_replaced_and_its_calls_finish() {
+        let shut = Arc::new(Notify::new());
+        let release = Arc::new(Notify::new());
+        let backend = Backend::serving({
+            let (shut, release) = (shut.clone(), release.clone());
+            move |stream| serve_until_goaway(stream, shut.clone(), release.clone())
+        })
+        .await;
+        let pool = pool(backend.addr, 1);
+        let slow = tokio::spawn({
+            let pool = pool.clone();
+            let addr = backend.addr;
+            async move {
+                pool.send(call_with(addr, "/slow", Empty::<Bytes>::new()))
+                    .await
+            }
+        });
+        until("the slow call is on its connection", || slot_is_open(&pool)).await;
+        shut.notify_one();
+        until("the pool has seen the GOAWAY", || !slot_is_open(&pool)).await;
+        call_ok(&pool, backend.addr).await;
+        assert_eq!(backend.accepted(), 2);
+        release.notify_one();
+        let slow = slow.await.unwrap().unwrap();
+        assert_eq!(slow.status(), http::StatusCode::OK);
+    }
+
+    /// A body that outlives the answer's headers (bidirectional streaming) goes on being sent:
+    /// the backend echoes each chunk as it comes, after answering at once.
+    #[tokio::test]
+    async fn a_request_body_goes_on_after_the_answer_has_started() {
+        let backend = Backend::serving(|stream| async move {
+            let mut conn = h2::server::handshake(stream).await.unwrap();
+            while let Some(Ok((request, mut respond))) = conn.accept().await {
+                tokio::spawn(async move {
+                    let mut send = respond.send_response(Response::new(()), false).unwrap();
+                    let mut body = request.into_body();
+                    while let Some(Ok(chunk)) = body.data().await {
+                        let _ = body.flow_control().release_capacity(chunk.len());
+                        send.send_data(chunk, false).unwrap();
+                    }
+                    send.send_trailers(http::HeaderMap::new()).unwrap();
+                });
+            }
+        })
+        .await;
+        let pool = pool(backend.addr, 1);
+        let (chunks, rx) = mpsc::channel::<Result<Frame<Bytes>, std::convert::Infallible>>(1);
+        let body = StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+        // The answer's headers come before any of the body has been sent.
+        let response = pool
+            .send(call_with(backend.addr, "/p.S/Chat", body))
+            .await
+            .unwrap();
+        let mut answer = response.into_body();
+        for word in ["one", "two", "three"] {
+            chunks
+                .send(Ok(Frame::data(Bytes::from(word))))
+                .await
+                .unwrap();
+            let frame = tokio::time::timeout(Duration::from_secs(10), answer.frame())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+            assert_eq!(frame.into_data().unwrap(), word);
+        }
+        drop(chunks);
+        let end = tokio::time::timeout(Duration::from_secs(10), answer.collect())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(end.trailers().is_some());
+    }
+
+    /// A body bigger than the backend's window is read from the caller no faster than the
+    /// backend takes it (h2 would otherwise buffer all of it), and arrives whole.
+    #[tokio::test]
+    async fn a_request_body_is_read_no_faster_than_the_backend_takes_it() {
+        const CHUNK: usize = 16 * 1024;
+        const CHUNKS: usize = 512; // 8 MiB
+        const WINDOW: u32 = 64 * 1024;
+        let start_reading = Arc::new(Notify::new());
+        let backend = Backend::serving({
+            let start_reading = start_reading.clone();
+            move |stream| {
+                let start_reading = start_reading.clone();
+                async move {
+                    let mut conn = h2::server::Builder::new()
+                        .initial_window_size(WINDOW)
+                        .initial_connection_window_size(WINDOW)
+                        .handshake::<_, Bytes>(stream)
+                        .await
+                        .unwrap();
+                    while let Some(Ok((request, mut respond))) = conn.accept().await {
+                        let start_reading = start_reading.clone();
+                        tokio::spawn(async move {
+                            start_reading.notified().await;
+                            let mut body = request.into_body();
+                            let mut total = 0usize;
+                            while let Some(Ok(chunk)) = body.data().await {
+                                total += chunk.len();
+                                let _ = body.flow_control().release_capacity(chunk.len());
+                            }
+                            let response = Response::builder()
+                                .header("x-received", total.to_string())
+                                .body(())
+                                .unwrap();
+                            let _ = respond.send_response(response, true);
+                        });
+                    }
+                }
+            }
+        })
+        .await;
+        let pool = pool(backend.addr, 1);
+        let pulled = Arc::new(AtomicUsize::new(0));
+        let frames = futures::stream::iter(0..CHUNKS).map({
+            let pulled = pulled.clone();
+            move |_| {
+                pulled.fetch_add(CHUNK, Ordering::SeqCst);
+                Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from(vec![7u8; CHUNK])))
+            }
+        });
+        let call = tokio::spawn({
+            let pool = pool.clone();
+            let addr = backend.addr;
+            async move {
+                pool.send(call_with(addr, "/p.S/Upload", StreamBody::new(frames)))
+                    .await
+            }
+        });
+        // The backend reads nothing yet: what was taken from the caller is bounded by its
+        // window, whatever the body's size.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let taken = pulled.load(Ordering::SeqCst);
+        assert!(taken > 0, "nothing was sent");
+        assert!(
+            taken <= WINDOW as usize + 4 * CHUNK,
+            "{taken} bytes taken from the caller with a {WINDOW}-byte window"
+        );
+        start_reading.notify_one();
+        let response = tokio::time::timeout(Duration::from_secs(20), call)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            response.headers()["x-received"],
+            (CHUNK * CHUNKS).to_string().as_str()
+        );
+    }
+
+    fn keep_alive_settings(addr: std::net::SocketAddr) -> ProxySettings {
+        let mut settings = settings(addr, 1);
+        settings.http2.keep_alive_interval = Duration::from_millis(100);
+        settings.http2.keep_alive_timeout = Duration::from_millis(200);
+        settings
+    }
+
+    /// A backend that takes the first call of its first connection and then goes silent (no
+    /// answer, no ping acknowledgement, connection left open); later connections are served.
+    async fn silent_after_first_call(stream: tokio::net::TcpStream, first: Arc<AtomicBool>) {
+        let mut conn = h2::server::handshake(stream).await.unwrap();
+        if !first.swap(false, Ordering::SeqCst) {
+            while let Some(Ok((_request, mut respond))) = conn.accept().await {
+                let _ = respond.send_response(Response::new(()), true);
+            }
+            return;
+        }
+        let taken = conn.accept().await;
+        // Holds everything, polls nothing.
+        std::future::pending::<()>().await;
+        drop((conn, taken));
+    }
+
+    /// A call in flight on a connection whose backend stops answering fails once a keep-alive
+    /// ping goes unanswered, instead of waiting for ever; the next call opens a new connection.
+    #[tokio::test]
+    async fn a_connection_that_stops_answering_pings_is_closed_and_its_calls_fail() {
+        let first = Arc::new(AtomicBool::new(true));
+        let backend = Backend::serving({
+            let first = first.clone();
+            move |stream| silent_after_first_call(stream, first.clone())
+        })
+        .await;
+        let pool = Arc::new(BackendPool::new(&keep_alive_settings(backend.addr)).unwrap());
+        let started = tokio::time::Instant::now();
+        let err = tokio::time::timeout(Duration::from_secs(10), pool.send(call(backend.addr)))
+            .await
+            .expect("the call should fail once a ping goes unanswered")
+            .unwrap_err();
+        assert!(!err.is_connect(), "{err:?}");
+        assert!(
+            started.elapsed() >= Duration::from_millis(100),
+            "{:?}",
+            started.elapsed()
+        );
+        call_ok(&pool, backend.addr).await;
+        assert_eq!(backend.accepted(), 2);
+    }
+
+    /// An idle connection is not pinged (gRPC servers count such pings against the client): a
+    /// backend that answers nothing more after its one call keeps its connection.
+    #[tokio::test]
+    async fn an_idle_connection_is_not_pinged() {
+        let answered = Arc::new(Notify::new());
+        let backend = Backend::serving({
+            let answered = answered.clone();
+            move |stream| {
+                let answered = answered.clone();
+                async move {
+                    let mut conn = h2::server::handshake(stream).await.unwrap();
+                    let (_request, mut respond) = conn.accept().await.unwrap().unwrap();
+                    respond.send_response(Response::new(()), true).unwrap();
+                    // Polled until the client has the answer, then never again.
+                    tokio::select! {
+                        _ = conn.accept() => {}
+                        () = answered.notified() => {}
+                    }
+                    std::future::pending::<()>().await;
+                    drop(conn);
+                }
+            }
+        })
+        .await;
+        let pool = Arc::new(BackendPool::new(&keep_alive_settings(backend.addr)).unwrap());
+        call_ok(&pool, backend.addr).await;
+        answered.notify_one();
+        // Several keep-alive intervals and timeouts.
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        assert!(slot_is_open(&pool), "the idle connection was closed");
     }
 }

@@ -9,12 +9,12 @@ use std::time::Instant;
 use bytes::Bytes;
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 use tokio::time::Sleep;
 use tonic::Code;
 
 use crate::access_line::{AccessLine, Outcome};
 use crate::access_log::RejectedLines;
+use crate::backend::BackendBody;
 use crate::call_trace::{AuthOutcome, CallSummary, CallTrace};
 use crate::stream::{CallActivity, IdleTimer};
 use crate::wire::{StreamEnd, code_name};
@@ -207,7 +207,7 @@ impl Drop for CallLog {
 
 enum Kind {
     Backend {
-        inner: Incoming,
+        inner: BackendBody,
         deadline: Option<Pin<Box<Sleep>>>,
         /// Dropped with the body: the call is over, its backend stream is reset if still open.
         idle: IdleTimer,
@@ -242,7 +242,7 @@ impl ProxyBody {
     /// answer has its status there); `deadline` ends the call with `DEADLINE_EXCEEDED` trailers,
     /// and so does `idle` when no frame goes either way for the stream idle timeout.
     pub(crate) fn backend(
-        inner: Incoming,
+        inner: BackendBody,
         headers: &HeaderMap,
         deadline: Option<Pin<Box<Sleep>>>,
         activity: CallActivity,

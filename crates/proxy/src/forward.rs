@@ -7,11 +7,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use futures::future::Either;
-use http::{Request, Response};
-use hyper::body::Incoming;
-
-use crate::backend::BackendError;
+use crate::backend::{BackendBody, BackendError};
 use crate::body::{CallLog, ProxyBody};
 use crate::handler::State;
 use crate::request_body::SanitizedBody;
@@ -19,6 +15,8 @@ use crate::routes::Route;
 use crate::settings::BackendUrl;
 use crate::wire::Rejection;
 use crate::{headers, stream};
+use futures::future::Either;
+use http::{Request, Response};
 
 /// Sends the call to the backend and returns its answer, or the proxy's when the backend is
 /// unreachable, the deadline passes first (the shorter of the caller's `grpc-timeout` and the
@@ -81,7 +79,7 @@ struct Waiting {
 
 impl<F> Future for Forwarding<F>
 where
-    F: Future<Output = Result<Response<Incoming>, BackendError>>,
+    F: Future<Output = Result<Response<BackendBody>, BackendError>>,
 {
     type Output = Response<ProxyBody>;
 
