@@ -3,10 +3,11 @@
 #
 #   bench/run.sh [--quick] [--no-install] [--bin-dir DIR] [--only NAME,...] [--keep-workdir]
 #                [--layout pinned,sidecar,two-core] [--rounds N]
-#                [--no-criterion] [--results DIR] [--compare-bin-dir DIR]
+#                [--no-criterion] [--no-callgrind] [--results DIR] [--compare-bin-dir DIR]
 #
 # Installs what it needs when missing (Debian: nginx, nghttp2-client for h2load and nghttp,
-# nghttp2-proxy for nghttpx, linux-perf for perf's per-call counts; needs root), builds release
+# nghttp2-proxy for nghttpx, valgrind for instructions per call, linux-perf for perf's per-call
+# counts; needs root), builds release
 # binaries (`cargo build --release -p esprit -p esprit-echo` into $CARGO_TARGET_DIR, default
 # $HOME/.cache/esprit-target) unless --bin-dir names a
 # directory holding `esprit` and `echo-server`, runs bench/harness, which writes
@@ -18,6 +19,9 @@
 # --layout: the core layouts to run (default: all this machine allows): pinned (the proxy alone
 # on a core), sidecar (proxy and backend share a core), two-core (no pinning, two workers).
 # --rounds N: times every row is measured (default 3; --quick 1); ratios carry their spread.
+# Then the proxies of the pinned layout run under valgrind's callgrind for their user-space
+# instructions per call (harness/callgrind.py; --quick: nghttpx and the JWT cache-hit row only,
+# few calls); --no-callgrind skips this.
 # --quick: a smoke run of about a minute (what CI runs). Exits non-zero on a missing tool, a build
 # failure, a set-up that does not start, or any failed call, in either mode; --quick also when
 # esprit's CPU per call exceeds 3.5x nghttpx's (the regression guard, harness/targets.py).
@@ -51,9 +55,10 @@ while [ $# -gt 0 ]; do
         --rounds) harness_args+=(--rounds "$2"); shift ;;
         --rounds=*) harness_args+=(--rounds "${1#*=}") ;;
         --no-criterion) criterion=0 ;;
+        --no-callgrind) harness_args+=(--no-callgrind) ;;
         --compare-bin-dir) compare_dir="$2"; shift ;;
         --compare-bin-dir=*) compare_dir="${1#*=}" ;;
-        -h|--help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "bench/run.sh: unknown argument: $1" >&2; exit 2 ;;
     esac
     shift
@@ -69,7 +74,7 @@ export PATH="$PATH:/usr/sbin:/sbin"
 # tool -> Debian package
 declare -A package=(
     [h2load]=nghttp2-client [nghttp]=nghttp2-client [nghttpx]=nghttp2-proxy [nginx]=nginx
-    [taskset]=util-linux [python3]=python3
+    [taskset]=util-linux [python3]=python3 [valgrind]=valgrind [callgrind_control]=valgrind
 )
 missing=()
 for tool in "${!package[@]}"; do

@@ -14,8 +14,12 @@ import sys
 import tempfile
 
 from . import load as h2
-from . import counts, creds, machine, report, setups, stats, targets, wire
+from . import callgrind, counts, creds, machine, report, setups, stats, targets, wire
 from .procs import HarnessError
+
+
+# Seconds a proxy has to listen after it starts (callgrind.START_TIMEOUT under callgrind).
+START_TIMEOUT = 15.0
 
 
 class Context:
@@ -30,8 +34,8 @@ class Context:
         self.tag = ""  # the set-up being measured: names its processes' output files
         self.creds = None
         self.pool_size = 0
-        self.wrapper = []  # a command esprit runs under (harness.ab: valgrind)
-        self.start_timeout = 15.0
+        self.wrapper = []  # a command the proxy runs under (callgrind), else empty
+        self.start_timeout = START_TIMEOUT
 
 
 # Seconds each measured run is sized to last, per profile: (full, quick). A full run repeats
@@ -192,6 +196,81 @@ def _run(ctx, load, url, call, size, log, proxy, backend, count=False):
         "header_bytes": s["bytes_headers"],
         **per_call,
     }
+
+
+def instructions(ctx, setup, loads, tag):
+    """{load name: user-space instructions per call} of `setup`'s proxy under callgrind
+    (harness/callgrind.py); every run verified as in `measure`. Raises HarnessError."""
+    ctx.tag = tag
+    ctx.wrapper, prefix = callgrind.wrapper(ctx.workdir, tag)
+    ctx.start_timeout = callgrind.START_TIMEOUT
+    backend = proxy = None
+    try:
+        call = call_for(ctx, setup)
+        backend, backend_port = setups.start_backend(ctx)
+        proxy, port = setup.start(ctx, backend_port)
+        trace_url, url = call.targets(port, ctx.workdir, tag)
+        size = h2.trace_call(trace_url, call.header_args, call.body_path, kind=call.kind)
+        log = os.path.join(ctx.workdir, tag + ".log")
+
+        def run(load, calls):
+            h2.remove(log)
+            s = h2.run_h2load(load.sized(calls), url, call.header_args, call.body_path, log,
+                              ctx.layout.loadgen)
+            h2.verify(s, size)
+            return s
+
+        return callgrind.count(proxy, prefix, loads, run)
+    finally:
+        ctx.wrapper, ctx.start_timeout = [], START_TIMEOUT
+        for proc in (proxy, backend):
+            if proc:
+                proc.stop()
+
+
+# The rows counted by a quick run (CI): the regression guard's pair.
+QUICK_CALLGRIND_ROWS = ("nghttpx", "esprit-jwt-rs256-hit")
+
+
+def _count_instructions(ctx, result, only, quick, layouts):
+    """Instructions per call of the selected esprit rows of the pinned layout and their
+    references (quick: the guard's pair only) into result["instructions"]; True if any
+    failed."""
+    pinned = next((lay for lay in layouts if lay.name == "pinned"), None)
+    if not pinned:
+        return False
+    tool = callgrind.missing_tool()
+    if tool:
+        result["instructions"] = {"skipped": "%s not installed" % tool}
+        return False
+    loads = callgrind.QUICK_LOADS if quick else callgrind.LOADS
+    ctx.layout = pinned
+    rows, failed = [], False
+    # esprit's rows and the rows they are compared with (nginx, compared with nothing, is left
+    # out: its workers drop root, and callgrind_control cannot reach them).
+    refs = {s.guard for s in setups.all_setups() if s.guard}
+    for layout, setup in _selected([pinned], only):
+        if not setup.enabled or not (setup.esprit or setup.name in refs):
+            continue
+        if quick and setup.name not in QUICK_CALLGRIND_ROWS:
+            continue
+        print("== instructions (callgrind): %s" % setup.label, file=sys.stderr, flush=True)
+        row = {"name": setup.name, "label": setup.label, "esprit": setup.esprit,
+               "access_log": setup.access_log, "compare": setup.compare, "layout": layout.name}
+        try:
+            row["per_call"] = instructions(ctx, setup, loads, "callgrind-" + setup.name)
+            print("   %s" % ", ".join("%s %.0f" % kv for kv in row["per_call"].items()),
+                  file=sys.stderr, flush=True)
+        except (HarnessError, OSError) as err:
+            failed = True
+            row["error"] = str(err)
+            print("   ERROR: %s" % err, file=sys.stderr, flush=True)
+        rows.append(row)
+    result["instructions"] = {
+        "loads": [{"name": n, "load": lo.sized(c).describe()} for n, lo, c in loads],
+        "rows": rows,
+    }
+    return failed
 
 
 def concurrency(ctx, setup, quick):
@@ -369,6 +448,8 @@ def main():
     parser.add_argument("--layout", default="",
                         help="comma-separated layouts (%s; default: all this machine allows)"
                         % ", ".join(machine.LAYOUTS))
+    parser.add_argument("--no-callgrind", action="store_true",
+                        help="skip the instructions-per-call runs under callgrind")
     parser.add_argument("--rounds", type=int,
                         help="times every row is measured (default %d; 1 with --quick)" % ROUNDS)
     args = parser.parse_args()
@@ -437,6 +518,8 @@ def main():
     }
     try:
         failed = _measure_all(ctx, result, runs, only, args.quick, layouts, rounds)
+        if not args.no_callgrind:
+            failed = _count_instructions(ctx, result, only, args.quick, layouts) or failed
     finally:
         ctx.creds.stop()
     result["minting_s"] = ctx.creds.mint_seconds

@@ -9,12 +9,9 @@ For each set-up (default: `esprit-open` and `esprit-jwt-rs256-hit`, started exac
 benchmark starts them, with NEW's echo backend for both builds) and each build, alternating
 which build goes first from round to round:
 
-- user-space instructions per call: the proxy runs under valgrind's callgrind; after a verified
-  warm-up its counters are zeroed (`callgrind_control -z`), h2load makes a fixed number of calls
-  (`-n`), and the counters are dumped (`callgrind_control -d`). Callgrind counts every
-  instruction the process executes (all threads), so the figure repeats to about 0.1 % however
-  loaded the machine is. Two loads: 16 connections x 10 streams (calls batched per wake-up) and
-  one call at a time (a wake-up per call).
+- user-space instructions per call under valgrind's callgrind, taken as the main benchmark takes
+  them (harness/callgrind.py): repeatable to about 0.1 % however loaded the machine is. Two
+  loads: 16 connections x 10 streams (calls batched per wake-up) and one call at a time.
 - syscalls, context switches and CPU time per call: the proxy runs natively, pinned as in the
   main benchmark, and `perf stat -p PID` counts `raw_syscalls:sys_enter`, `context-switches`
   and `task-clock` during a fixed-count saturation run; `instructions:u`/`instructions:k` too
@@ -27,7 +24,6 @@ call succeeded, DATA bytes = calls x the response size). Writes DIR/ab.json and 
 
 import argparse
 import datetime
-import itertools
 import json
 import os
 import shutil
@@ -36,16 +32,14 @@ import subprocess
 import sys
 import tempfile
 
-from . import creds, machine, setups
+from . import callgrind, creds, machine, setups
 from . import load as h2
-from .__main__ import Context, call_for
+from .__main__ import Context, call_for, instructions
 from .procs import HarnessError
 
 DEFAULT_SETUPS = ("esprit-open", "esprit-jwt-rs256-hit")
 
-# (name, h2load load, calls) for callgrind; (warm-up, measured) calls for the native run.
-CALLGRIND_LOADS = [("16x10", h2.Load(16, 10), 2000), ("serial", h2.Load(1, 1), 500)]
-QUICK_CALLGRIND_LOADS = [("16x10", h2.Load(16, 10), 320), ("serial", h2.Load(1, 1), 100)]
+# (warm-up, measured) calls for the native run.
 NATIVE_CALLS = (20000, 100000)
 QUICK_NATIVE_CALLS = (1000, 5000)
 PERF_EVENTS = ["instructions:u", "instructions:k", "raw_syscalls:sys_enter", "context-switches",
@@ -59,10 +53,9 @@ class Side:
         self.esprit = os.path.join(self.bin_dir, "esprit")
 
 
-def _start(ctx, setup, side, wrapper):
-    """Backend and proxy (`side`'s esprit, optionally under `wrapper`), with a traced call."""
+def _start(ctx, setup, side):
+    """Backend and proxy (`side`'s esprit), with a traced call."""
     ctx.bins["esprit"] = side.esprit
-    ctx.wrapper = wrapper
     ctx.tag = "%s-%s" % (setup.name, side.label)
     call = call_for(ctx, setup)
     backend, backend_port = setups.start_backend(ctx)
@@ -90,54 +83,15 @@ def _h2load(ctx, load, calls, url, call, size):
     return s
 
 
-_RUNS = itertools.count(1)
-
-
 def _callgrind(ctx, setup, side, loads):
     """{load name: instructions per call} under callgrind."""
-    # One file name per process: callgrind numbers a process's dumps from 1, so a later round
-    # must not find an earlier round's dumps beside its own.
-    out = os.path.join(ctx.workdir, "%s-%s-%d.callgrind" % (setup.name, side.label, next(_RUNS)))
-    wrapper = ["valgrind", "--tool=callgrind", "--callgrind-out-file=" + out]
-    backend, proxy, call, url, size = _start(ctx, setup, side, wrapper)
-    result = {}
-    try:
-        for name, load, calls in loads:
-            _h2load(ctx, load, max(calls // 4, load.clients), url, call, size)  # warm-up
-            _control(proxy.pid, "-z")
-            s = _h2load(ctx, load, calls, url, call, size)
-            _control(proxy.pid, "-d")
-            result[name] = _last_dump_total(out) / s["total"]
-        proxy.check_alive()
-    finally:
-        proxy.stop()
-        backend.stop()
-    return result
-
-
-def _control(pid, flag):
-    proc = subprocess.run(["callgrind_control", flag, str(pid)], capture_output=True,
-                          timeout=120)
-    if proc.returncode != 0:
-        raise HarnessError("callgrind_control %s failed: %s" % (flag, proc.stderr[-300:]))
-
-
-def _last_dump_total(out):
-    dumps = [p for p in os.listdir(os.path.dirname(out))
-             if p.startswith(os.path.basename(out) + ".")]
-    if not dumps:
-        raise HarnessError("callgrind wrote no dump")
-    last = max(dumps, key=lambda p: int(p.rsplit(".", 1)[1]))
-    with open(os.path.join(os.path.dirname(out), last)) as f:
-        for line in f:
-            if line.startswith("summary:") or line.startswith("totals:"):
-                return int(line.split()[1])
-    raise HarnessError("no total in the callgrind dump %s" % last)
+    ctx.bins["esprit"] = side.esprit
+    return instructions(ctx, setup, loads, "%s-%s" % (setup.name, side.label))
 
 
 def _native(ctx, setup, side, calls):
     """perf stat counts per call, CPU µs per call and calls/s at saturation, natively."""
-    backend, proxy, call, url, size = _start(ctx, setup, side, [])
+    backend, proxy, call, url, size = _start(ctx, setup, side)
     warm, measured = calls
     load = h2.Load(16, 10)
     try:
@@ -183,7 +137,7 @@ def _perf_counts(path):
 
 def measure(ctx, selected, sides, rounds, quick):
     """{setup: {side: [per-round dicts]}}; raises HarnessError on any failed run."""
-    loads = QUICK_CALLGRIND_LOADS if quick else CALLGRIND_LOADS
+    loads = callgrind.QUICK_LOADS if quick else callgrind.LOADS
     native_calls = QUICK_NATIVE_CALLS if quick else NATIVE_CALLS
     runs = {s.name: {side.label: [] for side in sides} for s in selected}
     for r in range(rounds):
@@ -339,8 +293,6 @@ def main():
             "echo-server": os.path.join(sides[0].bin_dir, "echo-server")}
     ctx = Context(bins, workdir, bench_dir, machine.choose_layout())
     ctx.pool_size = 1000
-    # Under callgrind the proxy starts tens of times slower.
-    ctx.start_timeout = 120
     quiet = machine.quietness()
     try:
         ctx.creds = creds.Credentials(sides[0].esprit, args.python, workdir,
@@ -348,7 +300,7 @@ def main():
     except (HarnessError, OSError) as err:
         print("error: making the run's credentials: %s" % err, file=sys.stderr)
         return 1
-    loads = QUICK_CALLGRIND_LOADS if args.quick else CALLGRIND_LOADS
+    loads = callgrind.QUICK_LOADS if args.quick else callgrind.LOADS
     try:
         runs = measure(ctx, selected, sides, rounds, args.quick)
     except (HarnessError, OSError) as err:

@@ -130,6 +130,7 @@ def render_markdown(result):
                     _count(m, "syscalls_per_call", 2), _count(m, "context_switches_per_call", 3),
                     instr, cps, cpu, ref["label"] if ref else "—"))
             lines.append("")
+    lines += _instructions_md(result)
     lines += ["## Memory", "",
               "Resident set of the proxy's processes (all nginx/nghttpx processes summed). "
               "Idle: after start-up and one traced call (median over rounds). Peak: VmHWM after "
@@ -195,6 +196,44 @@ def render_markdown(result):
                   % ", ".join(result["layouts_not_allowed"])]
     lines.append("")
     return "\n".join(lines)
+
+
+def _instructions_md(result):
+    ins = result.get("instructions")
+    if not ins:
+        return []
+    lines = ["## Instructions per call (callgrind)", ""]
+    if ins.get("skipped"):
+        return lines + ["Not counted: %s." % ins["skipped"], ""]
+    loads = ins["loads"]
+    lines += ["User-space instructions the proxy's processes execute per call (all threads and "
+              "worker processes), counted by valgrind's callgrind (harness/callgrind.py): layout "
+              "pinned, the call above, a fixed number of calls per load after a verified warm-up "
+              "(%s). Repeatable to about 0.1 %% for the same binaries whatever the machine's "
+              "load, and available where `perf stat` has no hardware counters. The kernel's work "
+              "(syscalls, wake-ups) is not in these counts: where the CPU/call ratio above is "
+              "lower than the instruction ratio, the reference spends more of its time in the "
+              "kernel." % "; ".join("%s: h2load `%s`" % (lo["name"], lo["load"]) for lo in loads),
+              "",
+              "| set-up | %s | %s | ref. |" % (
+                  " | ".join(lo["name"] for lo in loads),
+                  " | ".join("%s vs ref." % lo["name"] for lo in loads)),
+              "|---|%s---|" % ("---:|" * (2 * len(loads)))]
+    rows = ins["rows"]
+    for r in rows:
+        if r.get("error"):
+            lines.append("| %s | error: %s |%s" % (r["label"], r["error"],
+                                                   " |" * (2 * len(loads))))
+            continue
+        ref = _reference(rows, r)
+        ref_counts = ref.get("per_call") if ref else None
+        cells = [_num(r["per_call"][lo["name"]]) for lo in loads]
+        ratios = [_ratio(r["per_call"][lo["name"]], ref_counts and ref_counts[lo["name"]])
+                  for lo in loads]
+        lines.append("| %s | %s | %s | %s |" % (r["label"], " | ".join(cells), " | ".join(ratios),
+                                                ref["label"] if ref_counts else "—"))
+    lines.append("")
+    return lines
 
 
 def _ratio_text(r):

@@ -90,9 +90,11 @@ def _nginx(ctx, backend_port):
         {"WORKERS": ctx.layout.proxy_threads, "WORK": work, "PORT": port,
          "BACKEND_PORT": backend_port},
     )
-    proc = Proc("nginx-" + ctx.tag, [shutil.which("nginx") or "nginx", "-c", conf, "-p", work],
+    # ctx.wrapper: a command the proxy runs under (callgrind), else empty; as for every proxy.
+    proc = Proc("nginx-" + ctx.tag,
+                list(ctx.wrapper) + [shutil.which("nginx") or "nginx", "-c", conf, "-p", work],
                 ctx.layout.proxy, ctx.workdir)
-    wait_for_port(port, proc.popen)
+    wait_for_port(port, proc.popen, timeout=ctx.start_timeout)
     return proc, port
 
 
@@ -109,12 +111,12 @@ def _nghttpx(access_log=False):
             {"WORKERS": ctx.layout.proxy_threads, "WORK": ctx.workdir, "PORT": port,
              "BACKEND_PORT": backend_port},
         )
-        argv = [shutil.which("nghttpx") or "nghttpx", "--conf=" + conf]
+        argv = list(ctx.wrapper) + [shutil.which("nghttpx") or "nghttpx", "--conf=" + conf]
         if access_log:
             argv.append("--accesslog-file=" + os.path.join(ctx.workdir,
                                                            "nghttpx-%s-access.log" % ctx.tag))
         proc = Proc("nghttpx-" + ctx.tag, argv, ctx.layout.proxy, ctx.workdir)
-        wait_for_port(port, proc.popen)
+        wait_for_port(port, proc.popen, timeout=ctx.start_timeout)
         return proc, port
 
     return start
@@ -133,7 +135,7 @@ def _esprit(config, extra_args=(), access_log=False, threads=None):
             config_path = config(ctx)
         else:
             config_path = os.path.join(ctx.bench_dir, "configs", config)
-        # ctx.wrapper: a command the proxy runs under (harness.ab: valgrind), else empty.
+        # ctx.wrapper: a command the proxy runs under (callgrind), else empty.
         argv = list(ctx.wrapper) + [
             ctx.bins["esprit"], "proxy",
             "--service-config", config_path,

@@ -217,14 +217,63 @@ class AbCounts(unittest.TestCase):
             self.assertEqual(ab._perf_counts(path),
                              {"raw_syscalls:sys_enter": 2100.0, "context-switches": 13.0})
 
-    def test_callgrind_total_is_read_from_the_newest_dump(self):
-        from . import ab
+    def test_callgrind_totals_are_the_newest_dump_of_each_process_summed(self):
+        from . import callgrind
         with tempfile.TemporaryDirectory() as d:
-            out = os.path.join(d, "x.callgrind")
-            for n, total in ((1, 500), (2, 700), (10, 900)):
-                with open("%s.%d" % (out, n), "w") as f:
+            prefix = os.path.join(d, "x-1.callgrind")
+            # Process 7: dumps 1, 2 and 10 (the newest is 10, not 2); process 8 (a worker): one.
+            for pid, n, total in ((7, 1, 500), (7, 2, 700), (7, 10, 900), (8, 1, 40)):
+                with open("%s.%d.%d" % (prefix, pid, n), "w") as f:
                     f.write("events: Ir\nsummary: %d\ntotals: %d\n" % (total, total))
-            self.assertEqual(ab._last_dump_total(out), 900)
+            # Another start's dumps beside them are not read.
+            with open(os.path.join(d, "x-2.callgrind.7.11"), "w") as f:
+                f.write("summary: 5\n")
+            self.assertEqual(callgrind._dumped(prefix, [7, 8]), 940)
+            with self.assertRaises(HarnessError):
+                callgrind._dumped(prefix, [7, 9])  # a process that wrote no dump
+
+    def test_profile_charges_self_cost_to_the_crate_of_the_source_line(self):
+        from . import profile
+        dump = [
+            "events: Ir",
+            "fl=/r/index.crates.io-abc/h2-0.4.20/src/hpack/encoder.rs",
+            "fn=h2::hpack::encoder::encode_str",
+            "10 100",
+            # inlined from std into the same function
+            "fi=/rustc/0123/library/core/src/ptr/mod.rs",
+            "20 30",
+            "fe=/r/index.crates.io-abc/h2-0.4.20/src/hpack/encoder.rs",
+            "cfl=./string/memmove.S",
+            "cfn=memcpy",
+            "calls=2 5",
+            "11 999",  # a call's inclusive cost: not encode_str's own
+            "fl=/work/x/crates/proxy/src/forward.rs",
+            "fn=proxy::forward::forward",
+            "5 7",
+        ]
+        total, by_crate, by_fn = profile.self_costs(dump)
+        self.assertEqual(total, 137)
+        self.assertEqual(by_crate, {"h2": 100, "std": 30, "esprit:proxy": 7})
+        self.assertEqual(by_fn["h2::hpack::encoder::encode_str"], 130)
+
+    def test_instructions_table_gives_ratios_to_the_reference(self):
+        from . import report
+        result = {"instructions": {
+            "loads": [{"name": "16x10", "load": "-c16"}, {"name": "serial", "load": "-c1"}],
+            "rows": [
+                {"name": "nghttpx", "label": "nghttpx", "layout": "pinned",
+                 "per_call": {"16x10": 80000.0, "serial": 90000.0}},
+                {"name": "esprit-jwt-rs256-hit", "label": "esprit hit", "layout": "pinned",
+                 "esprit": True, "per_call": {"16x10": 100000.0, "serial": 99000.0}},
+                {"name": "esprit-open-log", "label": "esprit log", "layout": "pinned",
+                 "esprit": True, "access_log": True, "error": "boom"},
+            ]}}
+        lines = report._instructions_md(result)
+        self.assertIn("| esprit hit | 100 000 | 99 000 | 1.25× | 1.10× | nghttpx |", lines)
+        self.assertIn("| nghttpx | 80 000 | 90 000 | — | — | — |", lines)
+        self.assertTrue(any(line.startswith("| esprit log | error: boom |") for line in lines))
+        skipped = report._instructions_md({"instructions": {"skipped": "valgrind not installed"}})
+        self.assertIn("Not counted: valgrind not installed.", skipped)
 
 
 class _PathRecorder(http.server.BaseHTTPRequestHandler):
