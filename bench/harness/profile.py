@@ -2,7 +2,8 @@
 
     python3 -m harness.profile DUMP [--calls N] [--top K]
 
-DUMP is one of the dumps a run leaves with `--keep-workdir` (`<row>-<n>.callgrind.<pid>.<k>`;
+DUMP is one of the dumps a run leaves with `--keep-workdir`
+(`callgrind-<row>-<n>.callgrind.<pid>.<k>`;
 the first `k` of a process is the 16x10 load, the second the serial one), best written with
 `VALGRIND_OPTS="--compress-strings=no --compress-pos=no"` (compressed names are defined only in a
 process's first dump). Self cost is charged to the source file of each line, so code inlined
@@ -24,14 +25,16 @@ def crate_of(path):
     """The crate a source path belongs to: a registry crate's name, `esprit:<crate>` for this
     workspace, `std` for the Rust standard library, `libc` for glibc, else the path."""
     path = path or "???"
+    # The standard library first: its sources have `crates/<name>/src/` paths too (stdarch's
+    # core_arch), and the crates it vendors are built from `/rust/deps/`.
+    if path.startswith(("/rustc/", "/rust/deps/")):
+        return "std"
     m = _REGISTRY.search(path)
     if m:
         return m.group(1)
     m = _OURS.search(path)
     if m:
         return "esprit:" + m.group(1)
-    if path.startswith("/rustc/"):
-        return "std"
     if path.startswith("./") or "glibc" in path:
         return "libc"
     return path
