@@ -6,8 +6,8 @@ machines without hardware counters (where `perf stat` reads instructions as `<no
 It explains a CPU-time ratio: more instructions per call (work), or the same instructions and
 more kernel time (wake-ups, syscalls).
 
-How a count is taken: the proxy starts under `valgrind --tool=callgrind` (its forked workers,
-nginx's and nghttpx's, are counted too: one dump file per process); after a verified warm-up the
+How a count is taken: the proxy starts under `valgrind --tool=callgrind` (a worker process it
+starts, as nghttpx does, is counted too: one dump file per process); after a verified warm-up the
 counters of every process of the proxy are zeroed (`callgrind_control -z PID`), h2load makes a
 fixed number of calls, the counters are dumped (`callgrind_control -d PID`) and the dumps'
 totals are summed and divided by the calls. Two loads: 16 connections x 10 streams (calls

@@ -247,7 +247,7 @@ class AbCounts(unittest.TestCase):
             "cfn=memcpy",
             "calls=2 5",
             "11 999",  # a call's inclusive cost: not encode_str's own
-            "fl=/work/x/crates/proxy/src/forward.rs",
+            "fl=esprit/crates/proxy/src/forward.rs",
             "fn=proxy::forward::forward",
             "5 7",
             # the standard library's own `crates/` (stdarch) and the crates it vendors
